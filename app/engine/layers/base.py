@@ -1,0 +1,105 @@
+"""The layer base class and the LAYERS registry.
+
+A layer is a torch module built from a Keras layer config. Weights are stored in Keras's own
+layout (a Dense kernel is `(in, out)`), so weights copy between Keras and here without transposes,
+and `keras_weights()` lists them in the order Keras's `get_weights()` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from app.engine.errors import ConfigError, Loc
+from app.engine.registry import Registry
+
+Shape = tuple[int | None, ...]
+
+LAYERS: Registry[Layer] = Registry("layer")
+
+# Keys every Keras layer config may carry that do not change the computation here.
+BASE_KEYS = ("name", "trainable", "dtype", "autocast")
+
+
+def check_dtype(config: Mapping[str, Any], loc: Loc) -> None:
+    """Only float32 is supported for now; accept Keras's DTypePolicy objects that say so."""
+    dtype = config.get("dtype")
+    if dtype is None:
+        return
+    name = dtype
+    if isinstance(dtype, Mapping):
+        inner = dtype.get("config")
+        name = inner.get("name") if isinstance(inner, Mapping) else None
+    if name != "float32":
+        raise ConfigError((*loc, "dtype"), f"only float32 is supported yet, got {dtype!r}")
+
+
+def require_null(config: Mapping[str, Any], keys: tuple[str, ...], loc: Loc) -> None:
+    """Keras options we accept only at their default (null) value for now."""
+    for key in keys:
+        if config.get(key) is not None:
+            raise ConfigError((*loc, key), "is not supported yet; leave it null")
+
+
+class Layer(nn.Module):
+    """A Keras layer: built once for an input shape, then applied to batches."""
+
+    class_name: ClassVar[str]
+    #: Keras config keys this layer understands beyond BASE_KEYS.
+    config_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, *, name: str, trainable: bool = True) -> None:
+        super().__init__()
+        self.name = name
+        self.trainable = trainable
+        self._weight_names: list[str] = []
+        self.output_shape: Shape = ()
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
+        raise NotImplementedError
+
+    def layer_config(self) -> dict[str, Any]:
+        """The layer-specific part of the canonical config."""
+        return {}
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": "float32",
+            **self.layer_config(),
+        }
+
+    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
+        """Create weights for `input_shape` (batch dimension included) and return the output
+        shape. Shape errors are ConfigErrors at `loc`."""
+        return input_shape
+
+    def add_weight(self, name: str, value: torch.Tensor, *, trainable: bool = True) -> None:
+        if trainable:
+            param = nn.Parameter(value.to(torch.float32), requires_grad=self.trainable)
+            self.register_parameter(name, param)
+        else:
+            self.register_buffer(name, value)
+        self._weight_names.append(name)
+
+    def keras_weights(self) -> list[tuple[str, torch.Tensor]]:
+        """(name, tensor) in Keras's `get_weights()` order for this layer."""
+        return [(n, getattr(self, n)) for n in self._weight_names]
+
+    def count_params(self) -> tuple[int, int]:
+        """(trainable, non-trainable) parameter counts."""
+        trainable = non_trainable = 0
+        for _, tensor in self.keras_weights():
+            if isinstance(tensor, nn.Parameter) and self.trainable:
+                trainable += tensor.numel()
+            else:
+                non_trainable += tensor.numel()
+        return trainable, non_trainable
+
+    def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,135 @@
+"""The Keras Normalization preprocessing layer: `(x - mean) / max(sqrt(variance), 1e-7)`.
+
+With `mean` and `variance` in its config the constants live in the config and the layer has no
+weights; without them it holds `[mean, variance, count]` weights initialised to 0, 1 and 0, so an
+unadapted layer is the identity, as in Keras.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.engine.errors import ConfigError, Loc
+from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
+from app.engine.params import get_bool
+from app.engine.registry import known_keys
+
+_EPSILON = 1e-7
+
+
+def _constant(value: Any, loc: Loc) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(loc, "must be a number or a nested list of numbers") from exc
+    if not np.all(np.isfinite(arr)):
+        raise ConfigError(loc, "must be finite")
+    return arr
+
+
+@LAYERS.register("Normalization")
+class Normalization(Layer):
+    class_name = "Normalization"
+    config_keys = ("axis", "mean", "variance", "invert")
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        axis: tuple[int, ...],
+        mean: np.ndarray | None,
+        variance: np.ndarray | None,
+        invert: bool,
+    ) -> None:
+        super().__init__(name=name, trainable=False)
+        self.axis = axis
+        self.mean_value = mean
+        self.variance_value = variance
+        self.invert = invert
+        self._broadcast: tuple[int, ...] = ()
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
+        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
+        axis_value = config.get("axis", -1)
+        if axis_value is None:
+            axis: tuple[int, ...] = ()
+        elif isinstance(axis_value, int) and not isinstance(axis_value, bool):
+            axis = (axis_value,)
+        elif isinstance(axis_value, list | tuple) and all(
+            isinstance(a, int) and not isinstance(a, bool) for a in axis_value
+        ):
+            axis = tuple(axis_value)
+        else:
+            raise ConfigError(
+                (*loc, "axis"), f"must be an integer, a list of them or null, got {axis_value!r}"
+            )
+        has_mean, has_var = config.get("mean") is not None, config.get("variance") is not None
+        if has_mean != has_var:
+            raise ConfigError(
+                (*loc, "variance" if has_mean else "mean"),
+                "give both mean and variance, or neither",
+            )
+        mean = _constant(config["mean"], (*loc, "mean")) if has_mean else None
+        variance = _constant(config["variance"], (*loc, "variance")) if has_var else None
+        if variance is not None and np.any(variance < 0):
+            raise ConfigError((*loc, "variance"), "must not be negative")
+        return cls(
+            name=name, axis=axis, mean=mean, variance=variance,
+            invert=get_bool(config, "invert", loc, False),
+        )  # fmt: skip
+
+    def layer_config(self) -> dict[str, Any]:
+        axis: Any = list(self.axis) if len(self.axis) != 1 else self.axis[0]
+        return {
+            "axis": axis if self.axis else None,
+            "mean": None if self.mean_value is None else self.mean_value.tolist(),
+            "variance": None if self.variance_value is None else self.variance_value.tolist(),
+            "invert": self.invert,
+        }
+
+    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
+        rank = len(input_shape)
+        keep = []
+        for a in self.axis:
+            if not -rank < a < rank or a % rank == 0:
+                raise ConfigError(
+                    (*loc, "axis"), f"axis {a} is out of range for input shape {input_shape}"
+                )
+            keep.append(a % rank)
+        sizes = [input_shape[a] for a in keep]
+        if any(s is None for s in sizes):
+            raise ConfigError(
+                (*loc, "axis"), f"the normalized axes need known sizes, got {input_shape}"
+            )
+        self._broadcast = tuple(input_shape[d] if d in keep else 1 for d in range(rank))  # type: ignore[misc]
+        weight_shape = tuple(s for s in sizes if s is not None)
+        if self.mean_value is None:
+            self.add_weight("mean", torch.zeros(weight_shape), trainable=False)
+            self.add_weight("variance", torch.ones(weight_shape), trainable=False)
+            self.add_weight("count", torch.zeros((), dtype=torch.int64), trainable=False)
+        else:
+            for key, value in (("mean", self.mean_value), ("variance", self.variance_value)):
+                try:
+                    tensor = torch.from_numpy(np.broadcast_to(value, self._broadcast).copy())
+                except ValueError as exc:
+                    raise ConfigError(
+                        (*loc, key), f"shape {value.shape} does not broadcast to {self._broadcast}"
+                    ) from exc  # type: ignore[union-attr]
+                self.register_buffer(f"_{key}_const", tensor, persistent=False)
+        return input_shape
+
+    def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mean_value is None:
+            return self.mean.reshape(self._broadcast), self.variance.reshape(self._broadcast)
+        return self._mean_const, self._variance_const
+
+    def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+        mean, variance = self._stats()
+        if self.invert:
+            return mean + x * torch.sqrt(variance).clamp_min(_EPSILON)
+        return (x - mean) / torch.sqrt(variance).clamp_min(_EPSILON)
