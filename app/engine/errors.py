@@ -29,7 +29,7 @@ class DataError(EngineError):
     """Arrays that do not fit the model, the loss or each other."""
 
 
-class TrainingInterrupted(Exception):  # noqa: N818 - a control-flow signal, not a failure
+class TrainingInterrupted(Exception):
     """Raised by a callback to leave fit at once (a lost lease, a cancelled job)."""
 
     def __init__(self, reason: str) -> None:

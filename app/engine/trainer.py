@@ -31,6 +31,7 @@ from app.engine.data import (
 )
 from app.engine.errors import ConfigError, DataError, Loc
 from app.engine.models import Sequential
+from app.engine.optimizers import Optimizer
 
 DEFAULT_BATCH_SIZE = 32
 MAX_EPOCHS = 100_000
@@ -69,6 +70,16 @@ class FitArgs:
             raise ConfigError((*loc, "validation_split"), "must be in [0, 1)")
 
 
+@dataclass
+class FitPlan:
+    """A checked fit: arguments, (x, y, sample_weight) to train on, optional validation set."""
+
+    args: FitArgs
+    train: tuple[np.ndarray, np.ndarray, np.ndarray | None]
+    validation: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None
+    callbacks: list[Callback]
+
+
 def _should_validate(epoch: int, freq: int | list[int]) -> bool:
     if isinstance(freq, int):
         return (epoch + 1) % freq == 0
@@ -90,8 +101,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.spec = compile_spec
         self.loc = loc
-        self.optimizer = compile_spec.make_optimizer(loc)
-        self.optimizer.build(model.trainable_parameters())
+        self._optimizer: Optimizer | None = None
         self.loss = compile_spec.make_loss(loc) if compile_spec.loss is not None else None
         self.loss_tracker = metrics_mod.Mean(name="loss")
         self.metrics: list[metrics_mod.Metric] | None = None
@@ -99,7 +109,16 @@ class Trainer:
         self.stop_training = False
         self.generator = torch.Generator(device=self.device)
         self.seed: int | None = None
+        self._resumed = False
         self.epoch = -1  # the last finished epoch
+
+    @property
+    def optimizer(self) -> Optimizer:
+        """Built on first use: evaluate and predict never need one."""
+        if self._optimizer is None:
+            self._optimizer = self.spec.make_optimizer(self.loc)
+            self._optimizer.build(self.model.trainable_parameters())
+        return self._optimizer
 
     # -- data ----------------------------------------------------------------------------------
     def prepare(
@@ -211,6 +230,37 @@ class Trainer:
         return logs
 
     # -- public API ----------------------------------------------------------------------------
+    def plan_fit(
+        self,
+        x: Any,
+        y: Any,
+        *,
+        args: FitArgs | None = None,
+        sample_weight: Any = None,
+        validation_data: Sequence[Any] | None = None,
+        callbacks: Sequence[Callback] = (),
+        loc: Loc = (),
+    ) -> FitPlan:
+        """Check everything a fit needs (arguments, arrays, labels, callbacks) without training."""
+        args = args or FitArgs()
+        args.check(loc)
+        xa, ya, sw = self.prepare(x, y, sample_weight, loc)
+        val: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
+        if validation_data is not None:
+            vx, vy, vsw = [*validation_data, None][:3]
+            val = self.prepare(vx, vy, vsw, (*loc, "validation_data"))
+        elif args.validation_split > 0:
+            split = validation_split_at(
+                xa.shape[0], args.validation_split, (*loc, "validation_split")
+            )
+            val = (xa[split:], ya[split:], None if sw is None else sw[split:])
+            xa, ya, sw = xa[:split], ya[:split], None if sw is None else sw[:split]
+        keys = self.log_keys(validation=val is not None)
+        for i, cb in enumerate(callbacks):
+            cb.set_trainer(self)
+            cb.check(keys, (*loc, "callbacks", i))
+        return FitPlan(args, (xa, ya, sw), val, list(callbacks))
+
     def fit(
         self,
         x: Any,
@@ -222,31 +272,23 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         loc: Loc = (),
     ) -> History:
-        args = args or FitArgs()
-        args.check(loc)
-        xa, ya, sw = self.prepare(x, y, sample_weight, loc)
-        val: Arrays | None = None
-        if validation_data is not None:
-            vloc = (*loc, "validation_data")
-            vx, vy, vsw = [*validation_data, None][:3]
-            vxa, vya, vswa = self.prepare(vx, vy, vsw, vloc)
-            val = Arrays.from_numpy(vxa, vya, vswa, self.device)
-        elif args.validation_split > 0:
-            split = validation_split_at(
-                xa.shape[0], args.validation_split, (*loc, "validation_split")
-            )
-            val_sw = None if sw is None else sw[split:]
-            val = Arrays.from_numpy(xa[split:], ya[split:], val_sw, self.device)
-            xa, ya, sw = xa[:split], ya[:split], None if sw is None else sw[:split]
-        train = Arrays.from_numpy(xa, ya, sw, self.device)
+        """Keras's `fit`; returns the History."""
+        plan = self.plan_fit(
+            x, y, args=args, sample_weight=sample_weight, validation_data=validation_data,
+            callbacks=callbacks, loc=loc,
+        )  # fmt: skip
+        return self.run_fit(plan)
+
+    def run_fit(self, plan: FitPlan) -> History:
+        train = Arrays.from_numpy(*plan.train, self.device)
+        val = None if plan.validation is None else Arrays.from_numpy(*plan.validation, self.device)
         history = History()
-        cbs = CallbackList([*callbacks, history])
+        cbs = CallbackList([*plan.callbacks, history])
         cbs.set_trainer(self)
-        keys = self.log_keys(validation=val is not None)
-        for i, cb in enumerate(callbacks):
-            cb.check(keys, (*loc, "callbacks", i))
-        self._seed(args.seed)
-        self._loop(train, val, args, cbs)
+        if not self._resumed:  # a restored RNG state continues where the checkpoint left it
+            self._seed(plan.args.seed)
+        self._resumed = False
+        self._loop(train, val, plan.args, cbs)
         return history
 
     def _seed(self, seed: int | None) -> None:
@@ -346,6 +388,7 @@ class Trainer:
         if "rng/generator" in tensors:
             self.generator.set_state(tensors["rng/generator"].cpu())
         self.seed = meta.get("seed")
+        self._resumed = True
         self.epoch = int(meta.get("epoch", -1))
 
 

@@ -1,0 +1,82 @@
+"""Routes of /v1/jobs: status and history, epoch logs, the live event stream, cancel."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
+
+from app.api.deps import Ctx
+from app.jobs import events, service
+from app.jobs.schemas import EpochLogList, ErrorOut, JobList, JobOut, epoch_out, job_out
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+E404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "No such job"}}
+
+
+@router.get("", response_model=JobList, summary="List jobs, newest first")
+def list_jobs(
+    ctx: Ctx,
+    model_id: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobList:
+    pairs = service.list_jobs(ctx, model_id=model_id, limit=limit, offset=offset)
+    return JobList(items=[job_out(j, service.history(rows)) for j, rows in pairs])
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=E404, summary="Job status and history")
+def get_job(ctx: Ctx, job_id: uuid.UUID) -> JobOut:
+    job, rows = service.get_job(ctx, job_id=job_id)
+    return job_out(job, service.history(rows))
+
+
+@router.get(
+    "/{job_id}/logs",
+    response_model=EpochLogList,
+    responses=E404,
+    summary="One row per finished epoch (0-based, as Keras callbacks count)",
+)
+def job_logs(ctx: Ctx, job_id: uuid.UUID, after: Annotated[int, Query(ge=-1)] = -1) -> EpochLogList:
+    rows = service.job_logs(ctx, job_id=job_id, after=after)
+    return EpochLogList(job_id=job_id, items=[epoch_out(r) for r in rows])
+
+
+@router.get(
+    "/{job_id}/events",
+    responses={
+        **E404,
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`epoch` events (id = epoch), then one `status`",
+        },
+    },
+    summary="Live Server-Sent Events; reconnect with Last-Event-ID to resume",
+    response_class=StreamingResponse,
+)
+def job_events(
+    ctx: Ctx,
+    job_id: uuid.UUID,
+    last_event_id: Annotated[int | None, Header(ge=-1)] = None,
+    after: Annotated[int | None, Query(ge=-1, description="Like Last-Event-ID")] = None,
+) -> StreamingResponse:
+    events.check_job(ctx, job_id)
+    start = last_event_id if last_event_id is not None else (after if after is not None else -1)
+    return StreamingResponse(
+        events.stream(ctx, job_id=job_id, after=start),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobOut,
+    responses={**E404, 409: {"model": ErrorOut, "description": "Already finished"}},
+    summary="Cancel: at once if queued, between batches if running",
+)
+def cancel_job(ctx: Ctx, job_id: uuid.UUID) -> JobOut:
+    job = service.cancel_job(ctx, job_id=job_id)
+    return job_out(job, {})

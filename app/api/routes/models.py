@@ -1,0 +1,104 @@
+"""Routes of /v1/models: create, list, read, delete, fit, evaluate, predict."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response, status
+
+from app.api.deps import Ctx
+from app.jobs import service
+from app.jobs.schemas import (
+    ErrorOut,
+    EvaluateRequest,
+    FitRequest,
+    JobOut,
+    ModelCreate,
+    ModelList,
+    ModelOut,
+    PredictOut,
+    PredictRequest,
+    job_out,
+    model_out,
+)
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+E404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "No such model"}}
+E422: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorOut, "description": "Invalid input; `loc` names the field"}
+}
+E409: dict[int | str, dict[str, Any]] = {409: {"model": ErrorOut, "description": "Conflict"}}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ModelOut,
+    responses=E422,
+    summary="Create a model from Keras model JSON",
+)
+def create_model(ctx: Ctx, body: ModelCreate) -> ModelOut:
+    """Build the model (shapes, parameter counts, seeded initial weights) and store it."""
+    return model_out(service.create_model(ctx, body=body))
+
+
+@router.get("", response_model=ModelList, summary="List models, newest first")
+def list_models(
+    ctx: Ctx,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ModelList:
+    rows, total = service.list_models(ctx, limit=limit, offset=offset)
+    return ModelList(items=[model_out(r) for r in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{model_id}", response_model=ModelOut, responses=E404, summary="Read a model")
+def get_model(ctx: Ctx, model_id: uuid.UUID) -> ModelOut:
+    return model_out(service.get_model(ctx, model_id=model_id))
+
+
+@router.delete(
+    "/{model_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**E404, **E409},
+    summary="Delete a model, its jobs and artifacts",
+)
+def delete_model(ctx: Ctx, model_id: uuid.UUID) -> Response:
+    service.delete_model(ctx, model_id=model_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{model_id}/fit",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses={**E404, **E409, **E422},
+    summary="Start a fit job (Keras's model.fit)",
+)
+def fit(ctx: Ctx, model_id: uuid.UUID, body: FitRequest) -> JobOut:
+    """Everything is checked before the job is queued. The job trains from the model's current
+    weights; when it succeeds the model holds the trained weights, as after Keras's fit."""
+    return job_out(service.submit_fit(ctx, model_id=model_id, body=body), {})
+
+
+@router.post(
+    "/{model_id}/evaluate",
+    response_model=dict[str, float],
+    responses={**E404, **E422},
+    summary="Keras's evaluate(..., return_dict=True)",
+)
+def evaluate(ctx: Ctx, model_id: uuid.UUID, body: EvaluateRequest) -> dict[str, float]:
+    """Loss and metrics on the model's current weights. With the fit's batch size this runs
+    the very code the fit's validation ran, so it reproduces the last epoch's val_ values."""
+    return service.evaluate(ctx, model_id=model_id, body=body)
+
+
+@router.post(
+    "/{model_id}/predict",
+    response_model=PredictOut,
+    responses={**E404, **E422},
+    summary="Keras's predict",
+)
+def predict(ctx: Ctx, model_id: uuid.UUID, body: PredictRequest) -> PredictOut:
+    return PredictOut(predictions=service.predict_model(ctx, model_id=model_id, body=body).tolist())

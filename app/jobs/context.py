@@ -1,0 +1,86 @@
+"""What the jobs domain needs at run time, built once per process from the settings."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.config import Settings
+from app.db.session import make_engine, make_session_factory
+from app.engine.models import Sequential
+from app.jobs.storage import ArtifactStore
+
+
+class Dispatcher(Protocol):
+    """Rings the doorbell for a committed job: a Celery message, or an in-process executor."""
+
+    def dispatch(self, job_id: uuid.UUID) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ModelCache:
+    """Built models with their weights loaded, keyed by (model id, weights key): evaluate and
+    predict on the same weights skip the rebuild and the checkpoint read."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[uuid.UUID, str | None], Sequential] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[uuid.UUID, str | None]) -> Sequential | None:
+        with self._lock:
+            model = self._items.get(key)
+            if model is not None:
+                self._items.move_to_end(key)
+            return model
+
+    def put(self, key: tuple[uuid.UUID, str | None], model: Sequential) -> None:
+        with self._lock:
+            self._items[key] = model
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def drop_model(self, model_id: uuid.UUID) -> None:
+        with self._lock:
+            for key in [k for k in self._items if k[0] == model_id]:
+                del self._items[key]
+
+
+@dataclass
+class JobsContext:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: ArtifactStore
+    cache: ModelCache
+    dispatcher: Dispatcher | None = None
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def close(self) -> None:
+        self.stopping.set()
+        if self.dispatcher is not None:
+            self.dispatcher.close()
+        self.engine.dispose()
+
+
+def build_context(settings: Settings) -> JobsContext:
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    store = ArtifactStore(settings.resolved_artifact_dir)
+    store.root.mkdir(parents=True, exist_ok=True)
+    return JobsContext(
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        store=store,
+        cache=ModelCache(settings.model_cache_size),
+    )

@@ -1,0 +1,44 @@
+"""Building models and reading/writing job artifacts (inputs, checkpoints) through the store."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.numpy import load as np_load
+from safetensors.numpy import save as np_save
+
+from app.engine import checkpoint
+from app.engine.models import Sequential
+from app.jobs.storage import ArtifactStore
+
+
+def build_model(config: Mapping[str, Any], seed: int) -> Sequential:
+    return Sequential.from_config(config, seed=seed)
+
+
+def load_weights(store: ArtifactStore, model: Sequential, key: str | None) -> Sequential:
+    """Put the weights of checkpoint `key` into `model` (None: keep its seeded weights)."""
+    if key is not None:
+        tensors, _ = checkpoint.from_bytes(store.read(key))
+        model.load_weight_tensors(
+            {k.removeprefix("model/"): t for k, t in tensors.items() if k.startswith("model/")}
+        )
+    return model
+
+
+def read_checkpoint(
+    store: ArtifactStore, key: str
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    return checkpoint.from_bytes(store.read(key))
+
+
+def write_inputs(store: ArtifactStore, key: str, arrays: Mapping[str, np.ndarray | None]) -> None:
+    present = {k: np.ascontiguousarray(v) for k, v in arrays.items() if v is not None}
+    store.write(key, np_save(present))
+
+
+def read_inputs(store: ArtifactStore, key: str) -> dict[str, np.ndarray]:
+    return dict(np_load(store.read(key)))

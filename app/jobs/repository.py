@@ -1,0 +1,292 @@
+"""All SQL of the jobs domain. Functions take a session and never commit: the caller's unit
+of work does. Writes made on behalf of a job attempt are fenced by that attempt number."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.db.base import utcnow
+from app.db.models import CheckpointRow, EpochLogRow, JobRow, JobStatus, ModelRow
+
+ACTIVE = (JobStatus.queued, JobStatus.running)
+
+
+# -- models ------------------------------------------------------------------------------------
+def add_model(session: Session, *, row: ModelRow) -> ModelRow:
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_model(session: Session, *, model_id: uuid.UUID) -> ModelRow | None:
+    return session.get(ModelRow, model_id)
+
+
+def list_models(session: Session, *, limit: int, offset: int) -> tuple[Sequence[ModelRow], int]:
+    rows = session.scalars(
+        select(ModelRow)
+        .order_by(ModelRow.created_at.desc(), ModelRow.id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    total = session.scalar(select(func.count()).select_from(ModelRow)) or 0
+    return rows, total
+
+
+def delete_model(session: Session, *, model_id: uuid.UUID) -> None:
+    job_ids = select(JobRow.id).where(JobRow.model_id == model_id)
+    # Explicit deletes so SQLite without foreign-key cascades behaves like Postgres.
+    session.execute(delete(EpochLogRow).where(EpochLogRow.job_id.in_(job_ids)))
+    session.execute(delete(CheckpointRow).where(CheckpointRow.job_id.in_(job_ids)))
+    session.execute(delete(JobRow).where(JobRow.model_id == model_id))
+    session.execute(delete(ModelRow).where(ModelRow.id == model_id))
+
+
+def job_ids_of_model(session: Session, *, model_id: uuid.UUID) -> list[uuid.UUID]:
+    return list(session.scalars(select(JobRow.id).where(JobRow.model_id == model_id)))
+
+
+def active_job_of_model(session: Session, *, model_id: uuid.UUID) -> JobRow | None:
+    return session.scalars(
+        select(JobRow).where(JobRow.model_id == model_id, JobRow.status.in_(ACTIVE)).limit(1)
+    ).first()
+
+
+# -- jobs --------------------------------------------------------------------------------------
+def add_job(session: Session, *, row: JobRow) -> JobRow:
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_job(session: Session, *, job_id: uuid.UUID) -> JobRow | None:
+    return session.get(JobRow, job_id)
+
+
+def list_jobs(
+    session: Session, *, model_id: uuid.UUID | None, limit: int, offset: int
+) -> Sequence[JobRow]:
+    query = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id)
+    if model_id is not None:
+        query = query.where(JobRow.model_id == model_id)
+    return session.scalars(query.limit(limit).offset(offset)).all()
+
+
+def claim_job(session: Session, *, job_id: uuid.UUID, owner: str, lease_s: float) -> int | None:
+    """Atomically take a job that is queued, or running with an expired lease, and has
+    attempts left. Returns the new attempt number, or None if someone else has it."""
+    now = utcnow()
+    result = session.execute(
+        update(JobRow)
+        .where(
+            JobRow.id == job_id,
+            JobRow.attempt < JobRow.max_attempts,
+            JobRow.cancel_requested.is_(False),
+            or_(
+                JobRow.status == JobStatus.queued,
+                and_(JobRow.status == JobStatus.running, JobRow.lease_expires_at < now),
+            ),
+        )
+        .values(
+            status=JobStatus.running,
+            attempt=JobRow.attempt + 1,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            started_at=func.coalesce(JobRow.started_at, now),
+            updated_at=now,
+        )
+        .returning(JobRow.attempt)
+    )
+    return result.scalar_one_or_none()
+
+
+def renew_lease(
+    session: Session, *, job_id: uuid.UUID, attempt: int, lease_s: float
+) -> bool | None:
+    """Extend the lease of this attempt. Returns the cancel flag, or None if the attempt no
+    longer owns the job (it was reclaimed, cancelled or finished)."""
+    now = utcnow()
+    result = session.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running)
+        .values(lease_expires_at=now + timedelta(seconds=lease_s))
+        .returning(JobRow.cancel_requested)
+    )
+    return result.scalar_one_or_none()
+
+
+def record_epoch(
+    session: Session, *, job_id: uuid.UUID, attempt: int, epoch: int, logs: dict[str, float]
+) -> bool:
+    """Upsert the (job, epoch) row, fenced by attempt. False if this attempt is stale."""
+    owned = session.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running)
+        .values(epochs_done=epoch + 1, updated_at=utcnow())
+    ).rowcount
+    if not owned:
+        return False
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(EpochLogRow).values(
+        job_id=job_id, epoch=epoch, logs=logs, attempt=attempt, created_at=utcnow()
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[EpochLogRow.job_id, EpochLogRow.epoch],
+        set_={"logs": stmt.excluded.logs, "attempt": stmt.excluded.attempt,
+              "created_at": stmt.excluded.created_at},
+    )  # fmt: skip
+    session.execute(stmt)
+    # Epochs after this one came from an earlier attempt that got further; they are redone.
+    session.execute(
+        delete(EpochLogRow).where(EpochLogRow.job_id == job_id, EpochLogRow.epoch > epoch)
+    )
+    return True
+
+
+def epoch_logs(
+    session: Session, *, job_id: uuid.UUID, after: int = -1, limit: int | None = None
+) -> Sequence[EpochLogRow]:
+    query = (
+        select(EpochLogRow)
+        .where(EpochLogRow.job_id == job_id, EpochLogRow.epoch > after)
+        .order_by(EpochLogRow.epoch)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    return session.scalars(query).all()
+
+
+def add_checkpoint(session: Session, *, row: CheckpointRow) -> bool:
+    """Register a durable checkpoint file, fenced by the job attempt."""
+    owned = session.scalar(
+        select(func.count())
+        .select_from(JobRow)
+        .where(
+            JobRow.id == row.job_id,
+            JobRow.attempt == row.attempt,
+            JobRow.status == JobStatus.running,
+        )
+    )
+    if not owned:
+        return False
+    session.add(row)
+    session.flush()
+    return True
+
+
+def latest_checkpoint(session: Session, *, job_id: uuid.UUID) -> CheckpointRow | None:
+    return session.scalars(
+        select(CheckpointRow)
+        .where(CheckpointRow.job_id == job_id)
+        .order_by(CheckpointRow.epoch.desc(), CheckpointRow.created_at.desc())
+        .limit(1)
+    ).first()
+
+
+def list_checkpoints(session: Session, *, job_id: uuid.UUID) -> Sequence[CheckpointRow]:
+    return session.scalars(
+        select(CheckpointRow).where(CheckpointRow.job_id == job_id).order_by(CheckpointRow.epoch)
+    ).all()
+
+
+def finish_job(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    attempt: int,
+    status: JobStatus,
+    error_type: str | None = None,
+    error_message: str | None = None,
+) -> bool:
+    now = utcnow()
+    return bool(
+        session.execute(
+            update(JobRow)
+            .where(
+                JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running
+            )
+            .values(status=status, error_type=error_type, error_message=error_message,
+                    finished_at=now, updated_at=now, lease_owner=None, lease_expires_at=None)
+        ).rowcount
+    )  # fmt: skip
+
+
+def set_model_weights(
+    session: Session,
+    *,
+    model_id: uuid.UUID,
+    checkpoint_id: uuid.UUID,
+    key: str,
+    compile_config: dict[str, Any],
+) -> None:
+    session.execute(
+        update(ModelRow)
+        .where(ModelRow.id == model_id)
+        .values(weights_checkpoint_id=checkpoint_id, weights_key=key,
+                compile_config=compile_config, updated_at=utcnow())
+    )  # fmt: skip
+
+
+def request_cancel(session: Session, *, job_id: uuid.UUID) -> JobRow | None:
+    """Queued jobs are cancelled at once; running ones get the flag their worker checks."""
+    now = utcnow()
+    session.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.status == JobStatus.queued)
+        .values(status=JobStatus.cancelled, cancel_requested=True, finished_at=now, updated_at=now)
+    )
+    session.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.status == JobStatus.running)
+        .values(cancel_requested=True, updated_at=now)
+    )
+    return get_job(session, job_id=job_id)
+
+
+def finish_cancelled_or_exhausted(session: Session, *, now: datetime) -> None:
+    """Running jobs whose lease expired and cannot be claimed again end now: cancelled ones as
+    cancelled, ones out of attempts as failed."""
+    expired = and_(JobRow.status == JobStatus.running, JobRow.lease_expires_at < now)
+    session.execute(
+        update(JobRow)
+        .where(expired, JobRow.cancel_requested.is_(True))
+        .values(status=JobStatus.cancelled, finished_at=now, updated_at=now, lease_owner=None)
+    )
+    session.execute(
+        update(JobRow)
+        .where(expired, JobRow.attempt >= JobRow.max_attempts)
+        .values(status=JobStatus.failed, finished_at=now, updated_at=now, lease_owner=None,
+                error_type="WorkerLost",
+                error_message="the worker stopped renewing its lease and no attempts are left")
+    )  # fmt: skip
+
+
+def jobs_to_redispatch(
+    session: Session, *, now: datetime, unclaimed_after_s: float
+) -> list[uuid.UUID]:
+    """Queued jobs nobody claimed for a while, and running jobs whose lease expired."""
+    stale = now - timedelta(seconds=unclaimed_after_s)
+    ids = session.scalars(
+        select(JobRow.id).where(
+            or_(
+                and_(JobRow.status == JobStatus.queued, JobRow.dispatched_at < stale),
+                and_(
+                    JobRow.status == JobStatus.running,
+                    JobRow.lease_expires_at < now,
+                    JobRow.attempt < JobRow.max_attempts,
+                    JobRow.cancel_requested.is_(False),
+                ),
+            )
+        )
+    ).all()
+    if ids:
+        session.execute(update(JobRow).where(JobRow.id.in_(ids)).values(dispatched_at=now))
+    return list(ids)

@@ -1,0 +1,123 @@
+"""What a worker runs for a fit job; the Celery task and the in-process executor both call
+`run_fit_job`. The job row is the truth: claim it atomically, train with a heartbeat, commit the
+final checkpoint, the model's new weights and the final status in one fenced unit of work."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+
+from app.db.models import JobStatus
+from app.db.session import unit_of_work
+from app.engine import callbacks as engine_callbacks
+from app.engine.compile import CompileSpec
+from app.engine.errors import EngineError, TrainingInterrupted
+from app.engine.trainer import FitArgs, FitPlan, Trainer, resolve_device
+from app.jobs import repository as repo
+from app.jobs.context import JobsContext
+from app.jobs.loading import build_model, load_weights, read_checkpoint, read_inputs
+from app.jobs.recorder import CANCELLED, Heartbeat, Recorder, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def run_fit_job(ctx: JobsContext, job_id: uuid.UUID) -> None:
+    with unit_of_work(ctx.sessions) as session:
+        attempt = repo.claim_job(
+            session, job_id=job_id, owner=worker_name(), lease_s=ctx.settings.job_lease_s
+        )
+    if attempt is None:
+        log.info("job %s: nothing to claim (duplicate delivery, finished or owned)", job_id)
+        return
+    heartbeat = Heartbeat(ctx, job_id, attempt)
+    heartbeat.start()
+    try:
+        _train(ctx, job_id, attempt, heartbeat)
+    except TrainingInterrupted as exc:
+        if exc.reason == CANCELLED:
+            _finish(ctx, job_id, attempt, JobStatus.cancelled)
+        else:
+            log.warning("job %s attempt %s lost its lease; stopping", job_id, attempt)
+    except EngineError as exc:
+        _finish(ctx, job_id, attempt, JobStatus.failed, type(exc).__name__, str(exc))
+    except Exception as exc:
+        log.exception("job %s attempt %s failed", job_id, attempt)
+        _finish(ctx, job_id, attempt, JobStatus.failed, type(exc).__name__, str(exc))
+    finally:
+        heartbeat.stop()
+
+
+def _finish(
+    ctx: JobsContext,
+    job_id: uuid.UUID,
+    attempt: int,
+    status: JobStatus,
+    error_type: str | None = None,
+    message: str | None = None,
+) -> None:
+    with unit_of_work(ctx.sessions) as session:
+        repo.finish_job(session, job_id=job_id, attempt=attempt, status=status,
+                        error_type=error_type, error_message=message)  # fmt: skip
+
+
+def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbeat) -> None:
+    with unit_of_work(ctx.sessions) as session:
+        job = repo.get_job(session, job_id=job_id)
+        assert job is not None
+        model_row = repo.get_model(session, model_id=job.model_id)
+        assert model_row is not None
+        resume = repo.latest_checkpoint(session, job_id=job_id)
+    spec = CompileSpec.parse(job.request["compile"], ("compile",))
+    model = build_model(model_row.config, model_row.seed)
+    trainer = Trainer(model, spec, device=resolve_device(ctx.settings.device))
+    args = FitArgs(**job.request["fit"])
+    if resume is not None:
+        # Continue from the last durable checkpoint of an earlier attempt.
+        tensors, meta = read_checkpoint(ctx.store, resume.key)
+        trainer.load_state(tensors, meta)
+        args.initial_epoch = resume.epoch + 1
+    else:
+        load_weights(ctx.store, model, job.base_weights_key)
+    arrays = read_inputs(ctx.store, job.data_key)
+    callbacks = [
+        engine_callbacks.get(c, ("callbacks", i)) for i, c in enumerate(job.request["callbacks"])
+    ]
+    static_meta = {"model_config": model_row.config, "seed": model_row.seed,
+                   "compile_config": job.request["compile"], "job_id": str(job_id)}  # fmt: skip
+    recorder = Recorder(ctx, job_id, attempt, heartbeat, static_meta)
+    validation = None
+    if "val_x" in arrays:
+        validation = (arrays["val_x"], arrays["val_y"], arrays.get("val_sample_weight"))
+    if args.initial_epoch < args.epochs:
+        trainer.prepare(arrays["x"], arrays["y"], arrays.get("sample_weight"))
+        plan = FitPlan(
+            args, (arrays["x"], arrays["y"], arrays.get("sample_weight")), validation,
+            [*callbacks, recorder],
+        )  # fmt: skip
+        trainer.run_fit(plan)
+    tensors, meta = trainer.state()
+    final_logs = dict(recorder_logs(ctx, job_id))
+    key_epoch = max(trainer.epoch, args.initial_epoch - 1)
+    ckpt = save_checkpoint(
+        ctx, job_id=job_id, attempt=attempt, epoch=key_epoch, logs=final_logs,
+        tensors=tensors, meta={**static_meta, **meta},
+    )  # fmt: skip
+    if ckpt is None:
+        return
+    with unit_of_work(ctx.sessions) as session:
+        if repo.finish_job(session, job_id=job_id, attempt=attempt, status=JobStatus.succeeded):
+            repo.set_model_weights(session, model_id=job.model_id, checkpoint_id=ckpt.id,
+                                   key=ckpt.key, compile_config=job.request["compile"])  # fmt: skip
+
+
+def recorder_logs(ctx: JobsContext, job_id: uuid.UUID) -> dict[str, float]:
+    with unit_of_work(ctx.sessions) as session:
+        rows = repo.epoch_logs(session, job_id=job_id)
+        return dict(rows[-1].logs) if rows else {}

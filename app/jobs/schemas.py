@@ -1,0 +1,204 @@
+"""Request and response bodies of the models and jobs routes (the OpenAPI contract)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.db.models import EpochLogRow, JobRow, ModelRow
+from app.jobs import examples
+
+
+class Strict(BaseModel):
+    # Unknown fields are errors, and NaN/Infinity are refused in every number field.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# -- models ------------------------------------------------------------------------------------
+class ModelCreate(Strict):
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False,
+        json_schema_extra={"examples": [{"config": examples.SEED_MODEL, "seed": 42}]},
+    )  # fmt: skip
+    config: dict[str, Any] = Field(description="A Keras model JSON, as `model.to_json()` writes it")
+    name: str | None = Field(default=None, max_length=200)
+    seed: int | None = Field(
+        default=None, ge=0, le=2**63 - 1, description="Seeds the initial weights; random if unset"
+    )
+
+
+class LayerSummary(BaseModel):
+    name: str
+    class_name: str
+    output_shape: list[int | None]
+    params: int
+    trainable_params: int
+    non_trainable_params: int
+
+
+class ModelSummary(BaseModel):
+    name: str
+    input_shape: list[int | None]
+    output_shape: list[int | None]
+    layers: list[LayerSummary]
+    total_params: int
+    trainable_params: int
+    non_trainable_params: int
+
+
+class ModelOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    seed: int
+    summary: ModelSummary
+    config: dict[str, Any]
+    compile: dict[str, Any] | None = Field(description="The compile spec of the last finished fit")
+    weights_checkpoint_id: uuid.UUID | None = Field(
+        description="The checkpoint whose weights the model holds; null: its seeded initial weights"
+    )
+    created_at: datetime
+    updated_at: datetime
+
+
+class ModelList(BaseModel):
+    items: list[ModelOut]
+    total: int
+    limit: int
+    offset: int
+
+
+# -- fit ---------------------------------------------------------------------------------------
+class ValidationData(Strict):
+    x: Any
+    y: Any
+    sample_weight: Any = None
+
+
+class FitRequest(Strict):
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False,
+        json_schema_extra={"examples": [examples.SEED_FIT]},
+    )  # fmt: skip
+    compile: dict[str, Any] | None = Field(
+        default=None,
+        description="Keras compile arguments; if omitted, the model's last compile spec is used",
+    )
+    x: Any = Field(description="Inputs, nested lists with the batch dimension first")
+    y: Any = Field(description="Targets, nested lists")
+    sample_weight: Any = None
+    validation_data: ValidationData | None = None
+    validation_split: float = Field(default=0.0, ge=0.0, lt=1.0)
+    batch_size: int | None = Field(default=None, ge=1, le=1 << 20)
+    epochs: int = Field(default=1, ge=1, le=100_000)
+    initial_epoch: int = Field(default=0, ge=0)
+    shuffle: bool = True
+    validation_batch_size: int | None = Field(default=None, ge=1, le=1 << 20)
+    validation_freq: int | list[int] = 1
+    callbacks: list[dict[str, Any]] = Field(default_factory=list, max_length=32)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1, description="Shuffle/dropout seed")
+    verbose: int | str | None = Field(default=None, description="Accepted for Keras parity")
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class JobOut(BaseModel):
+    id: uuid.UUID
+    model_id: uuid.UUID
+    kind: str
+    status: str = Field(description="queued, running, succeeded, failed or cancelled")
+    attempt: int
+    max_attempts: int
+    epochs: int
+    epochs_done: int
+    cancel_requested: bool
+    history: dict[str, list[float]] = Field(description="Keras's History.history so far")
+    error: JobError | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+
+
+class EpochLog(BaseModel):
+    epoch: int = Field(description="0-based, as Keras callbacks see it")
+    logs: dict[str, float]
+    attempt: int
+    created_at: datetime
+
+
+class EpochLogList(BaseModel):
+    job_id: uuid.UUID
+    items: list[EpochLog]
+
+
+# -- evaluate / predict ------------------------------------------------------------------------
+class EvaluateRequest(Strict):
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False,
+        json_schema_extra={"examples": [examples.SEED_EVALUATE]},
+    )  # fmt: skip
+    compile: dict[str, Any] | None = None
+    x: Any
+    y: Any
+    sample_weight: Any = None
+    batch_size: int | None = Field(default=None, ge=1, le=1 << 20)
+    verbose: int | str | None = None
+
+
+class PredictRequest(Strict):
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False,
+        json_schema_extra={"examples": [examples.SEED_PREDICT]},
+    )  # fmt: skip
+    x: Any
+    batch_size: int | None = Field(default=None, ge=1, le=1 << 20)
+    verbose: int | str | None = None
+
+
+class PredictOut(BaseModel):
+    predictions: list[Any]
+
+
+# -- errors ------------------------------------------------------------------------------------
+class ErrorItem(BaseModel):
+    loc: list[str | int] = Field(description="Where the problem is, e.g. body.config.layers.2")
+    msg: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    detail: list[ErrorItem]
+
+
+def model_out(row: ModelRow) -> ModelOut:
+    return ModelOut(
+        id=row.id, name=row.name, seed=row.seed, summary=ModelSummary(**row.summary),
+        config=row.config, compile=row.compile_config,
+        weights_checkpoint_id=row.weights_checkpoint_id,
+        created_at=row.created_at, updated_at=row.updated_at,
+    )  # fmt: skip
+
+
+def job_out(row: JobRow, history: dict[str, list[float]]) -> JobOut:
+    error = None if row.error_type is None else JobError(
+        type=row.error_type, message=row.error_message or ""
+    )  # fmt: skip
+    return JobOut(
+        id=row.id, model_id=row.model_id, kind=row.kind, status=row.status, attempt=row.attempt,
+        max_attempts=row.max_attempts, epochs=row.epochs, epochs_done=row.epochs_done,
+        cancel_requested=row.cancel_requested, history=history, error=error,
+        created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
+    )  # fmt: skip
+
+
+def epoch_out(row: EpochLogRow) -> EpochLog:
+    return EpochLog(epoch=row.epoch, logs=row.logs, attempt=row.attempt, created_at=row.created_at)

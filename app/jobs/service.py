@@ -1,0 +1,235 @@
+"""Use cases of the models and jobs domain. Each opens one unit of work that commits once;
+a job is dispatched only after its row is committed. Engine errors become 422s that name the
+field, and every check runs before anything is written."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.db.models import EpochLogRow, JobRow, JobStatus, ModelRow
+from app.db.session import unit_of_work
+from app.engine import callbacks as engine_callbacks
+from app.engine.compile import CompileSpec
+from app.engine.errors import EngineError
+from app.engine.models import Sequential
+from app.engine.trainer import FitArgs, Trainer, predict, resolve_device
+from app.jobs import repository as repo
+from app.jobs.context import JobsContext
+from app.jobs.loading import build_model, load_weights, write_inputs
+from app.jobs.schemas import EvaluateRequest, FitRequest, ModelCreate, PredictRequest
+from app.jobs.storage import job_data_key, job_prefix
+
+log = logging.getLogger(__name__)
+BODY = "body"
+
+
+def _invalid(exc: EngineError, *prefix: str | int) -> InvalidInput:
+    return InvalidInput(exc.message, loc=[*prefix, *exc.loc])
+
+
+# -- models ------------------------------------------------------------------------------------
+def create_model(ctx: JobsContext, *, body: ModelCreate) -> ModelRow:
+    seed = body.seed if body.seed is not None else int.from_bytes(os.urandom(4), "little")
+    try:
+        model = build_model(body.config, seed)
+    except EngineError as exc:
+        raise _invalid(exc, BODY, "config") from exc
+    row = ModelRow(
+        name=body.name or model.name, config=body.config, seed=seed, summary=model.summary()
+    )
+    with unit_of_work(ctx.sessions) as session:
+        repo.add_model(session, row=row)
+    return row
+
+
+def list_models(ctx: JobsContext, *, limit: int, offset: int) -> tuple[Sequence[ModelRow], int]:
+    with unit_of_work(ctx.sessions) as session:
+        return repo.list_models(session, limit=limit, offset=offset)
+
+
+def get_model(ctx: JobsContext, *, model_id: uuid.UUID) -> ModelRow:
+    with unit_of_work(ctx.sessions) as session:
+        row = repo.get_model(session, model_id=model_id)
+    if row is None:
+        raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
+    return row
+
+
+def delete_model(ctx: JobsContext, *, model_id: uuid.UUID) -> None:
+    with unit_of_work(ctx.sessions) as session:
+        if repo.get_model(session, model_id=model_id) is None:
+            raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
+        active = repo.active_job_of_model(session, model_id=model_id)
+        if active is not None:
+            raise Conflict(
+                f"model {model_id} has a {active.status} job {active.id}; cancel it first",
+                loc=["path", "model_id"],
+            )
+        job_ids = repo.job_ids_of_model(session, model_id=model_id)
+        repo.delete_model(session, model_id=model_id)
+    # Files go only after the rows are gone: a crash here leaves orphan files, never rows
+    # pointing at missing files.
+    for job_id in job_ids:
+        ctx.store.delete_prefix(job_prefix(job_id))
+    ctx.cache.drop_model(model_id)
+
+
+def model_with_weights(ctx: JobsContext, row: ModelRow) -> Sequential:
+    key = (row.id, row.weights_key)
+    model = ctx.cache.get(key)
+    if model is None:
+        model = load_weights(ctx.store, build_model(row.config, row.seed), row.weights_key)
+        model.to(resolve_device(ctx.settings.device))
+        ctx.cache.put(key, model)
+    return model
+
+
+def _compile_spec(row: ModelRow, given: dict[str, Any] | None) -> CompileSpec:
+    config = given if given is not None else row.compile_config
+    if config is None:
+        raise InvalidInput(
+            "the model has not been compiled: give a compile spec (optimizer, loss, metrics)",
+            loc=[BODY, "compile"],
+        )
+    try:
+        return CompileSpec.parse(config, ("compile",))
+    except EngineError as exc:
+        raise _invalid(exc, BODY) from exc
+
+
+# -- fit ---------------------------------------------------------------------------------------
+def submit_fit(ctx: JobsContext, *, model_id: uuid.UUID, body: FitRequest) -> JobRow:
+    row = get_model(ctx, model_id=model_id)
+    spec = _compile_spec(row, body.compile)
+    seed = body.seed if body.seed is not None else int.from_bytes(os.urandom(4), "little")
+    args = FitArgs(
+        batch_size=body.batch_size or 32,
+        epochs=body.epochs,
+        shuffle=body.shuffle,
+        validation_split=body.validation_split,
+        initial_epoch=body.initial_epoch,
+        validation_batch_size=body.validation_batch_size,
+        validation_freq=body.validation_freq,
+        seed=seed,
+    )
+    vd = body.validation_data
+    try:
+        trainer = Trainer(build_model(row.config, row.seed), spec, device=resolve_device("cpu"))
+        cbs = [engine_callbacks.get(c, ("callbacks", i)) for i, c in enumerate(body.callbacks)]
+        plan = trainer.plan_fit(
+            body.x, body.y, args=args, sample_weight=body.sample_weight,
+            validation_data=None if vd is None else (vd.x, vd.y, vd.sample_weight),
+            callbacks=cbs,
+        )  # fmt: skip
+    except EngineError as exc:
+        raise _invalid(exc, BODY) from exc
+    job_id = uuid.uuid4()
+    arrays: dict[str, np.ndarray | None] = {
+        "x": plan.train[0], "y": plan.train[1], "sample_weight": plan.train[2],
+    }  # fmt: skip
+    if plan.validation is not None:
+        arrays.update(val_x=plan.validation[0], val_y=plan.validation[1],
+                      val_sample_weight=plan.validation[2])  # fmt: skip
+    # The split is already applied to the stored arrays.
+    fit = {**args.__dict__, "validation_split": 0.0}
+    request = {"compile": spec.to_config(), "fit": fit, "callbacks": body.callbacks}
+    data_key = job_data_key(job_id)
+    # The inputs are durable before the row that points at them is committed.
+    write_inputs(ctx.store, data_key, arrays)
+    with unit_of_work(ctx.sessions) as session:
+        if repo.active_job_of_model(session, model_id=model_id) is not None:
+            ctx.store.delete_prefix(job_prefix(job_id))
+            raise Conflict(f"model {model_id} is already training", loc=["path", "model_id"])
+        job = repo.add_job(session, row=JobRow(
+            id=job_id, model_id=model_id, request=request, data_key=data_key,
+            base_weights_key=row.weights_key, epochs=args.epochs,
+            epochs_done=args.initial_epoch, max_attempts=ctx.settings.job_max_attempts,
+        ))  # fmt: skip
+    dispatch(ctx, job.id)
+    return job
+
+
+def dispatch(ctx: JobsContext, job_id: uuid.UUID) -> None:
+    """Ring the doorbell. A failure leaves the job queued; the reaper dispatches it again."""
+    if ctx.dispatcher is None:
+        return
+    try:
+        ctx.dispatcher.dispatch(job_id)
+    except Exception:
+        log.exception("could not dispatch job %s; the reaper will retry", job_id)
+
+
+# -- jobs --------------------------------------------------------------------------------------
+def get_job(ctx: JobsContext, *, job_id: uuid.UUID) -> tuple[JobRow, list[EpochLogRow]]:
+    with unit_of_work(ctx.sessions) as session:
+        job = repo.get_job(session, job_id=job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} does not exist", loc=["path", "job_id"])
+        rows = list(repo.epoch_logs(session, job_id=job_id))
+    return job, rows
+
+
+def list_jobs(
+    ctx: JobsContext, *, model_id: uuid.UUID | None, limit: int, offset: int
+) -> list[tuple[JobRow, list[EpochLogRow]]]:
+    with unit_of_work(ctx.sessions) as session:
+        jobs = repo.list_jobs(session, model_id=model_id, limit=limit, offset=offset)
+        return [(j, list(repo.epoch_logs(session, job_id=j.id))) for j in jobs]
+
+
+def history(rows: Sequence[EpochLogRow]) -> dict[str, list[float]]:
+    """Keras's History.history: each key's values over the epochs that logged it."""
+    out: dict[str, list[float]] = {}
+    for row in rows:
+        for key, value in row.logs.items():
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def job_logs(ctx: JobsContext, *, job_id: uuid.UUID, after: int) -> list[EpochLogRow]:
+    with unit_of_work(ctx.sessions) as session:
+        if repo.get_job(session, job_id=job_id) is None:
+            raise NotFound(f"job {job_id} does not exist", loc=["path", "job_id"])
+        return list(repo.epoch_logs(session, job_id=job_id, after=after))
+
+
+def cancel_job(ctx: JobsContext, *, job_id: uuid.UUID) -> JobRow:
+    with unit_of_work(ctx.sessions) as session:
+        job = repo.get_job(session, job_id=job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} does not exist", loc=["path", "job_id"])
+        if job.status in (JobStatus.succeeded, JobStatus.failed):
+            raise Conflict(f"job {job_id} has already {job.status}", loc=["path", "job_id"])
+        job = repo.request_cancel(session, job_id=job_id)
+        assert job is not None
+        return job
+
+
+# -- evaluate / predict ------------------------------------------------------------------------
+def evaluate(ctx: JobsContext, *, model_id: uuid.UUID, body: EvaluateRequest) -> dict[str, float]:
+    row = get_model(ctx, model_id=model_id)
+    spec = _compile_spec(row, body.compile)
+    model = model_with_weights(ctx, row)
+    try:
+        trainer = Trainer(model, spec, device=resolve_device(ctx.settings.device))
+        return trainer.evaluate(
+            body.x, body.y, sample_weight=body.sample_weight, batch_size=body.batch_size
+        )
+    except EngineError as exc:
+        raise _invalid(exc, BODY) from exc
+
+
+def predict_model(ctx: JobsContext, *, model_id: uuid.UUID, body: PredictRequest) -> np.ndarray:
+    row = get_model(ctx, model_id=model_id)
+    model = model_with_weights(ctx, row)
+    try:
+        return predict(model, body.x, batch_size=body.batch_size)
+    except EngineError as exc:
+        raise _invalid(exc, BODY) from exc

@@ -1,0 +1,25 @@
+"""Celery tasks: each decodes ids and calls the runner, which checks the world (an atomic claim
+in the database) before acting."""
+
+from __future__ import annotations
+
+import uuid
+from functools import lru_cache
+
+from app.core.celery import RUN_FIT_JOB
+from app.core.config import get_settings
+from app.core.logging import configure
+from app.jobs.context import JobsContext, build_context
+from app.jobs.runner import run_fit_job
+from workers.celery_app import app
+
+
+@lru_cache(maxsize=1)
+def context() -> JobsContext:
+    configure()
+    return build_context(get_settings())
+
+
+@app.task(name=RUN_FIT_JOB)
+def run_fit_job_task(job_id: str) -> None:
+    run_fit_job(context(), uuid.UUID(job_id))
