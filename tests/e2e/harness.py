@@ -1,0 +1,113 @@
+"""Real processes for end-to-end tests: uvicorn serving the API and a Celery worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Process:
+    def __init__(self, name: str, cmd: list[str], env: Mapping[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self.log = self.log_path.open("wb")
+        full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig_timeout: float = 10.0) -> None:
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(sig_timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def start_api(env: Mapping[str, str], log_dir: Path) -> tuple[Process, str]:
+    port = free_port()
+    proc = Process(
+        "api",
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+         "--port", str(port)],
+        env, log_dir,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"uvicorn exited:\n{proc.output()}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.stop()
+    raise RuntimeError(f"uvicorn did not become ready:\n{proc.output()}")
+
+
+def start_worker(env: Mapping[str, str], log_dir: Path, name: str = "worker") -> Process:
+    queue = env["CELERY_QUEUE"]
+    proc = Process(
+        name,
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", queue,
+         "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle",
+         "--without-heartbeat", "-n", f"{name}-{os.getpid()}@%h"],
+        env, log_dir,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"celery worker exited:\n{proc.output()}")
+        if "ready." in proc.output():
+            return proc
+        time.sleep(0.2)
+    proc.stop()
+    raise RuntimeError(f"celery worker did not become ready:\n{proc.output()}")
+
+
+def sse_events(client: httpx.Client, url: str, headers: Mapping[str, str] | None = None,
+               timeout: float = 120.0) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """Parse a Server-Sent Events stream into {"id", "event", "data"} dicts."""
+    with client.stream("GET", url, headers=dict(headers or {}), timeout=timeout) as response:
+        response.raise_for_status()
+        event: dict[str, Any] = {}
+        for line in response.iter_lines():
+            if line == "":
+                if "data" in event:
+                    event["data"] = json.loads(event["data"])
+                    yield event
+                event = {}
+            elif line.startswith(":"):
+                continue
+            else:
+                field, _, value = line.partition(":")
+                event[field] = value.removeprefix(" ")
