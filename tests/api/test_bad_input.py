@@ -12,10 +12,9 @@ from fastapi.testclient import TestClient
 from tests.support import scenario
 
 
-def _model(**changes: Any) -> dict[str, Any]:
+def _model(index: int, key: str, value: Any) -> dict[str, Any]:
     config = copy.deepcopy(scenario.MODEL)
-    for (index, key), value in changes.items():
-        config["config"]["layers"][index]["config"][key] = value
+    config["config"]["layers"][index]["config"][key] = value
     return config
 
 
@@ -38,7 +37,7 @@ def test_unknown_layer(client: TestClient) -> None:
 
 
 def test_negative_units(client: TestClient) -> None:
-    r = client.post("/v1/models", json={"config": _model(**{(2, "units"): -3})})
+    r = client.post("/v1/models", json={"config": _model(2, "units", -3)})
     assert _loc(r) == ["body", "config", "config", "layers", 2, "config", "units"]
     assert ">= 1" in _msg(r)
     assert client.get("/v1/models").json()["total"] == 0

@@ -14,6 +14,7 @@ from app.engine.compile import CompileSpec
 from app.engine.models import Sequential
 from app.engine.trainer import FitArgs, Trainer
 from tests.support import scenario
+from tests.support.keras_json import keras_json
 
 RTOL, ATOL = 2e-5, 2e-6  # accumulated over tens of optimizer steps in float32
 
@@ -25,9 +26,8 @@ def _layers(spec: list[tuple[str, dict[str, Any]]], input_dim: int) -> dict[str,
 
 
 def _keras_model(keras: ModuleType, config: dict[str, Any]) -> Any:
-    import json
 
-    return keras.models.model_from_json(json.dumps(config))
+    return keras.models.model_from_json(keras_json(config))
 
 
 def _pair(

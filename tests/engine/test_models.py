@@ -1,0 +1,143 @@
+"""Models from Keras JSON: layers against Keras's own forward pass, summaries, weights, config
+round trips, and errors that name the field."""
+
+from __future__ import annotations
+
+import json
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from app.engine.errors import ConfigError, DataError
+from app.engine.layers import LAYERS
+from app.engine.models import Sequential
+from tests.support import scenario
+from tests.support.keras_json import keras_json
+
+
+def _model(layers: list[tuple[str, dict[str, Any]]], shape: list[Any]) -> dict[str, Any]:
+    entries = [{"class_name": "InputLayer", "config": {"batch_shape": shape}}]
+    entries += [{"class_name": c, "config": k} for c, k in layers]
+    return {"class_name": "Sequential", "config": {"layers": entries}}
+
+
+LAYER_CASES: dict[str, tuple[list[tuple[str, dict[str, Any]]], list[Any]]] = {
+    "Dense": ([("Dense", {"units": 3, "activation": "tanh"})], [None, 4]),
+    "Dense_3d": ([("Dense", {"units": 2, "use_bias": False})], [None, 3, 4]),
+    "Activation": ([("Activation", {"activation": "softmax"})], [None, 5]),
+    "Dropout": ([("Dropout", {"rate": 0.4})], [None, 5]),
+    "Flatten": ([("Flatten", {})], [None, 2, 3]),
+    "Normalization": ([("Normalization", {"axis": -1, "mean": [1.0, 2.0], "variance": [4.0, 0.0]})],
+                      [None, 2]),
+    "Normalization_unadapted": ([("Normalization", {})], [None, 3]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(LAYER_CASES))
+def test_forward_matches_keras(keras: ModuleType, case: str) -> None:
+    layers, shape = LAYER_CASES[case]
+    config = _model(layers, shape)
+    km = keras.models.model_from_json(keras_json(config))
+    ours = Sequential.from_config(config, seed=0)
+    ours.set_weights(km.get_weights())
+    x = np.random.default_rng(1).normal(size=(6, *shape[1:])).astype(np.float32)
+    with torch.no_grad():
+        got = ours(torch.as_tensor(x)).numpy()
+    np.testing.assert_allclose(got, km.predict(x, verbose=0), rtol=1e-6, atol=1e-7)
+    assert ours.summary()["total_params"] == km.count_params()
+    assert [w.shape for w in ours.get_weights()] == [w.shape for w in km.get_weights()]
+
+
+def test_every_registered_layer_has_a_keras_comparison() -> None:
+    covered = {layers[0][0] for layers, _ in LAYER_CASES.values()}
+    assert set(LAYERS.names()) <= covered
+
+
+def test_keras_loads_our_canonical_config(keras: ModuleType) -> None:
+    ours = Sequential.from_config(scenario.MODEL, seed=4)
+    km = keras.models.model_from_json(json.dumps(ours.get_config()))
+    km.set_weights(ours.get_weights())
+    np.testing.assert_allclose(
+        km.predict(scenario.X, verbose=0),
+        ours(torch.as_tensor(scenario.X)).detach().numpy(),
+        rtol=1e-6,
+    )
+    again = Sequential.from_config(ours.get_config(), seed=4)
+    assert again.get_config() == ours.get_config()
+
+
+def test_summary_matches_keras_counts(keras: ModuleType) -> None:
+    keras.backend.clear_session()  # Keras's automatic layer names count per session
+    km = keras.models.model_from_json(keras_json(scenario.MODEL))
+    summary = Sequential.from_config(scenario.MODEL, seed=0).summary()
+    assert summary["total_params"] == km.count_params() == 7
+    assert summary["trainable_params"] == 4
+    assert [layer["name"] for layer in summary["layers"]] == [layer.name for layer in km.layers]
+
+
+def test_seeded_initial_weights_are_reproducible() -> None:
+    a = Sequential.from_config(scenario.MODEL, seed=9).get_weights()
+    b = Sequential.from_config(scenario.MODEL, seed=9).get_weights()
+    c = Sequential.from_config(scenario.MODEL, seed=10).get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_glorot_uniform_limits() -> None:
+    config = _model([("Dense", {"units": 300})], [None, 200])
+    kernel = Sequential.from_config(config, seed=0).get_weights()[0]
+    limit = np.sqrt(6 / 500)
+    assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.95 * limit
+
+
+@pytest.mark.parametrize(
+    ("mutate", "loc", "text"),
+    [
+        (lambda c: c["config"]["layers"][1].update(class_name="Conv9D"),
+         ("config", "layers", 1, "class_name"), "unknown layer"),
+        (lambda c: c["config"]["layers"][2]["config"].update(units=0),
+         ("config", "layers", 2, "config", "units"), ">= 1"),
+        (lambda c: c["config"]["layers"][2]["config"].update(activation="relux"),
+         ("config", "layers", 2, "config", "activation"), "unknown activation"),
+        (lambda c: c["config"]["layers"][2]["config"].update(kernel_regularizer="l2"),
+         ("config", "layers", 2, "config", "kernel_regularizer"), "not supported yet"),
+        (lambda c: c["config"]["layers"][2]["config"].update(bogus=1),
+         ("config", "layers", 2, "config", "bogus"), "unknown argument"),
+        (lambda c: c["config"]["layers"][2].update(module="my.module"),
+         ("config", "layers", 2, "module"), "only Keras"),
+        (lambda c: c["config"]["layers"].pop(0), ("config", "layers"), "input shape"),
+        (lambda c: c.update(class_name="Functional"), ("class_name",), "Sequential"),
+        (lambda c: c["config"]["layers"][3]["config"].update(name="dense_x"), None, None),
+    ],
+)  # fmt: skip
+def test_config_errors_name_the_field(mutate: Any, loc: Any, text: Any) -> None:
+    config = json.loads(json.dumps(scenario.MODEL))
+    mutate(config)
+    if loc is None:
+        Sequential.from_config(config, seed=0)
+        return
+    with pytest.raises(ConfigError) as info:
+        Sequential.from_config(config, seed=0)
+    assert info.value.loc == loc
+    assert text in info.value.message
+
+
+def test_duplicate_layer_names_are_refused() -> None:
+    config = json.loads(json.dumps(scenario.MODEL))
+    config["config"]["layers"][3]["config"]["name"] = "dense"
+    config["config"]["layers"][2]["config"]["name"] = "dense"
+    with pytest.raises(ConfigError, match="used twice"):
+        Sequential.from_config(config, seed=0)
+
+
+def test_set_weights_checks_everything_before_changing_anything() -> None:
+    model = Sequential.from_config(scenario.MODEL, seed=0)
+    before = model.get_weights()
+    bad = [np.ones_like(w) for w in before]
+    bad[-1] = np.ones((2,), dtype=np.float32)
+    with pytest.raises(DataError, match="expected shape"):
+        model.set_weights(bad)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
