@@ -183,7 +183,7 @@ class Sequential(nn.Module):
         """Random layers (Dropout) draw from this generator, so a seeded fit is reproducible."""
         for layer in self.layers:
             if hasattr(layer, "generator"):
-                layer.generator = generator
+                setattr(layer, "generator", generator)  # noqa: B010 - Module.__setattr__ typing
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -191,7 +191,12 @@ class Sequential(nn.Module):
     # -- weights -------------------------------------------------------------------------------
     def weight_tensors(self) -> dict[str, torch.Tensor]:
         """`layer_name/weight_name` -> tensor, in Keras's `get_weights()` order."""
-        return {f"{layer.name}/{n}": t for layer in self.layers for n, t in layer.keras_weights()}  # type: ignore[union-attr]
+        return {
+            f"{layer.name}/{name}": tensor
+            for layer in self.layers
+            if isinstance(layer, Layer)
+            for name, tensor in layer.keras_weights()
+        }
 
     def get_weights(self) -> list[np.ndarray]:
         return [t.detach().cpu().numpy().copy() for t in self.weight_tensors().values()]

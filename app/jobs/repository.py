@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -126,11 +126,12 @@ def record_epoch(
     session: Session, *, job_id: uuid.UUID, attempt: int, epoch: int, logs: dict[str, float]
 ) -> bool:
     """Upsert the (job, epoch) row, fenced by attempt. False if this attempt is stale."""
-    owned = session.execute(
+    result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
         update(JobRow)
         .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running)
         .values(epochs_done=epoch + 1, updated_at=utcnow())
-    ).rowcount
+    )
+    owned = result.rowcount
     if not owned:
         return False
     dialect = session.get_bind().dialect.name
@@ -207,16 +208,13 @@ def finish_job(
     error_message: str | None = None,
 ) -> bool:
     now = utcnow()
-    return bool(
-        session.execute(
-            update(JobRow)
-            .where(
-                JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running
-            )
-            .values(status=status, error_type=error_type, error_message=error_message,
-                    finished_at=now, updated_at=now, lease_owner=None, lease_expires_at=None)
-        ).rowcount
+    result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running)
+        .values(status=status, error_type=error_type, error_message=error_message,
+                finished_at=now, updated_at=now, lease_owner=None, lease_expires_at=None)
     )  # fmt: skip
+    return bool(result.rowcount)
 
 
 def set_model_weights(

@@ -15,4 +15,4 @@ CALLBACKS: Registry[Callback] = Registry("callback")
 
 def get(identifier: Any, loc: Loc) -> Callback:
     cls, config, cloc = CALLBACKS.parse(identifier, loc)
-    return cls.from_config(config, cloc)  # type: ignore[attr-defined,no-any-return]
+    return cls.from_config(config, cloc)  # type: ignore[attr-defined]

@@ -20,6 +20,8 @@ MAX_UNITS = 1 << 20
 @LAYERS.register("Dense")
 class Dense(Layer):
     class_name = "Dense"
+    kernel: torch.Tensor
+    bias: torch.Tensor
     config_keys = (
         "units", "activation", "use_bias", "kernel_initializer", "bias_initializer",
         "kernel_regularizer", "bias_regularizer", "activity_regularizer",

@@ -35,6 +35,10 @@ def _constant(value: Any, loc: Loc) -> np.ndarray:
 class Normalization(Layer):
     class_name = "Normalization"
     config_keys = ("axis", "mean", "variance", "invert")
+    mean: torch.Tensor
+    variance: torch.Tensor
+    _mean_const: torch.Tensor
+    _variance_const: torch.Tensor
 
     def __init__(
         self,
@@ -113,13 +117,14 @@ class Normalization(Layer):
             self.add_weight("variance", torch.ones(weight_shape), trainable=False)
             self.add_weight("count", torch.zeros((), dtype=torch.int64), trainable=False)
         else:
+            assert self.variance_value is not None
             for key, value in (("mean", self.mean_value), ("variance", self.variance_value)):
                 try:
                     tensor = torch.from_numpy(np.broadcast_to(value, self._broadcast).copy())
                 except ValueError as exc:
                     raise ConfigError(
                         (*loc, key), f"shape {value.shape} does not broadcast to {self._broadcast}"
-                    ) from exc  # type: ignore[union-attr]
+                    ) from exc
                 self.register_buffer(f"_{key}_const", tensor, persistent=False)
         return input_shape
 

@@ -1,0 +1,290 @@
+"""Keras 3 metrics on torch: the METRICS registry, compile's resolution of metric identifiers
+("accuracy" by shapes, a string kept as the metric's name), and the running sample-weighted means
+Keras's `Mean`/`MeanMetricWrapper` keep.
+
+State is a float32 `total` and `count` on the device of the first update; updates are device ops
+only (no host sync), so metrics can be updated every batch on a GPU without stalling it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import torch
+
+from app.engine import losses
+from app.engine.errors import ConfigError, DataError, Loc
+from app.engine.params import get_float, get_str
+from app.engine.registry import Registry, known_keys
+
+Tensor = torch.Tensor
+Shape = tuple[int, ...]
+Weight = Tensor | float | int | None
+
+_ACCURACY_STRINGS = ("accuracy", "acc")
+
+
+class Metric:
+    """A stateful metric: `update_state` per batch, `result` any time, `reset_state` per epoch."""
+
+    default_name: ClassVar[str]
+    direction: ClassVar[str | None] = None  # "up"/"down" as Keras's `_direction`, for mode="auto"
+    _extra_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name if name is not None else self.default_name
+
+    def update_state(
+        self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None
+    ) -> None:
+        raise NotImplementedError
+
+    def result(self) -> Tensor:
+        raise NotImplementedError
+
+    def reset_state(self) -> None:
+        raise NotImplementedError
+
+    def to(self, device: torch.device | str) -> Metric:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": "float32", **self._extra_config()}
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> Metric:
+        config = known_keys(config, ("name", "dtype", *cls._extra_keys), loc)
+        losses.check_float32_dtype(config, loc)
+        name = get_str(config, "name", loc, cls.default_name)
+        return cls(name=name, **cls._parse(config, loc))
+
+
+def _samplewise(values: Tensor, weight: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Keras's `reduce_to_samplewise_values` with mean: values (and weights) down to one per
+    sample, values already multiplied by their weights."""
+    values = values.to(torch.float32)
+    if weight is not None:
+        values, weight = losses.squeeze_or_expand_to_same_rank(values, weight)
+        w_rank, v_rank = weight.dim(), values.dim()
+        if v_rank > w_rank:
+            values = torch.mean(values, dim=tuple(range(w_rank, v_rank)))
+        try:
+            weight = torch.broadcast_to(weight, values.shape)
+        except RuntimeError:
+            raise DataError(
+                ("sample_weight",),
+                f"shape {tuple(weight.shape)} does not fit metric values of shape "
+                f"{tuple(values.shape)}",
+            ) from None
+        values = values * weight
+        if w_rank > 1:
+            weight = torch.mean(weight, dim=tuple(range(1, w_rank)))
+    if values.dim() > 1:
+        values = torch.mean(values, dim=tuple(range(1, values.dim())))
+    return values, weight
+
+
+class _MeanState(Metric):
+    """Running `total / count` (Keras's `Mean` state), created lazily on the update's device."""
+
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(name)
+        self._device: torch.device | None = None
+        self._total: Tensor | None = None
+        self._count: Tensor | None = None
+
+    def _state(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        if self._total is None or self._count is None or self._device != device:
+            self.to(device)
+        assert self._total is not None and self._count is not None
+        return self._total, self._count
+
+    def to(self, device: torch.device | str) -> _MeanState:
+        self._device = torch.device(device)
+        if self._total is None or self._count is None:
+            self._total = torch.zeros((), dtype=torch.float32, device=self._device)
+            self._count = torch.zeros((), dtype=torch.float32, device=self._device)
+        else:
+            self._total = self._total.to(self._device)
+            self._count = self._count.to(self._device)
+        return self
+
+    def _accumulate(self, values: Tensor, sample_weight: Weight) -> None:
+        with torch.no_grad():
+            values = values.detach()
+            weight = None
+            if isinstance(sample_weight, Tensor):
+                weight = sample_weight.detach().to(device=values.device, dtype=torch.float32)
+            elif sample_weight is not None:
+                # A fill kernel, not a host-to-device copy (which would synchronise).
+                weight = torch.full(
+                    (), float(sample_weight), dtype=torch.float32, device=values.device
+                )
+            values, weight = _samplewise(values, weight)
+            total, count = self._state(values.device)
+            total.add_(torch.sum(values))
+            if weight is not None:
+                count.add_(torch.sum(weight))
+            else:
+                count.add_(float(values.shape[0]) if values.dim() >= 1 else 1.0)
+
+    def result(self) -> Tensor:
+        if self._total is None or self._count is None:
+            return torch.zeros((), dtype=torch.float32, device=self._device)
+        return losses.divide_no_nan(self._total, self._count)
+
+    def reset_state(self) -> None:
+        if self._total is not None and self._count is not None:
+            self._total.zero_()
+            self._count.zero_()
+
+
+class Mean(_MeanState):
+    """Weighted mean of values (the trainer's loss tracker): total += sum(w * v), count += sum(w),
+    or the number of values without weights."""
+
+    default_name = "mean"
+
+    # Keras's Mean takes values, not (y_true, y_pred); it is not offered as a compile metric.
+    def update_state(  # type: ignore[override]
+        self, values: Tensor, sample_weight: Weight = None
+    ) -> None:
+        self._accumulate(values, sample_weight)
+
+
+class MeanMetricWrapper(_MeanState):
+    """Keras's MeanMetricWrapper: a per-sample function averaged over all samples seen."""
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def update_state(
+        self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None
+    ) -> None:
+        with torch.no_grad():
+            values = self.fn(y_true.detach(), y_pred.detach())
+        self._accumulate(values, sample_weight)
+
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+@METRICS.register("Accuracy", "accuracy")
+class Accuracy(MeanMetricWrapper):
+    """Exact equality of labels and predictions."""
+
+    default_name = "accuracy"
+    direction = "up"
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        y_true, y_pred = losses.squeeze_or_expand_to_same_rank(y_true.to(y_pred.dtype), y_pred)
+        return (y_true == y_pred).to(torch.float32)
+
+
+@METRICS.register("BinaryAccuracy", "binary_accuracy")
+class BinaryAccuracy(MeanMetricWrapper):
+    default_name = "binary_accuracy"
+    direction = "up"
+    _extra_keys = ("threshold",)
+
+    def __init__(self, name: str | None = None, threshold: float = 0.5) -> None:
+        super().__init__(name)
+        self.threshold = threshold
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {"threshold": self.threshold}
+
+    @classmethod
+    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
+        return {"threshold": get_float(config, "threshold", loc, 0.5)}
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        # Keras compares with a float32 tensor threshold, strictly greater.
+        threshold = torch.full((), self.threshold, dtype=torch.float32, device=y_pred.device)
+        y_true, y_pred = losses.squeeze_or_expand_to_same_rank(y_true, y_pred)
+        predicted = (y_pred > threshold).to(y_true.dtype)
+        return (y_true == predicted).to(torch.float32)
+
+
+def _argmax(x: Tensor) -> Tensor:
+    # Keras's argmax returns int32 (first index on ties).
+    return torch.argmax(x, dim=-1).to(torch.int32)
+
+
+@METRICS.register("CategoricalAccuracy", "categorical_accuracy")
+class CategoricalAccuracy(MeanMetricWrapper):
+    default_name = "categorical_accuracy"
+    direction = "up"
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        labels = _argmax(y_true).to(y_pred.dtype)
+        shape = labels.shape
+        if labels.dim() == y_pred.dim():
+            labels = labels.squeeze(-1)
+        matches = (labels == _argmax(y_pred).to(labels.dtype)).to(torch.float32)
+        return matches.reshape(shape)
+
+
+@METRICS.register("SparseCategoricalAccuracy", "sparse_categorical_accuracy")
+class SparseCategoricalAccuracy(MeanMetricWrapper):
+    default_name = "sparse_categorical_accuracy"
+    direction = "up"
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        labels = y_true.to(y_pred.dtype)
+        shape = labels.shape
+        if labels.dim() == y_pred.dim() and labels.shape[-1] == 1:
+            labels = labels.squeeze(-1)
+        matches = (labels == _argmax(y_pred).to(labels.dtype)).to(torch.float32)
+        matches = matches.reshape(shape)
+        return matches.squeeze(-1) if matches.dim() > 1 and matches.shape[-1] == 1 else matches
+
+
+class _LossMetric(MeanMetricWrapper):
+    """A metric that averages a loss's per-sample values (labels cast to the output dtype)."""
+
+    direction = "down"
+    loss: ClassVar[Callable[[], losses.Loss]]
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        return type(self).loss().call(y_true.to(y_pred.dtype), y_pred)
+
+
+@METRICS.register("MeanSquaredError", "mean_squared_error", "mse", "MSE")
+class MeanSquaredError(_LossMetric):
+    default_name = "mean_squared_error"
+    loss = losses.MeanSquaredError
+
+
+@METRICS.register("MeanAbsoluteError", "mean_absolute_error", "mae", "MAE")
+class MeanAbsoluteError(_LossMetric):
+    default_name = "mean_absolute_error"
+    loss = losses.MeanAbsoluteError
+
+
+def get(identifier: Any, loc: Loc, *, y_true_shape: Shape, y_pred_shape: Shape) -> Metric:
+    """Resolve a compile metric as Keras does: "accuracy"/"acc" (any case) by the label and
+    output shapes (batch dimension included); a string identifier becomes the metric's name."""
+    if isinstance(identifier, Metric):
+        return identifier
+    if isinstance(identifier, str) and identifier.lower() in _ACCURACY_STRINGS:
+        choices = (BinaryAccuracy, SparseCategoricalAccuracy, CategoricalAccuracy)
+        cls: type[MeanMetricWrapper] = losses.pick_by_shape(
+            tuple(y_true_shape), tuple(y_pred_shape), choices
+        )
+        return cls(name=identifier)
+    if isinstance(identifier, str) and identifier.lower() == "mean":
+        raise ConfigError(loc, "'mean' averages values, not labels and predictions")
+    found, config, cloc = METRICS.parse(identifier, loc)
+    metric = found.from_config(config, cloc)
+    if isinstance(identifier, str):
+        metric.name = identifier
+    return metric
