@@ -70,19 +70,32 @@ class CompileSpec:
         )
         # Resolve once now so a bad name is reported before any work starts.
         spec.make_optimizer(loc)
-        if spec.loss is not None:
+        if spec.loss is not None and not spec.loss_needs_shapes:
             spec.make_loss(loc)
         return spec
+
+    @property
+    def loss_needs_shapes(self) -> bool:
+        """ "crossentropy"/"ce" are picked from the label and output shapes, at the first data."""
+        return isinstance(self.loss, str) and self.loss.lower() in ("crossentropy", "ce")
 
     def make_optimizer(self, loc: Loc = ("compile",)) -> optimizers.Optimizer:
         return optimizers.get(self.optimizer, (*loc, "optimizer"))
 
-    def make_loss(self, loc: Loc = ("compile",)) -> losses.Loss:
+    def make_loss(
+        self,
+        loc: Loc = ("compile",),
+        *,
+        y_true_shape: tuple[int, ...] | None = None,
+        y_pred_shape: tuple[int, ...] | None = None,
+    ) -> losses.Loss:
         if isinstance(self.loss, list | dict) and not (
             isinstance(self.loss, dict) and "class_name" in self.loss
         ):
             raise ConfigError((*loc, "loss"), "per-output losses are not supported yet")
-        return losses.get(self.loss, (*loc, "loss"))
+        return losses.get(
+            self.loss, (*loc, "loss"), y_true_shape=y_true_shape, y_pred_shape=y_pred_shape
+        )
 
     def to_config(self) -> dict[str, Any]:
         return {

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.engine import losses
 from app.engine import metrics as metrics_mod
 from app.engine.callbacks import Callback, CallbackList, History, LazyLogs
 from app.engine.compile import CompileSpec
@@ -102,7 +103,9 @@ class Trainer:
         self.spec = compile_spec
         self.loc = loc
         self._optimizer: Optimizer | None = None
-        self.loss = compile_spec.make_loss(loc) if compile_spec.loss is not None else None
+        self.loss: losses.Loss | None = None
+        if compile_spec.loss is not None and not compile_spec.loss_needs_shapes:
+            self.loss = compile_spec.make_loss(loc)
         self.loss_tracker = metrics_mod.Mean(name="loss")
         self.metrics: list[metrics_mod.Metric] | None = None
         self.weighted: list[metrics_mod.Metric] = []
@@ -129,7 +132,7 @@ class Trainer:
         loc: Loc = (),
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Check x, y and sample_weight against the model and the loss; build metrics."""
-        if self.loss is None:
+        if self.spec.loss is None:
             raise ConfigError((*self.loc, "loss"), "is required to fit or evaluate")
         xa = to_array(x, (*loc, "x"))
         ya = to_array(y, (*loc, "y"))
@@ -139,6 +142,10 @@ class Trainer:
         if sw is not None:
             check_sample_weight(sw, (*loc, "sample_weight"))
         y_pred_shape = (xa.shape[0], *self._output_shape(xa)[1:])
+        if self.loss is None:
+            self.loss = self.spec.make_loss(
+                self.loc, y_true_shape=tuple(ya.shape), y_pred_shape=y_pred_shape
+            )
         self.loss.check_labels(ya, y_pred_shape, (*loc, "y"))
         self._build_metrics(ya.shape, y_pred_shape)
         return xa, ya, sw
