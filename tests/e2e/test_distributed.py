@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import signal
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.harness import start_api, start_worker
+from tests.e2e.harness import Process, start_api, start_worker
 from tests.e2e.scenario_checks import run_scenario, wait_for
 from tests.support import scenario
 
@@ -18,7 +22,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def stack(
     pg_database: Callable[[], str], redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[httpx.Client]:
+) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("distributed")
     env = {
         "DATABASE_URL": pg_database(),
@@ -26,40 +30,85 @@ def stack(
         "CELERY_QUEUE": f"fitapi-test-{uuid.uuid4().hex[:8]}",
         "DATA_DIR": str(tmp / "data"),
         "JOB_HEARTBEAT_S": "0.2",
+        "JOB_LEASE_S": "2",
+        "REAPER_INTERVAL_S": "0.5",
+        "CHECKPOINT_EVERY_S": "0",
     }
     api, base = start_api(env, tmp)
-    worker = start_worker(env, tmp)
+    workers = [start_worker(env, tmp)]
     try:
         with httpx.Client(base_url=base, timeout=60) as client:
-            yield client
+            yield Stack(client, env, tmp, workers)
     finally:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
         api.stop()
 
 
-def test_scenario_through_celery_worker(stack: httpx.Client) -> None:
-    run_scenario(stack)
+@dataclass
+class Stack:
+    client: httpx.Client
+    env: dict[str, str]
+    tmp: Path
+    workers: list[Process]
 
 
-def test_cancel_a_running_job(stack: httpx.Client) -> None:
-    model = stack.post("/v1/models", json={"config": scenario.MODEL, "seed": 1}).json()
+def test_scenario_through_celery_worker(stack: Stack) -> None:
+    run_scenario(stack.client)
+
+
+def test_a_killed_worker_is_replaced_and_the_job_resumes_exactly(stack: Stack) -> None:
+    client = stack.client
+    body = scenario.fit_body(epochs=300, callbacks=[], seed=5)
+    first = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 2}).json()
+    job = client.post(f"/v1/models/{first['id']}/fit", json=body).json()
+    deadline = time.monotonic() + 60
+    while client.get(f"/v1/jobs/{job['id']}").json()["epochs_done"] < 20:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    stack.workers[0].proc.send_signal(signal.SIGKILL)  # no goodbye: the lease just expires
+    stack.workers[0].proc.wait()
+    stack.workers.append(start_worker(stack.env, stack.tmp, name="worker2"))
+    resumed = wait_for(client, job["id"], {"succeeded", "failed", "cancelled"}, timeout=180)
+    assert resumed["status"] == "succeeded", resumed
+    assert resumed["attempt"] == 2
+    logs = client.get(f"/v1/jobs/{job['id']}/logs").json()["items"]
+    assert [row["epoch"] for row in logs] == list(range(300))
+    assert {row["attempt"] for row in logs} == {1, 2}
+
+    # The same fit, uninterrupted, gives the same history and the same weights, bit for bit.
+    second = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 2}).json()
+    job2 = client.post(f"/v1/models/{second['id']}/fit", json=body).json()
+    straight = wait_for(client, job2["id"], {"succeeded", "failed"}, timeout=180)
+    assert straight["attempt"] == 1
+    assert straight["history"] == resumed["history"]
+    x = {"x": scenario.X.tolist()}
+    p1 = client.post(f"/v1/models/{first['id']}/predict", json=x).json()
+    p2 = client.post(f"/v1/models/{second['id']}/predict", json=x).json()
+    assert p1 == p2
+
+
+def test_cancel_a_running_job(stack: Stack) -> None:
+    client = stack.client
+    model = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 1}).json()
     body = scenario.fit_body(epochs=100_000, callbacks=[])
-    job = stack.post(f"/v1/models/{model['id']}/fit", json=body).json()
-    wait_for(stack, job["id"], {"running"})
-    r = stack.post(f"/v1/jobs/{job['id']}/cancel")
+    job = client.post(f"/v1/models/{model['id']}/fit", json=body).json()
+    wait_for(client, job["id"], {"running"})
+    r = client.post(f"/v1/jobs/{job['id']}/cancel")
     assert r.status_code == 200 and r.json()["cancel_requested"] is True
-    done = wait_for(stack, job["id"], {"cancelled", "failed", "succeeded"})
+    done = wait_for(client, job["id"], {"cancelled", "failed", "succeeded"})
     assert done["status"] == "cancelled"
     assert done["epochs_done"] < 100_000
     # A cancelled fit leaves the model's weights as they were.
-    assert stack.get(f"/v1/models/{model['id']}").json()["weights_checkpoint_id"] is None
+    assert client.get(f"/v1/models/{model['id']}").json()["weights_checkpoint_id"] is None
 
 
-def test_second_fit_while_training_is_a_conflict(stack: httpx.Client) -> None:
-    model = stack.post("/v1/models", json={"config": scenario.MODEL, "seed": 1}).json()
+def test_second_fit_while_training_is_a_conflict(stack: Stack) -> None:
+    client = stack.client
+    model = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 1}).json()
     body = scenario.fit_body(epochs=100_000, callbacks=[])
-    job = stack.post(f"/v1/models/{model['id']}/fit", json=body).json()
-    r = stack.post(f"/v1/models/{model['id']}/fit", json=body)
+    job = client.post(f"/v1/models/{model['id']}/fit", json=body).json()
+    r = client.post(f"/v1/models/{model['id']}/fit", json=body)
     assert r.status_code == 409, r.text
-    stack.post(f"/v1/jobs/{job['id']}/cancel")
-    wait_for(stack, job["id"], {"cancelled"})
+    client.post(f"/v1/jobs/{job['id']}/cancel")
+    wait_for(client, job["id"], {"cancelled"})
