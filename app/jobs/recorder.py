@@ -4,11 +4,16 @@ the attempt number."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import threading
 import time
 import uuid
 from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
 
 from app.db.models import CheckpointRow
 from app.db.session import unit_of_work
@@ -88,6 +93,92 @@ def save_checkpoint(
     return row
 
 
+class EpochWriter(threading.Thread):
+    """Commits epoch rows from a queue, in order, so training does not wait on the database.
+
+    A row is committed within milliseconds of its epoch's end (several at once, in one
+    transaction, when epochs come faster than commits). `flush()` waits until everything
+    submitted is committed; it raises TrainingInterrupted if the attempt turned out stale."""
+
+    def __init__(self, ctx: JobsContext, job_id: uuid.UUID, attempt: int) -> None:
+        super().__init__(name=f"epoch-writer-{job_id}", daemon=True)
+        self.ctx, self.job_id, self.attempt = ctx, job_id, attempt
+        self.queue: queue.Queue[tuple[int, dict[str, float]] | None] = queue.Queue()
+        self.lost = threading.Event()
+        self.error: BaseException | None = None
+        self._first = True
+        self._conn: Connection | None = None
+
+    def submit(self, epoch: int, logs: dict[str, float]) -> None:
+        self.queue.put((epoch, logs))
+
+    def _write(self, items: list[tuple[int, dict[str, float]]]) -> None:
+        for attempt in range(5):
+            try:
+                # One connection for the whole fit: a pool checkout (with its liveness ping)
+                # per epoch would cost more than the write itself.
+                if self._conn is None:
+                    self._conn = self.ctx.engine.connect()
+                with unit_of_work(lambda: Session(bind=self._conn)) as session:
+                    written = repo.record_epochs(
+                        session, job_id=self.job_id, attempt=self.attempt, rows=items,
+                        first_of_attempt=self._first,
+                    )  # fmt: skip
+                if not written:
+                    self.lost.set()
+                    return
+                self._first = False
+                return
+            except Exception as exc:  # a database hiccup: reconnect and retry, then give up
+                log.warning("writing epoch rows of job %s failed (%s); retrying", self.job_id, exc)
+                self.error = exc
+                self._disconnect()
+                time.sleep(0.2 * 2**attempt)
+        self.lost.set()
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def run(self) -> None:
+        while True:
+            item = self.queue.get()
+            items = []
+            done = item is None
+            if item is not None:
+                items.append(item)
+            while not done:
+                try:
+                    more = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    done = True
+                else:
+                    items.append(more)
+            if items and not self.lost.is_set():
+                self.error = None
+                self._write(items)
+            for _ in range(len(items) + (1 if done else 0)):
+                self.queue.task_done()
+            if done:
+                self._disconnect()
+                return
+
+    def flush(self) -> None:
+        self.queue.join()
+        self.check()
+
+    def check(self) -> None:
+        if self.lost.is_set():
+            raise TrainingInterrupted(LOST)
+
+    def close(self) -> None:
+        self.queue.put(None)
+
+
 class Recorder(Callback):
     """Commits each epoch's logs as the epoch ends, checkpoints every `checkpoint_every_s`, and
     leaves the fit between batches when the job is cancelled or taken over."""
@@ -99,8 +190,11 @@ class Recorder(Callback):
         self.ctx, self.job_id, self.attempt, self.heartbeat = ctx, job_id, attempt, heartbeat
         self.static_meta = static_meta
         self.last_checkpoint = time.monotonic()
+        self.writer = EpochWriter(ctx, job_id, attempt)
+        self.writer.start()
 
     def _check(self) -> None:
+        self.writer.check()
         reason = self.heartbeat.interruption()
         if reason is not None:
             raise TrainingInterrupted(reason)
@@ -110,14 +204,11 @@ class Recorder(Callback):
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         values = dict(logs or {})
-        with unit_of_work(self.ctx.sessions) as session:
-            owned = repo.record_epoch(
-                session, job_id=self.job_id, attempt=self.attempt, epoch=epoch, logs=values
-            )
-        if not owned:
-            raise TrainingInterrupted(LOST)
+        self.writer.submit(epoch, values)
         every = self.ctx.settings.checkpoint_every_s
         if time.monotonic() - self.last_checkpoint >= every and not self.trainer.stop_training:
+            # Rows up to this epoch are committed before the checkpoint that follows them.
+            self.writer.flush()
             tensors, meta = self.trainer.state()
             if save_checkpoint(self.ctx, job_id=self.job_id, attempt=self.attempt, epoch=epoch,
                                logs=values, tensors=tensors,

@@ -6,9 +6,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
+from sqlalchemy import CursorResult, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -122,34 +123,79 @@ def renew_lease(
     return result.scalar_one_or_none()
 
 
-def record_epoch(
-    session: Session, *, job_id: uuid.UUID, attempt: int, epoch: int, logs: dict[str, float]
-) -> bool:
-    """Upsert the (job, epoch) row, fenced by attempt. False if this attempt is stale."""
-    result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
-        update(JobRow)
-        .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running)
-        .values(epochs_done=epoch + 1, updated_at=utcnow())
+_FENCED_PROGRESS = (
+    update(JobRow)
+    .where(
+        JobRow.id == bindparam("b_job_id"),
+        JobRow.attempt == bindparam("b_attempt"),
+        JobRow.status == JobStatus.running,
     )
-    owned = result.rowcount
-    if not owned:
-        return False
-    dialect = session.get_bind().dialect.name
+    .values(epochs_done=bindparam("b_done"), updated_at=bindparam("b_now"))
+    .execution_options(synchronize_session=False)
+)
+
+
+@lru_cache(maxsize=4)
+def _epoch_upsert(dialect: str) -> Any:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(EpochLogRow).values(
-        job_id=job_id, epoch=epoch, logs=logs, attempt=attempt, created_at=utcnow()
-    )
-    stmt = stmt.on_conflict_do_update(
+    stmt = insert(EpochLogRow)
+    return stmt.on_conflict_do_update(
         index_elements=[EpochLogRow.job_id, EpochLogRow.epoch],
         set_={"logs": stmt.excluded.logs, "attempt": stmt.excluded.attempt,
               "created_at": stmt.excluded.created_at},
     )  # fmt: skip
-    session.execute(stmt)
-    # Epochs after this one came from an earlier attempt that got further; they are redone.
-    session.execute(
-        delete(EpochLogRow).where(EpochLogRow.job_id == job_id, EpochLogRow.epoch > epoch)
+
+
+def record_epochs(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    attempt: int,
+    rows: Sequence[tuple[int, dict[str, float]]],
+    first_of_attempt: bool = False,
+) -> bool:
+    """Upsert (job, epoch) rows, fenced by attempt: False, and nothing written, if this attempt
+    is stale. `rows` are consecutive epochs in order.
+
+    This runs once per epoch (or once per few, when epochs outpace commits), so its statements
+    are built once and it is three round trips at most, whatever the number of rows. The first
+    rows an attempt writes also drop later epochs an earlier attempt had logged: a resumed
+    attempt redoes them."""
+    if not rows:
+        return True
+    now = utcnow()
+    last = rows[-1][0]
+    result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        _FENCED_PROGRESS,
+        {"b_job_id": job_id, "b_attempt": attempt, "b_done": last + 1, "b_now": now},
     )
+    if not result.rowcount:
+        return False
+    session.execute(
+        _epoch_upsert(session.get_bind().dialect.name),
+        [{"job_id": job_id, "epoch": epoch, "logs": logs, "attempt": attempt, "created_at": now}
+         for epoch, logs in rows],
+    )  # fmt: skip
+    if first_of_attempt:
+        session.execute(
+            delete(EpochLogRow).where(EpochLogRow.job_id == job_id, EpochLogRow.epoch > last),
+            execution_options={"synchronize_session": False},
+        )
     return True
+
+
+def record_epoch(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    attempt: int,
+    epoch: int,
+    logs: dict[str, float],
+    first_of_attempt: bool = False,
+) -> bool:
+    """One epoch's row; see record_epochs."""
+    return record_epochs(session, job_id=job_id, attempt=attempt, rows=[(epoch, logs)],
+                         first_of_attempt=first_of_attempt)  # fmt: skip
 
 
 def epoch_logs(

@@ -95,13 +95,20 @@ def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbe
     validation = None
     if "val_x" in arrays:
         validation = (arrays["val_x"], arrays["val_y"], arrays.get("val_sample_weight"))
-    if args.initial_epoch < args.epochs:
-        trainer.prepare(arrays["x"], arrays["y"], arrays.get("sample_weight"))
-        plan = FitPlan(
-            args, (arrays["x"], arrays["y"], arrays.get("sample_weight")), validation,
-            [*callbacks, recorder],
-        )  # fmt: skip
-        trainer.run_fit(plan)
+    try:
+        if args.initial_epoch < args.epochs:
+            trainer.prepare(arrays["x"], arrays["y"], arrays.get("sample_weight"))
+            plan = FitPlan(
+                args, (arrays["x"], arrays["y"], arrays.get("sample_weight")), validation,
+                [*callbacks, recorder],
+            )  # fmt: skip
+            trainer.run_fit(plan)
+        recorder.writer.flush()  # every epoch row is committed before the job can succeed
+    except TrainingInterrupted:
+        recorder.writer.queue.join()  # keep what was logged before a cancel
+        raise
+    finally:
+        recorder.writer.close()
     tensors, meta = trainer.state()
     final_logs = dict(recorder_logs(ctx, job_id))
     key_epoch = max(trainer.epoch, args.initial_epoch - 1)

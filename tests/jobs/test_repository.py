@@ -93,7 +93,9 @@ def test_epoch_rows_are_upserts_and_a_redo_drops_later_epochs(pg_ctx: Any) -> No
     _expire(pg_ctx, job_id)
     assert _claim(pg_ctx, job_id) == 2
     with unit_of_work(pg_ctx.sessions) as s:  # resumed from a checkpoint at epoch 1
-        repo.record_epoch(s, job_id=job_id, attempt=2, epoch=2, logs={"loss": 20.0})
+        repo.record_epoch(
+            s, job_id=job_id, attempt=2, epoch=2, logs={"loss": 20.0}, first_of_attempt=True
+        )
     with unit_of_work(pg_ctx.sessions) as s:
         rows = repo.epoch_logs(s, job_id=job_id)
         assert [(r.epoch, r.attempt) for r in rows] == [(0, 1), (1, 1), (2, 2)]
