@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from app.engine.compile import CompileSpec
+from app.engine.fit_args import FitArgs
 from app.engine.models import Sequential
-from app.engine.trainer import FitArgs, Trainer
+from app.engine.trainer import Trainer
 from tests.support import scenario
 
 

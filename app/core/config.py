@@ -42,8 +42,6 @@ class Settings(BaseSettings):
 
     # Limits
     max_request_bytes: int = 64 * 1024 * 1024
-    max_array_elements: int = 10_000_000
-    max_models_page: int = 100
     model_cache_size: int = 16
 
     @property

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,61 +29,11 @@ from app.engine.data import (
     to_array,
     validation_split_at,
 )
-from app.engine.errors import ConfigError, DataError, Loc
+from app.engine.errors import ConfigError, Loc
+from app.engine.fit_args import DEFAULT_BATCH_SIZE, FitArgs, FitPlan, should_validate
+from app.engine.inference import predict, resolve_device
 from app.engine.models import Sequential
 from app.engine.optimizers import Optimizer
-
-DEFAULT_BATCH_SIZE = 32
-MAX_EPOCHS = 100_000
-MAX_BATCH_SIZE = 1 << 20
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-@dataclass
-class FitArgs:
-    """Keras's fit arguments that this engine honours, checked."""
-
-    batch_size: int = DEFAULT_BATCH_SIZE
-    epochs: int = 1
-    shuffle: bool = True
-    validation_split: float = 0.0
-    initial_epoch: int = 0
-    validation_batch_size: int | None = None
-    validation_freq: int | list[int] = 1
-    seed: int | None = None
-
-    def check(self, loc: Loc = ()) -> None:
-        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
-            raise ConfigError((*loc, "batch_size"), f"must be in [1, {MAX_BATCH_SIZE}]")
-        if not 0 <= self.initial_epoch < self.epochs <= MAX_EPOCHS:
-            raise ConfigError(
-                (*loc, "epochs"),
-                f"must be greater than initial_epoch ({self.initial_epoch}) and at most "
-                f"{MAX_EPOCHS}, got {self.epochs}",
-            )
-        if not 0.0 <= self.validation_split < 1.0:
-            raise ConfigError((*loc, "validation_split"), "must be in [0, 1)")
-
-
-@dataclass
-class FitPlan:
-    """A checked fit: arguments, (x, y, sample_weight) to train on, optional validation set."""
-
-    args: FitArgs
-    train: tuple[np.ndarray, np.ndarray, np.ndarray | None]
-    validation: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None
-    callbacks: list[Callback]
-
-
-def _should_validate(epoch: int, freq: int | list[int]) -> bool:
-    if isinstance(freq, int):
-        return (epoch + 1) % freq == 0
-    return epoch + 1 in freq
 
 
 class Trainer:
@@ -330,7 +279,7 @@ class Trainer:
                     if self.stop_training:
                         break
                 logs = self._logs()
-                if val is not None and _should_validate(epoch, args.validation_freq):
+                if val is not None and should_validate(epoch, args.validation_freq):
                     val_logs = self._test_loop(val, args.validation_batch_size or bs, cbs)
                     logs = dict(
                         sorted({**logs, **{f"val_{k}": v for k, v in val_logs.items()}}.items())
@@ -397,28 +346,3 @@ class Trainer:
         self.seed = meta.get("seed")
         self._resumed = True
         self.epoch = int(meta.get("epoch", -1))
-
-
-def predict(
-    model: Sequential,
-    x: Any,
-    *,
-    batch_size: int | None = None,
-    device: torch.device | None = None,
-    loc: Loc = (),
-) -> np.ndarray:
-    """Keras's `predict`: inference mode, batches concatenated along axis 0."""
-    device = device or next(
-        (t.device for t in model.weight_tensors().values()), torch.device("cpu")
-    )
-    xa = to_array(x, (*loc, "x"))
-    check_input_shape(xa, model.input_shape, (*loc, "x"))
-    bs = batch_size or DEFAULT_BATCH_SIZE
-    if not 1 <= bs <= MAX_BATCH_SIZE:
-        raise DataError((*loc, "batch_size"), f"must be in [1, {MAX_BATCH_SIZE}]")
-    xt = torch.as_tensor(xa, device=device)
-    outs = []
-    with torch.no_grad():
-        for lo in range(0, xt.shape[0], bs):
-            outs.append(model(xt[lo : lo + bs], training=False))
-    return torch.cat(outs).cpu().numpy()

@@ -15,7 +15,9 @@ from app.db.session import unit_of_work
 from app.engine import callbacks as engine_callbacks
 from app.engine.compile import CompileSpec
 from app.engine.errors import EngineError, TrainingInterrupted
-from app.engine.trainer import FitArgs, FitPlan, Trainer, resolve_device
+from app.engine.fit_args import FitArgs, FitPlan
+from app.engine.inference import resolve_device
+from app.engine.trainer import Trainer
 from app.jobs import repository as repo
 from app.jobs.context import JobsContext
 from app.jobs.loading import build_model, load_weights, read_checkpoint, read_inputs

@@ -18,8 +18,10 @@ from app.db.session import unit_of_work
 from app.engine import callbacks as engine_callbacks
 from app.engine.compile import CompileSpec
 from app.engine.errors import EngineError
+from app.engine.fit_args import FitArgs
+from app.engine.inference import predict, resolve_device
 from app.engine.models import Sequential
-from app.engine.trainer import FitArgs, Trainer, predict, resolve_device
+from app.engine.trainer import Trainer
 from app.jobs import repository as repo
 from app.jobs.context import JobsContext
 from app.jobs.loading import build_model, load_weights, write_inputs

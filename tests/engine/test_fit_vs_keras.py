@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from app.engine.compile import CompileSpec
+from app.engine.fit_args import FitArgs
 from app.engine.models import Sequential
-from app.engine.trainer import FitArgs, Trainer
+from app.engine.trainer import Trainer
 from tests.support import scenario
 from tests.support.keras_json import keras_json
 
