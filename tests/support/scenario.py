@@ -6,27 +6,15 @@ from typing import Any
 
 import numpy as np
 
+from app.jobs.examples import SEED_COMPILE, SEED_MODEL
+
 X = np.round(np.arange(-20.0, 30.0, 0.1), 1).astype(np.float32).reshape(-1, 1)
 Y = (X[:, 0] >= 10.0).astype(np.float32)
 assert X.shape == (500, 1)
 
-MODEL: dict[str, Any] = {
-    "class_name": "Sequential",
-    "config": {
-        "name": "seed",
-        "layers": [
-            {"class_name": "InputLayer", "config": {"batch_shape": [None, 1], "dtype": "float32"}},
-            {"class_name": "Normalization", "config": {"axis": -1}},
-            {"class_name": "Dense", "config": {"units": 1, "activation": "relu"}},
-            {"class_name": "Dense", "config": {"units": 1, "activation": "sigmoid"}},
-        ],
-    },
-}
-COMPILE: dict[str, Any] = {
-    "optimizer": {"class_name": "Adam", "config": {"learning_rate": 0.1}},
-    "loss": "binary_crossentropy",
-    "metrics": ["accuracy"],
-}
+# The same model and compile spec the OpenAPI examples show.
+MODEL: dict[str, Any] = SEED_MODEL
+COMPILE: dict[str, Any] = SEED_COMPILE
 CALLBACKS: list[dict[str, Any]] = [
     {"class_name": "ThresholdStopping", "config": {"monitor": "val_accuracy", "threshold": 1.0}}
 ]
