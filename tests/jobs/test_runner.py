@@ -1,0 +1,92 @@
+"""The runner on the real Postgres, in-process: success, duplicates, a stolen lease, failures."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import update
+
+from app.db.models import JobRow
+from app.db.session import unit_of_work
+from app.engine import checkpoint
+from app.jobs import repository as repo
+from app.jobs import service
+from app.jobs.runner import run_fit_job
+from app.jobs.schemas import FitRequest, ModelCreate
+from tests.support import scenario
+
+
+def _submit(ctx: Any, **fit: Any) -> tuple[Any, Any]:
+    model = service.create_model(ctx, body=ModelCreate(config=scenario.MODEL, seed=3))
+    job = service.submit_fit(ctx, model_id=model.id, body=FitRequest(**scenario.fit_body(**fit)))
+    return model, job
+
+
+def test_a_fit_job_commits_rows_checkpoint_and_weights(pg_ctx: Any) -> None:
+    model, job = _submit(pg_ctx, epochs=4, callbacks=[])
+    run_fit_job(pg_ctx, job.id)
+    done, rows = service.get_job(pg_ctx, job_id=job.id)
+    assert done.status == "succeeded" and done.attempt == 1 and done.epochs_done == 4
+    assert [r.epoch for r in rows] == [0, 1, 2, 3]
+    with unit_of_work(pg_ctx.sessions) as s:
+        ckpt = repo.latest_checkpoint(s, job_id=job.id)
+        stored = repo.get_model(s, model_id=model.id)
+    assert ckpt is not None and stored is not None
+    assert stored.weights_checkpoint_id == ckpt.id and stored.weights_key == ckpt.key
+    tensors, meta = checkpoint.from_bytes(pg_ctx.store.read(ckpt.key))
+    assert meta["epoch"] == 3 and meta["logs"] == rows[-1].logs
+    assert meta["model_config"] == scenario.MODEL and meta["compile_config"]["loss"]
+    assert {"model/dense/kernel", "rng/generator"} <= set(tensors)
+    assert any(k.startswith("optimizer/") for k in tensors)
+
+
+def test_a_duplicate_delivery_changes_nothing(pg_ctx: Any) -> None:
+    _, job = _submit(pg_ctx, epochs=2, callbacks=[])
+    run_fit_job(pg_ctx, job.id)
+    first, _ = service.get_job(pg_ctx, job_id=job.id)
+    run_fit_job(pg_ctx, job.id)
+    again, _ = service.get_job(pg_ctx, job_id=job.id)
+    assert (again.status, again.attempt, again.finished_at) == (
+        first.status, first.attempt, first.finished_at,
+    )  # fmt: skip
+
+
+def test_an_attempt_that_lost_its_lease_stops_and_writes_nothing_more(pg_ctx: Any) -> None:
+    _, job = _submit(pg_ctx, epochs=100_000, callbacks=[])
+    runner = threading.Thread(target=run_fit_job, args=(pg_ctx, job.id))
+    runner.start()
+    while service.get_job(pg_ctx, job_id=job.id)[0].epochs_done < 3:
+        time.sleep(0.01)
+    with unit_of_work(pg_ctx.sessions) as s:  # another worker took the job over
+        s.execute(update(JobRow).where(JobRow.id == job.id).values(attempt=JobRow.attempt + 1))
+    runner.join(timeout=30)
+    assert not runner.is_alive()
+    stolen, rows = service.get_job(pg_ctx, job_id=job.id)
+    assert stolen.status == "running" and stolen.attempt == 2  # left to its new owner
+    time.sleep(0.3)
+    assert len(service.get_job(pg_ctx, job_id=job.id)[1]) == len(rows)
+
+
+def test_cancel_stops_a_running_fit_between_batches(pg_ctx: Any) -> None:
+    model, job = _submit(pg_ctx, epochs=100_000, callbacks=[])
+    runner = threading.Thread(target=run_fit_job, args=(pg_ctx, job.id))
+    runner.start()
+    while service.get_job(pg_ctx, job_id=job.id)[0].epochs_done < 2:
+        time.sleep(0.01)
+    service.cancel_job(pg_ctx, job_id=job.id)
+    runner.join(timeout=30)
+    done, rows = service.get_job(pg_ctx, job_id=job.id)
+    assert done.status == "cancelled" and done.finished_at is not None
+    assert [r.epoch for r in rows] == list(range(done.epochs_done))
+    assert service.get_model(pg_ctx, model_id=model.id).weights_key is None
+
+
+def test_an_unexpected_error_fails_the_job_with_its_type_and_message(pg_ctx: Any) -> None:
+    _, job = _submit(pg_ctx, epochs=2, callbacks=[])
+    pg_ctx.store.delete_prefix(job.data_key)
+    run_fit_job(pg_ctx, job.id)
+    failed, _ = service.get_job(pg_ctx, job_id=job.id)
+    assert failed.status == "failed" and failed.error_type == "FileNotFoundError"
+    assert "inputs.safetensors" in (failed.error_message or "")
