@@ -54,8 +54,8 @@ def check_input_shape(x: np.ndarray, expected: Sequence[int | None], loc: Loc) -
     if x.ndim != len(want) or any(
         e is not None and e != got for e, got in zip(want[1:], x.shape[1:], strict=False)
     ):
-        shown = ["null" if d is None else d for d in want]
-        raise DataError(loc, f"expected shape {shown} (batch first), got {list(x.shape)}")
+        shown = ", ".join("null" if d is None else str(d) for d in want)
+        raise DataError(loc, f"expected shape [{shown}] (batch first), got {list(x.shape)}")
 
 
 def check_same_length(arrays: Sequence[tuple[Loc, np.ndarray | None]]) -> None:
