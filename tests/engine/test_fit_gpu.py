@@ -1,0 +1,56 @@
+"""The engine on CUDA: the scenario's fit gives the CPU's numbers (to float32 tolerance) and the
+training loop reads the device only once per epoch. Skipped without a CUDA device."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from app.engine.compile import CompileSpec
+from app.engine.fit_args import FitArgs
+from app.engine.models import Sequential
+from app.engine.trainer import Trainer
+from tests.support import scenario
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+]
+
+
+def _fit(device: str) -> tuple[dict[str, list[float]], list[np.ndarray]]:
+    model = Sequential.from_config(scenario.MODEL, seed=1)
+    trainer = Trainer(model, CompileSpec.parse(scenario.COMPILE), device=torch.device(device))
+    history = trainer.fit(
+        scenario.X, scenario.Y, args=FitArgs(batch_size=128, epochs=10, shuffle=False),
+        validation_data=(scenario.X, scenario.Y),
+    )  # fmt: skip
+    return history.history, trainer.model.get_weights()
+
+
+def test_cuda_fit_matches_cpu() -> None:
+    cpu_history, cpu_weights = _fit("cpu")
+    gpu_history, gpu_weights = _fit("cuda")
+    for key, values in cpu_history.items():
+        np.testing.assert_allclose(gpu_history[key], values, rtol=1e-5, atol=1e-6, err_msg=key)
+    for a, b in zip(gpu_weights, cpu_weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_training_steps_do_not_sync_with_the_host() -> None:
+    model = Sequential.from_config(scenario.MODEL, seed=1)
+    trainer = Trainer(model, CompileSpec.parse(scenario.COMPILE), device=torch.device("cuda"))
+    plan = trainer.plan_fit(scenario.X, scenario.Y, args=FitArgs(batch_size=128, epochs=1))
+    trainer.run_fit(plan)  # warm up: lazy state, kernels
+    from app.engine.data import Arrays
+
+    data = Arrays.from_numpy(*plan.train, torch.device("cuda"))
+    params = trainer.model.trainable_parameters()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for lo in range(0, data.size, 128):
+            trainer._train_step(data.take(slice(lo, lo + 128)), params)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
