@@ -1,74 +1,45 @@
-"""Keras 3 losses on torch: the LOSSES registry, string resolution, per-sample formulas, batch
-reduction and the label checks that run before training.
+"""Keras 3 losses on torch: the Loss base, the LOSSES registry, string resolution (`get`) and
+the loss classes with their per-sample formulas and label checks.
 
 Formulas follow Keras's torch backend op for op (probability clipping to [1e-7, 1 - 1e-7],
 renormalisation of categorical probabilities, `squeeze_or_expand_to_same_rank`), so values match
-Keras to float32 rounding. A new loss is a subclass with `fn`, `_check` and, if it has arguments,
-`hyperparameters` and `_parse`, registered under Keras's class name, function name and aliases.
+Keras to float32 rounding. The shape, reduction and label-check helpers they use live in
+`app.engine.loss_utils` (re-exported here). A new loss is a subclass with `fn`, `_check` and, if
+it has arguments, `hyperparameters` and `_parse`, registered under Keras's class name, function
+name and aliases.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from app.engine.errors import ConfigError, DataError, Loc
+from app.engine.loss_utils import (
+    Shape,
+    check_axis,
+    check_float32_dtype,
+    check_same_shape,
+    misfit,
+    numeric_labels,
+    pick_by_shape,
+    reduce_weighted_values,
+    require_same_shape,
+    same_rank_shapes,
+    squeeze_or_expand_to_same_rank,
+)
+from app.engine.loss_utils import divide_no_nan as divide_no_nan  # re-exported, still public
 from app.engine.params import get_bool, get_float, get_int, get_str
 from app.engine.registry import Registry, known_keys
 
 Tensor = torch.Tensor
-Shape = tuple[int, ...]
-T = TypeVar("T")
 
 EPSILON = 1e-7  # keras.backend.epsilon()
 REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight")
-
-
-def check_float32_dtype(config: Mapping[str, Any], loc: Loc) -> None:
-    """Accept `dtype` only when it says float32 (a string or Keras's DTypePolicy object)."""
-    dtype = config.get("dtype")
-    name = dtype
-    if isinstance(dtype, Mapping):
-        inner = dtype.get("config")
-        name = inner.get("name") if isinstance(inner, Mapping) else None
-    if dtype is not None and name != "float32":
-        raise ConfigError((*loc, "dtype"), f"only float32 is supported yet, got {dtype!r}")
-
-
-def same_rank_shapes(s1: Shape, s2: Shape, expand_rank_1: bool = True) -> tuple[Shape, Shape]:
-    """Keras's `squeeze_or_expand_to_same_rank` on shapes: when the ranks differ by one and the
-    longer shape ends in 1, expand a rank-1 partner, else squeeze the longer one."""
-    if len(s1) == len(s2) + 1 and s1[-1] == 1:
-        return (s1, (*s2, 1)) if len(s2) == 1 and expand_rank_1 else (s1[:-1], s2)
-    if len(s2) == len(s1) + 1 and s2[-1] == 1:
-        return ((*s1, 1), s2) if len(s1) == 1 and expand_rank_1 else (s1, s2[:-1])
-    return s1, s2
-
-
-def squeeze_or_expand_to_same_rank(
-    x1: Tensor, x2: Tensor, expand_rank_1: bool = True
-) -> tuple[Tensor, Tensor]:
-    s1, s2 = same_rank_shapes(tuple(x1.shape), tuple(x2.shape), expand_rank_1)
-    return x1.reshape(s1), x2.reshape(s2)
-
-
-def divide_no_nan(x: Tensor, y: Tensor) -> Tensor:
-    """x / y, and 0 where y == 0 (Keras's op; the divisor stays a device tensor so the division
-    rounds as Keras's does)."""
-    safe = torch.where(y == 0, torch.ones_like(y), y)
-    return torch.where(y == 0, torch.zeros_like(x), x / safe)
-
-
-def _numeric_labels(y: np.ndarray, loc: Loc) -> np.ndarray:
-    if y.dtype.kind not in "biuf":
-        raise DataError(loc, f"labels must be numbers, received dtype {y.dtype}")
-    if np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
-        raise DataError(loc, "labels must be finite numbers, received NaN or infinity")
-    return y
 
 
 class Loss:
@@ -105,13 +76,13 @@ class Loss:
     def check_labels(self, y_true: np.ndarray, y_pred_shape: Shape, loc: Loc) -> None:
         """DataError if `y_true` cannot be scored against outputs of `y_pred_shape` (the full
         output shape; its batch dimension is ignored)."""
-        y = _numeric_labels(np.asarray(y_true), loc)
+        y = numeric_labels(np.asarray(y_true), loc)
         # The output's batch dimension is whatever the model reports (often None).
         out = tuple(y_pred_shape)
         self._check(y, (y.shape[0], *out[1:]) if y.ndim and out else out, loc)
 
     def _check(self, y: np.ndarray, out_shape: Shape, loc: Loc) -> None:
-        _check_same_shape(y.shape, out_shape, loc)
+        check_same_shape(y.shape, out_shape, loc)
 
     def get_config(self) -> dict[str, Any]:
         hyper = {key: getattr(self, key) for key in self.hyperparameters}
@@ -134,65 +105,6 @@ class Loss:
             )
         reduction = get_str(config, "reduction", loc, REDUCTIONS[0], choices=REDUCTIONS)
         return cls(name=name, reduction=reduction, **cls._parse(config, loc))
-
-
-def reduce_weighted_values(values: Tensor, sample_weight: Tensor | None, reduction: str) -> Tensor:
-    """Keras's `reduce_weighted_values` without masks: weight, then sum and divide."""
-    weight = None
-    if sample_weight is not None:
-        weight = torch.as_tensor(sample_weight).to(device=values.device, dtype=values.dtype)
-        values, weight = squeeze_or_expand_to_same_rank(values, weight)
-        # Keras would broadcast a wider weight silently (e.g. (N,) against (N, N) values).
-        if values.dim() > 0 and not _broadcasts_to(weight.shape, values.shape):
-            raise DataError(
-                ("sample_weight",),
-                f"shape {tuple(weight.shape)} does not fit per-sample loss values "
-                f"of shape {tuple(values.shape)}",
-            )
-        values = values * weight
-    if values.dim() == 0:
-        return values
-    total = torch.sum(values)
-    if reduction == "sum":
-        return total
-    if reduction == "mean_with_sample_weight" and weight is not None:
-        divisor = torch.sum(weight)
-    else:
-        divisor = torch.full((), float(values.numel()), dtype=total.dtype, device=total.device)
-    return divide_no_nan(total, divisor)
-
-
-def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
-    try:
-        return torch.broadcast_shapes(shape, target) == target
-    except RuntimeError:
-        return False
-
-
-def _misfit(y_shape: Shape, out_shape: Shape, loc: Loc, expected: str) -> DataError:
-    return DataError(
-        loc,
-        f"labels of shape {y_shape} do not fit model outputs of shape {out_shape}; "
-        f"expected {expected}",
-    )
-
-
-def _check_same_shape(y_shape: Shape, out_shape: Shape, loc: Loc, hint: str = "") -> None:
-    if len(set(same_rank_shapes(y_shape, out_shape))) != 1:
-        raise _misfit(y_shape, out_shape, loc, f"labels of shape {out_shape}{hint}")
-
-
-def _require_same_shape(y_true: Tensor, y_pred: Tensor) -> None:
-    # Keras's backend ops refuse mismatched shapes rather than broadcasting.
-    if y_true.shape != y_pred.shape:
-        shapes = tuple(y_true.shape), tuple(y_pred.shape)
-        raise _misfit(*shapes, (), f"labels of shape {shapes[1]}")
-
-
-def _check_axis(axis: int, out_shape: Shape, loc: Loc) -> None:
-    rank = len(out_shape)
-    if rank >= 2 and (not -rank <= axis < rank or axis % rank == 0):
-        raise DataError(loc, f"the loss's axis {axis} is not a class axis of outputs {out_shape}")
 
 
 LOSSES: Registry[Loss] = Registry("loss")
@@ -237,7 +149,7 @@ class BinaryCrossentropy(_Crossentropy):
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         if self.label_smoothing:
             y_true = y_true * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
-        _require_same_shape(y_true, y_pred)
+        require_same_shape(y_true, y_pred)
         if self.from_logits:
             elems = F.binary_cross_entropy_with_logits(y_pred, y_true, reduction="none")
         else:
@@ -246,8 +158,8 @@ class BinaryCrossentropy(_Crossentropy):
         return torch.mean(elems, dim=self.axis)
 
     def _check(self, y: np.ndarray, out_shape: Shape, loc: Loc) -> None:
-        _check_same_shape(y.shape, out_shape, loc)
-        _check_axis(self.axis, same_rank_shapes(y.shape, out_shape)[1], loc)
+        check_same_shape(y.shape, out_shape, loc)
+        check_axis(self.axis, same_rank_shapes(y.shape, out_shape)[1], loc)
         if y.size and (y.min() < 0 or y.max() > 1):
             raise DataError(
                 loc,
@@ -267,7 +179,7 @@ class CategoricalCrossentropy(_Crossentropy):
                 (), float(y_true.shape[-1]), dtype=y_pred.dtype, device=y_pred.device
             )
             y_true = y_true * (1.0 - self.label_smoothing) + (self.label_smoothing / classes)
-        _require_same_shape(y_true, y_pred)
+        require_same_shape(y_true, y_pred)
         if self.from_logits:
             log_prob = F.log_softmax(y_pred, dim=self.axis)
         else:
@@ -283,8 +195,8 @@ class CategoricalCrossentropy(_Crossentropy):
             and (len(y.shape) < len(out_shape) or y.shape[-1:] == (1,))
         ):
             hint = " (one-hot); for integer class labels use sparse_categorical_crossentropy"
-        _check_same_shape(y.shape, out_shape, loc, hint)
-        _check_axis(self.axis, same_rank_shapes(y.shape, out_shape)[1], loc)
+        check_same_shape(y.shape, out_shape, loc, hint)
+        check_axis(self.axis, same_rank_shapes(y.shape, out_shape)[1], loc)
 
 
 @LOSSES.register("SparseCategoricalCrossentropy", "sparse_categorical_crossentropy")
@@ -309,7 +221,7 @@ class SparseCategoricalCrossentropy(Loss):
             target = target.squeeze(-1)
         if tuple(target.shape) != tuple(y_pred.shape[:-1]):
             shapes = tuple(y_true.shape), tuple(y_pred.shape)
-            raise _misfit(*shapes, (), f"labels of shape {shapes[1][:-1]}")
+            raise misfit(*shapes, (), f"labels of shape {shapes[1][:-1]}")
         output = y_pred
         if output.dim() == 1:
             output, target = output.unsqueeze(0), target.unsqueeze(0)
@@ -330,7 +242,7 @@ class SparseCategoricalCrossentropy(Loss):
             ys = ys[:-1]
         if not os or ys != os[:-1]:
             both = f"{out_shape[:-1]} or {(*out_shape[:-1], 1)}"
-            raise _misfit(y.shape, out_shape, loc, f"integer class labels of shape {both}")
+            raise misfit(y.shape, out_shape, loc, f"integer class labels of shape {both}")
         classes = out_shape[-1]
         if y.size and np.issubdtype(y.dtype, np.floating) and (y != np.floor(y)).any():
             raise DataError(loc, "sparse categorical labels must be integers, received fractions")
@@ -343,17 +255,6 @@ class SparseCategoricalCrossentropy(Loss):
 
 
 _CROSSENTROPY_STRINGS = ("crossentropy", "ce")
-
-
-def pick_by_shape(y_true_shape: Shape, y_pred_shape: Shape, choices: tuple[T, T, T]) -> T:
-    """Keras's `is_binary_or_sparse_categorical` rule (for "crossentropy" and "accuracy"):
-    choices are (binary, sparse categorical, categorical); shapes include the batch axis."""
-    t_last = y_true_shape[-1] if y_true_shape else None
-    p_last = y_pred_shape[-1] if y_pred_shape else None
-    if p_last == 1:
-        return choices[0]
-    sparse = len(y_true_shape) < len(y_pred_shape) or (t_last == 1 and (p_last or 0) > 1)
-    return choices[1] if sparse else choices[2]
 
 
 def get(

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from app.engine import losses
+from app.engine import loss_utils, losses
 from app.engine.errors import ConfigError, DataError, Loc
 from app.engine.params import get_float, get_str
 from app.engine.registry import Registry, known_keys
@@ -62,7 +62,7 @@ class Metric:
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc) -> Metric:
         config = known_keys(config, ("name", "dtype", *cls._extra_keys), loc)
-        losses.check_float32_dtype(config, loc)
+        loss_utils.check_float32_dtype(config, loc)
         name = get_str(config, "name", loc, cls.default_name)
         return cls(name=name, **cls._parse(config, loc))
 
@@ -72,7 +72,7 @@ def _samplewise(values: Tensor, weight: Tensor | None) -> tuple[Tensor, Tensor |
     sample, values already multiplied by their weights."""
     values = values.to(torch.float32)
     if weight is not None:
-        values, weight = losses.squeeze_or_expand_to_same_rank(values, weight)
+        values, weight = loss_utils.squeeze_or_expand_to_same_rank(values, weight)
         w_rank, v_rank = weight.dim(), values.dim()
         if v_rank > w_rank:
             values = torch.mean(values, dim=tuple(range(w_rank, v_rank)))
@@ -139,7 +139,7 @@ class _MeanState(Metric):
     def result(self) -> Tensor:
         if self._total is None or self._count is None:
             return torch.zeros((), dtype=torch.float32, device=self._device)
-        return losses.divide_no_nan(self._total, self._count)
+        return loss_utils.divide_no_nan(self._total, self._count)
 
     def reset_state(self) -> None:
         if self._total is not None and self._count is not None:
@@ -185,7 +185,7 @@ class Accuracy(MeanMetricWrapper):
     direction = "up"
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
-        y_true, y_pred = losses.squeeze_or_expand_to_same_rank(y_true.to(y_pred.dtype), y_pred)
+        y_true, y_pred = loss_utils.squeeze_or_expand_to_same_rank(y_true.to(y_pred.dtype), y_pred)
         return (y_true == y_pred).to(torch.float32)
 
 
@@ -209,7 +209,7 @@ class BinaryAccuracy(MeanMetricWrapper):
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         # Keras compares with a float32 tensor threshold, strictly greater.
         threshold = torch.full((), self.threshold, dtype=torch.float32, device=y_pred.device)
-        y_true, y_pred = losses.squeeze_or_expand_to_same_rank(y_true, y_pred)
+        y_true, y_pred = loss_utils.squeeze_or_expand_to_same_rank(y_true, y_pred)
         predicted = (y_pred > threshold).to(y_true.dtype)
         return (y_true == predicted).to(torch.float32)
 
@@ -277,7 +277,7 @@ def get(identifier: Any, loc: Loc, *, y_true_shape: Shape, y_pred_shape: Shape) 
         return identifier
     if isinstance(identifier, str) and identifier.lower() in _ACCURACY_STRINGS:
         choices = (BinaryAccuracy, SparseCategoricalAccuracy, CategoricalAccuracy)
-        cls: type[MeanMetricWrapper] = losses.pick_by_shape(
+        cls: type[MeanMetricWrapper] = loss_utils.pick_by_shape(
             tuple(y_true_shape), tuple(y_pred_shape), choices
         )
         return cls(name=identifier)

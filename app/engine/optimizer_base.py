@@ -1,0 +1,233 @@
+"""The Optimizer base for Keras 3 optimizers on torch: hyperparameters and config parsing,
+slots (one zeroed tensor per parameter and slot name), gradient clipping, decoupled weight decay,
+step bookkeeping and the state saved in checkpoints. The update rules are subclasses in
+`app.engine.optimizer_rules`.
+
+A step is: drop parameters without a gradient, clip, decoupled weight decay, the update rule,
+`iterations += 1`. Scalars that Keras keeps as float32 tensors are made with `scalar_like` on the
+parameters' device (a fill kernel, not a host copy), so a step never synchronises with the GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from app.engine.errors import ConfigError, Loc
+from app.engine.params import get_bool, get_float, get_str
+from app.engine.registry import known_keys, to_snake_case
+
+Tensor = torch.Tensor
+Slots = dict[str, list[Tensor]]
+
+# Keys Keras's BaseOptimizer.get_config writes that are not implemented here: only these values.
+_UNSUPPORTED_DEFAULTS: dict[str, Any] = {
+    "use_ema": False,
+    "ema_momentum": 0.99,
+    "ema_overwrite_frequency": None,
+    "loss_scale_factor": None,
+    "gradient_accumulation_steps": None,
+}
+_CLIP_KEYS = ("clipnorm", "global_clipnorm", "clipvalue")
+_BASE_KEYS = ("name", "learning_rate", "weight_decay", *_CLIP_KEYS, *_UNSUPPORTED_DEFAULTS)
+
+
+def scalar_like(value: float, like: Tensor) -> Tensor:
+    """A 0-d tensor like Keras's float32 scalars, made on the device without a host copy."""
+    return torch.full((), value, dtype=like.dtype, device=like.device)
+
+
+class Optimizer:
+    """Hyperparameters, slots (one zeroed tensor per parameter and slot name), clipping, weight
+    decay and step bookkeeping around the update rule a subclass supplies in `_update`."""
+
+    default_learning_rate: ClassVar[float]
+    hyperparameters: ClassVar[dict[str, Any]] = {}  # a subclass's own config keys and defaults
+
+    def __init__(
+        self,
+        learning_rate: float | None = None,
+        *,
+        name: str | None = None,
+        weight_decay: float | None = None,
+        clipnorm: float | None = None,
+        global_clipnorm: float | None = None,
+        clipvalue: float | None = None,
+        **hyper: Any,
+    ) -> None:
+        unknown = set(hyper) - set(self.hyperparameters)
+        if unknown:
+            raise TypeError(f"unknown {type(self).__name__} arguments {sorted(unknown)}")
+        for key, default in self.hyperparameters.items():
+            setattr(self, key, hyper.get(key, default))
+        self.learning_rate = self.default_learning_rate if learning_rate is None else learning_rate
+        self.name = name if name is not None else to_snake_case(type(self).__name__)
+        self.weight_decay = weight_decay
+        self.clipnorm = clipnorm
+        self.global_clipnorm = global_clipnorm
+        self.clipvalue = clipvalue
+        self.iterations = 0
+        self._params: list[torch.nn.Parameter] | None = None
+        self._slots: Slots = {}
+
+    @property
+    def learning_rate(self) -> float:
+        return self._learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        if isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"learning rate must be a finite number >= 0, got {value!r}")
+        # Keras keeps the rate in a float32 variable: round the same way.
+        self._learning_rate = float(np.float32(value))
+
+    def slot_names(self) -> tuple[str, ...]:
+        return ()
+
+    def build(self, params: list[torch.nn.Parameter]) -> None:
+        """Create zeroed slots beside each parameter. Building again with the same parameters
+        keeps the state, as Keras's optimizer does across fit calls."""
+        params = list(params)
+        if self._params is not None:
+            same = len(params) == len(self._params) and all(
+                a is b for a, b in zip(params, self._params, strict=True)
+            )
+            if not same:
+                raise ValueError("the optimizer is already built for other parameters")
+            return
+        self._params = params
+        self._slots = {
+            name: [torch.zeros_like(p, requires_grad=False) for p in params]
+            for name in self.slot_names()
+        }
+
+    def step(self) -> None:
+        if self._params is None:
+            raise RuntimeError("optimizer.step() before build()")
+        if not self._params:
+            return
+        index = [i for i, p in enumerate(self._params) if p.grad is not None]
+        if not index:
+            raise ValueError("no gradients provided for any parameter")
+        with torch.no_grad():
+            params: list[Tensor] = [self._params[i] for i in index]
+            grads = self._clip([p.grad for p in params if p.grad is not None])
+            if self.weight_decay is not None:
+                lr = scalar_like(self.learning_rate, params[0])
+                torch._foreach_mul_(params, 1 - scalar_like(self.weight_decay, params[0]) * lr)
+            self._update(grads, params, {k: [s[i] for i in index] for k, s in self._slots.items()})
+        self.iterations += 1
+
+    def _update(self, grads: list[Tensor], params: list[Tensor], slots: Slots) -> None:
+        raise NotImplementedError
+
+    def _clip(self, grads: list[Tensor]) -> list[Tensor]:
+        # Keras's order of checks; 0 means no clipping.
+        if self.clipnorm:
+            return [self._clip_by_norm(g, self.clipnorm) for g in grads]
+        if self.global_clipnorm:
+            norm = torch.sqrt(torch.sum(torch.stack([torch.sum(torch.square(g)) for g in grads])))
+            clip = self.global_clipnorm
+            scale = clip * torch.minimum(1.0 / norm, scalar_like(1.0 / clip, norm))
+            # A non-finite norm turns every gradient into NaN, as in Keras.
+            scale = scale + (norm - norm)
+            return [g * scale for g in grads]
+        if self.clipvalue:
+            return [torch.clip(g, -self.clipvalue, self.clipvalue) for g in grads]
+        return grads
+
+    @staticmethod
+    def _clip_by_norm(g: Tensor, clipnorm: float) -> Tensor:
+        l2sum = torch.sum(torch.square(g))
+        positive = l2sum > 0
+        l2norm = torch.where(positive, torch.sqrt(torch.where(positive, l2sum, 1.0)), l2sum)
+        limit = scalar_like(clipnorm, g)
+        return (g * limit) / torch.maximum(l2norm, limit)
+
+    def _named_slots(self) -> dict[str, Tensor]:
+        prefix = type(self).__name__.lower()
+        return {
+            f"{prefix}.{name}.{i}": t
+            for name, slot in self._slots.items()
+            for i, t in enumerate(slot)
+        }
+
+    def state_dict(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Copies of the slots, named `<optimizer>.<slot>.<parameter index>`, and JSON meta."""
+        tensors = {key: t.detach().clone() for key, t in self._named_slots().items()}
+        meta = {
+            "class_name": type(self).__name__,
+            "iterations": self.iterations,
+            "learning_rate": self.learning_rate,
+            "config": self.get_config(),
+        }
+        return tensors, meta
+
+    def load_state_dict(self, tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> None:
+        """Restore a `state_dict` into this built optimizer (copied onto its slots' device);
+        the learning rate comes back too, since callbacks may have changed it."""
+        if self._params is None:
+            raise RuntimeError("build the optimizer before loading its state")
+        if meta.get("class_name") != type(self).__name__:
+            raise ValueError(f"state of {meta.get('class_name')!r}, not {type(self).__name__}")
+        slots = self._named_slots()
+        if set(tensors) != set(slots):
+            raise ValueError(f"optimizer state has {sorted(tensors)}, expected {sorted(slots)}")
+        for key, slot in slots.items():
+            if tensors[key].shape != slot.shape:
+                raise ValueError(f"{key} has shape {tuple(tensors[key].shape)}, not {slot.shape}")
+        with torch.no_grad():
+            for key, slot in slots.items():
+                slot.copy_(tensors[key])
+        self.iterations = int(meta["iterations"])
+        self.learning_rate = float(meta["learning_rate"])
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "learning_rate": self.learning_rate,
+            "weight_decay": self.weight_decay,
+            "clipnorm": self.clipnorm,
+            "global_clipnorm": self.global_clipnorm,
+            "clipvalue": self.clipvalue,
+            **_UNSUPPORTED_DEFAULTS,
+            **{key: getattr(self, key) for key in self.hyperparameters},
+        }
+
+    @classmethod
+    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> Optimizer:
+        config = known_keys(config, (*_BASE_KEYS, *cls.hyperparameters), loc)
+        if isinstance(config.get("learning_rate"), Mapping):
+            raise ConfigError((*loc, "learning_rate"), "learning-rate schedules are not supported")
+        # Keras rejects a Python int here, but JSON clients cannot always choose to send 1.0.
+        lr = get_float(
+            config, "learning_rate", loc, cls.default_learning_rate, min_value=0, min_exclusive=True
+        )
+        if get_bool(config, "use_ema", loc, False):
+            raise ConfigError((*loc, "use_ema"), "an EMA of the weights is not supported yet")
+        if get_float(config, "ema_momentum", loc, 0.99) != 0.99:
+            raise ConfigError(
+                (*loc, "ema_momentum"), "is not supported yet other than Keras's default 0.99"
+            )
+        for key in ("ema_overwrite_frequency", "loss_scale_factor", "gradient_accumulation_steps"):
+            if config.get(key) is not None:
+                raise ConfigError((*loc, key), "is not supported yet; it must be null")
+        clips = {k: get_float(config, k, loc, None, min_value=0.0) for k in _CLIP_KEYS}
+        given = [k for k, v in clips.items() if v is not None]
+        if len(given) > 1:
+            raise ConfigError((*loc, given[1]), f"only one of {', '.join(_CLIP_KEYS)} can be set")
+        return cls(
+            lr,
+            name=get_str(config, "name", loc, None),
+            weight_decay=get_float(config, "weight_decay", loc, None, min_value=0.0),
+            **clips,
+            **cls._parse(config, loc),
+        )
