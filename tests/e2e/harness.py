@@ -8,13 +8,27 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+T = TypeVar("T")
+
+
+def poll(check: Callable[[], T | None], what: str, timeout: float = 60.0, every: float = 0.05) -> T:
+    """Call `check` until it returns something other than None/False; a timeout is a failure
+    to wait for something, not a performance assertion."""
+    for _ in range(max(1, int(timeout / every))):
+        result = check()
+        if result is not None and result is not False:
+            return result
+        time.sleep(every)
+    raise TimeoutError(f"{what} did not happen within {timeout:.0f} s")
 
 
 def free_port() -> int:
@@ -60,18 +74,21 @@ def start_api(env: Mapping[str, str], log_dir: Path) -> tuple[Process, str]:
         env, log_dir,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if not proc.alive():
             raise RuntimeError(f"uvicorn exited:\n{proc.output()}")
         try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return proc, base
+            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.stop()
-    raise RuntimeError(f"uvicorn did not become ready:\n{proc.output()}")
+            return False
+
+    try:
+        poll(ready, "uvicorn start-up", every=0.2)
+    except TimeoutError:
+        proc.stop()
+        raise RuntimeError(f"uvicorn did not become ready:\n{proc.output()}") from None
+    return proc, base
 
 
 def start_worker(env: Mapping[str, str], log_dir: Path, name: str = "worker") -> Process:
@@ -83,15 +100,18 @@ def start_worker(env: Mapping[str, str], log_dir: Path, name: str = "worker") ->
          "--without-heartbeat", "-n", f"{name}-{os.getpid()}@%h"],
         env, log_dir,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if not proc.alive():
             raise RuntimeError(f"celery worker exited:\n{proc.output()}")
-        if "ready." in proc.output():
-            return proc
-        time.sleep(0.2)
-    proc.stop()
-    raise RuntimeError(f"celery worker did not become ready:\n{proc.output()}")
+        return "ready." in proc.output()
+
+    try:
+        poll(ready, "celery worker start-up", every=0.2)
+    except TimeoutError:
+        proc.stop()
+        raise RuntimeError(f"celery worker did not become ready:\n{proc.output()}") from None
+    return proc
 
 
 def sse_events(client: httpx.Client, url: str, headers: Mapping[str, str] | None = None,

@@ -3,11 +3,9 @@ end-to-end tests."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 
-from tests.e2e.harness import sse_events
+from tests.e2e.harness import poll, sse_events
 from tests.support import scenario
 
 
@@ -68,10 +66,8 @@ def run_scenario(client: httpx.Client) -> dict[str, object]:
 
 
 def wait_for(client: httpx.Client, job_id: str, statuses: set[str], timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in statuses:
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not reach {statuses}: {job}")
+    def reached() -> dict | None:
+        job: dict = client.get(f"/v1/jobs/{job_id}").json()
+        return job if job["status"] in statuses else None
+
+    return poll(reached, f"job {job_id} reaching {statuses}", timeout=timeout)

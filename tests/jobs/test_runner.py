@@ -15,6 +15,7 @@ from app.jobs import repository as repo
 from app.jobs import service
 from app.jobs.runner import run_fit_job
 from app.jobs.schemas import FitRequest, ModelCreate
+from tests.e2e.harness import poll
 from tests.support import scenario
 
 
@@ -57,8 +58,7 @@ def test_an_attempt_that_lost_its_lease_stops_and_writes_nothing_more(pg_ctx: An
     _, job = _submit(pg_ctx, epochs=100_000, callbacks=[])
     runner = threading.Thread(target=run_fit_job, args=(pg_ctx, job.id))
     runner.start()
-    while service.get_job(pg_ctx, job_id=job.id)[0].epochs_done < 3:
-        time.sleep(0.01)
+    poll(lambda: service.get_job(pg_ctx, job_id=job.id)[0].epochs_done >= 3, "3 epochs")
     with unit_of_work(pg_ctx.sessions) as s:  # another worker took the job over
         s.execute(update(JobRow).where(JobRow.id == job.id).values(attempt=JobRow.attempt + 1))
     runner.join(timeout=30)
@@ -73,8 +73,7 @@ def test_cancel_stops_a_running_fit_between_batches(pg_ctx: Any) -> None:
     model, job = _submit(pg_ctx, epochs=100_000, callbacks=[])
     runner = threading.Thread(target=run_fit_job, args=(pg_ctx, job.id))
     runner.start()
-    while service.get_job(pg_ctx, job_id=job.id)[0].epochs_done < 2:
-        time.sleep(0.01)
+    poll(lambda: service.get_job(pg_ctx, job_id=job.id)[0].epochs_done >= 2, "2 epochs")
     service.cancel_job(pg_ctx, job_id=job.id)
     runner.join(timeout=30)
     done, rows = service.get_job(pg_ctx, job_id=job.id)
