@@ -13,4 +13,5 @@ RUN pip install --no-cache-dir .
 RUN useradd --create-home fitapi && mkdir -p /data && chown fitapi /data
 USER fitapi
 EXPOSE 8000
-CMD ["python", "-m", "uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", \
+     "--timeout-graceful-shutdown", "10"]

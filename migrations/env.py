@@ -3,6 +3,8 @@ file) unless the caller set `sqlalchemy.url` (the app migrating itself at start-
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alembic import context
 from sqlalchemy import Connection
 
@@ -39,7 +41,10 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = make_engine(_url())
+    url = _url()
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(url)
     with engine.connect() as conn:
         _run(conn)
     engine.dispose()

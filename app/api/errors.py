@@ -7,8 +7,10 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.middleware import BodyTooLarge
 from app.core.errors import AppError
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,20 @@ def install(app: FastAPI) -> None:
             errors.append({"loc": list(err.get("loc", ())), "msg": err.get("msg", ""),
                            "type": err.get("type", "value_error")})  # fmt: skip
         return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc.__cause__, BodyTooLarge):
+            return JSONResponse(
+                error_body(["body"], str(exc.__cause__), "payload_too_large"), status_code=413
+            )
+        if exc.status_code in (204, 304):
+            return Response(status_code=exc.status_code)
+        detail = exc.detail if isinstance(exc.detail, str) else "error"
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body([], detail, kind), status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -11,10 +11,12 @@ class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
 
+    def _message(self) -> str:
+        return f"request body exceeds {self.max_bytes} bytes"
+
     async def _reject(self, send: Send) -> None:
         body = json.dumps({"detail": [{
-            "loc": ["body"], "type": "payload_too_large",
-            "msg": f"request body exceeds {self.max_bytes} bytes; upload large arrays in parts",
+            "loc": ["body"], "type": "payload_too_large", "msg": self._message(),
         }]}).encode()  # fmt: skip
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
@@ -37,14 +39,13 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    # FastAPI turns this into a 400 whose cause it is; the API's handler
+                    # answers 413 for it.
+                    raise BodyTooLarge(self._message())
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._reject(send)
+        await self.app(scope, limited, send)
 
 
-class _TooLarge(Exception):
+class BodyTooLarge(Exception):
     pass

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     # Streams
     events_poll_s: float = 0.2
     events_keepalive_s: float = 15.0
+    events_max_s: float = 300.0
 
     # Limits
     max_request_bytes: int = 64 * 1024 * 1024

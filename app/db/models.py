@@ -8,7 +8,18 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, Text, Uuid
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    Uuid,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, UTCDateTime, utcnow
@@ -44,6 +55,16 @@ class ModelRow(Base):
 
 class JobRow(Base):
     __tablename__ = "jobs"
+    __table_args__ = (
+        # At most one queued or running job per model, whatever races the API loses.
+        Index(
+            "uq_jobs_one_active_per_model",
+            "model_id",
+            unique=True,
+            postgresql_where=text("status IN ('queued', 'running')"),
+            sqlite_where=text("status IN ('queued', 'running')"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     model_id: Mapped[uuid.UUID] = mapped_column(
@@ -77,7 +98,7 @@ class EpochLogRow(Base):
         ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
     )
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
-    logs: Mapped[dict[str, float]] = mapped_column(JSON)
+    logs: Mapped[dict[str, float | None]] = mapped_column(JSON)
     attempt: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -91,5 +112,5 @@ class CheckpointRow(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     key: Mapped[str] = mapped_column(String(500))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
-    logs: Mapped[dict[str, float]] = mapped_column(JSON)
+    logs: Mapped[dict[str, float | None]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

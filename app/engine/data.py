@@ -27,6 +27,8 @@ def to_array(value: Any, loc: Loc, *, max_elements: int = MAX_ELEMENTS) -> np.nd
     else:
         try:
             arr = np.asarray(value, dtype=np.float32)
+        except OverflowError:
+            raise DataError(loc, "holds a number too large for float32") from None
         except (TypeError, ValueError) as exc:
             raise DataError(
                 loc,

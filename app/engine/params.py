@@ -36,7 +36,10 @@ def get_float(
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError((*loc, key), f"must be a number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ConfigError((*loc, key), "is too large to be a float32 number") from None
     if not math.isfinite(value):
         raise ConfigError((*loc, key), f"must be finite, got {value}")
     if min_value is not None and (value <= min_value if min_exclusive else value < min_value):

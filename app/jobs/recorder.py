@@ -22,6 +22,7 @@ from app.engine.callbacks import Callback, Logs
 from app.engine.errors import TrainingInterrupted
 from app.jobs import repository as repo
 from app.jobs.context import JobsContext
+from app.jobs.jsonsafe import safe_logs
 from app.jobs.storage import checkpoint_key
 
 log = logging.getLogger(__name__)
@@ -72,25 +73,22 @@ class Heartbeat(threading.Thread):
         return None
 
 
-def save_checkpoint(
+def write_checkpoint(
     ctx: JobsContext,
     *,
     job_id: uuid.UUID,
     attempt: int,
     epoch: int,
-    logs: dict[str, float],
+    logs: dict[str, float | None],
     tensors: dict[str, Any],
     meta: dict[str, Any],
-) -> CheckpointRow | None:
-    """Write the file atomically, then register it (fenced). None if the attempt is stale."""
+) -> CheckpointRow:
+    """Write the file atomically and return its row, not yet registered: the caller registers
+    it (fenced) in the transaction it belongs to."""
     key = checkpoint_key(job_id, attempt, epoch)
     size = ctx.store.write(key, checkpoint.to_bytes(tensors, {**meta, "logs": logs}))
-    row = CheckpointRow(job_id=job_id, epoch=epoch, attempt=attempt, key=key, size_bytes=size,
-                        logs=logs)  # fmt: skip
-    with unit_of_work(ctx.sessions) as session:
-        if not repo.add_checkpoint(session, row=row):
-            return None
-    return row
+    return CheckpointRow(job_id=job_id, epoch=epoch, attempt=attempt, key=key, size_bytes=size,
+                         logs=logs)  # fmt: skip
 
 
 class EpochWriter(threading.Thread):
@@ -103,16 +101,17 @@ class EpochWriter(threading.Thread):
     def __init__(self, ctx: JobsContext, job_id: uuid.UUID, attempt: int) -> None:
         super().__init__(name=f"epoch-writer-{job_id}", daemon=True)
         self.ctx, self.job_id, self.attempt = ctx, job_id, attempt
-        self.queue: queue.Queue[tuple[int, dict[str, float]] | None] = queue.Queue()
+        self.queue: queue.Queue[tuple[int, dict[str, float | None]] | None] = queue.Queue()
         self.lost = threading.Event()
+        self.failed = threading.Event()
         self.error: BaseException | None = None
         self._first = True
         self._conn: Connection | None = None
 
-    def submit(self, epoch: int, logs: dict[str, float]) -> None:
+    def submit(self, epoch: int, logs: dict[str, float | None]) -> None:
         self.queue.put((epoch, logs))
 
-    def _write(self, items: list[tuple[int, dict[str, float]]]) -> None:
+    def _write(self, items: list[tuple[int, dict[str, float | None]]]) -> None:
         for attempt in range(5):
             try:
                 # One connection for the whole fit: a pool checkout (with its liveness ping)
@@ -134,7 +133,7 @@ class EpochWriter(threading.Thread):
                 self.error = exc
                 self._disconnect()
                 time.sleep(0.2 * 2**attempt)
-        self.lost.set()
+        self.failed.set()  # the error is not going away: the job fails with it
 
     def _disconnect(self) -> None:
         if self._conn is not None:
@@ -158,7 +157,7 @@ class EpochWriter(threading.Thread):
                     done = True
                 else:
                     items.append(more)
-            if items and not self.lost.is_set():
+            if items and not (self.lost.is_set() or self.failed.is_set()):
                 self.error = None
                 self._write(items)
             for _ in range(len(items) + (1 if done else 0)):
@@ -174,6 +173,8 @@ class EpochWriter(threading.Thread):
     def check(self) -> None:
         if self.lost.is_set():
             raise TrainingInterrupted(LOST)
+        if self.failed.is_set() and self.error is not None:
+            raise self.error
 
     def close(self) -> None:
         self.queue.put(None)
@@ -195,6 +196,10 @@ class Recorder(Callback):
 
     def _check(self) -> None:
         self.writer.check()
+        if self.ctx.stopping.is_set():
+            # The process is shutting down: stop between batches; the lease expires and the
+            # job resumes from its last checkpoint elsewhere or after a restart.
+            raise TrainingInterrupted(LOST)
         reason = self.heartbeat.interruption()
         if reason is not None:
             raise TrainingInterrupted(reason)
@@ -203,16 +208,18 @@ class Recorder(Callback):
         self._check()
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
-        values = dict(logs or {})
+        values = safe_logs(dict(logs or {}))
         self.writer.submit(epoch, values)
         every = self.ctx.settings.checkpoint_every_s
         if time.monotonic() - self.last_checkpoint >= every and not self.trainer.stop_training:
             # Rows up to this epoch are committed before the checkpoint that follows them.
             self.writer.flush()
             tensors, meta = self.trainer.state()
-            if save_checkpoint(self.ctx, job_id=self.job_id, attempt=self.attempt, epoch=epoch,
-                               logs=values, tensors=tensors,
-                               meta={**self.static_meta, **meta}) is None:  # fmt: skip
-                raise TrainingInterrupted(LOST)
+            row = write_checkpoint(self.ctx, job_id=self.job_id, attempt=self.attempt,
+                                   epoch=epoch, logs=values, tensors=tensors,
+                                   meta={**self.static_meta, **meta})  # fmt: skip
+            with unit_of_work(self.ctx.sessions) as session:
+                if not repo.add_checkpoint(session, row=row):
+                    raise TrainingInterrupted(LOST)
             self.last_checkpoint = time.monotonic()
         self._check()

@@ -4,7 +4,7 @@ of work does. Writes made on behalf of a job attempt are fenced by that attempt 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -28,6 +28,13 @@ def add_model(session: Session, *, row: ModelRow) -> ModelRow:
 
 def get_model(session: Session, *, model_id: uuid.UUID) -> ModelRow | None:
     return session.get(ModelRow, model_id)
+
+
+def get_model_for_update(session: Session, *, model_id: uuid.UUID) -> ModelRow | None:
+    """The model row, locked until commit (Postgres; SQLite serialises writers anyway)."""
+    return session.scalars(
+        select(ModelRow).where(ModelRow.id == model_id).with_for_update()
+    ).first()
 
 
 def list_models(session: Session, *, limit: int, offset: int) -> tuple[Sequence[ModelRow], int]:
@@ -123,13 +130,22 @@ def renew_lease(
     return result.scalar_one_or_none()
 
 
+_OWNED = (
+    JobRow.id == bindparam("b_job_id"),
+    JobRow.attempt == bindparam("b_attempt"),
+    JobRow.status == JobStatus.running,
+)
+# Writes of an attempt go through one of these: they match only while the attempt owns the job,
+# and they lock the job row until commit.
+_FENCE = (
+    update(JobRow)
+    .where(*_OWNED)
+    .values(updated_at=bindparam("b_now"))
+    .execution_options(synchronize_session=False)
+)
 _FENCED_PROGRESS = (
     update(JobRow)
-    .where(
-        JobRow.id == bindparam("b_job_id"),
-        JobRow.attempt == bindparam("b_attempt"),
-        JobRow.status == JobStatus.running,
-    )
+    .where(*_OWNED)
     .values(epochs_done=bindparam("b_done"), updated_at=bindparam("b_now"))
     .execution_options(synchronize_session=False)
 )
@@ -151,7 +167,7 @@ def record_epochs(
     *,
     job_id: uuid.UUID,
     attempt: int,
-    rows: Sequence[tuple[int, dict[str, float]]],
+    rows: Sequence[tuple[int, Mapping[str, float | None]]],
     first_of_attempt: bool = False,
 ) -> bool:
     """Upsert (job, epoch) rows, fenced by attempt: False, and nothing written, if this attempt
@@ -190,7 +206,7 @@ def record_epoch(
     job_id: uuid.UUID,
     attempt: int,
     epoch: int,
-    logs: dict[str, float],
+    logs: Mapping[str, float | None],
     first_of_attempt: bool = False,
 ) -> bool:
     """One epoch's row; see record_epochs."""
@@ -212,17 +228,13 @@ def epoch_logs(
 
 
 def add_checkpoint(session: Session, *, row: CheckpointRow) -> bool:
-    """Register a durable checkpoint file, fenced by the job attempt."""
-    owned = session.scalar(
-        select(func.count())
-        .select_from(JobRow)
-        .where(
-            JobRow.id == row.job_id,
-            JobRow.attempt == row.attempt,
-            JobRow.status == JobStatus.running,
-        )
+    """Register a durable checkpoint file, fenced by the job attempt. The fence is an UPDATE of
+    the job row, so it holds the row lock until commit: a claim cannot slip in between."""
+    result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        _FENCE,
+        {"b_job_id": row.job_id, "b_attempt": row.attempt, "b_now": utcnow()},
     )
-    if not owned:
+    if not result.rowcount:
         return False
     session.add(row)
     session.flush()

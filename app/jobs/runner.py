@@ -21,7 +21,7 @@ from app.engine.trainer import Trainer
 from app.jobs import repository as repo
 from app.jobs.context import JobsContext
 from app.jobs.loading import build_model, load_weights, read_checkpoint, read_inputs
-from app.jobs.recorder import CANCELLED, Heartbeat, Recorder, save_checkpoint
+from app.jobs.recorder import CANCELLED, Heartbeat, Recorder, write_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -112,21 +112,23 @@ def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbe
     finally:
         recorder.writer.close()
     tensors, meta = trainer.state()
-    final_logs = dict(recorder_logs(ctx, job_id))
+    final_logs = recorder_logs(ctx, job_id)
     key_epoch = max(trainer.epoch, args.initial_epoch - 1)
-    ckpt = save_checkpoint(
+    ckpt = write_checkpoint(
         ctx, job_id=job_id, attempt=attempt, epoch=key_epoch, logs=final_logs,
-        tensors=tensors, meta={**static_meta, **meta},
+        tensors=tensors, meta={**static_meta, **meta, "final": True},
     )  # fmt: skip
-    if ckpt is None:
-        return
+    # The final checkpoint, the model's new weights and the status commit together: a resumed
+    # attempt never finds a final checkpoint of a job that is not finished.
     with unit_of_work(ctx.sessions) as session:
-        if repo.finish_job(session, job_id=job_id, attempt=attempt, status=JobStatus.succeeded):
-            repo.set_model_weights(session, model_id=job.model_id, checkpoint_id=ckpt.id,
-                                   key=ckpt.key, compile_config=job.request["compile"])  # fmt: skip
+        if not repo.add_checkpoint(session, row=ckpt):
+            return
+        repo.finish_job(session, job_id=job_id, attempt=attempt, status=JobStatus.succeeded)
+        repo.set_model_weights(session, model_id=job.model_id, checkpoint_id=ckpt.id,
+                               key=ckpt.key, compile_config=job.request["compile"])  # fmt: skip
 
 
-def recorder_logs(ctx: JobsContext, job_id: uuid.UUID) -> dict[str, float]:
+def recorder_logs(ctx: JobsContext, job_id: uuid.UUID) -> dict[str, float | None]:
     with unit_of_work(ctx.sessions) as session:
-        rows = repo.epoch_logs(session, job_id=job_id)
+        rows = repo.epoch_logs(session, job_id=job_id, after=-1)
         return dict(rows[-1].logs) if rows else {}

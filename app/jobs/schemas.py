@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from app.db.models import EpochLogRow, JobRow, ModelRow
 from app.jobs import examples
@@ -91,12 +91,14 @@ class FitRequest(Strict):
     sample_weight: Any = None
     validation_data: ValidationData | None = None
     validation_split: float = Field(default=0.0, ge=0.0, lt=1.0)
-    batch_size: int | None = Field(default=None, ge=1, le=1 << 20)
-    epochs: int = Field(default=1, ge=1, le=100_000)
-    initial_epoch: int = Field(default=0, ge=0)
+    batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
+    epochs: StrictInt = Field(default=1, ge=1, le=100_000)
+    initial_epoch: StrictInt = Field(default=0, ge=0, le=100_000)
     shuffle: bool = True
-    validation_batch_size: int | None = Field(default=None, ge=1, le=1 << 20)
-    validation_freq: int | list[int] = 1
+    validation_batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
+    validation_freq: StrictInt | Annotated[list[StrictInt], Field(min_length=1)] = Field(
+        default=1, description="Validate every N epochs, or at these 1-based epochs"
+    )
     callbacks: list[dict[str, Any]] = Field(default_factory=list, max_length=32)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1, description="Shuffle/dropout seed")
     verbose: int | str | None = Field(default=None, description="Accepted for Keras parity")
@@ -117,7 +119,9 @@ class JobOut(BaseModel):
     epochs: int
     epochs_done: int
     cancel_requested: bool
-    history: dict[str, list[float]] = Field(description="Keras's History.history so far")
+    history: dict[str, list[float | None]] = Field(
+        description="Keras's History.history so far; a non-finite value (a diverged fit) is null"
+    )
     error: JobError | None
     created_at: datetime
     started_at: datetime | None
@@ -130,7 +134,7 @@ class JobList(BaseModel):
 
 class EpochLog(BaseModel):
     epoch: int = Field(description="0-based, as Keras callbacks see it")
-    logs: dict[str, float]
+    logs: dict[str, float | None]
     attempt: int
     created_at: datetime
 
@@ -150,7 +154,7 @@ class EvaluateRequest(Strict):
     x: Any
     y: Any
     sample_weight: Any = None
-    batch_size: int | None = Field(default=None, ge=1, le=1 << 20)
+    batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
     verbose: int | str | None = None
 
 
@@ -160,7 +164,7 @@ class PredictRequest(Strict):
         json_schema_extra={"examples": [examples.SEED_PREDICT]},
     )  # fmt: skip
     x: Any
-    batch_size: int | None = Field(default=None, ge=1, le=1 << 20)
+    batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
     verbose: int | str | None = None
 
 
@@ -188,7 +192,7 @@ def model_out(row: ModelRow) -> ModelOut:
     )  # fmt: skip
 
 
-def job_out(row: JobRow, history: dict[str, list[float]]) -> JobOut:
+def job_out(row: JobRow, history: dict[str, list[float | None]]) -> JobOut:
     error = None if row.error_type is None else JobError(
         type=row.error_type, message=row.error_message or ""
     )  # fmt: skip

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from sqlalchemy.exc import IntegrityError
 
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.db.models import EpochLogRow, JobRow, JobStatus, ModelRow
@@ -24,6 +25,7 @@ from app.engine.models import Sequential
 from app.engine.trainer import Trainer
 from app.jobs import repository as repo
 from app.jobs.context import JobsContext
+from app.jobs.jsonsafe import check_storable, safe_logs, safe_nested
 from app.jobs.loading import build_model, load_weights, write_inputs
 from app.jobs.schemas import EvaluateRequest, FitRequest, ModelCreate, PredictRequest
 from app.jobs.storage import job_data_key, job_prefix
@@ -39,6 +41,8 @@ def _invalid(exc: EngineError, *prefix: str | int) -> InvalidInput:
 # -- models ------------------------------------------------------------------------------------
 def create_model(ctx: JobsContext, *, body: ModelCreate) -> ModelRow:
     seed = body.seed if body.seed is not None else int.from_bytes(os.urandom(4), "little")
+    check_storable(body.config, [BODY, "config"])
+    check_storable(body.name, [BODY, "name"])
     try:
         model = build_model(body.config, seed)
     except EngineError as exc:
@@ -109,6 +113,8 @@ def _compile_spec(row: ModelRow, given: dict[str, Any] | None) -> CompileSpec:
 # -- fit ---------------------------------------------------------------------------------------
 def submit_fit(ctx: JobsContext, *, model_id: uuid.UUID, body: FitRequest) -> JobRow:
     row = get_model(ctx, model_id=model_id)
+    check_storable(body.compile, [BODY, "compile"])
+    check_storable(body.callbacks, [BODY, "callbacks"])
     spec = _compile_spec(row, body.compile)
     seed = body.seed if body.seed is not None else int.from_bytes(os.urandom(4), "little")
     args = FitArgs(
@@ -145,15 +151,26 @@ def submit_fit(ctx: JobsContext, *, model_id: uuid.UUID, body: FitRequest) -> Jo
     data_key = job_data_key(job_id)
     # The inputs are durable before the row that points at them is committed.
     write_inputs(ctx.store, data_key, arrays)
-    with unit_of_work(ctx.sessions) as session:
-        if repo.active_job_of_model(session, model_id=model_id) is not None:
-            ctx.store.delete_prefix(job_prefix(job_id))
-            raise Conflict(f"model {model_id} is already training", loc=["path", "model_id"])
-        job = repo.add_job(session, row=JobRow(
-            id=job_id, model_id=model_id, request=request, data_key=data_key,
-            base_weights_key=row.weights_key, epochs=args.epochs,
-            epochs_done=args.initial_epoch, max_attempts=ctx.settings.job_max_attempts,
-        ))  # fmt: skip
+    busy = Conflict(f"model {model_id} is already training", loc=["path", "model_id"])
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            # Locked and read again: the job starts from the weights the model holds now.
+            current = repo.get_model_for_update(session, model_id=model_id)
+            if current is None:
+                raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
+            if repo.active_job_of_model(session, model_id=model_id) is not None:
+                raise busy
+            job = repo.add_job(session, row=JobRow(
+                id=job_id, model_id=model_id, request=request, data_key=data_key,
+                base_weights_key=current.weights_key, epochs=args.epochs,
+                epochs_done=args.initial_epoch, max_attempts=ctx.settings.job_max_attempts,
+            ))  # fmt: skip
+    except IntegrityError as exc:  # the one-active-job-per-model index caught a race
+        ctx.store.delete_prefix(job_prefix(job_id))
+        raise busy from exc
+    except BaseException:
+        ctx.store.delete_prefix(job_prefix(job_id))
+        raise
     dispatch(ctx, job.id)
     return job
 
@@ -186,9 +203,9 @@ def list_jobs(
         return [(j, list(repo.epoch_logs(session, job_id=j.id))) for j in jobs]
 
 
-def history(rows: Sequence[EpochLogRow]) -> dict[str, list[float]]:
+def history(rows: Sequence[EpochLogRow]) -> dict[str, list[float | None]]:
     """Keras's History.history: each key's values over the epochs that logged it."""
-    out: dict[str, list[float]] = {}
+    out: dict[str, list[float | None]] = {}
     for row in rows:
         for key, value in row.logs.items():
             out.setdefault(key, []).append(value)
@@ -215,23 +232,26 @@ def cancel_job(ctx: JobsContext, *, job_id: uuid.UUID) -> JobRow:
 
 
 # -- evaluate / predict ------------------------------------------------------------------------
-def evaluate(ctx: JobsContext, *, model_id: uuid.UUID, body: EvaluateRequest) -> dict[str, float]:
+def evaluate(
+    ctx: JobsContext, *, model_id: uuid.UUID, body: EvaluateRequest
+) -> dict[str, float | None]:
     row = get_model(ctx, model_id=model_id)
     spec = _compile_spec(row, body.compile)
     model = model_with_weights(ctx, row)
     try:
         trainer = Trainer(model, spec, device=resolve_device(ctx.settings.device))
-        return trainer.evaluate(
+        return safe_logs(trainer.evaluate(
             body.x, body.y, sample_weight=body.sample_weight, batch_size=body.batch_size
-        )
+        ))  # fmt: skip
     except EngineError as exc:
         raise _invalid(exc, BODY) from exc
 
 
-def predict_model(ctx: JobsContext, *, model_id: uuid.UUID, body: PredictRequest) -> np.ndarray:
+def predict_model(ctx: JobsContext, *, model_id: uuid.UUID, body: PredictRequest) -> list[Any]:
     row = get_model(ctx, model_id=model_id)
     model = model_with_weights(ctx, row)
     try:
-        return predict(model, body.x, batch_size=body.batch_size)
+        outputs = predict(model, body.x, batch_size=body.batch_size)
     except EngineError as exc:
         raise _invalid(exc, BODY) from exc
+    return list(safe_nested(outputs.tolist()))

@@ -141,3 +141,60 @@ def test_unknown_ids_are_404(client: TestClient) -> None:
     assert client.post(f"/v1/jobs/{missing}/cancel").status_code == 404
     assert client.get(f"/v1/jobs/{missing}/events").status_code == 404
     assert client.get("/v1/models/not-a-uuid").status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("body_text", "loc"),
+    [
+        ('{"config": {"class_name": "Sequential", "config": {"name": "a\\u0000b", "layers": []}}}',
+         ["body", "config", "config", "name"]),
+        ('{"config": {"class_name": "Sequential", "config": {"layers": [], "x": NaN}}}',
+         ["body", "config", "config", "x"]),
+    ],
+)  # fmt: skip
+def test_stored_json_must_be_finite_and_nul_free(
+    client: TestClient, body_text: str, loc: list[Any]
+) -> None:
+    r = client.post("/v1/models", content=body_text, headers={"content-type": "application/json"})
+    assert _loc(r) == loc
+    assert client.get("/v1/models").json()["total"] == 0
+
+
+def test_numbers_too_large_for_float32_are_422(client: TestClient) -> None:
+    model = client.post("/v1/models", json={"config": scenario.MODEL}).json()
+    huge = "1" + "0" * 400
+    body = json.dumps(scenario.fit_body(epochs=2))
+    r = client.post(f"/v1/models/{model['id']}/fit",
+                    content=body.replace('"learning_rate": 0.1', f'"learning_rate": {huge}'),
+                    headers={"content-type": "application/json"})  # fmt: skip
+    assert _loc(r)[-1] == "learning_rate"
+    r = client.post(f"/v1/models/{model['id']}/predict", content=f'{{"x": [[{huge}]]}}',
+                    headers={"content-type": "application/json"})  # fmt: skip
+    assert _loc(r)[:2] == ["body", "x"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("batch_size", True), ("validation_freq", []), ("validation_freq", [True]), ("epochs", 2.5)],
+)
+def test_strict_integers(client: TestClient, field: str, value: Any) -> None:
+    model = client.post("/v1/models", json={"config": scenario.MODEL}).json()
+    body = {**scenario.fit_body(epochs=2), field: value}
+    r = client.post(f"/v1/models/{model['id']}/fit", json=body)
+    assert _loc(r)[:2] == ["body", field]
+
+
+def test_every_error_has_the_same_shape(client: TestClient) -> None:
+    for r in (client.get("/v1/nothing"), client.put("/v1/models")):
+        assert r.status_code in (404, 405)
+        assert r.json()["detail"][0]["type"] in ("not_found", "method_not_allowed")
+
+    def chunks() -> Any:
+        yield b'{"config": "'
+        for _ in range(30):
+            yield b"x" * 100_000
+        yield b'"}'
+
+    r = client.post("/v1/models", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["detail"][0]["type"] == "payload_too_large"

@@ -145,3 +145,30 @@ def test_cancel(pg_ctx: Any) -> None:
     assert job.status == JobStatus.running and job.cancel_requested
     with unit_of_work(pg_ctx.sessions) as s:
         assert repo.renew_lease(s, job_id=running, attempt=1, lease_s=30) is True
+
+
+def test_one_active_job_per_model_is_enforced_by_the_database(pg_ctx: Any) -> None:
+    import pytest
+    from sqlalchemy.exc import IntegrityError
+
+    job_id = _job(pg_ctx)
+    with unit_of_work(pg_ctx.sessions) as s:
+        model_id = _get(pg_ctx, job_id).model_id
+    with pytest.raises(IntegrityError), unit_of_work(pg_ctx.sessions) as s:
+        repo.add_job(s, row=JobRow(model_id=model_id, request={}, data_key="k", epochs=1))
+    with unit_of_work(pg_ctx.sessions) as s:
+        repo.request_cancel(s, job_id=job_id)
+    with unit_of_work(pg_ctx.sessions) as s:  # a finished job does not count
+        repo.add_job(s, row=JobRow(model_id=model_id, request={}, data_key="k", epochs=1))
+
+
+def test_a_checkpoint_of_a_stale_attempt_is_not_registered(pg_ctx: Any) -> None:
+    job_id = _job(pg_ctx)
+    _claim(pg_ctx, job_id)
+    _expire(pg_ctx, job_id)
+    _claim(pg_ctx, job_id)
+    with unit_of_work(pg_ctx.sessions) as s:
+        row = CheckpointRow(job_id=job_id, epoch=0, attempt=1, key="x", size_bytes=1, logs={})
+        assert repo.add_checkpoint(s, row=row) is False
+        row = CheckpointRow(job_id=job_id, epoch=0, attempt=2, key="y", size_bytes=1, logs={})
+        assert repo.add_checkpoint(s, row=row) is True

@@ -89,3 +89,30 @@ def test_an_unexpected_error_fails_the_job_with_its_type_and_message(pg_ctx: Any
     failed, _ = service.get_job(pg_ctx, job_id=job.id)
     assert failed.status == "failed" and failed.error_type == "FileNotFoundError"
     assert "inputs.safetensors" in (failed.error_message or "")
+
+
+def test_a_diverged_fit_finishes_with_null_losses(pg_ctx: Any) -> None:
+    body = scenario.fit_body(epochs=3, callbacks=[])
+    body["compile"] = {"optimizer": {"class_name": "SGD", "config": {"learning_rate": 1e30}},
+                       "loss": "mse", "metrics": ["mae"]}  # fmt: skip
+    linear = {"class_name": "Sequential", "config": {"layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 1]}},
+        {"class_name": "Dense", "config": {"units": 1}}]}}  # fmt: skip
+    model = service.create_model(pg_ctx, body=ModelCreate(config=linear, seed=3))
+    job = service.submit_fit(pg_ctx, model_id=model.id, body=FitRequest(**body))
+    run_fit_job(pg_ctx, job.id)
+    done, rows = service.get_job(pg_ctx, job_id=job.id)
+    assert done.status == "succeeded", done.error_message
+    assert len(rows) == 3 and rows[-1].logs["loss"] is None  # Keras logs nan; JSON has null
+
+
+def test_a_stopping_process_leaves_the_job_to_be_resumed(pg_ctx: Any) -> None:
+    _, job = _submit(pg_ctx, epochs=100_000, callbacks=[])
+    runner = threading.Thread(target=run_fit_job, args=(pg_ctx, job.id))
+    runner.start()
+    poll(lambda: service.get_job(pg_ctx, job_id=job.id)[0].epochs_done >= 2, "2 epochs")
+    pg_ctx.stopping.set()
+    runner.join(timeout=30)
+    assert not runner.is_alive()
+    left, _ = service.get_job(pg_ctx, job_id=job.id)
+    assert left.status == "running" and left.finished_at is None  # the reaper will resume it

@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+import anyio
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import Ctx
@@ -13,6 +14,7 @@ from app.jobs import events, service
 from app.jobs.schemas import EpochLogList, ErrorOut, JobList, JobOut, epoch_out, job_out
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+MAX_EPOCH = 2**31 - 1
 E404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "No such job"}}
 
 
@@ -21,7 +23,7 @@ def list_jobs(
     ctx: Ctx,
     model_id: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_EPOCH)] = 0,
 ) -> JobList:
     pairs = service.list_jobs(ctx, model_id=model_id, limit=limit, offset=offset)
     return JobList(items=[job_out(j, service.history(rows)) for j, rows in pairs])
@@ -39,7 +41,9 @@ def get_job(ctx: Ctx, job_id: uuid.UUID) -> JobOut:
     responses=E404,
     summary="One row per finished epoch (0-based, as Keras callbacks count)",
 )
-def job_logs(ctx: Ctx, job_id: uuid.UUID, after: Annotated[int, Query(ge=-1)] = -1) -> EpochLogList:
+def job_logs(
+    ctx: Ctx, job_id: uuid.UUID, after: Annotated[int, Query(ge=-1, le=MAX_EPOCH)] = -1
+) -> EpochLogList:
     rows = service.job_logs(ctx, job_id=job_id, after=after)
     return EpochLogList(job_id=job_id, items=[epoch_out(r) for r in rows])
 
@@ -48,22 +52,25 @@ def job_logs(ctx: Ctx, job_id: uuid.UUID, after: Annotated[int, Query(ge=-1)] = 
     "/{job_id}/events",
     responses={
         **E404,
-        200: {
-            "content": {"text/event-stream": {}},
-            "description": "`epoch` events (id = epoch), then one `status`",
-        },
+        200: {"content": {"text/event-stream": {}},
+              "description": "`epoch` events (id = epoch), then one `status` event"},
+        204: {"description": "The job has ended and there is nothing after Last-Event-ID"},
     },
     summary="Live Server-Sent Events; reconnect with Last-Event-ID to resume",
     response_class=StreamingResponse,
-)
-def job_events(
+)  # fmt: skip
+async def job_events(
     ctx: Ctx,
     job_id: uuid.UUID,
-    last_event_id: Annotated[int | None, Header(ge=-1)] = None,
-    after: Annotated[int | None, Query(ge=-1, description="Like Last-Event-ID")] = None,
-) -> StreamingResponse:
-    events.check_job(ctx, job_id)
+    last_event_id: Annotated[int | None, Header(ge=-1, le=MAX_EPOCH)] = None,
+    after: Annotated[
+        int | None, Query(ge=-1, le=MAX_EPOCH, description="Like Last-Event-ID")
+    ] = None,
+) -> Response:
     start = last_event_id if last_event_id is not None else (after if after is not None else -1)
+    ended = await anyio.to_thread.run_sync(events.finished_with_nothing_after, ctx, job_id, start)
+    if ended and start >= 0:
+        return Response(status_code=204)
     return StreamingResponse(
         events.stream(ctx, job_id=job_id, after=start),
         media_type="text/event-stream",

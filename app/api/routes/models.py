@@ -47,7 +47,7 @@ def create_model(ctx: Ctx, body: ModelCreate) -> ModelOut:
 def list_models(
     ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> ModelList:
     rows, total = service.list_models(ctx, limit=limit, offset=offset)
     return ModelList(items=[model_out(r) for r in rows], total=total, limit=limit, offset=offset)
@@ -84,11 +84,11 @@ def fit(ctx: Ctx, model_id: uuid.UUID, body: FitRequest) -> JobOut:
 
 @router.post(
     "/{model_id}/evaluate",
-    response_model=dict[str, float],
+    response_model=dict[str, float | None],
     responses={**E404, **E422},
     summary="Keras's evaluate(..., return_dict=True)",
 )
-def evaluate(ctx: Ctx, model_id: uuid.UUID, body: EvaluateRequest) -> dict[str, float]:
+def evaluate(ctx: Ctx, model_id: uuid.UUID, body: EvaluateRequest) -> dict[str, float | None]:
     """Loss and metrics on the model's current weights. With the fit's batch size this runs
     the very code the fit's validation ran, so it reproduces the last epoch's val_ values."""
     return service.evaluate(ctx, model_id=model_id, body=body)
@@ -101,4 +101,4 @@ def evaluate(ctx: Ctx, model_id: uuid.UUID, body: EvaluateRequest) -> dict[str, 
     summary="Keras's predict",
 )
 def predict(ctx: Ctx, model_id: uuid.UUID, body: PredictRequest) -> PredictOut:
-    return PredictOut(predictions=service.predict_model(ctx, model_id=model_id, body=body).tolist())
+    return PredictOut(predictions=service.predict_model(ctx, model_id=model_id, body=body))

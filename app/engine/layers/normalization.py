@@ -24,8 +24,8 @@ _EPSILON = 1e-7
 def _constant(value: Any, loc: Loc) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(loc, "must be a number or a nested list of numbers") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ConfigError(loc, "must be a number or a nested list of finite numbers") from exc
     if not np.all(np.isfinite(arr)):
         raise ConfigError(loc, "must be finite")
     return arr
