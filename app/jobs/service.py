@@ -70,7 +70,8 @@ def get_model(ctx: JobsContext, *, model_id: uuid.UUID) -> ModelRow:
 
 def delete_model(ctx: JobsContext, *, model_id: uuid.UUID) -> None:
     with unit_of_work(ctx.sessions) as session:
-        if repo.get_model(session, model_id=model_id) is None:
+        # Locked like submit_fit locks it: a fit and a delete of one model do not interleave.
+        if repo.get_model_for_update(session, model_id=model_id) is None:
             raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
         active = repo.active_job_of_model(session, model_id=model_id)
         if active is not None:
