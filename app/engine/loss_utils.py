@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from app.engine.errors import ConfigError, DataError, Loc
+from app.engine.scalars import scalar_like
 
 Tensor = torch.Tensor
 Shape = tuple[int, ...]
@@ -46,15 +47,17 @@ def same_rank_shapes(s1: Shape, s2: Shape, expand_rank_1: bool = True) -> tuple[
 def squeeze_or_expand_to_same_rank(
     x1: Tensor, x2: Tensor, expand_rank_1: bool = True
 ) -> tuple[Tensor, Tensor]:
-    s1, s2 = same_rank_shapes(tuple(x1.shape), tuple(x2.shape), expand_rank_1)
-    return x1.reshape(s1), x2.reshape(s2)
+    s1, s2 = same_rank_shapes(x1.shape, x2.shape, expand_rank_1)
+    # A reshape to the same shape is only an alias: skip it (this runs several times a batch).
+    return (x1 if s1 == x1.shape else x1.reshape(s1)), (x2 if s2 == x2.shape else x2.reshape(s2))
 
 
 def divide_no_nan(x: Tensor, y: Tensor) -> Tensor:
     """x / y, and 0 where y == 0 (Keras's op; the divisor stays a device tensor so the division
     rounds as Keras's does)."""
-    safe = torch.where(y == 0, torch.ones_like(y), y)
-    return torch.where(y == 0, torch.zeros_like(x), x / safe)
+    zero = y == 0
+    safe = torch.where(zero, scalar_like(1.0, y), y)
+    return torch.where(zero, scalar_like(0.0, x), x / safe)
 
 
 def reduce_weighted_values(values: Tensor, sample_weight: Tensor | None, reduction: str) -> Tensor:
@@ -77,10 +80,12 @@ def reduce_weighted_values(values: Tensor, sample_weight: Tensor | None, reducti
     if reduction == "sum":
         return total
     if reduction == "mean_with_sample_weight" and weight is not None:
-        divisor = torch.sum(weight)
-    else:
-        divisor = torch.full((), float(values.numel()), dtype=total.dtype, device=total.device)
-    return divide_no_nan(total, divisor)
+        return divide_no_nan(total, torch.sum(weight))
+    # Keras divides by the count as a float32 device tensor (a CPU scalar would round otherwise);
+    # divide_no_nan by a count known to be nonzero is exactly that division.
+    count = values.numel()
+    divisor = scalar_like(float(count), total)
+    return total / divisor if count else divide_no_nan(total, divisor)
 
 
 def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:

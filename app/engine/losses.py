@@ -35,6 +35,7 @@ from app.engine.loss_utils import (
 from app.engine.loss_utils import divide_no_nan as divide_no_nan  # re-exported, still public
 from app.engine.params import get_bool, get_float, get_int, get_str
 from app.engine.registry import Registry, known_keys
+from app.engine.scalars import scalar_like
 
 Tensor = torch.Tensor
 
@@ -175,9 +176,7 @@ class CategoricalCrossentropy(_Crossentropy):
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         if self.label_smoothing:
             # Keras divides by a float32 tensor holding the class count: keep that rounding.
-            classes = torch.full(
-                (), float(y_true.shape[-1]), dtype=y_pred.dtype, device=y_pred.device
-            )
+            classes = scalar_like(float(y_true.shape[-1]), y_pred)
             y_true = y_true * (1.0 - self.label_smoothing) + (self.label_smoothing / classes)
         require_same_shape(y_true, y_pred)
         if self.from_logits:

@@ -17,6 +17,7 @@ from app.engine import loss_utils, losses
 from app.engine.errors import ConfigError, DataError, Loc
 from app.engine.params import get_float, get_str
 from app.engine.registry import Registry, known_keys
+from app.engine.scalars import scalar
 
 Tensor = torch.Tensor
 Shape = tuple[int, ...]
@@ -70,14 +71,16 @@ class Metric:
 def _samplewise(values: Tensor, weight: Tensor | None) -> tuple[Tensor, Tensor | None]:
     """Keras's `reduce_to_samplewise_values` with mean: values (and weights) down to one per
     sample, values already multiplied by their weights."""
-    values = values.to(torch.float32)
+    if values.dtype != torch.float32:
+        values = values.to(torch.float32)
     if weight is not None:
         values, weight = loss_utils.squeeze_or_expand_to_same_rank(values, weight)
         w_rank, v_rank = weight.dim(), values.dim()
         if v_rank > w_rank:
             values = torch.mean(values, dim=tuple(range(w_rank, v_rank)))
         try:
-            weight = torch.broadcast_to(weight, values.shape)
+            if weight.shape != values.shape:
+                weight = torch.broadcast_to(weight, values.shape)
         except RuntimeError:
             raise DataError(
                 ("sample_weight",),
@@ -124,10 +127,8 @@ class _MeanState(Metric):
             if isinstance(sample_weight, Tensor):
                 weight = sample_weight.detach().to(device=values.device, dtype=torch.float32)
             elif sample_weight is not None:
-                # A fill kernel, not a host-to-device copy (which would synchronise).
-                weight = torch.full(
-                    (), float(sample_weight), dtype=torch.float32, device=values.device
-                )
+                # A cached device tensor, not a host-to-device copy (which would synchronise).
+                weight = scalar(float(sample_weight), torch.float32, values.device)
             values, weight = _samplewise(values, weight)
             total, count = self._state(values.device)
             total.add_(torch.sum(values))
@@ -208,7 +209,7 @@ class BinaryAccuracy(MeanMetricWrapper):
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         # Keras compares with a float32 tensor threshold, strictly greater.
-        threshold = torch.full((), self.threshold, dtype=torch.float32, device=y_pred.device)
+        threshold = scalar(self.threshold, torch.float32, y_pred.device)
         y_true, y_pred = loss_utils.squeeze_or_expand_to_same_rank(y_true, y_pred)
         predicted = (y_pred > threshold).to(y_true.dtype)
         return (y_true == predicted).to(torch.float32)

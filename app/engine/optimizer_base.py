@@ -4,8 +4,9 @@ step bookkeeping and the state saved in checkpoints. The update rules are subcla
 `app.engine.optimizer_rules`.
 
 A step is: drop parameters without a gradient, clip, decoupled weight decay, the update rule,
-`iterations += 1`. Scalars that Keras keeps as float32 tensors are made with `scalar_like` on the
-parameters' device (a fill kernel, not a host copy), so a step never synchronises with the GPU.
+`iterations += 1`. Scalars that Keras keeps as float32 tensors are 0-d tensors on the parameters'
+device, cached by `app.engine.scalars` or made with `torch.full` (a fill kernel, not a host copy),
+so a step never synchronises with the GPU.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from app.engine.errors import ConfigError, Loc
 from app.engine.params import get_bool, get_float, get_str
 from app.engine.registry import known_keys, to_snake_case
+from app.engine.scalars import scalar_like
 
 Tensor = torch.Tensor
 Slots = dict[str, list[Tensor]]
@@ -34,11 +36,6 @@ _UNSUPPORTED_DEFAULTS: dict[str, Any] = {
 }
 _CLIP_KEYS = ("clipnorm", "global_clipnorm", "clipvalue")
 _BASE_KEYS = ("name", "learning_rate", "weight_decay", *_CLIP_KEYS, *_UNSUPPORTED_DEFAULTS)
-
-
-def scalar_like(value: float, like: Tensor) -> Tensor:
-    """A 0-d tensor like Keras's float32 scalars, made on the device without a host copy."""
-    return torch.full((), value, dtype=like.dtype, device=like.device)
 
 
 class Optimizer:
@@ -119,7 +116,10 @@ class Optimizer:
             if self.weight_decay is not None:
                 lr = scalar_like(self.learning_rate, params[0])
                 torch._foreach_mul_(params, 1 - scalar_like(self.weight_decay, params[0]) * lr)
-            self._update(grads, params, {k: [s[i] for i in index] for k, s in self._slots.items()})
+            slots = self._slots
+            if len(index) < len(self._params):
+                slots = {k: [s[i] for i in index] for k, s in slots.items()}
+            self._update(grads, params, slots)
         self.iterations += 1
 
     def _update(self, grads: list[Tensor], params: list[Tensor], slots: Slots) -> None:

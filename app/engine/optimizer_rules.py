@@ -12,8 +12,9 @@ from typing import Any
 import torch
 
 from app.engine.errors import ConfigError, Loc
-from app.engine.optimizer_base import Optimizer, Slots, scalar_like
+from app.engine.optimizer_base import Optimizer, Slots
 from app.engine.params import get_bool, get_float
+from app.engine.scalars import scalar_like
 
 Tensor = torch.Tensor
 
@@ -129,7 +130,8 @@ class Adam(Optimizer):
     def _update(self, grads: list[Tensor], params: list[Tensor], slots: Slots) -> None:
         like = params[0]
         lr = scalar_like(self.learning_rate, like)
-        step = scalar_like(float(self.iterations + 1), like)
+        # New every step, so not a cached scalar.
+        step = torch.full((), float(self.iterations + 1), dtype=like.dtype, device=like.device)
         beta_1_power = torch.pow(scalar_like(self.beta_1, like), step)
         beta_2_power = torch.pow(scalar_like(self.beta_2, like), step)
         alpha = lr * torch.sqrt(1 - beta_2_power) / (1 - beta_1_power)
