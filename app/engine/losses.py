@@ -34,7 +34,7 @@ from app.engine.loss_utils import (
 )
 from app.engine.loss_utils import divide_no_nan as divide_no_nan  # re-exported, still public
 from app.engine.params import get_bool, get_float, get_int, get_str
-from app.engine.registry import Registry, known_keys
+from app.engine.registry import Registry, known_keys, set_hyperparameters
 from app.engine.scalars import scalar_like
 
 Tensor = torch.Tensor
@@ -53,11 +53,7 @@ class Loss:
     def __init__(
         self, name: str | None = None, reduction: str = "sum_over_batch_size", **hyper: Any
     ) -> None:
-        unknown = set(hyper) - set(self.hyperparameters)
-        if unknown:
-            raise TypeError(f"unknown {type(self).__name__} arguments {sorted(unknown)}")
-        for key, default in self.hyperparameters.items():
-            setattr(self, key, hyper.get(key, default))
+        set_hyperparameters(self, self.hyperparameters, hyper)
         self.name = name if name is not None else self.default_name
         self.reduction = reduction
 

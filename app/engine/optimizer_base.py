@@ -20,7 +20,7 @@ import torch
 
 from app.engine.errors import ConfigError, Loc
 from app.engine.params import get_bool, get_float, get_str
-from app.engine.registry import known_keys, to_snake_case
+from app.engine.registry import known_keys, set_hyperparameters, to_snake_case
 from app.engine.scalars import scalar_like
 
 Tensor = torch.Tensor
@@ -56,11 +56,7 @@ class Optimizer:
         clipvalue: float | None = None,
         **hyper: Any,
     ) -> None:
-        unknown = set(hyper) - set(self.hyperparameters)
-        if unknown:
-            raise TypeError(f"unknown {type(self).__name__} arguments {sorted(unknown)}")
-        for key, default in self.hyperparameters.items():
-            setattr(self, key, hyper.get(key, default))
+        set_hyperparameters(self, self.hyperparameters, hyper)
         self.learning_rate = self.default_learning_rate if learning_rate is None else learning_rate
         self.name = name if name is not None else to_snake_case(type(self).__name__)
         self.weight_decay = weight_decay
