@@ -1,0 +1,46 @@
+"""What the engine supports, read from its registries: the README's list is generated from this
+(`python -m app.engine.catalog`), and a test keeps the two equal."""
+
+from __future__ import annotations
+
+from app.engine.activations import ACTIVATIONS
+from app.engine.callbacks import CALLBACKS
+from app.engine.layers import LAYERS
+from app.engine.losses import LOSSES
+from app.engine.metrics import METRICS
+from app.engine.optimizers import OPTIMIZERS
+from app.engine.registry import Registry
+
+START = "<!-- catalog:start -->"
+END = "<!-- catalog:end -->"
+
+
+def _entries(registry: Registry[object]) -> str:
+    parts = []
+    for cls in sorted(registry.classes(), key=registry.canonical_name):
+        name = registry.canonical_name(cls)
+        aliases = sorted(
+            n for n in registry.all_names()
+            if n != name and registry.lookup(n, ()) is cls and n.lower() != name.lower()
+        )  # fmt: skip
+        parts.append(
+            f"`{name}`" + (f" ({', '.join(f'`{a}`' for a in aliases)})" if aliases else "")
+        )
+    return ", ".join(parts)
+
+
+def markdown() -> str:
+    rows = [
+        ("Layers", _entries(LAYERS)),  # type: ignore[arg-type]
+        ("Activations", ", ".join(f"`{n}`" for n in sorted(ACTIVATIONS))),
+        ("Optimizers (any case)", _entries(OPTIMIZERS)),  # type: ignore[arg-type]
+        ("Losses (aliases)", _entries(LOSSES)),  # type: ignore[arg-type]
+        ("Metrics (aliases)", _entries(METRICS)),  # type: ignore[arg-type]
+        ("Callbacks", _entries(CALLBACKS)),  # type: ignore[arg-type]
+    ]
+    body = "\n".join(f"- {title}: {text}." for title, text in rows)
+    return f"{START}\n{body}\n{END}"
+
+
+if __name__ == "__main__":
+    print(markdown())
