@@ -16,6 +16,7 @@ from app.engine.layers import LAYERS
 from app.engine.models import Sequential
 from tests.support import scenario
 from tests.support.keras_json import keras_json
+from tests.support.layer_cases import all_cases
 
 
 def _model(layers: list[tuple[str, dict[str, Any]]], shape: list[Any]) -> dict[str, Any]:
@@ -24,16 +25,7 @@ def _model(layers: list[tuple[str, dict[str, Any]]], shape: list[Any]) -> dict[s
     return {"class_name": "Sequential", "config": {"layers": entries}}
 
 
-LAYER_CASES: dict[str, tuple[list[tuple[str, dict[str, Any]]], list[Any]]] = {
-    "Dense": ([("Dense", {"units": 3, "activation": "tanh"})], [None, 4]),
-    "Dense_3d": ([("Dense", {"units": 2, "use_bias": False})], [None, 3, 4]),
-    "Activation": ([("Activation", {"activation": "softmax"})], [None, 5]),
-    "Dropout": ([("Dropout", {"rate": 0.4})], [None, 5]),
-    "Flatten": ([("Flatten", {})], [None, 2, 3]),
-    "Normalization": ([("Normalization", {"axis": -1, "mean": [1.0, 2.0], "variance": [4.0, 0.0]})],
-                      [None, 2]),
-    "Normalization_unadapted": ([("Normalization", {})], [None, 3]),
-}  # fmt: skip
+LAYER_CASES = all_cases()
 
 
 @pytest.mark.parametrize("case", sorted(LAYER_CASES))
