@@ -291,6 +291,14 @@ def set_model_weights(
     )  # fmt: skip
 
 
+def set_uploaded_weights(session: Session, *, model_id: uuid.UUID, key: str) -> None:
+    session.execute(
+        update(ModelRow)
+        .where(ModelRow.id == model_id)
+        .values(weights_checkpoint_id=None, weights_key=key, updated_at=utcnow())
+    )
+
+
 def request_cancel(session: Session, *, job_id: uuid.UUID) -> JobRow | None:
     """Queued jobs are cancelled at once; running ones get the flag their worker checks."""
     now = utcnow()

@@ -56,8 +56,12 @@ class ModelOut(BaseModel):
     summary: ModelSummary
     config: dict[str, Any]
     compile: dict[str, Any] | None = Field(description="The compile spec of the last finished fit")
+    weights: str = Field(
+        description="Where the model's weights come from: `initial` (seeded), `trained` (a fit's "
+        "final checkpoint, `weights_checkpoint_id`) or `uploaded` (PUT /weights)"
+    )
     weights_checkpoint_id: uuid.UUID | None = Field(
-        description="The checkpoint whose weights the model holds; null: its seeded initial weights"
+        description="The checkpoint whose weights the model holds, when they come from a fit"
     )
     created_at: datetime
     updated_at: datetime
@@ -188,6 +192,8 @@ def model_out(row: ModelRow) -> ModelOut:
         id=row.id, name=row.name, seed=row.seed, summary=ModelSummary(**row.summary),
         config=row.config, compile=row.compile_config,
         weights_checkpoint_id=row.weights_checkpoint_id,
+        weights="initial" if row.weights_key is None
+        else "trained" if row.weights_checkpoint_id is not None else "uploaded",
         created_at=row.created_at, updated_at=row.updated_at,
     )  # fmt: skip
 

@@ -85,6 +85,7 @@ def delete_model(ctx: JobsContext, *, model_id: uuid.UUID) -> None:
     # pointing at missing files.
     for job_id in job_ids:
         ctx.store.delete_prefix(job_prefix(job_id))
+    ctx.store.delete_prefix(f"models/{model_id}")
     ctx.cache.drop_model(model_id)
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+import anyio
+from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api.deps import Ctx
-from app.jobs import service
+from app.core.errors import InvalidInput
+from app.jobs import service, weights
 from app.jobs.schemas import (
     ErrorOut,
     EvaluateRequest,
@@ -102,3 +105,57 @@ def evaluate(ctx: Ctx, model_id: uuid.UUID, body: EvaluateRequest) -> dict[str, 
 )
 def predict(ctx: Ctx, model_id: uuid.UUID, body: PredictRequest) -> PredictOut:
     return PredictOut(predictions=service.predict_model(ctx, model_id=model_id, body=body))
+
+
+NPZ = "application/octet-stream"
+WEIGHTS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            NPZ: {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": {
+                "type": "object", "required": ["weights"],
+                "properties": {"weights": {"type": "array", "items": {}}},
+            }},
+        },
+        "description": "The arrays in Keras's get_weights() order: an .npz of arr_0, arr_1, "
+        "... (numpy.savez(f, *model.get_weights())) or JSON lists",
+    }
+}  # fmt: skip
+
+
+@router.get(
+    "/{model_id}/weights",
+    response_class=Response,
+    responses={**E404, 200: {"content": {NPZ: {}}, "description": "An .npz, Keras's order"}},
+    summary="Download the weights (Keras's get_weights order, as an .npz)",
+)
+def get_weights(ctx: Ctx, model_id: uuid.UUID) -> Response:
+    data = weights.get_weights(ctx, model_id=model_id)
+    return Response(data, media_type=NPZ, headers={
+        "Content-Disposition": f'attachment; filename="{model_id}.weights.npz"'
+    })  # fmt: skip
+
+
+@router.put(
+    "/{model_id}/weights",
+    response_model=ModelOut,
+    responses={**E404, **E409, **E422},
+    openapi_extra=WEIGHTS_BODY,
+    summary="Replace the weights (Keras's set_weights); every shape is checked first",
+)
+async def put_weights(ctx: Ctx, model_id: uuid.UUID, request: Request) -> ModelOut:
+    body = await request.body()
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            parsed = json.loads(body)
+        except ValueError as exc:
+            raise InvalidInput(f"invalid JSON: {exc}", loc=["body"]) from exc
+        arrays = weights.decode_json(parsed)
+    else:
+        limit = 4 * ctx.settings.max_request_bytes
+        arrays = await anyio.to_thread.run_sync(lambda: weights.decode_npz(body, max_bytes=limit))
+    row = await anyio.to_thread.run_sync(
+        lambda: weights.put_weights(ctx, model_id=model_id, arrays=arrays)
+    )
+    return model_out(row)

@@ -1,0 +1,111 @@
+"""Model weights in and out, in the order Keras's `model.get_weights()` returns them: an `.npz`
+(`arr_0`, `arr_1`, ...) or JSON lists. Uploads are checked whole (member names, sizes, dtypes,
+shapes, finiteness) before anything changes; an `.npz` is read with pickling disabled."""
+
+from __future__ import annotations
+
+import io
+import uuid
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from app.core.errors import Conflict, InvalidInput
+from app.db.models import ModelRow
+from app.db.session import unit_of_work
+from app.engine import checkpoint
+from app.engine.errors import EngineError
+from app.jobs import repository as repo
+from app.jobs.context import JobsContext
+from app.jobs.loading import build_model
+from app.jobs.service import get_model, model_with_weights
+
+MAX_ARRAYS = 10_000
+BODY = "body"
+
+
+def model_weights_key(model_id: uuid.UUID) -> str:
+    return f"models/{model_id}/weights-{uuid.uuid4().hex}.safetensors"
+
+
+def encode_npz(arrays: list[np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, *arrays)
+    return buffer.getvalue()
+
+
+def decode_npz(data: bytes, *, max_bytes: int) -> list[np.ndarray]:
+    """The arrays `arr_0..arr_N` of an npz, refusing anything else (pickles, other members,
+    archives that expand past `max_bytes`)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            infos = archive.infolist()
+            if len(infos) > MAX_ARRAYS:
+                raise InvalidInput(f"holds {len(infos)} members; the limit is {MAX_ARRAYS}",
+                                   loc=[BODY])  # fmt: skip
+            if sum(i.file_size for i in infos) > max_bytes:
+                raise InvalidInput(f"expands past {max_bytes} bytes", loc=[BODY])
+            names = {i.filename for i in infos}
+            expected = {f"arr_{k}.npy" for k in range(len(infos))}
+            if names != expected:
+                raise InvalidInput(
+                    "an .npz of arr_0, arr_1, ... (as numpy.savez(path, *model.get_weights()) "
+                    f"writes) is expected, got members {sorted(names)[:5]}",
+                    loc=[BODY],
+                )
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return [np.asarray(npz[f"arr_{k}"]) for k in range(len(infos))]
+    except InvalidInput:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise InvalidInput(f"not a readable .npz of numeric arrays: {exc}", loc=[BODY]) from exc
+
+
+def decode_json(body: Any) -> list[np.ndarray]:
+    if not isinstance(body, dict) or not isinstance(body.get("weights"), list):
+        raise InvalidInput('JSON bodies are {"weights": [array, ...]}', loc=[BODY, "weights"])
+    if len(body["weights"]) > MAX_ARRAYS:
+        raise InvalidInput(f"the limit is {MAX_ARRAYS} arrays", loc=[BODY, "weights"])
+    arrays = []
+    for i, value in enumerate(body["weights"]):
+        try:
+            arrays.append(np.asarray(value, dtype=np.float64))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidInput("must be a number or nested lists of numbers",
+                               loc=[BODY, "weights", i]) from exc  # fmt: skip
+    return arrays
+
+
+def get_weights(ctx: JobsContext, *, model_id: uuid.UUID) -> bytes:
+    model = model_with_weights(ctx, get_model(ctx, model_id=model_id))
+    return encode_npz(model.get_weights())
+
+
+def put_weights(ctx: JobsContext, *, model_id: uuid.UUID, arrays: list[np.ndarray]) -> ModelRow:
+    row = get_model(ctx, model_id=model_id)
+    for i, arr in enumerate(arrays):
+        if arr.dtype.kind not in "fiub":
+            raise InvalidInput(f"must be numeric, got dtype {arr.dtype}", loc=[BODY, "weights", i])
+    model = build_model(row.config, row.seed)
+    try:
+        model.set_weights(arrays, loc=(BODY, "weights"))
+    except EngineError as exc:
+        raise InvalidInput(exc.message, loc=list(exc.loc)) from exc
+    key = model_weights_key(model_id)
+    tensors = {f"model/{k}": t for k, t in model.weight_tensors().items()}
+    ctx.store.write(key, checkpoint.to_bytes(tensors, {"model_config": row.config}))
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            current = repo.get_model_for_update(session, model_id=model_id)
+            if current is None:
+                raise InvalidInput(f"model {model_id} was deleted", loc=["path", "model_id"])
+            active = repo.active_job_of_model(session, model_id=model_id)
+            if active is not None:
+                raise Conflict(f"model {model_id} is training (job {active.id}); its weights "
+                               "change when the job ends", loc=["path", "model_id"])  # fmt: skip
+            repo.set_uploaded_weights(session, model_id=model_id, key=key)
+    except BaseException:
+        ctx.store.delete_prefix(key)
+        raise
+    return get_model(ctx, model_id=model_id)
