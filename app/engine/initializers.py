@@ -114,14 +114,24 @@ def get(identifier: Any, loc: Loc) -> tuple[dict[str, Any], Init]:
         )
     cloc = (*loc, "config")
     # The seed is accepted; our draws come from the model's seeded generator instead.
+    if cls in _VS_PRESETS or cls == "VarianceScaling":
+        # Keras 3.15 writes input_axes/output_axes (null unless the fans are axis-selected).
+        known_keys(
+            config,
+            ["seed", "input_axes", "output_axes", "scale", "mode", "distribution"]
+            if cls == "VarianceScaling"
+            else ["seed", "input_axes", "output_axes"],
+            cloc,
+        )
+        for key in ("input_axes", "output_axes"):
+            if config.get(key) is not None:
+                raise ConfigError((*cloc, key), "is not supported yet; leave it null")
     if cls in _VS_PRESETS:
-        known_keys(config, ["seed"], cloc)
         scale, mode, dist = _VS_PRESETS[cls]
         return {"class_name": cls, "config": {"seed": config.get("seed")}}, _variance_scaling(
             scale, mode, dist
         )
     if cls == "VarianceScaling":
-        known_keys(config, ["scale", "mode", "distribution", "seed"], cloc)
         scale = get_float(config, "scale", cloc, 1.0, min_value=0.0, min_exclusive=True)
         mode = get_str(config, "mode", cloc, "fan_in", choices=["fan_in", "fan_out", "fan_avg"])
         dist = get_str(

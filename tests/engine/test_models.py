@@ -40,6 +40,13 @@ def test_forward_matches_keras(keras: ModuleType, case: str) -> None:
         got = ours(torch.as_tensor(x)).numpy()
     np.testing.assert_allclose(got, km.predict(x, verbose=0), rtol=1e-6, atol=1e-7)
     assert ours.summary()["total_params"] == km.count_params()
+    # What Keras's own to_json() writes for the same model is accepted too.
+    again = Sequential.from_config(json.loads(km.to_json()), seed=0)
+
+    def shapes(m: Sequential) -> list[tuple[str, list[Any], int]]:  # names follow Keras's counter
+        return [(r["class_name"], r["output_shape"], r["params"]) for r in m.summary()["layers"]]
+
+    assert shapes(again) == shapes(ours)
     assert [w.shape for w in ours.get_weights()] == [w.shape for w in km.get_weights()]
 
 
