@@ -1,10 +1,13 @@
-"""Model weights in and out, in the order Keras's `model.get_weights()` returns them: an `.npz`
-(`arr_0`, `arr_1`, ...) or JSON lists. Uploads are checked whole (member names, sizes, dtypes,
-shapes, finiteness) before anything changes; an `.npz` is read with pickling disabled."""
+"""Model weights and `.keras` files in and out. Weights are in the order Keras's
+`model.get_weights()` returns them: an `.npz` (`arr_0`, `arr_1`, ...) or JSON lists. Uploads are
+checked whole (member names, sizes, dtypes, shapes, finiteness) before anything changes; an
+`.npz` is read with pickling disabled."""
 
 from __future__ import annotations
 
 import io
+import logging
+import os
 import uuid
 import zipfile
 from typing import Any
@@ -15,12 +18,16 @@ from app.core.errors import Conflict, InvalidInput
 from app.db.models import ModelRow
 from app.db.session import unit_of_work
 from app.engine import checkpoint
+from app.engine.compile import CompileSpec
 from app.engine.errors import EngineError
+from app.jobs import keras_files
 from app.jobs import repository as repo
 from app.jobs.context import JobsContext
+from app.jobs.jsonsafe import check_storable
 from app.jobs.loading import build_model
 from app.jobs.service import get_model, model_with_weights
 
+log = logging.getLogger(__name__)
 MAX_ARRAYS = 10_000
 BODY = "body"
 
@@ -109,3 +116,40 @@ def put_weights(ctx: JobsContext, *, model_id: uuid.UUID, arrays: list[np.ndarra
         ctx.store.delete_prefix(key)
         raise
     return get_model(ctx, model_id=model_id)
+
+
+# -- .keras files ------------------------------------------------------------------------------
+def import_keras(ctx: JobsContext, *, data: bytes, name: str | None, seed: int | None) -> ModelRow:
+    """A model from a `.keras` file: its config, its weights, and its compile spec when we can
+    honour it (otherwise the first fit must give one)."""
+    config, h5 = keras_files.read_archive(data, max_bytes=4 * ctx.settings.max_request_bytes)
+    check_storable(config, [BODY, keras_files.CONFIG])
+    seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+    try:
+        model = build_model(config, seed)
+        model.set_weights(keras_files.read_weights(model, h5), loc=(keras_files.WEIGHTS,))
+    except EngineError as exc:
+        raise InvalidInput(exc.message, loc=[BODY, keras_files.CONFIG, *exc.loc]) from exc
+    compile_config = None
+    if isinstance(config.get("compile_config"), dict) and config["compile_config"]:
+        try:
+            compile_config = CompileSpec.parse(config["compile_config"]).to_config()
+        except EngineError:
+            log.info("the .keras file's compile_config is not supported; ignoring it")
+    row = ModelRow(id=uuid.uuid4(), name=name or model.name, config=config, seed=seed,
+                   summary=model.summary(), compile_config=compile_config)  # fmt: skip
+    row.weights_key = model_weights_key(row.id)
+    tensors = {f"model/{k}": t for k, t in model.weight_tensors().items()}
+    ctx.store.write(row.weights_key, checkpoint.to_bytes(tensors, {"model_config": config}))
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            repo.add_model(session, row=row)
+    except BaseException:
+        ctx.store.delete_prefix(f"models/{row.id}")
+        raise
+    return row
+
+
+def export_keras(ctx: JobsContext, *, model_id: uuid.UUID) -> bytes:
+    row = get_model(ctx, model_id=model_id)
+    return keras_files.write_archive(model_with_weights(ctx, row), row.compile_config)

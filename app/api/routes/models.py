@@ -159,3 +159,42 @@ async def put_weights(ctx: Ctx, model_id: uuid.UUID, request: Request) -> ModelO
         lambda: weights.put_weights(ctx, model_id=model_id, arrays=arrays)
     )
     return model_out(row)
+
+
+@router.post(
+    "/import",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ModelOut,
+    responses=E422,
+    openapi_extra={"requestBody": {"required": True, "content": {
+        NPZ: {"schema": {"type": "string", "format": "binary"}}},
+        "description": "A .keras file, as keras_model.save(path) writes it"}},
+    summary="Create a model from a Keras .keras file (config, weights, compile spec)",
+)  # fmt: skip
+async def import_keras(
+    ctx: Ctx,
+    request: Request,
+    name: Annotated[str | None, Query(max_length=200)] = None,
+    seed: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+) -> ModelOut:
+    """Read with our own reader: member names and sizes are checked, only numeric datasets are
+    read, and no Keras deserialization code runs."""
+    data = await request.body()
+    row = await anyio.to_thread.run_sync(
+        lambda: weights.import_keras(ctx, data=data, name=name, seed=seed)
+    )
+    return model_out(row)
+
+
+@router.get(
+    "/{model_id}/model.keras",
+    response_class=Response,
+    responses={**E404, 200: {"content": {NPZ: {}},
+                             "description": "Opens with keras.saving.load_model"}},
+    summary="Download the model as a Keras .keras file",
+)  # fmt: skip
+def export_keras(ctx: Ctx, model_id: uuid.UUID) -> Response:
+    data = weights.export_keras(ctx, model_id=model_id)
+    return Response(data, media_type=NPZ, headers={
+        "Content-Disposition": f'attachment; filename="{model_id}.keras"'
+    })  # fmt: skip

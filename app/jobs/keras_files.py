@@ -1,0 +1,152 @@
+"""Keras `.keras` files in and out, with our own reader: no Keras deserialization code runs.
+
+A `.keras` file is a zip of `metadata.json`, `config.json` (the model JSON, with its
+`compile_config`) and `model.weights.h5`, whose datasets `layers/<layer name>/vars/<i>` hold each
+layer's weights in Keras's order. The reader accepts exactly those members (Keras may add an
+empty `assets/` folder), checks names and sizes before reading, and reads numeric datasets only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import h5py
+import numpy as np
+
+from app.core.errors import InvalidInput
+from app.engine.compile import CompileSpec
+from app.engine.models import Sequential
+from app.engine.optimizers import OPTIMIZERS
+
+CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
+MEMBERS = {CONFIG, METADATA, WEIGHTS}
+MAX_JSON_BYTES = 16 * 1024 * 1024
+KERAS_VERSION = "3.15.1"  # the Keras whose file layout this writes
+BODY = "body"
+
+
+def _bad(message: str, *loc: str | int) -> InvalidInput:
+    return InvalidInput(message, loc=[BODY, *loc])
+
+
+def read_archive(data: bytes, *, max_bytes: int) -> tuple[dict[str, Any], bytes]:
+    """(config.json as a dict, the weights file's bytes), after checking the zip."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise _bad(f"not a .keras file (a zip archive): {exc}") from exc
+    with archive:
+        infos = archive.infolist()
+        for info in infos:
+            name = info.filename
+            if name.startswith("/") or ".." in name.split("/") or "\\" in name:
+                raise _bad(f"member {name!r} has an unsafe path", name)
+            if name not in MEMBERS and not (name.startswith("assets/") and info.is_dir()):
+                raise _bad(
+                    f"unexpected member {name!r}; a .keras file holds {sorted(MEMBERS)}", name
+                )
+        sizes = {i.filename: i.file_size for i in infos}
+        for name in (CONFIG, WEIGHTS):
+            if name not in sizes:
+                raise _bad(f"{name} is missing", name)
+        if sizes[CONFIG] > MAX_JSON_BYTES or sizes.get(METADATA, 0) > MAX_JSON_BYTES:
+            raise _bad(f"a JSON member is larger than {MAX_JSON_BYTES} bytes", CONFIG)
+        if sum(sizes.values()) > max_bytes:
+            raise _bad(f"the archive expands past {max_bytes} bytes")
+        try:
+            config = json.loads(archive.read(CONFIG))
+        except ValueError as exc:
+            raise _bad(f"config.json is not JSON: {exc}", CONFIG) from exc
+        if not isinstance(config, dict):
+            raise _bad("config.json must be an object", CONFIG)
+        return config, archive.read(WEIGHTS)
+
+
+def read_weights(model: Sequential, h5_bytes: bytes) -> list[np.ndarray]:
+    """Each layer's `layers/<name>/vars/<i>` datasets, in the model's (Keras's) weight order."""
+    expected = model.weight_tensors()
+    per_layer: dict[str, int] = {}
+    for key in expected:
+        layer = key.split("/", 1)[0]
+        per_layer[layer] = per_layer.get(layer, 0) + 1
+    arrays: list[np.ndarray] = []
+    try:
+        with h5py.File(io.BytesIO(h5_bytes), "r") as f:
+            for layer, count in per_layer.items():
+                group = f.get(f"layers/{layer}/vars")
+                if not isinstance(group, h5py.Group):
+                    raise _bad(f"the weights file has no variables for layer {layer!r}", WEIGHTS)
+                if len(group) != count:
+                    raise _bad(f"layer {layer!r} has {len(group)} variables in the file, the "
+                               f"model expects {count}", WEIGHTS)  # fmt: skip
+                for i in range(count):
+                    dataset = group.get(str(i))
+                    if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in "fiub":
+                        raise _bad(f"layers/{layer}/vars/{i} is not a numeric array", WEIGHTS)
+                    arrays.append(np.asarray(dataset[()]))
+    except (OSError, ValueError) as exc:
+        raise _bad(f"model.weights.h5 is not a readable HDF5 file: {exc}", WEIGHTS) from exc
+    return arrays
+
+
+def _with_module(spec: Any, module: str) -> Any:
+    if isinstance(spec, Mapping) and "class_name" in spec:
+        return {"module": module, "registered_name": None, **spec,
+                "config": dict(spec.get("config") or {})}  # fmt: skip
+    if isinstance(spec, list):
+        return [_with_module(s, module) for s in spec]
+    return spec
+
+
+def keras_compile_config(compile_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Our compile spec as Keras's `compile_config`: the optimizer written out in full, and
+    every object given the `module` Keras's loader needs."""
+    spec = CompileSpec.parse(compile_config)
+    optimizer = spec.make_optimizer()
+    return {
+        "optimizer": {
+            "module": "keras.optimizers",
+            "class_name": OPTIMIZERS.canonical_name(type(optimizer)),
+            "config": optimizer.get_config(),
+            "registered_name": None,
+        },
+        "loss": _with_module(spec.loss, "keras.losses"),
+        "loss_weights": None,
+        "metrics": _with_module(spec.metrics, "keras.metrics") or None,
+        "weighted_metrics": _with_module(spec.weighted_metrics, "keras.metrics") or None,
+        "run_eagerly": False,
+        "steps_per_execution": 1,
+        "jit_compile": False,
+    }
+
+
+def write_archive(model: Sequential, compile_config: Mapping[str, Any] | None) -> bytes:
+    config = model.get_config()
+    if compile_config:
+        config["compile_config"] = keras_compile_config(compile_config)
+    weights = io.BytesIO()
+    with h5py.File(weights, "w") as f:
+        groups: dict[str, h5py.Group] = {}
+        counts: dict[str, int] = {}
+        for key, tensor in model.weight_tensors().items():
+            layer = key.split("/", 1)[0]
+            if layer not in groups:
+                groups[layer] = f.create_group(f"layers/{layer}/vars")
+                groups[layer].attrs["name"] = layer
+                counts[layer] = 0
+            groups[layer].create_dataset(str(counts[layer]), data=tensor.detach().cpu().numpy())
+            counts[layer] += 1
+        f.create_group("vars").attrs["name"] = model.name
+    metadata = {"keras_version": KERAS_VERSION,
+                "date_saved": datetime.now(UTC).strftime("%Y-%m-%d@%H:%M:%S")}  # fmt: skip
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr(METADATA, json.dumps(metadata))
+        archive.writestr(CONFIG, json.dumps(config))
+        archive.writestr(WEIGHTS, weights.getvalue())
+    return out.getvalue()

@@ -1,0 +1,114 @@
+"""`.keras` files both ways with Keras itself, and hostile archives refused."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from tests.support import scenario
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+OCTET = {"content-type": "application/octet-stream"}
+
+
+def _keras_model() -> Any:
+    import keras
+
+    model = keras.Sequential([
+        keras.Input((4,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dropout(0.2),
+        keras.layers.Dense(3, activation="softmax"),
+    ])  # fmt: skip
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])  # fmt: skip
+    return model
+
+
+def test_import_a_file_keras_saved(client: TestClient, tmp_path: Path) -> None:
+    km = _keras_model()
+    path = tmp_path / "m.keras"
+    km.save(path)
+    r = client.post("/v1/models/import?name=imported", content=path.read_bytes(), headers=OCTET)
+    assert r.status_code == 201, r.text
+    model = r.json()
+    assert model["name"] == "imported" and model["weights"] == "uploaded"
+    assert model["summary"]["total_params"] == km.count_params()
+    assert model["compile"]["loss"] == "sparse_categorical_crossentropy"
+    x = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
+    r = client.post(f"/v1/models/{model['id']}/predict", json={"x": x.tolist()})
+    np.testing.assert_allclose(r.json()["predictions"], km.predict(x, verbose=0), rtol=1e-6,
+                               atol=1e-7)  # fmt: skip
+    y = np.array([0, 1, 2, 1, 0, 2, 1, 0, 2, 1], dtype=np.float32)
+    r = client.post(f"/v1/models/{model['id']}/evaluate", json={"x": x.tolist(), "y": y.tolist()})
+    theirs = km.evaluate(x, y, return_dict=True, verbose=0)
+    for key, value in theirs.items():
+        np.testing.assert_allclose(r.json()[key], value, rtol=1e-6)
+
+
+def test_export_opens_in_keras_and_predicts_the_same(client: TestClient, tmp_path: Path) -> None:
+    import keras
+
+    model = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 4}).json()
+    job = client.post(f"/v1/models/{model['id']}/fit", json=scenario.fit_body(epochs=3)).json()
+    from tests.e2e.scenario_checks import wait_for
+
+    wait_for(client, job["id"], {"succeeded"})  # type: ignore[arg-type]
+    r = client.get(f"/v1/models/{model['id']}/model.keras")
+    assert r.status_code == 200
+    path = tmp_path / "ours.keras"
+    path.write_bytes(r.content)
+    km = keras.saving.load_model(path)
+    ours = client.post(f"/v1/models/{model['id']}/predict", json={"x": scenario.X.tolist()})
+    np.testing.assert_allclose(km.predict(scenario.X, verbose=0), ours.json()["predictions"],
+                               rtol=1e-6, atol=1e-7)  # fmt: skip
+    assert km.optimizer.get_config()["learning_rate"] == np.float32(0.1)
+    # and back in: the same numbers again
+    back = client.post("/v1/models/import", content=r.content, headers=OCTET).json()
+    again = client.post(f"/v1/models/{back['id']}/predict", json={"x": scenario.X.tolist()})
+    assert again.json() == ours.json()
+
+
+def _archive(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return out.getvalue()
+
+
+def test_hostile_archives_are_refused(client: TestClient, tmp_path: Path) -> None:
+    km = _keras_model()
+    path = tmp_path / "m.keras"
+    km.save(path)
+    with zipfile.ZipFile(path) as z:
+        good = {n: z.read(n) for n in z.namelist() if not n.endswith("/")}
+    config = json.loads(good["config.json"])
+    lambda_config = json.loads(good["config.json"])
+    lambda_config["config"]["layers"][1] = {"module": "keras.layers", "class_name": "Lambda",
+                                            "config": {"function": "eval"}}  # fmt: skip
+    foreign = json.loads(good["config.json"])
+    foreign["config"]["layers"][1]["module"] = "evil.module"
+    cases = [
+        ({**good, "../escape.txt": b"x"}, "unsafe path"),
+        ({**good, "payload.py": b"import os"}, "unexpected member"),
+        ({**good, "config.json": json.dumps(lambda_config).encode()}, "unknown layer 'Lambda'"),
+        ({**good, "config.json": json.dumps(foreign).encode()}, "only Keras's own modules"),
+        ({**good, "config.json": b"x" * (17 * 1024 * 1024)}, "larger than"),
+        ({k: v for k, v in good.items() if k != "model.weights.h5"}, "missing"),
+        ({**good, "model.weights.h5": b"not hdf5"}, "not a readable HDF5"),
+    ]
+    assert config["class_name"] == "Sequential"
+    for members, text in cases:
+        r = client.post("/v1/models/import", content=_archive(members), headers=OCTET)
+        assert r.status_code in (413, 422), r.text
+        if r.status_code == 422:
+            assert text in r.json()["detail"][0]["msg"], (text, r.json())
+    r = client.post("/v1/models/import", content=b"not a zip", headers=OCTET)
+    assert r.status_code == 422
+    assert client.get("/v1/models").json()["total"] == 0
