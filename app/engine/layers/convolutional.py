@@ -1,0 +1,225 @@
+"""Keras convolution layers: Conv1D, Conv2D, Conv3D.
+
+Kernels are stored in Keras's layout `(*kernel_size, in_channels // groups, filters)`, so weights
+copy from Keras unchanged; the forward pass follows Keras's torch backend (`backend/torch/nn.py`
+`conv`): channels_last inputs are permuted to channels-first (and, in 2-D and 3-D, laid out
+channels_last in memory, as Keras does), the kernel is permuted to torch's `(out, in, ...)`, "same"
+padding is TF-style with explicit zero padding when asymmetric, and the bias is added after the
+result is permuted back. Conv1D also takes `padding="causal"` (left zero padding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from app.engine import activations, initializers
+from app.engine.errors import ConfigError, Loc
+from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
+from app.engine.layers.spatial import (
+    apply_same_padding,
+    get_data_format,
+    get_int_tuple,
+    get_padding,
+    join_shape,
+    output_length,
+    split_shape,
+    to_channels_first,
+    to_channels_last,
+)
+from app.engine.params import get_bool, get_int
+from app.engine.registry import known_keys
+
+MAX_FILTERS = 1 << 16
+
+_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_MEMORY_FORMAT = {2: torch.channels_last, 3: torch.channels_last_3d}
+
+
+def _channels_last_memory(t: torch.Tensor, rank: int) -> torch.Tensor:
+    """Keras's `_maybe_convert_to_channels_last` (2-D and 3-D only)."""
+    fmt = _MEMORY_FORMAT.get(rank)
+    if fmt is not None and not t.is_contiguous(memory_format=fmt):
+        return t.contiguous(memory_format=fmt)
+    return t
+
+
+class _Conv(Layer):
+    rank: ClassVar[int]
+    kernel: torch.Tensor
+    bias: torch.Tensor
+    config_keys = (
+        "filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate", "groups",
+        "activation", "use_bias", "kernel_initializer", "bias_initializer",
+        "kernel_regularizer", "bias_regularizer", "activity_regularizer",
+        "kernel_constraint", "bias_constraint", "lora_rank", "lora_alpha",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        filters: int,
+        kernel_size: tuple[int, ...],
+        strides: tuple[int, ...],
+        padding: str,
+        data_format: str,
+        dilation_rate: tuple[int, ...],
+        groups: int,
+        activation: Any,
+        use_bias: bool,
+        kernel_initializer: Any,
+        bias_initializer: Any,
+        trainable: bool,
+        loc: Loc,
+    ) -> None:
+        super().__init__(name=name, trainable=trainable)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.strides = strides
+        self.padding = padding
+        self.data_format = data_format
+        self.dilation_rate = dilation_rate
+        self.groups = groups
+        self.activation_name, self.activation = activations.get(activation, (*loc, "activation"))
+        self.use_bias = use_bias
+        self.kernel_init_config, self.kernel_init = initializers.get(
+            kernel_initializer, (*loc, "kernel_initializer")
+        )
+        self.bias_init_config, self.bias_init = initializers.get(
+            bias_initializer, (*loc, "bias_initializer")
+        )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
+        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
+        require_null(
+            config,
+            ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
+             "kernel_constraint", "bias_constraint", "lora_rank"),
+            loc,
+        )  # fmt: skip
+        n = cls.rank
+        filters = get_int(config, "filters", loc, min_value=1, max_value=MAX_FILTERS)
+        strides = get_int_tuple(config, "strides", loc, n, 1)
+        dilation = get_int_tuple(config, "dilation_rate", loc, n, 1)
+        if max(strides) > 1 and max(dilation) > 1:
+            raise ConfigError(
+                (*loc, "dilation_rate"), "strides > 1 cannot be combined with dilation_rate > 1"
+            )
+        groups = get_int(config, "groups", loc, 1, min_value=1, max_value=MAX_FILTERS)
+        if filters % groups:
+            raise ConfigError((*loc, "groups"), f"filters ({filters}) must divide by groups")
+        choices = ("valid", "same", "causal") if n == 1 else ("valid", "same")
+        return cls(
+            name=name,
+            filters=filters,
+            kernel_size=get_int_tuple(config, "kernel_size", loc, n, None),
+            strides=strides,
+            padding=get_padding(config, loc, choices, any_case=True),
+            data_format=get_data_format(config, loc),
+            dilation_rate=dilation,
+            groups=groups,
+            activation=config.get("activation"),
+            use_bias=get_bool(config, "use_bias", loc, True),
+            kernel_initializer=config.get("kernel_initializer", "glorot_uniform"),
+            bias_initializer=config.get("bias_initializer", "zeros"),
+            trainable=get_bool(config, "trainable", loc, True),
+            loc=loc,
+        )
+
+    def layer_config(self) -> dict[str, Any]:
+        return {
+            "filters": self.filters,
+            "kernel_size": list(self.kernel_size),
+            "strides": list(self.strides),
+            "padding": self.padding,
+            "data_format": self.data_format,
+            "dilation_rate": list(self.dilation_rate),
+            "groups": self.groups,
+            "activation": self.activation_name,
+            "use_bias": self.use_bias,
+            "kernel_initializer": self.kernel_init_config,
+            "bias_initializer": self.bias_init_config,
+            "kernel_regularizer": None,
+            "bias_regularizer": None,
+            "activity_regularizer": None,
+            "kernel_constraint": None,
+            "bias_constraint": None,
+        }
+
+    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
+        channels, spatial = split_shape(
+            input_shape, self.rank, self.data_format, loc, self.class_name
+        )
+        if channels is None:
+            raise ConfigError(loc, f"{self.class_name} needs a known channel dimension")
+        if channels % self.groups:
+            raise ConfigError(
+                loc, f"input channels ({channels}) must divide by groups ({self.groups})"
+            )
+        out_spatial = tuple(
+            output_length(length, k, s, self.padding, d, loc, self.class_name)
+            for length, k, s, d in zip(
+                spatial, self.kernel_size, self.strides, self.dilation_rate, strict=True
+            )
+        )
+        shape = (*self.kernel_size, channels // self.groups, self.filters)
+        self.add_weight("kernel", self.kernel_init(shape, generator))
+        if self.use_bias:
+            self.add_weight("bias", self.bias_init((self.filters,), generator))
+        return join_shape(input_shape[0], self.filters, out_spatial, self.data_format)
+
+    def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+        n = self.rank
+        channels_last = self.data_format == "channels_last"
+        if self.padding == "causal":
+            left = self.dilation_rate[0] * (self.kernel_size[0] - 1)
+            x = F.pad(x, (0, 0, left, 0) if channels_last else (left, 0))
+        if channels_last:
+            x = to_channels_first(x)
+        # (*k, in, out) -> (out, in, *k)
+        kernel = self.kernel.permute(n + 1, n, *range(n))
+        if channels_last:
+            x = _channels_last_memory(x, n)
+            kernel = _channels_last_memory(kernel, n)
+        padding: list[int] | int = 0
+        if self.padding == "same":
+            x, padding = apply_same_padding(
+                x, self.kernel_size, self.strides, self.dilation_rate, "constant"
+            )
+        y = _CONV_FN[n](
+            x,
+            kernel,
+            stride=self.strides,
+            padding=padding,
+            dilation=self.dilation_rate,
+            groups=self.groups,
+        )
+        if channels_last:
+            y = to_channels_last(y)
+        if self.use_bias:
+            shape = (1,) * (n + 1) + (-1,) if channels_last else (1, -1) + (1,) * n
+            y = y + self.bias.reshape(shape)
+        return self.activation(y)
+
+
+@LAYERS.register("Conv1D", "Convolution1D")
+class Conv1D(_Conv):
+    class_name = "Conv1D"
+    rank = 1
+
+
+@LAYERS.register("Conv2D", "Convolution2D")
+class Conv2D(_Conv):
+    class_name = "Conv2D"
+    rank = 2
+
+
+@LAYERS.register("Conv3D", "Convolution3D")
+class Conv3D(_Conv):
+    class_name = "Conv3D"
+    rank = 3

@@ -1,0 +1,227 @@
+"""Keras reshaping layers: Reshape, Permute, RepeatVector, UpSampling1D, UpSampling2D.
+
+(Flatten lives in core.py; ZeroPadding and Cropping in padding.py.) UpSampling2D's "nearest"
+repeats rows and columns, as Keras does; "bilinear" and "bicubic" go through torch's
+`interpolate` (half-pixel centres, no antialiasing), as Keras's torch backend `image.resize` does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from app.engine.errors import ConfigError, Loc
+from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
+from app.engine.layers.spatial import MAX_SIZE, get_data_format, get_int_tuple, split_shape
+from app.engine.params import get_int, get_str
+from app.engine.registry import known_keys
+
+MAX_DIMS = 16
+
+
+def _int_list(value: Any, loc: Loc) -> list[int]:
+    if not isinstance(value, list | tuple) or not 0 < len(value) <= MAX_DIMS:
+        raise ConfigError(loc, f"must be a list of 1 to {MAX_DIMS} integers, got {value!r}")
+    out = []
+    for item in value:
+        if isinstance(item, float) and item.is_integer():
+            item = int(item)
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise ConfigError(loc, f"must be a list of integers, got {value!r}")
+        out.append(item)
+    return out
+
+
+@LAYERS.register("Reshape")
+class Reshape(Layer):
+    class_name = "Reshape"
+    config_keys = ("target_shape",)
+
+    def __init__(self, *, name: str, target_shape: tuple[int, ...]) -> None:
+        super().__init__(name=name)
+        self.target_shape = target_shape
+        self.resolved: tuple[int, ...] = target_shape
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
+        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
+        key_loc = (*loc, "target_shape")
+        if "target_shape" not in config:
+            raise ConfigError(key_loc, "is required")
+        target = _int_list(config["target_shape"], key_loc)
+        if any(d < -1 or d == 0 or d > 1 << 24 for d in target) or target.count(-1) > 1:
+            raise ConfigError(key_loc, f"needs positive sizes and at most one -1, got {target}")
+        return cls(name=name, target_shape=tuple(target))
+
+    def layer_config(self) -> dict[str, Any]:
+        return {"target_shape": list(self.target_shape)}
+
+    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
+        rest = input_shape[1:]
+        if any(d is None for d in rest):
+            return (input_shape[0], *(None if d == -1 else d for d in self.target_shape))
+        size = math.prod(d for d in rest if d is not None)
+        known = math.prod(d for d in self.target_shape if d != -1)
+        if -1 in self.target_shape:
+            if size % known:
+                raise ConfigError(loc, f"cannot reshape {input_shape} to {self.target_shape}")
+            self.resolved = tuple(size // known if d == -1 else d for d in self.target_shape)
+        elif size != known:
+            raise ConfigError(loc, f"cannot reshape {input_shape} to {self.target_shape}")
+        return (input_shape[0], *self.resolved)
+
+    def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+        return torch.reshape(x, (x.shape[0], *self.resolved))
+
+
+@LAYERS.register("Permute")
+class Permute(Layer):
+    class_name = "Permute"
+    config_keys = ("dims",)
+
+    def __init__(self, *, name: str, dims: tuple[int, ...]) -> None:
+        super().__init__(name=name)
+        self.dims = dims
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
+        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
+        if "dims" not in config:
+            raise ConfigError((*loc, "dims"), "is required")
+        dims = _int_list(config["dims"], (*loc, "dims"))
+        if sorted(dims) != list(range(1, len(dims) + 1)):
+            raise ConfigError((*loc, "dims"), f"must be a permutation of 1..{len(dims)}")
+        return cls(name=name, dims=tuple(dims))
+
+    def layer_config(self) -> dict[str, Any]:
+        return {"dims": list(self.dims)}
+
+    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
+        if len(input_shape) != len(self.dims) + 1:
+            raise ConfigError(
+                loc, f"Permute{list(self.dims)} needs inputs of rank {len(self.dims) + 1}, "
+                f"got {input_shape}"
+            )  # fmt: skip
+        return (input_shape[0], *(input_shape[d] for d in self.dims))
+
+    def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+        return torch.permute(x, (0, *self.dims))
+
+
+@LAYERS.register("RepeatVector")
+class RepeatVector(Layer):
+    class_name = "RepeatVector"
+    config_keys = ("n",)
+
+    def __init__(self, *, name: str, n: int) -> None:
+        super().__init__(name=name)
+        self.n = n
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
+        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
+        return cls(name=name, n=get_int(config, "n", loc, min_value=1, max_value=MAX_SIZE))
+
+    def layer_config(self) -> dict[str, Any]:
+        return {"n": self.n}
+
+    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
+        if len(input_shape) != 2:
+            raise ConfigError(loc, f"RepeatVector needs inputs of rank 2, got {input_shape}")
+        return (input_shape[0], self.n, input_shape[1])
+
+    def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+        return torch.repeat_interleave(x.unsqueeze(1), self.n, dim=1)
+
+
+@LAYERS.register("UpSampling1D")
+class UpSampling1D(Layer):
+    class_name = "UpSampling1D"
+    config_keys = ("size",)
+
+    def __init__(self, *, name: str, size: int) -> None:
+        super().__init__(name=name)
+        self.size = size
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
+        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
+        return cls(name=name, size=get_int(config, "size", loc, 2, min_value=1, max_value=MAX_SIZE))
+
+    def layer_config(self) -> dict[str, Any]:
+        return {"size": self.size}
+
+    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
+        if len(input_shape) != 3:
+            raise ConfigError(loc, f"UpSampling1D needs inputs of rank 3, got {input_shape}")
+        steps = input_shape[1]
+        return (input_shape[0], None if steps is None else steps * self.size, input_shape[2])
+
+    def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+        return torch.repeat_interleave(x, self.size, dim=1)
+
+
+@LAYERS.register("UpSampling2D")
+class UpSampling2D(Layer):
+    class_name = "UpSampling2D"
+    config_keys = ("size", "data_format", "interpolation")
+
+    def __init__(
+        self, *, name: str, size: tuple[int, ...], data_format: str, interpolation: str
+    ) -> None:
+        super().__init__(name=name)
+        self.size = size
+        self.data_format = data_format
+        self.interpolation = interpolation
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
+        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
+        interpolation = get_str(config, "interpolation", loc, "nearest")
+        if interpolation.lower() not in ("nearest", "bilinear", "bicubic"):
+            raise ConfigError(
+                (*loc, "interpolation"),
+                f"must be nearest, bilinear or bicubic, got {interpolation!r}",
+            )
+        return cls(
+            name=name,
+            size=get_int_tuple(config, "size", loc, 2, 2),
+            data_format=get_data_format(config, loc),
+            interpolation=interpolation.lower(),
+        )
+
+    def layer_config(self) -> dict[str, Any]:
+        return {
+            "size": list(self.size),
+            "data_format": self.data_format,
+            "interpolation": self.interpolation,
+        }
+
+    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
+        channels, (h, w) = split_shape(input_shape, 2, self.data_format, loc, "UpSampling2D")
+        h2 = None if h is None else h * self.size[0]
+        w2 = None if w is None else w * self.size[1]
+        if self.data_format == "channels_last":
+            return (input_shape[0], h2, w2, channels)
+        return (input_shape[0], channels, h2, w2)
+
+    def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+        # Keras resizes channels_last: channels_first inputs are permuted there and back.
+        if self.data_format == "channels_first":
+            x = torch.permute(x, (0, 2, 3, 1))
+        if self.interpolation == "nearest":
+            x = torch.repeat_interleave(x, self.size[0], dim=1)
+            x = torch.repeat_interleave(x, self.size[1], dim=2)
+        else:
+            size = (x.shape[1] * self.size[0], x.shape[2] * self.size[1])
+            y = F.interpolate(
+                x.permute(0, 3, 1, 2), size=size, mode=self.interpolation, align_corners=False
+            )
+            x = y.permute(0, 2, 3, 1)
+        if self.data_format == "channels_first":
+            x = torch.permute(x, (0, 3, 1, 2))
+        return x
