@@ -14,9 +14,15 @@ from app.engine.models import Sequential
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    )
+    if device.type == "cuda":
+        # Keras's numbers are float32: TF32 convolutions and matmuls (cuDNN's default for
+        # convolutions) would differ from them by about 1e-3.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    return device
 
 
 def predict(
