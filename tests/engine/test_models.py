@@ -30,12 +30,16 @@ LAYER_CASES = all_cases()
 
 @pytest.mark.parametrize("case", sorted(LAYER_CASES))
 def test_forward_matches_keras(keras: ModuleType, case: str) -> None:
-    layers, shape = LAYER_CASES[case]
+    layers, shape, *inputs = LAYER_CASES[case]  # an optional third element: "int:N" inputs
     config = _model(layers, shape)
     km = keras.models.model_from_json(keras_json(config))
     ours = Sequential.from_config(config, seed=0)
     ours.set_weights(km.get_weights())
-    x = np.random.default_rng(1).normal(size=(6, *shape[1:])).astype(np.float32)
+    rng = np.random.default_rng(1)
+    if inputs and inputs[0].startswith("int:"):  # integer ids in [0, N), as float32
+        x = rng.integers(0, int(inputs[0][4:]), size=(6, *shape[1:])).astype(np.float32)
+    else:
+        x = rng.normal(size=(6, *shape[1:])).astype(np.float32)
     with torch.no_grad():
         got = ours(torch.as_tensor(x)).numpy()
     np.testing.assert_allclose(got, km.predict(x, verbose=0), rtol=1e-6, atol=1e-7)
@@ -51,7 +55,7 @@ def test_forward_matches_keras(keras: ModuleType, case: str) -> None:
 
 
 def test_every_registered_layer_has_a_keras_comparison() -> None:
-    covered = {layers[0][0] for layers, _ in LAYER_CASES.values()}
+    covered = {case[0][0][0] for case in LAYER_CASES.values()}
     assert set(LAYERS.names()) <= covered
 
 

@@ -1,0 +1,239 @@
+"""Per-sample normalization layers: LayerNormalization, UnitNormalization, GroupNormalization.
+
+Each follows the arithmetic of Keras's torch backend: LayerNormalization over trailing axes is
+`F.layer_norm`; over other axes it is `x * inv + (beta - mean * inv)` with
+`inv = rsqrt(var + eps) * gamma` and the biased variance `E[x²] - E[x]²` (`ops/nn.py`).
+The batch axis is never normalized over here (it would make a sample's output depend on the batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from app.engine import initializers
+from app.engine.errors import ConfigError, Loc
+from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
+from app.engine.params import get_bool, get_float, get_int
+from app.engine.registry import known_keys
+
+_REG_KEYS = ("beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint")
+_AFFINE_KEYS = ("epsilon", "center", "scale", "beta_initializer", "gamma_initializer", *_REG_KEYS)
+
+
+def read_axes(config: Mapping[str, Any], loc: Loc) -> int | list[int]:
+    """An `axis` that is an integer or a non-empty list of them (default -1)."""
+    value = config.get("axis", -1)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if (
+        isinstance(value, list | tuple)
+        and value
+        and all(isinstance(a, int) and not isinstance(a, bool) for a in value)
+    ):
+        return list(value)
+    raise ConfigError((*loc, "axis"), f"must be an integer or a list of them, got {value!r}")
+
+
+def resolve_axes(
+    axis: int | list[int], input_shape: Shape, loc: Loc, *, sized: bool = True
+) -> list[int]:
+    """The axes as sorted non-negative dimensions; each must be a non-batch axis (of known size
+    if `sized`), named once."""
+    rank = len(input_shape)
+    given = [axis] if isinstance(axis, int) else axis
+    out = []
+    for a in given:
+        if not -rank <= a < rank or a % rank == 0:
+            raise ConfigError((*loc, "axis"), f"axis {a} is not a feature axis of {input_shape}")
+        if sized and input_shape[a % rank] is None:
+            raise ConfigError((*loc, "axis"), f"axis {a} of {input_shape} has no size")
+        out.append(a % rank)
+    if len(set(out)) != len(out):
+        raise ConfigError((*loc, "axis"), f"names an axis twice: {given}")
+    if sorted(out) != [a % rank for a in sorted(given)]:
+        # Keras sorts the axes as given and shapes gamma in that order, which scrambles the
+        # weights when negative and positive axes are mixed.
+        raise ConfigError((*loc, "axis"), "mixes negative and positive axes; use one kind")
+    return sorted(out)
+
+
+class _Affine(Layer):
+    """Shared config of the layers with optional gamma (scale) and beta (center) weights."""
+
+    gamma: torch.Tensor
+    beta: torch.Tensor
+
+    def __init__(
+        self, *, name: str, config: Mapping[str, Any], loc: Loc, trainable: bool = True
+    ) -> None:
+        super().__init__(name=name, trainable=trainable)
+        require_null(config, _REG_KEYS, loc)
+        self.axis = read_axes(config, loc)
+        self.epsilon = get_float(config, "epsilon", loc, 1e-3, min_value=0.0, min_exclusive=True)
+        self.center = get_bool(config, "center", loc, True)
+        self.scale = get_bool(config, "scale", loc, True)
+        self.beta_config, self.beta_init = initializers.get(
+            config.get("beta_initializer") or "zeros", (*loc, "beta_initializer")
+        )
+        self.gamma_config, self.gamma_init = initializers.get(
+            config.get("gamma_initializer") or "ones", (*loc, "gamma_initializer")
+        )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
+        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
+        return cls(
+            name=name, config=config, loc=loc, trainable=get_bool(config, "trainable", loc, True)
+        )
+
+    def layer_config(self) -> dict[str, Any]:
+        return {
+            "axis": self.axis,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+            "beta_initializer": self.beta_config,
+            "gamma_initializer": self.gamma_config,
+            **dict.fromkeys(_REG_KEYS),
+        }
+
+    def add_affine(self, shape: tuple[int, ...], generator: torch.Generator) -> None:
+        if self.scale:
+            self.add_weight("gamma", self.gamma_init(shape, generator))
+        if self.center:
+            self.add_weight("beta", self.beta_init(shape, generator))
+
+    def affine(
+        self, x: torch.Tensor, mean: torch.Tensor, variance: torch.Tensor, shape: list[int]
+    ) -> torch.Tensor:
+        """Keras's `x * inv + res`, with `inv = rsqrt(var + eps) * gamma` and
+        `res = -mean * inv + beta`."""
+        inv = torch.rsqrt(variance + self.epsilon)
+        if self.scale:
+            inv = inv * self.gamma.reshape(shape)
+        res = -mean * inv
+        if self.center:
+            res = res + self.beta.reshape(shape)
+        return x * inv + res
+
+
+def _moments(x: torch.Tensor, dims: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.mean(x, dim=dims, keepdim=True)
+    return mean, torch.mean(torch.square(x), dim=dims, keepdim=True) - torch.square(mean)
+
+
+@LAYERS.register("LayerNormalization")
+class LayerNormalization(_Affine):
+    class_name = "LayerNormalization"
+    config_keys = ("axis", *_AFFINE_KEYS, "rms_scaling")
+
+    def __init__(
+        self, *, name: str, config: Mapping[str, Any], loc: Loc, trainable: bool = True
+    ) -> None:
+        super().__init__(name=name, config=config, loc=loc, trainable=trainable)
+        if get_bool(config, "rms_scaling", loc, False):
+            raise ConfigError((*loc, "rms_scaling"), "is deprecated in Keras and not supported")
+        self._axes: list[int] = []
+        self._trailing = True
+        self._broadcast: list[int] = []
+
+    def layer_config(self) -> dict[str, Any]:
+        return {**super().layer_config(), "rms_scaling": False}
+
+    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
+        self._axes = resolve_axes(self.axis, input_shape, loc)
+        rank = len(input_shape)
+        sizes = tuple(int(input_shape[a] or 0) for a in self._axes)
+        self._trailing = self._axes == list(range(rank - len(self._axes), rank))
+        self._broadcast = [int(input_shape[d] or 0) if d in self._axes else 1 for d in range(rank)]
+        self.add_affine(sizes, generator)
+        return input_shape
+
+    def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+        if self._trailing:
+            sizes = tuple(x.shape[a] for a in self._axes)
+            gamma = self.gamma if self.scale else None
+            beta = self.beta if self.center else None
+            return F.layer_norm(x, sizes, gamma, beta, self.epsilon)
+        mean, variance = _moments(x, self._axes)
+        return self.affine(x, mean, variance, self._broadcast)
+
+
+@LAYERS.register("GroupNormalization")
+class GroupNormalization(_Affine):
+    class_name = "GroupNormalization"
+    config_keys = ("groups", "axis", *_AFFINE_KEYS)
+
+    def __init__(
+        self, *, name: str, config: Mapping[str, Any], loc: Loc, trainable: bool = True
+    ) -> None:
+        super().__init__(name=name, config=config, loc=loc, trainable=trainable)
+        if not isinstance(self.axis, int):
+            raise ConfigError((*loc, "axis"), f"must be an integer, got {self.axis!r}")
+        self.groups = get_int(config, "groups", loc, 32, min_value=-1)
+        if self.groups == 0:
+            raise ConfigError((*loc, "groups"), "must be positive, or -1 for one per channel")
+        self._dim = 0
+        self._broadcast: list[int] = []
+        self._reduce: list[int] = []
+
+    def layer_config(self) -> dict[str, Any]:
+        return {"groups": self.groups, **super().layer_config()}
+
+    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
+        (axis,) = resolve_axes(self.axis, input_shape, loc)
+        dim = int(input_shape[axis] or 0)
+        if self.groups == -1:
+            self.groups = dim  # Keras resolves -1 at build time and writes the count back
+        if dim % self.groups != 0:
+            raise ConfigError(
+                (*loc, "groups"), f"{self.groups} groups do not divide the {dim} channels"
+            )
+        rank = len(input_shape)
+        self._dim = axis
+        self._broadcast = [1] * rank
+        self._broadcast[axis] = dim // self.groups
+        self._broadcast.insert(axis, self.groups)
+        self._reduce = [d for d in range(1, rank + 1) if d != axis]
+        self.add_affine((dim,), generator)
+        return input_shape
+
+    def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+        a = self._dim
+        shape = list(x.shape)
+        grouped = x.reshape([*shape[:a], self.groups, shape[a] // self.groups, *shape[a + 1 :]])
+        mean, variance = _moments(grouped, self._reduce)
+        return self.affine(grouped, mean, variance, self._broadcast).reshape(shape)
+
+
+@LAYERS.register("UnitNormalization")
+class UnitNormalization(Layer):
+    """`x * min(rsqrt(sum(x²)), 1e12)` over the axes, as Keras's `ops.normalize` (order 2)."""
+
+    class_name = "UnitNormalization"
+    config_keys = ("axis",)
+
+    def __init__(self, *, name: str, axis: int | list[int]) -> None:
+        super().__init__(name=name)
+        self.axis = axis
+        self._axes: list[int] = []
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
+        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
+        return cls(name=name, axis=read_axes(config, loc))
+
+    def layer_config(self) -> dict[str, Any]:
+        return {"axis": self.axis}
+
+    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
+        self._axes = resolve_axes(self.axis, input_shape, loc, sized=False)
+        return input_shape
+
+    def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+        square_sum = torch.sum(torch.square(x), dim=self._axes, keepdim=True)
+        return x * torch.rsqrt(square_sum).clamp_max(1e12)
