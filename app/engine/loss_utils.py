@@ -142,3 +142,23 @@ def check_axis(axis: int, out_shape: Shape, loc: Loc) -> None:
     rank = len(out_shape)
     if rank >= 2 and (not -rank <= axis < rank or axis % rank == 0):
         raise DataError(loc, f"the loss's axis {axis} is not a class axis of outputs {out_shape}")
+
+
+def check_unit_interval(y: np.ndarray, loc: Loc, what: str) -> None:
+    """Labels of a binary loss (probabilities of class 1) must lie in [0, 1]."""
+    if y.size and (y.min() < 0 or y.max() > 1):
+        raise DataError(
+            loc, f"{what} expects labels in [0, 1], received values from {y.min()} to {y.max()}"
+        )
+
+
+def one_hot_hint(y_shape: Shape, out_shape: Shape, sparse_loss: str | None = None) -> str:
+    """A hint for a one-hot loss given integer class labels (N,) or (N, 1) against (N, C)."""
+    if (
+        len(out_shape) >= 2
+        and out_shape[-1] > 1
+        and (len(y_shape) < len(out_shape) or y_shape[-1:] == (1,))
+    ):
+        sparse = f"; for integer class labels use {sparse_loss}" if sparse_loss else ""
+        return f" (one-hot){sparse}"
+    return ""

@@ -1,110 +1,76 @@
-"""Keras 3 losses on torch: the Loss base, the LOSSES registry, string resolution (`get`) and
-the loss classes with their per-sample formulas and label checks.
+"""Keras 3 losses on torch: string resolution (`get`), the squared/absolute error and
+crossentropy losses, and (re-exported) the Loss base, the LOSSES registry and every other loss.
 
 Formulas follow Keras's torch backend op for op (probability clipping to [1e-7, 1 - 1e-7],
 renormalisation of categorical probabilities, `squeeze_or_expand_to_same_rank`), so values match
-Keras to float32 rounding. The shape, reduction and label-check helpers they use live in
-`app.engine.loss_utils` (re-exported here). A new loss is a subclass with `fn`, `_check` and, if
-it has arguments, `hyperparameters` and `_parse`, registered under Keras's class name, function
-name and aliases.
+Keras to float32 rounding. The base class lives in `app.engine.loss_base`, the shape, reduction and
+label-check helpers in `app.engine.loss_utils`, the other regression losses in
+`app.engine.losses_regression` and the other probabilistic, hinge and segmentation losses in
+`app.engine.losses_probabilistic`; importing this module registers them all. A new loss is a
+subclass with `fn`, `_check` and, if it has arguments, `hyperparameters` and `_parse`, registered
+under Keras's class name, function name and aliases.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from app.engine.errors import ConfigError, DataError, Loc
+from app.engine.loss_base import EPSILON as EPSILON
+from app.engine.loss_base import LOSSES as LOSSES
+from app.engine.loss_base import REDUCTIONS as REDUCTIONS
+from app.engine.loss_base import Loss as Loss
 from app.engine.loss_utils import (
     Shape,
     check_axis,
-    check_float32_dtype,
     check_same_shape,
+    check_unit_interval,
     misfit,
-    numeric_labels,
+    one_hot_hint,
     pick_by_shape,
-    reduce_weighted_values,
     require_same_shape,
     same_rank_shapes,
-    squeeze_or_expand_to_same_rank,
 )
 from app.engine.loss_utils import divide_no_nan as divide_no_nan  # re-exported, still public
-from app.engine.params import get_bool, get_float, get_int, get_str
-from app.engine.registry import Registry, known_keys, set_hyperparameters
+from app.engine.loss_utils import (
+    reduce_weighted_values as reduce_weighted_values,
+)
+from app.engine.loss_utils import (
+    squeeze_or_expand_to_same_rank as squeeze_or_expand_to_same_rank,
+)
+
+# Importing the other loss modules registers their losses; their classes are public here too.
+from app.engine.losses_hinge import (  # noqa: F401
+    CategoricalHinge,
+    Hinge,
+    SquaredHinge,
+)
+from app.engine.losses_probabilistic import (  # noqa: F401
+    BinaryFocalCrossentropy,
+    CategoricalFocalCrossentropy,
+    KLDivergence,
+    Poisson,
+)
+from app.engine.losses_regression import (  # noqa: F401
+    CosineSimilarity,
+    Huber,
+    LogCosh,
+    MeanAbsolutePercentageError,
+    MeanSquaredLogarithmicError,
+)
+from app.engine.losses_segmentation import (  # noqa: F401
+    Dice,
+    Tversky,
+)
+from app.engine.params import get_bool, get_float, get_int
 from app.engine.scalars import scalar_like
 
 Tensor = torch.Tensor
-
-EPSILON = 1e-7  # keras.backend.epsilon()
-REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight")
-
-
-class Loss:
-    """A Keras loss: `call` gives per-sample values, `__call__` reduces them to a scalar."""
-
-    default_name: ClassVar[str]
-    hyperparameters: ClassVar[dict[str, Any]] = {}  # a subclass's own config keys and defaults
-    _also_accepted: ClassVar[tuple[str, ...]] = ()  # keys read by `_parse` but not kept
-
-    def __init__(
-        self, name: str | None = None, reduction: str = "sum_over_batch_size", **hyper: Any
-    ) -> None:
-        set_hyperparameters(self, self.hyperparameters, hyper)
-        self.name = name if name is not None else self.default_name
-        self.reduction = reduction
-
-    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
-        y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
-        return self.fn(y_true, y_pred)
-
-    def __call__(
-        self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None
-    ) -> Tensor:
-        values = self.call(y_true.to(torch.float32), y_pred.to(torch.float32))
-        return reduce_weighted_values(values, sample_weight, self.reduction)
-
-    def check_labels(self, y_true: np.ndarray, y_pred_shape: Shape, loc: Loc) -> None:
-        """DataError if `y_true` cannot be scored against outputs of `y_pred_shape` (the full
-        output shape; its batch dimension is ignored)."""
-        y = numeric_labels(np.asarray(y_true), loc)
-        # The output's batch dimension is whatever the model reports (often None).
-        out = tuple(y_pred_shape)
-        self._check(y, (y.shape[0], *out[1:]) if y.ndim and out else out, loc)
-
-    def _check(self, y: np.ndarray, out_shape: Shape, loc: Loc) -> None:
-        check_same_shape(y.shape, out_shape, loc)
-
-    def get_config(self) -> dict[str, Any]:
-        hyper = {key: getattr(self, key) for key in self.hyperparameters}
-        return {"name": self.name, "reduction": self.reduction, **hyper}
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        """Constructor arguments beyond name and reduction, read from `config`."""
-        return {}
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> Loss:
-        keys = ("name", "reduction", "dtype", *cls.hyperparameters, *cls._also_accepted)
-        config = known_keys(config, keys, loc)
-        check_float32_dtype(config, loc)
-        name = get_str(config, "name", loc, cls.default_name)
-        if config.get("reduction", "") in (None, "none"):
-            raise ConfigError(
-                (*loc, "reduction"), "reduction 'none' is not supported: training needs a scalar"
-            )
-        reduction = get_str(config, "reduction", loc, REDUCTIONS[0], choices=REDUCTIONS)
-        return cls(name=name, reduction=reduction, **cls._parse(config, loc))
-
-
-LOSSES: Registry[Loss] = Registry("loss")
 
 
 @LOSSES.register("MeanSquaredError", "mean_squared_error", "mse", "MSE")
@@ -157,12 +123,7 @@ class BinaryCrossentropy(_Crossentropy):
     def _check(self, y: np.ndarray, out_shape: Shape, loc: Loc) -> None:
         check_same_shape(y.shape, out_shape, loc)
         check_axis(self.axis, same_rank_shapes(y.shape, out_shape)[1], loc)
-        if y.size and (y.min() < 0 or y.max() > 1):
-            raise DataError(
-                loc,
-                f"binary crossentropy expects labels in [0, 1], received values from "
-                f"{y.min()} to {y.max()}",
-            )
+        check_unit_interval(y, loc, "binary crossentropy")
 
 
 @LOSSES.register("CategoricalCrossentropy", "categorical_crossentropy")
@@ -183,13 +144,7 @@ class CategoricalCrossentropy(_Crossentropy):
         return -torch.sum(y_true * log_prob, dim=self.axis)
 
     def _check(self, y: np.ndarray, out_shape: Shape, loc: Loc) -> None:
-        hint = ""
-        if (
-            len(out_shape) >= 2
-            and out_shape[-1] > 1
-            and (len(y.shape) < len(out_shape) or y.shape[-1:] == (1,))
-        ):
-            hint = " (one-hot); for integer class labels use sparse_categorical_crossentropy"
+        hint = one_hot_hint(y.shape, out_shape, "sparse_categorical_crossentropy")
         check_same_shape(y.shape, out_shape, loc, hint)
         check_axis(self.axis, same_rank_shapes(y.shape, out_shape)[1], loc)
 

@@ -1,0 +1,101 @@
+"""Keras's Embedding: a `(input_dim, output_dim)` table looked up by integer ids.
+
+Inputs reach the engine as float32, so ids are cast to integers as Keras does (truncating toward
+zero). An id outside `[0, input_dim)` is a DataError rather than a crashed lookup; Keras's torch
+backend would wrap negative ids around (`ops.take`), which is refused here as well. `input_dim` is
+capped at 2**24 so every valid id is exact in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from app.engine import initializers
+from app.engine.errors import ConfigError, DataError, Loc
+from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
+from app.engine.params import get_bool, get_int
+from app.engine.registry import known_keys
+
+MAX_INPUT_DIM = 1 << 24
+MAX_OUTPUT_DIM = 1 << 20
+
+
+@LAYERS.register("Embedding")
+class Embedding(Layer):
+    class_name = "Embedding"
+    config_keys = (
+        "input_dim", "output_dim", "embeddings_initializer", "embeddings_regularizer",
+        "activity_regularizer", "embeddings_constraint", "mask_zero", "input_length",
+        "lora_rank", "lora_alpha", "quantization_config",
+    )  # fmt: skip
+    embeddings: torch.Tensor
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        input_dim: int,
+        output_dim: int,
+        embeddings_initializer: Any = "uniform",
+        trainable: bool = True,
+        loc: Loc = (),
+    ) -> None:
+        super().__init__(name=name, trainable=trainable)
+        self.input_dim = input_dim
+        self.output_dim = output_dim
+        self.init_config, self.init = initializers.get(
+            embeddings_initializer, (*loc, "embeddings_initializer")
+        )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
+        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
+        require_null(
+            config,
+            ("embeddings_regularizer", "activity_regularizer", "embeddings_constraint",
+             "lora_rank", "quantization_config"),
+            loc,
+        )  # fmt: skip
+        if get_bool(config, "mask_zero", loc, False):
+            raise ConfigError((*loc, "mask_zero"), "is not supported yet; leave it false")
+        get_int(config, "input_length", loc, None, min_value=1)  # deprecated in Keras; unused
+        return cls(
+            name=name,
+            input_dim=get_int(config, "input_dim", loc, min_value=1, max_value=MAX_INPUT_DIM),
+            output_dim=get_int(config, "output_dim", loc, min_value=1, max_value=MAX_OUTPUT_DIM),
+            embeddings_initializer=config.get("embeddings_initializer") or "uniform",
+            trainable=get_bool(config, "trainable", loc, True),
+            loc=loc,
+        )
+
+    def layer_config(self) -> dict[str, Any]:
+        return {
+            "input_dim": self.input_dim,
+            "output_dim": self.output_dim,
+            "embeddings_initializer": self.init_config,
+            "embeddings_regularizer": None,
+            "activity_regularizer": None,
+            "embeddings_constraint": None,
+            "mask_zero": False,
+        }
+
+    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
+        shape = (self.input_dim, self.output_dim)
+        self.add_weight("embeddings", self.init(shape, generator))
+        return (*input_shape, self.output_dim)
+
+    def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+        if x.dtype.is_floating_point:
+            # Truncation toward zero maps (-1, input_dim) onto the valid ids, as Keras's cast does.
+            bad = torch.logical_or(x <= -1, x >= self.input_dim)
+            if bool(bad.any()):
+                raise DataError(
+                    ("x",), f"{self.name}: ids must be integers in [0, {self.input_dim})"
+                )
+        elif bool(torch.logical_or(x < 0, x >= self.input_dim).any()):
+            raise DataError(("x",), f"{self.name}: ids must be integers in [0, {self.input_dim})")
+        return F.embedding(x.to(torch.int64), self.embeddings)
