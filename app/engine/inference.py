@@ -38,6 +38,7 @@ def predict(
     )
     xa = to_array(x, (*loc, "x"))
     check_input_shape(xa, model.input_shape, (*loc, "x"))
+    model.check_input(xa, (*loc, "x"))
     bs = batch_size or DEFAULT_BATCH_SIZE
     if not 1 <= bs <= MAX_BATCH_SIZE:
         raise DataError((*loc, "batch_size"), f"must be in [1, {MAX_BATCH_SIZE}]")

@@ -179,6 +179,13 @@ class Sequential(nn.Module):
             x = layer(x, training)
         return x
 
+    def check_input(self, x: np.ndarray, loc: Loc) -> None:
+        """Raw inputs the first layer cannot take (ids out of range) are a DataError now,
+        not in the middle of a fit."""
+        first = self.layers[0] if len(self.layers) else None
+        if isinstance(first, Layer):
+            first.check_input(x, loc)
+
     def set_generator(self, generator: torch.Generator | None) -> None:
         """Random layers (Dropout) draw from this generator, so a seeded fit is reproducible."""
         for layer in self.layers:

@@ -87,6 +87,7 @@ class Trainer:
         ya = to_array(y, (*loc, "y"))
         sw = None if sample_weight is None else to_array(sample_weight, (*loc, "sample_weight"))
         check_input_shape(xa, self.model.input_shape, (*loc, "x"))
+        self.model.check_input(xa, (*loc, "x"))
         check_same_length([((*loc, "x"), xa), ((*loc, "y"), ya), ((*loc, "sample_weight"), sw)])
         if sw is not None:
             check_sample_weight(sw, (*loc, "sample_weight"))

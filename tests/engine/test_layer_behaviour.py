@@ -97,8 +97,9 @@ def test_out_of_range_ids_are_a_data_error(bad: float) -> None:
         model(torch.as_tensor(x))
     trainer = Trainer(model, CompileSpec.parse(SCCE), device=None)
     y = np.zeros((2,), dtype=np.float32)
-    with pytest.raises(DataError, match="ids must be integers"):
-        trainer.fit(x, y, args=FitArgs(batch_size=1, epochs=1, shuffle=False))
+    with pytest.raises(DataError, match="ids must be integers") as info:
+        trainer.plan_fit(x, y, args=FitArgs(batch_size=1, epochs=1, shuffle=False))
+    assert info.value.loc == ("x",)  # found while checking the request, before any training
 
 
 def _train(layer: tuple[str, dict[str, Any]], shape: list[int], seed: int) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -100,6 +101,10 @@ class Layer(nn.Module):
             else:
                 non_trainable += tensor.numel()
         return trainable, non_trainable
+
+    def check_input(self, x: np.ndarray, loc: Loc) -> None:
+        """For a first layer: refuse raw inputs it cannot take (a DataError at `loc`), before
+        any work starts."""
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
         raise NotImplementedError

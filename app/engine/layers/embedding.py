@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -87,6 +88,10 @@ class Embedding(Layer):
         shape = (self.input_dim, self.output_dim)
         self.add_weight("embeddings", self.init(shape, generator))
         return (*input_shape, self.output_dim)
+
+    def check_input(self, x: np.ndarray, loc: Loc) -> None:
+        if np.any(x <= -1) or np.any(x >= self.input_dim):
+            raise DataError(loc, f"{self.name}: ids must be integers in [0, {self.input_dim})")
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
         if x.dtype.is_floating_point:
