@@ -289,3 +289,10 @@ def get(identifier: Any, loc: Loc, *, y_true_shape: Shape, y_pred_shape: Shape) 
     if isinstance(identifier, str):
         metric.name = identifier
     return metric
+
+
+# The rest of Keras's metrics live in their own modules; importing them registers them in METRICS.
+from app.engine import metrics_auc as metrics_auc  # noqa: E402
+from app.engine import metrics_confusion as metrics_confusion  # noqa: E402
+from app.engine import metrics_probabilistic as metrics_probabilistic  # noqa: E402
+from app.engine import metrics_regression as metrics_regression  # noqa: E402

@@ -1,0 +1,275 @@
+"""Keras 3's probabilistic, hinge and top-k metrics on torch: running weighted means of Keras's
+per-sample functions (BinaryCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy,
+KLDivergence, Poisson, Hinge, SquaredHinge, CategoricalHinge, TopKCategoricalAccuracy,
+SparseTopKCategoricalAccuracy).
+
+The crossentropies reuse the engine's losses (same formulas as Keras's functions); the rest are
+written here op for op after Keras's functions. Labels and outputs are brought to the same rank
+first, as Keras's loss classes do (its bare functions would broadcast (N,) against (N, 1)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+
+from app.engine import loss_utils, losses
+from app.engine.errors import ConfigError, DataError, Loc
+from app.engine.metrics import METRICS, MeanMetricWrapper
+from app.engine.metrics_state import as_float
+from app.engine.params import get_bool, get_float, get_int
+from app.engine.scalars import scalar_like
+
+Tensor = torch.Tensor
+EPSILON = 1e-7
+
+
+def _aligned(y_true: Tensor, y_pred: Tensor) -> tuple[Tensor, Tensor]:
+    y_pred = as_float(y_pred)
+    return loss_utils.squeeze_or_expand_to_same_rank(y_true.to(y_pred.dtype), y_pred)
+
+
+class _CrossentropyMetric(MeanMetricWrapper):
+    direction = "down"
+    _extra_keys: ClassVar[tuple[str, ...]] = ("from_logits", "label_smoothing")
+
+    def __init__(
+        self, name: str | None = None, from_logits: bool = False, label_smoothing: float = 0
+    ) -> None:
+        super().__init__(name)
+        self.from_logits = from_logits
+        self.label_smoothing = label_smoothing
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing}
+
+    @classmethod
+    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
+        smoothing = get_float(config, "label_smoothing", loc, 0, min_value=0.0, max_value=1.0)
+        return {
+            "from_logits": get_bool(config, "from_logits", loc, False),
+            "label_smoothing": smoothing,
+        }
+
+    def _loss(self) -> losses.Loss:
+        raise NotImplementedError
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        y_pred = as_float(y_pred)
+        return self._loss().call(y_true.to(y_pred.dtype), y_pred)
+
+
+@METRICS.register("BinaryCrossentropy", "binary_crossentropy", "bce", "BCE")
+class BinaryCrossentropy(_CrossentropyMetric):
+    default_name = "binary_crossentropy"
+
+    def _loss(self) -> losses.Loss:
+        return losses.BinaryCrossentropy(
+            from_logits=self.from_logits, label_smoothing=self.label_smoothing
+        )
+
+
+@METRICS.register("CategoricalCrossentropy", "categorical_crossentropy")
+class CategoricalCrossentropy(_CrossentropyMetric):
+    default_name = "categorical_crossentropy"
+    _extra_keys = ("from_logits", "label_smoothing", "axis")
+
+    def __init__(
+        self,
+        name: str | None = None,
+        from_logits: bool = False,
+        label_smoothing: float = 0,
+        axis: int = -1,
+    ) -> None:
+        super().__init__(name, from_logits, label_smoothing)
+        self.axis = axis
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {**super()._extra_config(), "axis": self.axis}
+
+    @classmethod
+    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
+        return {**super()._parse(config, loc), "axis": get_int(config, "axis", loc, -1)}
+
+    def _loss(self) -> losses.Loss:
+        return losses.CategoricalCrossentropy(
+            from_logits=self.from_logits, label_smoothing=self.label_smoothing, axis=self.axis
+        )
+
+
+@METRICS.register("SparseCategoricalCrossentropy", "sparse_categorical_crossentropy")
+class SparseCategoricalCrossentropy(MeanMetricWrapper):
+    default_name = "sparse_categorical_crossentropy"
+    direction = "down"
+    _extra_keys = ("from_logits", "ignore_class", "axis")
+
+    def __init__(self, name: str | None = None, from_logits: bool = False) -> None:
+        super().__init__(name)
+        self.from_logits = from_logits
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {"from_logits": self.from_logits, "ignore_class": None, "axis": -1}
+
+    @classmethod
+    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
+        if config.get("ignore_class") is not None:
+            raise ConfigError((*loc, "ignore_class"), "ignore_class is not supported yet")
+        if get_int(config, "axis", loc, -1) != -1:
+            raise ConfigError((*loc, "axis"), "only axis -1 is supported yet")
+        return {"from_logits": get_bool(config, "from_logits", loc, False)}
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        loss = losses.SparseCategoricalCrossentropy(from_logits=self.from_logits)
+        return loss.fn(y_true, as_float(y_pred))
+
+
+@METRICS.register("KLDivergence", "kl_divergence")
+class KLDivergence(MeanMetricWrapper):
+    default_name = "kl_divergence"
+    direction = "down"
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        y_true, y_pred = _aligned(y_true, y_pred)
+        y_true = torch.clip(y_true, EPSILON, 1)
+        y_pred = torch.clip(y_pred, EPSILON, 1)
+        return torch.sum(y_true * torch.log(y_true / y_pred), dim=-1)
+
+
+@METRICS.register("Poisson", "poisson")
+class Poisson(MeanMetricWrapper):
+    default_name = "poisson"
+    direction = "down"
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        y_true, y_pred = _aligned(y_true, y_pred)
+        eps = scalar_like(EPSILON, y_pred)
+        return torch.mean(y_pred - y_true * torch.log(y_pred + eps), dim=-1)
+
+
+def _hinge_labels(y_true: Tensor) -> Tensor:
+    """Keras's `convert_binary_labels_to_hinge`: 0/1 labels become -1/1 when every label of the
+    batch is 0 or 1 (decided on the device, without a sync)."""
+    binary = torch.all((y_true == 0) | (y_true == 1))
+    return torch.where(binary, 2.0 * y_true - 1.0, y_true)
+
+
+@METRICS.register("Hinge", "hinge")
+class Hinge(MeanMetricWrapper):
+    default_name = "hinge"
+    direction = "down"
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        y_true, y_pred = _aligned(y_true, y_pred)
+        margin = 1.0 - _hinge_labels(y_true) * y_pred
+        return torch.mean(torch.maximum(margin, scalar_like(0.0, margin)), dim=-1)
+
+
+@METRICS.register("SquaredHinge", "squared_hinge")
+class SquaredHinge(MeanMetricWrapper):
+    default_name = "squared_hinge"
+    direction = "down"
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        y_true, y_pred = _aligned(y_true, y_pred)
+        margin = 1.0 - _hinge_labels(y_true) * y_pred
+        return torch.mean(torch.square(torch.maximum(margin, scalar_like(0.0, margin))), dim=-1)
+
+
+@METRICS.register("CategoricalHinge", "categorical_hinge")
+class CategoricalHinge(MeanMetricWrapper):
+    default_name = "categorical_hinge"
+    direction = "down"
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        y_true, y_pred = _aligned(y_true, y_pred)
+        pos = torch.sum(y_true * y_pred, dim=-1)
+        neg = torch.amax((1.0 - y_true) * y_pred, dim=-1)
+        return torch.maximum(neg - pos + 1.0, scalar_like(0.0, pos))
+
+
+def _in_top_k(targets: Tensor, predictions: Tensor, k: int) -> Tensor:
+    """Keras's `in_top_k`: the target's score is at least the k-th largest (ties count)."""
+    if not 1 <= k <= predictions.shape[-1]:
+        raise DataError(("y_pred",), f"k={k} needs at least k classes, got {predictions.shape}")
+    top = torch.topk(predictions, k).values
+    target_values = torch.take_along_dim(predictions, targets.to(torch.int64)[:, None], dim=-1)
+    return torch.any(target_values >= top, dim=-1)
+
+
+class _TopK(MeanMetricWrapper):
+    direction = "up"
+    _extra_keys: ClassVar[tuple[str, ...]] = ("k",)
+
+    def __init__(self, name: str | None = None, k: int = 5) -> None:
+        super().__init__(name)
+        self.k = k
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {"k": self.k}
+
+    @classmethod
+    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
+        return {"k": get_int(config, "k", loc, 5, min_value=1)}
+
+    def _matches(self, labels: Tensor, y_pred: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _top_k(self, labels: Tensor, y_pred: Tensor) -> Tensor:
+        shape = labels.shape
+        if y_pred.dim() > 2:
+            y_pred = y_pred.reshape(-1, y_pred.shape[-1])
+        if labels.dim() > 1:
+            labels = labels.reshape(-1)
+        if y_pred.dim() != 2 or labels.shape[0] != y_pred.shape[0]:
+            raise DataError(
+                ("y_pred",),
+                f"labels {tuple(shape)} do not fit top-k scores of shape {tuple(y_pred.shape)}",
+            )
+        return self._matches(labels, y_pred).to(torch.float32).reshape(shape)
+
+
+@METRICS.register("TopKCategoricalAccuracy", "top_k_categorical_accuracy")
+class TopKCategoricalAccuracy(_TopK):
+    default_name = "top_k_categorical_accuracy"
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        y_pred = as_float(y_pred)
+        return self._top_k(torch.argmax(y_true.to(y_pred.dtype), dim=-1), y_pred)
+
+    def _matches(self, labels: Tensor, y_pred: Tensor) -> Tensor:
+        return _in_top_k(labels, y_pred, self.k)
+
+
+@METRICS.register("SparseTopKCategoricalAccuracy", "sparse_top_k_categorical_accuracy")
+class SparseTopKCategoricalAccuracy(_TopK):
+    """Integer labels in the top k scores; with `from_sorted_ids`, `y_pred` already holds class
+    ids sorted by score (its first k columns are the top k)."""
+
+    default_name = "sparse_top_k_categorical_accuracy"
+    _extra_keys = ("k", "from_sorted_ids")
+
+    def __init__(self, name: str | None = None, k: int = 5, from_sorted_ids: bool = False) -> None:
+        super().__init__(name, k)
+        self.from_sorted_ids = from_sorted_ids
+
+    def _extra_config(self) -> dict[str, Any]:
+        # Keras writes from_sorted_ids only when it is set.
+        return {"k": self.k, **({"from_sorted_ids": True} if self.from_sorted_ids else {})}
+
+    @classmethod
+    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
+        sorted_ids = get_bool(config, "from_sorted_ids", loc, False)
+        return {**super()._parse(config, loc), "from_sorted_ids": sorted_ids}
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        y_pred = as_float(y_pred)
+        # Keras casts labels to int32 (truncating), or to the ids' dtype when they are sorted ids.
+        labels = y_true.to(y_pred.dtype) if self.from_sorted_ids else y_true.to(torch.int32)
+        return self._top_k(labels, y_pred)
+
+    def _matches(self, labels: Tensor, y_pred: Tensor) -> Tensor:
+        if self.from_sorted_ids:
+            return torch.any(labels[:, None] == y_pred[:, : self.k], dim=1)
+        return _in_top_k(labels, y_pred, self.k)

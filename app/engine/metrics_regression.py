@@ -1,0 +1,209 @@
+"""Keras 3's regression metrics on torch: RootMeanSquaredError, MeanAbsolutePercentageError,
+MeanSquaredLogarithmicError, CosineSimilarity (positive: 1 is a perfect match), LogCoshError (named
+"logcosh", as in Keras) and R2Score.
+
+Per-sample formulas follow Keras's loss functions op for op (its epsilon as a float32 tensor);
+labels and outputs are first brought to the same rank with `squeeze_or_expand_to_same_rank`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from app.engine import loss_utils
+from app.engine.errors import ConfigError, DataError, Loc
+from app.engine.metrics import METRICS, MeanMetricWrapper
+from app.engine.metrics_state import StateMetric, as_float, weight_tensor
+from app.engine.params import get_int, get_str
+from app.engine.scalars import scalar_like
+
+Tensor = torch.Tensor
+EPSILON = 1e-7
+
+
+def _aligned(y_true: Tensor, y_pred: Tensor) -> tuple[Tensor, Tensor]:
+    y_pred = as_float(y_pred)
+    return loss_utils.squeeze_or_expand_to_same_rank(y_true.to(y_pred.dtype), y_pred)
+
+
+@METRICS.register("RootMeanSquaredError", "root_mean_squared_error")
+class RootMeanSquaredError(MeanMetricWrapper):
+    """sqrt of the running weighted mean of squared errors (the root taken at `result`)."""
+
+    default_name = "root_mean_squared_error"
+    direction = "down"
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        y_true, y_pred = _aligned(y_true, y_pred)
+        return torch.square(y_pred - y_true)
+
+    def result(self) -> Tensor:
+        return torch.sqrt(super().result())
+
+
+@METRICS.register("MeanAbsolutePercentageError", "mean_absolute_percentage_error", "mape", "MAPE")
+class MeanAbsolutePercentageError(MeanMetricWrapper):
+    default_name = "mean_absolute_percentage_error"
+    direction = "down"
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        y_true, y_pred = _aligned(y_true, y_pred)
+        eps = scalar_like(EPSILON, y_pred)
+        diff = torch.abs((y_true - y_pred) / torch.maximum(torch.abs(y_true), eps))
+        return 100.0 * torch.mean(diff, dim=-1)
+
+
+@METRICS.register("MeanSquaredLogarithmicError", "mean_squared_logarithmic_error", "msle", "MSLE")
+class MeanSquaredLogarithmicError(MeanMetricWrapper):
+    default_name = "mean_squared_logarithmic_error"
+    direction = "down"
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        y_true, y_pred = _aligned(y_true, y_pred)
+        eps = scalar_like(EPSILON, y_pred)
+        first = torch.log(torch.maximum(y_pred, eps) + 1.0)
+        second = torch.log(torch.maximum(y_true, eps) + 1.0)
+        return torch.mean(torch.square(first - second), dim=-1)
+
+
+def l2_normalize(x: Tensor, axis: int) -> Tensor:
+    """Keras's `normalize`: x * min(rsqrt(sum(x^2)), 1/epsilon)."""
+    inv_norm = torch.rsqrt(torch.sum(torch.square(x), dim=axis, keepdim=True))
+    return x * torch.minimum(inv_norm, scalar_like(1.0 / EPSILON, x))
+
+
+@METRICS.register("CosineSimilarity", "cosine_similarity")
+class CosineSimilarity(MeanMetricWrapper):
+    """Mean cosine similarity along `axis` (Keras keeps `axis` out of its config)."""
+
+    default_name = "cosine_similarity"
+    direction = "up"
+    _extra_keys = ("axis",)
+
+    def __init__(self, name: str | None = None, axis: int = -1) -> None:
+        super().__init__(name)
+        self.axis = axis
+
+    @classmethod
+    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
+        return {"axis": get_int(config, "axis", loc, -1)}
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        y_true, y_pred = _aligned(y_true, y_pred)
+        if y_pred.dim() == 0 or not -y_pred.dim() <= self.axis < y_pred.dim():
+            raise DataError(("y_pred",), f"axis {self.axis} is out of range for {y_pred.shape}")
+        y_pred = l2_normalize(y_pred, self.axis)
+        y_true = l2_normalize(y_true, self.axis)
+        return torch.sum(y_true * y_pred, dim=self.axis)
+
+
+@METRICS.register("LogCoshError", "log_cosh_error")
+class LogCoshError(MeanMetricWrapper):
+    """Mean of log(cosh(error)); Keras names it "logcosh" (though the string "logcosh" is not
+    one of its metric identifiers)."""
+
+    default_name = "logcosh"
+    direction = "down"
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        y_true, y_pred = _aligned(y_true, y_pred)
+        log2 = torch.log(scalar_like(2.0, y_pred))
+        x = y_pred - y_true
+        return torch.mean(x + F.softplus(x * -2.0) - log2, dim=-1)
+
+
+_AGGREGATIONS = ("uniform_average", "variance_weighted_average")
+
+
+@METRICS.register("R2Score", "r2_score")
+class R2Score(StateMetric):
+    """Coefficient of determination over all samples seen, per output column, then averaged
+    (`uniform_average`) or weighted by the columns' variances; adjusted for `num_regressors`
+    when there are enough values (Keras counts every label value, not every row). Inputs are
+    (batch, columns). `class_aggregation=None` (a per-column vector) is not supported."""
+
+    default_name = "r2_score"
+    direction = "up"
+    _extra_keys = ("class_aggregation", "num_regressors")
+
+    def __init__(
+        self,
+        name: str | None = None,
+        class_aggregation: str = "uniform_average",
+        num_regressors: int = 0,
+    ) -> None:
+        super().__init__(name)
+        self.class_aggregation = class_aggregation
+        self.num_regressors = num_regressors
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {"class_aggregation": self.class_aggregation, "num_regressors": self.num_regressors}
+
+    @classmethod
+    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
+        if "class_aggregation" in config and config["class_aggregation"] is None:
+            raise ConfigError(
+                (*loc, "class_aggregation"),
+                "None (one score per column) is not supported: the training log holds one "
+                f"number per metric; use one of {list(_AGGREGATIONS)}",
+            )
+        aggregation = get_str(
+            config, "class_aggregation", loc, "uniform_average", choices=_AGGREGATIONS
+        )
+        regressors = get_int(config, "num_regressors", loc, 0, min_value=0)
+        return {"class_aggregation": aggregation, "num_regressors": regressors}
+
+    def update_state(
+        self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None
+    ) -> None:
+        with torch.no_grad():
+            y_true, y_pred = _aligned(y_true.detach(), y_pred.detach())
+            if y_true.dim() != 2 or y_pred.dim() != 2 or y_true.shape != y_pred.shape:
+                raise DataError(
+                    ("y_pred",),
+                    "R2Score expects labels and outputs of shape (batch, columns), got "
+                    f"{tuple(y_true.shape)} and {tuple(y_pred.shape)}",
+                )
+            cols = (y_pred.shape[-1],)
+            shapes = {"sum": cols, "squared_sum": cols, "residual": cols, "count": cols,
+                      "num_samples": ()}  # fmt: skip
+            state = self._state(y_pred.device, shapes)
+            weight = weight_tensor(sample_weight, y_pred)
+            if weight is None:
+                weight = scalar_like(1.0, y_pred)
+            if weight.dim() == 1:
+                weight = weight.unsqueeze(1)
+            try:
+                weight = torch.broadcast_to(weight, y_true.shape)
+            except RuntimeError:
+                raise DataError(
+                    ("sample_weight",),
+                    f"shape {tuple(weight.shape)} does not fit labels {tuple(y_true.shape)}",
+                ) from None
+            weighted = y_true * weight
+            state["sum"].add_(torch.sum(weighted, dim=0))
+            state["squared_sum"].add_(torch.sum(y_true * weighted, dim=0))
+            state["residual"].add_(torch.sum((y_true - y_pred) ** 2 * weight, dim=0))
+            state["count"].add_(torch.sum(weight, dim=0))
+            state["num_samples"].add_(float(y_true.numel()))
+
+    def _result(self, state: dict[str, Tensor]) -> Tensor:
+        mean = state["sum"] / state["count"]
+        total = state["squared_sum"] - state["sum"] * mean
+        raw = 1 - (state["residual"] / total)
+        raw = torch.where(torch.isinf(raw), scalar_like(0.0, raw), raw)
+        if self.class_aggregation == "uniform_average":
+            score = torch.mean(raw)
+        else:
+            score = torch.sum(total * raw) / torch.sum(total)
+        if self.num_regressors == 0:
+            return score
+        n = state["num_samples"]
+        p = scalar_like(float(self.num_regressors), n)
+        adjusted = 1.0 - ((1.0 - score) * (n - 1.0)) / ((n - p) - 1.0)
+        # Keras falls back to the plain score (with a warning) unless p < n - 1.
+        return torch.where(p < n - 1.0, adjusted, score)
