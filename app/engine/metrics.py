@@ -249,24 +249,28 @@ class SparseCategoricalAccuracy(MeanMetricWrapper):
         return matches.squeeze(-1) if matches.dim() > 1 and matches.shape[-1] == 1 else matches
 
 
-class _LossMetric(MeanMetricWrapper):
-    """A metric that averages a loss's per-sample values (labels cast to the output dtype)."""
+class LossMetric(MeanMetricWrapper):
+    """Averages a loss class's `call` (labels cast to the output dtype, ranks aligned), as Keras's
+    metrics wrap its loss functions; a metric with arguments overrides `_loss` to pass them on."""
 
     direction = "down"
     loss: ClassVar[Callable[[], losses.Loss]]
 
+    def _loss(self) -> losses.Loss:
+        return type(self).loss()
+
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
-        return type(self).loss().call(y_true.to(y_pred.dtype), y_pred)
+        return self._loss().call(y_true.to(y_pred.dtype), y_pred)
 
 
 @METRICS.register("MeanSquaredError", "mean_squared_error", "mse", "MSE")
-class MeanSquaredError(_LossMetric):
+class MeanSquaredError(LossMetric):
     default_name = "mean_squared_error"
     loss = losses.MeanSquaredError
 
 
 @METRICS.register("MeanAbsoluteError", "mean_absolute_error", "mae", "MAE")
-class MeanAbsoluteError(_LossMetric):
+class MeanAbsoluteError(LossMetric):
     default_name = "mean_absolute_error"
     loss = losses.MeanAbsoluteError
 

@@ -3,9 +3,9 @@ per-sample functions (BinaryCrossentropy, CategoricalCrossentropy, SparseCategor
 KLDivergence, Poisson, Hinge, SquaredHinge, CategoricalHinge, TopKCategoricalAccuracy,
 SparseTopKCategoricalAccuracy).
 
-The crossentropies reuse the engine's losses (same formulas as Keras's functions); the rest are
-written here op for op after Keras's functions. Labels and outputs are brought to the same rank
-first, as Keras's loss classes do (its bare functions would broadcast (N,) against (N, 1)).
+Keras's metrics here wrap its loss functions, so all but top-k average the engine's losses' `call`
+(`Float32LossMetric`), which brings labels and outputs to the same rank first, as Keras's loss
+classes do (its bare functions would broadcast (N,) against (N, 1)).
 """
 
 from __future__ import annotations
@@ -15,24 +15,18 @@ from typing import Any, ClassVar
 
 import torch
 
-from app.engine import loss_utils, losses
-from app.engine.errors import ConfigError, DataError, Loc
+from app.engine import losses
+from app.engine.errors import DataError, Loc
+from app.engine.loss_base import EPSILON as EPSILON
 from app.engine.metrics import METRICS, MeanMetricWrapper
+from app.engine.metrics_regression import Float32LossMetric
 from app.engine.metrics_state import as_float
 from app.engine.params import get_bool, get_float, get_int
-from app.engine.scalars import scalar_like
 
 Tensor = torch.Tensor
-EPSILON = 1e-7
 
 
-def _aligned(y_true: Tensor, y_pred: Tensor) -> tuple[Tensor, Tensor]:
-    y_pred = as_float(y_pred)
-    return loss_utils.squeeze_or_expand_to_same_rank(y_true.to(y_pred.dtype), y_pred)
-
-
-class _CrossentropyMetric(MeanMetricWrapper):
-    direction = "down"
+class _CrossentropyMetric(Float32LossMetric):
     _extra_keys: ClassVar[tuple[str, ...]] = ("from_logits", "label_smoothing")
 
     def __init__(
@@ -52,13 +46,6 @@ class _CrossentropyMetric(MeanMetricWrapper):
             "from_logits": get_bool(config, "from_logits", loc, False),
             "label_smoothing": smoothing,
         }
-
-    def _loss(self) -> losses.Loss:
-        raise NotImplementedError
-
-    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
-        y_pred = as_float(y_pred)
-        return self._loss().call(y_true.to(y_pred.dtype), y_pred)
 
 
 @METRICS.register("BinaryCrossentropy", "binary_crossentropy", "bce", "BCE")
@@ -114,79 +101,43 @@ class SparseCategoricalCrossentropy(MeanMetricWrapper):
 
     @classmethod
     def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        if config.get("ignore_class") is not None:
-            raise ConfigError((*loc, "ignore_class"), "ignore_class is not supported yet")
-        if get_int(config, "axis", loc, -1) != -1:
-            raise ConfigError((*loc, "axis"), "only axis -1 is supported yet")
-        return {"from_logits": get_bool(config, "from_logits", loc, False)}
+        # The loss's keys and limits (ignore_class unset, axis -1): both give {"from_logits"}.
+        return losses.SparseCategoricalCrossentropy._parse(config, loc)
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        # Keras's metric wraps the bare function (no loss-class rank alignment): `fn`, not `call`.
         loss = losses.SparseCategoricalCrossentropy(from_logits=self.from_logits)
         return loss.fn(y_true, as_float(y_pred))
 
 
 @METRICS.register("KLDivergence", "kl_divergence")
-class KLDivergence(MeanMetricWrapper):
+class KLDivergence(Float32LossMetric):
     default_name = "kl_divergence"
-    direction = "down"
-
-    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
-        y_true, y_pred = _aligned(y_true, y_pred)
-        y_true = torch.clip(y_true, EPSILON, 1)
-        y_pred = torch.clip(y_pred, EPSILON, 1)
-        return torch.sum(y_true * torch.log(y_true / y_pred), dim=-1)
+    loss = losses.KLDivergence
 
 
 @METRICS.register("Poisson", "poisson")
-class Poisson(MeanMetricWrapper):
+class Poisson(Float32LossMetric):
     default_name = "poisson"
-    direction = "down"
-
-    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
-        y_true, y_pred = _aligned(y_true, y_pred)
-        eps = scalar_like(EPSILON, y_pred)
-        return torch.mean(y_pred - y_true * torch.log(y_pred + eps), dim=-1)
-
-
-def _hinge_labels(y_true: Tensor) -> Tensor:
-    """Keras's `convert_binary_labels_to_hinge`: 0/1 labels become -1/1 when every label of the
-    batch is 0 or 1 (decided on the device, without a sync)."""
-    binary = torch.all((y_true == 0) | (y_true == 1))
-    return torch.where(binary, 2.0 * y_true - 1.0, y_true)
+    loss = losses.Poisson
 
 
 @METRICS.register("Hinge", "hinge")
-class Hinge(MeanMetricWrapper):
+class Hinge(Float32LossMetric):
     default_name = "hinge"
-    direction = "down"
-
-    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
-        y_true, y_pred = _aligned(y_true, y_pred)
-        margin = 1.0 - _hinge_labels(y_true) * y_pred
-        return torch.mean(torch.maximum(margin, scalar_like(0.0, margin)), dim=-1)
+    loss = losses.Hinge
 
 
 @METRICS.register("SquaredHinge", "squared_hinge")
-class SquaredHinge(MeanMetricWrapper):
+class SquaredHinge(Float32LossMetric):
     default_name = "squared_hinge"
-    direction = "down"
-
-    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
-        y_true, y_pred = _aligned(y_true, y_pred)
-        margin = 1.0 - _hinge_labels(y_true) * y_pred
-        return torch.mean(torch.square(torch.maximum(margin, scalar_like(0.0, margin))), dim=-1)
+    loss = losses.SquaredHinge
 
 
 @METRICS.register("CategoricalHinge", "categorical_hinge")
-class CategoricalHinge(MeanMetricWrapper):
+class CategoricalHinge(Float32LossMetric):
     default_name = "categorical_hinge"
-    direction = "down"
-
-    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
-        y_true, y_pred = _aligned(y_true, y_pred)
-        pos = torch.sum(y_true * y_pred, dim=-1)
-        neg = torch.amax((1.0 - y_true) * y_pred, dim=-1)
-        return torch.maximum(neg - pos + 1.0, scalar_like(0.0, pos))
+    loss = losses.CategoricalHinge
 
 
 def _in_top_k(targets: Tensor, predictions: Tensor, k: int) -> Tensor:

@@ -2,8 +2,9 @@
 MeanSquaredLogarithmicError, CosineSimilarity (positive: 1 is a perfect match), LogCoshError (named
 "logcosh", as in Keras) and R2Score.
 
-Per-sample formulas follow Keras's loss functions op for op (its epsilon as a float32 tensor);
-labels and outputs are first brought to the same rank with `squeeze_or_expand_to_same_rank`.
+MAPE, MSLE and log-cosh are Keras's loss functions, so these metrics average the engine's losses'
+`call` (`Float32LossMetric`); RMSE, CosineSimilarity and R2 are Keras's own metric code. Labels
+and outputs are first brought to the same rank with `squeeze_or_expand_to_same_rank`.
 """
 
 from __future__ import annotations
@@ -12,17 +13,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from app.engine import loss_utils
+from app.engine import loss_utils, losses
 from app.engine.errors import ConfigError, DataError, Loc
-from app.engine.metrics import METRICS, MeanMetricWrapper
+from app.engine.loss_base import EPSILON as EPSILON
+from app.engine.losses_regression import l2_normalize
+from app.engine.metrics import METRICS, LossMetric, MeanMetricWrapper
 from app.engine.metrics_state import StateMetric, as_float, weight_tensor
 from app.engine.params import get_int, get_str
 from app.engine.scalars import scalar_like
 
 Tensor = torch.Tensor
-EPSILON = 1e-7
 
 
 def _aligned(y_true: Tensor, y_pred: Tensor) -> tuple[Tensor, Tensor]:
@@ -30,9 +31,18 @@ def _aligned(y_true: Tensor, y_pred: Tensor) -> tuple[Tensor, Tensor]:
     return loss_utils.squeeze_or_expand_to_same_rank(y_true.to(y_pred.dtype), y_pred)
 
 
+class Float32LossMetric(LossMetric):
+    """A LossMetric whose outputs are cast to float32 first (and the labels to float32 with them),
+    as these metrics always did."""
+
+    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        return super().fn(y_true, as_float(y_pred))
+
+
 @METRICS.register("RootMeanSquaredError", "root_mean_squared_error")
 class RootMeanSquaredError(MeanMetricWrapper):
-    """sqrt of the running weighted mean of squared errors (the root taken at `result`)."""
+    """sqrt of the running weighted mean of squared errors (the root taken at `result`). Keras
+    squares the errors itself, not through mean_squared_error: no mean over the last axis."""
 
     default_name = "root_mean_squared_error"
     direction = "down"
@@ -46,39 +56,21 @@ class RootMeanSquaredError(MeanMetricWrapper):
 
 
 @METRICS.register("MeanAbsolutePercentageError", "mean_absolute_percentage_error", "mape", "MAPE")
-class MeanAbsolutePercentageError(MeanMetricWrapper):
+class MeanAbsolutePercentageError(Float32LossMetric):
     default_name = "mean_absolute_percentage_error"
-    direction = "down"
-
-    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
-        y_true, y_pred = _aligned(y_true, y_pred)
-        eps = scalar_like(EPSILON, y_pred)
-        diff = torch.abs((y_true - y_pred) / torch.maximum(torch.abs(y_true), eps))
-        return 100.0 * torch.mean(diff, dim=-1)
+    loss = losses.MeanAbsolutePercentageError
 
 
 @METRICS.register("MeanSquaredLogarithmicError", "mean_squared_logarithmic_error", "msle", "MSLE")
-class MeanSquaredLogarithmicError(MeanMetricWrapper):
+class MeanSquaredLogarithmicError(Float32LossMetric):
     default_name = "mean_squared_logarithmic_error"
-    direction = "down"
-
-    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
-        y_true, y_pred = _aligned(y_true, y_pred)
-        eps = scalar_like(EPSILON, y_pred)
-        first = torch.log(torch.maximum(y_pred, eps) + 1.0)
-        second = torch.log(torch.maximum(y_true, eps) + 1.0)
-        return torch.mean(torch.square(first - second), dim=-1)
-
-
-def l2_normalize(x: Tensor, axis: int) -> Tensor:
-    """Keras's `normalize`: x * min(rsqrt(sum(x^2)), 1/epsilon)."""
-    inv_norm = torch.rsqrt(torch.sum(torch.square(x), dim=axis, keepdim=True))
-    return x * torch.minimum(inv_norm, scalar_like(1.0 / EPSILON, x))
+    loss = losses.MeanSquaredLogarithmicError
 
 
 @METRICS.register("CosineSimilarity", "cosine_similarity")
 class CosineSimilarity(MeanMetricWrapper):
-    """Mean cosine similarity along `axis` (Keras keeps `axis` out of its config)."""
+    """Mean cosine similarity along `axis` (Keras keeps `axis` out of its config). Keras's metric
+    has its own function (the loss is the *negative* cosine); both normalise with `l2_normalize`."""
 
     default_name = "cosine_similarity"
     direction = "up"
@@ -102,18 +94,12 @@ class CosineSimilarity(MeanMetricWrapper):
 
 
 @METRICS.register("LogCoshError", "log_cosh_error")
-class LogCoshError(MeanMetricWrapper):
+class LogCoshError(Float32LossMetric):
     """Mean of log(cosh(error)); Keras names it "logcosh" (though the string "logcosh" is not
     one of its metric identifiers)."""
 
     default_name = "logcosh"
-    direction = "down"
-
-    def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
-        y_true, y_pred = _aligned(y_true, y_pred)
-        log2 = torch.log(scalar_like(2.0, y_pred))
-        x = y_pred - y_true
-        return torch.mean(x + F.softplus(x * -2.0) - log2, dim=-1)
+    loss = losses.LogCosh
 
 
 _AGGREGATIONS = ("uniform_average", "variance_weighted_average")
