@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from app.engine import activations, initializers
 from app.engine.errors import ConfigError, Loc
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
 from app.engine.layers.spatial import (
@@ -84,14 +83,7 @@ class _Conv(Layer):
         self.data_format = data_format
         self.dilation_rate = dilation_rate
         self.groups = groups
-        self.activation_name, self.activation = activations.get(activation, (*loc, "activation"))
-        self.use_bias = use_bias
-        self.kernel_init_config, self.kernel_init = initializers.get(
-            kernel_initializer, (*loc, "kernel_initializer")
-        )
-        self.bias_init_config, self.bias_init = initializers.get(
-            bias_initializer, (*loc, "bias_initializer")
-        )
+        self.set_kernel_options(activation, use_bias, kernel_initializer, bias_initializer, loc)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:

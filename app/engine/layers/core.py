@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from app.engine import activations, initializers
+from app.engine import activations
 from app.engine.errors import ConfigError, Loc
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
 from app.engine.params import get_bool, get_float, get_int, get_str
@@ -42,14 +42,7 @@ class Dense(Layer):
     ) -> None:
         super().__init__(name=name, trainable=trainable)
         self.units = units
-        self.activation_name, self.activation = activations.get(activation, (*loc, "activation"))
-        self.use_bias = use_bias
-        self.kernel_init_config, self.kernel_init = initializers.get(
-            kernel_initializer, (*loc, "kernel_initializer")
-        )
-        self.bias_init_config, self.bias_init = initializers.get(
-            bias_initializer, (*loc, "bias_initializer")
-        )
+        self.set_kernel_options(activation, use_bias, kernel_initializer, bias_initializer, loc)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
