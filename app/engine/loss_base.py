@@ -56,9 +56,15 @@ class Loss:
         return self.fn(y_true, y_pred)
 
     def __call__(
-        self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None
+        self,
+        y_true: Tensor,
+        y_pred: Tensor,
+        sample_weight: Tensor | None = None,
+        mask: Tensor | None = None,
     ) -> Tensor:
         values = self.call(y_true.to(torch.float32), y_pred.to(torch.float32))
+        if mask is not None:
+            raise NotImplementedError("loss masks")  # filled in with mask propagation
         return reduce_weighted_values(values, sample_weight, self.reduction)
 
     def check_labels(self, y_true: np.ndarray, y_pred_shape: Shape, loc: Loc) -> None:

@@ -175,9 +175,31 @@ class Sequential(nn.Module):
         return model
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+        return self.forward_with_mask(x, training)[0]
+
+    def forward_with_mask(
+        self, x: torch.Tensor, training: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The output and its Keras mask (from Masking or Embedding(mask_zero), carried through
+        the layers that support masking), which the loss and metrics apply."""
+        mask: torch.Tensor | None = None
         for layer in self.layers:
-            x = layer(x, training)
-        return x
+            assert isinstance(layer, Layer)
+            x, mask = layer.call_masked(x, mask, training)
+        return x, mask
+
+    def added_losses(self) -> torch.Tensor | None:
+        """The sum of every layer's added losses (regularization), or None when there are
+        none."""
+        terms = [t for layer in self._layer_list() for t in layer.added_losses()]
+        return torch.stack(terms).sum() if terms else None
+
+    def apply_constraints(self) -> None:
+        for layer in self._layer_list():
+            layer.apply_constraints()
+
+    def _layer_list(self) -> list[Layer]:
+        return [layer for layer in self.layers if isinstance(layer, Layer)]
 
     def check_input(self, x: np.ndarray, loc: Loc) -> None:
         """Raw inputs the first layer cannot take (ids out of range) are a DataError now,

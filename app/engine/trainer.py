@@ -161,14 +161,25 @@ class Trainer:
         values = torch.stack([m.result().float() for m in ms]).tolist()
         return dict(sorted(zip((m.name for m in ms), values, strict=True)))
 
-    def _train_step(self, batch: Arrays, params: list[torch.nn.Parameter]) -> None:
+    def _forward_loss(self, batch: Arrays, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's output and the batch's total loss: the compiled loss (masked by the
+        output's Keras mask, if any) plus the layers' added losses (regularization)."""
         assert self.loss is not None and batch.y is not None
-        y_pred = self.model(batch.x, training=True)
-        loss = self.loss(batch.y, y_pred, batch.sample_weight)
+        y_pred, mask = self.model.forward_with_mask(batch.x, training)
+        if mask is None:
+            loss = self.loss(batch.y, y_pred, batch.sample_weight)
+        else:
+            loss = self.loss(batch.y, y_pred, batch.sample_weight, mask=mask)
+        added = self.model.added_losses()
+        return y_pred, loss if added is None else loss + added
+
+    def _train_step(self, batch: Arrays, params: list[torch.nn.Parameter]) -> None:
+        y_pred, loss = self._forward_loss(batch, training=True)
         for p in params:
             p.grad = None
         loss.backward()
         self.optimizer.step()
+        self.model.apply_constraints()
         self._update(batch, y_pred.detach(), loss.detach())
 
     def _test_loop(self, data: Arrays, batch_size: int, callbacks: Callback) -> dict[str, float]:
@@ -179,9 +190,8 @@ class Trainer:
         with torch.no_grad():
             for lo in range(0, data.size, batch_size):
                 batch = data.take(slice(lo, lo + batch_size))
-                assert batch.y is not None
-                y_pred = self.model(batch.x, training=False)
-                self._update(batch, y_pred, self.loss(batch.y, y_pred, batch.sample_weight))
+                y_pred, loss = self._forward_loss(batch, training=False)
+                self._update(batch, y_pred, loss)
         logs = self._logs()
         callbacks.on_test_end(logs)
         return logs

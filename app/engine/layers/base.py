@@ -52,6 +52,21 @@ class Layer(nn.Module):
     class_name: ClassVar[str]
     #: Keras config keys this layer understands beyond BASE_KEYS.
     config_keys: ClassVar[tuple[str, ...]] = ()
+    #: Keras's `supports_masking`: an incoming mask passes through unchanged (compute_mask's
+    #: default). A layer without it drops the mask, as Keras does (with a warning there).
+    supports_masking: ClassVar[bool] = False
+    #: The layer's forward takes `mask=` (a bool tensor, or a list of them for list inputs).
+    uses_mask: ClassVar[bool] = False
+    #: The layer takes a list of tensors (merge layers): build gets a list of shapes and forward
+    #: a list of tensors.
+    multi_input: ClassVar[bool] = False
+    #: For layers called with several named tensors (MultiHeadAttention's query, value, key):
+    #: the argument names in order. In a Functional graph the node's positional and keyword
+    #: tensors are put in this order, None where one is absent, and forward gets that list.
+    input_names: ClassVar[tuple[str, ...]] = ()
+    #: Non-tensor call keyword arguments a Functional node may carry (use_causal_mask); they are
+    #: passed to forward as keyword arguments.
+    call_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, name: str, trainable: bool = True) -> None:
         super().__init__()
@@ -120,6 +135,32 @@ class Layer(nn.Module):
         self.bias_init_config, self.bias_init = initializers.get(
             bias_initializer, (*loc, "bias_initializer")
         )
+
+    # -- masks, added losses, constraints --------------------------------------------------------
+    def compute_mask(self, x: Any, mask: Any) -> torch.Tensor | None:
+        """The mask of this layer's output given its input and input mask (Keras's
+        `compute_mask`)."""
+        return mask if self.supports_masking else None
+
+    def call_masked(
+        self, x: Any, mask: Any, training: bool, options: Mapping[str, Any] | None = None
+    ) -> tuple[Any, torch.Tensor | None]:
+        """Run the layer with its input mask (and a node's call options); returns (output,
+        output mask)."""
+        kwargs = dict(options or {})
+        if self.uses_mask:
+            kwargs["mask"] = mask
+        y = self(x, training, **kwargs)
+        return y, self.compute_mask(x, mask)
+
+    def added_losses(self) -> list[torch.Tensor]:
+        """Losses this layer adds to the training and evaluation loss (Keras's `layer.losses`):
+        weight regularization from the current weights, activity regularization from the last
+        forward pass."""
+        return []
+
+    def apply_constraints(self) -> None:
+        """Project weights onto their constraints (run after every optimizer step)."""
 
     def check_input(self, x: np.ndarray, loc: Loc) -> None:
         """For a first layer: refuse raw inputs it cannot take (a DataError at `loc`), before
