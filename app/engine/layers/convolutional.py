@@ -1,4 +1,4 @@
-"""Keras convolution layers: Conv1D, Conv2D, Conv3D.
+"""Keras convolution layers Conv1D, Conv2D, Conv3D, and what every convolution shares.
 
 Kernels are stored in Keras's layout `(*kernel_size, in_channels // groups, filters)`, so weights
 copy from Keras unchanged; the forward pass follows Keras's torch backend (`backend/torch/nn.py`
@@ -6,12 +6,15 @@ copy from Keras unchanged; the forward pass follows Keras's torch backend (`back
 channels_last in memory, as Keras does), the kernel is permuted to torch's `(out, in, ...)`, "same"
 padding is TF-style with explicit zero padding when asymmetric, and the bias is added after the
 result is permuted back. Conv1D also takes `padding="causal"` (left zero padding).
+
+The shared pieces (`Window`, `read_window`, `keras_conv`, `add_bias`) also serve the transposed,
+depthwise and separable convolutions (conv_transpose.py, conv_depthwise.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -38,12 +41,107 @@ _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _MEMORY_FORMAT = {2: torch.channels_last, 3: torch.channels_last_3d}
 
 
+class Window(NamedTuple):
+    """The sliding-window options every convolution reads the same way."""
+
+    kernel_size: tuple[int, ...]
+    strides: tuple[int, ...]
+    padding: str
+    data_format: str
+    dilation_rate: tuple[int, ...]
+
+    @property
+    def channels_last(self) -> bool:
+        return self.data_format == "channels_last"
+
+
+def read_window(
+    config: Mapping[str, Any],
+    loc: Loc,
+    rank: int,
+    paddings: tuple[str, ...],
+    *,
+    strided_dilation: bool = False,
+) -> Window:
+    """kernel_size (required), strides, padding (any case), data_format and dilation_rate.
+    Keras refuses strides > 1 together with dilation > 1 in Conv and ConvTranspose but not in the
+    depthwise and separable layers (`strided_dilation=True`), where torch computes both."""
+    strides = get_int_tuple(config, "strides", loc, rank, 1)
+    dilation = get_int_tuple(config, "dilation_rate", loc, rank, 1)
+    if not strided_dilation and max(strides) > 1 and max(dilation) > 1:
+        raise ConfigError(
+            (*loc, "dilation_rate"), "strides > 1 cannot be combined with dilation_rate > 1"
+        )
+    return Window(
+        kernel_size=get_int_tuple(config, "kernel_size", loc, rank, None),
+        strides=strides,
+        padding=get_padding(config, loc, paddings, any_case=True),
+        data_format=get_data_format(config, loc),
+        dilation_rate=dilation,
+    )
+
+
+def input_channels(
+    input_shape: Shape, window: Window, loc: Loc, what: str
+) -> tuple[int, tuple[int | None, ...]]:
+    """(channels, spatial dims) of a convolution's input; the channels must be known."""
+    rank = len(window.kernel_size)
+    channels, spatial = split_shape(input_shape, rank, window.data_format, loc, what)
+    if channels is None:
+        raise ConfigError(loc, f"{what} needs a known channel dimension")
+    return channels, spatial
+
+
+def conv_output_spatial(
+    spatial: tuple[int | None, ...], window: Window, loc: Loc, what: str
+) -> tuple[int | None, ...]:
+    return tuple(
+        output_length(length, k, s, window.padding, d, loc, what)
+        for length, k, s, d in zip(
+            spatial, window.kernel_size, window.strides, window.dilation_rate, strict=True
+        )
+    )
+
+
 def _channels_last_memory(t: torch.Tensor, rank: int) -> torch.Tensor:
     """Keras's `_maybe_convert_to_channels_last` (2-D and 3-D only)."""
     fmt = _MEMORY_FORMAT.get(rank)
     if fmt is not None and not t.is_contiguous(memory_format=fmt):
         return t.contiguous(memory_format=fmt)
     return t
+
+
+def keras_conv(
+    x: torch.Tensor,
+    kernel: torch.Tensor,
+    strides: tuple[int, ...],
+    padding: str,
+    dilation: tuple[int, ...],
+    channels_last: bool,
+) -> torch.Tensor:
+    """Keras's torch-backend `conv` for a kernel in Keras's `(*k, in // groups, out)` layout
+    (the groups follow from the input's channels, as there). `padding` is "valid" or "same"."""
+    n = kernel.dim() - 2
+    if channels_last:
+        x = to_channels_first(x)
+    # (*k, in, out) -> (out, in, *k)
+    kernel = kernel.permute(n + 1, n, *range(n))
+    if channels_last:
+        x = _channels_last_memory(x, n)
+        kernel = _channels_last_memory(kernel, n)
+    groups = x.shape[1] // kernel.shape[1]
+    pad: list[int] | int = 0
+    if padding == "same":
+        x, pad = apply_same_padding(x, tuple(kernel.shape[2:]), strides, dilation, "constant")
+    y = _CONV_FN[n](x, kernel, stride=strides, padding=pad, dilation=dilation, groups=groups)
+    return to_channels_last(y) if channels_last else y
+
+
+def add_bias(y: torch.Tensor, bias: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """Add a per-channel bias to a convolution's output (after it is back in its data format)."""
+    n = y.dim() - 2
+    shape = (1,) * (n + 1) + (-1,) if channels_last else (1, -1) + (1,) * n
+    return y + bias.reshape(shape)
 
 
 class _Conv(Layer):
@@ -62,11 +160,7 @@ class _Conv(Layer):
         *,
         name: str,
         filters: int,
-        kernel_size: tuple[int, ...],
-        strides: tuple[int, ...],
-        padding: str,
-        data_format: str,
-        dilation_rate: tuple[int, ...],
+        window: Window,
         groups: int,
         activation: Any,
         use_bias: bool,
@@ -77,11 +171,7 @@ class _Conv(Layer):
     ) -> None:
         super().__init__(name=name, trainable=trainable)
         self.filters = filters
-        self.kernel_size = kernel_size
-        self.strides = strides
-        self.padding = padding
-        self.data_format = data_format
-        self.dilation_rate = dilation_rate
+        self.window = window
         self.groups = groups
         self.set_kernel_options(activation, use_bias, kernel_initializer, bias_initializer, loc)
 
@@ -94,26 +184,16 @@ class _Conv(Layer):
              "kernel_constraint", "bias_constraint", "lora_rank"),
             loc,
         )  # fmt: skip
-        n = cls.rank
         filters = get_int(config, "filters", loc, min_value=1, max_value=MAX_FILTERS)
-        strides = get_int_tuple(config, "strides", loc, n, 1)
-        dilation = get_int_tuple(config, "dilation_rate", loc, n, 1)
-        if max(strides) > 1 and max(dilation) > 1:
-            raise ConfigError(
-                (*loc, "dilation_rate"), "strides > 1 cannot be combined with dilation_rate > 1"
-            )
         groups = get_int(config, "groups", loc, 1, min_value=1, max_value=MAX_FILTERS)
+        choices = ("valid", "same", "causal") if cls.rank == 1 else ("valid", "same")
+        window = read_window(config, loc, cls.rank, choices)
         if filters % groups:
             raise ConfigError((*loc, "groups"), f"filters ({filters}) must divide by groups")
-        choices = ("valid", "same", "causal") if n == 1 else ("valid", "same")
         return cls(
             name=name,
             filters=filters,
-            kernel_size=get_int_tuple(config, "kernel_size", loc, n, None),
-            strides=strides,
-            padding=get_padding(config, loc, choices, any_case=True),
-            data_format=get_data_format(config, loc),
-            dilation_rate=dilation,
+            window=window,
             groups=groups,
             activation=config.get("activation"),
             use_bias=get_bool(config, "use_bias", loc, True),
@@ -124,13 +204,14 @@ class _Conv(Layer):
         )
 
     def layer_config(self) -> dict[str, Any]:
+        w = self.window
         return {
             "filters": self.filters,
-            "kernel_size": list(self.kernel_size),
-            "strides": list(self.strides),
-            "padding": self.padding,
-            "data_format": self.data_format,
-            "dilation_rate": list(self.dilation_rate),
+            "kernel_size": list(w.kernel_size),
+            "strides": list(w.strides),
+            "padding": w.padding,
+            "data_format": w.data_format,
+            "dilation_rate": list(w.dilation_rate),
             "groups": self.groups,
             "activation": self.activation_name,
             "use_bias": self.use_bias,
@@ -144,58 +225,29 @@ class _Conv(Layer):
         }
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
-        channels, spatial = split_shape(
-            input_shape, self.rank, self.data_format, loc, self.class_name
-        )
-        if channels is None:
-            raise ConfigError(loc, f"{self.class_name} needs a known channel dimension")
+        w = self.window
+        channels, spatial = input_channels(input_shape, w, loc, self.class_name)
         if channels % self.groups:
             raise ConfigError(
                 loc, f"input channels ({channels}) must divide by groups ({self.groups})"
             )
-        out_spatial = tuple(
-            output_length(length, k, s, self.padding, d, loc, self.class_name)
-            for length, k, s, d in zip(
-                spatial, self.kernel_size, self.strides, self.dilation_rate, strict=True
-            )
-        )
-        shape = (*self.kernel_size, channels // self.groups, self.filters)
+        out_spatial = conv_output_spatial(spatial, w, loc, self.class_name)
+        shape = (*w.kernel_size, channels // self.groups, self.filters)
         self.add_weight("kernel", self.kernel_init(shape, generator))
         if self.use_bias:
             self.add_weight("bias", self.bias_init((self.filters,), generator))
-        return join_shape(input_shape[0], self.filters, out_spatial, self.data_format)
+        return join_shape(input_shape[0], self.filters, out_spatial, w.data_format)
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
-        n = self.rank
-        channels_last = self.data_format == "channels_last"
-        if self.padding == "causal":
-            left = self.dilation_rate[0] * (self.kernel_size[0] - 1)
-            x = F.pad(x, (0, 0, left, 0) if channels_last else (left, 0))
-        if channels_last:
-            x = to_channels_first(x)
-        # (*k, in, out) -> (out, in, *k)
-        kernel = self.kernel.permute(n + 1, n, *range(n))
-        if channels_last:
-            x = _channels_last_memory(x, n)
-            kernel = _channels_last_memory(kernel, n)
-        padding: list[int] | int = 0
-        if self.padding == "same":
-            x, padding = apply_same_padding(
-                x, self.kernel_size, self.strides, self.dilation_rate, "constant"
-            )
-        y = _CONV_FN[n](
-            x,
-            kernel,
-            stride=self.strides,
-            padding=padding,
-            dilation=self.dilation_rate,
-            groups=self.groups,
-        )
-        if channels_last:
-            y = to_channels_last(y)
+        w = self.window
+        padding = w.padding
+        if padding == "causal":
+            left = w.dilation_rate[0] * (w.kernel_size[0] - 1)
+            x = F.pad(x, (0, 0, left, 0) if w.channels_last else (left, 0))
+            padding = "valid"
+        y = keras_conv(x, self.kernel, w.strides, padding, w.dilation_rate, w.channels_last)
         if self.use_bias:
-            shape = (1,) * (n + 1) + (-1,) if channels_last else (1, -1) + (1,) * n
-            y = y + self.bias.reshape(shape)
+            y = add_bias(y, self.bias, w.channels_last)
         return self.activation(y)
 
 
