@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from app.engine.compile import CompileSpec
 from app.engine.fit_args import FitArgs
-from app.engine.models import Sequential
+from app.engine.models import Model
 from app.engine.trainer import Trainer
 from tests.support import scenario
 
@@ -67,7 +67,7 @@ def raw_loop(epochs: int, device: torch.device) -> float:
 
 
 def engine_loop(epochs: int, device: torch.device) -> float:
-    model = Sequential.from_config(scenario.MODEL, seed=0)
+    model = Model.from_config(scenario.MODEL, seed=0)
     trainer = Trainer(model, CompileSpec.parse(scenario.COMPILE), device=device)
     x, y = scenario.X, scenario.Y
     plan = trainer.plan_fit(x, y, args=FitArgs(batch_size=128, epochs=epochs, seed=0),

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from app.engine import losses, optimizers
@@ -17,19 +18,79 @@ COMPILE_KEYS = (
 MAX_METRICS = 64
 
 
-def _metric_list(value: Any, loc: Loc) -> list[Any]:
+def _is_object(value: Any) -> bool:
+    """A single loss or metric: a name or a {class_name, config} object."""
+    return isinstance(value, str) or (isinstance(value, Mapping) and "class_name" in value)
+
+
+def _count_metrics(value: Any, loc: Loc, depth: int = 0) -> int:
+    """Check a metrics argument's structure (a metric, a list, per-output lists or an object
+    keyed by output name) and count its metrics."""
     if value is None:
-        return []
-    if isinstance(value, str | dict):
-        value = [value]
-    if not isinstance(value, list):
-        raise ConfigError(loc, "must be a list of metric names or {class_name, config} objects")
-    if len(value) > MAX_METRICS:
-        raise ConfigError(loc, f"has {len(value)} metrics; the limit is {MAX_METRICS}")
-    for i, item in enumerate(value):
-        if isinstance(item, list):
-            raise ConfigError((*loc, i), "per-output metric lists are not supported yet")
-    return list(value)
+        return 0
+    if _is_object(value):
+        return 1
+    if depth < 2 and isinstance(value, list):
+        return sum(_count_metrics(v, (*loc, i), depth + 1) for i, v in enumerate(value))
+    if depth == 0 and isinstance(value, Mapping):
+        return sum(_count_metrics(v, (*loc, str(k)), 1) for k, v in value.items())
+    raise ConfigError(
+        loc,
+        "must be a metric name or {class_name, config} object, a list of them, one list per "
+        "output, or an object keyed by output name",
+    )
+
+
+def _check_losses(value: Any, loc: Loc) -> None:
+    if value is None or _is_object(value):
+        return
+    items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(
+        value, list) else None  # fmt: skip
+    if items is None:
+        raise ConfigError(loc, "must be a loss, a list with one per output, or an object keyed "
+                          "by output name")  # fmt: skip
+    for key, item in items:
+        if item is not None and not _is_object(item):
+            raise ConfigError((*loc, key), "must be a loss name or {class_name, config} object")
+
+
+def _check_weights(value: Any, loc: Loc) -> None:
+    if isinstance(value, Mapping):
+        items: list[tuple[Loc, Any]] = [((*loc, str(k)), w) for k, w in value.items()]
+    elif isinstance(value, list):
+        items = [((*loc, i), w) for i, w in enumerate(value)]
+    else:
+        items = [(loc, value)]
+    for wloc, w in items:
+        if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w):
+            raise ConfigError(wloc, f"must be a finite number, got {w!r}")
+
+
+def _per_output(value: Any, names: list[str], loc: Loc, what: str) -> list[tuple[Any, Loc]]:
+    """Spread a per-output argument over the outputs as Keras's compile does: one value for
+    every output, a list in output order, or an object keyed by output name."""
+    n = len(names)
+    if isinstance(value, list):
+        if len(value) != n:
+            raise ConfigError(
+                loc, f"has {len(value)} {what}s but the model has {n} output(s) {names}"
+            )
+        return [(v, (*loc, i)) for i, v in enumerate(value)]
+    if isinstance(value, Mapping) and not _is_object(value):
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ConfigError((*loc, unknown[0]), f"is not an output; the outputs are {names}")
+        return [(value.get(name), (*loc, name)) for name in names]
+    return [(value, loc)] * n
+
+
+@dataclass
+class OutputLoss:
+    """One output's loss identifier (None: no loss), its weight and where it was given."""
+
+    loss: Any
+    weight: float | None
+    loc: Loc
 
 
 @dataclass
@@ -38,8 +99,9 @@ class CompileSpec:
 
     optimizer: Any = "rmsprop"
     loss: Any = None
-    metrics: list[Any] = field(default_factory=list)
-    weighted_metrics: list[Any] = field(default_factory=list)
+    loss_weights: Any = None
+    metrics: Any = None
+    weighted_metrics: Any = None
 
     @classmethod
     def parse(cls, config: Any, loc: Loc = ("compile",)) -> CompileSpec:
@@ -48,10 +110,14 @@ class CompileSpec:
         if not isinstance(config, Mapping):
             raise ConfigError(loc, "must be an object with optimizer, loss and metrics")
         known_keys(config, COMPILE_KEYS, loc)
+        _check_losses(config.get("loss"), (*loc, "loss"))
         if config.get("loss_weights") is not None:
-            raise ConfigError(
-                (*loc, "loss_weights"), "is for multi-output models, not supported yet"
-            )
+            _check_weights(config["loss_weights"], (*loc, "loss_weights"))
+        count = sum(
+            _count_metrics(config.get(key), (*loc, key)) for key in ("metrics", "weighted_metrics")
+        )
+        if count > MAX_METRICS:
+            raise ConfigError((*loc, "metrics"), f"has {count} metrics; the limit is {MAX_METRICS}")
         spe = config.get("steps_per_execution", 1)
         if spe not in (1, None):
             raise ConfigError((*loc, "steps_per_execution"), "only 1 is supported yet")
@@ -63,44 +129,73 @@ class CompileSpec:
         spec = cls(
             optimizer=config.get("optimizer") or "rmsprop",
             loss=config.get("loss"),
-            metrics=_metric_list(config.get("metrics"), (*loc, "metrics")),
-            weighted_metrics=_metric_list(
-                config.get("weighted_metrics"), (*loc, "weighted_metrics")
-            ),
+            loss_weights=config.get("loss_weights"),
+            metrics=config.get("metrics"),
+            weighted_metrics=config.get("weighted_metrics"),
         )
         # Resolve once now so a bad name is reported before any work starts.
         spec.make_optimizer(loc)
-        if spec.loss is not None and not spec.loss_needs_shapes:
-            spec.make_loss(loc)
+        for given, gloc in _leaves(spec.loss, (*loc, "loss")):
+            if not needs_shapes(given):
+                losses.get(given, gloc, y_true_shape=None, y_pred_shape=None)
         return spec
 
-    @property
-    def loss_needs_shapes(self) -> bool:
-        """ "crossentropy"/"ce" are picked from the label and output shapes, at the first data."""
-        return isinstance(self.loss, str) and self.loss.lower() in ("crossentropy", "ce")
+    def output_losses(self, names: list[str], loc: Loc = ("compile",)) -> list[OutputLoss]:
+        """Each output's loss and loss weight (Keras's rules for matching them to outputs)."""
+        given = _per_output(self.loss, names, (*loc, "loss"), "loss")
+        if self.loss_weights is None:
+            weights: list[tuple[Any, Loc]] = [(None, loc)] * len(names)
+        elif isinstance(self.loss_weights, list | Mapping):
+            weights = _per_output(self.loss_weights, names, (*loc, "loss_weights"), "weight")
+        else:
+            weights = [(self.loss_weights, loc)] * len(names)
+        return [
+            OutputLoss(g, None if w is None else float(w), gl)
+            for (g, gl), (w, _) in zip(given, weights, strict=True)
+        ]
+
+    def output_metrics(self, key: str, names: list[str], loc: Loc = ("compile",)) -> list[list[
+            tuple[Any, Loc]]]:  # fmt: skip
+        """Each output's metrics from `metrics` or `weighted_metrics` (`key`): with one output
+        every metric applies to it; with several, one entry per output (a list in output order
+        or an object keyed by output name), as Keras's compile requires."""
+        value = getattr(self, key)
+        mloc = (*loc, key)
+        if value is None:
+            return [[] for _ in names]
+        if len(names) == 1:
+            return [_leaves(value, mloc)]
+        if _is_object(value) or (isinstance(value, list) and len(value) != len(names)):
+            raise ConfigError(
+                mloc,
+                f"the model has {len(names)} outputs {names}: give one entry per output (a list "
+                "of that length, or an object keyed by output name)",
+            )
+        return [_leaves(v, vloc) for v, vloc in _per_output(value, names, mloc, "metric entry")]
 
     def make_optimizer(self, loc: Loc = ("compile",)) -> optimizers.Optimizer:
         return optimizers.get(self.optimizer, (*loc, "optimizer"))
-
-    def make_loss(
-        self,
-        loc: Loc = ("compile",),
-        *,
-        y_true_shape: tuple[int, ...] | None = None,
-        y_pred_shape: tuple[int, ...] | None = None,
-    ) -> losses.Loss:
-        if isinstance(self.loss, list | dict) and not (
-            isinstance(self.loss, dict) and "class_name" in self.loss
-        ):
-            raise ConfigError((*loc, "loss"), "per-output losses are not supported yet")
-        return losses.get(
-            self.loss, (*loc, "loss"), y_true_shape=y_true_shape, y_pred_shape=y_pred_shape
-        )
 
     def to_config(self) -> dict[str, Any]:
         return {
             "optimizer": self.optimizer,
             "loss": self.loss,
+            "loss_weights": self.loss_weights,
             "metrics": self.metrics,
-            "weighted_metrics": self.weighted_metrics or None,
+            "weighted_metrics": self.weighted_metrics,
         }
+
+
+def needs_shapes(loss: Any) -> bool:
+    """ "crossentropy"/"ce" are picked from the label and output shapes, at the first data."""
+    return isinstance(loss, str) and loss.lower() in ("crossentropy", "ce")
+
+
+def _leaves(value: Any, loc: Loc) -> list[tuple[Any, Loc]]:
+    """The single objects in a (possibly nested) list or per-output object, with their locs."""
+    if value is None:
+        return []
+    if _is_object(value):
+        return [(value, loc)]
+    items = value.items() if isinstance(value, Mapping) else enumerate(value)
+    return [leaf for k, v in items for leaf in _leaves(v, (*loc, k))]

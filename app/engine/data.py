@@ -50,6 +50,9 @@ def to_array(value: Any, loc: Loc, *, max_elements: int = MAX_ELEMENTS) -> np.nd
     return arr
 
 
+Shape = tuple[int | None, ...]
+
+
 def check_input_shape(x: np.ndarray, expected: Sequence[int | None], loc: Loc) -> None:
     """x's shape must match the model's input shape (batch dimension free)."""
     want = tuple(expected)
@@ -81,40 +84,135 @@ def check_sample_weight(sw: np.ndarray, loc: Loc) -> None:
         raise DataError(loc, "weights must not be negative")
 
 
-@dataclass
-class Arrays:
-    """One set of tensors on the compute device: inputs, targets and optional sample weights."""
+def _structured(value: Any, names: list[str], loc: Loc, what: str) -> list[tuple[Any, Loc]]:
+    """Per-input or per-output values: an object keyed by name, a list in order (several), or
+    the one array (a model with one input or output)."""
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise DataError((*loc, unknown[0]), f"is not a model {what}; they are {names}")
+        return [(value.get(name), (*loc, name)) for name in names]
+    if len(names) == 1:
+        return [(value, loc)]
+    if not isinstance(value, list | tuple) or len(value) != len(names):
+        raise DataError(
+            loc,
+            f"the model has {len(names)} {what}s {names}: give an object keyed by {what} name "
+            f"or a list of {len(names)} arrays in that order",
+        )
+    return [(v, (*loc, i)) for i, v in enumerate(value)]
 
-    x: torch.Tensor
-    y: torch.Tensor | None = None
-    sample_weight: torch.Tensor | None = None
+
+@dataclass
+class XY:
+    """Checked host arrays: one per model input, and per output its labels and sample weights
+    (None where absent)."""
+
+    x: list[np.ndarray]
+    y: list[np.ndarray | None]
+    sample_weight: list[np.ndarray | None]
 
     @property
     def size(self) -> int:
-        return int(self.x.shape[0])
+        return int(self.x[0].shape[0])
+
+    def split(self, at: int) -> tuple[XY, XY]:
+        def cut(arrays: list[Any], part: slice) -> list[Any]:
+            return [None if a is None else a[part] for a in arrays]
+
+        head, tail = slice(None, at), slice(at, None)
+        return (
+            XY(cut(self.x, head), cut(self.y, head), cut(self.sample_weight, head)),
+            XY(cut(self.x, tail), cut(self.y, tail), cut(self.sample_weight, tail)),
+        )
+
+    def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        """Flat named arrays for storage (`x.0`, `y.1`, `sample_weight.0`, ...)."""
+        out: dict[str, np.ndarray] = {}
+        for key in ("x", "y", "sample_weight"):
+            for i, a in enumerate(getattr(self, key)):
+                if a is not None:
+                    out[f"{prefix}{key}.{i}"] = a
+        return out
 
     @classmethod
-    def from_numpy(
-        cls,
-        x: np.ndarray,
-        y: np.ndarray | None,
-        sample_weight: np.ndarray | None,
-        device: torch.device,
-    ) -> Arrays:
+    def from_arrays(
+        cls, arrays: dict[str, np.ndarray], n_inputs: int, n_outputs: int, prefix: str = ""
+    ) -> XY | None:
+        if f"{prefix}x.0" not in arrays:
+            return None
+        x = [arrays[f"{prefix}x.{i}"] for i in range(n_inputs)]
+        y = [arrays.get(f"{prefix}y.{i}") for i in range(n_outputs)]
+        sw = [arrays.get(f"{prefix}sample_weight.{i}") for i in range(n_outputs)]
+        return cls(x, y, sw)
+
+
+def read_inputs(x: Any, names: list[str], shapes: list[Shape], loc: Loc) -> list[np.ndarray]:
+    """The model's inputs from x (one array, a list in input order or an object keyed by input
+    name), each checked against its input shape."""
+    out = []
+    for (value, vloc), shape in zip(_structured(x, names, loc, "input"), shapes, strict=True):
+        arr = to_array(value, vloc)
+        check_input_shape(arr, shape, vloc)
+        out.append(arr)
+    return out
+
+
+def read_targets(y: Any, names: list[str], loc: Loc) -> list[np.ndarray | None]:
+    """Labels per output (an object keyed by output name may leave out outputs with no loss)."""
+    return [None if v is None and isinstance(y, dict) else to_array(v, vloc)
+            for v, vloc in _structured(y, names, loc, "output")]  # fmt: skip
+
+
+def read_sample_weights(sw: Any, names: list[str], loc: Loc) -> list[np.ndarray | None]:
+    """One weight per sample, for every output; or, per output, an object keyed by output name
+    (a list would be ambiguous with the weights themselves)."""
+    if sw is None:
+        return [None] * len(names)
+    parts = _structured(sw, names, loc, "output") if isinstance(sw, dict) else [(sw, loc)] * len(
+        names)  # fmt: skip
+    out: list[np.ndarray | None] = []
+    for value, vloc in parts:
+        if value is None:
+            out.append(None)
+            continue
+        arr = to_array(value, vloc)
+        check_sample_weight(arr, vloc)
+        out.append(arr)
+    return out
+
+
+@dataclass
+class Arrays:
+    """One set of tensors on the compute device: inputs, and per output targets and sample
+    weights."""
+
+    x: list[torch.Tensor]
+    y: list[torch.Tensor | None]
+    sample_weight: list[torch.Tensor | None]
+
+    @property
+    def size(self) -> int:
+        return int(self.x[0].shape[0])
+
+    @property
+    def inputs(self) -> torch.Tensor | list[torch.Tensor]:
+        """What the model is called with: the tensor itself for a one-input model."""
+        return self.x[0] if len(self.x) == 1 else self.x
+
+    @classmethod
+    def from_numpy(cls, data: XY, device: torch.device) -> Arrays:
         def put(a: np.ndarray | None) -> torch.Tensor | None:
             return None if a is None else torch.as_tensor(a, dtype=torch.float32).to(device)
 
-        tx = put(x)
-        assert tx is not None
-        return cls(tx, put(y), put(sample_weight))
+        xs = [torch.as_tensor(a, dtype=torch.float32).to(device) for a in data.x]
+        return cls(xs, [put(a) for a in data.y], [put(a) for a in data.sample_weight])
 
     def take(self, index: torch.Tensor | slice) -> Arrays:
-        def pick(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t[index]
+        def pick(ts: list[Any]) -> list[Any]:
+            return [None if t is None else t[index] for t in ts]
 
-        x = pick(self.x)
-        assert x is not None
-        return Arrays(x, pick(self.y), pick(self.sample_weight))
+        return Arrays(pick(self.x), pick(self.y), pick(self.sample_weight))
 
 
 def validation_split_at(n: int, validation_split: float, loc: Loc) -> int:

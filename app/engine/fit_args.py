@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from app.engine.callbacks import Callback
+from app.engine.data import XY
 from app.engine.errors import ConfigError, Loc
 
 DEFAULT_BATCH_SIZE = 32
@@ -54,8 +53,8 @@ class FitPlan:
     """A checked fit: arguments, (x, y, sample_weight) to train on, optional validation set."""
 
     args: FitArgs
-    train: tuple[np.ndarray, np.ndarray, np.ndarray | None]
-    validation: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None
+    train: XY
+    validation: XY | None
     callbacks: list[Callback]
 
 

@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.engine.data import check_input_shape, to_array
+from app.engine.data import check_same_length, read_inputs
 from app.engine.errors import DataError, Loc
 from app.engine.fit_args import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
-from app.engine.models import Sequential
+from app.engine.models import Model
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -26,25 +26,33 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def predict(
-    model: Sequential,
+    model: Model,
     x: Any,
     *,
     batch_size: int | None = None,
     device: torch.device | None = None,
     loc: Loc = (),
-) -> np.ndarray:
+) -> np.ndarray | list[np.ndarray]:
+    """Keras's `predict`: one array for a one-output model, else one per output in output
+    order."""
     device = device or next(
         (t.device for t in model.weight_tensors().values()), torch.device("cpu")
     )
-    xa = to_array(x, (*loc, "x"))
-    check_input_shape(xa, model.input_shape, (*loc, "x"))
-    model.check_input(xa, (*loc, "x"))
+    xs = read_inputs(x, model.input_names, model.input_shapes, (*loc, "x"))
+    model.check_input(xs, (*loc, "x"))
+    if model.single_input:
+        check_same_length([((*loc, "x"), a) for a in xs])
+    else:
+        check_same_length([((*loc, "x", n), a) for n, a in zip(model.input_names, xs, strict=True)])
     bs = batch_size or DEFAULT_BATCH_SIZE
     if not 1 <= bs <= MAX_BATCH_SIZE:
         raise DataError((*loc, "batch_size"), f"must be in [1, {MAX_BATCH_SIZE}]")
-    xt = torch.as_tensor(xa, device=device)
-    outs = []
+    xts = [torch.as_tensor(a, device=device) for a in xs]
+    outs: list[list[torch.Tensor]] = []
     with torch.no_grad():
-        for lo in range(0, xt.shape[0], bs):
-            outs.append(model(xt[lo : lo + bs], training=False))
-    return torch.cat(outs).cpu().numpy()
+        for lo in range(0, xts[0].shape[0], bs):
+            part = [t[lo : lo + bs] for t in xts]
+            out = model(part[0] if len(part) == 1 else part, training=False)
+            outs.append(out if isinstance(out, list) else [out])
+    joined = [torch.cat(col).cpu().numpy() for col in zip(*outs, strict=True)]
+    return joined[0] if len(joined) == 1 else joined

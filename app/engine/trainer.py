@@ -17,22 +17,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.engine import losses
 from app.engine import metrics as metrics_mod
 from app.engine.callbacks import Callback, CallbackList, History, LazyLogs
 from app.engine.compile import CompileSpec
 from app.engine.data import (
+    XY,
     Arrays,
-    check_input_shape,
     check_same_length,
-    check_sample_weight,
-    to_array,
+    read_inputs,
+    read_sample_weights,
+    read_targets,
     validation_split_at,
 )
 from app.engine.errors import ConfigError, Loc
 from app.engine.fit_args import DEFAULT_BATCH_SIZE, FitArgs, FitPlan, should_validate
+from app.engine.heads import Heads
 from app.engine.inference import predict, resolve_device
-from app.engine.models import Sequential
+from app.engine.models import Model
 from app.engine.optimizers import Optimizer
 
 
@@ -41,7 +42,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: Sequential,
+        model: Model,
         compile_spec: CompileSpec,
         *,
         device: torch.device | None = None,
@@ -52,12 +53,8 @@ class Trainer:
         self.spec = compile_spec
         self.loc = loc
         self._optimizer: Optimizer | None = None
-        self.loss: losses.Loss | None = None
-        if compile_spec.loss is not None and not compile_spec.loss_needs_shapes:
-            self.loss = compile_spec.make_loss(loc)
         self.loss_tracker = metrics_mod.Mean(name="loss")
-        self.metrics: list[metrics_mod.Metric] | None = None
-        self.weighted: list[metrics_mod.Metric] = []
+        self.heads: Heads | None = None
         self.stop_training = False
         self.generator = torch.Generator(device=self.device)
         self.seed: int | None = None
@@ -73,87 +70,64 @@ class Trainer:
         return self._optimizer
 
     # -- data ----------------------------------------------------------------------------------
-    def prepare(
-        self,
-        x: Any,
-        y: Any,
-        sample_weight: Any = None,
-        loc: Loc = (),
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Check x, y and sample_weight against the model and the loss; build metrics."""
+    def prepare(self, x: Any, y: Any, sample_weight: Any = None, loc: Loc = ()) -> XY:
+        """Check x, y and sample_weight against the model, the losses and each other; build the
+        losses and metrics at the first data (some are picked by the label shapes)."""
         if self.spec.loss is None:
             raise ConfigError((*self.loc, "loss"), "is required to fit or evaluate")
-        xa = to_array(x, (*loc, "x"))
-        ya = to_array(y, (*loc, "y"))
-        sw = None if sample_weight is None else to_array(sample_weight, (*loc, "sample_weight"))
-        check_input_shape(xa, self.model.input_shape, (*loc, "x"))
-        self.model.check_input(xa, (*loc, "x"))
-        check_same_length([((*loc, "x"), xa), ((*loc, "y"), ya), ((*loc, "sample_weight"), sw)])
-        if sw is not None:
-            check_sample_weight(sw, (*loc, "sample_weight"))
-        y_pred_shape = (xa.shape[0], *self._output_shape(xa)[1:])
-        if self.loss is None:
-            self.loss = self.spec.make_loss(
-                self.loc, y_true_shape=tuple(ya.shape), y_pred_shape=y_pred_shape
-            )
-        self.loss.check_labels(ya, y_pred_shape, (*loc, "y"))
-        self._build_metrics(ya.shape, y_pred_shape)
-        return xa, ya, sw
+        model = self.model
+        xs = read_inputs(x, model.input_names, model.input_shapes, (*loc, "x"))
+        model.check_input(xs, (*loc, "x"))
+        ys = read_targets(y, model.output_names, (*loc, "y"))
+        sws = read_sample_weights(sample_weight, model.output_names, (*loc, "sample_weight"))
+        named: list[tuple[Loc, np.ndarray | None]] = []
+        groups = (("x", xs, model.input_names), ("y", ys, model.output_names),
+                  ("sample_weight", sws, model.output_names))  # fmt: skip
+        for key, arrays, names in groups:
+            for name, a in zip(names, arrays, strict=True):
+                named.append(((*loc, key) if len(arrays) == 1 else (*loc, key, name), a))
+        check_same_length(named)
+        return self.prepare_arrays(XY(xs, ys, sws), loc)
 
-    def _output_shape(self, x: np.ndarray) -> tuple[int, ...]:
+    def prepare_arrays(self, data: XY, loc: Loc = ()) -> XY:
+        """Check arrays already split per input and output (as `prepare` returns them, or as
+        a job stored them) against the losses; build the losses and metrics at the first
+        data."""
+        model = self.model
+        pred_shapes = [(data.size, *s[1:]) for s in self._output_shapes(data.x)]
+        if self.heads is None:
+            y_shapes = [None if a is None else tuple(a.shape) for a in data.y]
+            self.heads = Heads(self.spec, model.output_names, y_shapes, pred_shapes, self.loc)
+        self.heads.check_labels(data.y, pred_shapes, (*loc, "y"), not model.single_output)
+        return data
+
+    def _output_shapes(self, xs: list[np.ndarray]) -> list[tuple[int, ...]]:
         with torch.no_grad():
-            probe = torch.as_tensor(x[:1], dtype=torch.float32, device=self.device)
-            return tuple(self.model(probe, training=False).shape)
-
-    def _build_metrics(self, y_shape: tuple[int, ...], y_pred_shape: tuple[int, ...]) -> None:
-        if self.metrics is not None:
-            return
-        loc = self.loc
-
-        def make(specs: Sequence[Any], key: str) -> list[metrics_mod.Metric]:
-            return [
-                metrics_mod.get(s, (*loc, key, i), y_true_shape=y_shape, y_pred_shape=y_pred_shape)
-                for i, s in enumerate(specs)
-            ]
-
-        plain = make(self.spec.metrics, "metrics")
-        weighted = make(self.spec.weighted_metrics, "weighted_metrics")
-        names = {m.name for m in plain}
-        for m in weighted:
-            if m.name in names:  # Keras logs the weighted copy as weighted_<name>
-                m.name = f"weighted_{m.name}"
-        seen: set[str] = {"loss"}
-        for i, m in enumerate([*plain, *weighted]):
-            if m.name in seen:
-                raise ConfigError((*loc, "metrics", i), f"metric name {m.name!r} is used twice")
-            seen.add(m.name)
-        self.metrics, self.weighted = plain, weighted
+            probe = [torch.as_tensor(a[:1], dtype=torch.float32, device=self.device) for a in xs]
+            out = self.model(probe[0] if len(probe) == 1 else probe, training=False)
+        return [tuple(t.shape) for t in (out if isinstance(out, list) else [out])]
 
     def log_keys(self, *, validation: bool) -> set[str]:
-        names = {"loss", *(m.name for m in [*(self.metrics or []), *self.weighted])}
+        names = {m.name for m in self._all_metrics()}
         return names | ({f"val_{n}" for n in names} if validation else set())
 
     def metric_direction(self, name: str) -> str | None:
-        for m in [*(self.metrics or []), *self.weighted]:
-            if m.name == name:
-                return m.direction
-        return None
+        return None if self.heads is None else self.heads.directions().get(name)
 
     # -- steps ---------------------------------------------------------------------------------
     def _all_metrics(self) -> list[metrics_mod.Metric]:
-        return [self.loss_tracker, *(self.metrics or []), *self.weighted]
+        return [self.loss_tracker, *(self.heads.all_metrics() if self.heads else [])]
 
     def _reset_metrics(self) -> None:
         for m in self._all_metrics():
             m.reset_state()
 
-    def _update(self, batch: Arrays, y_pred: torch.Tensor, loss: torch.Tensor) -> None:
+    def _update(
+        self, batch: Arrays, y_preds: list[torch.Tensor], loss: torch.Tensor, each: list[Any]
+    ) -> None:
+        assert self.heads is not None
         self.loss_tracker.update_state(loss, sample_weight=batch.size)
-        assert batch.y is not None
-        for m in self.metrics or []:
-            m.update_state(batch.y, y_pred)
-        for m in self.weighted:
-            m.update_state(batch.y, y_pred, batch.sample_weight)
+        self.heads.update(batch.y, y_preds, batch.sample_weight, each, batch.size)
 
     def _logs(self) -> dict[str, float]:
         """One host sync: the current value of the loss and every metric, keys sorted."""
@@ -161,37 +135,42 @@ class Trainer:
         values = torch.stack([m.result().float() for m in ms]).tolist()
         return dict(sorted(zip((m.name for m in ms), values, strict=True)))
 
-    def _forward_loss(self, batch: Arrays, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's output and the batch's total loss: the compiled loss (masked by the
-        output's Keras mask, if any) plus the layers' added losses (regularization)."""
-        assert self.loss is not None and batch.y is not None
-        y_pred, mask = self.model.forward_with_mask(batch.x, training)
-        if mask is None:
-            loss = self.loss(batch.y, y_pred, batch.sample_weight)
-        else:
-            loss = self.loss(batch.y, y_pred, batch.sample_weight, mask=mask)
+    def _forward_loss(
+        self, batch: Arrays, training: bool
+    ) -> tuple[list[torch.Tensor], torch.Tensor, list[Any]]:
+        """The model's outputs, the batch's total loss (the outputs' weighted losses, each masked
+        by its output's Keras mask, plus the layers' added losses) and each output's loss."""
+        assert self.heads is not None
+        out, mask = self.model.forward_with_mask(batch.inputs, training)
+        y_preds, masks = (out, mask) if isinstance(out, list) else ([out], [mask])
+        loss, each = self.heads.losses(batch.y, y_preds, masks, batch.sample_weight)
         added = self.model.added_losses()
-        return y_pred, loss if added is None else loss + added
+        if added:  # Keras sums the compiled loss and each added loss in one reduction
+            loss = torch.stack([loss, *added]).sum()
+        return y_preds, loss, each
 
     def _train_step(self, batch: Arrays, params: list[torch.nn.Parameter]) -> None:
-        y_pred, loss = self._forward_loss(batch, training=True)
+        y_preds, loss, each = self._forward_loss(batch, training=True)
         for p in params:
             p.grad = None
         loss.backward()
         self.optimizer.step()
         self.model.apply_constraints()
-        self._update(batch, y_pred.detach(), loss.detach())
+        self._update(
+            batch,
+            [p.detach() for p in y_preds],
+            loss.detach(),
+            [None if e is None else e.detach() for e in each],
+        )
 
     def _test_loop(self, data: Arrays, batch_size: int, callbacks: Callback) -> dict[str, float]:
         """The one evaluation path: evaluate() and fit's validation both run this."""
-        assert self.loss is not None
         self._reset_metrics()
         callbacks.on_test_begin()
         with torch.no_grad():
             for lo in range(0, data.size, batch_size):
                 batch = data.take(slice(lo, lo + batch_size))
-                y_pred, loss = self._forward_loss(batch, training=False)
-                self._update(batch, y_pred, loss)
+                self._update(batch, *self._forward_loss(batch, training=False))
         logs = self._logs()
         callbacks.on_test_end(logs)
         return logs
@@ -211,22 +190,21 @@ class Trainer:
         """Check everything a fit needs (arguments, arrays, labels, callbacks) without training."""
         args = args or FitArgs()
         args.check(loc)
-        xa, ya, sw = self.prepare(x, y, sample_weight, loc)
-        val: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
+        train = self.prepare(x, y, sample_weight, loc)
+        val: XY | None = None
         if validation_data is not None:
             vx, vy, vsw = [*validation_data, None][:3]
             val = self.prepare(vx, vy, vsw, (*loc, "validation_data"))
         elif args.validation_split > 0:
             split = validation_split_at(
-                xa.shape[0], args.validation_split, (*loc, "validation_split")
+                train.size, args.validation_split, (*loc, "validation_split")
             )
-            val = (xa[split:], ya[split:], None if sw is None else sw[split:])
-            xa, ya, sw = xa[:split], ya[:split], None if sw is None else sw[:split]
+            train, val = train.split(split)
         keys = self.log_keys(validation=val is not None)
         for i, cb in enumerate(callbacks):
             cb.set_trainer(self)
             cb.check(keys, (*loc, "callbacks", i))
-        return FitPlan(args, (xa, ya, sw), val, list(callbacks))
+        return FitPlan(args, train, val, list(callbacks))
 
     def fit(
         self,
@@ -247,8 +225,8 @@ class Trainer:
         return self.run_fit(plan)
 
     def run_fit(self, plan: FitPlan) -> History:
-        train = Arrays.from_numpy(*plan.train, self.device)
-        val = None if plan.validation is None else Arrays.from_numpy(*plan.validation, self.device)
+        train = Arrays.from_numpy(plan.train, self.device)
+        val = None if plan.validation is None else Arrays.from_numpy(plan.validation, self.device)
         history = History()
         cbs = CallbackList([*plan.callbacks, history])
         cbs.set_trainer(self)
@@ -314,13 +292,14 @@ class Trainer:
         loc: Loc = (),
     ) -> dict[str, float]:
         """Keras's `evaluate(..., return_dict=True)`."""
-        xa, ya, sw = self.prepare(x, y, sample_weight, loc)
-        data = Arrays.from_numpy(xa, ya, sw, self.device)
+        data = Arrays.from_numpy(self.prepare(x, y, sample_weight, loc), self.device)
         cbs = CallbackList(callbacks)
         cbs.set_trainer(self)
         return self._test_loop(data, batch_size or DEFAULT_BATCH_SIZE, cbs)
 
-    def predict(self, x: Any, *, batch_size: int | None = None, loc: Loc = ()) -> np.ndarray:
+    def predict(
+        self, x: Any, *, batch_size: int | None = None, loc: Loc = ()
+    ) -> np.ndarray | list[np.ndarray]:
         return predict(self.model, x, batch_size=batch_size, device=self.device, loc=loc)
 
     # -- weights and state ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
 from app.db.session import make_engine, make_session_factory
-from app.engine.models import Sequential
+from app.engine.models import Model
 from app.jobs.storage import ArtifactStore
 
 
@@ -31,17 +31,17 @@ class ModelCache:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[tuple[uuid.UUID, str | None], Sequential] = OrderedDict()
+        self._items: OrderedDict[tuple[uuid.UUID, str | None], Model] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[uuid.UUID, str | None]) -> Sequential | None:
+    def get(self, key: tuple[uuid.UUID, str | None]) -> Model | None:
         with self._lock:
             model = self._items.get(key)
             if model is not None:
                 self._items.move_to_end(key)
             return model
 
-    def put(self, key: tuple[uuid.UUID, str | None], model: Sequential) -> None:
+    def put(self, key: tuple[uuid.UUID, str | None], model: Model) -> None:
         with self._lock:
             self._items[key] = model
             self._items.move_to_end(key)

@@ -20,7 +20,7 @@ import numpy as np
 
 from app.core.errors import InvalidInput
 from app.engine.compile import CompileSpec
-from app.engine.models import Sequential
+from app.engine.models import Model
 from app.engine.optimizers import OPTIMIZERS
 
 CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
@@ -67,7 +67,7 @@ def read_archive(data: bytes, *, max_bytes: int) -> tuple[dict[str, Any], bytes]
         return config, archive.read(WEIGHTS)
 
 
-def read_weights(model: Sequential, h5_bytes: bytes) -> list[np.ndarray]:
+def read_weights(model: Model, h5_bytes: bytes) -> list[np.ndarray]:
     """Each layer's `layers/<name>/vars/<i>` datasets, in the model's (Keras's) weight order."""
     expected = model.weight_tensors()
     per_layer: dict[str, int] = {}
@@ -125,7 +125,7 @@ def keras_compile_config(compile_config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_archive(model: Sequential, compile_config: Mapping[str, Any] | None) -> bytes:
+def write_archive(model: Model, compile_config: Mapping[str, Any] | None) -> bytes:
     config = model.get_config()
     if compile_config:
         config["compile_config"] = keras_compile_config(compile_config)

@@ -11,15 +11,15 @@ from safetensors.numpy import load as np_load
 from safetensors.numpy import save as np_save
 
 from app.engine import checkpoint
-from app.engine.models import Sequential
+from app.engine.models import Model
 from app.jobs.storage import ArtifactStore
 
 
-def build_model(config: Mapping[str, Any], seed: int) -> Sequential:
-    return Sequential.from_config(config, seed=seed)
+def build_model(config: Mapping[str, Any], seed: int) -> Model:
+    return Model.from_config(config, seed=seed)
 
 
-def load_weights(store: ArtifactStore, model: Sequential, key: str | None) -> Sequential:
+def load_weights(store: ArtifactStore, model: Model, key: str | None) -> Model:
     """Put the weights of checkpoint `key` into `model` (None: keep its seeded weights)."""
     if key is not None:
         tensors, _ = checkpoint.from_bytes(store.read(key))

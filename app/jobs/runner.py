@@ -14,6 +14,7 @@ from app.db.models import JobStatus
 from app.db.session import unit_of_work
 from app.engine import callbacks as engine_callbacks
 from app.engine.compile import CompileSpec
+from app.engine.data import XY
 from app.engine.errors import EngineError, TrainingInterrupted
 from app.engine.fit_args import FitArgs, FitPlan
 from app.engine.inference import resolve_device
@@ -94,16 +95,14 @@ def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbe
     static_meta = {"model_config": model_row.config, "seed": model_row.seed,
                    "compile_config": job.request["compile"], "job_id": str(job_id)}  # fmt: skip
     recorder = Recorder(ctx, job_id, attempt, heartbeat, static_meta)
-    validation = None
-    if "val_x" in arrays:
-        validation = (arrays["val_x"], arrays["val_y"], arrays.get("val_sample_weight"))
+    n_in, n_out = len(model.input_names), len(model.output_names)
+    train = XY.from_arrays(arrays, n_in, n_out)
+    validation = XY.from_arrays(arrays, n_in, n_out, "val_")
+    assert train is not None
     try:
         if args.initial_epoch < args.epochs:
-            trainer.prepare(arrays["x"], arrays["y"], arrays.get("sample_weight"))
-            plan = FitPlan(
-                args, (arrays["x"], arrays["y"], arrays.get("sample_weight")), validation,
-                [*callbacks, recorder],
-            )  # fmt: skip
+            trainer.prepare_arrays(train)
+            plan = FitPlan(args, train, validation, [*callbacks, recorder])
             trainer.run_fit(plan)
         recorder.writer.flush()  # every epoch row is committed before the job can succeed
     except TrainingInterrupted:

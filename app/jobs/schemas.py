@@ -39,10 +39,20 @@ class LayerSummary(BaseModel):
     non_trainable_params: int
 
 
+class TensorSummary(BaseModel):
+    name: str
+    shape: list[int | None]
+
+
 class ModelSummary(BaseModel):
     name: str
-    input_shape: list[int | None]
-    output_shape: list[int | None]
+    kind: str = Field(default="Sequential", description="`Sequential` or `Functional`")
+    inputs: list[TensorSummary] = Field(default_factory=list)
+    outputs: list[TensorSummary] = Field(default_factory=list)
+    input_shape: list[int | None] | None = Field(description="The one input's shape (null when "
+                                                 "the model has several)")  # fmt: skip
+    output_shape: list[int | None] | None = Field(description="The one output's shape (null "
+                                                  "when the model has several)")  # fmt: skip
     layers: list[LayerSummary]
     total_params: int
     trainable_params: int
@@ -74,6 +84,14 @@ class ModelList(BaseModel):
     offset: int
 
 
+X_DOC = ("Inputs: nested lists, batch dimension first. A model with several inputs takes an "
+         "object keyed by input name or a list in input order")  # fmt: skip
+Y_DOC = ("Targets: nested lists. A model with several outputs takes an object keyed by output "
+         "name (outputs without a loss may be left out) or a list in output order")  # fmt: skip
+SW_DOC = ("One weight per sample (for every output), or an object keyed by output name with one "
+          "such list per output")  # fmt: skip
+
+
 # -- fit ---------------------------------------------------------------------------------------
 class ValidationData(Strict):
     x: Any
@@ -90,9 +108,9 @@ class FitRequest(Strict):
         default=None,
         description="Keras compile arguments; if omitted, the model's last compile spec is used",
     )
-    x: Any = Field(description="Inputs, nested lists with the batch dimension first")
-    y: Any = Field(description="Targets, nested lists")
-    sample_weight: Any = None
+    x: Any = Field(description=X_DOC)
+    y: Any = Field(description=Y_DOC)
+    sample_weight: Any = Field(default=None, description=SW_DOC)
     validation_data: ValidationData | None = None
     validation_split: float = Field(default=0.0, ge=0.0, lt=1.0)
     batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
@@ -173,7 +191,9 @@ class PredictRequest(Strict):
 
 
 class PredictOut(BaseModel):
-    predictions: list[Any]
+    predictions: list[Any] | dict[str, list[Any]] = Field(
+        description="Nested lists; for a model with several outputs, an object keyed by output name"
+    )
 
 
 # -- errors ------------------------------------------------------------------------------------

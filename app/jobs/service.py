@@ -21,7 +21,7 @@ from app.engine.compile import CompileSpec
 from app.engine.errors import EngineError
 from app.engine.fit_args import FitArgs
 from app.engine.inference import predict, resolve_device
-from app.engine.models import Sequential
+from app.engine.models import Model
 from app.engine.trainer import Trainer
 from app.jobs import repository as repo
 from app.jobs.context import JobsContext
@@ -89,7 +89,7 @@ def delete_model(ctx: JobsContext, *, model_id: uuid.UUID) -> None:
     ctx.cache.drop_model(model_id)
 
 
-def model_with_weights(ctx: JobsContext, row: ModelRow) -> Sequential:
+def model_with_weights(ctx: JobsContext, row: ModelRow) -> Model:
     key = (row.id, row.weights_key)
     model = ctx.cache.get(key)
     if model is None:
@@ -141,12 +141,9 @@ def submit_fit(ctx: JobsContext, *, model_id: uuid.UUID, body: FitRequest) -> Jo
     except EngineError as exc:
         raise _invalid(exc, BODY) from exc
     job_id = uuid.uuid4()
-    arrays: dict[str, np.ndarray | None] = {
-        "x": plan.train[0], "y": plan.train[1], "sample_weight": plan.train[2],
-    }  # fmt: skip
+    arrays: dict[str, np.ndarray | None] = dict(plan.train.to_arrays())
     if plan.validation is not None:
-        arrays.update(val_x=plan.validation[0], val_y=plan.validation[1],
-                      val_sample_weight=plan.validation[2])  # fmt: skip
+        arrays.update(plan.validation.to_arrays("val_"))
     # The split is already applied to the stored arrays.
     fit = {**args.__dict__, "validation_split": 0.0}
     request = {"compile": spec.to_config(), "fit": fit, "callbacks": body.callbacks}
@@ -249,11 +246,17 @@ def evaluate(
         raise _invalid(exc, BODY) from exc
 
 
-def predict_model(ctx: JobsContext, *, model_id: uuid.UUID, body: PredictRequest) -> list[Any]:
+def predict_model(
+    ctx: JobsContext, *, model_id: uuid.UUID, body: PredictRequest
+) -> list[Any] | dict[str, list[Any]]:
+    """One output's predictions as nested lists; several keyed by output name."""
     row = get_model(ctx, model_id=model_id)
     model = model_with_weights(ctx, row)
     try:
         outputs = predict(model, body.x, batch_size=body.batch_size)
     except EngineError as exc:
         raise _invalid(exc, BODY) from exc
+    if isinstance(outputs, list):
+        return {name: list(safe_nested(out.tolist()))
+                for name, out in zip(model.output_names, outputs, strict=True)}  # fmt: skip
     return list(safe_nested(outputs.tolist()))

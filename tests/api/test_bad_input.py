@@ -131,7 +131,7 @@ def test_custom_objects_are_refused(client: TestClient) -> None:
     assert _loc(r)[-1] == "module"
     config = copy.deepcopy(scenario.MODEL)
     config["config"]["layers"][2]["class_name"] = "Lambda"
-    assert "unknown layer" in _msg(client.post("/v1/models", json={"config": config}))
+    assert "Python code" in _msg(client.post("/v1/models", json={"config": config}))
 
 
 def test_unknown_ids_are_404(client: TestClient) -> None:

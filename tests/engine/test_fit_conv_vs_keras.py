@@ -15,7 +15,7 @@ import torch
 from app.engine.compile import CompileSpec
 from app.engine.errors import ConfigError
 from app.engine.fit_args import FitArgs
-from app.engine.models import Sequential
+from app.engine.models import Model
 from app.engine.trainer import Trainer
 from tests.support.keras_json import keras_json
 
@@ -58,7 +58,7 @@ def test_conv_classifier_fit_matches_keras(keras: ModuleType, compile_cfg: dict[
         loss=compile_cfg["loss"],
         metrics=compile_cfg["metrics"],
     )
-    ours = Sequential.from_config(config, seed=0)
+    ours = Model.from_config(config, seed=0)
     ours.set_weights(km.get_weights())
     trainer = Trainer(ours, CompileSpec.parse(compile_cfg), device=None)
     kh = km.fit(X, Y, batch_size=8, epochs=4, shuffle=False, validation_split=0.2, verbose=0)
@@ -94,7 +94,7 @@ def test_keras_loads_our_canonical_spatial_config(keras: ModuleType) -> None:
         ("AvgPool1D", {"pool_size": 2}),
         ("GlobalMaxPool1D", {}),
     ]  # fmt: skip
-    ours = Sequential.from_config(_model(layers, [None, 2, 13, 12]), seed=1)
+    ours = Model.from_config(_model(layers, [None, 2, 13, 12]), seed=1)
     canonical = ours.get_config()
     km = keras.models.model_from_json(json.dumps(canonical))
     assert [layer.__class__.__name__ for layer in km.layers] == [
@@ -106,7 +106,7 @@ def test_keras_loads_our_canonical_spatial_config(keras: ModuleType) -> None:
         got = ours(torch.as_tensor(x)).numpy()
     np.testing.assert_allclose(got, km.predict(x, verbose=0), rtol=1e-6, atol=1e-7)
     assert ours.summary()["output_shape"] == list(km.output_shape)
-    again = Sequential.from_config(canonical, seed=1)
+    again = Model.from_config(canonical, seed=1)
     assert again.get_config() == canonical
 
 
@@ -162,6 +162,6 @@ def test_spatial_config_errors_name_the_field(
     layer: tuple[str, dict[str, Any]], shape: list[Any], loc: tuple[Any, ...], text: str
 ) -> None:
     with pytest.raises(ConfigError) as info:
-        Sequential.from_config(_model([layer], shape), seed=0)
+        Model.from_config(_model([layer], shape), seed=0)
     assert info.value.loc == ("config", "layers", 1, "config", *loc)
     assert text in info.value.message

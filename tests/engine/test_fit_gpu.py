@@ -9,7 +9,7 @@ import torch
 
 from app.engine.compile import CompileSpec
 from app.engine.fit_args import FitArgs
-from app.engine.models import Sequential
+from app.engine.models import Model
 from app.engine.trainer import Trainer
 from tests.support import scenario
 
@@ -20,7 +20,7 @@ pytestmark = [
 
 
 def _fit(device: str) -> tuple[dict[str, list[float]], list[np.ndarray]]:
-    model = Sequential.from_config(scenario.MODEL, seed=1)
+    model = Model.from_config(scenario.MODEL, seed=1)
     trainer = Trainer(model, CompileSpec.parse(scenario.COMPILE), device=torch.device(device))
     history = trainer.fit(
         scenario.X, scenario.Y, args=FitArgs(batch_size=128, epochs=10, shuffle=False),
@@ -39,7 +39,7 @@ def test_cuda_fit_matches_cpu() -> None:
 
 
 def test_training_steps_do_not_sync_with_the_host() -> None:
-    model = Sequential.from_config(scenario.MODEL, seed=1)
+    model = Model.from_config(scenario.MODEL, seed=1)
     trainer = Trainer(model, CompileSpec.parse(scenario.COMPILE), device=torch.device("cuda"))
     plan = trainer.plan_fit(scenario.X, scenario.Y, args=FitArgs(batch_size=128, epochs=1))
     trainer.run_fit(plan)  # warm up: lazy state, kernels

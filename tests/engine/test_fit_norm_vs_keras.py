@@ -13,7 +13,7 @@ import pytest
 
 from app.engine.compile import CompileSpec
 from app.engine.fit_args import FitArgs
-from app.engine.models import Sequential
+from app.engine.models import Model
 from app.engine.trainer import Trainer
 from tests.support.keras_json import keras_json
 
@@ -70,7 +70,7 @@ def test_fit_with_normalization_matches_keras(
     km = keras.models.model_from_json(keras_json(config))
     km.compile(optimizer=keras.optimizers.get(compile_cfg["optimizer"]),
                loss=compile_cfg["loss"], metrics=compile_cfg["metrics"])  # fmt: skip
-    ours = Sequential.from_config(config, seed=0)
+    ours = Model.from_config(config, seed=0)
     ours.set_weights(km.get_weights())
     before = ours.get_weights()
     trainer = Trainer(ours, CompileSpec.parse(compile_cfg), device=None)
@@ -102,7 +102,7 @@ def _configs(config: dict[str, Any]) -> list[dict[str, Any]]:
 def test_frozen_batch_norm_counts_as_non_trainable(keras: ModuleType) -> None:
     config = _bn_model({"trainable": False})
     km = keras.models.model_from_json(keras_json(config))
-    summary = Sequential.from_config(config, seed=0).summary()
+    summary = Model.from_config(config, seed=0).summary()
     assert summary["total_params"] == km.count_params()
     trainable = sum(int(np.prod(w.shape)) for w in km.trainable_weights)
     assert summary["trainable_params"] == trainable
@@ -132,7 +132,7 @@ def test_training_mode_forward_and_gradients_match_keras(
     layers += [{"class_name": c, "config": cfg} for c, cfg in spec]
     config = {"class_name": "Sequential", "config": {"name": "m", "layers": layers}}
     km = keras.models.model_from_json(keras_json(config))
-    ours = Sequential.from_config(config, seed=0)
+    ours = Model.from_config(config, seed=0)
     ours.set_weights(km.get_weights())
     x = torch.as_tensor((RNG.normal(size=(16, *shape)) * 3 + 1).astype(np.float32))
     g = torch.as_tensor(RNG.normal(size=(16, *shape)).astype(np.float32))

@@ -12,7 +12,7 @@ import pytest
 
 from app.engine.compile import CompileSpec
 from app.engine.fit_args import FitArgs
-from app.engine.models import Sequential
+from app.engine.models import Model
 from app.engine.trainer import Trainer
 from tests.support import scenario
 from tests.support.keras_json import keras_json
@@ -41,7 +41,7 @@ def _pair(
         metrics=compile_cfg.get("metrics"),
         weighted_metrics=compile_cfg.get("weighted_metrics"),
     )
-    ours = Sequential.from_config(config, seed=0)
+    ours = Model.from_config(config, seed=0)
     ours.set_weights(km.get_weights())
     trainer = Trainer(ours, CompileSpec.parse(compile_cfg), device=None)
     return km, trainer

@@ -15,7 +15,7 @@ import torch
 from app.engine.compile import CompileSpec
 from app.engine.errors import ConfigError, DataError
 from app.engine.fit_args import FitArgs
-from app.engine.models import Sequential
+from app.engine.models import Model
 from app.engine.trainer import Trainer
 from tests.support.keras_json import keras_json
 
@@ -34,7 +34,7 @@ def _fit_both(keras: ModuleType, config: dict[str, Any], compile_cfg: dict[str, 
     km = keras.models.model_from_json(keras_json(config))
     km.compile(optimizer=keras.optimizers.get(compile_cfg["optimizer"]),
                loss=compile_cfg["loss"], metrics=compile_cfg.get("metrics"))  # fmt: skip
-    ours = Sequential.from_config(config, seed=0)
+    ours = Model.from_config(config, seed=0)
     ours.set_weights(km.get_weights())
     trainer = Trainer(ours, CompileSpec.parse(compile_cfg), device=None)
     kh = km.fit(x, y, batch_size=8, epochs=3, shuffle=False, validation_split=0.25, verbose=0)
@@ -79,7 +79,7 @@ def test_activation_layers_fit_matches_keras(keras: ModuleType) -> None:
 def test_fractional_ids_truncate_as_keras_does(keras: ModuleType) -> None:
     config = _model([("Embedding", {"input_dim": 6, "output_dim": 3})], [None, 4])
     km = keras.models.model_from_json(keras_json(config))
-    ours = Sequential.from_config(config, seed=0)
+    ours = Model.from_config(config, seed=0)
     ours.set_weights(km.get_weights())
     x = np.array([[0.0, 2.7, 5.99, -0.5], [1.2, 3.0, 4.5, 0.9]], dtype=np.float32)
     with torch.no_grad():
@@ -91,7 +91,7 @@ def test_fractional_ids_truncate_as_keras_does(keras: ModuleType) -> None:
 def test_out_of_range_ids_are_a_data_error(bad: float) -> None:
     config = _model([("Embedding", {"input_dim": 6, "output_dim": 3}), ("Flatten", {}),
                      ("Dense", {"units": 2, "activation": "softmax"})], [None, 2])  # fmt: skip
-    model = Sequential.from_config(config, seed=0)
+    model = Model.from_config(config, seed=0)
     x = np.array([[1.0, 2.0], [3.0, bad]], dtype=np.float32)
     with pytest.raises(DataError, match=r"\[0, 6\)"):
         model(torch.as_tensor(x))
@@ -103,7 +103,7 @@ def test_out_of_range_ids_are_a_data_error(bad: float) -> None:
 
 
 def _train(layer: tuple[str, dict[str, Any]], shape: list[int], seed: int) -> torch.Tensor:
-    model = Sequential.from_config(_model([layer], [None, *shape]), seed=0)
+    model = Model.from_config(_model([layer], [None, *shape]), seed=0)
     model.set_generator(torch.Generator().manual_seed(seed))
     x = torch.ones((400, *shape))
     assert torch.equal(model(x, training=False), x)  # the identity outside training
@@ -146,14 +146,14 @@ def test_keras_loads_our_canonical_configs(keras: ModuleType) -> None:
         ("LeakyReLU", {}), ("ELU", {"alpha": 0.5}), ("Softmax", {"axis": [1, 2]}),
         ("Rescaling", {"scale": 2.0}), ("Flatten", {}),
     ], [None, 4])  # fmt: skip
-    ours = Sequential.from_config(config, seed=4)
+    ours = Model.from_config(config, seed=4)
     km = keras.models.model_from_json(json.dumps(ours.get_config()))
     km.set_weights(ours.get_weights())
     x = RNG.normal(size=(5, 4)).astype(np.float32)
     with torch.no_grad():
         got = ours(torch.as_tensor(x)).numpy()
     np.testing.assert_allclose(km.predict(x, verbose=0), got, rtol=1e-6, atol=1e-7)
-    again = Sequential.from_config(ours.get_config(), seed=4)
+    again = Model.from_config(ours.get_config(), seed=4)
     assert again.get_config() == ours.get_config()
     spatial = next(e for e in ours.get_config()["config"]["layers"]
                    if e["class_name"] == "SpatialDropout1D")  # fmt: skip
@@ -174,8 +174,8 @@ def test_keras_loads_our_canonical_configs(keras: ModuleType) -> None:
         (("LayerNormalization", {"axis": [2, 2]}), [None, 2, 3], "axis", "twice"),
         (("GroupNormalization", {"groups": 4}), [None, 6], "groups", "do not divide"),
         (("GroupNormalization", {"groups": 0}), [None, 6], "groups", "positive"),
-        (("Embedding", {"input_dim": 5, "output_dim": 2, "mask_zero": True}), [None, 3],
-         "mask_zero", "not supported"),
+        (("Embedding", {"input_dim": 5, "output_dim": 2, "mask_zero": 1}), [None, 3],
+         "mask_zero", "true or false"),
         (("Embedding", {"output_dim": 2}), [None, 3], "input_dim", "required"),
         (("Embedding", {"input_dim": 1 << 25, "output_dim": 2}), [None, 3], "input_dim", "<="),
         (("ReLU", {"max_value": -1.0}), [None, 3], "max_value", ">="),
@@ -194,7 +194,7 @@ def test_keras_loads_our_canonical_configs(keras: ModuleType) -> None:
 )  # fmt: skip
 def test_config_errors_name_the_field(layer: Any, shape: Any, key: Any, text: str) -> None:
     with pytest.raises(ConfigError) as info:
-        Sequential.from_config(_model([layer], shape), seed=0)
+        Model.from_config(_model([layer], shape), seed=0)
     expected = ("config", "layers", 1, "config", *(() if key is None else (key,)))
     assert info.value.loc == expected
     assert text in info.value.message

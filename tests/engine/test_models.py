@@ -13,7 +13,7 @@ import torch
 
 from app.engine.errors import ConfigError, DataError
 from app.engine.layers import LAYERS
-from app.engine.models import Sequential
+from app.engine.models import Model
 from tests.support import scenario
 from tests.support.keras_json import keras_json
 from tests.support.layer_cases import all_cases
@@ -33,7 +33,7 @@ def test_forward_matches_keras(keras: ModuleType, case: str) -> None:
     layers, shape, *inputs = LAYER_CASES[case]  # an optional third element: "int:N" inputs
     config = _model(layers, shape)
     km = keras.models.model_from_json(keras_json(config))
-    ours = Sequential.from_config(config, seed=0)
+    ours = Model.from_config(config, seed=0)
     ours.set_weights(km.get_weights())
     rng = np.random.default_rng(1)
     if inputs and inputs[0].startswith("int:"):  # integer ids in [0, N), as float32
@@ -45,9 +45,9 @@ def test_forward_matches_keras(keras: ModuleType, case: str) -> None:
     np.testing.assert_allclose(got, km.predict(x, verbose=0), rtol=1e-6, atol=1e-7)
     assert ours.summary()["total_params"] == km.count_params()
     # What Keras's own to_json() writes for the same model is accepted too.
-    again = Sequential.from_config(json.loads(km.to_json()), seed=0)
+    again = Model.from_config(json.loads(km.to_json()), seed=0)
 
-    def shapes(m: Sequential) -> list[tuple[str, list[Any], int]]:  # names follow Keras's counter
+    def shapes(m: Model) -> list[tuple[str, list[Any], int]]:  # names follow Keras's counter
         return [(r["class_name"], r["output_shape"], r["params"]) for r in m.summary()["layers"]]
 
     assert shapes(again) == shapes(ours)
@@ -60,7 +60,7 @@ def test_every_registered_layer_has_a_keras_comparison() -> None:
 
 
 def test_keras_loads_our_canonical_config(keras: ModuleType) -> None:
-    ours = Sequential.from_config(scenario.MODEL, seed=4)
+    ours = Model.from_config(scenario.MODEL, seed=4)
     km = keras.models.model_from_json(json.dumps(ours.get_config()))
     km.set_weights(ours.get_weights())
     np.testing.assert_allclose(
@@ -68,30 +68,30 @@ def test_keras_loads_our_canonical_config(keras: ModuleType) -> None:
         ours(torch.as_tensor(scenario.X)).detach().numpy(),
         rtol=1e-6,
     )
-    again = Sequential.from_config(ours.get_config(), seed=4)
+    again = Model.from_config(ours.get_config(), seed=4)
     assert again.get_config() == ours.get_config()
 
 
 def test_summary_matches_keras_counts(keras: ModuleType) -> None:
     keras.backend.clear_session()  # Keras's automatic layer names count per session
     km = keras.models.model_from_json(keras_json(scenario.MODEL))
-    summary = Sequential.from_config(scenario.MODEL, seed=0).summary()
+    summary = Model.from_config(scenario.MODEL, seed=0).summary()
     assert summary["total_params"] == km.count_params() == 7
     assert summary["trainable_params"] == 4
     assert [layer["name"] for layer in summary["layers"]] == [layer.name for layer in km.layers]
 
 
 def test_seeded_initial_weights_are_reproducible() -> None:
-    a = Sequential.from_config(scenario.MODEL, seed=9).get_weights()
-    b = Sequential.from_config(scenario.MODEL, seed=9).get_weights()
-    c = Sequential.from_config(scenario.MODEL, seed=10).get_weights()
+    a = Model.from_config(scenario.MODEL, seed=9).get_weights()
+    b = Model.from_config(scenario.MODEL, seed=9).get_weights()
+    c = Model.from_config(scenario.MODEL, seed=10).get_weights()
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
 
 
 def test_glorot_uniform_limits() -> None:
     config = _model([("Dense", {"units": 300})], [None, 200])
-    kernel = Sequential.from_config(config, seed=0).get_weights()[0]
+    kernel = Model.from_config(config, seed=0).get_weights()[0]
     limit = np.sqrt(6 / 500)
     assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.95 * limit
 
@@ -112,7 +112,7 @@ def test_glorot_uniform_limits() -> None:
         (lambda c: c["config"]["layers"][2].update(module="my.module"),
          ("config", "layers", 2, "module"), "only Keras"),
         (lambda c: c["config"]["layers"].pop(0), ("config", "layers"), "input shape"),
-        (lambda c: c.update(class_name="Functional"), ("class_name",), "Sequential"),
+        (lambda c: c.update(class_name="MyModel"), ("class_name",), "Sequential"),
         (lambda c: c["config"]["layers"][3]["config"].update(name="dense_x"), None, None),
     ],
 )  # fmt: skip
@@ -120,10 +120,10 @@ def test_config_errors_name_the_field(mutate: Any, loc: Any, text: Any) -> None:
     config = json.loads(json.dumps(scenario.MODEL))
     mutate(config)
     if loc is None:
-        Sequential.from_config(config, seed=0)
+        Model.from_config(config, seed=0)
         return
     with pytest.raises(ConfigError) as info:
-        Sequential.from_config(config, seed=0)
+        Model.from_config(config, seed=0)
     assert info.value.loc == loc
     assert text in info.value.message
 
@@ -133,11 +133,11 @@ def test_duplicate_layer_names_are_refused() -> None:
     config["config"]["layers"][3]["config"]["name"] = "dense"
     config["config"]["layers"][2]["config"]["name"] = "dense"
     with pytest.raises(ConfigError, match="used twice"):
-        Sequential.from_config(config, seed=0)
+        Model.from_config(config, seed=0)
 
 
 def test_set_weights_checks_everything_before_changing_anything() -> None:
-    model = Sequential.from_config(scenario.MODEL, seed=0)
+    model = Model.from_config(scenario.MODEL, seed=0)
     before = model.get_weights()
     bad = [np.ones_like(w) for w in before]
     bad[-1] = np.ones((2,), dtype=np.float32)

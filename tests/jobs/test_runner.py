@@ -29,7 +29,8 @@ def test_a_fit_job_commits_rows_checkpoint_and_weights(pg_ctx: Any) -> None:
     model, job = _submit(pg_ctx, epochs=4, callbacks=[])
     run_fit_job(pg_ctx, job.id)
     done, rows = service.get_job(pg_ctx, job_id=job.id)
-    assert done.status == "succeeded" and done.attempt == 1 and done.epochs_done == 4
+    assert done.status == "succeeded", done.error_message
+    assert done.attempt == 1 and done.epochs_done == 4
     assert [r.epoch for r in rows] == [0, 1, 2, 3]
     with unit_of_work(pg_ctx.sessions) as s:
         ckpt = repo.latest_checkpoint(s, job_id=job.id)

@@ -1,0 +1,231 @@
+"""Reading Keras model JSON (Sequential and Functional) into a graph of built layers.
+
+Both kinds become the same thing: input slots, then nodes in an order where every node's inputs
+come before it, each node one call of a layer whose output fills the next slot. A Sequential is a
+chain; a Functional graph comes from each layer's `inbound_nodes`, where a tensor is named by
+`keras_history` = [layer name, node index, tensor index] as Keras 3 writes it. A layer called
+more than once (shared) is built at its first call and keeps one set of weights.
+
+Layers are looked up in the closed LAYERS registry; Lambda layers and custom objects are refused,
+since they would mean running code a request supplied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from app.engine.errors import ConfigError, Loc
+from app.engine.layers import LAYERS, Layer, Shape
+from app.engine.layers.base import check_dtype
+from app.engine.params import get_str
+from app.engine.registry import check_keras_module, known_keys, to_snake_case
+
+MAX_LAYERS = 1000
+MAX_NODES = 4000
+MODEL_KEYS = ("module", "class_name", "config", "registered_name", "build_config", "compile_config")
+_SEQ_KEYS = ("name", "trainable", "dtype", "layers", "build_input_shape")
+_FUNC_KEYS = ("name", "trainable", "dtype", "layers", "input_layers", "output_layers")
+_ENTRY_KEYS = (
+    "module", "class_name", "config", "registered_name", "build_config", "name", "inbound_nodes",
+)  # fmt: skip
+_INPUT_KEYS = (
+    "batch_shape", "batch_input_shape", "shape", "input_shape", "dtype", "sparse", "ragged",
+    "name", "optional",
+)  # fmt: skip
+_REFUSED = {
+    "Lambda": "Lambda layers hold Python code, which the service never runs; use built-in layers",
+    "TFSMLayer": "saved TensorFlow graphs cannot be loaded; use built-in layers",
+}
+
+Slot = int
+NodeInputs = Slot | list[Slot | None]
+
+
+@dataclass
+class Node:
+    """One call of a layer: its input slots (one, or a list for list and named inputs), the
+    node's non-tensor call options, and the slot its output fills."""
+
+    layer: Layer
+    inputs: NodeInputs
+    options: dict[str, Any]
+    out: Slot
+    index: int = 0  # which call of the layer this is (Keras's node index)
+
+
+@dataclass
+class Graph:
+    name: str
+    kind: str  # "Sequential" or "Functional"
+    input_names: list[str]
+    input_shapes: list[Shape]
+    layers: list[Layer]  # every layer once, in config order
+    nodes: list[Node]
+    output_names: list[str]
+    output_slots: list[Slot]
+    shapes: list[Shape] = field(default_factory=list)  # every slot's shape
+    dict_inputs: bool = False
+    dict_outputs: bool = False
+
+
+def parse_shape(value: Any, loc: Loc) -> Shape:
+    if not isinstance(value, list | tuple) or not value:
+        raise ConfigError(loc, f"must be a list like [null, 4], got {value!r}")
+    dims: list[int | None] = []
+    for i, d in enumerate(value):
+        if d is None:
+            dims.append(None)
+        elif isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 1 << 24:
+            dims.append(d)
+        else:
+            raise ConfigError((*loc, i), f"must be null or a positive integer, got {d!r}")
+    return tuple(dims)
+
+
+def input_layer_shape(cfg: Mapping[str, Any], loc: Loc) -> Shape:
+    check_dtype(cfg, loc)
+    known_keys(cfg, _INPUT_KEYS, loc)
+    for key in ("sparse", "ragged"):
+        if cfg.get(key):
+            raise ConfigError((*loc, key), "sparse and ragged inputs are not supported")
+    for key in ("batch_shape", "batch_input_shape"):
+        if cfg.get(key) is not None:
+            return parse_shape(cfg[key], (*loc, key))
+    for key in ("shape", "input_shape"):
+        if cfg.get(key) is not None:
+            return (None, *parse_shape(cfg[key], (*loc, key)))
+    raise ConfigError((*loc, "batch_shape"), "an InputLayer needs batch_shape, e.g. [null, 4]")
+
+
+def auto_name(class_name: str, used: set[str]) -> str:
+    base = to_snake_case(class_name)
+    if base not in used:
+        return base
+    i = 1
+    while f"{base}_{i}" in used:
+        i += 1
+    return f"{base}_{i}"
+
+
+def make_layer(entry: Any, loc: Loc, used: set[str], name: str | None = None) -> Layer:
+    """Look up and configure one layer entry (built later, at its first call)."""
+    if not isinstance(entry, Mapping):
+        raise ConfigError(loc, "a layer is an object with class_name and config")
+    known_keys(entry, _ENTRY_KEYS, loc)
+    class_name = entry.get("class_name")
+    if class_name in _REFUSED:
+        raise ConfigError((*loc, "class_name"), _REFUSED[str(class_name)])
+    layer_cls, cfg, cloc = LAYERS.parse(entry, loc)
+    check_dtype(cfg, cloc)
+    layer_name = name or get_str(cfg, "name", cloc, None) or auto_name(layer_cls.class_name, used)
+    if layer_name in used:
+        raise ConfigError((*cloc, "name"), f"layer name {layer_name!r} is used twice")
+    used.add(layer_name)
+    return layer_cls.from_config(cfg, cloc, name=layer_name)
+
+
+def read_spec(spec: Any) -> tuple[str, Mapping[str, Any]]:
+    """Check a model spec's outer keys; returns its kind ("Sequential" or "Functional") and
+    config."""
+    kind_keys = {"Sequential": _SEQ_KEYS, "Functional": _FUNC_KEYS}
+    if not isinstance(spec, Mapping):
+        raise ConfigError((), "a model is a Keras model JSON object with class_name and config")
+    known_keys(spec, MODEL_KEYS, ())
+    check_keras_module(spec, ())
+    kind = spec.get("class_name")
+    if kind == "Model":  # what keras.Model(inputs, outputs) may be saved as
+        kind = "Functional"
+    if kind not in kind_keys:
+        raise ConfigError(("class_name",), f"expected 'Sequential' or 'Functional', got {kind!r}")
+    config = spec.get("config")
+    if not isinstance(config, Mapping):
+        raise ConfigError(("config",), "must be an object with a layers list")
+    known_keys(config, kind_keys[str(kind)], ("config",))
+    check_dtype(config, ("config",))
+    entries = config.get("layers")
+    if not isinstance(entries, list):
+        raise ConfigError(("config", "layers"), "must be a list of layer objects")
+    if len(entries) > MAX_LAYERS:
+        raise ConfigError(
+            ("config", "layers"), f"has {len(entries)} layers; the limit is {MAX_LAYERS}"
+        )
+    return str(kind), config
+
+
+def _sequential_input(
+    entries: Sequence[Any], config: Mapping[str, Any], spec: Mapping[str, Any]
+) -> tuple[Shape | None, Loc]:
+    """The batch input shape: an InputLayer, a first layer's batch_input_shape or input_shape,
+    the Sequential's build_input_shape, or its build_config."""
+    first = entries[0] if entries and isinstance(entries[0], Mapping) else None
+    if first is not None and first.get("class_name") == "InputLayer":
+        loc: Loc = ("config", "layers", 0, "config")
+        return input_layer_shape(first.get("config") or {}, loc), loc
+    if first is not None:
+        cfg = first.get("config") or {}
+        loc = ("config", "layers", 0, "config")
+        if cfg.get("batch_input_shape") is not None:
+            return parse_shape(cfg["batch_input_shape"], (*loc, "batch_input_shape")), loc
+        if cfg.get("input_shape") is not None:
+            return (None, *parse_shape(cfg["input_shape"], (*loc, "input_shape"))), loc
+    if config.get("build_input_shape") is not None:
+        return parse_shape(config["build_input_shape"], ("config", "build_input_shape")), (
+            "config",
+        )
+    build = spec.get("build_config")
+    if isinstance(build, Mapping) and build.get("input_shape") is not None:
+        return parse_shape(build["input_shape"], ("build_config", "input_shape")), ("build_config",)
+    return None, ("config", "layers")
+
+
+def sequential_graph(
+    spec: Mapping[str, Any], config: Mapping[str, Any], gen: torch.Generator
+) -> Graph:
+    entries = config["layers"]
+    name = get_str(config, "name", ("config",), "sequential")
+    input_shape, shape_loc = _sequential_input(entries, config, spec)
+    if input_shape is None:
+        raise ConfigError(
+            shape_loc,
+            "the model needs an input shape: start the layers with an InputLayer whose "
+            "batch_shape is e.g. [null, 4]",
+        )
+    input_name = "input_layer"
+    if entries and isinstance(entries[0], Mapping) and entries[0].get("class_name") == "InputLayer":
+        input_name = get_str(entries[0].get("config") or {}, "name", (), None) or input_name
+    layers: list[Layer] = []
+    nodes: list[Node] = []
+    used: set[str] = set()
+    shapes: list[Shape] = [input_shape]
+    for index, entry in enumerate(entries):
+        loc: Loc = ("config", "layers", index)
+        if isinstance(entry, Mapping) and entry.get("class_name") == "InputLayer":
+            if index != 0:
+                raise ConfigError((*loc, "class_name"), "an InputLayer may only come first")
+            continue
+        layer = make_layer(entry, loc, used)
+        if layer.multi_input or layer.input_names:
+            raise ConfigError(
+                (*loc, "class_name"),
+                f"{layer.class_name} takes several inputs; use a Functional model",
+            )
+        shape = layer.build(shapes[-1], gen, (*loc, "config"))
+        layer.output_shape = shape
+        layers.append(layer)
+        nodes.append(Node(layer, len(shapes) - 1, {}, len(shapes)))
+        shapes.append(shape)
+    return Graph(
+        name=name,
+        kind="Sequential",
+        input_names=[input_name],
+        input_shapes=[input_shape],
+        layers=layers,
+        nodes=nodes,
+        output_names=[layers[-1].name if layers else input_name],
+        output_slots=[len(shapes) - 1],
+        shapes=shapes,
+    )
