@@ -1,0 +1,298 @@
+"""EinsumDense: a dense projection written as an einsum equation, and the equation's analysis.
+
+The equation is read by our own strict parser (letters, one `,`, one `->`, and `...` only where
+Keras accepts it) and bounded in length; it then runs through `torch.einsum`, as Keras's torch
+backend does. Kernel, bias and output shapes follow Keras's `_analyze_einsum_string`, including
+its conventions: the user's `output_shape` leaves out the batch dimension (and, with a trailing
+`...`, the elided dimensions), a `None` there stays `None` in the reported output shape, and with
+a leading `...` the elided middle dimensions are reported in reverse order (Keras's own shape
+arithmetic; the tensors themselves are right). Variance-scaling initializers draw with the fans
+Keras gives EinsumDense kernels: the product of the kernel's input axes and of its output axes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from app.engine import activations, initializers
+from app.engine.errors import ConfigError, Loc
+from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
+from app.engine.params import get_bool
+from app.engine.registry import known_keys
+
+MAX_EQUATION = 64
+MAX_DIM = 1 << 20
+MAX_KERNEL = 1 << 26
+MAX_OUTPUT_DIMS = 16
+# Keras's VarianceScaling family: these get EinsumDense's axis-selected fans.
+_VARIANCE_SCALING = {
+    "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal",
+    "LecunUniform", "LecunNormal",
+}  # fmt: skip
+_LETTERS = re.compile(r"[A-Za-z]+")
+
+
+@dataclass(frozen=True)
+class Equation:
+    """A parsed EinsumDense equation: the input, kernel and output subscripts (letters only)
+    and where the ellipsis stands ("none", "left" or "right")."""
+
+    text: str
+    inputs: str
+    kernel: str
+    output: str
+    ellipsis: str
+
+
+def parse_equation(value: Any, loc: Loc) -> Equation:
+    """The forms Keras accepts: `ab,bc->ac`, `...ab,bc->...ac`, `ab...,bc->ac...`."""
+    if not isinstance(value, str):
+        raise ConfigError(loc, f"must be a string such as 'ab,bc->ac', got {value!r}")
+    if len(value) > MAX_EQUATION:
+        raise ConfigError(loc, f"must be at most {MAX_EQUATION} characters")
+    if value.count("->") != 1 or value.count(",") != 1:
+        raise ConfigError(loc, f"must look like 'ab,bc->ac' (one ',' and one '->'), got {value!r}")
+    lhs, out = value.split("->")
+    inp, kernel = lhs.split(",")
+    ellipsis = "none"
+    if inp.startswith("...") and out.startswith("..."):
+        ellipsis, inp, out = "left", inp[3:], out[3:]
+    elif inp.endswith("...") and out.endswith("..."):
+        ellipsis, inp, out = "right", inp[:-3], out[:-3]
+    for part, what in ((inp, "input"), (kernel, "kernel"), (out, "output")):
+        if not _LETTERS.fullmatch(part):
+            raise ConfigError(
+                loc,
+                f"the {what} subscripts must be letters (with '...' only at the start or the "
+                f"end of both the input and the output), got {value!r}",
+            )
+        if len(set(part)) != len(part):
+            raise ConfigError(loc, f"the {what} subscripts {part!r} repeat a letter")
+    if ellipsis == "right" and len(inp) < 2:
+        raise ConfigError(loc, "a trailing '...' needs at least two input letters")
+    for letter in out:
+        if letter not in inp and letter not in kernel:
+            raise ConfigError(loc, f"output letter {letter!r} is in neither the input nor kernel")
+    for letter in kernel:
+        if letter not in inp and letter not in out:
+            raise ConfigError(loc, f"kernel letter {letter!r} is in neither the input nor output")
+    return Equation(value, inp, kernel, out, ellipsis)
+
+
+@dataclass(frozen=True)
+class EinsumShapes:
+    kernel: tuple[int, ...]
+    bias: tuple[int, ...] | None
+    output: Shape
+    input_axes: tuple[int, ...]
+    output_axes: tuple[int, ...]
+
+
+def _known(value: int | None, what: str, loc: Loc) -> int:
+    if value is None:
+        raise ConfigError(loc, f"the {what} needs a known size; give it in output_shape")
+    return value
+
+
+def analyze(
+    eq: Equation, bias_axes: str | None, input_shape: Shape, partial: Sequence[int | None], loc: Loc
+) -> EinsumShapes:
+    """Kernel, bias and output shapes for `input_shape` (batch included), as Keras works them
+    out. Errors are ConfigErrors at `loc` (the layer config) or its fields."""
+    rank = len(input_shape)
+    elided = rank - len(eq.inputs)
+    if (eq.ellipsis == "none" and elided != 0) or elided < 0:
+        raise ConfigError(
+            (*loc, "equation"),
+            f"input subscripts {eq.inputs!r} do not fit an input of rank {rank} {input_shape}",
+        )
+    full: list[int | None] = [input_shape[0], *partial]
+    offset = 0
+    if eq.ellipsis == "left":
+        offset = elided
+        # Keras inserts the elided dimensions one by one at position 1, which reverses them.
+        for i in range(1, elided):
+            full.insert(1, input_shape[i])
+    elif eq.ellipsis == "right":
+        full.extend(input_shape[rank - elided :])
+    expected = offset + len(eq.output) + (elided if eq.ellipsis == "right" else 0)
+    if len(full) != expected:
+        raise ConfigError(
+            (*loc, "output_shape"),
+            f"has {len(partial)} entries; equation {eq.text!r} on input {input_shape} needs "
+            f"{len(partial) + expected - len(full)}",
+        )
+    in_pos = {
+        d: (i + elided - rank if eq.ellipsis == "left" else i) for i, d in enumerate(eq.inputs)
+    }
+    out_pos = {d: i + offset for i, d in enumerate(eq.output)}
+    for d in eq.inputs:
+        if d in out_pos:
+            given, have = full[out_pos[d]], input_shape[in_pos[d]]
+            if given is not None and given != have:
+                raise ConfigError(
+                    (*loc, "output_shape"),
+                    f"gives {given} for dimension {d!r}, but the input has {have} there",
+                )
+    kernel: list[int] = []
+    in_axes: list[int] = []
+    out_axes: list[int] = []
+    for i, d in enumerate(eq.kernel):
+        if d in out_pos:
+            kernel.append(_known(full[out_pos[d]], f"kernel dimension {d!r}", loc))
+            out_axes.append(i)
+        else:
+            kernel.append(_known(input_shape[in_pos[d]], f"kernel dimension {d!r}", loc))
+            in_axes.append(i)
+    if math.prod(kernel) > MAX_KERNEL:
+        raise ConfigError(loc, f"the kernel {tuple(kernel)} is larger than {MAX_KERNEL} values")
+    bias = None
+    if bias_axes is not None:
+        first = min(eq.output.index(c) for c in bias_axes)
+        bias = [
+            _known(full[out_pos[c]], f"bias dimension {c!r}", loc) if c in bias_axes else 1
+            for c in eq.output[first:]
+        ]
+        if eq.ellipsis == "right":
+            bias += [1] * elided
+        if math.prod(bias) > MAX_KERNEL:
+            raise ConfigError(loc, f"the bias {tuple(bias)} is larger than {MAX_KERNEL} values")
+    return EinsumShapes(
+        tuple(kernel), None if bias is None else tuple(bias), tuple(full), tuple(in_axes),
+        tuple(out_axes),
+    )  # fmt: skip
+
+
+def _read_output_shape(value: Any, loc: Loc) -> tuple[int | None, ...]:
+    def dim(v: Any) -> bool:
+        return v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_DIM)
+
+    if dim(value) and value is not None:
+        return (value,)
+    if isinstance(value, list | tuple) and len(value) <= MAX_OUTPUT_DIMS and all(map(dim, value)):
+        return tuple(value)
+    raise ConfigError(
+        loc,
+        f"must be a positive integer or a list of them (null for a size taken from the input), "
+        f"got {value!r}",
+    )
+
+
+@LAYERS.register("EinsumDense")
+class EinsumDense(Layer):
+    class_name = "EinsumDense"
+    kernel: torch.Tensor
+    bias: torch.Tensor
+    config_keys = (
+        "equation", "output_shape", "activation", "bias_axes", "kernel_initializer",
+        "bias_initializer", "kernel_regularizer", "bias_regularizer", "activity_regularizer",
+        "kernel_constraint", "bias_constraint", "lora_rank", "lora_alpha",
+        "gptq_unpacked_column_size", "quantization_config",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        equation: Equation,
+        output_shape: tuple[int | None, ...],
+        bias_axes: str | None = None,
+        activation: Any = None,
+        kernel_initializer: Any = "glorot_uniform",
+        bias_initializer: Any = "zeros",
+        trainable: bool = True,
+        loc: Loc = (),
+    ) -> None:
+        super().__init__(name=name, trainable=trainable)
+        self.equation = equation
+        self.partial_output_shape = output_shape
+        self.bias_axes = bias_axes
+        self.activation_name, self.activation = activations.get(activation, (*loc, "activation"))
+        self.kernel_init_config, self.kernel_init = initializers.get(
+            kernel_initializer, (*loc, "kernel_initializer")
+        )
+        self.bias_init_config, self.bias_init = initializers.get(
+            bias_initializer, (*loc, "bias_initializer")
+        )
+        self.use_bias = False
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
+        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
+        require_null(
+            config,
+            ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
+             "kernel_constraint", "bias_constraint", "lora_rank", "lora_alpha",
+             "gptq_unpacked_column_size", "quantization_config"),
+            loc,
+        )  # fmt: skip
+        if "equation" not in config:
+            raise ConfigError((*loc, "equation"), "is required")
+        if "output_shape" not in config:
+            raise ConfigError((*loc, "output_shape"), "is required")
+        eq = parse_equation(config["equation"], (*loc, "equation"))
+        bias_axes = config.get("bias_axes")
+        if bias_axes is not None:
+            if not isinstance(bias_axes, str) or not _LETTERS.fullmatch(bias_axes):
+                raise ConfigError((*loc, "bias_axes"), f"must be letters, got {bias_axes!r}")
+            missing = [c for c in bias_axes if c not in eq.output]
+            if missing:
+                raise ConfigError(
+                    (*loc, "bias_axes"),
+                    f"{missing[0]!r} is not an output subscript of {eq.text!r}",
+                )
+        return cls(
+            name=name,
+            equation=eq,
+            output_shape=_read_output_shape(config["output_shape"], (*loc, "output_shape")),
+            bias_axes=bias_axes,
+            activation=config.get("activation"),
+            kernel_initializer=config.get("kernel_initializer", "glorot_uniform"),
+            bias_initializer=config.get("bias_initializer", "zeros"),
+            trainable=get_bool(config, "trainable", loc, True),
+            loc=loc,
+        )
+
+    def layer_config(self) -> dict[str, Any]:
+        return {
+            "output_shape": list(self.partial_output_shape),
+            "equation": self.equation.text,
+            "activation": self.activation_name,
+            "bias_axes": self.bias_axes,
+            "kernel_initializer": self.kernel_init_config,
+            "bias_initializer": self.bias_init_config,
+            "kernel_regularizer": None,
+            "bias_regularizer": None,
+            "activity_regularizer": None,
+            "kernel_constraint": None,
+            "bias_constraint": None,
+            "quantization_config": None,
+        }
+
+    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
+        shapes = analyze(self.equation, self.bias_axes, input_shape, self.partial_output_shape, loc)
+        if self.kernel_init_config["class_name"] in _VARIANCE_SCALING:
+            # Keras hands the initializer the kernel's input and output axes; the draws are
+            # i.i.d., so drawing a (fan_in, fan_out) matrix and reshaping is the same law.
+            fan_in = math.prod(shapes.kernel[i] for i in shapes.input_axes)
+            fan_out = math.prod(shapes.kernel[i] for i in shapes.output_axes)
+            kernel = self.kernel_init((fan_in, fan_out), generator).reshape(shapes.kernel)
+        else:
+            kernel = self.kernel_init(shapes.kernel, generator)
+        self.add_weight("kernel", kernel)
+        if shapes.bias is not None:
+            self.use_bias = True
+            self.add_weight("bias", self.bias_init(shapes.bias, generator))
+        return shapes.output
+
+    def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+        y = torch.einsum(self.equation.text, x, self.kernel)
+        if self.use_bias:
+            y = y + self.bias
+        return self.activation(y)
