@@ -1,0 +1,311 @@
+"""MultiHeadAttention as Keras 3 runs it on torch: its config, weights and call.
+
+Four EinsumDense projections (query, key, value, attention_output; a sigmoid gate too when
+`use_gate`) hold the weights, so `get_weights()` lists each one's kernel then bias in Keras's
+order: query, key, gate, value, attention_output. The attention between them is
+`attention_ops.DotProductAttention` (Keras's fused and einsum routes). Masks arrive as a list
+(query, value, key); the output's mask is the query's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from app.engine import initializers
+from app.engine.errors import ConfigError, Loc
+from app.engine.layers.attention import check_call_options, mask_list, read_dropout
+from app.engine.layers.attention_ops import DotProductAttention, projection_equation
+from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
+from app.engine.layers.einsum_dense import EinsumDense, parse_equation
+from app.engine.params import get_bool, get_int
+from app.engine.registry import known_keys
+
+MAX_HEADS = 1024
+MAX_HEAD_DIM = 1 << 16
+MAX_RANK = 8
+# The projections in Keras's weight order, with the names `.keras` weight files store them under.
+_PROJECTIONS = (
+    ("query", "query_dense"), ("key", "key_dense"), ("gate", "_gate_dense"),
+    ("value", "value_dense"), ("attention_output", "output_dense"),
+)  # fmt: skip
+
+
+def _read_dims(value: Any, loc: Loc, *, what: str) -> tuple[int, ...] | None:
+    """An int or a non-empty list of ints; None is unset, and so are 0 and [] as sizes (Keras
+    tests `output_shape` for truth, but takes attention axis 0 as an axis)."""
+    if value is None or (what == "size" and (value == 0 or value == [])):
+        return None
+    items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(items, list | tuple) or not items or len(items) > MAX_RANK:
+        raise ConfigError(loc, f"must be an integer or a list of them, got {value!r}")
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise ConfigError(loc, f"must be an integer or a list of them, got {value!r}")
+        if what == "size" and not 1 <= item <= 1 << 20:
+            raise ConfigError(loc, f"sizes must be between 1 and {1 << 20}, got {item}")
+    return tuple(items)
+
+
+@LAYERS.register("MultiHeadAttention")
+class MultiHeadAttention(Layer):
+    class_name = "MultiHeadAttention"
+    supports_masking = True
+    uses_mask = True
+    input_names = ("query", "value", "key")
+    call_options = ("use_causal_mask", "return_attention_scores")
+    config_keys = (
+        "num_heads", "key_dim", "value_dim", "dropout", "use_bias", "output_shape",
+        "attention_axes", "sliding_window", "flash_attention", "kernel_initializer",
+        "bias_initializer", "kernel_regularizer", "bias_regularizer", "activity_regularizer",
+        "kernel_constraint", "bias_constraint", "use_gate", "seed",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        num_heads: int,
+        key_dim: int,
+        value_dim: int | None = None,
+        dropout: float = 0.0,
+        use_bias: bool = True,
+        output_shape: tuple[int, ...] | None = None,
+        attention_axes: tuple[int, ...] | None = None,
+        sliding_window: int | None = None,
+        use_gate: bool = False,
+        kernel_initializer: Any = "glorot_uniform",
+        bias_initializer: Any = "zeros",
+        seed: int | None = None,
+        trainable: bool = True,
+        loc: Loc = (),
+    ) -> None:
+        super().__init__(name=name, trainable=trainable)
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.value_dim = value_dim or key_dim
+        self.dropout = dropout
+        self.use_bias = use_bias
+        self.output_dims = output_shape
+        self.attention_axes = attention_axes
+        self.sliding_window = sliding_window
+        self.use_gate = use_gate
+        self.seed = seed
+        self.kernel_init_config, _ = initializers.get(
+            kernel_initializer, (*loc, "kernel_initializer")
+        )
+        self.bias_init_config, _ = initializers.get(bias_initializer, (*loc, "bias_initializer"))
+        self.generator: torch.Generator | None = None
+        # (projection, where a .keras file stores it), in Keras's weight order; and by name.
+        self._projections: list[tuple[EinsumDense, str]] = []
+        self._by_name: dict[str, EinsumDense] = {}
+        self._attention: DotProductAttention | None = None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
+        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
+        require_null(
+            config,
+            ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
+             "kernel_constraint", "bias_constraint"),
+            loc,
+        )  # fmt: skip
+        if config.get("flash_attention") not in (None, False):
+            raise ConfigError(
+                (*loc, "flash_attention"),
+                "only null or false: float32 attention never runs the flash kernel",
+            )
+        return cls(
+            name=name,
+            num_heads=get_int(config, "num_heads", loc, min_value=1, max_value=MAX_HEADS),
+            key_dim=get_int(config, "key_dim", loc, min_value=1, max_value=MAX_HEAD_DIM),
+            value_dim=get_int(config, "value_dim", loc, None, min_value=1, max_value=MAX_HEAD_DIM),
+            dropout=read_dropout(config, "dropout", loc),
+            use_bias=get_bool(config, "use_bias", loc, True),
+            output_shape=_read_dims(
+                config.get("output_shape"), (*loc, "output_shape"), what="size"
+            ),
+            attention_axes=_read_dims(
+                config.get("attention_axes"), (*loc, "attention_axes"), what="axis"
+            ),
+            sliding_window=get_int(config, "sliding_window", loc, None, min_value=1),
+            use_gate=get_bool(config, "use_gate", loc, False),
+            kernel_initializer=config.get("kernel_initializer", "glorot_uniform"),
+            bias_initializer=config.get("bias_initializer", "zeros"),
+            seed=get_int(config, "seed", loc, None),
+            trainable=get_bool(config, "trainable", loc, True),
+            loc=loc,
+        )
+
+    def layer_config(self) -> dict[str, Any]:
+        return {
+            "num_heads": self.num_heads,
+            "key_dim": self.key_dim,
+            "value_dim": self.value_dim,
+            "dropout": self.dropout,
+            "use_bias": self.use_bias,
+            "use_gate": self.use_gate,
+            "output_shape": None if self.output_dims is None else list(self.output_dims),
+            # Keras writes the normalized axes once built.
+            "attention_axes": None if self.attention_axes is None else list(self.attention_axes),
+            "sliding_window": self.sliding_window,
+            "kernel_initializer": self.kernel_init_config,
+            "bias_initializer": self.bias_init_config,
+            "kernel_regularizer": None,
+            "bias_regularizer": None,
+            "activity_regularizer": None,
+            "kernel_constraint": None,
+            "bias_constraint": None,
+            "seed": self.seed,
+        }
+
+    def check_options(self, options: Mapping[str, Any], loc: Loc) -> None:
+        check_call_options(options, loc)
+
+    # -- building --------------------------------------------------------------------------------
+    def build(self, input_shape: Any, generator: torch.Generator, loc: Loc) -> Shape:
+        q, v, k, features = self._shapes(input_shape, loc)
+        rank = len(q) + 1  # the projected (batch, ..., heads, channels) rank
+        self.attention_axes = axes = self._axes(rank, loc)
+        for i in range(1, len(q) - 1):
+            if i not in axes and None not in (q[i], v[i]) and q[i] != v[i]:
+                raise ConfigError(loc, f"query {q} and value {v} differ on batch axis {i}")
+        heads = self.num_heads
+        self._add_projection("query", q, 1, (heads, self.key_dim), None, generator, loc)
+        self._add_projection("key", k, 1, (heads, self.key_dim), None, generator, loc)
+        if self.use_gate:
+            self._add_projection("gate", q, 1, (heads, self.value_dim), "sigmoid", generator, loc)
+        self._add_projection("value", v, 1, (heads, self.value_dim), None, generator, loc)
+        out_dims = self.output_dims or (features,)
+        combined = (q[0], *[None] * (len(q) - 2), heads, self.value_dim)
+        self._add_projection("attention_output", combined, 2, out_dims, None, generator, loc)
+        self._attention = DotProductAttention(
+            rank=rank, axes=axes, key_dim=self.key_dim, dropout=self.dropout,
+            sliding_window=self.sliding_window, owner=self.name,
+        )  # fmt: skip
+        return (*q[:-1], *self.output_dims) if self.output_dims else q
+
+    def _shapes(self, input_shape: Any, loc: Loc) -> tuple[Shape, Shape, Shape, int]:
+        """(query, value, key) shapes, checked, and the query's feature size."""
+        if (
+            not isinstance(input_shape, list | tuple)
+            or len(input_shape) != 3
+            or input_shape[0] is None
+            or input_shape[1] is None
+        ):
+            raise ConfigError(loc, "MultiHeadAttention takes query, value and an optional key")
+        q, v = tuple(input_shape[0]), tuple(input_shape[1])
+        k = v if input_shape[2] is None else tuple(input_shape[2])
+        if not 3 <= len(q) <= MAX_RANK or len(v) != len(q):
+            raise ConfigError(
+                loc, f"query and value must have one rank from 3 to {MAX_RANK}, got {q} and {v}"
+            )
+        if v[1:-1] != k[1:-1]:
+            raise ConfigError(loc, f"value {v} and key {k} must agree on all but the last axis")
+        features = q[-1]
+        if features is None or None in (v[-1], k[-1]):
+            raise ConfigError(loc, f"query, value and key need known last axes: {q}, {v}, {k}")
+        return q, v, k, features
+
+    def _axes(self, rank: int, loc: Loc) -> tuple[int, ...]:
+        """Keras's normalization: negative axes count from the projected rank minus one."""
+        if self.attention_axes is None:
+            return tuple(range(1, rank - 2))
+        axes = tuple(a if a >= 0 else rank - 1 + a for a in self.attention_axes)
+        if any(not 1 <= a <= rank - 2 for a in axes) or len(set(axes)) != len(axes):
+            raise ConfigError(
+                (*loc, "attention_axes"),
+                f"must name distinct non-batch, non-feature axes of a rank-{rank - 1} query, "
+                f"got {list(self.attention_axes)}",
+            )
+        return axes
+
+    def _add_projection(
+        self,
+        name: str,
+        input_shape: Shape,
+        contracted: int,
+        new: tuple[int, ...],
+        activation: str | None,
+        generator: torch.Generator,
+        loc: Loc,
+    ) -> None:
+        free = len(input_shape) - contracted
+        equation, bias_axes = projection_equation(free, contracted, len(new))
+        layer = EinsumDense(
+            name=name,
+            equation=parse_equation(equation, loc),
+            output_shape=(*[None] * (free - 1), *new),
+            bias_axes=bias_axes if self.use_bias else None,
+            activation=activation,
+            kernel_initializer=self.kernel_init_config,
+            bias_initializer=self.bias_init_config,
+            trainable=self.trainable,
+            loc=loc,
+        )
+        layer.output_shape = layer.build(input_shape, generator, loc)
+        store = dict(_PROJECTIONS)[name]
+        self.add_module(store, layer)
+        self._projections.append((layer, store))
+        self._by_name[name] = layer
+
+    def keras_weights(self) -> list[tuple[str, torch.Tensor]]:
+        return [
+            (f"{layer.name}/{n}", t)
+            for layer, _ in self._projections
+            for n, t in layer.keras_weights()
+        ]
+
+    def keras_store_paths(self) -> list[str]:
+        """Where a `.keras` weights file keeps each weight, relative to this layer's group, in
+        `keras_weights()` order (Keras stores the projections under attribute names)."""
+        return [
+            f"{store}/vars/{i}"
+            for layer, store in self._projections
+            for i in range(len(layer.keras_weights()))
+        ]
+
+    def compute_mask(self, x: Any, mask: Any) -> torch.Tensor | None:
+        return mask_list(mask)[0]
+
+    # -- running ---------------------------------------------------------------------------------
+    def forward(
+        self,
+        x: Any,
+        training: bool = False,
+        mask: Any = None,
+        use_causal_mask: bool = False,
+        return_attention_scores: bool = False,
+    ) -> torch.Tensor:
+        check_call_options(
+            {"use_causal_mask": use_causal_mask,
+             "return_attention_scores": return_attention_scores},
+            (self.name,),
+        )  # fmt: skip
+        query, value = x[0], x[1]
+        key = x[2] if len(x) > 2 and x[2] is not None else value
+        q_mask, v_mask, k_mask = masks = mask_list(mask)
+        # Causal masking alone takes torch's is_causal route on the fused path, as in Keras.
+        causal_only = (
+            use_causal_mask and q_mask is None and v_mask is None and k_mask is None
+            and self.sliding_window is None
+        )  # fmt: skip
+        attention = self._attention
+        if attention is None:
+            raise RuntimeError(f"{self.name} is called before it is built")
+        attn_mask = None
+        if not causal_only:
+            attn_mask = attention.input_mask(query, value, masks, use_causal_mask)
+        layers = self._by_name
+        gate = layers["gate"](query) if self.use_gate else None
+        q = layers["query"](query)
+        k = layers["key"](key)
+        v = layers["value"](value)
+        out = attention(
+            q, k, v, attn_mask, causal_only=causal_only, training=training, generator=self.generator
+        )
+        if gate is not None:
+            out = out * gate
+        return layers["attention_output"](out)
