@@ -146,6 +146,12 @@ class CompileSpec:
         if self.loss_weights is None:
             weights: list[tuple[Any, Loc]] = [(None, loc)] * len(names)
         elif isinstance(self.loss_weights, list | Mapping):
+            if _is_object(self.loss) and len(self.loss_weights) != 1:
+                raise ConfigError(
+                    (*loc, "loss_weights"),
+                    f"has {len(self.loss_weights)} weights for one loss; give one loss per output "
+                    "to weight them",
+                )
             weights = _per_output(self.loss_weights, names, (*loc, "loss_weights"), "weight")
         else:
             weights = [(self.loss_weights, loc)] * len(names)

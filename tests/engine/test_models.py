@@ -14,6 +14,7 @@ import torch
 from app.engine.errors import ConfigError, DataError
 from app.engine.layers import LAYERS
 from app.engine.models import Model
+from tests.engine.test_functional import MERGE_LAYERS
 from tests.support import scenario
 from tests.support.keras_json import keras_json
 from tests.support.layer_cases import all_cases
@@ -56,6 +57,7 @@ def test_forward_matches_keras(keras: ModuleType, case: str) -> None:
 
 def test_every_registered_layer_has_a_keras_comparison() -> None:
     covered = {case[0][0][0] for case in LAYER_CASES.values()}
+    covered |= set(MERGE_LAYERS)  # compared inside Functional graphs (test_functional.py)
     assert set(LAYERS.names()) <= covered
 
 
