@@ -1,6 +1,7 @@
 """MultiHeadAttention, Attention, AdditiveAttention and EinsumDense at the layer level against
 Keras's own layers: outputs (with masks, causal masking and attention axes), output masks,
-gradients, weight order, config round trips both ways, config errors, and seeded dropout.
+gradients, weight order, config round trips both ways, config errors, seeded dropout, and one
+Functional model built from Keras's own JSON.
 
 These layers take several inputs, so a Sequential cannot hold them; EinsumDense is also covered
 by tests/support/layer_cases/einsum_dense.py through the generic Sequential comparison."""
@@ -18,6 +19,7 @@ import torch
 
 from app.engine.errors import ConfigError
 from app.engine.layers import LAYERS, Layer
+from app.engine.models import Model
 
 #: The layers this file compares with Keras (they cannot sit in a Sequential layer case).
 COVERED = ("MultiHeadAttention", "Attention", "AdditiveAttention")
@@ -444,3 +446,30 @@ def test_call_options_are_checked(class_name: str) -> None:
     x = [torch.zeros(1, 3, 2), torch.zeros(1, 3, 2)]
     with pytest.raises(ConfigError):
         layer([*x, None] if class_name[0] == "M" else x, False, return_attention_scores=True)
+
+
+# -- in a Functional model ----------------------------------------------------------------------
+def test_functional_model_with_attention_matches_keras(keras: ModuleType) -> None:
+    """Keras's own to_json() of a masked encoder-decoder style graph: named MHA inputs, causal
+    self-attention, Attention on a list, EinsumDense; outputs and the output mask match."""
+    q, v = keras.Input((5, 4), name="q"), keras.Input((6, 3), name="v")
+    mq, mv = keras.layers.Masking(0.0)(q), keras.layers.Masking(0.0)(v)
+    a = keras.layers.MultiHeadAttention(num_heads=2, key_dim=3, dropout=0.1)(mq, value=mv)
+    b = keras.layers.MultiHeadAttention(num_heads=2, key_dim=2)(a, a, a, use_causal_mask=True)
+    c = keras.layers.Attention(use_scale=True)([b, mq], use_causal_mask=True)
+    d = keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, 2), bias_axes="d")(c)
+    km = keras.Model([q, v], [c, d])
+    ours = Model.from_config(json.loads(km.to_json()), seed=0)
+    ours.set_weights(km.get_weights())
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(3, 5, 4)).astype(np.float32)
+    y = rng.normal(size=(3, 6, 3)).astype(np.float32)
+    x[0, 3:], y[1, 4:] = 0.0, 0.0
+    want = km([torch.as_tensor(x), torch.as_tensor(y)])
+    with torch.no_grad():
+        got, masks = ours.forward_with_mask([torch.as_tensor(x), torch.as_tensor(y)])
+    for g, w in zip(got, want, strict=True):
+        _gap(g, w)
+    assert torch.equal(masks[0], want[0]._keras_mask)
+    assert masks[1] is None  # EinsumDense does not support masking: Keras drops the mask
+    assert [r["output_shape"] for r in ours.summary()["layers"]][-1] == [None, None, 2]
