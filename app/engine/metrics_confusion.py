@@ -1,6 +1,10 @@
 """Keras 3's confusion-matrix metrics on torch: TruePositives, FalsePositives, TrueNegatives,
-FalseNegatives, Precision, Recall (one threshold each: several would give a vector result) and
-AUC (ROC, PR or PRGAIN; interpolation, minoring or majoring; multi_label; from_logits).
+FalseNegatives, Precision, Recall and AUC (ROC, PR or PRGAIN; interpolation, minoring or
+majoring; multi_label; from_logits).
+
+The counts, Precision and Recall compute Keras's vector result for a list of several thresholds
+(one value per threshold), but a request may give only one: the training log holds one number
+per metric.
 
 The counting follows Keras's `update_confusion_matrix_variables`: a prediction is positive when
 strictly above a threshold, a label when nonzero, and all label columns are pooled (unless AUC's
@@ -148,7 +152,9 @@ def _bucketed(
 
 
 class _Confusion(StateMetric):
-    """Counts at one threshold (0.5 by default), kept as Keras's (1,) accumulators."""
+    """Counts per threshold (0.5 by default), kept as Keras's (thresholds,) accumulators; the
+    result is a scalar for one threshold, else a vector. Evenly spaced thresholds (at least 3,
+    0 to 1) take Keras's bucketed path."""
 
     keys: ClassVar[tuple[str, ...]]
     _extra_keys: ClassVar[tuple[str, ...]] = ("thresholds",)
@@ -156,8 +162,12 @@ class _Confusion(StateMetric):
     def __init__(self, name: str | None = None, thresholds: Any = None) -> None:
         super().__init__(name)
         self.init_thresholds = thresholds
-        value = thresholds[0] if isinstance(thresholds, list) else thresholds
-        self.thresholds = [self._default_threshold() if value is None else float(value)]
+        if thresholds is None:
+            self.thresholds = [self._default_threshold()]
+        else:
+            given = thresholds if isinstance(thresholds, list | tuple) else [thresholds]
+            self.thresholds = [float(t) for t in given]
+        self._evenly = evenly_spaced(self.thresholds)
 
     def _default_threshold(self) -> float:
         return 0.5
@@ -177,10 +187,14 @@ class _Confusion(StateMetric):
     ) -> None:
         with torch.no_grad():
             y_true, y_pred, weight = _prepare(y_true, y_pred, sample_weight, *self._top_k_class())
-            counts = confusion_counts(y_true, y_pred, weight, self.thresholds)
-            state = self._state(y_pred.device, {key: (1,) for key in self.keys})
+            counts = confusion_counts(y_true, y_pred, weight, self.thresholds, evenly=self._evenly)
+            shape = (len(self.thresholds),)
+            state = self._state(y_pred.device, {key: shape for key in self.keys})
             for key in self.keys:
                 state[key].add_(counts[key])
+
+    def _one_or_all(self, values: Tensor) -> Tensor:
+        return values[0] if len(self.thresholds) == 1 else values
 
 
 @METRICS.register("TruePositives", "true_positives")
@@ -189,7 +203,7 @@ class TruePositives(_Confusion):
     keys = ("tp",)
 
     def _result(self, state: dict[str, Tensor]) -> Tensor:
-        return state["tp"][0]
+        return self._one_or_all(state["tp"])
 
 
 @METRICS.register("FalsePositives", "false_positives")
@@ -198,7 +212,7 @@ class FalsePositives(_Confusion):
     keys = ("fp",)
 
     def _result(self, state: dict[str, Tensor]) -> Tensor:
-        return state["fp"][0]
+        return self._one_or_all(state["fp"])
 
 
 @METRICS.register("TrueNegatives", "true_negatives")
@@ -207,7 +221,7 @@ class TrueNegatives(_Confusion):
     keys = ("tn",)
 
     def _result(self, state: dict[str, Tensor]) -> Tensor:
-        return state["tn"][0]
+        return self._one_or_all(state["tn"])
 
 
 @METRICS.register("FalseNegatives", "false_negatives")
@@ -216,7 +230,7 @@ class FalseNegatives(_Confusion):
     keys = ("fn",)
 
     def _result(self, state: dict[str, Tensor]) -> Tensor:
-        return state["fn"][0]
+        return self._one_or_all(state["fn"])
 
 
 class _PrecisionRecall(_Confusion):
@@ -260,7 +274,7 @@ class Precision(_PrecisionRecall):
     keys = ("tp", "fp")
 
     def _result(self, state: dict[str, Tensor]) -> Tensor:
-        return loss_utils.divide_no_nan(state["tp"], state["tp"] + state["fp"])[0]
+        return self._one_or_all(loss_utils.divide_no_nan(state["tp"], state["tp"] + state["fp"]))
 
 
 @METRICS.register("Recall", "recall")
@@ -269,4 +283,4 @@ class Recall(_PrecisionRecall):
     keys = ("tp", "fn")
 
     def _result(self, state: dict[str, Tensor]) -> Tensor:
-        return loss_utils.divide_no_nan(state["tp"], state["tp"] + state["fn"])[0]
+        return self._one_or_all(loss_utils.divide_no_nan(state["tp"], state["tp"] + state["fn"]))
