@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     # Limits
     max_request_bytes: int = 64 * 1024 * 1024
     model_cache_size: int = 16
+    model_max_params: int = Field(default=50_000_000, ge=1, description="Weights in one model")
+    model_max_layers: int = Field(default=1000, ge=1, description="Layers, nested ones included")
+    model_max_depth: int = Field(default=8, ge=1, description="Nesting of wrapper layers")
+    model_max_tensor_elements: int = Field(
+        default=1 << 26, ge=1, description="Elements of one sample's tensor anywhere in a model"
+    )
 
     @property
     def resolved_database_url(self) -> str:

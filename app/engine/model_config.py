@@ -24,8 +24,19 @@ from app.engine.layers.base import check_dtype
 from app.engine.params import get_str
 from app.engine.registry import check_keras_module, known_keys, to_snake_case
 
-MAX_LAYERS = 1000
 MAX_NODES = 4000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one model may hold (the service takes them from its settings)."""
+
+    params: int = 50_000_000
+    layers: int = 1000  # nested layers (a Bidirectional's RNNs) count too
+    depth: int = 8  # layers inside layers inside ...
+    tensor_elements: int = 1 << 26  # one sample's elements in any tensor of the graph
+
+
 MODEL_KEYS = ("module", "class_name", "config", "registered_name", "build_config", "compile_config")
 _SEQ_KEYS = ("name", "trainable", "dtype", "layers", "build_input_shape")
 _FUNC_KEYS = ("name", "trainable", "dtype", "layers", "input_layers", "output_layers")
@@ -128,7 +139,7 @@ def make_layer(entry: Any, loc: Loc, used: set[str], name: str | None = None) ->
     return layer_cls.from_config(cfg, cloc, name=layer_name)
 
 
-def read_spec(spec: Any) -> tuple[str, Mapping[str, Any]]:
+def read_spec(spec: Any, limits: Limits) -> tuple[str, Mapping[str, Any]]:
     """Check a model spec's outer keys; returns its kind ("Sequential" or "Functional") and
     config."""
     kind_keys = {"Sequential": _SEQ_KEYS, "Functional": _FUNC_KEYS}
@@ -149,9 +160,9 @@ def read_spec(spec: Any) -> tuple[str, Mapping[str, Any]]:
     entries = config.get("layers")
     if not isinstance(entries, list):
         raise ConfigError(("config", "layers"), "must be a list of layer objects")
-    if len(entries) > MAX_LAYERS:
+    if len(entries) > limits.layers:
         raise ConfigError(
-            ("config", "layers"), f"has {len(entries)} layers; the limit is {MAX_LAYERS}"
+            ("config", "layers"), f"has {len(entries)} layers; the limit is {limits.layers}"
         )
     return str(kind), config
 

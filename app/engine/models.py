@@ -8,6 +8,7 @@ plus its seed always gives the same initial weights, and they are listed in Kera
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,9 +19,7 @@ from torch import nn
 from app.engine.errors import ConfigError, DataError, Loc
 from app.engine.functional import functional_graph
 from app.engine.layers import Layer, Shape
-from app.engine.model_config import Graph, Node, read_spec, sequential_graph
-
-MAX_PARAMS = 50_000_000
+from app.engine.model_config import Graph, Limits, Node, read_spec, sequential_graph
 
 Outputs = torch.Tensor | list[torch.Tensor]
 
@@ -43,20 +42,52 @@ class Model(nn.Module):
         self._out = list(graph.output_slots)
 
     @classmethod
-    def from_config(cls, spec: Any, *, seed: int) -> Model:
-        kind, config = read_spec(spec)
+    def from_config(cls, spec: Any, *, seed: int, limits: Limits | None = None) -> Model:
+        """Build the model. A dry run on torch's meta device checks the limits first, so a
+        model too large is refused before any weight is allocated."""
+        limits = limits or Limits()
+        cls.dry_run(spec, limits=limits)
+        return cls._build(spec, seed, limits)
+
+    @classmethod
+    def dry_run(cls, spec: Any, *, limits: Limits | None = None) -> Model:
+        """Shapes, parameter counts and limits without allocating weights: the layers are built
+        on the meta device (the summary is right; the model cannot run on data)."""
+        limits = limits or Limits()
+        with torch.device("meta"):
+            model = cls._build(spec, 0, limits)
+        model.check_limits(limits)
+        return model
+
+    @classmethod
+    def _build(cls, spec: Any, seed: int, limits: Limits) -> Model:
+        kind, config = read_spec(spec, limits)
         generator = torch.Generator().manual_seed(seed)
         if kind == "Sequential":
             graph = sequential_graph(spec, config, generator)
         else:
             graph = functional_graph(config, generator)
-        model = cls(graph)
-        total = sum(sum(layer.count_params()) for layer in model.layer_list())
-        if total > MAX_PARAMS:
-            raise ConfigError(
-                ("config", "layers"), f"the model has {total} parameters; the limit is {MAX_PARAMS}"
-            )
-        return model
+        return cls(graph)
+
+    def check_limits(self, limits: Limits) -> None:
+        """ConfigErrors stating the number and the limit it passes."""
+        where = ("config", "layers")
+        total = sum(sum(layer.count_params()) for layer in self.layer_list())
+        if total > limits.params:
+            raise ConfigError(where, f"the model has {total} parameters; the limit is "
+                              f"{limits.params}")  # fmt: skip
+        layers, depth = _nesting(self.layer_list())
+        if layers > limits.layers:
+            raise ConfigError(where, f"the model has {layers} layers, nested ones included; the "
+                              f"limit is {limits.layers}")  # fmt: skip
+        if depth > limits.depth:
+            raise ConfigError(where, f"layers are nested {depth} deep; the limit is "
+                              f"{limits.depth}")  # fmt: skip
+        for shape in self.graph.shapes:
+            size = math.prod(d for d in shape[1:] if d is not None)
+            if size > limits.tensor_elements:
+                raise ConfigError(where, f"a tensor of shape {list(shape)} has {size} elements "
+                                  f"per sample; the limit is {limits.tensor_elements}")  # fmt: skip
 
     # -- shapes --------------------------------------------------------------------------------
     @property
@@ -210,6 +241,18 @@ class Model(nn.Module):
         from app.engine.model_json import functional_json, sequential_json
 
         return sequential_json(self) if self.kind == "Sequential" else functional_json(self)
+
+
+def _nesting(layers: Sequence[nn.Module], level: int = 1) -> tuple[int, int]:
+    """(how many layers, how deep) counting layers held inside layers (wrappers)."""
+    count, depth = 0, level - 1 if not layers else level
+    for layer in layers:
+        inner = [m for m in layer.children() if isinstance(m, Layer)]
+        inner += [m for c in layer.children() if isinstance(c, nn.ModuleList) for m in c
+                  if isinstance(m, Layer)]  # fmt: skip
+        n, d = _nesting(inner, level + 1)
+        count, depth = count + 1 + n, max(depth, d)
+    return count, depth
 
 
 Sequential = Model  # transitional name while in-flight work still imports it

@@ -10,13 +10,24 @@ import torch
 from safetensors.numpy import load as np_load
 from safetensors.numpy import save as np_save
 
+from app.core.config import Settings
 from app.engine import checkpoint
+from app.engine.model_config import Limits
 from app.engine.models import Model
 from app.jobs.storage import ArtifactStore
 
 
-def build_model(config: Mapping[str, Any], seed: int) -> Model:
-    return Model.from_config(config, seed=seed)
+def model_limits(settings: Settings) -> Limits:
+    return Limits(
+        params=settings.model_max_params,
+        layers=settings.model_max_layers,
+        depth=settings.model_max_depth,
+        tensor_elements=settings.model_max_tensor_elements,
+    )
+
+
+def build_model(settings: Settings, config: Mapping[str, Any], seed: int) -> Model:
+    return Model.from_config(config, seed=seed, limits=model_limits(settings))
 
 
 def load_weights(store: ArtifactStore, model: Model, key: str | None) -> Model:

@@ -78,7 +78,7 @@ def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbe
         assert model_row is not None
         resume = repo.latest_checkpoint(session, job_id=job_id)
     spec = CompileSpec.parse(job.request["compile"], ("compile",))
-    model = build_model(model_row.config, model_row.seed)
+    model = build_model(ctx.settings, model_row.config, model_row.seed)
     trainer = Trainer(model, spec, device=resolve_device(ctx.settings.device))
     args = FitArgs(**job.request["fit"])
     if resume is not None:

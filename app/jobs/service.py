@@ -26,7 +26,7 @@ from app.engine.trainer import Trainer
 from app.jobs import repository as repo
 from app.jobs.context import JobsContext
 from app.jobs.jsonsafe import check_storable, safe_logs, safe_nested
-from app.jobs.loading import build_model, load_weights, write_inputs
+from app.jobs.loading import build_model, load_weights, model_limits, write_inputs
 from app.jobs.schemas import EvaluateRequest, FitRequest, ModelCreate, PredictRequest
 from app.jobs.storage import job_data_key, job_prefix
 
@@ -43,8 +43,8 @@ def create_model(ctx: JobsContext, *, body: ModelCreate) -> ModelRow:
     seed = body.seed if body.seed is not None else int.from_bytes(os.urandom(4), "little")
     check_storable(body.config, [BODY, "config"])
     check_storable(body.name, [BODY, "name"])
-    try:
-        model = build_model(body.config, seed)
+    try:  # a dry run: shapes, counts and limits, no weights allocated
+        model = Model.dry_run(body.config, limits=model_limits(ctx.settings))
     except EngineError as exc:
         raise _invalid(exc, BODY, "config") from exc
     row = ModelRow(
@@ -93,7 +93,9 @@ def model_with_weights(ctx: JobsContext, row: ModelRow) -> Model:
     key = (row.id, row.weights_key)
     model = ctx.cache.get(key)
     if model is None:
-        model = load_weights(ctx.store, build_model(row.config, row.seed), row.weights_key)
+        model = load_weights(
+            ctx.store, build_model(ctx.settings, row.config, row.seed), row.weights_key
+        )
         model.to(resolve_device(ctx.settings.device))
         ctx.cache.put(key, model)
     return model
@@ -131,7 +133,9 @@ def submit_fit(ctx: JobsContext, *, model_id: uuid.UUID, body: FitRequest) -> Jo
     )
     vd = body.validation_data
     try:
-        trainer = Trainer(build_model(row.config, row.seed), spec, device=resolve_device("cpu"))
+        trainer = Trainer(
+            build_model(ctx.settings, row.config, row.seed), spec, device=resolve_device("cpu")
+        )
         cbs = [engine_callbacks.get(c, ("callbacks", i)) for i, c in enumerate(body.callbacks)]
         plan = trainer.plan_fit(
             body.x, body.y, args=args, sample_weight=body.sample_weight,

@@ -94,7 +94,7 @@ def put_weights(ctx: JobsContext, *, model_id: uuid.UUID, arrays: list[np.ndarra
     for i, arr in enumerate(arrays):
         if arr.dtype.kind not in "fiub":
             raise InvalidInput(f"must be numeric, got dtype {arr.dtype}", loc=[BODY, "weights", i])
-    model = build_model(row.config, row.seed)
+    model = build_model(ctx.settings, row.config, row.seed)
     try:
         model.set_weights(arrays, loc=(BODY, "weights"))
     except EngineError as exc:
@@ -126,7 +126,7 @@ def import_keras(ctx: JobsContext, *, data: bytes, name: str | None, seed: int |
     check_storable(config, [BODY, keras_files.CONFIG])
     seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
     try:
-        model = build_model(config, seed)
+        model = build_model(ctx.settings, config, seed)
         model.set_weights(keras_files.read_weights(model, h5), loc=(keras_files.WEIGHTS,))
     except EngineError as exc:
         raise InvalidInput(exc.message, loc=[BODY, keras_files.CONFIG, *exc.loc]) from exc
