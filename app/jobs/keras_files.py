@@ -22,6 +22,7 @@ from app.core.errors import InvalidInput
 from app.engine.compile import CompileSpec
 from app.engine.models import Model
 from app.engine.optimizers import OPTIMIZERS
+from app.engine.registry import to_snake_case
 
 CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
 MEMBERS = {CONFIG, METADATA, WEIGHTS}
@@ -67,28 +68,35 @@ def read_archive(data: bytes, *, max_bytes: int) -> tuple[dict[str, Any], bytes]
         return config, archive.read(WEIGHTS)
 
 
+def weight_paths(model: Model) -> list[str]:
+    """Each weight's dataset path in model.weights.h5, in the model's (Keras's) weight order.
+
+    Keras's saver names a model's layer groups by class, not by layer name: `dense`, `dense_1`,
+    ... counted in layer order (a Functional model's inputs are `input_layer`, `input_layer_1`,
+    which hold no weights). Inside a group each layer lays out its own variables."""
+    used: dict[str, int] = {}
+    paths: list[str] = []
+    for layer in model.layer_list():
+        group = to_snake_case(layer.class_name)
+        if group in used:
+            used[group] += 1
+            group = f"{group}_{used[group]}"
+        else:
+            used[group] = 0
+        paths += [f"layers/{group}/{p}" for p in layer.h5_paths()]
+    return paths
+
+
 def read_weights(model: Model, h5_bytes: bytes) -> list[np.ndarray]:
-    """Each layer's `layers/<name>/vars/<i>` datasets, in the model's (Keras's) weight order."""
-    expected = model.weight_tensors()
-    per_layer: dict[str, int] = {}
-    for key in expected:
-        layer = key.split("/", 1)[0]
-        per_layer[layer] = per_layer.get(layer, 0) + 1
+    """The model's weights from model.weights.h5 (only numeric datasets are read)."""
     arrays: list[np.ndarray] = []
     try:
         with h5py.File(io.BytesIO(h5_bytes), "r") as f:
-            for layer, count in per_layer.items():
-                group = f.get(f"layers/{layer}/vars")
-                if not isinstance(group, h5py.Group):
-                    raise _bad(f"the weights file has no variables for layer {layer!r}", WEIGHTS)
-                if len(group) != count:
-                    raise _bad(f"layer {layer!r} has {len(group)} variables in the file, the "
-                               f"model expects {count}", WEIGHTS)  # fmt: skip
-                for i in range(count):
-                    dataset = group.get(str(i))
-                    if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in "fiub":
-                        raise _bad(f"layers/{layer}/vars/{i} is not a numeric array", WEIGHTS)
-                    arrays.append(np.asarray(dataset[()]))
+            for path in weight_paths(model):
+                dataset = f.get(path)
+                if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in "fiub":
+                    raise _bad(f"the weights file has no numeric array at {path}", WEIGHTS)
+                arrays.append(np.asarray(dataset[()]))
     except (OSError, ValueError) as exc:
         raise _bad(f"model.weights.h5 is not a readable HDF5 file: {exc}", WEIGHTS) from exc
     return arrays
@@ -131,16 +139,8 @@ def write_archive(model: Model, compile_config: Mapping[str, Any] | None) -> byt
         config["compile_config"] = keras_compile_config(compile_config)
     weights = io.BytesIO()
     with h5py.File(weights, "w") as f:
-        groups: dict[str, h5py.Group] = {}
-        counts: dict[str, int] = {}
-        for key, tensor in model.weight_tensors().items():
-            layer = key.split("/", 1)[0]
-            if layer not in groups:
-                groups[layer] = f.create_group(f"layers/{layer}/vars")
-                groups[layer].attrs["name"] = layer
-                counts[layer] = 0
-            groups[layer].create_dataset(str(counts[layer]), data=tensor.detach().cpu().numpy())
-            counts[layer] += 1
+        for path, tensor in zip(weight_paths(model), model.weight_tensors().values(), strict=True):
+            f.create_dataset(path, data=tensor.detach().cpu().numpy())
         f.create_group("vars").attrs["name"] = model.name
     metadata = {"keras_version": KERAS_VERSION,
                 "date_saved": datetime.now(UTC).strftime("%Y-%m-%d@%H:%M:%S")}  # fmt: skip

@@ -112,3 +112,35 @@ def test_hostile_archives_are_refused(client: TestClient, tmp_path: Path) -> Non
     r = client.post("/v1/models/import", content=b"not a zip", headers=OCTET)
     assert r.status_code == 422
     assert client.get("/v1/models").json()["total"] == 0
+
+
+def test_functional_files_both_ways_with_named_and_shared_layers(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """Keras's saver names weight groups by class (dense, dense_1, ...), not by layer name."""
+    import keras
+
+    a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+    shared = keras.layers.Dense(3, activation="tanh", name="shared")
+    joined = keras.layers.Concatenate(name="joined")([shared(a), shared(b)])
+    bn = keras.layers.BatchNormalization(name="norm")(joined)
+    cls = keras.layers.Dense(2, activation="softmax", name="cls")(bn)
+    reg = keras.layers.Dense(1, name="reg")(joined)
+    km = keras.Model({"a": a, "b": b}, [cls, reg])
+    rng = np.random.default_rng(2)
+    km.layers[-1].set_weights([w + 0.5 for w in km.layers[-1].get_weights()])
+    xa, xb = (rng.normal(size=(6, 4)).astype(np.float32) for _ in range(2))
+    path = tmp_path / "f.keras"
+    km.save(path)
+    r = client.post("/v1/models/import", content=path.read_bytes(), headers=OCTET)
+    assert r.status_code == 201, r.text
+    url = f"/v1/models/{r.json()['id']}"
+    got = client.post(f"{url}/predict", json={"x": {"a": xa.tolist(), "b": xb.tolist()}}).json()
+    want = km.predict({"a": xa, "b": xb}, verbose=0)
+    for name, value in zip(("cls", "reg"), want, strict=True):
+        np.testing.assert_allclose(got["predictions"][name], value, rtol=1e-6, atol=1e-6)
+    exported = tmp_path / "back.keras"
+    exported.write_bytes(client.get(f"{url}/model.keras").content)
+    again = keras.saving.load_model(exported)
+    for theirs, ours in zip(again.predict({"a": xa, "b": xb}, verbose=0), want, strict=True):
+        np.testing.assert_allclose(theirs, ours, rtol=1e-6, atol=1e-6)

@@ -108,6 +108,12 @@ class Layer(nn.Module):
         """(name, tensor) in Keras's `get_weights()` order for this layer."""
         return [(n, getattr(self, n)) for n in self._weight_names]
 
+    def h5_paths(self) -> list[str]:
+        """Where each of `keras_weights()` sits in a `.keras` file's model.weights.h5, relative
+        to the layer's group: `vars/<i>` for the layer's own variables; layers that hold other
+        layers (an RNN's cell, a wrapper's layer) nest their groups as Keras's saver does."""
+        return [f"vars/{i}" for i in range(len(self.keras_weights()))]
+
     def count_params(self) -> tuple[int, int]:
         """(trainable, non-trainable) parameter counts."""
         trainable = non_trainable = 0
