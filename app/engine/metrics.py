@@ -296,7 +296,11 @@ def get(identifier: Any, loc: Loc, *, y_true_shape: Shape, y_pred_shape: Shape) 
 
 
 # The rest of Keras's metrics live in their own modules; importing them registers them in METRICS.
+from app.engine import metrics_at as metrics_at  # noqa: E402
 from app.engine import metrics_auc as metrics_auc  # noqa: E402
 from app.engine import metrics_confusion as metrics_confusion  # noqa: E402
+from app.engine import metrics_correlation as metrics_correlation  # noqa: E402
+from app.engine import metrics_fscore as metrics_fscore  # noqa: E402
+from app.engine import metrics_iou as metrics_iou  # noqa: E402
 from app.engine import metrics_probabilistic as metrics_probabilistic  # noqa: E402
 from app.engine import metrics_regression as metrics_regression  # noqa: E402
