@@ -53,6 +53,10 @@ def test_forward_matches_keras(keras: ModuleType, case: str) -> None:
 
     assert shapes(again) == shapes(ours)
     assert [w.shape for w in ours.get_weights()] == [w.shape for w in km.get_weights()]
+    # Our canonical config is one Keras reads back as the same model.
+    back = keras.models.model_from_json(json.dumps(ours.get_config()))
+    back.set_weights(km.get_weights())
+    np.testing.assert_allclose(back.predict(x, verbose=0), got, rtol=1e-6, atol=1e-7)
 
 
 def test_every_registered_layer_has_a_keras_comparison() -> None:
