@@ -102,6 +102,11 @@ class Heads:
                 if y is None:
                     raise DataError(yloc, f"output {h.name!r} has a loss and needs labels")
                 h.loss.check_labels(y, shape, yloc)
+            if y is not None:  # metrics with class ids (IoU, F-scores) check them too
+                for m in [*h.metrics, *h.weighted]:
+                    check = getattr(m, "check_labels", None)
+                    if check is not None:
+                        check(y, shape, yloc)
 
     def all_metrics(self) -> list[metrics_mod.Metric]:
         """Trackers and metrics in log order (the trainer puts the total loss first)."""

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from app.db.models import EpochLogRow, JobRow, ModelRow
+from app.db.models import CheckpointRow, EpochLogRow, JobRow, ModelRow
 from app.jobs import examples
 
 
@@ -164,6 +164,26 @@ class EpochLog(BaseModel):
 class EpochLogList(BaseModel):
     job_id: uuid.UUID
     items: list[EpochLog]
+
+
+class CheckpointOut(BaseModel):
+    id: uuid.UUID
+    job_id: uuid.UUID
+    epoch: int = Field(description="0-based: the weights as that epoch ended")
+    attempt: int
+    logs: dict[str, float | None]
+    size_bytes: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: CheckpointRow) -> CheckpointOut:
+        return cls(id=row.id, job_id=row.job_id, epoch=row.epoch, attempt=row.attempt,
+                   logs=row.logs, size_bytes=row.size_bytes, created_at=row.created_at)  # fmt: skip
+
+
+class CheckpointList(BaseModel):
+    job_id: uuid.UUID
+    items: list[CheckpointOut]
 
 
 # -- evaluate / predict ------------------------------------------------------------------------

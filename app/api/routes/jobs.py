@@ -6,12 +6,21 @@ import uuid
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import Ctx
-from app.jobs import events, service
-from app.jobs.schemas import EpochLogList, ErrorOut, JobList, JobOut, epoch_out, job_out
+from app.jobs import checkpoints, events, service
+from app.jobs.schemas import (
+    CheckpointList,
+    CheckpointOut,
+    EpochLogList,
+    ErrorOut,
+    JobList,
+    JobOut,
+    epoch_out,
+    job_out,
+)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MAX_EPOCH = 2**31 - 1
@@ -87,3 +96,45 @@ async def job_events(
 def cancel_job(ctx: Ctx, job_id: uuid.UUID) -> JobOut:
     job = service.cancel_job(ctx, job_id=job_id)
     return job_out(job, {})
+
+
+OCTET = "application/octet-stream"
+Selector = Annotated[str, Path(max_length=64, description=checkpoints.SELECTOR_DOC)]
+
+
+@router.get(
+    "/{job_id}/checkpoints",
+    response_model=CheckpointList,
+    responses=E404,
+    summary="The job's checkpoints: epoch, attempt and logs of each",
+)
+def list_checkpoints(ctx: Ctx, job_id: uuid.UUID) -> CheckpointList:
+    job, rows = checkpoints.list_checkpoints(ctx, job_id=job_id)
+    return CheckpointList(job_id=job.id, items=[CheckpointOut.of(r) for r in rows])
+
+
+def _download(data: bytes, filename: str) -> Response:
+    disposition = f'attachment; filename="{filename}"'
+    return Response(data, media_type=OCTET, headers={"Content-Disposition": disposition})
+
+
+@router.get(
+    "/{job_id}/checkpoints/{checkpoint}/model.keras",
+    response_class=Response,
+    responses={**E404, 200: {"content": {OCTET: {}}, "description": "Opens with Keras"}},
+    summary="A checkpoint as a Keras .keras file",
+)
+def checkpoint_keras(ctx: Ctx, job_id: uuid.UUID, checkpoint: Selector) -> Response:
+    data = checkpoints.export_keras(ctx, job_id=job_id, selector=checkpoint)
+    return _download(data, f"{job_id}-{checkpoint.replace(':', '-')}.keras")
+
+
+@router.get(
+    "/{job_id}/checkpoints/{checkpoint}/model.safetensors",
+    response_class=Response,
+    responses={**E404, 200: {"content": {OCTET: {}}, "description": "Weights by layer/name"}},
+    summary="A checkpoint's weights as safetensors (`<layer>/<weight>`, Keras order in metadata)",
+)
+def checkpoint_safetensors(ctx: Ctx, job_id: uuid.UUID, checkpoint: Selector) -> Response:
+    data = checkpoints.export_safetensors(ctx, job_id=job_id, selector=checkpoint)
+    return _download(data, f"{job_id}-{checkpoint.replace(':', '-')}.safetensors")

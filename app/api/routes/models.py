@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api.deps import Ctx
 from app.core.errors import InvalidInput
-from app.jobs import service, weights
+from app.jobs import checkpoints, service, weights
 from app.jobs.schemas import (
     ErrorOut,
     EvaluateRequest,
@@ -197,4 +197,17 @@ def export_keras(ctx: Ctx, model_id: uuid.UUID) -> Response:
     data = weights.export_keras(ctx, model_id=model_id)
     return Response(data, media_type=NPZ, headers={
         "Content-Disposition": f'attachment; filename="{model_id}.keras"'
+    })  # fmt: skip
+
+
+@router.get(
+    "/{model_id}/model.safetensors",
+    response_class=Response,
+    responses={**E404, 200: {"content": {NPZ: {}}, "description": "Weights by layer/name"}},
+    summary="The model's weights as safetensors (`<layer>/<weight>`, Keras order in metadata)",
+)
+def export_safetensors(ctx: Ctx, model_id: uuid.UUID) -> Response:
+    data = checkpoints.model_safetensors(ctx, model_id=model_id)
+    return Response(data, media_type=NPZ, headers={
+        "Content-Disposition": f'attachment; filename="{model_id}.safetensors"'
     })  # fmt: skip

@@ -1,0 +1,96 @@
+"""A job's checkpoints: listed, addressed (an id, `epoch:N` or `latest`) and exported as a
+Keras `.keras` file or as safetensors; the model's current weights as safetensors too.
+
+The safetensors export holds the weights under `<layer>/<weight>` names, with their Keras
+`get_weights()` order and the model config in its metadata; it carries no optimizer state (the
+job's own checkpoints do).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Sequence
+
+import torch
+from safetensors.torch import save
+
+from app.core.errors import InvalidInput, NotFound
+from app.db.models import CheckpointRow, JobRow
+from app.db.session import unit_of_work
+from app.engine.models import Model
+from app.jobs import keras_files
+from app.jobs import repository as repo
+from app.jobs.context import JobsContext
+from app.jobs.loading import build_model, load_weights
+from app.jobs.service import get_model, model_with_weights
+
+_EPOCH = re.compile(r"epoch:(\d{1,9})")
+SELECTOR_DOC = "A checkpoint id, `epoch:N` (0-based, the last written for that epoch) or `latest`"
+
+
+def list_checkpoints(
+    ctx: JobsContext, *, job_id: uuid.UUID
+) -> tuple[JobRow, Sequence[CheckpointRow]]:
+    with unit_of_work(ctx.sessions) as session:
+        job = repo.get_job(session, job_id=job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} does not exist", loc=["path", "job_id"])
+        return job, repo.list_checkpoints(session, job_id=job_id)
+
+
+def resolve(ctx: JobsContext, *, job_id: uuid.UUID, selector: str) -> tuple[JobRow, CheckpointRow]:
+    job, rows = list_checkpoints(ctx, job_id=job_id)
+    loc = ["path", "checkpoint"]
+    ordered = sorted(rows, key=lambda r: (r.epoch, r.created_at))
+    found: CheckpointRow | None
+    if selector == "latest":
+        found = ordered[-1] if ordered else None
+    elif (match := _EPOCH.fullmatch(selector)) is not None:
+        epoch = int(match.group(1))
+        found = next((r for r in reversed(ordered) if r.epoch == epoch), None)
+    else:
+        try:
+            wanted = uuid.UUID(selector)
+        except ValueError:
+            raise InvalidInput(
+                f"{selector!r} is not a checkpoint selector; expected {SELECTOR_DOC}", loc=loc
+            ) from None
+        found = next((r for r in ordered if r.id == wanted), None)
+    if found is None:
+        raise NotFound(f"job {job_id} has no checkpoint {selector!r}", loc=loc)
+    return job, found
+
+
+def _checkpoint_model(ctx: JobsContext, job: JobRow, ckpt: CheckpointRow) -> Model:
+    row = get_model(ctx, model_id=job.model_id)
+    return load_weights(ctx.store, build_model(ctx.settings, row.config, row.seed), ckpt.key)
+
+
+def export_keras(ctx: JobsContext, *, job_id: uuid.UUID, selector: str) -> bytes:
+    job, ckpt = resolve(ctx, job_id=job_id, selector=selector)
+    compile_config = (job.request or {}).get("compile")
+    return keras_files.write_archive(_checkpoint_model(ctx, job, ckpt), compile_config)
+
+
+def export_safetensors(ctx: JobsContext, *, job_id: uuid.UUID, selector: str) -> bytes:
+    job, ckpt = resolve(ctx, job_id=job_id, selector=selector)
+    meta = {"job_id": str(job.id), "checkpoint_id": str(ckpt.id), "epoch": str(ckpt.epoch),
+            "attempt": str(ckpt.attempt)}  # fmt: skip
+    return weights_safetensors(_checkpoint_model(ctx, job, ckpt), meta)
+
+
+def model_safetensors(ctx: JobsContext, *, model_id: uuid.UUID) -> bytes:
+    row = get_model(ctx, model_id=model_id)
+    return weights_safetensors(model_with_weights(ctx, row), {"model_id": str(row.id)})
+
+
+def weights_safetensors(model: Model, meta: dict[str, str]) -> bytes:
+    tensors = {k: t.detach().to("cpu", torch.float32).contiguous().clone()
+               for k, t in model.weight_tensors().items()}  # fmt: skip
+    return save(tensors, metadata={
+        **meta,
+        "keras_order": json.dumps(list(tensors)),
+        "model_config": json.dumps(model.get_config()),
+    })  # fmt: skip
