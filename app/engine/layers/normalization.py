@@ -2,7 +2,8 @@
 
 With `mean` and `variance` in its config the constants live in the config and the layer has no
 weights; without them it holds `[mean, variance, count]` weights initialised to 0, 1 and 0, so an
-unadapted layer is the identity, as in Keras.
+unadapted layer is the identity, as in Keras. `adapt` is Keras's adapt on one array (the
+model-level version, which feeds each layer what it sees inside a model, is app.engine.adapt).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.engine.errors import ConfigError, Loc
+from app.engine.errors import ConfigError, DataError, Loc
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
 from app.engine.params import get_bool
 from app.engine.registry import known_keys
@@ -55,6 +56,7 @@ class Normalization(Layer):
         self.variance_value = variance
         self.invert = invert
         self._broadcast: tuple[int, ...] = ()
+        self._keep: tuple[int, ...] = ()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
@@ -105,6 +107,9 @@ class Normalization(Layer):
                     (*loc, "axis"), f"axis {a} is out of range for input shape {input_shape}"
                 )
             keep.append(a % rank)
+        # Sorted as Keras sorts them: the weights' axes follow the input's axis order.
+        keep.sort()
+        self._keep = tuple(keep)
         sizes = [input_shape[a] for a in keep]
         if any(s is None for s in sizes):
             raise ConfigError(
@@ -138,3 +143,42 @@ class Normalization(Layer):
         if self.invert:
             return mean + x * torch.sqrt(variance).clamp_min(_EPSILON)
         return (x - mean) / torch.sqrt(variance).clamp_min(_EPSILON)
+
+    def adapt(self, data: np.ndarray, loc: Loc = ()) -> None:
+        """Keras's `adapt` on one array shaped like this layer's input: numpy's mean and
+        population variance over every axis but the kept ones, computed in the array's own
+        dtype (float32 data gives Keras's float32 numbers), stored as the `mean` and `variance`
+        weights. `count` stays as it is: Keras does not update it for array data."""
+        if self.mean_value is not None:
+            raise ConfigError(loc, f"layer {self.name!r} has mean and variance in its config; "
+                              "only a Normalization without them can be adapted")  # fmt: skip
+        fits = data.ndim == len(self._broadcast) and all(
+            data.shape[d] == self._broadcast[d] for d in self._keep
+        )
+        if not fits or data.shape[0] == 0:
+            want = ", ".join(str(s) if d in self._keep else "any" for d, s in
+                             enumerate(self._broadcast))  # fmt: skip
+            raise DataError(loc, f"layer {self.name!r} adapts on non-empty data of shape "
+                            f"[{want}], got {list(data.shape)}")  # fmt: skip
+        reduce = tuple(d for d in range(data.ndim) if d not in self._keep)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below
+            mean = np.asarray(np.mean(data, axis=reduce), dtype=np.float32)
+            variance = np.asarray(np.var(data, axis=reduce), dtype=np.float32)
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(variance))):
+            raise DataError(loc, f"layer {self.name!r}: the data's mean or variance is not "
+                            "finite (values too large, or not finite themselves)")  # fmt: skip
+        with torch.no_grad():
+            self.mean.copy_(torch.from_numpy(mean).reshape(self.mean.shape))
+            self.variance.copy_(torch.from_numpy(variance).reshape(self.variance.shape))
+
+    def is_adaptable(self) -> bool:
+        """Only a layer without constant mean and variance in its config holds weights to
+        adapt."""
+        return self.mean_value is None
+
+    def is_unadapted(self) -> bool:
+        """Still at the initial state: mean all 0 and variance all 1. (A layer adapted on data
+        whose statistics are exactly those cannot be told apart, and counts as unadapted.)"""
+        if self.mean_value is not None:
+            return False
+        return bool(torch.all(self.mean == 0)) and bool(torch.all(self.variance == 1))
