@@ -13,6 +13,7 @@ import uuid
 from app.db.models import JobStatus
 from app.db.session import unit_of_work
 from app.engine import callbacks as engine_callbacks
+from app.engine.adapt import adapt_before_fit
 from app.engine.compile import CompileSpec
 from app.engine.data import XY
 from app.engine.errors import EngineError, TrainingInterrupted
@@ -80,7 +81,9 @@ def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbe
     spec = CompileSpec.parse(job.request["compile"], ("compile",))
     model = build_model(ctx.settings, model_row.config, model_row.seed)
     trainer = Trainer(model, spec, device=resolve_device(ctx.settings.device))
-    args = FitArgs(**job.request["fit"])
+    fit = dict(job.request["fit"])
+    adapt = bool(fit.pop("adapt", False))  # a step before Keras's fit, not one of its arguments
+    args = FitArgs(**fit)
     if resume is not None:
         # Continue from the last durable checkpoint of an earlier attempt.
         tensors, meta = read_checkpoint(ctx.store, resume.key)
@@ -99,6 +102,8 @@ def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbe
     train = XY.from_arrays(arrays, n_in, n_out)
     validation = XY.from_arrays(arrays, n_in, n_out, "val_")
     assert train is not None
+    if adapt and resume is None:  # a resumed attempt's checkpoint holds the adapted values
+        adapt_before_fit(model, train, batch_size=args.batch_size)
     try:
         if args.initial_epoch < args.epochs:
             trainer.prepare_arrays(train)

@@ -68,7 +68,8 @@ class ModelOut(BaseModel):
     compile: dict[str, Any] | None = Field(description="The compile spec of the last finished fit")
     weights: str = Field(
         description="Where the model's weights come from: `initial` (seeded), `trained` (a fit's "
-        "final checkpoint, `weights_checkpoint_id`) or `uploaded` (PUT /weights)"
+        "final checkpoint, `weights_checkpoint_id`) or `uploaded` (PUT /weights, or weights "
+        "adapted by POST /adapt)"
     )
     weights_checkpoint_id: uuid.UUID | None = Field(
         description="The checkpoint whose weights the model holds, when they come from a fit"
@@ -123,6 +124,12 @@ class FitRequest(Strict):
     )
     callbacks: list[dict[str, Any]] = Field(default_factory=list, max_length=32)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1, description="Shuffle/dropout seed")
+    adapt: bool = Field(
+        default=False,
+        description="Before training, adapt every Normalization layer still at its initial state "
+        "(mean 0, variance 1) on the training inputs (after validation_split), as Keras users "
+        "call layer.adapt(x_train) before fit",
+    )
     verbose: int | str | None = Field(default=None, description="Accepted for Keras parity")
 
 
@@ -184,6 +191,24 @@ class CheckpointOut(BaseModel):
 class CheckpointList(BaseModel):
     job_id: uuid.UUID
     items: list[CheckpointOut]
+
+
+# -- adapt -------------------------------------------------------------------------------------
+class AdaptRequest(Strict):
+    x: Any = Field(description=X_DOC)
+    layers: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="The Normalization layers to adapt, by name; by default every one without "
+        "mean and variance in its config",
+    )
+    batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
+
+
+class AdaptOut(BaseModel):
+    adapted: list[str] = Field(description="The adapted layers, in the order the model calls them")
+    model: ModelOut
 
 
 # -- evaluate / predict ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from app.core.errors import Conflict, InvalidInput, NotFound
 from app.db.models import EpochLogRow, JobRow, JobStatus, ModelRow
 from app.db.session import unit_of_work
 from app.engine import callbacks as engine_callbacks
+from app.engine.adapt import check_adapt_size
 from app.engine.compile import CompileSpec
 from app.engine.errors import EngineError
 from app.engine.fit_args import FitArgs
@@ -142,6 +143,8 @@ def submit_fit(ctx: JobsContext, *, model_id: uuid.UUID, body: FitRequest) -> Jo
             validation_data=None if vd is None else (vd.x, vd.y, vd.sample_weight),
             callbacks=cbs,
         )  # fmt: skip
+        if body.adapt:
+            check_adapt_size(trainer.model, plan.train.size, ("adapt",))
     except EngineError as exc:
         raise _invalid(exc, BODY) from exc
     job_id = uuid.uuid4()
@@ -149,7 +152,7 @@ def submit_fit(ctx: JobsContext, *, model_id: uuid.UUID, body: FitRequest) -> Jo
     if plan.validation is not None:
         arrays.update(plan.validation.to_arrays("val_"))
     # The split is already applied to the stored arrays.
-    fit = {**args.__dict__, "validation_split": 0.0}
+    fit = {**args.__dict__, "validation_split": 0.0, "adapt": body.adapt}
     request = {"compile": spec.to_config(), "fit": fit, "callbacks": body.callbacks}
     data_key = job_data_key(job_id)
     # The inputs are durable before the row that points at them is committed.

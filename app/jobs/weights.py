@@ -1,7 +1,7 @@
-"""Model weights and `.keras` files in and out. Weights are in the order Keras's
-`model.get_weights()` returns them: an `.npz` (`arr_0`, `arr_1`, ...) or JSON lists. Uploads are
-checked whole (member names, sizes, dtypes, shapes, finiteness) before anything changes; an
-`.npz` is read with pickling disabled."""
+"""Model weights and `.keras` files in and out, and weights changed by adapting Normalization
+layers. Weights are in the order Keras's `model.get_weights()` returns them: an `.npz` (`arr_0`,
+`arr_1`, ...) or JSON lists. Uploads are checked whole (member names, sizes, dtypes, shapes,
+finiteness) before anything changes; an `.npz` is read with pickling disabled."""
 
 from __future__ import annotations
 
@@ -13,18 +13,23 @@ import zipfile
 from typing import Any
 
 import numpy as np
+from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, InvalidInput
 from app.db.models import ModelRow
 from app.db.session import unit_of_work
 from app.engine import checkpoint
+from app.engine.adapt import adapt_model
 from app.engine.compile import CompileSpec
 from app.engine.errors import EngineError
+from app.engine.inference import resolve_device
+from app.engine.models import Model
 from app.jobs import keras_files
 from app.jobs import repository as repo
 from app.jobs.context import JobsContext
 from app.jobs.jsonsafe import check_storable
-from app.jobs.loading import build_model
+from app.jobs.loading import build_model, load_weights
+from app.jobs.schemas import AdaptRequest
 from app.jobs.service import get_model, model_with_weights
 
 log = logging.getLogger(__name__)
@@ -99,23 +104,57 @@ def put_weights(ctx: JobsContext, *, model_id: uuid.UUID, arrays: list[np.ndarra
         model.set_weights(arrays, loc=(BODY, "weights"))
     except EngineError as exc:
         raise InvalidInput(exc.message, loc=list(exc.loc)) from exc
-    key = model_weights_key(model_id)
+    return _store_weights(ctx, row=row, model=model)
+
+
+def adapt_weights(
+    ctx: JobsContext, *, model_id: uuid.UUID, body: AdaptRequest
+) -> tuple[list[str], ModelRow]:
+    """Keras's Normalization.adapt on the model's current weights; the adapted weights become
+    the model's weights, as an upload's do. Nothing changes on an error."""
+    row = get_model(ctx, model_id=model_id)
+    with unit_of_work(ctx.sessions) as session:  # refused before the forward passes run
+        _check_not_training(session, model_id)
+    model = load_weights(ctx.store, build_model(ctx.settings, row.config, row.seed),
+                         row.weights_key)  # fmt: skip
+    model.to(resolve_device(ctx.settings.device))
+    try:
+        names = adapt_model(model, body.x, layers=body.layers, batch_size=body.batch_size)
+    except EngineError as exc:
+        raise InvalidInput(exc.message, loc=[BODY, *exc.loc]) from exc
+    return names, _store_weights(ctx, row=row, model=model, from_current=True)
+
+
+def _check_not_training(session: Session, model_id: uuid.UUID) -> None:
+    active = repo.active_job_of_model(session, model_id=model_id)
+    if active is not None:
+        raise Conflict(f"model {model_id} is training (job {active.id}); its weights "
+                       "change when the job ends", loc=["path", "model_id"])  # fmt: skip
+
+
+def _store_weights(
+    ctx: JobsContext, *, row: ModelRow, model: Model, from_current: bool = False
+) -> ModelRow:
+    """Write `model`'s weights and make them the model's (weights source `uploaded`); 409 while
+    a job trains it. With `from_current` the new weights were computed from the weights `row`
+    held, and are refused if the model's weights changed meanwhile."""
+    key = model_weights_key(row.id)
     tensors = {f"model/{k}": t for k, t in model.weight_tensors().items()}
     ctx.store.write(key, checkpoint.to_bytes(tensors, {"model_config": row.config}))
     try:
         with unit_of_work(ctx.sessions) as session:
-            current = repo.get_model_for_update(session, model_id=model_id)
+            current = repo.get_model_for_update(session, model_id=row.id)
             if current is None:
-                raise InvalidInput(f"model {model_id} was deleted", loc=["path", "model_id"])
-            active = repo.active_job_of_model(session, model_id=model_id)
-            if active is not None:
-                raise Conflict(f"model {model_id} is training (job {active.id}); its weights "
-                               "change when the job ends", loc=["path", "model_id"])  # fmt: skip
-            repo.set_uploaded_weights(session, model_id=model_id, key=key)
+                raise InvalidInput(f"model {row.id} was deleted", loc=["path", "model_id"])
+            _check_not_training(session, row.id)
+            if from_current and current.weights_key != row.weights_key:
+                raise Conflict(f"the weights of model {row.id} changed meanwhile; try again",
+                               loc=["path", "model_id"])  # fmt: skip
+            repo.set_uploaded_weights(session, model_id=row.id, key=key)
     except BaseException:
         ctx.store.delete_prefix(key)
         raise
-    return get_model(ctx, model_id=model_id)
+    return get_model(ctx, model_id=row.id)
 
 
 # -- .keras files ------------------------------------------------------------------------------

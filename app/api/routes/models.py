@@ -1,4 +1,4 @@
-"""Routes of /v1/models: create, list, read, delete, fit, evaluate, predict."""
+"""Routes of /v1/models: create, list, read, delete, fit, evaluate, predict, adapt, weights."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from app.api.deps import Ctx
 from app.core.errors import InvalidInput
 from app.jobs import checkpoints, service, weights
 from app.jobs.schemas import (
+    AdaptOut,
+    AdaptRequest,
     ErrorOut,
     EvaluateRequest,
     FitRequest,
@@ -105,6 +107,19 @@ def evaluate(ctx: Ctx, model_id: uuid.UUID, body: EvaluateRequest) -> dict[str, 
 )
 def predict(ctx: Ctx, model_id: uuid.UUID, body: PredictRequest) -> PredictOut:
     return PredictOut(predictions=service.predict_model(ctx, model_id=model_id, body=body))
+
+
+@router.post(
+    "/{model_id}/adapt",
+    response_model=AdaptOut,
+    responses={**E404, **E409, **E422},
+    summary="Keras's Normalization.adapt on the model's Normalization layers",
+)
+def adapt(ctx: Ctx, model_id: uuid.UUID, body: AdaptRequest) -> AdaptOut:
+    """Each layer is adapted on what it receives when the model runs on x (inference mode), in
+    the order the model calls them; the adapted weights become the model's weights."""
+    names, row = weights.adapt_weights(ctx, model_id=model_id, body=body)
+    return AdaptOut(adapted=names, model=model_out(row))
 
 
 NPZ = "application/octet-stream"
