@@ -73,6 +73,7 @@ _STRING_ALIASES = {
     "ones": "Ones",
     "constant": "Constant",
     "variance_scaling": "VarianceScaling",
+    "orthogonal": "Orthogonal",
 }
 _CLASS_NAMES = {
     *_VS_PRESETS,
@@ -83,7 +84,28 @@ _CLASS_NAMES = {
     "Ones",
     "Constant",
     "VarianceScaling",
+    "Orthogonal",
 }
+
+
+def _orthogonal(gain: float, loc: Loc) -> Init:
+    """Keras's Orthogonal: the Q of a QR decomposition of a standard normal matrix shaped
+    `(max(rows, cols), min(rows, cols))`, rows being the product of all but the last dimension,
+    its columns' signs fixed by R's diagonal (so Q is uniformly distributed), transposed when
+    there are fewer rows than columns."""
+
+    def init(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        if len(shape) < 2:
+            raise ConfigError(loc, f"Orthogonal needs a weight of rank 2 or more, got {shape}")
+        rows, cols = math.prod(shape[:-1]), shape[-1]
+        a = torch.empty((max(rows, cols), min(rows, cols))).normal_(0.0, 1.0, generator=gen)
+        q, r = torch.linalg.qr(a)
+        q = q * torch.sign(torch.diagonal(r))
+        if rows < cols:
+            q = q.T
+        return (gain * q).reshape(shape).contiguous()
+
+    return init
 
 
 def _class_name(name: str) -> str | None:
@@ -144,6 +166,11 @@ def get(identifier: Any, loc: Loc) -> tuple[dict[str, Any], Init]:
         dist = "truncated_normal" if dist == "normal" else dist
         canon = {"scale": scale, "mode": mode, "distribution": dist, "seed": config.get("seed")}
         return {"class_name": cls, "config": canon}, _variance_scaling(scale, mode, dist)
+    if cls == "Orthogonal":
+        known_keys(config, ["gain", "seed"], cloc)
+        gain = get_float(config, "gain", cloc, 1.0)
+        canon = {"seed": config.get("seed"), "gain": gain}
+        return {"class_name": cls, "config": canon}, _orthogonal(gain, loc)
     if cls in ("Zeros", "Ones"):
         known_keys(config, [], cloc)
         value = 0.0 if cls == "Zeros" else 1.0
