@@ -1,0 +1,244 @@
+"""What Keras's SimpleRNN, LSTM and GRU share: their config, their weights' creation, dropout
+masks, and the time loop with Keras's mask semantics (`backend/torch/rnn.py`).
+
+The loop follows Keras's torch backend step by step: with a mask, a masked step keeps the
+previous state and outputs the previous output (zeros when `zero_output_for_mask`, which
+Bidirectional forces on with `return_sequences`); `go_backwards` walks the reversed sequence and
+returns its outputs in that reversed order; the output mask is the input mask, passed on only
+with `return_sequences` (and not reversed, as Keras does not reverse it either). `unroll` changes
+nothing numerically and is accepted.
+
+Input projections (`x @ kernel` for every step) are made in one matmul before the loop, as Keras's
+own fast path does; a subclass says how each step combines them with the recurrent state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+
+from app.engine import activations, initializers
+from app.engine.errors import ConfigError, Loc
+from app.engine.layers.base import BASE_KEYS, Layer, Shape, require_null
+from app.engine.params import get_bool, get_float, get_int
+from app.engine.registry import known_keys
+
+Tensor = torch.Tensor
+State = tuple[Tensor, ...]
+
+MAX_UNITS = 1 << 20
+
+NULL_KEYS = (
+    "kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "activity_regularizer",
+    "kernel_constraint", "recurrent_constraint", "bias_constraint",
+)  # fmt: skip
+RNN_KEYS = (
+    "units", "activation", "use_bias", "kernel_initializer", "recurrent_initializer",
+    "bias_initializer", *NULL_KEYS, "dropout", "recurrent_dropout", "seed", "return_sequences",
+    "return_state", "go_backwards", "stateful", "unroll", "zero_output_for_mask",
+)  # fmt: skip
+
+
+def _rate(config: Mapping[str, Any], key: str, loc: Loc) -> float:
+    rate = float(get_float(config, key, loc, 0.0, min_value=0.0))
+    if rate >= 1.0:
+        raise ConfigError((*loc, key), f"must be in [0, 1), got {rate}")
+    return rate
+
+
+class Recurrent(Layer):
+    """A Keras recurrent layer over `(batch, timesteps, features)` inputs."""
+
+    supports_masking = True
+    uses_mask = True
+    #: How many blocks of `units` columns the kernels have (gates in Keras's order).
+    gates: ClassVar[int]
+    #: How many state tensors the recurrence carries (LSTM: h and c).
+    n_states: ClassVar[int] = 1
+    kernel: Tensor
+    recurrent_kernel: Tensor
+    bias: Tensor
+
+    def __init__(self, *, name: str, config: Mapping[str, Any], loc: Loc) -> None:
+        super().__init__(name=name, trainable=get_bool(config, "trainable", loc, True))
+        known_keys(config, self.config_keys, loc, ignored=BASE_KEYS)
+        require_null(config, NULL_KEYS, loc)
+        if get_bool(config, "return_state", loc, False):
+            raise ConfigError(
+                (*loc, "return_state"),
+                "is not supported: it makes the layer return its states as extra outputs, and "
+                "a layer in a Sequential model has exactly one output; use return_sequences "
+                "for the per-step outputs",
+            )
+        if get_bool(config, "stateful", loc, False):
+            raise ConfigError(
+                (*loc, "stateful"),
+                "is not supported: a stateful RNN carries its state from one batch to the next",
+            )
+        self.units = get_int(config, "units", loc, min_value=1, max_value=MAX_UNITS)
+        self.activation_name, self.activation = activations.get(
+            config.get("activation", "tanh"), (*loc, "activation")
+        )
+        self.use_bias = get_bool(config, "use_bias", loc, True)
+        self.inits = {
+            key: initializers.get(config.get(key) or default, (*loc, key))
+            for key, default in (
+                ("kernel_initializer", "glorot_uniform"),
+                ("recurrent_initializer", "orthogonal"),
+                ("bias_initializer", "zeros"),
+            )
+        }
+        self.dropout = _rate(config, "dropout", loc)
+        self.recurrent_dropout = _rate(config, "recurrent_dropout", loc)
+        self.seed = get_int(config, "seed", loc, None)
+        self.return_sequences = get_bool(config, "return_sequences", loc, False)
+        self.go_backwards = get_bool(config, "go_backwards", loc, False)
+        self.unroll = get_bool(config, "unroll", loc, False)
+        self.zero_output_for_mask = get_bool(config, "zero_output_for_mask", loc, False)
+        self.generator: torch.Generator | None = None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
+        return cls(name=name, config=config, loc=loc)
+
+    def layer_config(self) -> dict[str, Any]:
+        """The keys Keras's RNN writes first, then units and activation (a subclass continues)."""
+        return {
+            "return_sequences": self.return_sequences,
+            "return_state": False,
+            "go_backwards": self.go_backwards,
+            "stateful": False,
+            "unroll": self.unroll,
+            "zero_output_for_mask": self.zero_output_for_mask,
+            "units": self.units,
+            "activation": self.activation_name,
+        }
+
+    def common_config(self) -> dict[str, Any]:
+        """use_bias, the initializers, regularizers and constraints, in Keras's order."""
+        return {
+            "use_bias": self.use_bias,
+            **{key: init_config for key, (init_config, _) in self.inits.items()},
+        }
+
+    def null_and_dropout_config(self) -> dict[str, Any]:
+        return {
+            **{key: None for key in NULL_KEYS},
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+        }
+
+    # -- weights -------------------------------------------------------------------------------
+    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
+        if len(input_shape) != 3:
+            raise ConfigError(
+                loc,
+                f"{self.class_name} takes inputs of shape (batch, timesteps, features), "
+                f"got {input_shape}",
+            )
+        batch, steps, features = input_shape
+        if features is None:
+            raise ConfigError(
+                loc, f"{self.class_name} needs a known feature size, got {input_shape}"
+            )
+        if self.unroll and steps is None:
+            raise ConfigError((*loc, "unroll"), "needs a known number of timesteps")
+        width = self.gates * self.units
+        self.add_weight("kernel", self.inits["kernel_initializer"][1]((features, width), generator))
+        recurrent = self.inits["recurrent_initializer"][1]((self.units, width), generator)
+        self.add_weight("recurrent_kernel", recurrent)
+        if self.use_bias:
+            self.add_weight("bias", self.initial_bias(generator))
+        return (batch, steps, self.units) if self.return_sequences else (batch, self.units)
+
+    def h5_paths(self) -> list[str]:
+        # Keras keeps a recurrent layer's weights in its cell.
+        return [f"cell/{p}" for p in super().h5_paths()]
+
+    def initial_bias(self, generator: torch.Generator) -> Tensor:
+        return self.inits["bias_initializer"][1]((self.gates * self.units,), generator)
+
+    def compute_mask(self, x: Any, mask: Any) -> Tensor | None:
+        return mask if self.return_sequences else None
+
+    # -- what a subclass supplies --------------------------------------------------------------
+    def per_gate_dropout(self) -> bool:
+        """Keras's `implementation=1` (forced by recurrent dropout): one dropout mask per gate."""
+        return False
+
+    def fused(self, mask: Tensor | None) -> bool:
+        """Whether Keras takes its backend's fused path (`backend.lstm`/`backend.gru`), whose
+        sums are grouped differently from the cell's."""
+        return False
+
+    def project(self, seq: Tensor, drop: list[Tensor] | None, fused: bool) -> Tensor:
+        """Input terms of every step, `(steps, batch, gates * units)`, from `seq`
+        `(steps, batch, features)` and the input dropout masks."""
+        raise NotImplementedError
+
+    def step(
+        self, xt: Tensor, state: State, rec: list[Tensor] | None, fused: bool
+    ) -> tuple[Tensor, State]:
+        """One step: (output, new state) from the step's input terms and the previous state."""
+        raise NotImplementedError
+
+    def run_fast(self, x: Tensor, drop: list[Tensor] | None) -> Tensor | None:
+        """A fused kernel for the whole sequence where Keras uses one (cuDNN on CUDA), else
+        None."""
+        return None
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _masks(self, shape: tuple[int, int], x: Tensor, rate: float) -> list[Tensor]:
+        keep = 1.0 - rate
+        count = self.gates if self.per_gate_dropout() else 1
+        return [
+            torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(
+                keep, generator=self.generator
+            )
+            / keep
+            for _ in range(count)
+        ]
+
+    def forward(
+        self, x: torch.Tensor, training: bool = False, mask: Tensor | None = None
+    ) -> torch.Tensor:
+        batch = x.shape[0]
+        # Keras draws the input masks, then the recurrent ones, once per call: every step of a
+        # batch uses the same masks.
+        drop = (
+            self._masks((batch, x.shape[2]), x, self.dropout) if training and self.dropout else None
+        )
+        rec = (
+            self._masks((batch, self.units), x, self.recurrent_dropout)
+            if training and self.recurrent_dropout
+            else None
+        )
+        fused = self.fused(mask)
+        if fused:
+            out = self.run_fast(x, drop)
+            if out is not None:
+                return out
+        if self.go_backwards:
+            x = torch.flip(x, [1])
+            mask = None if mask is None else torch.flip(mask, [1])
+        xs = self.project(x.transpose(0, 1), drop, fused)
+        zeros = torch.zeros((batch, self.units), dtype=x.dtype, device=x.device)
+        state: State = (zeros,) * self.n_states
+        steps = mask.to(torch.bool).transpose(0, 1).unsqueeze(-1) if mask is not None else None
+        outputs: list[Tensor] = []
+        out = prev = zeros
+        for t in range(xs.shape[0]):
+            out, new_state = self.step(xs[t], state, rec, fused)
+            if steps is not None:
+                keep = steps[t]
+                out = torch.where(keep, out, zeros if self.zero_output_for_mask else prev)
+                new_state = tuple(
+                    torch.where(keep, s, p) for s, p in zip(new_state, state, strict=True)
+                )
+                prev = out
+            state = new_state
+            if self.return_sequences:
+                outputs.append(out)
+        return torch.stack(outputs, dim=1) if self.return_sequences else out

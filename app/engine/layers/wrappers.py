@@ -1,0 +1,276 @@
+"""Keras's layer wrappers: Bidirectional (a recurrent layer run forwards and backwards, outputs
+merged) and TimeDistributed (a layer applied to every timestep).
+
+A wrapped layer is given as Keras writes it, `{class_name, config}`, and built from the LAYERS
+registry; its weights are the wrapper's, in Keras's order (Bidirectional: the forward layer's,
+then the backward layer's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.engine.errors import ConfigError, Loc
+from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, check_dtype
+from app.engine.layers.recurrent import _Gated
+from app.engine.layers.recurrent_base import Recurrent
+from app.engine.params import get_bool, get_str
+from app.engine.registry import known_keys, to_snake_case
+
+Tensor = torch.Tensor
+_ENTRY_KEYS = ("module", "class_name", "config", "registered_name", "build_config")
+MERGE_MODES = ("concat", "sum", "mul", "ave")
+# Layers whose output for one sample depends on the rest of the batch: Keras runs them once
+# per timestep (with batch statistics per step), so they are not folded into one big batch.
+_PER_STEP = ("BatchNormalization",)
+
+
+def parse_wrapped(
+    entry: Any, loc: Loc, *, rename: Any = None, overrides: Mapping[str, Any] | None = None
+) -> Layer:
+    """Build the layer a wrapper's `layer` entry describes (a `{class_name, config}` object)."""
+    if not isinstance(entry, Mapping):
+        raise ConfigError(loc, "must be a layer object with class_name and config")
+    known_keys(entry, _ENTRY_KEYS, loc)
+    cls, config, cloc = LAYERS.parse(entry, loc)
+    check_dtype(config, cloc)
+    name = get_str(config, "name", cloc, None) or to_snake_case(cls.class_name)
+    config = {**config, **(overrides or {})}
+    return cls.from_config(config, cloc, name=rename(name) if rename else name)
+
+
+def _entry(layer: Layer) -> dict[str, Any]:
+    return {
+        "module": "keras.layers",
+        "class_name": layer.class_name,
+        "config": layer.get_config(),
+        "registered_name": None,
+    }
+
+
+def _with_prefix(prefix: str) -> Any:
+    return lambda name: prefix + name.removeprefix(prefix)
+
+
+class _Wrapper(Layer):
+    """Shared plumbing: the wrapped layers' weights, losses, constraints and generator."""
+
+    supports_masking = True
+    uses_mask = True
+
+    def groups(self) -> list[tuple[str, Layer]]:
+        """The wrapped layers, each with the name of its group in a `.keras` weights file."""
+        raise NotImplementedError
+
+    def inner(self) -> list[Layer]:
+        return [layer for _, layer in self.groups()]
+
+    def count_params(self) -> tuple[int, int]:
+        # Whether a wrapped weight trains is the wrapped layer's own `trainable`: Keras applies
+        # a wrapper's `trainable: false` from a config before the wrapped layers exist, so it
+        # freezes nothing (a wrapper frozen in Keras writes false into the wrapped configs).
+        counts = [layer.count_params() for layer in self.inner()]
+        return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        return getattr(self.inner()[0], "generator", None)
+
+    @generator.setter
+    def generator(self, value: torch.Generator | None) -> None:
+        for layer in self.inner():
+            if hasattr(layer, "generator"):
+                setattr(layer, "generator", value)  # noqa: B010 - Module typing
+
+    def keras_weights(self) -> list[tuple[str, torch.Tensor]]:
+        many = len(self.inner()) > 1
+        return [
+            (f"{group}/{n}" if many else n, t)
+            for group, layer in self.groups()
+            for n, t in layer.keras_weights()
+        ]
+
+    def h5_paths(self) -> list[str]:
+        return [f"{group}/{p}" for group, layer in self.groups() for p in layer.h5_paths()]
+
+    def added_losses(self) -> list[torch.Tensor]:
+        return [loss for layer in self.inner() for loss in layer.added_losses()]
+
+    def apply_constraints(self) -> None:
+        for layer in self.inner():
+            layer.apply_constraints()
+
+
+@LAYERS.register("Bidirectional")
+class Bidirectional(_Wrapper):
+    class_name = "Bidirectional"
+    config_keys = ("layer", "merge_mode", "backward_layer")
+
+    def __init__(
+        self, *, name: str, layer: Recurrent, backward: Recurrent, merge_mode: str, trainable: bool
+    ) -> None:
+        super().__init__(name=name, trainable=trainable)
+        self.forward_layer = layer
+        self.backward_layer = backward
+        self.merge_mode = merge_mode
+        self.return_sequences = layer.return_sequences
+        for sub in (layer, backward):
+            # Keras makes masked steps output zeros in both directions of a returned sequence.
+            sub.zero_output_for_mask = sub.return_sequences
+            if isinstance(sub, _Gated) and isinstance(layer, _Gated):
+                sub.use_cudnn = layer.use_cudnn
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
+        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
+        if "merge_mode" in config and config["merge_mode"] is None:
+            raise ConfigError(
+                (*loc, "merge_mode"),
+                "null returns the two directions as two outputs, and a layer in a Sequential "
+                f"model has exactly one output; use one of {list(MERGE_MODES)}",
+            )
+        merge_mode = get_str(config, "merge_mode", loc, "concat", choices=MERGE_MODES)
+        if "layer" not in config:
+            raise ConfigError((*loc, "layer"), "is required: the recurrent layer to wrap")
+        layer = parse_wrapped(config["layer"], (*loc, "layer"), rename=_with_prefix("forward_"))
+        backward_entry = config.get("backward_layer")
+        if backward_entry is None:
+            if not isinstance(layer, Recurrent):
+                raise ConfigError((*loc, "layer", "class_name"), _RECURRENT)
+            backward = parse_wrapped(
+                config["layer"], (*loc, "layer"), rename=_with_prefix("backward_"),
+                overrides={"go_backwards": True},
+            )  # fmt: skip
+        else:
+            backward = parse_wrapped(backward_entry, (*loc, "backward_layer"))
+        for sub, key in ((layer, "layer"), (backward, "backward_layer")):
+            if not isinstance(sub, Recurrent):
+                raise ConfigError((*loc, key, "class_name"), _RECURRENT)
+        assert isinstance(layer, Recurrent) and isinstance(backward, Recurrent)
+        if layer.go_backwards == backward.go_backwards:
+            raise ConfigError(
+                (*loc, "backward_layer", "config", "go_backwards"),
+                "the forward and backward layers must differ in go_backwards",
+            )
+        if layer.return_sequences != backward.return_sequences:
+            raise ConfigError(
+                (*loc, "backward_layer", "config", "return_sequences"),
+                "must equal the forward layer's return_sequences",
+            )
+        return cls(
+            name=name, layer=layer, backward=backward, merge_mode=merge_mode,
+            trainable=get_bool(config, "trainable", loc, True),
+        )  # fmt: skip
+
+    def groups(self) -> list[tuple[str, Layer]]:
+        return [("forward_layer", self.forward_layer), ("backward_layer", self.backward_layer)]
+
+    def layer_config(self) -> dict[str, Any]:
+        return {
+            "merge_mode": self.merge_mode,
+            "layer": _entry(self.forward_layer),
+            "backward_layer": _entry(self.backward_layer),
+        }
+
+    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
+        out = self.forward_layer.build(input_shape, generator, (*loc, "layer", "config"))
+        self.forward_layer.output_shape = out
+        back = self.backward_layer.build(input_shape, generator, (*loc, "backward_layer", "config"))
+        self.backward_layer.output_shape = back
+        last, back_last = out[-1], back[-1]
+        assert last is not None and back_last is not None
+        if self.merge_mode == "concat":
+            return (*out[:-1], last + back_last)
+        if last != back_last:
+            raise ConfigError(
+                (*loc, "merge_mode"),
+                f"{self.merge_mode!r} needs both directions to have the same units, got "
+                f"{last} and {back_last}",
+            )
+        return out
+
+    def compute_mask(self, x: Any, mask: Any) -> Tensor | None:
+        return mask if self.return_sequences else None
+
+    def forward(self, x: Tensor, training: bool = False, mask: Tensor | None = None) -> Tensor:
+        y = self.forward_layer(x, training, mask=mask)
+        y_rev = self.backward_layer(x, training, mask=mask)
+        if self.return_sequences:
+            y_rev = torch.flip(y_rev, [1])
+        if self.merge_mode == "concat":
+            return torch.cat([y, y_rev], dim=-1)
+        if self.merge_mode == "sum":
+            return y + y_rev
+        if self.merge_mode == "ave":
+            return (y + y_rev) / 2
+        return y * y_rev
+
+
+_RECURRENT = "Bidirectional wraps a recurrent layer: SimpleRNN, LSTM or GRU"
+
+
+@LAYERS.register("TimeDistributed")
+class TimeDistributed(_Wrapper):
+    """The wrapped layer applied to each timestep: the batch and time axes are folded into one
+    batch (the same numbers as Keras's loop over steps), except for layers that use batch
+    statistics, which run once per step as in Keras."""
+
+    class_name = "TimeDistributed"
+    config_keys = ("layer",)
+
+    def __init__(self, *, name: str, layer: Layer, trainable: bool) -> None:
+        super().__init__(name=name, trainable=trainable)
+        self.layer = layer
+        self.per_step = layer.class_name in _PER_STEP
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
+        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
+        if "layer" not in config:
+            raise ConfigError((*loc, "layer"), "is required: the layer to apply to each timestep")
+        layer = parse_wrapped(config["layer"], (*loc, "layer"))
+        if layer.multi_input or layer.input_names:
+            raise ConfigError(
+                (*loc, "layer", "class_name"),
+                f"TimeDistributed applies a single-input layer, got {layer.class_name}",
+            )
+        return cls(name=name, layer=layer, trainable=get_bool(config, "trainable", loc, True))
+
+    def groups(self) -> list[tuple[str, Layer]]:
+        return [("layer", self.layer)]
+
+    def layer_config(self) -> dict[str, Any]:
+        return {"layer": _entry(self.layer)}
+
+    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
+        if len(input_shape) < 3:
+            raise ConfigError(
+                loc,
+                "TimeDistributed takes inputs of shape (batch, timesteps, ...), at least 3 "
+                f"dimensions, got {input_shape}",
+            )
+        step_shape = (input_shape[0], *input_shape[2:])
+        out = self.layer.build(step_shape, generator, (*loc, "layer", "config"))
+        self.layer.output_shape = out
+        return (out[0], input_shape[1], *out[1:])
+
+    def check_input(self, x: np.ndarray, loc: Loc) -> None:
+        self.layer.check_input(x, loc)
+
+    def forward(self, x: Tensor, training: bool = False, mask: Tensor | None = None) -> Tensor:
+        batch, steps = x.shape[0], x.shape[1]
+        if not self.layer.uses_mask:
+            mask = None
+        if self.per_step:
+            outs = [
+                self.layer(x[:, t], training, **({} if mask is None else {"mask": mask[:, t]}))
+                for t in range(steps)
+            ]
+            return torch.stack(outs, dim=1)
+        kwargs = {} if mask is None else {"mask": mask.reshape(batch * steps, *mask.shape[2:])}
+        y = self.layer(x.reshape(batch * steps, *x.shape[2:]), training, **kwargs)
+        return y.reshape(batch, steps, *y.shape[1:])
