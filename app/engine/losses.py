@@ -50,6 +50,7 @@ from app.engine.losses_hinge import (  # noqa: F401
     Hinge,
     SquaredHinge,
 )
+from app.engine.losses_metric_learning import Circle  # noqa: F401
 from app.engine.losses_probabilistic import (  # noqa: F401
     BinaryFocalCrossentropy,
     CategoricalFocalCrossentropy,
@@ -67,6 +68,7 @@ from app.engine.losses_segmentation import (  # noqa: F401
     Dice,
     Tversky,
 )
+from app.engine.losses_sequence import CTC  # noqa: F401
 from app.engine.params import get_bool, get_float, get_int
 from app.engine.scalars import scalar_like
 

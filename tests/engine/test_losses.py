@@ -278,7 +278,7 @@ def test_non_default_config_round_trip(keras):
       ("l", "config", "ignore_class")),
      ({"class_name": "SparseCategoricalCrossentropy", "config": {"axis": 1}},
       ("l", "config", "axis")),
-     ({"class_name": "Circle"}, ("l", "class_name")),
+     ({"class_name": "Circles"}, ("l", "class_name")),
      ({"config": {}}, ("l", "class_name")),
      ({"class_name": "MeanSquaredError", "module": "evil.module"}, ("l", "module")),
      (3, ("l",))],

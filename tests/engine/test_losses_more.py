@@ -254,7 +254,7 @@ def test_gradients_match_keras(keras, identifier, kind):
 
 # -- identifiers, names and configs ------------------------------------------------------------
 
-NOT_SUPPORTED = {"Loss", "LossFunctionWrapper", "CTC", "ctc", "Circle", "circle"}
+NOT_SUPPORTED = {"Loss", "LossFunctionWrapper"}
 
 
 def test_every_keras_loss_name_is_registered(keras):
@@ -278,7 +278,7 @@ def test_registered_names_resolve_as_in_keras(keras, identifier):
 @pytest.mark.parametrize(
     "identifier",
     ["huber_loss", "logcosh", "kullback_leibler_divergence", "cosine_proximity", "Kld",
-     "binary_focal_loss", "circle", "Circle", "ctc", "CTC", "CategoricalGeneralizedCrossEntropy",
+     "binary_focal_loss", "CategoricalGeneralizedCrossEntropy",
      "categorical_generalized_cross_entropy", "dice_loss"],
 )  # fmt: skip
 def test_unknown_names_are_config_errors(identifier):
