@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from app.engine import initializers
-from app.engine.errors import ConfigError, Loc
+from app.engine.errors import ConfigError, DataError, Loc
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
 from app.engine.params import get_bool, get_float
 from app.engine.registry import known_keys
@@ -23,6 +23,7 @@ from app.engine.registry import known_keys
 @LAYERS.register("ReLU")
 class ReLU(Layer):
     class_name = "ReLU"
+    supports_masking = True
     config_keys = ("max_value", "negative_slope", "threshold")
 
     def __init__(
@@ -77,6 +78,7 @@ class ReLU(Layer):
 @LAYERS.register("LeakyReLU")
 class LeakyReLU(Layer):
     class_name = "LeakyReLU"
+    supports_masking = True
     config_keys = ("negative_slope", "alpha")
 
     def __init__(self, *, name: str, negative_slope: float) -> None:
@@ -99,6 +101,7 @@ class LeakyReLU(Layer):
 @LAYERS.register("PReLU")
 class PReLU(Layer):
     class_name = "PReLU"
+    supports_masking = True
     config_keys = ("alpha_initializer", "alpha_regularizer", "alpha_constraint", "shared_axes")
     alpha: torch.Tensor
 
@@ -177,6 +180,7 @@ class ELU(Layer):
     with a non-default alpha reloads with alpha 1.0 (in Keras and here alike)."""
 
     class_name = "ELU"
+    supports_masking = True
     config_keys = ("alpha",)
 
     def __init__(self, *, name: str, alpha: float) -> None:
@@ -198,6 +202,8 @@ class ELU(Layer):
 @LAYERS.register("Softmax")
 class Softmax(Layer):
     class_name = "Softmax"
+    supports_masking = True
+    uses_mask = True
     config_keys = ("axis",)
 
     def __init__(self, *, name: str, axis: int | list[int]) -> None:
@@ -234,7 +240,23 @@ class Softmax(Layer):
         self._dims = given
         return input_shape
 
-    def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, training: bool = False, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if mask is not None:
+            # Keras's rule: masked positions get -1e9 before the softmax and 0 after it; the
+            # mask must broadcast against the input from the right.
+            dims = zip(reversed(mask.shape), reversed(x.shape), strict=False)
+            if mask.dim() > x.dim() or any(m not in (1, i) for m, i in dims):
+                raise DataError(
+                    ("x",),
+                    f"{self.name}: a mask of shape {tuple(mask.shape)} does not broadcast to "
+                    f"inputs of shape {tuple(x.shape)} (Keras refuses it too)",
+                )
+            mask = mask.to(torch.bool)
+            x = torch.where(mask, x, -1e9)
         if len(self._dims) == 1:
-            return F.softmax(x, dim=self._dims[0])
-        return torch.exp(x - torch.logsumexp(x, dim=self._dims, keepdim=True))
+            out = F.softmax(x, dim=self._dims[0])
+        else:
+            out = torch.exp(x - torch.logsumexp(x, dim=self._dims, keepdim=True))
+        return out if mask is None else torch.where(mask, out, 0.0)

@@ -5,6 +5,8 @@ frozen layer normalizes with its moving statistics even inside fit. The batch va
 biased one, computed as Keras's torch backend does (`E[x²] - E[x]²`), and it is also what the
 moving variance is updated with. The moving statistics are non-trainable buffers, updated
 without autograd. Weights, in Keras's order: gamma, beta, moving_mean, moving_variance.
+With a Keras mask (one dimension less than the input), the batch statistics are taken over the
+unmasked positions only, with Keras's two-pass formula and its 1e-7 in the divisor.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import torch
 
 from app.engine import initializers
-from app.engine.errors import ConfigError, Loc
+from app.engine.errors import ConfigError, DataError, Loc
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
 from app.engine.params import get_bool, get_float, get_int
 from app.engine.registry import known_keys
@@ -31,6 +33,8 @@ _INITIALIZERS = {
 @LAYERS.register("BatchNormalization")
 class BatchNormalization(Layer):
     class_name = "BatchNormalization"
+    supports_masking = True
+    uses_mask = True
     config_keys = (
         "axis", "momentum", "epsilon", "center", "scale", *_INITIALIZERS,
         "beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint",
@@ -135,12 +139,31 @@ class BatchNormalization(Layer):
         self._broadcast = [size if d == axis else 1 for d in range(rank)]
         return input_shape
 
-    def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
-        if training and self.trainable:
-            mean = torch.mean(x, dim=self._reduce, keepdim=True)
-            variance = torch.mean(torch.square(x), dim=self._reduce, keepdim=True) - torch.square(
-                mean
+    def _masked_moments(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[Any, Any]:
+        if tuple(mask.shape) != tuple(x.shape[:-1]):
+            raise DataError(
+                ("x",),
+                f"{self.name}: a mask of shape {tuple(mask.shape)} does not fit inputs of shape "
+                f"{tuple(x.shape)} (Keras needs one dimension less)",
             )
+        keep = mask.to(torch.bool).unsqueeze(-1).expand(x.shape)
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        weights = torch.sum(keep.to(x.dtype), dim=self._reduce, keepdim=True) + 1e-7
+        mean = torch.sum(torch.where(keep, x, zero), dim=self._reduce, keepdim=True) / weights
+        diff = torch.where(keep, x - mean, zero)
+        variance = torch.sum(torch.square(diff), dim=self._reduce, keepdim=True) / weights
+        return mean, variance
+
+    def forward(
+        self, x: torch.Tensor, training: bool = False, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if training and self.trainable:
+            if mask is None:
+                mean = torch.mean(x, dim=self._reduce, keepdim=True)
+                variance = torch.mean(torch.square(x), dim=self._reduce, keepdim=True)
+                variance = variance - torch.square(mean)
+            else:
+                mean, variance = self._masked_moments(x, mask)
             mean = mean.reshape(-1)
             variance = variance.reshape(-1)
             with torch.no_grad():

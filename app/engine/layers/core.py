@@ -20,6 +20,7 @@ MAX_UNITS = 1 << 20
 @LAYERS.register("Dense")
 class Dense(Layer):
     class_name = "Dense"
+    supports_masking = True
     kernel: torch.Tensor
     bias: torch.Tensor
     config_keys = (
@@ -99,6 +100,7 @@ class Dense(Layer):
 @LAYERS.register("Activation")
 class ActivationLayer(Layer):
     class_name = "Activation"
+    supports_masking = True
     config_keys = ("activation",)
 
     def __init__(self, *, name: str, activation: Any, trainable: bool = True, loc: Loc = ()):
@@ -125,6 +127,7 @@ class Dropout(Layer):
     (set with `set_generator`), so a seeded fit is reproducible."""
 
     class_name = "Dropout"
+    supports_masking = True
     config_keys = ("rate", "noise_shape", "seed")
 
     def __init__(self, *, name: str, rate: float, seed: int | None = None) -> None:

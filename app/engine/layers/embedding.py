@@ -3,7 +3,8 @@
 Inputs reach the engine as float32, so ids are cast to integers as Keras does (truncating toward
 zero). An id outside `[0, input_dim)` is a DataError rather than a crashed lookup; Keras's torch
 backend would wrap negative ids around (`ops.take`), which is refused here as well. `input_dim` is
-capped at 2**24 so every valid id is exact in float32.
+capped at 2**24 so every valid id is exact in float32. With `mask_zero`, id 0 is padding: the
+output carries the mask `ids != 0` for the layers after it (recurrent layers, losses, metrics).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from app.engine import initializers
-from app.engine.errors import ConfigError, DataError, Loc
+from app.engine.errors import DataError, Loc
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
 from app.engine.params import get_bool, get_int
 from app.engine.registry import known_keys
@@ -42,12 +43,14 @@ class Embedding(Layer):
         input_dim: int,
         output_dim: int,
         embeddings_initializer: Any = "uniform",
+        mask_zero: bool = False,
         trainable: bool = True,
         loc: Loc = (),
     ) -> None:
         super().__init__(name=name, trainable=trainable)
         self.input_dim = input_dim
         self.output_dim = output_dim
+        self.mask_zero = mask_zero
         self.init_config, self.init = initializers.get(
             embeddings_initializer, (*loc, "embeddings_initializer")
         )
@@ -61,14 +64,13 @@ class Embedding(Layer):
              "lora_rank", "quantization_config"),
             loc,
         )  # fmt: skip
-        if get_bool(config, "mask_zero", loc, False):
-            raise ConfigError((*loc, "mask_zero"), "is not supported yet; leave it false")
         get_int(config, "input_length", loc, None, min_value=1)  # deprecated in Keras; unused
         return cls(
             name=name,
             input_dim=get_int(config, "input_dim", loc, min_value=1, max_value=MAX_INPUT_DIM),
             output_dim=get_int(config, "output_dim", loc, min_value=1, max_value=MAX_OUTPUT_DIM),
             embeddings_initializer=config.get("embeddings_initializer") or "uniform",
+            mask_zero=get_bool(config, "mask_zero", loc, False),
             trainable=get_bool(config, "trainable", loc, True),
             loc=loc,
         )
@@ -81,13 +83,17 @@ class Embedding(Layer):
             "embeddings_regularizer": None,
             "activity_regularizer": None,
             "embeddings_constraint": None,
-            "mask_zero": False,
+            "mask_zero": self.mask_zero,
         }
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         shape = (self.input_dim, self.output_dim)
         self.add_weight("embeddings", self.init(shape, generator))
         return (*input_shape, self.output_dim)
+
+    def compute_mask(self, x: Any, mask: Any) -> torch.Tensor | None:
+        # Keras compares the raw ids with 0, before the cast to integers.
+        return x != 0 if self.mask_zero else None
 
     def check_input(self, x: np.ndarray, loc: Loc) -> None:
         if np.any(x <= -1) or np.any(x >= self.input_dim):

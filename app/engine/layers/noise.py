@@ -56,6 +56,7 @@ class GaussianNoise(_Random):
     """Adds N(0, stddev²) noise in training; Keras allows stddev in [0, 1]."""
 
     class_name = "GaussianNoise"
+    supports_masking = True
     config_keys = ("stddev", "seed")
     key = "stddev"
     upper_inclusive = True
@@ -71,6 +72,7 @@ class GaussianDropout(_Random):
     """Multiplies by N(1, rate / (1 - rate)) noise in training."""
 
     class_name = "GaussianDropout"
+    supports_masking = True
     config_keys = ("rate", "seed")
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
@@ -120,11 +122,13 @@ class _SpatialDropout(_Random):
 @LAYERS.register("SpatialDropout1D")
 class SpatialDropout1D(_SpatialDropout):
     class_name = "SpatialDropout1D"
+    supports_masking = True
 
 
 @LAYERS.register("SpatialDropout2D")
 class SpatialDropout2D(_SpatialDropout):
     class_name = "SpatialDropout2D"
+    supports_masking = True
     config_keys = ("rate", "seed", "data_format")
     rank = 4
 

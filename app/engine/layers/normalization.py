@@ -35,6 +35,7 @@ def _constant(value: Any, loc: Loc) -> np.ndarray:
 @LAYERS.register("Normalization")
 class Normalization(Layer):
     class_name = "Normalization"
+    supports_masking = True
     config_keys = ("axis", "mean", "variance", "invert")
     mean: torch.Tensor
     variance: torch.Tensor

@@ -129,6 +129,7 @@ def _moments(x: torch.Tensor, dims: list[int]) -> tuple[torch.Tensor, torch.Tens
 @LAYERS.register("LayerNormalization")
 class LayerNormalization(_Affine):
     class_name = "LayerNormalization"
+    supports_masking = True
     config_keys = ("axis", *_AFFINE_KEYS, "rms_scaling")
 
     def __init__(
@@ -166,6 +167,7 @@ class LayerNormalization(_Affine):
 @LAYERS.register("GroupNormalization")
 class GroupNormalization(_Affine):
     class_name = "GroupNormalization"
+    supports_masking = True
     config_keys = ("groups", "axis", *_AFFINE_KEYS)
 
     def __init__(
@@ -215,6 +217,7 @@ class UnitNormalization(Layer):
     """`x * min(rsqrt(sum(x²)), 1e12)` over the axes, as Keras's `ops.normalize` (order 2)."""
 
     class_name = "UnitNormalization"
+    supports_masking = True
     config_keys = ("axis",)
 
     def __init__(self, *, name: str, axis: int | list[int]) -> None:

@@ -178,8 +178,25 @@ class _GlobalPooling(Layer):
 
 @LAYERS.register("GlobalAveragePooling1D", "GlobalAvgPool1D")
 class GlobalAveragePooling1D(_GlobalPooling):
+    """With a Keras mask (batch, steps), the mean is over the unmasked steps; the mask stops
+    here, as in Keras."""
+
     class_name = "GlobalAveragePooling1D"
     rank, reduce = 1, "mean"
+    supports_masking = True
+    uses_mask = True
+
+    def compute_mask(self, x: Any, mask: Any) -> torch.Tensor | None:
+        return None
+
+    def forward(
+        self, x: torch.Tensor, training: bool = False, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if mask is None:
+            return super().forward(x, training)
+        keep = mask.to(torch.bool).unsqueeze(2 if self.data_format == "channels_last" else 1)
+        total = torch.sum(torch.where(keep, x, 0.0), self.axes, self.keepdims)
+        return total / torch.sum(keep.to(x.dtype), self.axes, self.keepdims)
 
 
 @LAYERS.register("GlobalAveragePooling2D", "GlobalAvgPool2D")

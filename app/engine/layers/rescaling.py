@@ -17,6 +17,7 @@ from app.engine.registry import known_keys
 @LAYERS.register("Rescaling")
 class Rescaling(Layer):
     class_name = "Rescaling"
+    supports_masking = True
     config_keys = ("scale", "offset")
     _scale: torch.Tensor
     _offset: torch.Tensor

@@ -1,6 +1,8 @@
 """Recurrent layers, their wrappers and masks: SimpleRNN, LSTM, GRU (both reset_after forms,
 Keras's fused and cell code paths, per-gate dropout weights in inference), Bidirectional in every
-merge mode, TimeDistributed over Dense and Conv2D, and Masking."""
+merge mode, TimeDistributed over Dense and Conv2D, Masking, and Embedding(mask_zero) feeding
+recurrent layers (the "int:N" inputs hold zeros, so whole steps, and sometimes whole rows, are
+masked)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,10 @@ def _bi(layer: str, merge_mode: str = "concat", **config: Any) -> tuple[str, dic
 
 def _td(layer: str, **config: Any) -> tuple[str, dict[str, Any]]:
     return ("TimeDistributed", {"layer": {"module": K, "class_name": layer, "config": config}})
+
+
+def _embed(n: int = 4) -> tuple[str, dict[str, Any]]:
+    return ("Embedding", {"input_dim": n, "output_dim": 3, "mask_zero": True})
 
 
 CASES: dict[str, tuple[Any, ...]] = {
@@ -70,4 +76,26 @@ CASES: dict[str, tuple[Any, ...]] = {
     "LSTM_then_TimeDistributed": ([("LSTM", {"units": 4, "return_sequences": True}),
                                    _td("Dense", units=2)], SEQ),
     "Masking": ([("Masking", {"mask_value": 0.5}), ("LSTM", {"units": 3})], SEQ),
+    # Embedding(mask_zero): masked steps keep the state and repeat (or zero) the output.
+    "mask_LSTM": ([_embed(), ("LSTM", {"units": 3})], [None, 6], "int:4"),
+    "mask_LSTM_seq_Dense": ([_embed(), ("LSTM", {"units": 3, "return_sequences": True}),
+                             ("Dense", {"units": 2})], [None, 6], "int:4"),
+    "mask_LSTM_zero_output": ([_embed(), ("LSTM", {"units": 3, "return_sequences": True,
+                                                   "zero_output_for_mask": True})],
+                              [None, 6], "int:4"),
+    "mask_GRU_backwards": ([_embed(), ("GRU", {"units": 3, "go_backwards": True,
+                                               "return_sequences": True})], [None, 6], "int:4"),
+    "mask_GRU_reset_before": ([_embed(), ("GRU", {"units": 3, "reset_after": False})],
+                              [None, 6], "int:3"),
+    "mask_SimpleRNN_unrolled": ([_embed(), ("SimpleRNN", {"units": 3, "unroll": True,
+                                                          "return_sequences": True})],
+                                [None, 6], "int:3"),
+    "mask_Bidirectional": ([_embed(), _bi("LSTM", return_sequences=True),
+                            _bi("GRU", "sum")], [None, 6], "int:4"),
+    "mask_through_layers": ([_embed(), ("Dropout", {"rate": 0.5}), _td("Dense", units=3),
+                             ("Activation", {"activation": "relu"}),
+                             ("LayerNormalization", {}), ("LSTM", {"units": 2})],
+                            [None, 6], "int:4"),
+    "mask_GlobalAveragePooling1D": ([_embed(), ("GlobalAveragePooling1D", {})],
+                                    [None, 6], "int:4"),
 }  # fmt: skip
