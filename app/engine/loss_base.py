@@ -15,6 +15,7 @@ import torch
 from app.engine.errors import ConfigError, Loc
 from app.engine.loss_utils import (
     Shape,
+    apply_mask,
     check_float32_dtype,
     check_same_shape,
     numeric_labels,
@@ -62,9 +63,11 @@ class Loss:
         sample_weight: Tensor | None = None,
         mask: Tensor | None = None,
     ) -> Tensor:
+        """The reduced loss; `mask` is the Keras mask of `y_pred` (from Embedding(mask_zero) or
+        Masking through the model), under which only unmasked entries count."""
         values = self.call(y_true.to(torch.float32), y_pred.to(torch.float32))
         if mask is not None:
-            raise NotImplementedError("loss masks")  # filled in with mask propagation
+            sample_weight = apply_mask(sample_weight, mask, self.reduction, values)
         return reduce_weighted_values(values, sample_weight, self.reduction)
 
     def check_labels(self, y_true: np.ndarray, y_pred_shape: Shape, loc: Loc) -> None:

@@ -1,7 +1,7 @@
 """Keras's shape and reduction rules that losses (and metrics) are built from: rank alignment
-(`squeeze_or_expand_to_same_rank`), no-NaN division, sample-weighted batch reduction, the
-"crossentropy"/"accuracy" choice by shapes, the float32 dtype check, and the label-versus-output
-shape checks that run before training.
+(`squeeze_or_expand_to_same_rank`), no-NaN division, sample-weighted batch reduction, Keras masks
+folded into sample weights, the "crossentropy"/"accuracy" choice by shapes, the float32 dtype
+check, and the label-versus-output shape checks that run before training.
 
 Nothing here knows a particular loss; `app.engine.losses` re-exports the names other modules
 import from it.
@@ -86,6 +86,32 @@ def reduce_weighted_values(values: Tensor, sample_weight: Tensor | None, reducti
     count = values.numel()
     divisor = scalar_like(float(count), total)
     return total / divisor if count else divide_no_nan(total, divisor)
+
+
+def apply_mask(sample_weight: Tensor | None, mask: Tensor, reduction: str, like: Tensor) -> Tensor:
+    """Keras's `apply_mask`: fold a Keras mask (True where an output counts) into the sample
+    weights. For the "sum_over_batch_size" and "mean" reductions a counted entry weighs
+    `total / valid` (so the reduction, which divides by every entry, averages over the counted
+    ones); otherwise the mask is a 0/1 weight. Float32 tensors on `like`'s device."""
+    keep = mask.to(device=like.device, dtype=torch.bool)
+    if reduction in ("sum_over_batch_size", "mean"):
+        total = scalar_like(float(keep.numel()), like)
+        valid = torch.sum(keep.to(torch.float32))
+        weight = torch.where(keep, divide_no_nan(total, valid), scalar_like(0.0, total))
+    else:
+        weight = keep.to(torch.float32)
+    if sample_weight is None:
+        return weight
+    sw = torch.as_tensor(sample_weight).to(device=like.device, dtype=torch.float32)
+    weight, sw = squeeze_or_expand_to_same_rank(weight, sw)
+    # Keras multiplies the weights by the mask in place, so the weights' shape must hold both.
+    if not _broadcasts_to(weight.shape, sw.shape):
+        raise DataError(
+            ("sample_weight",),
+            f"shape {tuple(sw.shape)} cannot be combined with the model output's mask of shape "
+            f"{tuple(weight.shape)}; give one weight per masked entry, shape {tuple(weight.shape)}",
+        )
+    return sw * weight
 
 
 def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
