@@ -41,6 +41,14 @@ class Metric:
     ) -> None:
         raise NotImplementedError
 
+    def update_masked(
+        self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None, mask: Tensor
+    ) -> None:
+        """`update_state` for outputs that carry a Keras mask (True where an entry counts).
+        Keras's MeanMetricWrapper metrics fold it into the sample weights (see
+        MeanMetricWrapper); every other metric ignores it, as in Keras."""
+        self.update_state(y_true, y_pred, sample_weight)
+
     def result(self) -> Tensor:
         raise NotImplementedError
 
@@ -164,8 +172,21 @@ class Mean(_MeanState):
 class MeanMetricWrapper(_MeanState):
     """Keras's MeanMetricWrapper: a per-sample function averaged over all samples seen."""
 
+    #: Keras's MeanMetricWrapper reads the mask of `y_pred`; a metric that Keras computes
+    #: another way (RootMeanSquaredError is a Mean of squared errors) sets this False.
+    uses_mask: ClassVar[bool] = True
+
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def update_masked(
+        self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None, mask: Tensor
+    ) -> None:
+        # Masked entries weigh 0 and the rest 1 (times their sample weights): the metric is
+        # the mean over the unmasked entries.
+        if self.uses_mask:
+            sample_weight = loss_utils.apply_mask(sample_weight, mask, "sum", y_pred)
+        self.update_state(y_true, y_pred, sample_weight)
 
     def update_state(
         self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None

@@ -46,6 +46,7 @@ class RootMeanSquaredError(MeanMetricWrapper):
 
     default_name = "root_mean_squared_error"
     direction = "down"
+    uses_mask = False  # Keras's RMSE is a Mean of squared errors: it ignores output masks
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         y_true, y_pred = _aligned(y_true, y_pred)
