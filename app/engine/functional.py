@@ -159,6 +159,9 @@ def functional_graph(config: Mapping[str, Any], generator: torch.Generator) -> G
         for n, node in enumerate(nodes):
             nloc = (*loc, "inbound_nodes", n)
             refs, options = _call_inputs(layer, node, nloc)
+            check = getattr(layer, "check_options", None)
+            if check is not None:  # call options are checked now, not in the middle of a run
+                check(options, nloc)
             raw.append(_RawNode(layer, n, refs, options, nloc))
         if len(raw) > MAX_NODES:
             raise ConfigError((*loc, "inbound_nodes"), f"the limit is {MAX_NODES} layer calls")

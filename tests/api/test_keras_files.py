@@ -144,3 +144,26 @@ def test_functional_files_both_ways_with_named_and_shared_layers(
     again = keras.saving.load_model(exported)
     for theirs, ours in zip(again.predict({"a": xa, "b": xb}, verbose=0), want, strict=True):
         np.testing.assert_allclose(theirs, ours, rtol=1e-6, atol=1e-6)
+
+
+def test_attention_files_both_ways(client: TestClient, tmp_path: Path) -> None:
+    """Layers that hold others keep their weights in nested groups (MultiHeadAttention's
+    query_dense/vars/0, ...)."""
+    import keras
+
+    q = keras.Input((5, 8), name="q")
+    h = keras.layers.MultiHeadAttention(2, 4, name="mha")(q, q, use_causal_mask=True)
+    h = keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, 3), bias_axes="d")(h)
+    km = keras.Model(q, keras.layers.GlobalAveragePooling1D()(h))
+    x = np.random.default_rng(5).normal(size=(4, 5, 8)).astype(np.float32)
+    path = tmp_path / "a.keras"
+    km.save(path)
+    r = client.post("/v1/models/import", content=path.read_bytes(), headers=OCTET)
+    assert r.status_code == 201, r.text
+    url = f"/v1/models/{r.json()['id']}"
+    got = client.post(f"{url}/predict", json={"x": x.tolist()}).json()["predictions"]
+    np.testing.assert_allclose(got, km.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
+    exported = tmp_path / "back.keras"
+    exported.write_bytes(client.get(f"{url}/model.keras").content)
+    again = keras.saving.load_model(exported)
+    np.testing.assert_allclose(again.predict(x, verbose=0), got, rtol=1e-6, atol=1e-6)

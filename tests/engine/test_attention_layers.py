@@ -192,7 +192,7 @@ def test_keras_loads_our_multi_head_attention_config(keras: ModuleType) -> None:
     mirrored = build_ours("MultiHeadAttention", json.loads(json.dumps(km.get_config())),
                           [(None, 3, 4, 5), (None, 3, 2, 6), None])  # fmt: skip
     assert mirrored.get_config() == ours.get_config()
-    assert ours.keras_store_paths()[:2] == ["query_dense/vars/0", "query_dense/vars/1"]
+    assert ours.h5_paths()[:2] == ["query_dense/vars/0", "query_dense/vars/1"]
 
 
 def test_multi_head_attention_dropout_draws_from_the_generator(keras: ModuleType) -> None:

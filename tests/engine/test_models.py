@@ -14,6 +14,7 @@ import torch
 from app.engine.errors import ConfigError, DataError
 from app.engine.layers import LAYERS
 from app.engine.models import Model
+from tests.engine.test_attention_layers import COVERED as ATTENTION_LAYERS
 from tests.engine.test_functional import MERGE_LAYERS
 from tests.support import scenario
 from tests.support.keras_json import keras_json
@@ -62,6 +63,7 @@ def test_forward_matches_keras(keras: ModuleType, case: str) -> None:
 def test_every_registered_layer_has_a_keras_comparison() -> None:
     covered = {case[0][0][0] for case in LAYER_CASES.values()}
     covered |= set(MERGE_LAYERS)  # compared inside Functional graphs (test_functional.py)
+    covered |= set(ATTENTION_LAYERS)  # compared layer by layer (test_attention_layers.py)
     assert set(LAYERS.names()) <= covered
 
 
@@ -111,8 +113,8 @@ def test_glorot_uniform_limits() -> None:
          ("config", "layers", 2, "config", "units"), ">= 1"),
         (lambda c: c["config"]["layers"][2]["config"].update(activation="relux"),
          ("config", "layers", 2, "config", "activation"), "unknown activation"),
-        (lambda c: c["config"]["layers"][2]["config"].update(kernel_regularizer="l2"),
-         ("config", "layers", 2, "config", "kernel_regularizer"), "not supported yet"),
+        (lambda c: c["config"]["layers"][2]["config"].update(kernel_regularizer="l3"),
+         ("config", "layers", 2, "config", "kernel_regularizer"), "unknown regularizer"),
         (lambda c: c["config"]["layers"][2]["config"].update(bogus=1),
          ("config", "layers", 2, "config", "bogus"), "unknown argument"),
         (lambda c: c["config"]["layers"][2].update(module="my.module"),

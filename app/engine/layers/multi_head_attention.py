@@ -258,7 +258,7 @@ class MultiHeadAttention(Layer):
             for n, t in layer.keras_weights()
         ]
 
-    def keras_store_paths(self) -> list[str]:
+    def h5_paths(self) -> list[str]:
         """Where a `.keras` weights file keeps each weight, relative to this layer's group, in
         `keras_weights()` order (Keras stores the projections under attribute names)."""
         return [
