@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from app.engine import initializers
 from app.engine.errors import ConfigError, DataError, Loc
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
+from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights
 from app.engine.params import get_bool, get_float
 from app.engine.registry import known_keys
 
@@ -103,6 +103,7 @@ class PReLU(Layer):
     class_name = "PReLU"
     supports_masking = True
     config_keys = ("alpha_initializer", "alpha_regularizer", "alpha_constraint", "shared_axes")
+    weight_options = option_weights("alpha")
     alpha: torch.Tensor
 
     def __init__(
@@ -123,7 +124,6 @@ class PReLU(Layer):
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
         known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        require_null(config, ("alpha_regularizer", "alpha_constraint"), loc)
         shared = config.get("shared_axes")
         if isinstance(shared, int) and not isinstance(shared, bool):
             shared = [shared]

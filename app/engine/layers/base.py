@@ -3,18 +3,28 @@
 A layer is a torch module built from a Keras layer config. Weights are stored in Keras's own
 layout (a Dense kernel is `(in, out)`), so weights copy between Keras and here without transposes,
 and `keras_weights()` lists them in the order Keras's `get_weights()` does.
+
+Regularizers and constraints are wired here once for every layer. A layer declares which of its
+weights take Keras's `<option>_regularizer` / `<option>_constraint` keys (`weight_options`);
+`activity_regularizer` is accepted by every layer, as Keras's base Layer does. Both are read from
+the config right after the subclass's `from_config`, written back by `get_config`, and turned
+into `added_losses()` (weight penalties from the current weights, activity penalties from the
+last call, divided by its batch size) and `apply_constraints()`. A layer without any of them
+pays nothing: no forward hook, and both methods return at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from app.engine import activations, initializers
+from app.engine import activations, constraints, initializers, regularizers
 from app.engine.errors import ConfigError, Loc
 from app.engine.registry import Registry
 
@@ -22,8 +32,17 @@ Shape = tuple[int | None, ...]
 
 LAYERS: Registry[Layer] = Registry("layer")
 
-# Keys every Keras layer config may carry that do not change the computation here.
-BASE_KEYS = ("name", "trainable", "dtype", "autocast")
+# Keys every Keras layer config may carry: name, trainable and dtype are read by the model and
+# the layer; activity_regularizer by the base class (Keras's base Layer takes it too).
+BASE_KEYS = ("name", "trainable", "dtype", "autocast", "activity_regularizer")
+
+
+def option_weights(*same: str, **renamed: str) -> Mapping[str, str]:
+    """A layer's `weight_options`: `{option: weight name}` for the weights that take Keras's
+    `<option>_regularizer` and `<option>_constraint` keys. `option_weights("kernel", "bias")`
+    for Dense; `option_weights("bias", depthwise="kernel")` where Keras's option and weight
+    names differ."""
+    return MappingProxyType({**{name: name for name in same}, **renamed})
 
 
 def check_dtype(config: Mapping[str, Any], loc: Loc) -> None:
@@ -67,6 +86,9 @@ class Layer(nn.Module):
     #: Non-tensor call keyword arguments a Functional node may carry (use_causal_mask); they are
     #: passed to forward as keyword arguments.
     call_options: ClassVar[tuple[str, ...]] = ()
+    #: The weights that take `<option>_regularizer` / `<option>_constraint` (see
+    #: `option_weights`); their keys must also be in `config_keys`.
+    weight_options: ClassVar[Mapping[str, str]] = MappingProxyType({})
 
     def __init__(self, *, name: str, trainable: bool = True) -> None:
         super().__init__()
@@ -74,22 +96,46 @@ class Layer(nn.Module):
         self.trainable = trainable
         self._weight_names: list[str] = []
         self.output_shape: Shape = ()
+        self.activity_regularizer: regularizers.Regularizer | None = None
+        self._activity_hook: Any = None
+        self._activity_losses: list[torch.Tensor] = []
+        # option -> (regularizer, constraint), as configured; and by weight name, as applied.
+        self._options: dict[str, tuple[Any, Any]] = {}
+        self._regularizers: dict[str, regularizers.Regularizer] = {}
+        self._constraints: dict[str, constraints.Constraint] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every subclass's own from_config is followed by the generic read of the regularizer
+        # and constraint keys, so a layer gets them by declaring `weight_options` alone.
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("from_config")
+        if isinstance(own, classmethod):
+            setattr(cls, "from_config", classmethod(_then_read_options(own.__func__)))  # noqa: B010
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
         raise NotImplementedError
 
     def layer_config(self) -> dict[str, Any]:
-        """The layer-specific part of the canonical config."""
+        """The layer-specific part of the canonical config. The regularizer and constraint keys
+        may be written as None placeholders (to keep Keras's key order): get_config fills them."""
         return {}
 
+    def base_config(self) -> dict[str, Any]:
+        """The keys Keras's base Layer writes first."""
+        return {"name": self.name, "trainable": self.trainable, "dtype": "float32"}
+
     def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": "float32",
-            **self.layer_config(),
-        }
+        config = self.base_config()
+        if self.activity_regularizer is not None:
+            config["activity_regularizer"] = None  # Keras writes it here, after dtype
+        config.update(self.layer_config())
+        for option, (regularizer, constraint) in self._options.items():
+            config[f"{option}_regularizer"] = _serialize(regularizer)
+            config[f"{option}_constraint"] = _serialize(constraint)
+        if "activity_regularizer" in config:
+            config["activity_regularizer"] = _serialize(self.activity_regularizer)
+        return config
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         """Create weights for `input_shape` (batch dimension included) and return the output
@@ -97,6 +143,9 @@ class Layer(nn.Module):
         return input_shape
 
     def add_weight(self, name: str, value: torch.Tensor, *, trainable: bool = True) -> None:
+        for option in (self._regularizers.get(name), self._constraints.get(name)):
+            if option is not None:
+                option.check_weight(tuple(value.shape))
         if trainable:
             param = nn.Parameter(value.to(torch.float32), requires_grad=self.trainable)
             self.register_parameter(name, param)
@@ -161,12 +210,81 @@ class Layer(nn.Module):
 
     def added_losses(self) -> list[torch.Tensor]:
         """Losses this layer adds to the training and evaluation loss (Keras's `layer.losses`):
-        weight regularization from the current weights, activity regularization from the last
-        forward pass."""
-        return []
+        activity regularization from the last forward pass, then weight regularization from
+        the current weights."""
+        if not (self._regularizers or self._activity_losses):
+            return []
+        return [*self.activity_losses(), *self.weight_losses()]
+
+    def activity_losses(self) -> list[torch.Tensor]:
+        """The activity penalties of the last call, one per output tensor, each divided by the
+        output's batch size (Keras's rule, so the penalty does not grow with the batch)."""
+        return list(self._activity_losses)
+
+    def weight_losses(self) -> list[torch.Tensor]:
+        """The weight penalties, in Keras's `trainable_weights` order. As in Keras, frozen
+        weights are not penalized. Each is a device scalar (no host read)."""
+        if not self._regularizers:
+            return []
+        out = []
+        for name in self._weight_names:
+            regularizer = self._regularizers.get(name)
+            weight = getattr(self, name)
+            if regularizer is not None and weight.requires_grad:
+                out.append(regularizer(weight))
+        return out
+
+    @property
+    def has_added_losses(self) -> bool:
+        """Whether this layer can add losses (a model may skip the others)."""
+        return bool(self._regularizers) or self.activity_regularizer is not None
+
+    @property
+    def has_constraints(self) -> bool:
+        return bool(self._constraints)
 
     def apply_constraints(self) -> None:
-        """Project weights onto their constraints (run after every optimizer step)."""
+        """Project weights onto their constraints (run after every optimizer step). As Keras's
+        optimizer does, only weights that were just updated are projected: trainable ones that
+        got a gradient (the trainer clears gradients to None before each backward pass)."""
+        if not self._constraints:
+            return
+        with torch.no_grad():
+            for name, constraint in self._constraints.items():
+                weight = getattr(self, name, None)
+                if isinstance(weight, nn.Parameter) and weight.grad is not None:
+                    weight.copy_(constraint(weight))
+
+    def read_options(self, config: Mapping[str, Any], loc: Loc) -> None:
+        """Read the weight options this layer declares and `activity_regularizer` (each error
+        names its key). A null activity_regularizer keeps one the layer set itself."""
+        for option, weight in self.weight_options.items():
+            regularizer = regularizers.get(
+                config.get(f"{option}_regularizer"), (*loc, f"{option}_regularizer")
+            )
+            constraint = constraints.get(
+                config.get(f"{option}_constraint"), (*loc, f"{option}_constraint")
+            )
+            self._options[option] = (regularizer, constraint)
+            if regularizer is not None:
+                self._regularizers[weight] = regularizer
+            if constraint is not None:
+                self._constraints[weight] = constraint
+        aloc = (*loc, "activity_regularizer")
+        activity = regularizers.get(config.get("activity_regularizer"), aloc)
+        if activity is not None:
+            self.set_activity_regularizer(activity, aloc)
+
+    def set_activity_regularizer(self, regularizer: regularizers.Regularizer, loc: Loc) -> None:
+        if isinstance(regularizer, regularizers.OrthogonalRegularizer):
+            raise ConfigError(
+                loc,
+                "OrthogonalRegularizer is for rank-2 weights; on a layer's output it would "
+                "compare the samples of a batch (and is 0/0 for a batch of one)",
+            )
+        self.activity_regularizer = regularizer
+        if self._activity_hook is None:
+            self._activity_hook = self.register_forward_hook(_record_activity)
 
     def check_input(self, x: np.ndarray, loc: Loc) -> None:
         """For a first layer: refuse raw inputs it cannot take (a DataError at `loc`), before
@@ -174,3 +292,39 @@ class Layer(nn.Module):
 
     def forward(self, x: Any, training: bool = False) -> Any:
         raise NotImplementedError
+
+
+def _then_read_options(from_config: Callable[..., Layer]) -> Callable[..., Layer]:
+    @functools.wraps(from_config)
+    def read(cls: type[Layer], config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
+        layer = from_config(cls, config, loc, name=name)
+        layer.read_options(config, loc)
+        return layer
+
+    return read
+
+
+def _serialize(option: Any) -> dict[str, Any] | None:
+    return None if option is None else dict(option.serialize())
+
+
+def _tensors(output: Any) -> list[torch.Tensor]:
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, list | tuple):
+        return [t for item in output for t in _tensors(item)]
+    return []
+
+
+def _record_activity(layer: nn.Module, args: Any, output: Any) -> None:
+    """Forward hook of a layer with an activity regularizer: its penalty on every output tensor,
+    divided by that tensor's batch size (0 for an empty batch, Keras's divide_no_nan)."""
+    assert isinstance(layer, Layer) and layer.activity_regularizer is not None
+    losses = []
+    for tensor in _tensors(output):
+        loss = layer.activity_regularizer(tensor)
+        if tensor.dim() > 0:
+            batch = tensor.shape[0]
+            loss = loss / batch if batch else torch.zeros_like(loss)
+        losses.append(loss)
+    layer._activity_losses = losses

@@ -18,7 +18,7 @@ import torch
 
 from app.engine import initializers
 from app.engine.errors import ConfigError, DataError, Loc
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
+from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights, require_null
 from app.engine.params import get_bool, get_float, get_int
 from app.engine.registry import known_keys
 
@@ -35,6 +35,7 @@ class BatchNormalization(Layer):
     class_name = "BatchNormalization"
     supports_masking = True
     uses_mask = True
+    weight_options = option_weights("beta", "gamma")
     config_keys = (
         "axis", "momentum", "epsilon", "center", "scale", *_INITIALIZERS,
         "beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint",
@@ -77,12 +78,7 @@ class BatchNormalization(Layer):
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
         known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        require_null(
-            config,
-            ("beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint",
-             "renorm_clipping"),
-            loc,
-        )  # fmt: skip
+        require_null(config, ("renorm_clipping",), loc)
         for key in ("renorm", "synchronized"):
             if get_bool(config, key, loc, False):
                 raise ConfigError((*loc, key), "is not supported yet; leave it false")

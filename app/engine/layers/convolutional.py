@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from app.engine.errors import ConfigError, Loc
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
+from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights, require_null
 from app.engine.layers.spatial import (
     apply_same_padding,
     get_data_format,
@@ -148,6 +148,7 @@ class _Conv(Layer):
     rank: ClassVar[int]
     kernel: torch.Tensor
     bias: torch.Tensor
+    weight_options = option_weights("kernel", "bias")
     config_keys = (
         "filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate", "groups",
         "activation", "use_bias", "kernel_initializer", "bias_initializer",
@@ -178,12 +179,7 @@ class _Conv(Layer):
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
         known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        require_null(
-            config,
-            ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
-             "kernel_constraint", "bias_constraint", "lora_rank"),
-            loc,
-        )  # fmt: skip
+        require_null(config, ("lora_rank",), loc)
         filters = get_int(config, "filters", loc, min_value=1, max_value=MAX_FILTERS)
         groups = get_int(config, "groups", loc, 1, min_value=1, max_value=MAX_FILTERS)
         choices = ("valid", "same", "causal") if cls.rank == 1 else ("valid", "same")

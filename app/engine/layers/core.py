@@ -10,7 +10,7 @@ import torch
 
 from app.engine import activations
 from app.engine.errors import ConfigError, Loc
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
+from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights, require_null
 from app.engine.params import get_bool, get_float, get_int, get_str
 from app.engine.registry import known_keys
 
@@ -23,6 +23,7 @@ class Dense(Layer):
     supports_masking = True
     kernel: torch.Tensor
     bias: torch.Tensor
+    weight_options = option_weights("kernel", "bias")
     config_keys = (
         "units", "activation", "use_bias", "kernel_initializer", "bias_initializer",
         "kernel_regularizer", "bias_regularizer", "activity_regularizer",
@@ -48,12 +49,7 @@ class Dense(Layer):
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
         known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        require_null(
-            config,
-            ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
-             "kernel_constraint", "bias_constraint", "lora_rank", "quantization_config"),
-            loc,
-        )  # fmt: skip
+        require_null(config, ("lora_rank", "quantization_config"), loc)
         return cls(
             name=name,
             units=get_int(config, "units", loc, min_value=1, max_value=MAX_UNITS),

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from app.engine import initializers
 from app.engine.errors import DataError, Loc
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
+from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights, require_null
 from app.engine.params import get_bool, get_int
 from app.engine.registry import known_keys
 
@@ -34,6 +34,7 @@ class Embedding(Layer):
         "activity_regularizer", "embeddings_constraint", "mask_zero", "input_length",
         "lora_rank", "lora_alpha", "quantization_config",
     )  # fmt: skip
+    weight_options = option_weights("embeddings")
     embeddings: torch.Tensor
 
     def __init__(
@@ -58,12 +59,7 @@ class Embedding(Layer):
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
         known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        require_null(
-            config,
-            ("embeddings_regularizer", "activity_regularizer", "embeddings_constraint",
-             "lora_rank", "quantization_config"),
-            loc,
-        )  # fmt: skip
+        require_null(config, ("lora_rank", "quantization_config"), loc)
         get_int(config, "input_length", loc, None, min_value=1)  # deprecated in Keras; unused
         return cls(
             name=name,

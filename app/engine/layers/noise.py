@@ -1,4 +1,5 @@
-"""Keras's training-only noise layers: GaussianNoise, GaussianDropout, SpatialDropout1D/2D.
+"""Keras's training-only noise layers: GaussianNoise, GaussianDropout, AlphaDropout,
+SpatialDropout1D/2D/3D.
 
 Each is the identity outside training. In training its randomness comes from `self.generator`,
 which the model sets to the trainer's seeded generator (as for Dropout), so a seeded fit is
@@ -95,9 +96,9 @@ class _SpatialDropout(_Random):
         super().__init__(name=name, value=value, seed=seed)
         self.data_format = data_format
 
-    def get_config(self) -> dict[str, Any]:
+    def base_config(self) -> dict[str, Any]:
         # Keras's SpatialDropout constructors take no `trainable`, so it is left out.
-        return {"name": self.name, "dtype": "float32", **self.layer_config()}
+        return {"name": self.name, "dtype": "float32"}
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         if len(input_shape) != self.rank:
@@ -125,12 +126,10 @@ class SpatialDropout1D(_SpatialDropout):
     supports_masking = True
 
 
-@LAYERS.register("SpatialDropout2D")
-class SpatialDropout2D(_SpatialDropout):
-    class_name = "SpatialDropout2D"
-    supports_masking = True
+class _FormattedSpatialDropout(_SpatialDropout):
+    """SpatialDropout2D/3D: the channel axis follows `data_format`."""
+
     config_keys = ("rate", "seed", "data_format")
-    rank = 4
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
@@ -145,3 +144,91 @@ class SpatialDropout2D(_SpatialDropout):
 
     def layer_config(self) -> dict[str, Any]:
         return {**super().layer_config(), "data_format": self.data_format}
+
+
+@LAYERS.register("SpatialDropout2D")
+class SpatialDropout2D(_FormattedSpatialDropout):
+    class_name = "SpatialDropout2D"
+    supports_masking = True
+    rank = 4
+
+
+@LAYERS.register("SpatialDropout3D")
+class SpatialDropout3D(_FormattedSpatialDropout):
+    class_name = "SpatialDropout3D"
+    supports_masking = True
+    rank = 5
+
+
+# SELU's constants, as Keras's AlphaDropout writes them.
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+@LAYERS.register("AlphaDropout")
+class AlphaDropout(_Random):
+    """Dropout that keeps SELU's self-normalization: dropped units are set to SELU's negative
+    saturation value `-alpha * scale`, then the result is moved back to the input's mean and
+    variance with Keras's affine `a * x + b`. A unit is kept when a uniform draw is >= rate.
+    `noise_shape` (null entries are the input's size) lets the draw broadcast, as in Keras."""
+
+    class_name = "AlphaDropout"
+    supports_masking = True
+    config_keys = ("rate", "noise_shape", "seed")
+
+    def __init__(
+        self, *, name: str, value: float, seed: int | None, noise_shape: list[int | None] | None
+    ) -> None:
+        super().__init__(name=name, value=value, seed=seed)
+        self.noise_shape = noise_shape
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
+        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
+        shape = config.get("noise_shape")
+        if shape is not None and not (
+            isinstance(shape, list | tuple)
+            and all(d is None or (isinstance(d, int) and not isinstance(d, bool)) for d in shape)
+        ):
+            raise ConfigError(
+                (*loc, "noise_shape"), f"must be null or a list of integers or nulls, got {shape!r}"
+            )
+        return cls(
+            name=name,
+            value=cls.read_value(config, loc),
+            seed=get_int(config, "seed", loc, None),
+            noise_shape=None if shape is None else list(shape),
+        )
+
+    def layer_config(self) -> dict[str, Any]:
+        return {**super().layer_config(), "noise_shape": self.noise_shape}
+
+    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
+        if self.noise_shape is not None:
+            if len(self.noise_shape) != len(input_shape):
+                raise ConfigError(
+                    (*loc, "noise_shape"),
+                    f"must have one entry per input dimension ({len(input_shape)}), "
+                    f"got {self.noise_shape}",
+                )
+            for d, (n, size) in enumerate(zip(self.noise_shape, input_shape, strict=True)):
+                if n not in (None, 1, size):
+                    raise ConfigError(
+                        (*loc, "noise_shape", d),
+                        f"must be null, 1 or the input's size {size}, got {n}",
+                    )
+        return input_shape
+
+    def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+        if not training or self.value == 0.0:
+            return x
+        rate = self.value
+        shape = tuple(
+            x.shape[d] if n is None else n for d, n in enumerate(self.noise_shape or x.shape)
+        )
+        draw = torch.empty(shape, dtype=x.dtype, device=x.device).uniform_(generator=self.generator)
+        kept = (draw >= rate).to(x.dtype)
+        saturated = -_SELU_ALPHA * _SELU_SCALE
+        a = ((1 - rate) * (1 + rate * saturated**2)) ** -0.5
+        b = -a * saturated * rate
+        return a * (x * kept + saturated * (1 - kept)) + b

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from app.engine import initializers
 from app.engine.errors import ConfigError, Loc
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
+from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights
 from app.engine.params import get_bool, get_float, get_int
 from app.engine.registry import known_keys
 
@@ -66,12 +66,12 @@ class _Affine(Layer):
 
     gamma: torch.Tensor
     beta: torch.Tensor
+    weight_options = option_weights("beta", "gamma")
 
     def __init__(
         self, *, name: str, config: Mapping[str, Any], loc: Loc, trainable: bool = True
     ) -> None:
         super().__init__(name=name, trainable=trainable)
-        require_null(config, _REG_KEYS, loc)
         self.axis = read_axes(config, loc)
         self.epsilon = get_float(config, "epsilon", loc, 1e-3, min_value=0.0, min_exclusive=True)
         self.center = get_bool(config, "center", loc, True)
