@@ -78,8 +78,8 @@ def check_same_length(arrays: Sequence[tuple[Loc, np.ndarray | None]]) -> None:
 
 
 def check_sample_weight(sw: np.ndarray, loc: Loc) -> None:
-    if sw.ndim != 1:
-        raise DataError(loc, f"must be one weight per sample, shape (N,), got {list(sw.shape)}")
+    """One weight per sample (N,), or per step (N, T, ...) for sequence outputs (Keras's
+    temporal weights; checked against the output when its shape is known)."""
     if np.any(sw < 0):
         raise DataError(loc, "weights must not be negative")
 

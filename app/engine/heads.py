@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from app.engine import losses
+from app.engine import loss_utils, losses
 from app.engine import metrics as metrics_mod
 from app.engine.compile import CompileSpec
 from app.engine.errors import ConfigError, DataError, Loc
@@ -141,16 +141,28 @@ class Heads:
         self,
         ys: Sequence[torch.Tensor | None],
         y_preds: Sequence[torch.Tensor],
+        masks: Sequence[torch.Tensor | None],
         sws: Sequence[torch.Tensor | None],
         each: Sequence[torch.Tensor | None],
         batch_size: int,
     ) -> None:
-        for h, y, p, sw, value in zip(self.heads, ys, y_preds, sws, each, strict=True):
+        for h, y, p, mask, sw, value in zip(self.heads, ys, y_preds, masks, sws, each,
+                                            strict=True):  # fmt: skip
             if h.tracker is not None and value is not None:
                 h.tracker.update_state(value, sample_weight=batch_size)
             if y is None:
                 continue
+            if mask is None:
+                for m in h.metrics:
+                    m.update_state(y, p)
+                for m in h.weighted:
+                    m.update_state(y, p, sw)
+                continue
+            # Keras's loss folds the mask into the sample weights in place, so the weighted
+            # metrics after it see the folded weights.
+            if sw is not None and h.loss is not None:
+                sw = loss_utils.apply_mask(sw, mask, h.loss.reduction, p)
             for m in h.metrics:
-                m.update_state(y, p)
+                m.update_masked(y, p, None, mask)
             for m in h.weighted:
-                m.update_state(y, p, sw)
+                m.update_masked(y, p, sw, mask)

@@ -29,7 +29,7 @@ from app.engine.data import (
     read_targets,
     validation_split_at,
 )
-from app.engine.errors import ConfigError, Loc
+from app.engine.errors import ConfigError, DataError, Loc
 from app.engine.fit_args import DEFAULT_BATCH_SIZE, FitArgs, FitPlan, should_validate
 from app.engine.heads import Heads
 from app.engine.inference import predict, resolve_device
@@ -94,18 +94,28 @@ class Trainer:
         a job stored them) against the losses; build the losses and metrics at the first
         data."""
         model = self.model
-        pred_shapes = [(data.size, *s[1:]) for s in self._output_shapes(data.x)]
+        probed = self._probe(data.x)
+        pred_shapes = [(data.size, *shape[1:]) for shape, _ in probed]
+        for i, ((shape, mask_shape), sw) in enumerate(zip(probed, data.sample_weight, strict=True)):
+            wloc: Loc = (*loc, "sample_weight")
+            if not model.single_output:
+                wloc = (*wloc, model.output_names[i])
+            _check_weight_shape(sw, shape, mask_shape, wloc)
         if self.heads is None:
             y_shapes = [None if a is None else tuple(a.shape) for a in data.y]
             self.heads = Heads(self.spec, model.output_names, y_shapes, pred_shapes, self.loc)
         self.heads.check_labels(data.y, pred_shapes, (*loc, "y"), not model.single_output)
         return data
 
-    def _output_shapes(self, xs: list[np.ndarray]) -> list[tuple[int, ...]]:
+    def _probe(self, xs: list[np.ndarray]) -> list[tuple[tuple[int, ...], tuple[int, ...] | None]]:
+        """Each output's shape and its Keras mask's shape (None without a mask), from one
+        sample."""
         with torch.no_grad():
             probe = [torch.as_tensor(a[:1], dtype=torch.float32, device=self.device) for a in xs]
-            out = self.model(probe[0] if len(probe) == 1 else probe, training=False)
-        return [tuple(t.shape) for t in (out if isinstance(out, list) else [out])]
+            out, mask = self.model.forward_with_mask(probe[0] if len(probe) == 1 else probe)
+        outs, masks = (out, mask) if isinstance(out, list) else ([out], [mask])
+        return [(tuple(o.shape), None if m is None else tuple(m.shape))
+                for o, m in zip(outs, masks, strict=True)]  # fmt: skip
 
     def log_keys(self, *, validation: bool) -> set[str]:
         names = {m.name for m in self._all_metrics()}
@@ -123,11 +133,16 @@ class Trainer:
             m.reset_state()
 
     def _update(
-        self, batch: Arrays, y_preds: list[torch.Tensor], loss: torch.Tensor, each: list[Any]
+        self,
+        batch: Arrays,
+        y_preds: list[torch.Tensor],
+        masks: list[torch.Tensor | None],
+        loss: torch.Tensor,
+        each: list[Any],
     ) -> None:
         assert self.heads is not None
         self.loss_tracker.update_state(loss, sample_weight=batch.size)
-        self.heads.update(batch.y, y_preds, batch.sample_weight, each, batch.size)
+        self.heads.update(batch.y, y_preds, masks, batch.sample_weight, each, batch.size)
 
     def _logs(self) -> dict[str, float]:
         """One host sync: the current value of the loss and every metric, keys sorted."""
@@ -137,9 +152,10 @@ class Trainer:
 
     def _forward_loss(
         self, batch: Arrays, training: bool
-    ) -> tuple[list[torch.Tensor], torch.Tensor, list[Any]]:
-        """The model's outputs, the batch's total loss (the outputs' weighted losses, each masked
-        by its output's Keras mask, plus the layers' added losses) and each output's loss."""
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor | None], torch.Tensor, list[Any]]:
+        """The model's outputs and their Keras masks, the batch's total loss (the outputs'
+        weighted losses, each masked by its output's mask, plus the layers' added losses) and
+        each output's loss."""
         assert self.heads is not None
         out, mask = self.model.forward_with_mask(batch.inputs, training)
         y_preds, masks = (out, mask) if isinstance(out, list) else ([out], [mask])
@@ -147,10 +163,10 @@ class Trainer:
         added = self.model.added_losses()
         if added:  # Keras sums the compiled loss and each added loss in one reduction
             loss = torch.stack([loss, *added]).sum()
-        return y_preds, loss, each
+        return y_preds, masks, loss, each
 
     def _train_step(self, batch: Arrays, params: list[torch.nn.Parameter]) -> None:
-        y_preds, loss, each = self._forward_loss(batch, training=True)
+        y_preds, masks, loss, each = self._forward_loss(batch, training=True)
         for p in params:
             p.grad = None
         loss.backward()
@@ -159,6 +175,7 @@ class Trainer:
         self._update(
             batch,
             [p.detach() for p in y_preds],
+            masks,
             loss.detach(),
             [None if e is None else e.detach() for e in each],
         )
@@ -336,3 +353,20 @@ class Trainer:
         self.seed = meta.get("seed")
         self._resumed = True
         self.epoch = int(meta.get("epoch", -1))
+
+
+def _check_weight_shape(
+    sw: np.ndarray | None, out: tuple[int, ...], mask: tuple[int, ...] | None, loc: Loc
+) -> None:
+    """Per-sample weights (N,) for any output; per-step weights must match the output's
+    leading axes, and an output with a Keras mask takes one weight per masked entry (Keras
+    folds the mask into the weights in place, so (N,) weights and an (N, T) mask do not mix)."""
+    if sw is None:
+        return
+    if mask is not None and sw.shape[1:] != mask[1:]:
+        want = ["N", *mask[1:]]
+        raise DataError(loc, f"the output carries a mask of shape {want}: give one weight per "
+                        f"masked entry, shape {want}, got {list(sw.shape)}")  # fmt: skip
+    if sw.ndim > 1 and tuple(sw.shape[1:]) != tuple(out[1 : sw.ndim]):
+        raise DataError(loc, f"per-step weights must match the output's leading axes "
+                        f"{['N', *out[1 : sw.ndim]]}, got {list(sw.shape)}")  # fmt: skip

@@ -83,10 +83,15 @@ def test_masked_loss_and_metrics_match_keras_evaluate(keras: ModuleType, weighte
     theirs = km.evaluate(IDS, Y_CLASS, sample_weight=sw, batch_size=16, return_dict=True, verbose=0)
     for name, value in _masked_results(ours, names, IDS, Y_CLASS, sw).items():
         np.testing.assert_allclose(value, theirs[name], rtol=1e-6, err_msg=name)
-    if not weighted:  # the trainer masks its loss already
-        trainer = Trainer(ours, CompileSpec.parse({"loss": "sparse_categorical_crossentropy"}))
-        loss = trainer.evaluate(IDS, Y_CLASS, batch_size=16)["loss"]
-        np.testing.assert_allclose(loss, theirs["loss"], rtol=1e-6)
+    # The trainer masks the loss and the metrics, and folds the mask into weighted metrics'
+    # weights as Keras's loss does.
+    compile_cfg = {"loss": "sparse_categorical_crossentropy",
+                   ("weighted_metrics" if weighted else "metrics"): names}  # fmt: skip
+    trainer = Trainer(ours, CompileSpec.parse(compile_cfg))
+    got = trainer.evaluate(IDS, Y_CLASS, sample_weight=sw, batch_size=16)
+    assert sorted(got) == sorted(theirs)
+    for name, value in theirs.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-6, err_msg=name)
 
 
 def test_regression_metrics_under_a_mask_match_keras(keras: ModuleType) -> None:
@@ -381,3 +386,11 @@ def test_config_errors_name_the_field(config: dict[str, Any], loc: Any, text: st
         Model.from_config(config, seed=0)
     assert info.value.loc == loc
     assert text in info.value.message
+
+
+def test_the_trainer_refuses_per_sample_weights_for_a_masked_sequence_output() -> None:
+    ours = Model.from_config(model_config(CLASSIFIER, [None, 6]), seed=0)
+    trainer = Trainer(ours, CompileSpec.parse({"loss": "sparse_categorical_crossentropy"}))
+    with pytest.raises(DataError, match="one weight per masked entry") as info:
+        trainer.evaluate(IDS, Y_CLASS, sample_weight=np.ones(len(IDS), np.float32))
+    assert info.value.loc == ("sample_weight",)
