@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from app.engine.activations import ACTIVATIONS
 from app.engine.callbacks import CALLBACKS
+from app.engine.constraints import CONSTRAINTS
+from app.engine.initializers import initializer_names
 from app.engine.layers import LAYERS
 from app.engine.losses import LOSSES
 from app.engine.metrics import METRICS
 from app.engine.optimizers import OPTIMIZERS
 from app.engine.registry import Registry
+from app.engine.regularizers import REGULARIZERS
 
 START = "<!-- catalog:start -->"
 END = "<!-- catalog:end -->"
@@ -34,6 +37,12 @@ def markdown() -> str:
     rows = [
         ("Layers", _entries(LAYERS)),  # type: ignore[arg-type]
         ("Activations", ", ".join(f"`{n}`" for n in sorted(ACTIVATIONS))),
+        (
+            "Initializers (and their snake_case names)",
+            ", ".join(f"`{n}`" for n in initializer_names()),
+        ),
+        ("Regularizers (aliases)", _entries(REGULARIZERS)),  # type: ignore[arg-type]
+        ("Constraints (aliases)", _entries(CONSTRAINTS)),  # type: ignore[arg-type]
         ("Optimizers (any case)", _entries(OPTIMIZERS)),  # type: ignore[arg-type]
         ("Losses (aliases)", _entries(LOSSES)),  # type: ignore[arg-type]
         ("Metrics (aliases)", _entries(METRICS)),  # type: ignore[arg-type]

@@ -74,6 +74,8 @@ _STRING_ALIASES = {
     "constant": "Constant",
     "variance_scaling": "VarianceScaling",
     "orthogonal": "Orthogonal",
+    "identity": "IdentityInitializer",
+    "Identity": "IdentityInitializer",
 }
 _CLASS_NAMES = {
     *_VS_PRESETS,
@@ -85,6 +87,7 @@ _CLASS_NAMES = {
     "Constant",
     "VarianceScaling",
     "Orthogonal",
+    "IdentityInitializer",
 }
 
 
@@ -171,6 +174,16 @@ def get(identifier: Any, loc: Loc) -> tuple[dict[str, Any], Init]:
         gain = get_float(config, "gain", cloc, 1.0)
         canon = {"seed": config.get("seed"), "gain": gain}
         return {"class_name": cls, "config": canon}, _orthogonal(gain, loc)
+    if cls == "IdentityInitializer":
+        known_keys(config, ["gain"], cloc)
+        gain = get_float(config, "gain", cloc, 1.0)
+
+        def identity(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+            if len(shape) != 2:
+                raise ConfigError(loc, f"Identity needs a 2-D weight, got shape {list(shape)}")
+            return gain * torch.eye(*shape)
+
+        return {"class_name": cls, "config": {"gain": gain}}, identity
     if cls in ("Zeros", "Ones"):
         known_keys(config, [], cloc)
         value = 0.0 if cls == "Zeros" else 1.0
@@ -201,3 +214,8 @@ def get(identifier: Any, loc: Loc) -> tuple[dict[str, Any], Init]:
 
 
 __all__ = ["compute_fans", "get"]
+
+
+def initializer_names() -> list[str]:
+    """The initializer class names accepted (snake_case spellings resolve to them too)."""
+    return sorted(_CLASS_NAMES)
