@@ -24,11 +24,12 @@ def _input_entry(name: str, shape: Shape, functional: bool) -> dict[str, Any]:
 
 
 def _layer_entry(layer: Layer) -> dict[str, Any]:
+    module = getattr(layer, "keras_module", "keras.layers")  # nested models live elsewhere
     return {
-        "module": "keras.layers",
+        "module": module,
         "class_name": layer.class_name,
         "config": layer.get_config(),
-        "registered_name": None,
+        "registered_name": "Functional" if layer.class_name == "Functional" else None,
     }
 
 

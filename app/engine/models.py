@@ -20,6 +20,7 @@ from app.engine.errors import ConfigError, DataError, Loc
 from app.engine.functional import functional_graph
 from app.engine.layers import Layer, Shape
 from app.engine.model_config import Graph, Limits, Node, read_spec, sequential_graph
+from app.engine.registry import to_snake_case
 
 Outputs = torch.Tensor | list[torch.Tensor]
 
@@ -174,6 +175,24 @@ class Model(nn.Module):
             for name, tensor in layer.keras_weights()
         }
 
+    def h5_paths(self) -> list[str]:
+        """Each weight's dataset path in a `.keras` file's model.weights.h5, in weight order.
+
+        Keras's saver names a model's layer groups by class, not by layer name: `dense`,
+        `dense_1`, ... counted in layer order (inputs hold no weights). Inside a group each
+        layer lays out its own variables."""
+        used: dict[str, int] = {}
+        paths: list[str] = []
+        for layer in self.layer_list():
+            group = to_snake_case(layer.class_name)
+            if group in used:
+                used[group] += 1
+                group = f"{group}_{used[group]}"
+            else:
+                used[group] = 0
+            paths += [f"layers/{group}/{p}" for p in layer.h5_paths()]
+        return paths
+
     def get_weights(self) -> list[np.ndarray]:
         return [t.detach().cpu().numpy().copy() for t in self.weight_tensors().values()]
 
@@ -243,14 +262,19 @@ class Model(nn.Module):
         return sequential_json(self) if self.kind == "Sequential" else functional_json(self)
 
 
+def _held_layers(module: nn.Module) -> list[Layer]:
+    """The layers a layer holds directly (through lists and inner models, not deeper layers)."""
+    held: list[Layer] = []
+    for child in module.children():
+        held += [child] if isinstance(child, Layer) else _held_layers(child)
+    return held
+
+
 def _nesting(layers: Sequence[nn.Module], level: int = 1) -> tuple[int, int]:
     """(how many layers, how deep) counting layers held inside layers (wrappers)."""
     count, depth = 0, level - 1 if not layers else level
     for layer in layers:
-        inner = [m for m in layer.children() if isinstance(m, Layer)]
-        inner += [m for c in layer.children() if isinstance(c, nn.ModuleList) for m in c
-                  if isinstance(m, Layer)]  # fmt: skip
-        n, d = _nesting(inner, level + 1)
+        n, d = _nesting(_held_layers(layer), level + 1)
         count, depth = count + 1 + n, max(depth, d)
     return count, depth
 

@@ -22,7 +22,6 @@ from app.core.errors import InvalidInput
 from app.engine.compile import CompileSpec
 from app.engine.models import Model
 from app.engine.optimizers import OPTIMIZERS
-from app.engine.registry import to_snake_case
 
 CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
 MEMBERS = {CONFIG, METADATA, WEIGHTS}
@@ -68,31 +67,12 @@ def read_archive(data: bytes, *, max_bytes: int) -> tuple[dict[str, Any], bytes]
         return config, archive.read(WEIGHTS)
 
 
-def weight_paths(model: Model) -> list[str]:
-    """Each weight's dataset path in model.weights.h5, in the model's (Keras's) weight order.
-
-    Keras's saver names a model's layer groups by class, not by layer name: `dense`, `dense_1`,
-    ... counted in layer order (a Functional model's inputs are `input_layer`, `input_layer_1`,
-    which hold no weights). Inside a group each layer lays out its own variables."""
-    used: dict[str, int] = {}
-    paths: list[str] = []
-    for layer in model.layer_list():
-        group = to_snake_case(layer.class_name)
-        if group in used:
-            used[group] += 1
-            group = f"{group}_{used[group]}"
-        else:
-            used[group] = 0
-        paths += [f"layers/{group}/{p}" for p in layer.h5_paths()]
-    return paths
-
-
 def read_weights(model: Model, h5_bytes: bytes) -> list[np.ndarray]:
     """The model's weights from model.weights.h5 (only numeric datasets are read)."""
     arrays: list[np.ndarray] = []
     try:
         with h5py.File(io.BytesIO(h5_bytes), "r") as f:
-            for path in weight_paths(model):
+            for path in model.h5_paths():
                 dataset = f.get(path)
                 if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in "fiub":
                     raise _bad(f"the weights file has no numeric array at {path}", WEIGHTS)
@@ -139,7 +119,7 @@ def write_archive(model: Model, compile_config: Mapping[str, Any] | None) -> byt
         config["compile_config"] = keras_compile_config(compile_config)
     weights = io.BytesIO()
     with h5py.File(weights, "w") as f:
-        for path, tensor in zip(weight_paths(model), model.weight_tensors().values(), strict=True):
+        for path, tensor in zip(model.h5_paths(), model.weight_tensors().values(), strict=True):
             f.create_dataset(path, data=tensor.detach().cpu().numpy())
         f.create_group("vars").attrs["name"] = model.name
     metadata = {"keras_version": KERAS_VERSION,

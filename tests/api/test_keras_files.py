@@ -167,3 +167,24 @@ def test_attention_files_both_ways(client: TestClient, tmp_path: Path) -> None:
     exported.write_bytes(client.get(f"{url}/model.keras").content)
     again = keras.saving.load_model(exported)
     np.testing.assert_allclose(again.predict(x, verbose=0), got, rtol=1e-6, atol=1e-6)
+
+
+def test_nested_model_files_both_ways(client: TestClient, tmp_path: Path) -> None:
+    import keras
+
+    base = keras.Sequential([keras.layers.Dense(4, activation="relu"), keras.layers.Dense(3)],
+                            name="base")  # fmt: skip
+    a = keras.Input((5,), name="a")
+    km = keras.Model(a, keras.layers.Dense(1, name="head")(base(a)))
+    x = np.random.default_rng(6).normal(size=(4, 5)).astype(np.float32)
+    path = tmp_path / "n.keras"
+    km.save(path)
+    r = client.post("/v1/models/import", content=path.read_bytes(), headers=OCTET)
+    assert r.status_code == 201, r.text
+    url = f"/v1/models/{r.json()['id']}"
+    got = client.post(f"{url}/predict", json={"x": x.tolist()}).json()["predictions"]
+    np.testing.assert_allclose(got, km.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
+    exported = tmp_path / "back.keras"
+    exported.write_bytes(client.get(f"{url}/model.keras").content)
+    again = keras.saving.load_model(exported)
+    np.testing.assert_allclose(again.predict(x, verbose=0), got, rtol=1e-6, atol=1e-6)

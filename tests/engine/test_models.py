@@ -64,6 +64,7 @@ def test_every_registered_layer_has_a_keras_comparison() -> None:
     covered = {case[0][0][0] for case in LAYER_CASES.values()}
     covered |= set(MERGE_LAYERS)  # compared inside Functional graphs (test_functional.py)
     covered |= set(ATTENTION_LAYERS)  # compared layer by layer (test_attention_layers.py)
+    covered |= {"Sequential", "Functional"}  # models as layers (test_nested.py)
     assert set(LAYERS.names()) <= covered
 
 
