@@ -89,7 +89,43 @@ def _celu(x: torch.Tensor) -> torch.Tensor:
     return F.celu(x, alpha=1.0)
 
 
+def _glu(x: torch.Tensor) -> torch.Tensor:
+    return F.glu(x, dim=-1)
+
+
+def _sparse_plus(x: torch.Tensor) -> torch.Tensor:
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    return torch.where(x <= -1, zero, torch.where(x < 1, 0.25 * (x + 1) ** 2, x))
+
+
+def _sparse_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    one = torch.ones((), dtype=x.dtype, device=x.device)
+    return torch.where(x <= -1, zero, torch.where(x >= 1, one, 0.5 * (x + 1)))
+
+
+def _sparsemax(x: torch.Tensor) -> torch.Tensor:
+    """The Euclidean projection onto the simplex along the last axis (Martins and Astudillo,
+    2016), computed in Keras's order of operations."""
+    ordered, _ = torch.sort(x, dim=-1, descending=True)
+    cumsum = torch.cumsum(ordered, dim=-1)
+    rank = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=x.dtype)
+    support = ordered - (cumsum - 1) / rank > 0
+    k = torch.sum(support, dim=-1, keepdim=True)
+    kept = torch.where(support, cumsum, torch.zeros((), dtype=x.dtype, device=x.device))
+    tau = (torch.sum(kept, dim=-1, keepdim=True) - 1) / k
+    return torch.clamp(x - tau, min=0.0)
+
+
+# Keras's `threshold` activation takes required arguments, so no layer can use it by name
+# (Keras fails when such a layer runs); it is refused with that reason.
+_NEEDS_ARGUMENTS = ("threshold",)
+
 ACTIVATIONS: dict[str, Activation] = {
+    "glu": _glu,
+    "sparse_plus": _sparse_plus,
+    "sparse_sigmoid": _sparse_sigmoid,
+    "sparsemax": _sparsemax,
     "linear": _linear,
     "relu": torch.relu,
     "sigmoid": torch.sigmoid,
@@ -132,6 +168,10 @@ def get(identifier: Any, loc: Loc) -> tuple[str, Activation]:
             raise ConfigError(loc, "parametrised activation objects are not supported yet")
     if not isinstance(name, str):
         raise ConfigError(loc, f"an activation is a name, got {identifier!r}")
+    if name in _NEEDS_ARGUMENTS:
+        raise ConfigError(
+            loc, f"{name!r} needs arguments a layer cannot give it (Keras fails on it too)"
+        )
     fn = ACTIVATIONS.get(name)
     if fn is None:
         raise ConfigError(
