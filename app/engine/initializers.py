@@ -75,6 +75,7 @@ _STRING_ALIASES = {
     "variance_scaling": "VarianceScaling",
     "orthogonal": "Orthogonal",
     "identity": "IdentityInitializer",
+    "OrthogonalInitializer": "Orthogonal",
     "Identity": "IdentityInitializer",
 }
 _CLASS_NAMES = {
