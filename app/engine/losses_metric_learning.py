@@ -23,13 +23,12 @@ from app.engine.errors import DataError, Loc
 from app.engine.loss_base import LOSSES, Loss
 from app.engine.loss_utils import (
     Shape,
-    divide_no_nan,
+    apply_mask,
     misfit,
     reduce_weighted_values,
-    squeeze_or_expand_to_same_rank,
 )
 from app.engine.params import get_bool, get_float
-from app.engine.scalars import scalar, scalar_like
+from app.engine.scalars import scalar_like
 
 Tensor = torch.Tensor
 
@@ -47,33 +46,6 @@ def _labels_column(y_true: Tensor, y_pred: Tensor) -> Tensor:
     if not _fits(*shapes):
         raise misfit(*shapes, (), _EXPECTED)
     return y_true.to(torch.int32).reshape(-1, 1)
-
-
-def _masked_weights(keep: Tensor, sample_weight: Tensor | None, reduction: str) -> Tensor:
-    """Keras's `apply_mask` for the (N,) mask of kept rows: under the averaging reductions a kept
-    row weighs total / kept (so they average over kept rows), else 1; dropped rows weigh 0. The
-    sample weights are multiplied in first, as Keras does, so the products round alike."""
-    if reduction in ("sum_over_batch_size", "mean"):
-        total = scalar(float(keep.numel()), torch.float32, keep.device)
-        kept = torch.sum(keep.to(torch.float32))
-        weights = torch.where(keep, divide_no_nan(total, kept), scalar_like(0.0, total))
-    else:
-        weights = keep.to(torch.float32)
-    if sample_weight is None:
-        return weights
-    sw = torch.as_tensor(sample_weight).to(device=keep.device, dtype=torch.float32)
-    weights, sw = squeeze_or_expand_to_same_rank(weights, sw)
-    try:
-        fits = torch.broadcast_shapes(sw.shape, weights.shape) == weights.shape
-    except RuntimeError:
-        fits = False
-    if not fits:
-        raise DataError(
-            ("sample_weight",),
-            f"the circle loss needs one weight per sample, shape {tuple(weights.shape)}; "
-            f"received shape {tuple(sw.shape)}",
-        )
-    return sw * weights
 
 
 @LOSSES.register("Circle", "circle")
@@ -129,9 +101,8 @@ class Circle(Loss):
         keep = values > 0
         if mask is not None:
             keep = mask.to(device=values.device, dtype=torch.bool) & keep
-        return reduce_weighted_values(
-            values, _masked_weights(keep, sample_weight, self.reduction), self.reduction
-        )
+        weights = apply_mask(sample_weight, keep, self.reduction, values)
+        return reduce_weighted_values(values, weights, self.reduction)
 
     def _check(self, y: np.ndarray, out_shape: Shape, loc: Loc) -> None:
         if not _fits(y.shape, out_shape):
