@@ -91,7 +91,11 @@ class SimpleRNN(Recurrent):
 
     def layer_config(self) -> dict[str, Any]:
         # Keras's SimpleRNN accepts a seed but leaves it out of its config.
-        return {**super().layer_config(), **self.common_config(), **self.null_and_dropout_config()}
+        return {
+            **super().layer_config(),
+            **self.common_config(),
+            **self.options_and_dropout_config(),
+        }
 
     def project(self, seq: Tensor, drop: list[Tensor] | None, fused: bool) -> Tensor:
         y = (seq if drop is None else seq * drop[0]) @ self.kernel
@@ -121,7 +125,7 @@ class LSTM(_Gated):
             **super().layer_config(),
             **self.common_config(),
             "unit_forget_bias": self.unit_forget_bias,
-            **self.null_and_dropout_config(),
+            **self.options_and_dropout_config(),
             "seed": self.seed,
         }
 
@@ -196,7 +200,7 @@ class GRU(_Gated):
         return {
             **super().layer_config(),
             **self.common_config(),
-            **self.null_and_dropout_config(),
+            **self.options_and_dropout_config(),
             "reset_after": self.reset_after,
             "seed": self.seed,
         }

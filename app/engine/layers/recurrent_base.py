@@ -21,7 +21,7 @@ import torch
 
 from app.engine import activations, initializers
 from app.engine.errors import ConfigError, Loc
-from app.engine.layers.base import BASE_KEYS, Layer, Shape, require_null
+from app.engine.layers.base import BASE_KEYS, Layer, Shape, option_weights
 from app.engine.params import get_bool, get_float, get_int
 from app.engine.registry import known_keys
 
@@ -30,13 +30,14 @@ State = tuple[Tensor, ...]
 
 MAX_UNITS = 1 << 20
 
-NULL_KEYS = (
+# The regularizer and constraint keys in Keras's config order (the base class reads them).
+OPTION_KEYS = (
     "kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "activity_regularizer",
     "kernel_constraint", "recurrent_constraint", "bias_constraint",
 )  # fmt: skip
 RNN_KEYS = (
     "units", "activation", "use_bias", "kernel_initializer", "recurrent_initializer",
-    "bias_initializer", *NULL_KEYS, "dropout", "recurrent_dropout", "seed", "return_sequences",
+    "bias_initializer", *OPTION_KEYS, "dropout", "recurrent_dropout", "seed", "return_sequences",
     "return_state", "go_backwards", "stateful", "unroll", "zero_output_for_mask",
 )  # fmt: skip
 
@@ -57,6 +58,9 @@ class Recurrent(Layer):
     gates: ClassVar[int]
     #: How many state tensors the recurrence carries (LSTM: h and c).
     n_states: ClassVar[int] = 1
+    # Keras keeps these weights (and their options) in the layer's cell; here they are the
+    # layer's own, so the base class's regularizers and constraints apply to them directly.
+    weight_options = option_weights("kernel", "bias", recurrent="recurrent_kernel")
     kernel: Tensor
     recurrent_kernel: Tensor
     bias: Tensor
@@ -64,7 +68,6 @@ class Recurrent(Layer):
     def __init__(self, *, name: str, config: Mapping[str, Any], loc: Loc) -> None:
         super().__init__(name=name, trainable=get_bool(config, "trainable", loc, True))
         known_keys(config, self.config_keys, loc, ignored=BASE_KEYS)
-        require_null(config, NULL_KEYS, loc)
         if get_bool(config, "return_state", loc, False):
             raise ConfigError(
                 (*loc, "return_state"),
@@ -123,9 +126,11 @@ class Recurrent(Layer):
             **{key: init_config for key, (init_config, _) in self.inits.items()},
         }
 
-    def null_and_dropout_config(self) -> dict[str, Any]:
+    def options_and_dropout_config(self) -> dict[str, Any]:
+        """The regularizer and constraint keys (placeholders the base class fills, keeping
+        Keras's order), then the dropout rates."""
         return {
-            **{key: None for key in NULL_KEYS},
+            **{key: None for key in OPTION_KEYS},
             "dropout": self.dropout,
             "recurrent_dropout": self.recurrent_dropout,
         }

@@ -3,7 +3,9 @@ merged) and TimeDistributed (a layer applied to every timestep).
 
 A wrapped layer is given as Keras writes it, `{class_name, config}`, and built from the LAYERS
 registry; its weights are the wrapper's, in Keras's order (Bidirectional: the forward layer's,
-then the backward layer's).
+then the backward layer's), and so are its weight penalties and constraints. A wrapper takes its
+own activity_regularizer (on the merged output); the wrapped layers' activity penalties count
+under Bidirectional but not under TimeDistributed, which Keras runs without `__call__`.
 """
 
 from __future__ import annotations
@@ -97,8 +99,26 @@ class _Wrapper(Layer):
     def h5_paths(self) -> list[str]:
         return [f"{group}/{p}" for group, layer in self.groups() for p in layer.h5_paths()]
 
+    # Keras's `layer.losses` for a wrapper: every activity penalty first (the wrapper's own,
+    # then the wrapped layers'), then the weight penalties in trainable-weights order.
     def added_losses(self) -> list[torch.Tensor]:
-        return [loss for layer in self.inner() for loss in layer.added_losses()]
+        return [*self.activity_losses(), *self.weight_losses()]
+
+    def activity_losses(self) -> list[torch.Tensor]:
+        inner = [loss for layer in self.inner() for loss in layer.activity_losses()]
+        return [*super().activity_losses(), *inner]
+
+    def weight_losses(self) -> list[torch.Tensor]:
+        return [loss for layer in self.inner() for loss in layer.weight_losses()]
+
+    @property
+    def has_added_losses(self) -> bool:
+        own = self.activity_regularizer is not None
+        return own or any(layer.has_added_losses for layer in self.inner())
+
+    @property
+    def has_constraints(self) -> bool:
+        return any(layer.has_constraints for layer in self.inner())
 
     def apply_constraints(self) -> None:
         for layer in self.inner():
@@ -260,6 +280,11 @@ class TimeDistributed(_Wrapper):
 
     def check_input(self, x: np.ndarray, loc: Loc) -> None:
         self.layer.check_input(x, loc)
+
+    def activity_losses(self) -> list[torch.Tensor]:
+        # Keras runs the wrapped layer's `call` directly, never its `__call__`, so the wrapped
+        # layer's own activity_regularizer is accepted and written back but never applied.
+        return list(self._activity_losses)
 
     def forward(self, x: Tensor, training: bool = False, mask: Tensor | None = None) -> Tensor:
         batch, steps = x.shape[0], x.shape[1]
