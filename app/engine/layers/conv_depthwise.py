@@ -18,7 +18,7 @@ import torch
 
 from app.engine import activations, initializers
 from app.engine.errors import Loc
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
+from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights
 from app.engine.layers.convolutional import (
     MAX_FILTERS,
     Window,
@@ -46,13 +46,14 @@ class _Depthwise(Layer):
     rank: ClassVar[int]
     #: Initializer options besides the bias's, in Keras's weight order.
     kernel_keys: ClassVar[tuple[str, ...]] = ("depthwise_initializer",)
-    #: Regularizer and constraint options, accepted only as null for now.
-    null_keys: ClassVar[tuple[str, ...]] = (
+    #: The regularizer and constraint keys in Keras's config order (the base class reads them).
+    option_keys: ClassVar[tuple[str, ...]] = (
         "depthwise_regularizer", "bias_regularizer", "activity_regularizer",
         "depthwise_constraint", "bias_constraint",
     )  # fmt: skip
     #: Keras's name for the depthwise kernel ("kernel" in DepthwiseConv, where it is the only one).
     depthwise_name: ClassVar[str] = "kernel"
+    weight_options = option_weights("bias", depthwise="kernel")
     bias: torch.Tensor
 
     def __init__(
@@ -83,7 +84,6 @@ class _Depthwise(Layer):
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
         known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        require_null(config, cls.null_keys, loc)
         filters = None
         if "filters" in cls.config_keys:
             filters = get_int(config, "filters", loc, min_value=1, max_value=MAX_FILTERS)
@@ -119,7 +119,7 @@ class _Depthwise(Layer):
             "activation": self.activation_name,
             "use_bias": self.use_bias,
             **{key: config for key, (config, _) in self.inits.items()},
-            **{key: None for key in self.null_keys},
+            **{key: None for key in self.option_keys},
         }
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
@@ -174,11 +174,14 @@ class _SeparableConv(_Depthwise):
         "pointwise_constraint",
     )  # fmt: skip
     kernel_keys = ("depthwise_initializer", "pointwise_initializer")
-    null_keys = (
+    option_keys = (
         "depthwise_regularizer", "pointwise_regularizer", "bias_regularizer",
         "activity_regularizer", "depthwise_constraint", "pointwise_constraint", "bias_constraint",
     )  # fmt: skip
     depthwise_name = "depthwise_kernel"
+    weight_options = option_weights(
+        "bias", depthwise="depthwise_kernel", pointwise="pointwise_kernel"
+    )
     pointwise_kernel: torch.Tensor
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from app.engine.errors import ConfigError, Loc
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
+from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights
 from app.engine.layers.convolutional import (
     MAX_FILTERS,
     Window,
@@ -108,6 +108,7 @@ class _ConvTranspose(Layer):
     rank: ClassVar[int]
     kernel: torch.Tensor
     bias: torch.Tensor
+    weight_options = option_weights("kernel", "bias")
     config_keys = (
         "filters", "kernel_size", "strides", "padding", "output_padding", "data_format",
         "dilation_rate", "activation", "use_bias", "kernel_initializer", "bias_initializer",
@@ -138,12 +139,6 @@ class _ConvTranspose(Layer):
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
         known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        require_null(
-            config,
-            ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
-             "kernel_constraint", "bias_constraint"),
-            loc,
-        )  # fmt: skip
         window = read_window(config, loc, cls.rank, ("valid", "same"))
         output_padding = None
         if config.get("output_padding") is not None:

@@ -22,7 +22,7 @@ import torch
 
 from app.engine import activations, initializers
 from app.engine.errors import ConfigError, Loc
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
+from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights, require_null
 from app.engine.params import get_bool
 from app.engine.registry import known_keys
 
@@ -189,6 +189,7 @@ class EinsumDense(Layer):
     class_name = "EinsumDense"
     kernel: torch.Tensor
     bias: torch.Tensor
+    weight_options = option_weights("kernel", "bias")
     config_keys = (
         "equation", "output_shape", "activation", "bias_axes", "kernel_initializer",
         "bias_initializer", "kernel_regularizer", "bias_regularizer", "activity_regularizer",
@@ -227,9 +228,7 @@ class EinsumDense(Layer):
         known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
         require_null(
             config,
-            ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
-             "kernel_constraint", "bias_constraint", "lora_rank", "lora_alpha",
-             "gptq_unpacked_column_size", "quantization_config"),
+            ("lora_rank", "lora_alpha", "gptq_unpacked_column_size", "quantization_config"),
             loc,
         )  # fmt: skip
         if "equation" not in config:
