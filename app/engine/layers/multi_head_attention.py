@@ -5,6 +5,10 @@ Four EinsumDense projections (query, key, value, attention_output; a sigmoid gat
 order: query, key, gate, value, attention_output. The attention between them is
 `attention_ops.DotProductAttention` (Keras's fused and einsum routes). Masks arrive as a list
 (query, value, key); the output's mask is the query's.
+
+As in Keras, the layer's regularizer and constraint options (activity_regularizer included)
+belong to the projections: each projection reads all five, so the activity penalty falls on every
+projection's output, and the layer itself keeps no activity regularizer of its own.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from app.engine import initializers
 from app.engine.errors import ConfigError, Loc
 from app.engine.layers.attention import check_call_options, mask_list, read_dropout
 from app.engine.layers.attention_ops import DotProductAttention, projection_equation
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, require_null
+from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
 from app.engine.layers.einsum_dense import EinsumDense, parse_equation
 from app.engine.params import get_bool, get_int
 from app.engine.registry import known_keys
@@ -30,6 +34,12 @@ MAX_RANK = 8
 _PROJECTIONS = (
     ("query", "query_dense"), ("key", "key_dense"), ("gate", "_gate_dense"),
     ("value", "value_dense"), ("attention_output", "output_dense"),
+)  # fmt: skip
+# The options Keras hands every projection (its `_get_common_kwargs_for_sublayer`), in the order
+# its config writes them.
+_SUBLAYER_OPTIONS = (
+    "kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
+    "bias_constraint",
 )  # fmt: skip
 
 
@@ -102,16 +112,15 @@ class MultiHeadAttention(Layer):
         self._projections: list[tuple[EinsumDense, str]] = []
         self._by_name: dict[str, EinsumDense] = {}
         self._attention: DotProductAttention | None = None
+        # The projections' options as given (read when each is built), where they were read,
+        # and as Keras writes them back.
+        self._sublayer_config: dict[str, Any] = dict.fromkeys(_SUBLAYER_OPTIONS)
+        self._sublayer_loc: Loc = loc
+        self._written_options: dict[str, Any] = dict.fromkeys(_SUBLAYER_OPTIONS)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
         known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        require_null(
-            config,
-            ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
-             "kernel_constraint", "bias_constraint"),
-            loc,
-        )  # fmt: skip
         if config.get("flash_attention") not in (None, False):
             raise ConfigError(
                 (*loc, "flash_attention"),
@@ -153,13 +162,27 @@ class MultiHeadAttention(Layer):
             "sliding_window": self.sliding_window,
             "kernel_initializer": self.kernel_init_config,
             "bias_initializer": self.bias_init_config,
-            "kernel_regularizer": None,
-            "bias_regularizer": None,
-            "activity_regularizer": None,
-            "kernel_constraint": None,
-            "bias_constraint": None,
+            **self._written_options,  # here for Keras's key order; see get_config
             "seed": self.seed,
         }
+
+    def get_config(self) -> dict[str, Any]:
+        # The base class writes this layer's own activity_regularizer (always unset) over the
+        # one the projections take.
+        return {**super().get_config(), **self._written_options}
+
+    def read_options(self, config: Mapping[str, Any], loc: Loc) -> None:
+        """Keep the five options for the projections (read again by each when it is built)
+        instead of applying them to this layer. A stand-in projection reads them now, so a bad
+        option is refused with the config, and says how Keras writes them back."""
+        self._sublayer_config = {key: config.get(key) for key in _SUBLAYER_OPTIONS}
+        self._sublayer_loc = loc
+        stand_in = EinsumDense(
+            name="options", equation=parse_equation("ab,bc->ac", loc), output_shape=(1,), loc=loc
+        )
+        stand_in.read_options(self._sublayer_config, loc)
+        written = stand_in.get_config()
+        self._written_options = {key: written[key] for key in _SUBLAYER_OPTIONS}
 
     def check_options(self, options: Mapping[str, Any], loc: Loc) -> None:
         check_call_options(options, loc)
@@ -245,6 +268,7 @@ class MultiHeadAttention(Layer):
             trainable=self.trainable,
             loc=loc,
         )
+        layer.read_options(self._sublayer_config, self._sublayer_loc)
         layer.output_shape = layer.build(input_shape, generator, loc)
         store = dict(_PROJECTIONS)[name]
         self.add_module(store, layer)
@@ -269,6 +293,29 @@ class MultiHeadAttention(Layer):
 
     def compute_mask(self, x: Any, mask: Any) -> torch.Tensor | None:
         return mask_list(mask)[0]
+
+    # -- the projections' penalties and constraints ----------------------------------------------
+    # Keras's `layer.losses`: the projections' activity penalties, then their weight penalties.
+    def added_losses(self) -> list[torch.Tensor]:
+        return [*self.activity_losses(), *self.weight_losses()]
+
+    def activity_losses(self) -> list[torch.Tensor]:
+        return [loss for layer, _ in self._projections for loss in layer.activity_losses()]
+
+    def weight_losses(self) -> list[torch.Tensor]:
+        return [loss for layer, _ in self._projections for loss in layer.weight_losses()]
+
+    @property
+    def has_added_losses(self) -> bool:
+        return any(layer.has_added_losses for layer, _ in self._projections)
+
+    @property
+    def has_constraints(self) -> bool:
+        return any(layer.has_constraints for layer, _ in self._projections)
+
+    def apply_constraints(self) -> None:
+        for layer, _ in self._projections:
+            layer.apply_constraints()
 
     # -- running ---------------------------------------------------------------------------------
     def forward(
