@@ -21,7 +21,7 @@ class Configurable(Protocol):
 T = TypeVar("T")
 
 _SNAKE_1 = re.compile(r"(.)([A-Z][a-z]+)")
-_SNAKE_2 = re.compile(r"([a-z0-9])([A-Z])")
+_SNAKE_2 = re.compile(r"([a-z])([A-Z])")  # Keras's: a digit is not split from a capital
 
 
 def to_snake_case(name: str) -> str:

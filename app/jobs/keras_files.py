@@ -67,15 +67,36 @@ def read_archive(data: bytes, *, max_bytes: int) -> tuple[dict[str, Any], bytes]
         return config, archive.read(WEIGHTS)
 
 
+def _plain_dataset(f: h5py.File, path: str) -> h5py.Dataset | None:
+    """The dataset at `path` if every link to it is a hard link inside this file and its data
+    lives in this file (no external storage, no virtual mapping); an HDF5 file can otherwise
+    make the reader open other files on this machine."""
+    node: Any = f
+    for part in path.split("/"):
+        if not isinstance(node, h5py.Group) or not isinstance(
+            node.get(part, getlink=True), h5py.HardLink
+        ):
+            return None
+        node = node[part]
+    if not isinstance(node, h5py.Dataset) or node.external or node.is_virtual:
+        return None
+    return node
+
+
 def read_weights(model: Model, h5_bytes: bytes) -> list[np.ndarray]:
-    """The model's weights from model.weights.h5 (only numeric datasets are read)."""
+    """The model's weights from model.weights.h5: only plain numeric datasets of exactly the
+    shape each weight has are read (their size is checked before any data is)."""
     arrays: list[np.ndarray] = []
+    expected = list(model.weight_tensors().values())
     try:
         with h5py.File(io.BytesIO(h5_bytes), "r") as f:
-            for path in model.h5_paths():
-                dataset = f.get(path)
-                if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in "fiub":
-                    raise _bad(f"the weights file has no numeric array at {path}", WEIGHTS)
+            for path, target in zip(model.h5_paths(), expected, strict=True):
+                dataset = _plain_dataset(f, path)
+                if dataset is None or dataset.dtype.kind not in "fiub":
+                    raise _bad(f"the weights file has no plain numeric array at {path}", WEIGHTS)
+                if tuple(dataset.shape) != tuple(target.shape):
+                    raise _bad(f"{path} has shape {list(dataset.shape)}; the model's weight has "
+                               f"{list(target.shape)}", WEIGHTS)  # fmt: skip
                 arrays.append(np.asarray(dataset[()]))
     except (OSError, ValueError) as exc:
         raise _bad(f"model.weights.h5 is not a readable HDF5 file: {exc}", WEIGHTS) from exc
@@ -86,6 +107,8 @@ def _with_module(spec: Any, module: str) -> Any:
     if isinstance(spec, Mapping) and "class_name" in spec:
         return {"module": module, "registered_name": None, **spec,
                 "config": dict(spec.get("config") or {})}  # fmt: skip
+    if isinstance(spec, Mapping):  # per output, keyed by output name
+        return {k: _with_module(v, module) for k, v in spec.items()}
     if isinstance(spec, list):
         return [_with_module(s, module) for s in spec]
     return spec
@@ -104,7 +127,7 @@ def keras_compile_config(compile_config: Mapping[str, Any]) -> dict[str, Any]:
             "registered_name": None,
         },
         "loss": _with_module(spec.loss, "keras.losses"),
-        "loss_weights": None,
+        "loss_weights": spec.loss_weights,
         "metrics": _with_module(spec.metrics, "keras.metrics") or None,
         "weighted_metrics": _with_module(spec.weighted_metrics, "keras.metrics") or None,
         "run_eagerly": False,

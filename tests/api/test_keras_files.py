@@ -188,3 +188,73 @@ def test_nested_model_files_both_ways(client: TestClient, tmp_path: Path) -> Non
     exported.write_bytes(client.get(f"{url}/model.keras").content)
     again = keras.saving.load_model(exported)
     np.testing.assert_allclose(again.predict(x, verbose=0), got, rtol=1e-6, atol=1e-6)
+
+
+def test_convolution_files_both_ways(client: TestClient, tmp_path: Path) -> None:
+    """Keras's group names keep a digit with its capital: conv2d, max_pooling2d, conv2d_1."""
+    import keras
+
+    km = keras.Sequential([
+        keras.Input((8, 8, 2)), keras.layers.Conv2D(3, 3, name="c1"),
+        keras.layers.MaxPooling2D(), keras.layers.Conv2D(2, 2, name="c2"),
+        keras.layers.Flatten(), keras.layers.Dense(1),
+    ])  # fmt: skip
+    x = np.random.default_rng(8).normal(size=(3, 8, 8, 2)).astype(np.float32)
+    path = tmp_path / "c.keras"
+    km.save(path)
+    r = client.post("/v1/models/import", content=path.read_bytes(), headers=OCTET)
+    assert r.status_code == 201, r.text
+    url = f"/v1/models/{r.json()['id']}"
+    got = client.post(f"{url}/predict", json={"x": x.tolist()}).json()["predictions"]
+    np.testing.assert_allclose(got, km.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
+    exported = tmp_path / "back.keras"
+    exported.write_bytes(client.get(f"{url}/model.keras").content)
+    again = keras.saving.load_model(exported)
+    np.testing.assert_allclose(again.predict(x, verbose=0), got, rtol=1e-6, atol=1e-6)
+
+
+def _h5_archive(tmp_path: Path, make: Any) -> bytes:
+    """A Keras-saved Dense(1) model whose weights file is replaced by `make(h5_file)`."""
+    import h5py
+    import keras
+
+    km = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    path = tmp_path / "base.keras"
+    km.save(path)
+    weights = io.BytesIO()
+    with h5py.File(weights, "w") as f:
+        make(f)
+    out = io.BytesIO()
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            data = weights.getvalue() if name == "model.weights.h5" else src.read(name)
+            dst.writestr(name, data)
+    return out.getvalue()
+
+
+def test_weights_files_cannot_reach_other_files_or_blow_up(
+    client: TestClient, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"\x00" * 12)
+
+    def external(f: Any) -> None:
+        f.create_dataset("layers/dense/vars/0", shape=(3, 1), dtype="float32",
+                         external=[(str(secret), 0, 12)])  # fmt: skip
+        f.create_dataset("layers/dense/vars/1", data=np.zeros(1, np.float32))
+
+    def huge(f: Any) -> None:
+        f.create_dataset("layers/dense/vars/0", shape=(1 << 28,), dtype="float32",
+                         chunks=(1 << 20,), compression="gzip")  # fmt: skip
+        f.create_dataset("layers/dense/vars/1", data=np.zeros(1, np.float32))
+
+    def linked(f: Any) -> None:
+        import h5py
+
+        f["layers/dense/vars/0"] = h5py.ExternalLink(str(secret), "/x")
+        f.create_dataset("layers/dense/vars/1", data=np.zeros(1, np.float32))
+
+    for make, text in ((external, "plain numeric"), (huge, "shape"), (linked, "plain numeric")):
+        r = client.post("/v1/models/import", content=_h5_archive(tmp_path, make), headers=OCTET)
+        assert r.status_code == 422, r.text
+        assert text in r.json()["detail"][0]["msg"]
