@@ -62,8 +62,21 @@ def _check_weights(value: Any, loc: Loc) -> None:
     else:
         items = [(loc, value)]
     for wloc, w in items:
-        if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w):
-            raise ConfigError(wloc, f"must be a finite number, got {w!r}")
+        if w is None:
+            continue
+        try:
+            finite = not isinstance(w, bool) and isinstance(w, int | float) and math.isfinite(w)
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise ConfigError(wloc, f"must be a finite number, got {str(w)[:40]}")
+
+
+def _flat_weights(value: Any) -> list[Any]:
+    """Keras's tree.flatten of loss_weights: an object's values in sorted key order."""
+    if isinstance(value, Mapping):
+        return [value[k] for k in sorted(value)]
+    return list(value) if isinstance(value, list) else [value]
 
 
 def _per_output(value: Any, names: list[str], loc: Loc, what: str) -> list[tuple[Any, Loc]]:
@@ -141,23 +154,33 @@ class CompileSpec:
         return spec
 
     def output_losses(self, names: list[str], loc: Loc = ("compile",)) -> list[OutputLoss]:
-        """Each output's loss and loss weight (Keras's rules for matching them to outputs)."""
+        """Each output's loss and loss weight, by Keras's rules: one loss applies to every
+        output (with one weight, in whatever structure it is given); a list or an object keyed
+        by output name gives one per output, and loss_weights of another structure are
+        flattened (an object's values in sorted key order) and taken in output order."""
         given = _per_output(self.loss, names, (*loc, "loss"), "loss")
-        if self.loss_weights is None:
-            weights: list[tuple[Any, Loc]] = [(None, loc)] * len(names)
-        elif isinstance(self.loss_weights, list | Mapping):
-            if _is_object(self.loss) and len(self.loss_weights) != 1:
-                raise ConfigError(
-                    (*loc, "loss_weights"),
-                    f"has {len(self.loss_weights)} weights for one loss; give one loss per output "
-                    "to weight them",
-                )
-            weights = _per_output(self.loss_weights, names, (*loc, "loss_weights"), "weight")
+        wloc = (*loc, "loss_weights")
+        weights = self.loss_weights
+        if weights is None:
+            flat: list[Any] = [None] * len(names)
+        elif _is_object(self.loss) or self.loss is None:
+            flat = _flat_weights(weights)
+            if len(flat) != 1:
+                raise ConfigError(wloc, f"has {len(flat)} weights for one loss; give one loss "
+                                  "per output to weight them apiece")  # fmt: skip
+            flat = flat * len(names)
+        elif isinstance(weights, Mapping) and isinstance(self.loss, Mapping):
+            unknown = sorted(set(weights) - set(names))
+            if unknown:
+                raise ConfigError((*wloc, unknown[0]), f"is not an output; they are {names}")
+            flat = [weights.get(name) for name in names]
         else:
-            weights = [(self.loss_weights, loc)] * len(names)
+            flat = _flat_weights(weights)
+            if len(flat) != len(names):
+                raise ConfigError(wloc, f"has {len(flat)} weights for {len(names)} losses")
         return [
             OutputLoss(g, None if w is None else float(w), gl)
-            for (g, gl), (w, _) in zip(given, weights, strict=True)
+            for (g, gl), w in zip(given, flat, strict=True)
         ]
 
     def output_metrics(self, key: str, names: list[str], loc: Loc = ("compile",)) -> list[list[

@@ -23,6 +23,7 @@ from app.engine.model_config import (
     Graph,
     Node,
     NodeInputs,
+    entry_config,
     input_layer_shape,
     make_layer,
 )
@@ -116,8 +117,11 @@ def _endpoints(value: Any, loc: Loc) -> tuple[list[str], list[Key], bool]:
     if isinstance(value, Mapping):
         if not value:
             raise ConfigError(loc, "must not be empty")
-        keys = [_triple(v, (*loc, k)) for k, v in value.items()]
-        return [str(k) for k in value], keys, True
+        # Keras flattens a dict in sorted key order: that order is the model's input or
+        # output order (lists of losses, weights, metrics and arrays follow it).
+        names = sorted(str(k) for k in value)
+        keys = [_triple(value[k], (*loc, k)) for k in names]
+        return names, keys, True
     if isinstance(value, list) and value and isinstance(value[0], str):
         key = _triple(value, loc)
         return [key[0]], [key], False
@@ -137,7 +141,7 @@ def functional_graph(config: Mapping[str, Any], generator: torch.Generator) -> G
         loc: Loc = ("config", "layers", index)
         if not isinstance(entry, Mapping):
             raise ConfigError(loc, "a layer is an object with class_name and config")
-        entry_name = entry.get("name") or (entry.get("config") or {}).get("name")
+        entry_name = entry.get("name") or entry_config(entry, loc).get("name")
         if not isinstance(entry_name, str) or not entry_name:
             raise ConfigError((*loc, "name"), "every layer of a Functional model needs a name")
         nodes = entry.get("inbound_nodes") or []
@@ -149,8 +153,8 @@ def functional_graph(config: Mapping[str, Any], generator: torch.Generator) -> G
             if entry_name in used:
                 raise ConfigError((*loc, "name"), f"layer name {entry_name!r} is used twice")
             used.add(entry_name)
-            inputs[entry_name] = (input_layer_shape(entry.get("config") or {}, (*loc, "config")),
-                                  loc)  # fmt: skip
+            shape = input_layer_shape(entry_config(entry, loc), (*loc, "config"))
+            inputs[entry_name] = (shape, loc)
             continue
         layer = make_layer(entry, loc, used, entry_name)
         layers.append(layer)

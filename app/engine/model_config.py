@@ -98,7 +98,19 @@ def parse_shape(value: Any, loc: Loc) -> Shape:
     return tuple(dims)
 
 
+def entry_config(entry: Mapping[str, Any], loc: Loc) -> Mapping[str, Any]:
+    """A layer entry's `config` (an object; absent means empty)."""
+    config = entry.get("config")
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise ConfigError((*loc, "config"), "must be an object")
+    return config
+
+
 def input_layer_shape(cfg: Mapping[str, Any], loc: Loc) -> Shape:
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(loc, "must be an object")
     check_dtype(cfg, loc)
     known_keys(cfg, _INPUT_KEYS, loc)
     for key in ("sparse", "ragged"):
@@ -129,6 +141,8 @@ def make_layer(entry: Any, loc: Loc, used: set[str], name: str | None = None) ->
         raise ConfigError(loc, "a layer is an object with class_name and config")
     known_keys(entry, _ENTRY_KEYS, loc)
     class_name = entry.get("class_name")
+    if not isinstance(class_name, str):
+        raise ConfigError((*loc, "class_name"), "must be a layer class name")
     if class_name in _REFUSED:
         raise ConfigError((*loc, "class_name"), _REFUSED[str(class_name)])
     layer_cls, cfg, cloc = LAYERS.parse(entry, loc)
@@ -149,6 +163,8 @@ def read_spec(spec: Any, limits: Limits) -> tuple[str, Mapping[str, Any]]:
     known_keys(spec, MODEL_KEYS, ())
     check_keras_module(spec, ())
     kind = spec.get("class_name")
+    if not isinstance(kind, str):
+        raise ConfigError(("class_name",), "must be 'Sequential' or 'Functional'")
     if kind == "Model":  # what keras.Model(inputs, outputs) may be saved as
         kind = "Functional"
     if kind not in kind_keys:
@@ -176,10 +192,10 @@ def _sequential_input(
     first = entries[0] if entries and isinstance(entries[0], Mapping) else None
     if first is not None and first.get("class_name") == "InputLayer":
         loc: Loc = ("config", "layers", 0, "config")
-        return input_layer_shape(first.get("config") or {}, loc), loc
+        return input_layer_shape(entry_config(first, loc[:-1]), loc), loc
     if first is not None:
-        cfg = first.get("config") or {}
         loc = ("config", "layers", 0, "config")
+        cfg = entry_config(first, loc[:-1])
         if cfg.get("batch_input_shape") is not None:
             return parse_shape(cfg["batch_input_shape"], (*loc, "batch_input_shape")), loc
         if cfg.get("input_shape") is not None:
@@ -208,7 +224,10 @@ def sequential_graph(
         )
     input_name = "input_layer"
     if entries and isinstance(entries[0], Mapping) and entries[0].get("class_name") == "InputLayer":
-        input_name = get_str(entries[0].get("config") or {}, "name", (), None) or input_name
+        first_cfg = entry_config(entries[0], ("config", "layers", 0))
+        input_name = (
+            get_str(first_cfg, "name", ("config", "layers", 0, "config"), None) or input_name
+        )
     layers: list[Layer] = []
     nodes: list[Node] = []
     used: set[str] = set()

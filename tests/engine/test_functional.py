@@ -99,11 +99,11 @@ def _run(model: Model, xs: list[np.ndarray]) -> list[np.ndarray]:
 
 def _keras_out(km: Any, xs: list[np.ndarray]) -> list[np.ndarray]:
     given: Any = xs if len(xs) > 1 else xs[0]
-    if isinstance(km.input, dict):
-        given = dict(zip(km.input, xs, strict=True))
+    if isinstance(km.input, dict):  # Keras's order for dicts is sorted keys, as ours
+        given = dict(zip(sorted(km.input), xs, strict=True))
     out = km.predict(given, verbose=0)
     if isinstance(out, dict):
-        out = [out[name] for name in km.output]
+        out = [out[name] for name in sorted(km.output)]
     return out if isinstance(out, list) else [out]
 
 
@@ -113,8 +113,9 @@ def test_forward_matches_keras(keras: ModuleType, name: str) -> None:
     ours = _ours(km)
     xs = _inputs(km)
     if isinstance(km.input, dict):
-        xs = [RNG.normal(size=(6, *km.input[n].shape[1:])).astype(np.float32) for n in km.input]
-        assert ours.input_names == list(km.input)
+        names = sorted(km.input)
+        xs = [RNG.normal(size=(6, *km.input[n].shape[1:])).astype(np.float32) for n in names]
+        assert ours.input_names == names and ours.output_names == sorted(km.output)
     for got, want in zip(_run(ours, xs), _keras_out(km, xs), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     assert ours.summary()["total_params"] == km.count_params()
@@ -278,3 +279,62 @@ def test_compile_errors_against_the_outputs(keras: ModuleType, compile_cfg: Any,
         trainer = Trainer(model, CompileSpec.parse(compile_cfg), device=torch.device("cpu"))
         trainer.evaluate([XA, XB], [Y_CLS, Y_REG])
     assert info.value.loc == loc
+
+
+def _two_regressors(keras: ModuleType, as_dict: bool) -> Any:
+    a = keras.Input((4,), name="x")
+    z = keras.layers.Dense(2, name="z")(a)
+    b = keras.layers.Dense(1, name="a")(a)
+    return keras.Model(a, {"z": z, "a": b} if as_dict else [z, b])
+
+
+@pytest.mark.parametrize(
+    ("as_dict", "cfg"),
+    [
+        (True, {"loss": ["mse", "mae"], "loss_weights": [1.0, 10.0],
+                "metrics": [["mae"], ["mse"]]}),
+        (False, {"loss": "mse", "loss_weights": {"z": 2.0}}),
+        (False, {"loss": "mse", "loss_weights": [2.0]}),
+        (False, {"loss": ["mse", "mae"], "loss_weights": {"z": 10.0, "a": 1.0}}),
+        (False, {"loss": {"z": "mse", "a": "mae"}, "loss_weights": [3.0, 0.5]}),
+    ],
+)  # fmt: skip
+def test_loss_structures_follow_keras(keras: ModuleType, as_dict: bool, cfg: Any) -> None:
+    """Dict outputs are in sorted key order; loss_weights of another structure are flattened
+    (sorted keys) and taken in output order, a single loss takes its one weight everywhere."""
+    km = _two_regressors(keras, as_dict)
+    km.compile(optimizer="sgd", **cfg)
+    ours = _ours(km)
+    x = RNG.normal(size=(20, 4)).astype(np.float32)
+    ys = {"z": RNG.normal(size=(20, 2)).astype(np.float32),
+          "a": RNG.normal(size=(20, 1)).astype(np.float32)}  # fmt: skip
+    y_list = [ys[n] for n in ours.output_names]
+    theirs = km.evaluate(x, y_list, return_dict=True, verbose=0)
+    got = Trainer(ours, CompileSpec.parse(cfg), device=torch.device("cpu")).evaluate(x, y_list)
+    assert sorted(got) == sorted(theirs)
+    for key, value in theirs.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "loc"),
+    [
+        (lambda c: c["config"]["layers"][2].update(config=[1]), ("config", "layers", 2, "config")),
+        (lambda c: c["config"]["layers"][0].update(config="x"), ("config", "layers", 0, "config")),
+        (lambda c: c["config"]["layers"][2].update(class_name=["Dense"]),
+         ("config", "layers", 2, "class_name")),
+        (lambda c: c.update(class_name=["Functional"], registered_name=None), ("class_name",)),
+    ],
+)  # fmt: skip
+def test_malformed_entries_are_config_errors(keras: ModuleType, mutate: Any, loc: Any) -> None:
+    config = _config(keras)
+    mutate(config)
+    with pytest.raises(ConfigError) as info:
+        Model.from_config(config, seed=0)
+    assert info.value.loc[: len(loc)] == loc
+
+
+def test_an_overflowing_loss_weight_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        CompileSpec.parse({"loss": ["mse", "mse"], "loss_weights": [10**400, 1]})
+    assert info.value.loc == ("compile", "loss_weights", 0)
