@@ -220,7 +220,8 @@ def functional_graph(config: Mapping[str, Any], generator: torch.Generator) -> G
         raise ConfigError(("config", "output_layers"), "output names must differ")
     return Graph(
         name=name, kind="Functional", input_names=in_names, input_shapes=shapes[: len(in_keys)],
-        layers=layers, nodes=nodes_out, output_names=out_names, output_slots=out_slots,
+        layers=_keras_layer_order(raw, out_keys), nodes=nodes_out, output_names=out_names,
+        output_slots=out_slots,
         shapes=shapes, dict_inputs=dict_inputs, dict_outputs=dict_outputs,
     )  # fmt: skip
 
@@ -254,3 +255,53 @@ def _order(raw: list[_RawNode], available: set[Key]) -> list[_RawNode]:
         stuck = next(n for n in raw if missing[id(n)] > 0)
         raise ConfigError(stuck.loc, "the graph has a cycle through this call")
     return ordered
+
+
+def _keras_layer_order(raw: list[_RawNode], outputs: list[Key]) -> list[Layer]:
+    """The layers in the order Keras's Functional model lists them (its `map_graph`), which is
+    the order of `get_weights()` and of a `.keras` file's weight groups: by depth from the
+    outputs, deepest first, ties broken by when a depth-first walk from the outputs first
+    reaches the layer. Keras writes its configs in this order; a hand-written config in another
+    order still gets Keras's."""
+    by_key = {(n.layer.name, n.index): n for n in raw}
+
+    def parents(node: _RawNode) -> list[Key]:
+        refs = node.inputs if isinstance(node.inputs, list) else [node.inputs]
+        return [k for k in refs if k is not None]
+
+    first_seen: dict[str, int] = {}
+    post_order: list[Key] = []
+    done: set[Key] = set()
+
+    def walk(key: Key) -> None:  # iterative post-order DFS (graphs may be deep)
+        stack: list[tuple[Key, bool]] = [(key, False)]
+        while stack:
+            current, expanded = stack.pop()
+            if current in done:
+                continue
+            node = by_key.get(current)
+            if expanded or node is None:
+                first_seen.setdefault(current[0], len(first_seen))
+                done.add(current)
+                post_order.append(current)
+                continue
+            first_seen.setdefault(current[0], len(first_seen))
+            stack.append((current, True))
+            stack.extend((p, False) for p in reversed(parents(node)) if p not in done)
+
+    for key in outputs:
+        walk(key)
+    node_depth: dict[Key, int] = {}
+    layer_depth: dict[str, int] = {}
+    for key in reversed(post_order):
+        depth = max(node_depth.setdefault(key, 0), layer_depth.get(key[0], 0))
+        layer_depth[key[0]] = depth
+        node_depth[key] = depth
+        node = by_key.get(key)
+        for parent in parents(node) if node is not None else []:
+            node_depth[parent] = max(depth + 1, node_depth.get(parent, 0))
+    layers = {n.layer.name: n.layer for n in raw}
+    known = [name for name in layers if name in layer_depth]
+    ordered = sorted(known, key=lambda name: (-layer_depth[name], first_seen[name]))
+    unused = [name for name in layers if name not in layer_depth]  # not on a path to an output
+    return [layers[name] for name in [*ordered, *unused]]

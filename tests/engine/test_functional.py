@@ -338,3 +338,20 @@ def test_an_overflowing_loss_weight_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as info:
         CompileSpec.parse({"loss": ["mse", "mse"], "loss_weights": [10**400, 1]})
     assert info.value.loc == ("compile", "loss_weights", 0)
+
+
+@pytest.mark.parametrize("name", ["diamond_two_outputs", "add_shared", "concat_axis1"])
+def test_layers_take_keras_order_whatever_the_config_order(keras: ModuleType, name: str) -> None:
+    """Keras lists a Functional model's layers by graph depth (its map_graph), not in config
+    order; weights, get_weights() and .keras groups follow that order."""
+    config = json.loads(_all_graphs(keras)[name].to_json())
+    entries = config["config"]["layers"]
+    inputs = [e for e in entries if e["class_name"] == "InputLayer"]
+    others = [e for e in entries if e["class_name"] != "InputLayer"]
+    config["config"]["layers"] = [*inputs, *reversed(others)]
+    km = keras.models.model_from_json(json.dumps(config))
+    ours = Model.from_config(config, seed=0)
+    assert [layer.name for layer in ours.layer_list()] == [
+        layer.name for layer in km.layers if layer.__class__.__name__ != "InputLayer"
+    ]
+    assert [w.shape for w in ours.get_weights()] == [w.shape for w in km.get_weights()]
