@@ -165,12 +165,16 @@ def read_targets(y: Any, names: list[str], loc: Loc) -> list[np.ndarray | None]:
 
 
 def read_sample_weights(sw: Any, names: list[str], loc: Loc) -> list[np.ndarray | None]:
-    """One weight per sample, for every output; or, per output, an object keyed by output name
-    (a list would be ambiguous with the weights themselves)."""
+    """One weight per sample, for every output; or, for a model with several outputs, one
+    entry per output: an object keyed by output name, or a list with one array per output (as
+    Keras reads a list there)."""
     if sw is None:
         return [None] * len(names)
-    parts = _structured(sw, names, loc, "output") if isinstance(sw, dict) else [(sw, loc)] * len(
-        names)  # fmt: skip
+    per_output = isinstance(sw, dict) or (
+        len(names) > 1 and isinstance(sw, list | tuple) and len(sw) == len(names)
+        and all(v is None or isinstance(v, list | tuple | np.ndarray) for v in sw)
+    )  # fmt: skip
+    parts = _structured(sw, names, loc, "output") if per_output else [(sw, loc)] * len(names)
     out: list[np.ndarray | None] = []
     for value, vloc in parts:
         if value is None:

@@ -84,7 +84,7 @@ class Model(nn.Module):
         if depth > limits.depth:
             raise ConfigError(where, f"layers are nested {depth} deep; the limit is "
                               f"{limits.depth}")  # fmt: skip
-        for shape in self.graph.shapes:
+        for shape in self.all_shapes():
             size = math.prod(d for d in shape[1:] if d is not None)
             if size > limits.tensor_elements:
                 raise ConfigError(where, f"a tensor of shape {list(shape)} has {size} elements "
@@ -162,6 +162,15 @@ class Model(nn.Module):
     def apply_constraints(self) -> None:
         for layer in self.layer_list():
             layer.apply_constraints()
+
+    def all_shapes(self) -> list[Shape]:
+        """Every tensor shape of the graph, those inside nested models included."""
+        shapes = list(self.graph.shapes)
+        for layer in self.layer_list():
+            inner = getattr(layer, "model", None)
+            if isinstance(inner, Model):
+                shapes += inner.all_shapes()
+        return shapes
 
     def layer_list(self) -> list[Layer]:
         return [layer for layer in self.layers if isinstance(layer, Layer)]

@@ -367,6 +367,10 @@ def _check_weight_shape(
         want = ["N", *mask[1:]]
         raise DataError(loc, f"the output carries a mask of shape {want}: give one weight per "
                         f"masked entry, shape {want}, got {list(sw.shape)}")  # fmt: skip
+    if sw.ndim > 1 and sw.ndim >= len(out):
+        shown = ["N", *out[1:]]
+        raise DataError(loc, f"per-step weights need fewer axes than the output {shown} (a "
+                        f"loss reduces its last axis), got {list(sw.shape)}")  # fmt: skip
     if sw.ndim > 1 and tuple(sw.shape[1:]) != tuple(out[1 : sw.ndim]):
         raise DataError(loc, f"per-step weights must match the output's leading axes "
                         f"{['N', *out[1 : sw.ndim]]}, got {list(sw.shape)}")  # fmt: skip

@@ -16,6 +16,7 @@ import torch
 from app.engine.compile import CompileSpec
 from app.engine.errors import ConfigError, DataError
 from app.engine.fit_args import FitArgs
+from app.engine.model_config import Limits
 from app.engine.models import Model
 from app.engine.trainer import Trainer
 
@@ -355,3 +356,35 @@ def test_layers_take_keras_order_whatever_the_config_order(keras: ModuleType, na
         layer.name for layer in km.layers if layer.__class__.__name__ != "InputLayer"
     ]
     assert [w.shape for w in ours.get_weights()] == [w.shape for w in km.get_weights()]
+
+
+def test_sample_weights_per_output_and_per_step(keras: ModuleType) -> None:
+    km = _two_regressors(keras, False)
+    km.compile(optimizer="sgd", loss=["mse", "mae"], weighted_metrics=[["mae"], ["mse"]])
+    ours = _ours(km)
+    trainer = Trainer(ours, CompileSpec.parse({"loss": ["mse", "mae"],
+                                               "weighted_metrics": [["mae"], ["mse"]]}),
+                      device=torch.device("cpu"))  # fmt: skip
+    x = RNG.normal(size=(12, 4)).astype(np.float32)
+    ys = [RNG.normal(size=(12, 2)).astype(np.float32), RNG.normal(size=(12, 1)).astype(np.float32)]
+    sws = [RNG.uniform(0.1, 2, 12).astype(np.float32), RNG.uniform(0.1, 2, 12).astype(np.float32)]
+    theirs = km.evaluate(x, ys, sample_weight=sws, return_dict=True, verbose=0)
+    got = trainer.evaluate(x, ys, sample_weight=[w.tolist() for w in sws])  # a list: per output
+    for key, value in theirs.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-6, err_msg=key)
+    with pytest.raises(DataError, match="fewer axes than the output") as info:
+        trainer.evaluate(x, ys, sample_weight={"z": np.ones((12, 2), np.float32)})
+    assert info.value.loc == ("sample_weight", "z")
+
+
+def test_nested_tensors_count_toward_the_size_limit() -> None:
+    inner = {"class_name": "Sequential", "config": {"layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 8]}},
+        {"class_name": "RepeatVector", "config": {"n": 1000}},
+        {"class_name": "GlobalAveragePooling1D", "config": {}},
+    ]}}  # fmt: skip
+    outer = {"class_name": "Sequential", "config": {"layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 8]}}, inner,
+    ]}}  # fmt: skip
+    with pytest.raises(ConfigError, match="8000 elements per sample; the limit is 4000"):
+        Model.from_config(outer, seed=0, limits=Limits(tensor_elements=4000))
