@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.engine import activations, constraints, initializers, regularizers
+from app.engine import constraints, regularizers
 from app.engine.errors import ConfigError, Loc
 from app.engine.registry import Registry
 
@@ -172,24 +172,6 @@ class Layer(nn.Module):
             else:
                 non_trainable += tensor.numel()
         return trainable, non_trainable
-
-    def set_kernel_options(
-        self,
-        activation: Any,
-        use_bias: bool,
-        kernel_initializer: Any,
-        bias_initializer: Any,
-        loc: Loc,
-    ) -> None:
-        """The options every kernel-and-bias layer (Dense, convolutions) shares."""
-        self.activation_name, self.activation = activations.get(activation, (*loc, "activation"))
-        self.use_bias = use_bias
-        self.kernel_init_config, self.kernel_init = initializers.get(
-            kernel_initializer, (*loc, "kernel_initializer")
-        )
-        self.bias_init_config, self.bias_init = initializers.get(
-            bias_initializer, (*loc, "bias_initializer")
-        )
 
     # -- masks, added losses, constraints --------------------------------------------------------
     def compute_mask(self, x: Any, mask: Any) -> torch.Tensor | None:

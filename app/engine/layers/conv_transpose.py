@@ -13,27 +13,27 @@ match Keras exactly.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from app.engine.errors import ConfigError, Loc
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights
+from app.engine.layers.base import BASE_KEYS, LAYERS, Layer
 from app.engine.layers.convolutional import (
     MAX_FILTERS,
+    ConvBase,
     Window,
-    add_bias,
-    input_channels,
     read_window,
+    window_config,
 )
+from app.engine.layers.kernel import KERNEL_OPTION_KEYS, read_kernel_args
 from app.engine.layers.spatial import (
     get_int_tuple,
-    join_shape,
     to_channels_first,
     to_channels_last,
 )
-from app.engine.params import get_bool, get_int
+from app.engine.params import get_int
 from app.engine.registry import known_keys
 
 _CONV_T_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -104,11 +104,7 @@ def keras_conv_transpose(
     return to_channels_last(y) if window.channels_last else y
 
 
-class _ConvTranspose(Layer):
-    rank: ClassVar[int]
-    kernel: torch.Tensor
-    bias: torch.Tensor
-    weight_options = option_weights("kernel", "bias")
+class _ConvTranspose(ConvBase):
     config_keys = (
         "filters", "kernel_size", "strides", "padding", "output_padding", "data_format",
         "dilation_rate", "activation", "use_bias", "kernel_initializer", "bias_initializer",
@@ -116,25 +112,9 @@ class _ConvTranspose(Layer):
         "kernel_constraint", "bias_constraint",
     )  # fmt: skip
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        filters: int,
-        window: Window,
-        output_padding: tuple[int, ...] | None,
-        activation: Any,
-        use_bias: bool,
-        kernel_initializer: Any,
-        bias_initializer: Any,
-        trainable: bool,
-        loc: Loc,
-    ) -> None:
-        super().__init__(name=name, trainable=trainable)
-        self.filters = filters
-        self.window = window
+    def __init__(self, *, output_padding: tuple[int, ...] | None, **options: Any) -> None:
+        super().__init__(**options)
         self.output_padding = output_padding
-        self.set_kernel_options(activation, use_bias, kernel_initializer, bias_initializer, loc)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
@@ -156,36 +136,22 @@ class _ConvTranspose(Layer):
             filters=get_int(config, "filters", loc, min_value=1, max_value=MAX_FILTERS),
             window=window,
             output_padding=output_padding,
-            activation=config.get("activation"),
-            use_bias=get_bool(config, "use_bias", loc, True),
-            kernel_initializer=config.get("kernel_initializer", "glorot_uniform"),
-            bias_initializer=config.get("bias_initializer", "zeros"),
-            trainable=get_bool(config, "trainable", loc, True),
-            loc=loc,
+            **read_kernel_args(config, loc),
         )
 
     def layer_config(self) -> dict[str, Any]:
-        w = self.window
+        output_padding = None if self.output_padding is None else list(self.output_padding)
         return {
             "filters": self.filters,
-            "kernel_size": list(w.kernel_size),
-            "strides": list(w.strides),
-            "padding": w.padding,
-            "output_padding": None if self.output_padding is None else list(self.output_padding),
-            "data_format": w.data_format,
-            "dilation_rate": list(w.dilation_rate),
-            "activation": self.activation_name,
-            "use_bias": self.use_bias,
-            "kernel_initializer": self.kernel_init_config,
-            "bias_initializer": self.bias_init_config,
-            "kernel_regularizer": None,
-            "bias_regularizer": None,
-            "activity_regularizer": None,
-            "kernel_constraint": None,
-            "bias_constraint": None,
+            **window_config(self.window, output_padding=output_padding),
+            **self.kernel_config(),
+            **dict.fromkeys(KERNEL_OPTION_KEYS),
         }
 
-    def _output_spatial(self, spatial: tuple[int | None, ...], loc: Loc) -> tuple[int | None, ...]:
+    def kernel_shape(self, channels: int, loc: Loc) -> tuple[int, ...]:
+        return (*self.window.kernel_size, self.filters, channels)
+
+    def output_spatial(self, spatial: tuple[int | None, ...], loc: Loc) -> tuple[int | None, ...]:
         w = self.window
         out: list[int | None] = []
         for i, length in enumerate(spatial):
@@ -205,22 +171,9 @@ class _ConvTranspose(Layer):
             out.append(size)
         return tuple(out)
 
-    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
-        w = self.window
-        channels, spatial = input_channels(input_shape, w, loc, self.class_name)
-        out_spatial = self._output_spatial(spatial, loc)
-        self.add_weight(
-            "kernel", self.kernel_init((*w.kernel_size, self.filters, channels), generator)
-        )
-        if self.use_bias:
-            self.add_weight("bias", self.bias_init((self.filters,), generator))
-        return join_shape(input_shape[0], self.filters, out_spatial, w.data_format)
-
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
         y = keras_conv_transpose(x, self.kernel, self.window, self.output_padding)
-        if self.use_bias:
-            y = add_bias(y, self.bias, self.window.channels_last)
-        return self.activation(y)
+        return self.bias_activation(y)
 
 
 @LAYERS.register("Conv1DTranspose", "Convolution1DTranspose")

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from app.engine.errors import ConfigError, Loc
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights, require_null
+from app.engine.layers.kernel import KERNEL_OPTION_KEYS, KernelLayer, read_kernel_args
 from app.engine.layers.spatial import (
     apply_same_padding,
     get_data_format,
@@ -32,7 +33,7 @@ from app.engine.layers.spatial import (
     to_channels_first,
     to_channels_last,
 )
-from app.engine.params import get_bool, get_int
+from app.engine.params import get_int
 from app.engine.registry import known_keys
 
 MAX_FILTERS = 1 << 16
@@ -144,17 +145,25 @@ def add_bias(y: torch.Tensor, bias: torch.Tensor, channels_last: bool) -> torch.
     return y + bias.reshape(shape)
 
 
-class _Conv(Layer):
+def window_config(window: Window, **after_padding: Any) -> dict[str, Any]:
+    """The window options as Keras writes them; `after_padding` goes between padding and
+    data_format (where ConvTranspose writes output_padding)."""
+    return {
+        "kernel_size": list(window.kernel_size),
+        "strides": list(window.strides),
+        "padding": window.padding,
+        **after_padding,
+        "data_format": window.data_format,
+        "dilation_rate": list(window.dilation_rate),
+    }
+
+
+class ConvBase(KernelLayer):
+    """What Conv and ConvTranspose share: filters, the window, the kernel options, a kernel
+    drawn for the input's channels, and the bias and activation after the convolution."""
+
     rank: ClassVar[int]
-    kernel: torch.Tensor
-    bias: torch.Tensor
     weight_options = option_weights("kernel", "bias")
-    config_keys = (
-        "filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate", "groups",
-        "activation", "use_bias", "kernel_initializer", "bias_initializer",
-        "kernel_regularizer", "bias_regularizer", "activity_regularizer",
-        "kernel_constraint", "bias_constraint", "lora_rank", "lora_alpha",
-    )  # fmt: skip
 
     def __init__(
         self,
@@ -162,7 +171,6 @@ class _Conv(Layer):
         name: str,
         filters: int,
         window: Window,
-        groups: int,
         activation: Any,
         use_bias: bool,
         kernel_initializer: Any,
@@ -173,8 +181,38 @@ class _Conv(Layer):
         super().__init__(name=name, trainable=trainable)
         self.filters = filters
         self.window = window
-        self.groups = groups
         self.set_kernel_options(activation, use_bias, kernel_initializer, bias_initializer, loc)
+
+    def kernel_shape(self, channels: int, loc: Loc) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def output_spatial(self, spatial: tuple[int | None, ...], loc: Loc) -> tuple[int | None, ...]:
+        raise NotImplementedError
+
+    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
+        channels, spatial = input_channels(input_shape, self.window, loc, self.class_name)
+        kernel_shape = self.kernel_shape(channels, loc)
+        out_spatial = self.output_spatial(spatial, loc)
+        self.add_kernel(kernel_shape, self.filters, generator)
+        return join_shape(input_shape[0], self.filters, out_spatial, self.window.data_format)
+
+    def bias_activation(self, y: torch.Tensor) -> torch.Tensor:
+        if self.use_bias:
+            y = add_bias(y, self.bias, self.window.channels_last)
+        return self.activation(y)
+
+
+class _Conv(ConvBase):
+    config_keys = (
+        "filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate", "groups",
+        "activation", "use_bias", "kernel_initializer", "bias_initializer",
+        "kernel_regularizer", "bias_regularizer", "activity_regularizer",
+        "kernel_constraint", "bias_constraint", "lora_rank", "lora_alpha",
+    )  # fmt: skip
+
+    def __init__(self, *, groups: int, **options: Any) -> None:
+        super().__init__(**options)
+        self.groups = groups
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
@@ -191,48 +229,27 @@ class _Conv(Layer):
             filters=filters,
             window=window,
             groups=groups,
-            activation=config.get("activation"),
-            use_bias=get_bool(config, "use_bias", loc, True),
-            kernel_initializer=config.get("kernel_initializer", "glorot_uniform"),
-            bias_initializer=config.get("bias_initializer", "zeros"),
-            trainable=get_bool(config, "trainable", loc, True),
-            loc=loc,
+            **read_kernel_args(config, loc),
         )
 
     def layer_config(self) -> dict[str, Any]:
-        w = self.window
         return {
             "filters": self.filters,
-            "kernel_size": list(w.kernel_size),
-            "strides": list(w.strides),
-            "padding": w.padding,
-            "data_format": w.data_format,
-            "dilation_rate": list(w.dilation_rate),
+            **window_config(self.window),
             "groups": self.groups,
-            "activation": self.activation_name,
-            "use_bias": self.use_bias,
-            "kernel_initializer": self.kernel_init_config,
-            "bias_initializer": self.bias_init_config,
-            "kernel_regularizer": None,
-            "bias_regularizer": None,
-            "activity_regularizer": None,
-            "kernel_constraint": None,
-            "bias_constraint": None,
+            **self.kernel_config(),
+            **dict.fromkeys(KERNEL_OPTION_KEYS),
         }
 
-    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
-        w = self.window
-        channels, spatial = input_channels(input_shape, w, loc, self.class_name)
+    def kernel_shape(self, channels: int, loc: Loc) -> tuple[int, ...]:
         if channels % self.groups:
             raise ConfigError(
                 loc, f"input channels ({channels}) must divide by groups ({self.groups})"
             )
-        out_spatial = conv_output_spatial(spatial, w, loc, self.class_name)
-        shape = (*w.kernel_size, channels // self.groups, self.filters)
-        self.add_weight("kernel", self.kernel_init(shape, generator))
-        if self.use_bias:
-            self.add_weight("bias", self.bias_init((self.filters,), generator))
-        return join_shape(input_shape[0], self.filters, out_spatial, w.data_format)
+        return (*self.window.kernel_size, channels // self.groups, self.filters)
+
+    def output_spatial(self, spatial: tuple[int | None, ...], loc: Loc) -> tuple[int | None, ...]:
+        return conv_output_spatial(spatial, self.window, loc, self.class_name)
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
         w = self.window
@@ -242,9 +259,7 @@ class _Conv(Layer):
             x = F.pad(x, (0, 0, left, 0) if w.channels_last else (left, 0))
             padding = "valid"
         y = keras_conv(x, self.kernel, w.strides, padding, w.dilation_rate, w.channels_last)
-        if self.use_bias:
-            y = add_bias(y, self.bias, w.channels_last)
-        return self.activation(y)
+        return self.bias_activation(y)
 
 
 @LAYERS.register("Conv1D", "Convolution1D")

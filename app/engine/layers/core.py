@@ -11,18 +11,17 @@ import torch
 from app.engine import activations
 from app.engine.errors import ConfigError, Loc
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights, require_null
-from app.engine.params import get_bool, get_float, get_int, get_str
+from app.engine.layers.kernel import KernelLayer, read_kernel_args
+from app.engine.params import get_float, get_int, get_str
 from app.engine.registry import known_keys
 
 MAX_UNITS = 1 << 20
 
 
 @LAYERS.register("Dense")
-class Dense(Layer):
+class Dense(KernelLayer):
     class_name = "Dense"
     supports_masking = True
-    kernel: torch.Tensor
-    bias: torch.Tensor
     weight_options = option_weights("kernel", "bias")
     config_keys = (
         "units", "activation", "use_bias", "kernel_initializer", "bias_initializer",
@@ -53,21 +52,13 @@ class Dense(Layer):
         return cls(
             name=name,
             units=get_int(config, "units", loc, min_value=1, max_value=MAX_UNITS),
-            activation=config.get("activation"),
-            use_bias=get_bool(config, "use_bias", loc, True),
-            kernel_initializer=config.get("kernel_initializer", "glorot_uniform"),
-            bias_initializer=config.get("bias_initializer", "zeros"),
-            trainable=get_bool(config, "trainable", loc, True),
-            loc=loc,
+            **read_kernel_args(config, loc),
         )
 
     def layer_config(self) -> dict[str, Any]:
         return {
             "units": self.units,
-            "activation": self.activation_name,
-            "use_bias": self.use_bias,
-            "kernel_initializer": self.kernel_init_config,
-            "bias_initializer": self.bias_init_config,
+            **self.kernel_config(),
             "kernel_regularizer": None,
             "bias_regularizer": None,
             "kernel_constraint": None,
@@ -78,9 +69,7 @@ class Dense(Layer):
         features = input_shape[-1] if len(input_shape) >= 2 else None
         if features is None:
             raise ConfigError(loc, f"Dense needs a known last input dimension, got {input_shape}")
-        self.add_weight("kernel", self.kernel_init((features, self.units), generator))
-        if self.use_bias:
-            self.add_weight("bias", self.bias_init((self.units,), generator))
+        self.add_kernel((features, self.units), self.units, generator)
         return (*input_shape[:-1], self.units)
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
