@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from app.engine import activations, initializers
 from app.engine.errors import ConfigError, Loc
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights, require_null
+from app.engine.layers.kernel import KERNEL_OPTION_KEYS, KernelLayer
 from app.engine.params import get_bool
 from app.engine.registry import known_keys
 
@@ -185,10 +185,8 @@ def _read_output_shape(value: Any, loc: Loc) -> tuple[int | None, ...]:
 
 
 @LAYERS.register("EinsumDense")
-class EinsumDense(Layer):
+class EinsumDense(KernelLayer):
     class_name = "EinsumDense"
-    kernel: torch.Tensor
-    bias: torch.Tensor
     weight_options = option_weights("kernel", "bias")
     config_keys = (
         "equation", "output_shape", "activation", "bias_axes", "kernel_initializer",
@@ -214,14 +212,8 @@ class EinsumDense(Layer):
         self.equation = equation
         self.partial_output_shape = output_shape
         self.bias_axes = bias_axes
-        self.activation_name, self.activation = activations.get(activation, (*loc, "activation"))
-        self.kernel_init_config, self.kernel_init = initializers.get(
-            kernel_initializer, (*loc, "kernel_initializer")
-        )
-        self.bias_init_config, self.bias_init = initializers.get(
-            bias_initializer, (*loc, "bias_initializer")
-        )
-        self.use_bias = False
+        # use_bias is not an option here: build sets it when bias_axes give the bias a shape.
+        self.set_kernel_options(activation, False, kernel_initializer, bias_initializer, loc)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
@@ -266,11 +258,7 @@ class EinsumDense(Layer):
             "bias_axes": self.bias_axes,
             "kernel_initializer": self.kernel_init_config,
             "bias_initializer": self.bias_init_config,
-            "kernel_regularizer": None,
-            "bias_regularizer": None,
-            "activity_regularizer": None,
-            "kernel_constraint": None,
-            "bias_constraint": None,
+            **dict.fromkeys(KERNEL_OPTION_KEYS),
             "quantization_config": None,
         }
 

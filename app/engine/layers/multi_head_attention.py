@@ -24,6 +24,7 @@ from app.engine.layers.attention import check_call_options, mask_list, read_drop
 from app.engine.layers.attention_ops import DotProductAttention, projection_equation
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
 from app.engine.layers.einsum_dense import EinsumDense, parse_equation
+from app.engine.layers.kernel import KERNEL_OPTION_KEYS
 from app.engine.params import get_bool, get_int
 from app.engine.registry import known_keys
 
@@ -36,11 +37,8 @@ _PROJECTIONS = (
     ("value", "value_dense"), ("attention_output", "output_dense"),
 )  # fmt: skip
 # The options Keras hands every projection (its `_get_common_kwargs_for_sublayer`), in the order
-# its config writes them.
-_SUBLAYER_OPTIONS = (
-    "kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
-    "bias_constraint",
-)  # fmt: skip
+# its config writes them: a kernel layer's regularizer and constraint keys.
+_SUBLAYER_OPTIONS = KERNEL_OPTION_KEYS
 
 
 def _read_dims(value: Any, loc: Loc, *, what: str) -> tuple[int, ...] | None:
