@@ -27,6 +27,7 @@ from app.engine.layers.convolutional import (
     input_channels,
     keras_conv,
     read_window,
+    window_config,
 )
 from app.engine.layers.spatial import join_shape
 from app.engine.params import get_bool, get_int
@@ -105,17 +106,12 @@ class _Depthwise(Layer):
         )
 
     def layer_config(self) -> dict[str, Any]:
-        w = self.window
         head: dict[str, Any] = {"depth_multiplier": self.depth_multiplier}
         if self.filters is not None:
             head["filters"] = self.filters
         return {
             **head,
-            "kernel_size": list(w.kernel_size),
-            "strides": list(w.strides),
-            "padding": w.padding,
-            "data_format": w.data_format,
-            "dilation_rate": list(w.dilation_rate),
+            **window_config(self.window),
             "activation": self.activation_name,
             "use_bias": self.use_bias,
             **{key: config for key, (config, _) in self.inits.items()},
