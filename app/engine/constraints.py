@@ -10,13 +10,14 @@ as they were given (Keras stores them as given: `MaxNorm()` writes `max_value: 2
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
 from app.engine.errors import ConfigError, Loc
 from app.engine.params import get_float
-from app.engine.registry import Registry, known_keys
+from app.engine.registry import Registry
+from app.engine.weight_options import WeightOption, get_option
 
 MODULE = "keras.constraints"
 EPSILON = 1e-7  # Keras's backend.epsilon()
@@ -43,39 +44,10 @@ def _axis(config: Mapping[str, Any], loc: Loc) -> Axis:
     raise ConfigError((*loc, "axis"), f"must be an integer or a list of them, got {value!r}")
 
 
-class Constraint:
+class Constraint(WeightOption):
     """A projection of a weight, built from a Keras config."""
 
-    class_name: ClassVar[str]
-    keys: ClassVar[tuple[str, ...]] = ()
-
-    def __init__(self, loc: Loc) -> None:
-        #: Where the config was read from, for errors found when a weight is created.
-        self.loc = loc
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> Constraint:
-        known_keys(config, cls.keys, loc)
-        return cls._read(config, loc)
-
-    @classmethod
-    def _read(cls, config: Mapping[str, Any], loc: Loc) -> Constraint:
-        return cls(loc)
-
-    def get_config(self) -> dict[str, Any]:
-        return {}
-
-    def serialize(self) -> dict[str, Any]:
-        """The object as Keras's `serialize_keras_object` writes it."""
-        return {
-            "module": MODULE,
-            "class_name": self.class_name,
-            "config": self.get_config(),
-            "registered_name": None,
-        }
-
-    def check_weight(self, shape: tuple[int, ...]) -> None:
-        """Refuse a weight this constraint cannot take (a ConfigError at its config)."""
+    module = MODULE
 
     def __call__(self, w: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -119,7 +91,7 @@ class MaxNorm(_Norm):
         self.max_value = max_value
 
     @classmethod
-    def _read(cls, config: Mapping[str, Any], loc: Loc) -> Constraint:
+    def _read(cls, config: Mapping[str, Any], loc: Loc) -> MaxNorm:
         return cls(loc, _number(config, "max_value", loc, 2), _axis(config, loc))
 
     def get_config(self) -> dict[str, Any]:
@@ -148,7 +120,7 @@ class MinMaxNorm(_Norm):
         self.rate = rate
 
     @classmethod
-    def _read(cls, config: Mapping[str, Any], loc: Loc) -> Constraint:
+    def _read(cls, config: Mapping[str, Any], loc: Loc) -> MinMaxNorm:
         low = _number(config, "min_value", loc, 0.0)
         high = _number(config, "max_value", loc, 1.0)
         if high < low:
@@ -191,7 +163,7 @@ class UnitNorm(_Norm):
     keys = ("axis",)
 
     @classmethod
-    def _read(cls, config: Mapping[str, Any], loc: Loc) -> Constraint:
+    def _read(cls, config: Mapping[str, Any], loc: Loc) -> UnitNorm:
         return cls(loc, _axis(config, loc))
 
     def get_config(self) -> dict[str, Any]:
@@ -204,10 +176,7 @@ class UnitNorm(_Norm):
 def get(identifier: Any, loc: Loc) -> Constraint | None:
     """A constraint from a name, a `{class_name, config}` object (Keras's own module only), or
     None (no constraint)."""
-    if identifier is None:
-        return None
-    cls, config, cloc = CONSTRAINTS.parse(identifier, loc)
-    return cls.from_config(config, cloc)
+    return get_option(CONSTRAINTS, identifier, loc)
 
 
 __all__ = ["CONSTRAINTS", "Constraint", "MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm", "get"]

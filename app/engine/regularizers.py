@@ -10,14 +10,15 @@ builds the class with its defaults, so `"l2"` is `L2(0.01)` but `"l1l2"` is `L1L
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
 from app.engine.errors import ConfigError, Loc
 from app.engine.params import get_float, get_str
-from app.engine.registry import Registry, known_keys
+from app.engine.registry import Registry
+from app.engine.weight_options import WeightOption, get_option
 
 MODULE = "keras.regularizers"
 
@@ -34,40 +35,10 @@ def _float32(value: float) -> float:
     return float(np.float32(value))
 
 
-class Regularizer:
+class Regularizer(WeightOption):
     """A penalty on a tensor, built from a Keras config."""
 
-    class_name: ClassVar[str]
-    #: Config keys the class takes.
-    keys: ClassVar[tuple[str, ...]] = ()
-
-    def __init__(self, loc: Loc) -> None:
-        #: Where the config was read from, for errors found when a weight is created.
-        self.loc = loc
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> Regularizer:
-        known_keys(config, cls.keys, loc)
-        return cls._read(config, loc)
-
-    @classmethod
-    def _read(cls, config: Mapping[str, Any], loc: Loc) -> Regularizer:
-        raise NotImplementedError
-
-    def get_config(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def serialize(self) -> dict[str, Any]:
-        """The object as Keras's `serialize_keras_object` writes it."""
-        return {
-            "module": MODULE,
-            "class_name": self.class_name,
-            "config": self.get_config(),
-            "registered_name": None,
-        }
-
-    def check_weight(self, shape: tuple[int, ...]) -> None:
-        """Refuse a weight this regularizer cannot take (a ConfigError at its config)."""
+    module = MODULE
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -88,7 +59,7 @@ class L1(Regularizer):
         self.l1 = _float32(l1)
 
     @classmethod
-    def _read(cls, config: Mapping[str, Any], loc: Loc) -> Regularizer:
+    def _read(cls, config: Mapping[str, Any], loc: Loc) -> L1:
         return cls(loc, _factor(config, "l1", loc, 0.01))
 
     def get_config(self) -> dict[str, Any]:
@@ -110,7 +81,7 @@ class L2(Regularizer):
         self.l2 = l2
 
     @classmethod
-    def _read(cls, config: Mapping[str, Any], loc: Loc) -> Regularizer:
+    def _read(cls, config: Mapping[str, Any], loc: Loc) -> L2:
         return cls(loc, _factor(config, "l2", loc, 0.01))
 
     def get_config(self) -> dict[str, Any]:
@@ -134,7 +105,7 @@ class L1L2(Regularizer):
         self.l2 = l2
 
     @classmethod
-    def _read(cls, config: Mapping[str, Any], loc: Loc) -> Regularizer:
+    def _read(cls, config: Mapping[str, Any], loc: Loc) -> L1L2:
         return cls(loc, _factor(config, "l1", loc, 0.0), _factor(config, "l2", loc, 0.0))
 
     def get_config(self) -> dict[str, Any]:
@@ -164,7 +135,7 @@ class OrthogonalRegularizer(Regularizer):
         self.mode = mode
 
     @classmethod
-    def _read(cls, config: Mapping[str, Any], loc: Loc) -> Regularizer:
+    def _read(cls, config: Mapping[str, Any], loc: Loc) -> OrthogonalRegularizer:
         factor = float(get_float(config, "factor", loc, 0.01, min_value=0.0))
         mode = get_str(config, "mode", loc, "rows", choices=["rows", "columns"])
         return cls(loc, factor, mode)
@@ -194,10 +165,7 @@ class OrthogonalRegularizer(Regularizer):
 def get(identifier: Any, loc: Loc) -> Regularizer | None:
     """A regularizer from a name, a `{class_name, config}` object (Keras's own module only), or
     None (no regularizer)."""
-    if identifier is None:
-        return None
-    cls, config, cloc = REGULARIZERS.parse(identifier, loc)
-    return cls.from_config(config, cloc)
+    return get_option(REGULARIZERS, identifier, loc)
 
 
 __all__ = ["L1", "L1L2", "L2", "REGULARIZERS", "OrthogonalRegularizer", "Regularizer", "get"]
