@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from app.engine.errors import ConfigError, Loc
-from app.engine.params import get_float
+from app.engine.params import get_axes, get_float
 from app.engine.registry import Registry
 from app.engine.weight_options import WeightOption, get_option
 
@@ -29,19 +29,6 @@ def _number(config: Mapping[str, Any], key: str, loc: Loc, default: float) -> An
     """A non-negative number, returned as given (an int stays an int)."""
     get_float(config, key, loc, default, min_value=0.0)
     return config.get(key, default)
-
-
-def _axis(config: Mapping[str, Any], loc: Loc) -> Axis:
-    value = config.get("axis", 0)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if (
-        isinstance(value, list | tuple)
-        and value
-        and all(isinstance(a, int) and not isinstance(a, bool) for a in value)
-    ):
-        return list(value)
-    raise ConfigError((*loc, "axis"), f"must be an integer or a list of them, got {value!r}")
 
 
 class Constraint(WeightOption):
@@ -92,7 +79,7 @@ class MaxNorm(_Norm):
 
     @classmethod
     def _read(cls, config: Mapping[str, Any], loc: Loc) -> MaxNorm:
-        return cls(loc, _number(config, "max_value", loc, 2), _axis(config, loc))
+        return cls(loc, _number(config, "max_value", loc, 2), get_axes(config, "axis", loc, 0))
 
     def get_config(self) -> dict[str, Any]:
         return {"max_value": self.max_value, "axis": self.axis}
@@ -128,7 +115,7 @@ class MinMaxNorm(_Norm):
         rate = _number(config, "rate", loc, 1.0)
         if rate > 1:
             raise ConfigError((*loc, "rate"), f"must be in [0, 1], got {rate}")
-        return cls(loc, low, high, rate, _axis(config, loc))
+        return cls(loc, low, high, rate, get_axes(config, "axis", loc, 0))
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -164,7 +151,7 @@ class UnitNorm(_Norm):
 
     @classmethod
     def _read(cls, config: Mapping[str, Any], loc: Loc) -> UnitNorm:
-        return cls(loc, _axis(config, loc))
+        return cls(loc, get_axes(config, "axis", loc, 0))
 
     def get_config(self) -> dict[str, Any]:
         return {"axis": self.axis}

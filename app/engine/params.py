@@ -75,6 +75,22 @@ def get_int(
     return value
 
 
+def get_axes(
+    config: Mapping[str, Any], key: str, loc: Loc, default: Any = _MISSING
+) -> int | list[int]:
+    """An axis option: an integer, or a non-empty list of them (returned as a list)."""
+    value = _get(config, key, loc, default)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if (
+        isinstance(value, list | tuple)
+        and value
+        and all(isinstance(a, int) and not isinstance(a, bool) for a in value)
+    ):
+        return list(value)
+    raise ConfigError((*loc, key), f"must be an integer or a list of them, got {value!r}")
+
+
 def get_bool(config: Mapping[str, Any], key: str, loc: Loc, default: Any = _MISSING) -> bool:
     value = _get(config, key, loc, default)
     if not isinstance(value, bool):

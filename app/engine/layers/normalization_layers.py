@@ -17,25 +17,11 @@ import torch.nn.functional as F
 from app.engine import initializers
 from app.engine.errors import ConfigError, Loc
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights
-from app.engine.params import get_bool, get_float, get_int
+from app.engine.params import get_axes, get_bool, get_float, get_int
 from app.engine.registry import known_keys
 
 _REG_KEYS = ("beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint")
 _AFFINE_KEYS = ("epsilon", "center", "scale", "beta_initializer", "gamma_initializer", *_REG_KEYS)
-
-
-def read_axes(config: Mapping[str, Any], loc: Loc) -> int | list[int]:
-    """An `axis` that is an integer or a non-empty list of them (default -1)."""
-    value = config.get("axis", -1)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if (
-        isinstance(value, list | tuple)
-        and value
-        and all(isinstance(a, int) and not isinstance(a, bool) for a in value)
-    ):
-        return list(value)
-    raise ConfigError((*loc, "axis"), f"must be an integer or a list of them, got {value!r}")
 
 
 def resolve_axes(
@@ -72,7 +58,7 @@ class _Affine(Layer):
         self, *, name: str, config: Mapping[str, Any], loc: Loc, trainable: bool = True
     ) -> None:
         super().__init__(name=name, trainable=trainable)
-        self.axis = read_axes(config, loc)
+        self.axis = get_axes(config, "axis", loc, -1)
         self.epsilon = get_float(config, "epsilon", loc, 1e-3, min_value=0.0, min_exclusive=True)
         self.center = get_bool(config, "center", loc, True)
         self.scale = get_bool(config, "scale", loc, True)
@@ -228,7 +214,7 @@ class UnitNormalization(Layer):
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
         known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        return cls(name=name, axis=read_axes(config, loc))
+        return cls(name=name, axis=get_axes(config, "axis", loc, -1))
 
     def layer_config(self) -> dict[str, Any]:
         return {"axis": self.axis}
