@@ -53,16 +53,43 @@ def mask_list(mask: Any) -> list[torch.Tensor | None]:
     return [*masks, None, None, None][:3]
 
 
+class AttentionLayer(Layer):
+    """What the attention layers share about their calls: a list of inputs (query, value and
+    an optional key) with a list of masks, the query's mask as the output's, and the call
+    options."""
+
+    uses_mask = True
+    supports_masking = True
+    call_options = ("use_causal_mask", "return_attention_scores")
+
+    def check_options(self, options: Mapping[str, Any], loc: Loc) -> None:
+        check_call_options(options, loc)
+
+    def compute_mask(self, x: Any, mask: Any) -> torch.Tensor | None:
+        return mask_list(mask)[0]
+
+    def call_inputs(
+        self, x: Any, mask: Any, use_causal_mask: bool, return_attention_scores: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor | None]]:
+        """(query, value, key, their masks) of a call, its options checked; the key defaults
+        to the value."""
+        check_call_options(
+            {"use_causal_mask": use_causal_mask,
+             "return_attention_scores": return_attention_scores},
+            (self.name,),
+        )  # fmt: skip
+        query, value = x[0], x[1]
+        key = x[2] if len(x) > 2 and x[2] is not None else value
+        return query, value, key, mask_list(mask)
+
+
 @LAYERS.register("Attention")
-class Attention(Layer):
+class Attention(AttentionLayer):
     """Luong-style attention: scores `query . key^T` (times `scale` when `use_scale`), or with
     `score_mode="concat"` `concat_score_weight * sum(tanh(scale * (query + key)))`."""
 
     class_name = "Attention"
     multi_input = True
-    uses_mask = True
-    supports_masking = True
-    call_options = ("use_causal_mask", "return_attention_scores")
     config_keys: ClassVar[tuple[str, ...]] = ("use_scale", "score_mode", "dropout", "seed")
     scale: torch.Tensor
     concat_score_weight: torch.Tensor
@@ -103,9 +130,6 @@ class Attention(Layer):
             "dropout": self.dropout,
             "seed": self.seed,
         }
-
-    def check_options(self, options: Mapping[str, Any], loc: Loc) -> None:
-        check_call_options(options, loc)
 
     def build(self, input_shape: Any, generator: torch.Generator, loc: Loc) -> Shape:
         q, v, _ = self._shapes(input_shape, loc)
@@ -149,9 +173,6 @@ class Attention(Layer):
             pairs = self.scale * pairs
         return self.concat_score_weight * torch.sum(torch.tanh(pairs), dim=-1)
 
-    def compute_mask(self, x: Any, mask: Any) -> torch.Tensor | None:
-        return mask_list(mask)[0]
-
     def forward(
         self,
         x: Any,
@@ -160,14 +181,9 @@ class Attention(Layer):
         use_causal_mask: bool = False,
         return_attention_scores: bool = False,
     ) -> torch.Tensor:
-        check_call_options(
-            {"use_causal_mask": use_causal_mask,
-             "return_attention_scores": return_attention_scores},
-            (self.name,),
-        )  # fmt: skip
-        q, v = x[0], x[1]
-        k = x[2] if len(x) > 2 and x[2] is not None else v
-        q_mask, v_mask, _ = mask_list(mask)
+        q, v, k, (q_mask, v_mask, _) = self.call_inputs(
+            x, mask, use_causal_mask, return_attention_scores
+        )
         scores = self.scores(q, k)
         keep = v_mask
         if use_causal_mask:

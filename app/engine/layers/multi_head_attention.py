@@ -20,7 +20,7 @@ import torch
 
 from app.engine import initializers
 from app.engine.errors import ConfigError, Loc
-from app.engine.layers.attention import check_call_options, mask_list, read_dropout
+from app.engine.layers.attention import AttentionLayer, read_dropout
 from app.engine.layers.attention_ops import DotProductAttention, projection_equation
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
 from app.engine.layers.einsum_dense import EinsumDense, parse_equation
@@ -58,12 +58,9 @@ def _read_dims(value: Any, loc: Loc, *, what: str) -> tuple[int, ...] | None:
 
 
 @LAYERS.register("MultiHeadAttention")
-class MultiHeadAttention(Layer):
+class MultiHeadAttention(AttentionLayer):
     class_name = "MultiHeadAttention"
-    supports_masking = True
-    uses_mask = True
     input_names = ("query", "value", "key")
-    call_options = ("use_causal_mask", "return_attention_scores")
     config_keys = (
         "num_heads", "key_dim", "value_dim", "dropout", "use_bias", "output_shape",
         "attention_axes", "sliding_window", "flash_attention", "kernel_initializer",
@@ -182,9 +179,6 @@ class MultiHeadAttention(Layer):
         written = stand_in.get_config()
         self._written_options = {key: written[key] for key in _SUBLAYER_OPTIONS}
 
-    def check_options(self, options: Mapping[str, Any], loc: Loc) -> None:
-        check_call_options(options, loc)
-
     # -- building --------------------------------------------------------------------------------
     def build(self, input_shape: Any, generator: torch.Generator, loc: Loc) -> Shape:
         q, v, k, features = self._shapes(input_shape, loc)
@@ -289,9 +283,6 @@ class MultiHeadAttention(Layer):
             for i in range(len(layer.keras_weights()))
         ]
 
-    def compute_mask(self, x: Any, mask: Any) -> torch.Tensor | None:
-        return mask_list(mask)[0]
-
     # -- the projections' penalties and constraints ----------------------------------------------
     # Keras's `layer.losses`: the projections' activity penalties, then their weight penalties.
     def added_losses(self) -> list[torch.Tensor]:
@@ -324,14 +315,10 @@ class MultiHeadAttention(Layer):
         use_causal_mask: bool = False,
         return_attention_scores: bool = False,
     ) -> torch.Tensor:
-        check_call_options(
-            {"use_causal_mask": use_causal_mask,
-             "return_attention_scores": return_attention_scores},
-            (self.name,),
-        )  # fmt: skip
-        query, value = x[0], x[1]
-        key = x[2] if len(x) > 2 and x[2] is not None else value
-        q_mask, v_mask, k_mask = masks = mask_list(mask)
+        query, value, key, masks = self.call_inputs(
+            x, mask, use_causal_mask, return_attention_scores
+        )
+        q_mask, v_mask, k_mask = masks
         # Causal masking alone takes torch's is_causal route on the fused path, as in Keras.
         causal_only = (
             use_causal_mask and q_mask is None and v_mask is None and k_mask is None
