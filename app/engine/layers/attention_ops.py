@@ -7,17 +7,24 @@ added, so a fully masked row averages every value; causal masking alone uses `is
 otherwise Keras's einsum route over the attention axes (masked scores replaced by -1e9, masked
 probabilities zeroed, dropout on the probabilities in training). Input masks combine as Keras's
 `_compute_attention_mask` does.
+
+MultiHeadAttention's reads and checks of its dimensions live here too: its `output_shape` and
+`attention_axes` options, its (query, value, key) shapes and Keras's normalization of the axes.
 """
 
 from __future__ import annotations
 
 import math
 import string
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from app.engine.errors import ConfigError
+from app.engine.errors import ConfigError, Loc
+from app.engine.layers.base import Shape
+
+MAX_RANK = 8
 
 # What Keras's torch backend adds to masked scores in scaled_dot_product_attention.
 _SDPA_MASKED = 3.38953e38 * -0.7
@@ -46,6 +53,60 @@ def projection_equation(free: int, contracted: int, new: int) -> tuple[str, str]
     summed = letters[free : free + contracted]
     added = letters[free + contracted : free + contracted + new]
     return f"{kept}{summed},{summed}{added}->{kept}{added}", added
+
+
+def read_dims(value: Any, loc: Loc, *, what: str) -> tuple[int, ...] | None:
+    """An int or a non-empty list of ints; None is unset, and so are 0 and [] as sizes (Keras
+    tests `output_shape` for truth, but takes attention axis 0 as an axis)."""
+    if value is None or (what == "size" and (value == 0 or value == [])):
+        return None
+    items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(items, list | tuple) or not items or len(items) > MAX_RANK:
+        raise ConfigError(loc, f"must be an integer or a list of them, got {value!r}")
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise ConfigError(loc, f"must be an integer or a list of them, got {value!r}")
+        if what == "size" and not 1 <= item <= 1 << 20:
+            raise ConfigError(loc, f"sizes must be between 1 and {1 << 20}, got {item}")
+    return tuple(items)
+
+
+def attention_shapes(input_shape: Any, loc: Loc) -> tuple[Shape, Shape, Shape, int]:
+    """MultiHeadAttention's (query, value, key) shapes, checked, and the query's feature size."""
+    if (
+        not isinstance(input_shape, list | tuple)
+        or len(input_shape) != 3
+        or input_shape[0] is None
+        or input_shape[1] is None
+    ):
+        raise ConfigError(loc, "MultiHeadAttention takes query, value and an optional key")
+    q, v = tuple(input_shape[0]), tuple(input_shape[1])
+    k = v if input_shape[2] is None else tuple(input_shape[2])
+    if not 3 <= len(q) <= MAX_RANK or len(v) != len(q):
+        raise ConfigError(
+            loc, f"query and value must have one rank from 3 to {MAX_RANK}, got {q} and {v}"
+        )
+    if v[1:-1] != k[1:-1]:
+        raise ConfigError(loc, f"value {v} and key {k} must agree on all but the last axis")
+    features = q[-1]
+    if features is None or None in (v[-1], k[-1]):
+        raise ConfigError(loc, f"query, value and key need known last axes: {q}, {v}, {k}")
+    return q, v, k, features
+
+
+def attention_axes(given: tuple[int, ...] | None, rank: int, loc: Loc) -> tuple[int, ...]:
+    """The attention axes of projected tensors of `rank`, as Keras normalizes them: all between
+    the batch and the heads by default; negative axes count from the projected rank minus one."""
+    if given is None:
+        return tuple(range(1, rank - 2))
+    axes = tuple(a if a >= 0 else rank - 1 + a for a in given)
+    if any(not 1 <= a <= rank - 2 for a in axes) or len(set(axes)) != len(axes):
+        raise ConfigError(
+            (*loc, "attention_axes"),
+            f"must name distinct non-batch, non-feature axes of a rank-{rank - 1} query, "
+            f"got {list(given)}",
+        )
+    return axes
 
 
 def attention_equations(rank: int, axes: tuple[int, ...]) -> tuple[str, str, tuple[int, ...]]:

@@ -21,7 +21,13 @@ import torch
 from app.engine import initializers
 from app.engine.errors import ConfigError, Loc
 from app.engine.layers.attention import AttentionLayer, read_dropout
-from app.engine.layers.attention_ops import DotProductAttention, projection_equation
+from app.engine.layers.attention_ops import (
+    DotProductAttention,
+    attention_axes,
+    attention_shapes,
+    projection_equation,
+    read_dims,
+)
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
 from app.engine.layers.einsum_dense import EinsumDense, parse_equation
 from app.engine.layers.kernel import KERNEL_OPTION_KEYS
@@ -30,7 +36,6 @@ from app.engine.registry import known_keys
 
 MAX_HEADS = 1024
 MAX_HEAD_DIM = 1 << 16
-MAX_RANK = 8
 # The projections in Keras's weight order, with the names `.keras` weight files store them under.
 _PROJECTIONS = (
     ("query", "query_dense"), ("key", "key_dense"), ("gate", "_gate_dense"),
@@ -39,22 +44,6 @@ _PROJECTIONS = (
 # The options Keras hands every projection (its `_get_common_kwargs_for_sublayer`), in the order
 # its config writes them: a kernel layer's regularizer and constraint keys.
 _SUBLAYER_OPTIONS = KERNEL_OPTION_KEYS
-
-
-def _read_dims(value: Any, loc: Loc, *, what: str) -> tuple[int, ...] | None:
-    """An int or a non-empty list of ints; None is unset, and so are 0 and [] as sizes (Keras
-    tests `output_shape` for truth, but takes attention axis 0 as an axis)."""
-    if value is None or (what == "size" and (value == 0 or value == [])):
-        return None
-    items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
-    if not isinstance(items, list | tuple) or not items or len(items) > MAX_RANK:
-        raise ConfigError(loc, f"must be an integer or a list of them, got {value!r}")
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, int):
-            raise ConfigError(loc, f"must be an integer or a list of them, got {value!r}")
-        if what == "size" and not 1 <= item <= 1 << 20:
-            raise ConfigError(loc, f"sizes must be between 1 and {1 << 20}, got {item}")
-    return tuple(items)
 
 
 @LAYERS.register("MultiHeadAttention")
@@ -128,10 +117,8 @@ class MultiHeadAttention(AttentionLayer):
             value_dim=get_int(config, "value_dim", loc, None, min_value=1, max_value=MAX_HEAD_DIM),
             dropout=read_dropout(config, "dropout", loc),
             use_bias=get_bool(config, "use_bias", loc, True),
-            output_shape=_read_dims(
-                config.get("output_shape"), (*loc, "output_shape"), what="size"
-            ),
-            attention_axes=_read_dims(
+            output_shape=read_dims(config.get("output_shape"), (*loc, "output_shape"), what="size"),
+            attention_axes=read_dims(
                 config.get("attention_axes"), (*loc, "attention_axes"), what="axis"
             ),
             sliding_window=get_int(config, "sliding_window", loc, None, min_value=1),
@@ -181,9 +168,9 @@ class MultiHeadAttention(AttentionLayer):
 
     # -- building --------------------------------------------------------------------------------
     def build(self, input_shape: Any, generator: torch.Generator, loc: Loc) -> Shape:
-        q, v, k, features = self._shapes(input_shape, loc)
+        q, v, k, features = attention_shapes(input_shape, loc)
         rank = len(q) + 1  # the projected (batch, ..., heads, channels) rank
-        self.attention_axes = axes = self._axes(rank, loc)
+        self.attention_axes = axes = attention_axes(self.attention_axes, rank, loc)
         for i in range(1, len(q) - 1):
             if i not in axes and None not in (q[i], v[i]) and q[i] != v[i]:
                 raise ConfigError(loc, f"query {q} and value {v} differ on batch axis {i}")
@@ -201,41 +188,6 @@ class MultiHeadAttention(AttentionLayer):
             sliding_window=self.sliding_window, owner=self.name,
         )  # fmt: skip
         return (*q[:-1], *self.output_dims) if self.output_dims else q
-
-    def _shapes(self, input_shape: Any, loc: Loc) -> tuple[Shape, Shape, Shape, int]:
-        """(query, value, key) shapes, checked, and the query's feature size."""
-        if (
-            not isinstance(input_shape, list | tuple)
-            or len(input_shape) != 3
-            or input_shape[0] is None
-            or input_shape[1] is None
-        ):
-            raise ConfigError(loc, "MultiHeadAttention takes query, value and an optional key")
-        q, v = tuple(input_shape[0]), tuple(input_shape[1])
-        k = v if input_shape[2] is None else tuple(input_shape[2])
-        if not 3 <= len(q) <= MAX_RANK or len(v) != len(q):
-            raise ConfigError(
-                loc, f"query and value must have one rank from 3 to {MAX_RANK}, got {q} and {v}"
-            )
-        if v[1:-1] != k[1:-1]:
-            raise ConfigError(loc, f"value {v} and key {k} must agree on all but the last axis")
-        features = q[-1]
-        if features is None or None in (v[-1], k[-1]):
-            raise ConfigError(loc, f"query, value and key need known last axes: {q}, {v}, {k}")
-        return q, v, k, features
-
-    def _axes(self, rank: int, loc: Loc) -> tuple[int, ...]:
-        """Keras's normalization: negative axes count from the projected rank minus one."""
-        if self.attention_axes is None:
-            return tuple(range(1, rank - 2))
-        axes = tuple(a if a >= 0 else rank - 1 + a for a in self.attention_axes)
-        if any(not 1 <= a <= rank - 2 for a in axes) or len(set(axes)) != len(axes):
-            raise ConfigError(
-                (*loc, "attention_axes"),
-                f"must name distinct non-batch, non-feature axes of a rank-{rank - 1} query, "
-                f"got {list(self.attention_axes)}",
-            )
-        return axes
 
     def _add_projection(
         self,
