@@ -25,11 +25,38 @@ from app.engine.scalars import scalar_like
 Tensor = torch.Tensor
 
 
+def _recall(tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) -> Tensor:
+    return divide_no_nan(tp, tp + fn)
+
+
+def _specificity(tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) -> Tensor:
+    return divide_no_nan(tn, tn + fp)
+
+
+def _precision(tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) -> Tensor:
+    return divide_no_nan(tp, tp + fp)
+
+
+# Each rate by its name (sensitivity is recall).
+_RATES = {
+    "sensitivity": _recall, "recall": _recall, "specificity": _specificity,
+    "precision": _precision,
+}  # fmt: skip
+
+
 class _AtBase(StateMetric):
-    """The target rate's config key is `value_key`; `_rates` gives (constrained, dependent)."""
+    """A metric "<dependent> at <value_key>": the best dependent rate where the rate named by
+    `value_key` (also the target's config key) reaches the target. The default name and the
+    config keys follow from the two names."""
 
     direction = "up"
+    dependent: ClassVar[str]
     value_key: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.default_name = f"{cls.dependent}_at_{cls.value_key}"
+        cls._extra_keys = ("class_id", "num_thresholds", cls.value_key)
 
     def __init__(
         self,
@@ -70,55 +97,30 @@ class _AtBase(StateMetric):
             for key, value in counts.items():
                 state[key].add_(value)
 
-    def _rates(self, tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
-
     def _result(self, state: dict[str, Tensor]) -> Tensor:
-        constrained, dependent = self._rates(state["tp"], state["fp"], state["tn"], state["fn"])
+        counts = (state["tp"], state["fp"], state["tn"], state["fn"])
+        constrained = _RATES[self.value_key](*counts)
+        dependent = _RATES[self.dependent](*counts)
         zero = scalar_like(0.0, dependent)
         best = torch.where(constrained >= scalar_like(self.value, constrained), dependent, zero)
         return torch.maximum(torch.amax(best), zero)
 
 
-def _recall(tp: Tensor, fn: Tensor) -> Tensor:
-    return divide_no_nan(tp, tp + fn)
-
-
 @METRICS.register("SensitivityAtSpecificity", "sensitivity_at_specificity")
 class SensitivityAtSpecificity(_AtBase):
-    default_name = "sensitivity_at_specificity"
-    value_key = "specificity"
-    _extra_keys = ("class_id", "num_thresholds", "specificity")
-
-    def _rates(self, tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) -> tuple[Tensor, Tensor]:
-        return divide_no_nan(tn, tn + fp), _recall(tp, fn)
+    dependent, value_key = "sensitivity", "specificity"
 
 
 @METRICS.register("SpecificityAtSensitivity", "specificity_at_sensitivity")
 class SpecificityAtSensitivity(_AtBase):
-    default_name = "specificity_at_sensitivity"
-    value_key = "sensitivity"
-    _extra_keys = ("class_id", "num_thresholds", "sensitivity")
-
-    def _rates(self, tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) -> tuple[Tensor, Tensor]:
-        return _recall(tp, fn), divide_no_nan(tn, tn + fp)
+    dependent, value_key = "specificity", "sensitivity"
 
 
 @METRICS.register("PrecisionAtRecall", "precision_at_recall")
 class PrecisionAtRecall(_AtBase):
-    default_name = "precision_at_recall"
-    value_key = "recall"
-    _extra_keys = ("class_id", "num_thresholds", "recall")
-
-    def _rates(self, tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) -> tuple[Tensor, Tensor]:
-        return _recall(tp, fn), divide_no_nan(tp, tp + fp)
+    dependent, value_key = "precision", "recall"
 
 
 @METRICS.register("RecallAtPrecision", "recall_at_precision")
 class RecallAtPrecision(_AtBase):
-    default_name = "recall_at_precision"
-    value_key = "precision"
-    _extra_keys = ("class_id", "num_thresholds", "precision")
-
-    def _rates(self, tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) -> tuple[Tensor, Tensor]:
-        return divide_no_nan(tp, tp + fp), _recall(tp, fn)
+    dependent, value_key = "recall", "precision"
