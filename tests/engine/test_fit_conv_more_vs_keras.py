@@ -12,11 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.engine.compile import CompileSpec
 from app.engine.errors import ConfigError
 from app.engine.fit_args import FitArgs
 from app.engine.models import Model
-from app.engine.trainer import Trainer
+from tests.support.keras_fit import assert_same_fit, keras_and_ours, sequential
 from tests.support.keras_json import keras_json
 
 RTOL, ATOL = 1e-6, 1e-6  # as tests/engine/test_fit_vs_keras.py
@@ -24,12 +23,6 @@ RTOL, ATOL = 1e-6, 1e-6  # as tests/engine/test_fit_vs_keras.py
 RNG = np.random.default_rng(5)
 X = RNG.normal(size=(40, 5, 4, 2)).astype(np.float32)
 Y = RNG.integers(0, 3, size=(40,)).astype(np.float32)
-
-
-def _model(layers: list[tuple[str, dict[str, Any]]], shape: list[Any]) -> dict[str, Any]:
-    entries = [{"class_name": "InputLayer", "config": {"batch_shape": shape}}]
-    entries += [{"class_name": c, "config": k} for c, k in layers]
-    return {"class_name": "Sequential", "config": {"name": "m", "layers": entries}}
 
 
 NET = [
@@ -56,26 +49,12 @@ NET = [
 def test_transpose_separable_fit_matches_keras(
     keras: ModuleType, compile_cfg: dict[str, Any]
 ) -> None:
-    config = _model(NET, [None, 5, 4, 2])
-    km = keras.models.model_from_json(keras_json(config))
-    km.compile(
-        optimizer=keras.optimizers.get(compile_cfg["optimizer"]),
-        loss=compile_cfg["loss"],
-        metrics=compile_cfg.get("metrics"),
-    )
-    ours = Model.from_config(config, seed=0)
-    ours.set_weights(km.get_weights())
-    trainer = Trainer(ours, CompileSpec.parse(compile_cfg), device=None)
+    config = sequential(NET, [None, 5, 4, 2])
+    km, trainer = keras_and_ours(keras, config, compile_cfg)
     kh = km.fit(X, Y, batch_size=8, epochs=4, shuffle=False, validation_split=0.2, verbose=0)
     args = FitArgs(batch_size=8, epochs=4, shuffle=False, validation_split=0.2)
     history = trainer.fit(X, Y, args=args)
-    assert sorted(history.history) == sorted(kh.history)
-    for key in kh.history:
-        np.testing.assert_allclose(
-            history.history[key], kh.history[key], rtol=RTOL, atol=ATOL, err_msg=key
-        )
-    for mine, theirs in zip(trainer.model.get_weights(), km.get_weights(), strict=True):
-        np.testing.assert_allclose(mine, theirs, rtol=RTOL, atol=ATOL)
+    assert_same_fit(history.history, kh.history, trainer, km, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(trainer.predict(X), km.predict(X, verbose=0), rtol=1e-6, atol=1e-7)
 
 
@@ -98,7 +77,7 @@ def test_keras_reads_our_canonical_config_as_the_original(
     keras: ModuleType, layer: tuple[str, dict[str, Any]]
 ) -> None:
     rank = next(int(c) for c in layer[0] if c.isdigit())
-    config = _model([layer], SHAPES[rank])
+    config = sequential([layer], SHAPES[rank])
     ours = Model.from_config(config, seed=2)
     canonical = ours.get_config()
     km = keras.models.model_from_json(json.dumps(canonical))
@@ -170,6 +149,6 @@ def test_config_errors_name_the_field(
     layer: tuple[str, dict[str, Any]], shape: list[Any], loc: tuple[Any, ...], text: str
 ) -> None:
     with pytest.raises(ConfigError) as info:
-        Model.from_config(_model([layer], shape), seed=0)
+        Model.from_config(sequential([layer], shape), seed=0)
     assert info.value.loc == ("config", "layers", 1, "config", *loc)
     assert text in info.value.message

@@ -12,24 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine.compile import CompileSpec
 from app.engine.errors import ConfigError
 from app.engine.fit_args import FitArgs
 from app.engine.models import Model
-from app.engine.trainer import Trainer
-from tests.support.keras_json import keras_json
+from tests.support.keras_fit import assert_same_fit, keras_and_ours, sequential
 
 RTOL, ATOL = 1e-6, 1e-6  # as tests/engine/test_fit_vs_keras.py
 
 RNG = np.random.default_rng(3)
 X = RNG.normal(size=(40, 8, 7, 2)).astype(np.float32)
 Y = RNG.integers(0, 3, size=(40,)).astype(np.float32)
-
-
-def _model(layers: list[tuple[str, dict[str, Any]]], shape: list[Any]) -> dict[str, Any]:
-    entries = [{"class_name": "InputLayer", "config": {"batch_shape": shape}}]
-    entries += [{"class_name": c, "config": k} for c, k in layers]
-    return {"class_name": "Sequential", "config": {"name": "m", "layers": entries}}
 
 
 CNN = [
@@ -51,26 +43,12 @@ CNN = [
     ],
 )  # fmt: skip
 def test_conv_classifier_fit_matches_keras(keras: ModuleType, compile_cfg: dict[str, Any]) -> None:
-    config = _model(CNN, [None, 8, 7, 2])
-    km = keras.models.model_from_json(keras_json(config))
-    km.compile(
-        optimizer=keras.optimizers.get(compile_cfg["optimizer"]),
-        loss=compile_cfg["loss"],
-        metrics=compile_cfg["metrics"],
-    )
-    ours = Model.from_config(config, seed=0)
-    ours.set_weights(km.get_weights())
-    trainer = Trainer(ours, CompileSpec.parse(compile_cfg), device=None)
+    config = sequential(CNN, [None, 8, 7, 2])
+    km, trainer = keras_and_ours(keras, config, compile_cfg)
     kh = km.fit(X, Y, batch_size=8, epochs=4, shuffle=False, validation_split=0.2, verbose=0)
     args = FitArgs(batch_size=8, epochs=4, shuffle=False, validation_split=0.2)
     history = trainer.fit(X, Y, args=args)
-    assert sorted(history.history) == sorted(kh.history)
-    for key in kh.history:
-        np.testing.assert_allclose(
-            history.history[key], kh.history[key], rtol=RTOL, atol=ATOL, err_msg=key
-        )
-    for mine, theirs in zip(trainer.model.get_weights(), km.get_weights(), strict=True):
-        np.testing.assert_allclose(mine, theirs, rtol=RTOL, atol=ATOL)
+    assert_same_fit(history.history, kh.history, trainer, km, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(trainer.predict(X), km.predict(X, verbose=0), rtol=1e-6, atol=1e-7)
 
 
@@ -94,7 +72,7 @@ def test_keras_loads_our_canonical_spatial_config(keras: ModuleType) -> None:
         ("AvgPool1D", {"pool_size": 2}),
         ("GlobalMaxPool1D", {}),
     ]  # fmt: skip
-    ours = Model.from_config(_model(layers, [None, 2, 13, 12]), seed=1)
+    ours = Model.from_config(sequential(layers, [None, 2, 13, 12]), seed=1)
     canonical = ours.get_config()
     km = keras.models.model_from_json(json.dumps(canonical))
     assert [layer.__class__.__name__ for layer in km.layers] == [
@@ -162,6 +140,6 @@ def test_spatial_config_errors_name_the_field(
     layer: tuple[str, dict[str, Any]], shape: list[Any], loc: tuple[Any, ...], text: str
 ) -> None:
     with pytest.raises(ConfigError) as info:
-        Model.from_config(_model([layer], shape), seed=0)
+        Model.from_config(sequential([layer], shape), seed=0)
     assert info.value.loc == ("config", "layers", 1, "config", *loc)
     assert text in info.value.message

@@ -15,13 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine.compile import CompileSpec
 from app.engine.errors import ConfigError
 from app.engine.fit_args import FitArgs
 from app.engine.layers import Layer
 from app.engine.models import Model
-from app.engine.trainer import Trainer
 from tests.engine.test_attention_layers import build_ours, set_keras_weights
+from tests.support.keras_fit import assert_same_fit, keras_and_ours, sequential
 from tests.support.keras_json import keras_json
 
 RTOL, ATOL = 1e-6, 1e-6  # as in test_regularizers.py, recurrent fits included
@@ -37,12 +36,6 @@ def _max_norm(value: float, axis: Any = 0) -> dict[str, Any]:
 
 def _wrapped(class_name: str, **config: Any) -> dict[str, Any]:
     return {"module": "keras.layers", "class_name": class_name, "config": config}
-
-
-def _sequential(spec: list[tuple[str, dict[str, Any]]], shape: list[Any]) -> dict[str, Any]:
-    layers = [{"class_name": "InputLayer", "config": {"batch_shape": shape}}]
-    layers += [{"class_name": c, "config": cfg} for c, cfg in spec]
-    return {"class_name": "Sequential", "config": {"name": "m", "layers": layers}}
 
 
 # -- fits ---------------------------------------------------------------------------------------
@@ -141,35 +134,18 @@ FITS = {
 }
 
 
-def _pair(
-    keras: ModuleType, config: dict[str, Any], compile_cfg: dict[str, Any]
-) -> tuple[Any, Trainer]:
-    keras.utils.set_random_seed(0)
-    km = keras.models.model_from_json(keras_json(config))
-    km.compile(
-        optimizer=keras.optimizers.get(compile_cfg["optimizer"]),
-        loss=compile_cfg["loss"],
-        metrics=compile_cfg.get("metrics"),
-    )
-    ours = Model.from_config(config, seed=0)
-    ours.set_weights(km.get_weights())
-    return km, Trainer(ours, CompileSpec.parse(compile_cfg), device=None)
-
-
 @pytest.mark.parametrize("case", sorted(FITS))
 def test_regularized_constrained_fit_matches_keras(keras: ModuleType, case: str) -> None:
     spec, x, compile_cfg = FITS[case]
-    km, trainer = _pair(keras, _sequential(spec, [None, *x.shape[1:]]), compile_cfg)
+    km, trainer = keras_and_ours(
+        keras, sequential(spec, [None, *x.shape[1:]]), compile_cfg, keras_seed=0
+    )
     # 49 training rows in batches of 16 leave a last batch of 1 (activity penalties are divided
     # by the batch size).
     kh = km.fit(x, Y3, batch_size=16, epochs=4, shuffle=False, verbose=0, validation_split=0.3)
     args = FitArgs(batch_size=16, epochs=4, shuffle=False, validation_split=0.3)
     history = trainer.fit(x, Y3, args=args)
-    assert sorted(history.history) == sorted(kh.history)
-    for key, theirs in kh.history.items():
-        np.testing.assert_allclose(history.history[key], theirs, rtol=RTOL, atol=ATOL, err_msg=key)
-    for ours, theirs in zip(trainer.model.get_weights(), km.get_weights(), strict=True):
-        np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL)
+    assert_same_fit(history.history, kh.history, trainer, km, rtol=RTOL, atol=ATOL)
     ours_eval = trainer.evaluate(x, Y3, batch_size=25)
     theirs_eval = km.evaluate(x, Y3, batch_size=25, return_dict=True, verbose=0)
     for key, value in theirs_eval.items():
@@ -288,7 +264,7 @@ def test_layer_losses_and_constraints_are_keras(keras: ModuleType, case: str) ->
     ids=["lstm", "masked-rnn", "bidirectional", "convolutions", "einsum"],
 )  # fmt: skip
 def test_configs_round_trip_with_keras(keras: ModuleType, spec: Any, x: np.ndarray) -> None:
-    km = keras.models.model_from_json(keras_json(_sequential(spec, [None, *x.shape[1:]])))
+    km = keras.models.model_from_json(keras_json(sequential(spec, [None, *x.shape[1:]])))
     theirs = json.loads(km.to_json())
     ours = Model.from_config(theirs, seed=0).get_config()
 

@@ -14,11 +14,10 @@ import pytest
 import torch
 
 from app.engine import constraints, regularizers
-from app.engine.compile import CompileSpec
 from app.engine.errors import ConfigError
 from app.engine.fit_args import FitArgs
 from app.engine.models import Model
-from app.engine.trainer import Trainer
+from tests.support.keras_fit import assert_same_fit, keras_and_ours, sequential
 from tests.support.keras_json import keras_json
 
 RTOL, ATOL = 1e-6, 1e-6  # as in test_fit_vs_keras.py
@@ -119,12 +118,6 @@ def test_constraint_configs_match_keras(
 
 
 # -- layers: losses, projections, configs ------------------------------------------------------
-def _sequential(spec: list[tuple[str, dict[str, Any]]], shape: list[Any]) -> dict[str, Any]:
-    layers = [{"class_name": "InputLayer", "config": {"batch_shape": shape}}]
-    layers += [{"class_name": c, "config": cfg} for c, cfg in spec]
-    return {"class_name": "Sequential", "config": {"name": "m", "layers": layers}}
-
-
 L2 = {"class_name": "L2", "config": {"l2": 0.02}}
 L1 = {"class_name": "L1", "config": {"l1": 0.01}}
 L1L2 = {"class_name": "L1L2", "config": {"l1": 0.003, "l2": 0.004}}
@@ -178,21 +171,6 @@ SGD = {"optimizer": {"class_name": "SGD", "config": {"learning_rate": 0.1, "mome
        "loss": "sparse_categorical_crossentropy", "metrics": ["acc"]}  # fmt: skip
 
 
-def _pair(
-    keras: ModuleType, config: dict[str, Any], compile_cfg: dict[str, Any]
-) -> tuple[Any, Trainer]:
-    keras.utils.set_random_seed(0)  # the same initial weights on every run
-    km = keras.models.model_from_json(keras_json(config))
-    km.compile(
-        optimizer=keras.optimizers.get(compile_cfg["optimizer"]),
-        loss=compile_cfg["loss"],
-        metrics=compile_cfg.get("metrics"),
-    )
-    ours = Model.from_config(config, seed=0)
-    ours.set_weights(km.get_weights())
-    return km, Trainer(ours, CompileSpec.parse(compile_cfg), device=None)
-
-
 @pytest.mark.parametrize(
     ("spec", "shape", "x", "compile_cfg"),
     [
@@ -206,7 +184,7 @@ def _pair(
 def test_regularized_constrained_fit_matches_keras(
     keras: ModuleType, spec: Any, shape: list[Any], x: np.ndarray, compile_cfg: dict[str, Any]
 ) -> None:
-    km, trainer = _pair(keras, _sequential(spec, shape), compile_cfg)
+    km, trainer = keras_and_ours(keras, sequential(spec, shape), compile_cfg, keras_seed=0)
     # 49 training rows in batches of 16 leave a last batch of 1 (activity penalties are divided
     # by the batch size); the max-norm of 2.0 binds on about half the embedding rows. A model
     # that squeezes its embeddings far below their initial norm is ill-conditioned (its BN
@@ -214,11 +192,7 @@ def test_regularized_constrained_fit_matches_keras(
     kh = km.fit(x, Y3, batch_size=16, epochs=4, shuffle=False, verbose=0, validation_split=0.3)
     args = FitArgs(batch_size=16, epochs=4, shuffle=False, validation_split=0.3)
     history = trainer.fit(x, Y3, args=args)
-    assert sorted(history.history) == sorted(kh.history)
-    for key, theirs in kh.history.items():
-        np.testing.assert_allclose(history.history[key], theirs, rtol=RTOL, atol=ATOL, err_msg=key)
-    for ours, theirs in zip(trainer.model.get_weights(), km.get_weights(), strict=True):
-        np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL)
+    assert_same_fit(history.history, kh.history, trainer, km, rtol=RTOL, atol=ATOL)
     ours_eval = trainer.evaluate(x, Y3, batch_size=25)
     theirs_eval = km.evaluate(x, Y3, batch_size=25, return_dict=True, verbose=0)
     for key, value in theirs_eval.items():
@@ -226,7 +200,7 @@ def test_regularized_constrained_fit_matches_keras(
 
 
 def test_added_losses_are_keras_losses_after_a_call(keras: ModuleType) -> None:
-    config = _sequential(MLP, [None, 5])
+    config = sequential(MLP, [None, 5])
     km = keras.models.model_from_json(keras_json(config))
     ours = Model.from_config(config, seed=0)
     ours.set_weights(km.get_weights())
@@ -242,7 +216,7 @@ def test_added_losses_are_keras_losses_after_a_call(keras: ModuleType) -> None:
 def test_frozen_weights_are_neither_penalized_nor_projected(keras: ModuleType) -> None:
     spec = [("Dense", {"units": 3, "trainable": False, "kernel_regularizer": "l2",
                        "kernel_constraint": "non_neg"})]  # fmt: skip
-    config = _sequential(spec, [None, 4])
+    config = sequential(spec, [None, 4])
     km = keras.models.model_from_json(keras_json(config))
     km(X_MLP[:2, :4])
     assert km.losses == []
@@ -267,7 +241,7 @@ def test_only_weights_that_got_a_gradient_are_projected() -> None:
             },
         )
     ]
-    model = Model.from_config(_sequential(spec, [None, 4]), seed=0)  # fmt: skip
+    model = Model.from_config(sequential(spec, [None, 4]), seed=0)  # fmt: skip
     (layer,) = model.layer_list()
     model.apply_constraints()
     assert (layer.kernel < 0).any() and (layer.bias < 0).all()  # no gradients yet
@@ -277,7 +251,7 @@ def test_only_weights_that_got_a_gradient_are_projected() -> None:
 
 
 def test_unregularized_layers_cost_nothing() -> None:
-    model = Model.from_config(_sequential([("Dense", {"units": 3}), ("Dense", {"units": 2})],
+    model = Model.from_config(sequential([("Dense", {"units": 3}), ("Dense", {"units": 2})],
                                           [None, 4]), seed=0)  # fmt: skip
     for layer in model.layer_list():
         assert not layer.has_added_losses and not layer.has_constraints
@@ -291,7 +265,7 @@ def test_unregularized_layers_cost_nothing() -> None:
     ids=["mlp", "every-layer"],
 )
 def test_configs_round_trip_with_keras(keras: ModuleType, spec: Any, shape: list[Any]) -> None:
-    km = keras.models.model_from_json(keras_json(_sequential(spec, shape)))
+    km = keras.models.model_from_json(keras_json(sequential(spec, shape)))
     theirs = json.loads(km.to_json())
     ours = Model.from_config(theirs, seed=0).get_config()
     for mine, keras_layer in zip(ours["config"]["layers"][1:], theirs["config"]["layers"][1:],
@@ -354,7 +328,7 @@ LOC = ("config", "layers", 1, "config")
 def test_bad_options_name_the_field(
     options: dict[str, Any], loc: tuple[Any, ...], message: str | None
 ) -> None:
-    config = _sequential([("Dense", {"units": 3, **options})], [None, 4])
+    config = sequential([("Dense", {"units": 3, **options})], [None, 4])
     if message is None:  # a keras.* module of ours is accepted: only non-Keras ones are refused
         Model.from_config(config, seed=0)
         return
@@ -392,6 +366,6 @@ def test_bad_layer_configs_name_the_field(
     layer: tuple[str, dict[str, Any]], shape: list[Any], loc: tuple[Any, ...], message: str
 ) -> None:
     with pytest.raises(ConfigError) as err:
-        Model.from_config(_sequential([layer], shape), seed=0)
+        Model.from_config(sequential([layer], shape), seed=0)
     assert err.value.loc == (*LOC, *loc)
     assert message in err.value.message

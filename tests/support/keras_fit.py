@@ -1,0 +1,63 @@
+"""Fitting one model here and in Keras 3 from the same weights, and comparing the two.
+
+`sequential` writes a Sequential config from (class_name, config) pairs; `keras_and_ours` builds
+and compiles it in both (ours takes Keras's initial weights); `assert_same_fit` compares the
+History values and the final weights."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from app.engine.compile import CompileSpec
+from app.engine.models import Model
+from app.engine.trainer import Trainer
+from tests.support.keras_json import keras_json
+
+
+def sequential(layers: list[tuple[str, dict[str, Any]]], shape: list[Any]) -> dict[str, Any]:
+    """A Sequential config named "m" with an InputLayer of batch shape `shape`."""
+    entries = [{"class_name": "InputLayer", "config": {"batch_shape": shape}}]
+    entries += [{"class_name": c, "config": k} for c, k in layers]
+    return {"class_name": "Sequential", "config": {"name": "m", "layers": entries}}
+
+
+def keras_and_ours(
+    keras: ModuleType,
+    config: dict[str, Any],
+    compile_cfg: dict[str, Any],
+    *,
+    keras_seed: int | None = None,
+) -> tuple[Any, Trainer]:
+    """The Keras model and our trainer, both compiled with `compile_cfg`, with Keras's weights
+    (drawn after `keras.utils.set_random_seed(keras_seed)` when one is given)."""
+    if keras_seed is not None:
+        keras.utils.set_random_seed(keras_seed)
+    km = keras.models.model_from_json(keras_json(config))
+    km.compile(
+        optimizer=keras.optimizers.get(compile_cfg["optimizer"]),
+        loss=compile_cfg["loss"],
+        metrics=compile_cfg.get("metrics"),
+    )
+    ours = Model.from_config(config, seed=0)
+    ours.set_weights(km.get_weights())
+    return km, Trainer(ours, CompileSpec.parse(compile_cfg), device=None)
+
+
+def assert_same_fit(
+    history: dict[str, list[float]],
+    keras_history: dict[str, list[float]],
+    trainer: Trainer,
+    km: Any,
+    *,
+    rtol: float,
+    atol: float,
+) -> None:
+    """The same History keys and values, and the same final weights."""
+    assert sorted(history) == sorted(keras_history)
+    for key, theirs in keras_history.items():
+        np.testing.assert_allclose(history[key], theirs, rtol=rtol, atol=atol, err_msg=key)
+    for ours, theirs in zip(trainer.model.get_weights(), km.get_weights(), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=atol)
