@@ -10,6 +10,7 @@ import torch
 
 from app.engine import losses
 from app.engine.errors import ConfigError, DataError
+from tests.support.loss_checks import assert_bad_config_names, assert_check_labels
 
 RTOL, ATOL = 1e-6, 1e-7
 N = 7
@@ -284,9 +285,7 @@ def test_non_default_config_round_trip(keras):
      (3, ("l",))],
 )  # fmt: skip
 def test_bad_configs_name_the_field(identifier, loc):
-    with pytest.raises(ConfigError) as err:
-        losses.get(identifier, ("l",))
-    assert err.value.loc == loc
+    assert_bad_config_names(identifier, loc)
 
 
 # -- label checks --------------------------------------------------------------------------------
@@ -325,14 +324,7 @@ LABEL_CASES = [
 
 @pytest.mark.parametrize(("identifier", "y", "out_shape", "error"), LABEL_CASES)
 def test_check_labels(identifier, y, out_shape, error):
-    loss = losses.get(identifier, ("loss",))
-    if error is None:
-        loss.check_labels(y, out_shape, ("fit", "y"))
-        return
-    with pytest.raises(DataError) as err:
-        loss.check_labels(y, out_shape, ("fit", "y"))
-    assert err.value.loc == ("fit", "y")
-    assert error in err.value.message
+    assert_check_labels(identifier, y, out_shape, error)
 
 
 def test_check_labels_agrees_with_keras_on_what_runs(keras):
