@@ -68,11 +68,14 @@ class AttentionLayer(Layer):
     def compute_mask(self, x: Any, mask: Any) -> torch.Tensor | None:
         return mask_list(mask)[0]
 
-    def call_inputs(
-        self, x: Any, mask: Any, use_causal_mask: bool, return_attention_scores: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor | None]]:
-        """(query, value, key, their masks) of a call, its options checked; the key defaults
-        to the value."""
+    def forward(
+        self,
+        x: Any,
+        training: bool = False,
+        mask: Any = None,
+        use_causal_mask: bool = False,
+        return_attention_scores: bool = False,
+    ) -> torch.Tensor:
         check_call_options(
             {"use_causal_mask": use_causal_mask,
              "return_attention_scores": return_attention_scores},
@@ -80,7 +83,19 @@ class AttentionLayer(Layer):
         )  # fmt: skip
         query, value = x[0], x[1]
         key = x[2] if len(x) > 2 and x[2] is not None else value
-        return query, value, key, mask_list(mask)
+        return self.attend(query, value, key, mask_list(mask), use_causal_mask, training)
+
+    def attend(
+        self,
+        query: torch.Tensor,
+        value: torch.Tensor,
+        key: torch.Tensor,
+        masks: list[torch.Tensor | None],
+        use_causal_mask: bool,
+        training: bool,
+    ) -> torch.Tensor:
+        """The layer's output; the key defaults to the value, `masks` are (query, value, key)."""
+        raise NotImplementedError
 
 
 @LAYERS.register("Attention")
@@ -90,7 +105,10 @@ class Attention(AttentionLayer):
 
     class_name = "Attention"
     multi_input = True
+    # Each key is also the attribute that holds it (layer_config writes them in this order).
     config_keys: ClassVar[tuple[str, ...]] = ("use_scale", "score_mode", "dropout", "seed")
+    #: Keras's default for use_scale (AdditiveAttention learns a scale unless told not to).
+    use_scale_default: ClassVar[bool] = False
     scale: torch.Tensor
     concat_score_weight: torch.Tensor
 
@@ -116,20 +134,17 @@ class Attention(AttentionLayer):
         known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
         return cls(
             name=name,
-            use_scale=get_bool(config, "use_scale", loc, False),
-            score_mode=get_str(config, "score_mode", loc, "dot", choices=["dot", "concat"]),
+            use_scale=get_bool(config, "use_scale", loc, cls.use_scale_default),
+            score_mode=get_str(config, "score_mode", loc, "dot", choices=["dot", "concat"])
+            if "score_mode" in cls.config_keys
+            else "dot",
             dropout=read_dropout(config, "dropout", loc),
             seed=get_int(config, "seed", loc, None),
             trainable=get_bool(config, "trainable", loc, True),
         )
 
     def layer_config(self) -> dict[str, Any]:
-        return {
-            "use_scale": self.use_scale,
-            "score_mode": self.score_mode,
-            "dropout": self.dropout,
-            "seed": self.seed,
-        }
+        return {key: getattr(self, key) for key in self.config_keys}
 
     def build(self, input_shape: Any, generator: torch.Generator, loc: Loc) -> Shape:
         q, v, _ = self._shapes(input_shape, loc)
@@ -173,17 +188,16 @@ class Attention(AttentionLayer):
             pairs = self.scale * pairs
         return self.concat_score_weight * torch.sum(torch.tanh(pairs), dim=-1)
 
-    def forward(
+    def attend(
         self,
-        x: Any,
-        training: bool = False,
-        mask: Any = None,
-        use_causal_mask: bool = False,
-        return_attention_scores: bool = False,
+        q: torch.Tensor,
+        v: torch.Tensor,
+        k: torch.Tensor,
+        masks: list[torch.Tensor | None],
+        use_causal_mask: bool,
+        training: bool,
     ) -> torch.Tensor:
-        q, v, k, (q_mask, v_mask, _) = self.call_inputs(
-            x, mask, use_causal_mask, return_attention_scores
-        )
+        q_mask, v_mask, _ = masks
         scores = self.scores(q, k)
         keep = v_mask
         if use_causal_mask:
@@ -210,20 +224,7 @@ class AdditiveAttention(Attention):
 
     class_name = "AdditiveAttention"
     config_keys = ("use_scale", "dropout", "seed")
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        return cls(
-            name=name,
-            use_scale=get_bool(config, "use_scale", loc, True),
-            dropout=read_dropout(config, "dropout", loc),
-            seed=get_int(config, "seed", loc, None),
-            trainable=get_bool(config, "trainable", loc, True),
-        )
-
-    def layer_config(self) -> dict[str, Any]:
-        return {"use_scale": self.use_scale, "dropout": self.dropout, "seed": self.seed}
+    use_scale_default = True
 
     def create_weights(self, query_shape: Shape, generator: torch.Generator, loc: Loc) -> None:
         dim = query_shape[-1]

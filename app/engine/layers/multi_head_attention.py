@@ -259,17 +259,15 @@ class MultiHeadAttention(AttentionLayer):
             layer.apply_constraints()
 
     # -- running ---------------------------------------------------------------------------------
-    def forward(
+    def attend(
         self,
-        x: Any,
-        training: bool = False,
-        mask: Any = None,
-        use_causal_mask: bool = False,
-        return_attention_scores: bool = False,
+        query: torch.Tensor,
+        value: torch.Tensor,
+        key: torch.Tensor,
+        masks: list[torch.Tensor | None],
+        use_causal_mask: bool,
+        training: bool,
     ) -> torch.Tensor:
-        query, value, key, masks = self.call_inputs(
-            x, mask, use_causal_mask, return_attention_scores
-        )
         q_mask, v_mask, k_mask = masks
         # Causal masking alone takes torch's is_causal route on the fused path, as in Keras.
         causal_only = (
