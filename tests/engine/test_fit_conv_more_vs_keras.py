@@ -12,10 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.engine.errors import ConfigError
 from app.engine.fit_args import FitArgs
 from app.engine.models import Model
-from tests.support.keras_fit import assert_same_fit, keras_and_ours, sequential
+from tests.support.keras_fit import (
+    assert_refused,
+    assert_same_fit,
+    keras_and_ours,
+    sequential,
+)
 from tests.support.keras_json import keras_json
 
 RTOL, ATOL = 1e-6, 1e-6  # as tests/engine/test_fit_vs_keras.py
@@ -148,7 +152,4 @@ def test_keras_reads_our_canonical_config_as_the_original(
 def test_config_errors_name_the_field(
     layer: tuple[str, dict[str, Any]], shape: list[Any], loc: tuple[Any, ...], text: str
 ) -> None:
-    with pytest.raises(ConfigError) as info:
-        Model.from_config(sequential([layer], shape), seed=0)
-    assert info.value.loc == ("config", "layers", 1, "config", *loc)
-    assert text in info.value.message
+    assert_refused(layer, shape, loc, text)

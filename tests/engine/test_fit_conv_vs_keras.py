@@ -12,10 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine.errors import ConfigError
 from app.engine.fit_args import FitArgs
 from app.engine.models import Model
-from tests.support.keras_fit import assert_same_fit, keras_and_ours, sequential
+from tests.support.keras_fit import (
+    assert_refused,
+    assert_same_fit,
+    keras_and_ours,
+    sequential,
+)
 
 RTOL, ATOL = 1e-6, 1e-6  # as tests/engine/test_fit_vs_keras.py
 
@@ -139,7 +143,4 @@ def test_keras_loads_our_canonical_spatial_config(keras: ModuleType) -> None:
 def test_spatial_config_errors_name_the_field(
     layer: tuple[str, dict[str, Any]], shape: list[Any], loc: tuple[Any, ...], text: str
 ) -> None:
-    with pytest.raises(ConfigError) as info:
-        Model.from_config(sequential([layer], shape), seed=0)
-    assert info.value.loc == ("config", "layers", 1, "config", *loc)
-    assert text in info.value.message
+    assert_refused(layer, shape, loc, text)

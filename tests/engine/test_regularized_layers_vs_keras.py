@@ -20,7 +20,12 @@ from app.engine.fit_args import FitArgs
 from app.engine.layers import Layer
 from app.engine.models import Model
 from tests.engine.test_attention_layers import build_ours, set_keras_weights
-from tests.support.keras_fit import assert_same_fit, keras_and_ours, sequential
+from tests.support.keras_fit import (
+    assert_same_evaluate,
+    assert_same_fit,
+    keras_and_ours,
+    sequential,
+)
 from tests.support.keras_json import keras_json
 
 RTOL, ATOL = 1e-6, 1e-6  # as in test_regularizers.py, recurrent fits included
@@ -146,10 +151,7 @@ def test_regularized_constrained_fit_matches_keras(keras: ModuleType, case: str)
     args = FitArgs(batch_size=16, epochs=4, shuffle=False, validation_split=0.3)
     history = trainer.fit(x, Y3, args=args)
     assert_same_fit(history.history, kh.history, trainer, km, rtol=RTOL, atol=ATOL)
-    ours_eval = trainer.evaluate(x, Y3, batch_size=25)
-    theirs_eval = km.evaluate(x, Y3, batch_size=25, return_dict=True, verbose=0)
-    for key, value in theirs_eval.items():
-        np.testing.assert_allclose(ours_eval[key], value, rtol=RTOL, atol=ATOL, err_msg=key)
+    assert_same_evaluate(trainer, km, x, Y3, batch_size=25, rtol=RTOL, atol=ATOL)
 
 
 # -- each layer's losses and constraints after a call ------------------------------------------

@@ -17,7 +17,13 @@ from app.engine import constraints, regularizers
 from app.engine.errors import ConfigError
 from app.engine.fit_args import FitArgs
 from app.engine.models import Model
-from tests.support.keras_fit import assert_same_fit, keras_and_ours, sequential
+from tests.support.keras_fit import (
+    assert_refused,
+    assert_same_evaluate,
+    assert_same_fit,
+    keras_and_ours,
+    sequential,
+)
 from tests.support.keras_json import keras_json
 
 RTOL, ATOL = 1e-6, 1e-6  # as in test_fit_vs_keras.py
@@ -193,10 +199,7 @@ def test_regularized_constrained_fit_matches_keras(
     args = FitArgs(batch_size=16, epochs=4, shuffle=False, validation_split=0.3)
     history = trainer.fit(x, Y3, args=args)
     assert_same_fit(history.history, kh.history, trainer, km, rtol=RTOL, atol=ATOL)
-    ours_eval = trainer.evaluate(x, Y3, batch_size=25)
-    theirs_eval = km.evaluate(x, Y3, batch_size=25, return_dict=True, verbose=0)
-    for key, value in theirs_eval.items():
-        np.testing.assert_allclose(ours_eval[key], value, rtol=RTOL, atol=ATOL, err_msg=key)
+    assert_same_evaluate(trainer, km, x, Y3, batch_size=25, rtol=RTOL, atol=ATOL)
 
 
 def test_added_losses_are_keras_losses_after_a_call(keras: ModuleType) -> None:
@@ -365,7 +368,4 @@ def test_bad_options_name_the_field(
 def test_bad_layer_configs_name_the_field(
     layer: tuple[str, dict[str, Any]], shape: list[Any], loc: tuple[Any, ...], message: str
 ) -> None:
-    with pytest.raises(ConfigError) as err:
-        Model.from_config(sequential([layer], shape), seed=0)
-    assert err.value.loc == (*LOC, *loc)
-    assert message in err.value.message
+    assert_refused(layer, shape, loc, message)

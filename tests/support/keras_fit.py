@@ -1,8 +1,9 @@
 """Fitting one model here and in Keras 3 from the same weights, and comparing the two.
 
-`sequential` writes a Sequential config from (class_name, config) pairs; `keras_and_ours` builds
-and compiles it in both (ours takes Keras's initial weights); `assert_same_fit` compares the
-History values and the final weights."""
+`sequential` writes a Sequential config from (class_name, config) pairs (`assert_refused`: one
+we refuse, naming the field); `keras_and_ours` builds and compiles it in both (ours takes
+Keras's initial weights); `assert_same_fit` compares the History values and the final weights,
+`assert_same_evaluate` the evaluation results."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import pytest
 
 from app.engine.compile import CompileSpec
+from app.engine.errors import ConfigError
 from app.engine.models import Model
 from app.engine.trainer import Trainer
 from tests.support.keras_json import keras_json
@@ -22,6 +25,17 @@ def sequential(layers: list[tuple[str, dict[str, Any]]], shape: list[Any]) -> di
     entries = [{"class_name": "InputLayer", "config": {"batch_shape": shape}}]
     entries += [{"class_name": c, "config": k} for c, k in layers]
     return {"class_name": "Sequential", "config": {"name": "m", "layers": entries}}
+
+
+def assert_refused(
+    layer: tuple[str, dict[str, Any]], shape: list[Any], loc: tuple[Any, ...], text: str
+) -> None:
+    """A Sequential of `layer` alone is refused with a ConfigError at the layer's config + `loc`
+    whose message contains `text`."""
+    with pytest.raises(ConfigError) as info:
+        Model.from_config(sequential([layer], shape), seed=0)
+    assert info.value.loc == ("config", "layers", 1, "config", *loc)
+    assert text in info.value.message
 
 
 def keras_and_ours(
@@ -61,3 +75,20 @@ def assert_same_fit(
         np.testing.assert_allclose(history[key], theirs, rtol=rtol, atol=atol, err_msg=key)
     for ours, theirs in zip(trainer.model.get_weights(), km.get_weights(), strict=True):
         np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=atol)
+
+
+def assert_same_evaluate(
+    trainer: Trainer,
+    km: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    batch_size: int,
+    rtol: float,
+    atol: float,
+) -> None:
+    """Every value of Keras's evaluate, ours the same."""
+    ours = trainer.evaluate(x, y, batch_size=batch_size)
+    theirs = km.evaluate(x, y, batch_size=batch_size, return_dict=True, verbose=0)
+    for key, value in theirs.items():
+        np.testing.assert_allclose(ours[key], value, rtol=rtol, atol=atol, err_msg=key)
