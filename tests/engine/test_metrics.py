@@ -11,6 +11,7 @@ import torch
 
 from app.engine import metrics
 from app.engine.errors import ConfigError, DataError
+from tests.support.metric_checks import assert_runs_like_keras
 
 RTOL, ATOL = 1e-6, 1e-7
 RNG = np.random.default_rng(99)
@@ -85,20 +86,14 @@ def test_running_values_match_keras(keras, identifier, kind, y_tail, p_tail, cls
     assert ours.name == theirs.name
     assert ours.direction == getattr(theirs, "_direction", None)
     np.testing.assert_array_equal(ours.result().numpy(), 0.0)
-    for _ in range(2):  # the second round after a reset
-        for n in BATCHES:
-            y, p = _data(kind, n, y_tail, p_tail)
-            w = None if weight_tail is None else _weights(n, weight_tail)
-            ours.update_state(
-                torch.tensor(y), torch.tensor(p), None if w is None else torch.tensor(w)
-            )
-            theirs.update_state(y, p, sample_weight=w)
-            got, want = ours.result(), np.asarray(theirs.result())
-            assert got.dtype == torch.float32 and got.shape == ()
-            np.testing.assert_allclose(got.numpy(), want, rtol=RTOL, atol=ATOL)
-        ours.reset_state()
-        theirs.reset_state()
-        np.testing.assert_array_equal(ours.result().numpy(), 0.0)
+
+    def batch(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        y, p = _data(kind, n, y_tail, p_tail)
+        return y, p, None if weight_tail is None else _weights(n, weight_tail)
+
+    assert_runs_like_keras(
+        ours, theirs, batch, BATCHES, rtol=RTOL, atol=ATOL, zero_after_reset=True
+    )
 
 
 @pytest.mark.parametrize("w_shape", [(6,), (6, 1), (6, 3)])

@@ -16,6 +16,7 @@ from app.engine.errors import ConfigError, DataError
 from app.engine.metrics_confusion import FalseNegatives, Precision, Recall, TruePositives
 from app.engine.metrics_fscore import F1Score, FBetaScore
 from app.engine.metrics_iou import OneHotMeanIoU
+from tests.support.metric_checks import assert_runs_like_keras
 
 RTOL, ATOL = 1e-6, 1e-7
 RNG = np.random.default_rng(2024)
@@ -153,19 +154,12 @@ def test_running_values_match_keras(keras, identifier, kind, y_tail, p_tail, w_t
     assert ours.direction == getattr(theirs, "_direction", None)
     assert ours.get_config() == _plain(theirs.get_config())
     np.testing.assert_array_equal(ours.result().numpy(), 0.0)
-    for _ in range(2):  # the second round after a reset
-        for n in BATCHES:
-            y, p = _data(kind, n, y_tail, p_tail)
-            w = _weights(n, w_tail) if weighted else None
-            ours.update_state(
-                torch.tensor(y), torch.tensor(p), None if w is None else torch.tensor(w)
-            )
-            theirs.update_state(y, p, sample_weight=w)
-            got, want = ours.result(), np.asarray(theirs.result())
-            assert got.dtype == torch.float32 and got.shape == ()
-            np.testing.assert_allclose(got.numpy(), want, rtol=RTOL, atol=ATOL)
-        ours.reset_state()
-        theirs.reset_state()
+
+    def batch(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        y, p = _data(kind, n, y_tail, p_tail)
+        return y, p, _weights(n, w_tail) if weighted else None
+
+    assert_runs_like_keras(ours, theirs, batch, BATCHES, rtol=RTOL, atol=ATOL)
 
 
 VECTOR_CASES = [

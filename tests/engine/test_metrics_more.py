@@ -11,6 +11,7 @@ import torch
 
 from app.engine import metrics
 from app.engine.errors import ConfigError, DataError
+from tests.support.metric_checks import assert_runs_like_keras
 
 RTOL, ATOL = 1e-6, 1e-7
 RNG = np.random.default_rng(7)
@@ -153,22 +154,16 @@ def test_running_values_match_keras(keras, identifier, kind, y_tail, p_tail, wei
     want_config = {k: v.tolist() if hasattr(v, "tolist") else v
                    for k, v in theirs.get_config().items()}  # fmt: skip
     assert ours.get_config() == want_config
-    for _ in range(2):  # the second round after a reset
-        for n in BATCHES:
-            y, p = _data(kind, n, y_tail, p_tail)
-            w = None if weight_tail is None else RNG.uniform(0.0, 2.0, (n, *weight_tail))
-            w = None if w is None else w.astype(np.float32)
-            if w is not None:
-                w[0] = 0.0
-            ours.update_state(
-                torch.tensor(y), torch.tensor(p), None if w is None else torch.tensor(w)
-            )
-            theirs.update_state(y, p, sample_weight=w)
-            got, want = ours.result(), np.asarray(theirs.result())
-            assert got.dtype == torch.float32 and got.shape == ()
-            np.testing.assert_allclose(got.numpy(), want, rtol=RTOL, atol=ATOL)
-        ours.reset_state()
-        theirs.reset_state()
+
+    def batch(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        y, p = _data(kind, n, y_tail, p_tail)
+        if weight_tail is None:
+            return y, p, None
+        w = RNG.uniform(0.0, 2.0, (n, *weight_tail)).astype(np.float32)
+        w[0] = 0.0
+        return y, p, w
+
+    assert_runs_like_keras(ours, theirs, batch, BATCHES, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize(
