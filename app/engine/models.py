@@ -286,6 +286,3 @@ def _nesting(layers: Sequence[nn.Module], level: int = 1) -> tuple[int, int]:
         n, d = _nesting(_held_layers(layer), level + 1)
         count, depth = count + 1 + n, max(depth, d)
     return count, depth
-
-
-Sequential = Model  # transitional name while in-flight work still imports it
