@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import Ctx
+from app.api.responses import OCTET, attachment
 from app.jobs import checkpoints, events, service
 from app.jobs.schemas import (
     CheckpointList,
@@ -98,7 +99,6 @@ def cancel_job(ctx: Ctx, job_id: uuid.UUID) -> JobOut:
     return job_out(job, {})
 
 
-OCTET = "application/octet-stream"
 Selector = Annotated[str, Path(max_length=64, description=checkpoints.SELECTOR_DOC)]
 
 
@@ -113,11 +113,6 @@ def list_checkpoints(ctx: Ctx, job_id: uuid.UUID) -> CheckpointList:
     return CheckpointList(job_id=job.id, items=[CheckpointOut.of(r) for r in rows])
 
 
-def _download(data: bytes, filename: str) -> Response:
-    disposition = f'attachment; filename="{filename}"'
-    return Response(data, media_type=OCTET, headers={"Content-Disposition": disposition})
-
-
 @router.get(
     "/{job_id}/checkpoints/{checkpoint}/model.keras",
     response_class=Response,
@@ -126,7 +121,7 @@ def _download(data: bytes, filename: str) -> Response:
 )
 def checkpoint_keras(ctx: Ctx, job_id: uuid.UUID, checkpoint: Selector) -> Response:
     data = checkpoints.export_keras(ctx, job_id=job_id, selector=checkpoint)
-    return _download(data, f"{job_id}-{checkpoint.replace(':', '-')}.keras")
+    return attachment(data, f"{job_id}-{checkpoint.replace(':', '-')}.keras")
 
 
 @router.get(
@@ -137,4 +132,4 @@ def checkpoint_keras(ctx: Ctx, job_id: uuid.UUID, checkpoint: Selector) -> Respo
 )
 def checkpoint_safetensors(ctx: Ctx, job_id: uuid.UUID, checkpoint: Selector) -> Response:
     data = checkpoints.export_safetensors(ctx, job_id=job_id, selector=checkpoint)
-    return _download(data, f"{job_id}-{checkpoint.replace(':', '-')}.safetensors")
+    return attachment(data, f"{job_id}-{checkpoint.replace(':', '-')}.safetensors")

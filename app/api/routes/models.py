@@ -10,6 +10,7 @@ import anyio
 from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api.deps import Ctx
+from app.api.responses import OCTET, attachment
 from app.core.errors import InvalidInput
 from app.jobs import checkpoints, service, weights
 from app.jobs.schemas import (
@@ -122,7 +123,7 @@ def adapt(ctx: Ctx, model_id: uuid.UUID, body: AdaptRequest) -> AdaptOut:
     return AdaptOut(adapted=names, model=model_out(row))
 
 
-NPZ = "application/octet-stream"
+NPZ = OCTET
 WEIGHTS_BODY = {
     "requestBody": {
         "required": True,
@@ -147,9 +148,7 @@ WEIGHTS_BODY = {
 )
 def get_weights(ctx: Ctx, model_id: uuid.UUID) -> Response:
     data = weights.get_weights(ctx, model_id=model_id)
-    return Response(data, media_type=NPZ, headers={
-        "Content-Disposition": f'attachment; filename="{model_id}.weights.npz"'
-    })  # fmt: skip
+    return attachment(data, f"{model_id}.weights.npz")
 
 
 @router.put(
@@ -210,9 +209,7 @@ async def import_keras(
 )  # fmt: skip
 def export_keras(ctx: Ctx, model_id: uuid.UUID) -> Response:
     data = weights.export_keras(ctx, model_id=model_id)
-    return Response(data, media_type=NPZ, headers={
-        "Content-Disposition": f'attachment; filename="{model_id}.keras"'
-    })  # fmt: skip
+    return attachment(data, f"{model_id}.keras")
 
 
 @router.get(
@@ -223,6 +220,4 @@ def export_keras(ctx: Ctx, model_id: uuid.UUID) -> Response:
 )
 def export_safetensors(ctx: Ctx, model_id: uuid.UUID) -> Response:
     data = checkpoints.model_safetensors(ctx, model_id=model_id)
-    return Response(data, media_type=NPZ, headers={
-        "Content-Disposition": f'attachment; filename="{model_id}.safetensors"'
-    })  # fmt: skip
+    return attachment(data, f"{model_id}.safetensors")
