@@ -64,6 +64,8 @@ class Optimizer:
         self.global_clipnorm = global_clipnorm
         self.clipvalue = clipvalue
         self.iterations = 0
+        # A LearningRateSchedule evaluated at each step, or None for a constant rate.
+        self.schedule: Any = None
         self._params: list[torch.nn.Parameter] | None = None
         self._slots: Slots = {}
 
@@ -120,6 +122,14 @@ class Optimizer:
 
     def _update(self, grads: list[Tensor], params: list[Tensor], slots: Slots) -> None:
         raise NotImplementedError
+
+    def scale_loss(self, loss: Tensor) -> Tensor:
+        """The loss to differentiate (Keras multiplies it by `loss_scale_factor`)."""
+        return loss
+
+    def finalize_variable_values(self) -> None:
+        """Called by fit after the last epoch, before `on_train_end` (Keras copies the EMA of
+        the weights into them here)."""
 
     def _clip(self, grads: list[Tensor]) -> list[Tensor]:
         # Keras's order of checks; 0 means no clipping.

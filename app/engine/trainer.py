@@ -169,7 +169,7 @@ class Trainer:
         y_preds, masks, loss, each = self._forward_loss(batch, training=True)
         for p in params:
             p.grad = None
-        loss.backward()
+        self.optimizer.scale_loss(loss).backward()
         self.optimizer.step()
         self.model.apply_constraints()
         self._update(
@@ -294,6 +294,7 @@ class Trainer:
                 cbs.on_epoch_end(epoch, logs)
                 if self.stop_training:
                     break
+            self.optimizer.finalize_variable_values()
             cbs.on_train_end(logs)
         finally:
             self.model.set_generator(None)
