@@ -1,25 +1,43 @@
 """Keras 3 optimizers on torch: the OPTIMIZERS registry and `get`, which resolves a compile
 spec's optimizer. The Optimizer base (slots, clipping, weight decay, checkpoint state) lives in
-`app.engine.optimizer_base` and the update rules in `app.engine.optimizer_rules`; both are
-re-exported here. A new optimizer is an Optimizer subclass there, registered below under Keras's
-class name (looked up in any case, as Keras does).
+`app.engine.optimizer_base` and the update rules in `app.engine.optimizer_rules`,
+`optimizer_rules_more` and `optimizer_rules_tensorwise`; all are re-exported here. A new optimizer
+is an Optimizer subclass there, registered below under Keras's class name (looked up in any case,
+as Keras does; Lamb only in a `{class_name, config}` object, as in Keras).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from app.engine.errors import Loc
+from app.engine.errors import ConfigError, Loc
 from app.engine.optimizer_base import Optimizer
 from app.engine.optimizer_rules import SGD, Adam, RMSprop
+from app.engine.optimizer_rules_more import Adadelta, Adagrad, Adamax, AdamW, Lion, Nadam
+from app.engine.optimizer_rules_tensorwise import Adafactor, Ftrl, Lamb
 from app.engine.registry import Registry
 
-__all__ = ["OPTIMIZERS", "SGD", "Adam", "Optimizer", "RMSprop", "get"]
+__all__ = [
+    "OPTIMIZERS", "SGD", "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "Ftrl",
+    "Lamb", "Lion", "Nadam", "Optimizer", "RMSprop", "get",
+]  # fmt: skip
 
 OPTIMIZERS: Registry[Optimizer] = Registry("optimizer", case_insensitive=True)
 OPTIMIZERS.register("SGD")(SGD)
 OPTIMIZERS.register("RMSprop")(RMSprop)
 OPTIMIZERS.register("Adam")(Adam)
+OPTIMIZERS.register("AdamW")(AdamW)
+OPTIMIZERS.register("Adagrad")(Adagrad)
+OPTIMIZERS.register("Adadelta")(Adadelta)
+OPTIMIZERS.register("Adamax")(Adamax)
+OPTIMIZERS.register("Nadam")(Nadam)
+OPTIMIZERS.register("Lion")(Lion)
+OPTIMIZERS.register("Ftrl")(Ftrl)
+OPTIMIZERS.register("Adafactor")(Adafactor)
+OPTIMIZERS.register("Lamb")(Lamb)
+
+# Keras exports Lamb but leaves it out of its string lookup: only {"class_name": "Lamb"} works.
+_NO_STRING_ID = (Lamb,)
 
 
 def get(identifier: Any, loc: Loc) -> Optimizer:
@@ -27,4 +45,10 @@ def get(identifier: Any, loc: Loc) -> Optimizer:
     if isinstance(identifier, Optimizer):
         return identifier
     cls, config, cloc = OPTIMIZERS.parse(identifier, loc)
+    if isinstance(identifier, str) and cls in _NO_STRING_ID:
+        raise ConfigError(
+            loc,
+            f"Keras has no string id {identifier!r}; write "
+            f'{{"class_name": "{cls.__name__}"}} instead',
+        )
     return cls.from_config(config, cloc)
