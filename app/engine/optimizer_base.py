@@ -1,12 +1,16 @@
-"""The Optimizer base for Keras 3 optimizers on torch: hyperparameters and config parsing,
-slots (one zeroed tensor per parameter and slot name), gradient clipping, decoupled weight decay,
-step bookkeeping and the state saved in checkpoints. The update rules are subclasses in
-`app.engine.optimizer_rules`.
+"""The Optimizer base for Keras 3 optimizers on torch: hyperparameters and config parsing, the
+learning rate (a constant or a schedule), slots (one zeroed tensor per parameter and slot name),
+gradient clipping, decoupled weight decay, step bookkeeping and the state saved in checkpoints.
+The update rules are subclasses in `app.engine.optimizer_rules`; loss scaling, gradient
+accumulation and the EMA of the weights are `app.engine.optimizer_options`.
 
-A step is: drop parameters without a gradient, clip, decoupled weight decay, the update rule,
-`iterations += 1`. Scalars that Keras keeps as float32 tensors are 0-d tensors on the parameters'
-device, cached by `app.engine.scalars` or made with `torch.full` (a fill kernel, not a host copy),
-so a step never synchronises with the GPU.
+A step is Keras's `apply`: drop parameters without a gradient, unscale, accumulate (the step may
+end here), clip, decoupled weight decay, the update rule, the EMA, then the raw step count
+`steps += 1` and the schedule's rate for the next step. Subclasses read `self.learning_rate` (the
+rate for this step) and `self.iterations` (updates applied before this one, as Keras's bias
+corrections count them). Scalars that Keras keeps as float32 tensors are 0-d tensors on the
+parameters' device, cached by `app.engine.scalars` or made with `torch.full` (a fill kernel, not
+a host copy), and a schedule is evaluated on the CPU, so a step never synchronises with the GPU.
 """
 
 from __future__ import annotations
@@ -18,24 +22,19 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from app.engine import optimizer_options, schedules
 from app.engine.errors import ConfigError, Loc
-from app.engine.params import get_bool, get_float, get_str
+from app.engine.optimizer_options import Options
+from app.engine.params import get_float, get_str
 from app.engine.registry import known_keys, set_hyperparameters, to_snake_case
 from app.engine.scalars import scalar_like
+from app.engine.schedules import LearningRateSchedule
 
 Tensor = torch.Tensor
 Slots = dict[str, list[Tensor]]
 
-# Keys Keras's BaseOptimizer.get_config writes that are not implemented here: only these values.
-_UNSUPPORTED_DEFAULTS: dict[str, Any] = {
-    "use_ema": False,
-    "ema_momentum": 0.99,
-    "ema_overwrite_frequency": None,
-    "loss_scale_factor": None,
-    "gradient_accumulation_steps": None,
-}
 _CLIP_KEYS = ("clipnorm", "global_clipnorm", "clipvalue")
-_BASE_KEYS = ("name", "learning_rate", "weight_decay", *_CLIP_KEYS, *_UNSUPPORTED_DEFAULTS)
+_BASE_KEYS = ("name", "learning_rate", "weight_decay", *_CLIP_KEYS, *optimizer_options.KEYS)
 
 
 class Optimizer:
@@ -47,34 +46,53 @@ class Optimizer:
 
     def __init__(
         self,
-        learning_rate: float | None = None,
+        learning_rate: float | LearningRateSchedule | None = None,
         *,
         name: str | None = None,
         weight_decay: float | None = None,
         clipnorm: float | None = None,
         global_clipnorm: float | None = None,
         clipvalue: float | None = None,
+        options: Options | None = None,
         **hyper: Any,
     ) -> None:
         set_hyperparameters(self, self.hyperparameters, hyper)
-        self.learning_rate = self.default_learning_rate if learning_rate is None else learning_rate
         self.name = name if name is not None else to_snake_case(type(self).__name__)
         self.weight_decay = weight_decay
         self.clipnorm = clipnorm
         self.global_clipnorm = global_clipnorm
         self.clipvalue = clipvalue
-        self.iterations = 0
-        # A LearningRateSchedule evaluated at each step, or None for a constant rate.
-        self.schedule: Any = None
+        self.options = options or Options()
+        self.steps = 0  # Keras's raw `_iterations`: every apply, updating or accumulating
+        # A LearningRateSchedule evaluated at `steps`, or None for a constant rate.
+        self.schedule: LearningRateSchedule | None = None
+        if isinstance(learning_rate, LearningRateSchedule):
+            self.schedule = learning_rate
+            self._learning_rate = learning_rate(0)
+        else:
+            self.learning_rate = (
+                self.default_learning_rate if learning_rate is None else learning_rate
+            )
         self._params: list[torch.nn.Parameter] | None = None
         self._slots: Slots = {}
 
     @property
+    def iterations(self) -> int:
+        """Updates applied (Keras's `iterations`; below `steps` with gradient accumulation)."""
+        return self.options.updates_per(self.steps)
+
+    @property
     def learning_rate(self) -> float:
+        """The rate of the coming step (a schedule's value at `steps`), rounded to float32."""
         return self._learning_rate
 
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
+        if self.schedule is not None:
+            raise TypeError(
+                "the optimizer's learning_rate is a schedule, so it cannot be set; give a "
+                "number as learning_rate to have a settable rate"
+            )
         if isinstance(value, bool) or not math.isfinite(value) or value < 0:
             raise ValueError(f"learning rate must be a finite number >= 0, got {value!r}")
         # Keras keeps the rate in a float32 variable: round the same way.
@@ -99,6 +117,7 @@ class Optimizer:
             name: [torch.zeros_like(p, requires_grad=False) for p in params]
             for name in self.slot_names()
         }
+        self.options.build(params)
 
     def step(self) -> None:
         if self._params is None:
@@ -110,26 +129,39 @@ class Optimizer:
             raise ValueError("no gradients provided for any parameter")
         with torch.no_grad():
             params: list[Tensor] = [self._params[i] for i in index]
-            grads = self._clip([p.grad for p in params if p.grad is not None])
-            if self.weight_decay is not None:
-                lr = scalar_like(self.learning_rate, params[0])
-                torch._foreach_mul_(params, 1 - scalar_like(self.weight_decay, params[0]) * lr)
-            slots = self._slots
-            if len(index) < len(self._params):
-                slots = {k: [s[i] for i in index] for k, s in slots.items()}
-            self._update(grads, params, slots)
-        self.iterations += 1
+            grads = self.options.unscale([p.grad for p in params if p.grad is not None])
+            mean = self.options.accumulate(grads, index, self.steps)
+            if mean is not None:
+                self._apply(self._clip(mean), params, index)
+            self.options.update_average(list(self._params), self.iterations)
+        self.steps += 1
+        if self.schedule is not None:
+            self._learning_rate = self.schedule(self.steps)
+
+    def _apply(self, grads: list[Tensor], params: list[Tensor], index: list[int]) -> None:
+        """Weight decay and the update rule, for the parameters at `index`."""
+        if self.weight_decay is not None:
+            lr = scalar_like(self.learning_rate, params[0])
+            torch._foreach_mul_(params, 1 - scalar_like(self.weight_decay, params[0]) * lr)
+        slots = self._slots
+        if self._params is not None and len(index) < len(self._params):
+            slots = {k: [s[i] for i in index] for k, s in slots.items()}
+        self._update(grads, params, slots)
 
     def _update(self, grads: list[Tensor], params: list[Tensor], slots: Slots) -> None:
         raise NotImplementedError
 
     def scale_loss(self, loss: Tensor) -> Tensor:
         """The loss to differentiate (Keras multiplies it by `loss_scale_factor`)."""
-        return loss
+        scale = self.options.loss_scale_factor
+        return loss if scale is None else loss * scale
 
     def finalize_variable_values(self) -> None:
-        """Called by fit after the last epoch, before `on_train_end` (Keras copies the EMA of
-        the weights into them here)."""
+        """Called by fit after the last epoch, before `on_train_end`: with `use_ema`, the
+        weights take their moving averages (as in Keras, whatever `ema_overwrite_frequency`)."""
+        if self._params is not None:
+            with torch.no_grad():
+                self.options.finalize(list(self._params))
 
     def _clip(self, grads: list[Tensor]) -> list[Tensor]:
         # Keras's order of checks; 0 means no clipping.
@@ -156,18 +188,19 @@ class Optimizer:
 
     def _named_slots(self) -> dict[str, Tensor]:
         prefix = type(self).__name__.lower()
+        named = {**self._slots, **self.options.named_tensors()}
         return {
-            f"{prefix}.{name}.{i}": t
-            for name, slot in self._slots.items()
-            for i, t in enumerate(slot)
+            f"{prefix}.{name}.{i}": t for name, slot in named.items() for i, t in enumerate(slot)
         }
 
     def state_dict(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """Copies of the slots, named `<optimizer>.<slot>.<parameter index>`, and JSON meta."""
+        """Copies of the slots (and of the EMA and accumulated gradients), named
+        `<optimizer>.<slot>.<parameter index>`, and JSON meta."""
         tensors = {key: t.detach().clone() for key, t in self._named_slots().items()}
         meta = {
             "class_name": type(self).__name__,
             "iterations": self.iterations,
+            "steps": self.steps,
             "learning_rate": self.learning_rate,
             "config": self.get_config(),
         }
@@ -175,7 +208,8 @@ class Optimizer:
 
     def load_state_dict(self, tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> None:
         """Restore a `state_dict` into this built optimizer (copied onto its slots' device);
-        the learning rate comes back too, since callbacks may have changed it."""
+        the learning rate comes back too, since callbacks may have changed it (a schedule's
+        rate follows from the restored step count)."""
         if self._params is None:
             raise RuntimeError("build the optimizer before loading its state")
         if meta.get("class_name") != type(self).__name__:
@@ -189,18 +223,24 @@ class Optimizer:
         with torch.no_grad():
             for key, slot in slots.items():
                 slot.copy_(tensors[key])
-        self.iterations = int(meta["iterations"])
-        self.learning_rate = float(meta["learning_rate"])
+        self.steps = int(meta.get("steps", meta["iterations"]))
+        if self.schedule is not None:
+            self._learning_rate = self.schedule(self.steps)
+        else:
+            self.learning_rate = float(meta["learning_rate"])
 
     def get_config(self) -> dict[str, Any]:
+        schedule = self.schedule
         return {
             "name": self.name,
-            "learning_rate": self.learning_rate,
+            "learning_rate": self.learning_rate
+            if schedule is None
+            else schedules.serialize(schedule),
             "weight_decay": self.weight_decay,
             "clipnorm": self.clipnorm,
             "global_clipnorm": self.global_clipnorm,
             "clipvalue": self.clipvalue,
-            **_UNSUPPORTED_DEFAULTS,
+            **self.options.get_config(),
             **{key: getattr(self, key) for key in self.hyperparameters},
         }
 
@@ -211,21 +251,14 @@ class Optimizer:
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc) -> Optimizer:
         config = known_keys(config, (*_BASE_KEYS, *cls.hyperparameters), loc)
+        lr: float | LearningRateSchedule
         if isinstance(config.get("learning_rate"), Mapping):
-            raise ConfigError((*loc, "learning_rate"), "learning-rate schedules are not supported")
-        # Keras rejects a Python int here, but JSON clients cannot always choose to send 1.0.
-        lr = get_float(
-            config, "learning_rate", loc, cls.default_learning_rate, min_value=0, min_exclusive=True
-        )
-        if get_bool(config, "use_ema", loc, False):
-            raise ConfigError((*loc, "use_ema"), "an EMA of the weights is not supported yet")
-        if get_float(config, "ema_momentum", loc, 0.99) != 0.99:
-            raise ConfigError(
-                (*loc, "ema_momentum"), "is not supported yet other than Keras's default 0.99"
-            )
-        for key in ("ema_overwrite_frequency", "loss_scale_factor", "gradient_accumulation_steps"):
-            if config.get(key) is not None:
-                raise ConfigError((*loc, key), "is not supported yet; it must be null")
+            lr = schedules.get(config["learning_rate"], (*loc, "learning_rate"))
+        else:
+            # Keras rejects a Python int here, but JSON clients cannot always choose to send 1.0.
+            lr = get_float(config, "learning_rate", loc, cls.default_learning_rate, min_value=0,
+                           min_exclusive=True)  # fmt: skip
+        options = Options.parse(config, loc)
         clips = {k: get_float(config, k, loc, None, min_value=0.0) for k in _CLIP_KEYS}
         given = [k for k, v in clips.items() if v is not None]
         if len(given) > 1:
@@ -235,5 +268,6 @@ class Optimizer:
             name=get_str(config, "name", loc, None),
             weight_decay=get_float(config, "weight_decay", loc, None, min_value=0.0),
             **clips,
+            options=options,
             **cls._parse(config, loc),
         )
