@@ -13,9 +13,16 @@ from app.engine.registry import known_keys
 
 COMPILE_KEYS = (
     "optimizer", "loss", "loss_weights", "metrics", "weighted_metrics", "run_eagerly",
-    "steps_per_execution", "jit_compile", "auto_scale_loss",
+    "steps_per_execution", "jit_compile", "auto_scale_loss", "dtype_policy",
 )  # fmt: skip
 MAX_METRICS = 64
+MAX_STEPS_PER_EXECUTION = 1 << 20
+DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+# Keras's compile defaults; to_config writes only the options that differ from them.
+EXECUTION_DEFAULTS: dict[str, Any] = {
+    "steps_per_execution": 1, "jit_compile": False, "run_eagerly": False,
+    "auto_scale_loss": True, "dtype_policy": "float32",
+}  # fmt: skip
 
 
 def _is_object(value: Any) -> bool:
@@ -115,6 +122,11 @@ class CompileSpec:
     loss_weights: Any = None
     metrics: Any = None
     weighted_metrics: Any = None
+    steps_per_execution: int = 1
+    jit_compile: bool = False  # "auto" is eager on torch, as in Keras
+    run_eagerly: bool = False
+    auto_scale_loss: bool = True
+    dtype_policy: str = "float32"
 
     @classmethod
     def parse(cls, config: Any, loc: Loc = ("compile",)) -> CompileSpec:
@@ -131,20 +143,14 @@ class CompileSpec:
         )
         if count > MAX_METRICS:
             raise ConfigError((*loc, "metrics"), f"has {count} metrics; the limit is {MAX_METRICS}")
-        spe = config.get("steps_per_execution", 1)
-        if spe not in (1, None):
-            raise ConfigError((*loc, "steps_per_execution"), "only 1 is supported yet")
-        if config.get("jit_compile") not in (None, False, "auto"):
-            raise ConfigError((*loc, "jit_compile"), "only false or 'auto' (eager on torch) yet")
-        for key in ("run_eagerly", "auto_scale_loss"):
-            if config.get(key) is not None and not isinstance(config[key], bool):
-                raise ConfigError((*loc, key), "must be true or false")
+        execution = _execution_options(config, loc)
         spec = cls(
             optimizer=config.get("optimizer") or "rmsprop",
             loss=config.get("loss"),
             loss_weights=config.get("loss_weights"),
             metrics=config.get("metrics"),
             weighted_metrics=config.get("weighted_metrics"),
+            **execution,
         )
         # Resolve once now so a bad name is reported before any work starts.
         spec.make_optimizer(loc)
@@ -212,7 +218,32 @@ class CompileSpec:
             "loss_weights": self.loss_weights,
             "metrics": self.metrics,
             "weighted_metrics": self.weighted_metrics,
+            **{k: getattr(self, k) for k, v in EXECUTION_DEFAULTS.items() if getattr(self, k) != v},
         }
+
+
+def _execution_options(config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
+    """steps_per_execution, jit_compile, run_eagerly, auto_scale_loss and dtype_policy, checked
+    (null means Keras's default). jit_compile "auto" resolves to eager as on Keras's torch
+    backend, and run_eagerly turns jit_compile off as Keras does."""
+    out = {k: v if config.get(k) is None else config[k] for k, v in EXECUTION_DEFAULTS.items()}
+    spe = out["steps_per_execution"]
+    if isinstance(spe, bool) or not isinstance(spe, int) or not 1 <= spe <= MAX_STEPS_PER_EXECUTION:
+        raise ConfigError((*loc, "steps_per_execution"), f"must be an integer in [1, "
+                          f"{MAX_STEPS_PER_EXECUTION}], got {spe!r}")  # fmt: skip
+    if out["jit_compile"] == "auto":
+        out["jit_compile"] = False
+    if not isinstance(out["jit_compile"], bool):
+        raise ConfigError((*loc, "jit_compile"), f"must be true, false or 'auto', got "
+                          f"{out['jit_compile']!r}")  # fmt: skip
+    for key in ("run_eagerly", "auto_scale_loss"):
+        if not isinstance(out[key], bool):
+            raise ConfigError((*loc, key), f"must be true or false, got {out[key]!r}")
+    if out["dtype_policy"] not in DTYPE_POLICIES:
+        raise ConfigError((*loc, "dtype_policy"), f"must be one of {list(DTYPE_POLICIES)}, got "
+                          f"{out['dtype_policy']!r}")  # fmt: skip
+    out["jit_compile"] = out["jit_compile"] and not out["run_eagerly"]
+    return out
 
 
 def needs_shapes(loss: Any) -> bool:

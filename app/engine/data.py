@@ -229,3 +229,24 @@ def validation_split_at(n: int, validation_split: float, loc: Loc) -> int:
             f"validation samples out of {n}; both must be non-empty",
         )
     return split_at
+
+
+def check_weight_shape(
+    sw: np.ndarray | None, out: tuple[int, ...], mask: tuple[int, ...] | None, loc: Loc
+) -> None:
+    """Per-sample weights (N,) for any output; per-step weights must match the output's
+    leading axes, and an output with a Keras mask takes one weight per masked entry (Keras
+    folds the mask into the weights in place, so (N,) weights and an (N, T) mask do not mix)."""
+    if sw is None:
+        return
+    if mask is not None and sw.shape[1:] != mask[1:]:
+        want = ["N", *mask[1:]]
+        raise DataError(loc, f"the output carries a mask of shape {want}: give one weight per "
+                        f"masked entry, shape {want}, got {list(sw.shape)}")  # fmt: skip
+    if sw.ndim > 1 and sw.ndim >= len(out):
+        shown = ["N", *out[1:]]
+        raise DataError(loc, f"per-step weights need fewer axes than the output {shown} (a "
+                        f"loss reduces its last axis), got {list(sw.shape)}")  # fmt: skip
+    if sw.ndim > 1 and tuple(sw.shape[1:]) != tuple(out[1 : sw.ndim]):
+        raise DataError(loc, f"per-step weights must match the output's leading axes "
+                        f"{['N', *out[1 : sw.ndim]]}, got {list(sw.shape)}")  # fmt: skip

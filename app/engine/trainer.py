@@ -9,7 +9,6 @@ reads them once per epoch (or when a callback asks for batch logs).
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,19 +17,27 @@ import numpy as np
 import torch
 
 from app.engine import metrics as metrics_mod
+from app.engine.batches import BatchIterator
 from app.engine.callbacks import Callback, CallbackList, History, LazyLogs
 from app.engine.compile import CompileSpec
 from app.engine.data import (
     XY,
     Arrays,
     check_same_length,
+    check_weight_shape,
     read_inputs,
     read_sample_weights,
     read_targets,
     validation_split_at,
 )
-from app.engine.errors import ConfigError, DataError, Loc
-from app.engine.fit_args import DEFAULT_BATCH_SIZE, FitArgs, FitPlan, should_validate
+from app.engine.errors import ConfigError, Loc
+from app.engine.fit_args import (
+    DEFAULT_BATCH_SIZE,
+    FitArgs,
+    FitPlan,
+    apply_class_weight,
+    should_validate,
+)
 from app.engine.heads import Heads
 from app.engine.inference import predict, resolve_device
 from app.engine.models import Model
@@ -60,6 +67,8 @@ class Trainer:
         self.seed: int | None = None
         self._resumed = False
         self.epoch = -1  # the last finished epoch
+        self.batches: BatchIterator | None = None  # the last fit's, for its checkpoints
+        self._batches_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
 
     @property
     def optimizer(self) -> Optimizer:
@@ -100,7 +109,7 @@ class Trainer:
             wloc: Loc = (*loc, "sample_weight")
             if not model.single_output:
                 wloc = (*wloc, model.output_names[i])
-            _check_weight_shape(sw, shape, mask_shape, wloc)
+            check_weight_shape(sw, shape, mask_shape, wloc)
         if self.heads is None:
             y_shapes = [None if a is None else tuple(a.shape) for a in data.y]
             self.heads = Heads(self.spec, model.output_names, y_shapes, pred_shapes, self.loc)
@@ -180,12 +189,16 @@ class Trainer:
             [None if e is None else e.detach() for e in each],
         )
 
-    def _test_loop(self, data: Arrays, batch_size: int, callbacks: Callback) -> dict[str, float]:
-        """The one evaluation path: evaluate() and fit's validation both run this."""
+    def _test_loop(
+        self, data: Arrays, batch_size: int, callbacks: Callback, steps: int | None = None
+    ) -> dict[str, float]:
+        """The one evaluation path: evaluate() and fit's validation both run this. `steps`
+        batches at most, from the first (Keras restarts validation data every time)."""
         self._reset_metrics()
         callbacks.on_test_begin()
+        end = data.size if steps is None else min(data.size, steps * batch_size)
         with torch.no_grad():
-            for lo in range(0, data.size, batch_size):
+            for lo in range(0, end, batch_size):
                 batch = data.take(slice(lo, lo + batch_size))
                 self._update(batch, *self._forward_loss(batch, training=False))
         logs = self._logs()
@@ -217,6 +230,9 @@ class Trainer:
                 train.size, args.validation_split, (*loc, "validation_split")
             )
             train, val = train.split(split)
+        if args.class_weight is not None:  # the training part only: validation is unweighted
+            train = apply_class_weight(train, args.class_weight, loc)
+        args = FitArgs(**{**args.resolved(train.size).__dict__, "class_weight": None})
         keys = self.log_keys(validation=val is not None)
         for i, cb in enumerate(callbacks):
             cb.set_trainer(self)
@@ -250,7 +266,7 @@ class Trainer:
         if not self._resumed:  # a restored RNG state continues where the checkpoint left it
             self._seed(plan.args.seed)
         self._resumed = False
-        self._loop(train, val, plan.args, cbs)
+        self._loop(train, val, plan.args.resolved(train.size), cbs)
         return history
 
     def _seed(self, seed: int | None) -> None:
@@ -260,9 +276,16 @@ class Trainer:
         self.generator.manual_seed(seed)
 
     def _loop(self, train: Arrays, val: Arrays | None, args: FitArgs, cbs: CallbackList) -> None:
-        n, bs = train.size, args.batch_size
-        steps = math.ceil(n / bs)
+        assert args.batch_size is not None
+        batches = self.batches = BatchIterator(
+            train.size, args.batch_size, shuffle=args.shuffle,
+            steps_per_epoch=args.steps_per_epoch, generator=self.generator, device=self.device,
+        )  # fmt: skip
+        if self._batches_state is not None:  # continue the pass a checkpoint stopped in
+            batches.load_state(*self._batches_state)
+            self._batches_state = None
         params = self.model.trainable_parameters()
+        per_call = self.spec.steps_per_execution
         self.model.set_generator(self.generator)
         self.stop_training = False
         logs: dict[str, float] = {}
@@ -271,22 +294,27 @@ class Trainer:
             for epoch in range(args.initial_epoch, args.epochs):
                 self._reset_metrics()
                 cbs.on_epoch_begin(epoch)
-                order = (
-                    torch.randperm(n, generator=self.generator, device=self.device)
-                    if args.shuffle
-                    else None
-                )
-                for step in range(steps):
-                    lo, hi = step * bs, min(step * bs + bs, n)
-                    batch = train.take(order[lo:hi] if order is not None else slice(lo, hi))
-                    cbs.on_train_batch_begin(step)
-                    self._train_step(batch, params)
-                    cbs.on_train_batch_end(step, LazyLogs(self._logs))
+                indices, step, more = batches.epoch(), 0, True
+                while more:
+                    # One "execution": up to steps_per_execution batches between the batch
+                    # callbacks, which see its first and last step and the running logs.
+                    more, ran = False, 0
+                    for index in indices:
+                        if ran == 0:
+                            cbs.on_train_batch_begin(step)
+                        self._train_step(train.take(index), params)
+                        step, ran = step + 1, ran + 1
+                        if ran == per_call:
+                            more = True
+                            break
+                    if ran:
+                        cbs.on_train_batch_end(step - 1, LazyLogs(self._logs))
                     if self.stop_training:
                         break
                 logs = self._logs()
                 if val is not None and should_validate(epoch, args.validation_freq):
-                    val_logs = self._test_loop(val, args.validation_batch_size or bs, cbs)
+                    val_bs = args.validation_batch_size or args.batch_size
+                    val_logs = self._test_loop(val, val_bs, cbs, args.validation_steps)
                     logs = dict(
                         sorted({**logs, **{f"val_{k}": v for k, v in val_logs.items()}}.items())
                     )
@@ -336,6 +364,9 @@ class Trainer:
         tensors.update({f"optimizer/{k}": t.detach() for k, t in opt_tensors.items()})
         tensors["rng/generator"] = self.generator.get_state()
         meta = {"optimizer": opt_meta, "seed": self.seed, "epoch": self.epoch}
+        if self.batches is not None:
+            data_tensors, meta["data"] = self.batches.state()
+            tensors.update(data_tensors)
         return tensors, meta
 
     def load_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
@@ -352,26 +383,8 @@ class Trainer:
         if "rng/generator" in tensors:
             self.generator.set_state(tensors["rng/generator"].cpu())
         self.seed = meta.get("seed")
+        if meta.get("data") is not None:
+            data = {k: t for k, t in tensors.items() if k.startswith("data/")}
+            self._batches_state = (data, dict(meta["data"]))
         self._resumed = True
         self.epoch = int(meta.get("epoch", -1))
-
-
-def _check_weight_shape(
-    sw: np.ndarray | None, out: tuple[int, ...], mask: tuple[int, ...] | None, loc: Loc
-) -> None:
-    """Per-sample weights (N,) for any output; per-step weights must match the output's
-    leading axes, and an output with a Keras mask takes one weight per masked entry (Keras
-    folds the mask into the weights in place, so (N,) weights and an (N, T) mask do not mix)."""
-    if sw is None:
-        return
-    if mask is not None and sw.shape[1:] != mask[1:]:
-        want = ["N", *mask[1:]]
-        raise DataError(loc, f"the output carries a mask of shape {want}: give one weight per "
-                        f"masked entry, shape {want}, got {list(sw.shape)}")  # fmt: skip
-    if sw.ndim > 1 and sw.ndim >= len(out):
-        shown = ["N", *out[1:]]
-        raise DataError(loc, f"per-step weights need fewer axes than the output {shown} (a "
-                        f"loss reduces its last axis), got {list(sw.shape)}")  # fmt: skip
-    if sw.ndim > 1 and tuple(sw.shape[1:]) != tuple(out[1 : sw.ndim]):
-        raise DataError(loc, f"per-step weights must match the output's leading axes "
-                        f"{['N', *out[1 : sw.ndim]]}, got {list(sw.shape)}")  # fmt: skip

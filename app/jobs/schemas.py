@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
@@ -117,7 +117,28 @@ class FitRequest(Strict):
     batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
     epochs: StrictInt = Field(default=1, ge=1, le=100_000)
     initial_epoch: StrictInt = Field(default=0, ge=0, le=100_000)
-    shuffle: bool = True
+    shuffle: bool | Literal["batch"] = Field(
+        default=True,
+        description='true: a new order each epoch; false: in order; "batch": batches in order, '
+        "samples shuffled within each batch",
+    )
+    class_weight: dict[str, float] | None = Field(
+        default=None, max_length=100_000,
+        description="Class index -> weight, turned into per-sample weights for the loss and "
+        "weighted_metrics (not for validation). JSON object keys are strings, so class indices "
+        "are written \"0\", \"1\", ...; missing classes weigh 1. One-output models only, and "
+        "not with sample_weight",
+    )  # fmt: skip
+    steps_per_epoch: StrictInt | None = Field(
+        default=None, ge=1, le=1 << 30,
+        description="Batches per epoch; the batch order carries over from epoch to epoch, and an "
+        "epoch ends early when the data runs out. Without batch_size, the batch size is "
+        "ceil(N / steps_per_epoch)",
+    )  # fmt: skip
+    validation_steps: StrictInt | None = Field(
+        default=None, ge=1, le=1 << 30,
+        description="Validate on at most this many batches, from the first",
+    )  # fmt: skip
     validation_batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
     validation_freq: StrictInt | Annotated[list[StrictInt], Field(min_length=1)] = Field(
         default=1, description="Validate every N epochs, or at these 1-based epochs"

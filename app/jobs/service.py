@@ -123,7 +123,7 @@ def submit_fit(ctx: JobsContext, *, model_id: uuid.UUID, body: FitRequest) -> Jo
     spec = _compile_spec(row, body.compile)
     seed = body.seed if body.seed is not None else int.from_bytes(os.urandom(4), "little")
     args = FitArgs(
-        batch_size=body.batch_size or 32,
+        batch_size=body.batch_size,
         epochs=body.epochs,
         shuffle=body.shuffle,
         validation_split=body.validation_split,
@@ -131,6 +131,9 @@ def submit_fit(ctx: JobsContext, *, model_id: uuid.UUID, body: FitRequest) -> Jo
         validation_batch_size=body.validation_batch_size,
         validation_freq=body.validation_freq,
         seed=seed,
+        class_weight=body.class_weight,
+        steps_per_epoch=body.steps_per_epoch,
+        validation_steps=body.validation_steps,
     )
     vd = body.validation_data
     try:
@@ -151,8 +154,9 @@ def submit_fit(ctx: JobsContext, *, model_id: uuid.UUID, body: FitRequest) -> Jo
     arrays: dict[str, np.ndarray | None] = dict(plan.train.to_arrays())
     if plan.validation is not None:
         arrays.update(plan.validation.to_arrays("val_"))
-    # The split is already applied to the stored arrays.
-    fit = {**args.__dict__, "validation_split": 0.0, "adapt": body.adapt}
+    # The split and the class weights are already applied to the stored arrays, and the batch
+    # size is resolved (plan.args).
+    fit = {**plan.args.__dict__, "validation_split": 0.0, "adapt": body.adapt}
     request = {"compile": spec.to_config(), "fit": fit, "callbacks": body.callbacks}
     data_key = job_data_key(job_id)
     # The inputs are durable before the row that points at them is committed.

@@ -54,6 +54,7 @@ def keras_and_ours(
         optimizer=keras.optimizers.get(compile_cfg["optimizer"]),
         loss=compile_cfg["loss"],
         metrics=compile_cfg.get("metrics"),
+        weighted_metrics=compile_cfg.get("weighted_metrics"),
     )
     ours = Model.from_config(config, seed=0)
     ours.set_weights(km.get_weights())
