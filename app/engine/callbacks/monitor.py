@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
 from app.engine.callbacks.base import Callback, Logs
@@ -53,9 +54,10 @@ class MonitorCallback(Callback):
     def _improved(self, current: float, reference: float | None, min_delta: float) -> bool:
         if reference is None:
             return True
+        # Keras compares backend tensors: both sides are rounded to float32 first.
         if self.resolved_mode() == "min":
-            return current - (-abs(min_delta)) < reference
-        return current - abs(min_delta) > reference
+            return bool(np.float32(current + abs(min_delta)) < np.float32(reference))
+        return bool(np.float32(current - abs(min_delta)) > np.float32(reference))
 
 
 @CALLBACKS.register("EarlyStopping")

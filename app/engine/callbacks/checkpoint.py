@@ -1,0 +1,153 @@
+"""ModelCheckpoint: when to save, by Keras 3's rules (every epoch or every `save_freq`
+batches, counted across epochs; with `save_best_only`, only on a strict improvement of
+`monitor`). Where to save is not its business: it calls `sink(epoch, logs, batch)` (the service
+stores the checkpoint), or, without a sink, keeps the last saved weights in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from app.engine.callbacks.base import Logs
+from app.engine.callbacks.monitor import MODES, MonitorCallback
+from app.engine.callbacks.registry import CALLBACKS
+from app.engine.errors import ConfigError, Loc
+from app.engine.params import get_bool, get_float, get_int, get_str
+from app.engine.registry import known_keys
+
+Sink = Callable[[int, Logs, "int | None"], None]
+MAX_SAVE_FREQ = 1 << 30
+
+
+@CALLBACKS.register("ModelCheckpoint")
+class ModelCheckpoint(MonitorCallback):
+    """Save at the end of every epoch (`save_freq="epoch"`) or every `save_freq` batches;
+    with `save_best_only`, only when `monitor` beats the best so far (which starts at
+    `initial_value_threshold`). `filepath` is a label only: nothing is written to a path."""
+
+    def __init__(
+        self,
+        *,
+        filepath: str | None = None,
+        monitor: str = "val_loss",
+        save_best_only: bool = False,
+        save_weights_only: bool = False,
+        mode: str = "auto",
+        save_freq: str | int = "epoch",
+        initial_value_threshold: float | None = None,
+    ) -> None:
+        self.filepath, self.monitor, self.mode = filepath, monitor, mode
+        self.save_best_only, self.save_weights_only = save_best_only, save_weights_only
+        self.save_freq, self.initial_value_threshold = save_freq, initial_value_threshold
+        # As in Keras, the best value is not reset between fits.
+        self.best: float | None = initial_value_threshold
+        self.sink: Sink | None = None
+        self.saves: list[tuple[int, int | None]] = []  # (epoch, batch or None) of each save
+        self.last_saved: dict[str, torch.Tensor] | None = None
+        self._epoch = 0
+        self._since_save = 0
+        self._last_batch: int | None = None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> ModelCheckpoint:
+        known_keys(config, ("filepath", "monitor", "verbose", "save_best_only",
+                            "save_weights_only", "mode", "save_freq",
+                            "initial_value_threshold"), loc)  # fmt: skip
+        get_int(config, "verbose", loc, 0)  # accepted for Keras's sake; nothing is printed
+        weights_only = get_bool(config, "save_weights_only", loc, False)
+        filepath = get_str(config, "filepath", loc, None, allow_none=True)
+        if filepath is not None:
+            _check_filepath(filepath, weights_only, (*loc, "filepath"))
+        return cls(
+            filepath=filepath,
+            monitor=get_str(config, "monitor", loc, "val_loss"),
+            save_best_only=get_bool(config, "save_best_only", loc, False),
+            save_weights_only=weights_only,
+            mode=get_str(config, "mode", loc, "auto", choices=MODES),
+            save_freq=_save_freq(config, (*loc, "save_freq")),
+            initial_value_threshold=get_float(
+                config, "initial_value_threshold", loc, None, allow_none=True
+            ),
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "filepath": self.filepath, "monitor": self.monitor,
+            "save_best_only": self.save_best_only, "save_weights_only": self.save_weights_only,
+            "mode": self.mode, "save_freq": self.save_freq,
+            "initial_value_threshold": self.initial_value_threshold,
+        }  # fmt: skip
+
+    @property
+    def batch_level(self) -> bool:
+        return self.save_freq != "epoch"
+
+    def check(self, log_keys: set[str], loc: Loc) -> None:
+        # Keras resolves the mode at the first epoch end even without save_best_only.
+        self.resolved_mode(loc)
+        if not self.save_best_only:
+            return
+        # Batch-level saves see the running training logs only.
+        keys = {k for k in log_keys if not k.startswith("val_")} if self.batch_level else log_keys
+        if self.monitor not in keys:
+            when = "batch" if self.batch_level else "epoch"
+            raise ConfigError(
+                (*loc, "config", "monitor"),
+                f"save_best_only needs {self.monitor!r} in the {when} logs this fit produces: "
+                f"{sorted(keys)}",
+            )
+
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None:
+        if not self.batch_level:
+            return
+        # Keras's count: batch indices restart each epoch, the count carries over.
+        if self._last_batch is None or batch <= self._last_batch:
+            self._since_save += batch + 1
+        else:
+            self._since_save += batch - self._last_batch
+        self._last_batch = batch
+        assert isinstance(self.save_freq, int)
+        if self._since_save >= self.save_freq:
+            self._since_save = 0
+            self._maybe_save(self._epoch, logs or {}, batch)
+
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        if not self.batch_level:
+            self._maybe_save(epoch, logs or {}, None)
+
+    def _maybe_save(self, epoch: int, logs: Logs, batch: int | None) -> None:
+        if self.save_best_only:
+            current = logs.get(self.monitor)
+            # A missing value saves, as in Keras (a val_ key on an epoch without validation).
+            if current is not None:
+                if not self._improved(current, self.best, 0.0):
+                    return
+                self.best = current
+        self.saves.append((epoch, batch))
+        if self.sink is not None:
+            self.sink(epoch, logs, batch)
+        else:
+            self.last_saved = self.trainer.snapshot_weights()
+
+
+def _save_freq(config: Mapping[str, Any], loc: Loc) -> str | int:
+    value = config.get("save_freq", "epoch")
+    if value == "epoch":
+        return "epoch"
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SAVE_FREQ:
+        return value
+    raise ConfigError(loc, f"must be 'epoch' or a number of batches >= 1, got {value!r}")
+
+
+def _check_filepath(filepath: str, weights_only: bool, loc: Loc) -> None:
+    """Keras's suffix rule, kept so a Keras script's arguments mean the same here."""
+    if weights_only and not filepath.endswith(".weights.h5"):
+        raise ConfigError(loc, "with save_weights_only, must end in '.weights.h5' (Keras's "
+                          f"weights format), got {filepath!r}")  # fmt: skip
+    if not weights_only and not filepath.endswith((".keras", ".h5")):
+        raise ConfigError(loc, f"must end in '.keras' (Keras's model format), got {filepath!r}")

@@ -1,0 +1,99 @@
+"""ReduceLROnPlateau with Keras 3's rules: the rate is logged as `learning_rate` before any
+reduction, and reduced by `factor` after `patience` epochs without improvement (then a
+`cooldown`), never below `min_lr`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import numpy as np
+
+from app.engine.callbacks.base import Logs
+from app.engine.callbacks.monitor import MODES, MonitorCallback
+from app.engine.callbacks.registry import CALLBACKS
+from app.engine.errors import ConfigError, Loc
+from app.engine.params import get_float, get_int, get_str
+from app.engine.registry import known_keys
+
+
+@CALLBACKS.register("ReduceLROnPlateau")
+class ReduceLROnPlateau(MonitorCallback):
+    """Multiply the optimizer's learning rate by `factor` when `monitor` stops improving."""
+
+    def __init__(
+        self,
+        *,
+        monitor: str = "val_loss",
+        factor: float = 0.1,
+        patience: int = 10,
+        mode: str = "auto",
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+    ) -> None:
+        if factor >= 1.0:
+            raise ConfigError(("factor",), f"must be < 1.0 (a reduction), got {factor}")
+        self.monitor, self.factor, self.patience, self.mode = monitor, factor, patience, mode
+        self.min_delta, self.cooldown, self.min_lr = min_delta, cooldown, min_lr
+        self.best: float | None = None
+        self.wait = 0
+        self.cooldown_counter = 0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> ReduceLROnPlateau:
+        known_keys(config, ("monitor", "factor", "patience", "verbose", "mode", "min_delta",
+                            "cooldown", "min_lr"), loc)  # fmt: skip
+        get_int(config, "verbose", loc, 0)  # accepted for Keras's sake; nothing is printed
+        factor = get_float(config, "factor", loc, 0.1, min_value=0.0)
+        if factor >= 1.0:
+            raise ConfigError((*loc, "factor"), f"must be < 1.0 (a reduction), got {factor}")
+        return cls(
+            monitor=get_str(config, "monitor", loc, "val_loss"),
+            factor=factor,
+            patience=get_int(config, "patience", loc, 10, min_value=0),
+            mode=get_str(config, "mode", loc, "auto", choices=MODES),
+            min_delta=get_float(config, "min_delta", loc, 1e-4),
+            cooldown=get_int(config, "cooldown", loc, 0, min_value=0),
+            min_lr=get_float(config, "min_lr", loc, 0.0, min_value=0.0),
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "monitor": self.monitor, "factor": self.factor, "patience": self.patience,
+            "mode": self.mode, "min_delta": self.min_delta, "cooldown": self.cooldown,
+            "min_lr": self.min_lr,
+        }  # fmt: skip
+
+    def check(self, log_keys: set[str], loc: Loc) -> None:
+        if self.trainer.optimizer.schedule is not None:
+            raise ConfigError(
+                loc,
+                "ReduceLROnPlateau sets the optimizer's learning rate, but the compiled "
+                "optimizer's learning_rate is a schedule; use a constant learning_rate or "
+                "drop this callback",
+            )
+        super().check(log_keys, loc)
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        self.best, self.wait, self.cooldown_counter = None, 0, 0
+
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        optimizer = self.trainer.optimizer
+        if isinstance(logs, MutableMapping):  # fit passes the epoch's own dict: History sees it
+            logs["learning_rate"] = optimizer.learning_rate
+        current = (logs or {}).get(self.monitor)
+        if current is None:  # e.g. a val_ key on an epoch without validation
+            return
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._improved(current, self.best, self.min_delta):
+            self.best, self.wait = current, 0
+        elif not self.cooldown_counter > 0:
+            self.wait += 1
+            # Keras holds min_lr against the float32 rate.
+            old = optimizer.learning_rate
+            if self.wait >= self.patience and old > np.float32(self.min_lr):
+                optimizer.learning_rate = max(old * self.factor, self.min_lr)
+                self.cooldown_counter, self.wait = self.cooldown, 0

@@ -1,0 +1,58 @@
+"""TerminateOnNaN: Keras's check of the running `loss` after every training batch."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from app.engine.callbacks.base import Callback, Logs
+from app.engine.callbacks.registry import CALLBACKS
+from app.engine.errors import EngineError, Loc
+from app.engine.params import get_bool
+from app.engine.registry import known_keys
+
+
+class NonFiniteLoss(EngineError, RuntimeError):
+    """The loss became NaN or Inf under TerminateOnNaN(raise_error=True). A RuntimeError, as
+    Keras raises, and an EngineError, so a job fails with this message."""
+
+
+@CALLBACKS.register("TerminateOnNaN")
+class TerminateOnNaN(Callback):
+    """Stop (or, with `raise_error`, fail) the fit once the running loss is NaN or Inf.
+
+    Stopping cuts the epoch short; its validation and `on_epoch_end` still run, as in Keras.
+    Reading the running loss costs one host sync per batch."""
+
+    def __init__(self, *, raise_error: bool = False) -> None:
+        self.raise_error = raise_error
+        self.stopped_at: tuple[int, int] | None = None  # (epoch, batch)
+        self._epoch = 0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> TerminateOnNaN:
+        known_keys(config, ("raise_error",), loc)
+        return cls(raise_error=get_bool(config, "raise_error", loc, False))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"raise_error": self.raise_error}
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        self.stopped_at = None
+
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(loss):
+            return
+        self.stopped_at = (self._epoch, batch)
+        if self.raise_error:
+            raise NonFiniteLoss(
+                (),
+                f"the loss became {loss} at batch {batch} of epoch {self._epoch} (0-based); "
+                "TerminateOnNaN(raise_error=True) ended the fit",
+            )
+        self.trainer.stop_training = True
