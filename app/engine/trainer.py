@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.engine import jit
 from app.engine import metrics as metrics_mod
 from app.engine.batches import BatchIterator
 from app.engine.callbacks import Callback, CallbackList, History, LazyLogs
@@ -69,6 +70,11 @@ class Trainer:
         self.epoch = -1  # the last finished epoch
         self.batches: BatchIterator | None = None  # the last fit's, for its checkpoints
         self._batches_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+        self._train_forward = self._forward_loss
+        if compile_spec.jit_compile:
+            self._train_forward = jit.compile_step(
+                self._forward_loss, self.device, (*loc, "jit_compile")
+            )
 
     @property
     def optimizer(self) -> Optimizer:
@@ -175,7 +181,7 @@ class Trainer:
         return y_preds, masks, loss, each
 
     def _train_step(self, batch: Arrays, params: list[torch.nn.Parameter]) -> None:
-        y_preds, masks, loss, each = self._forward_loss(batch, training=True)
+        y_preds, masks, loss, each = self._train_forward(batch, True)
         for p in params:
             p.grad = None
         self.optimizer.scale_loss(loss).backward()
