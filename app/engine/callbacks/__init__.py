@@ -7,11 +7,12 @@ from app.engine.callbacks.monitor import EarlyStopping, ThresholdStopping
 from app.engine.callbacks.plateau import ReduceLROnPlateau
 from app.engine.callbacks.progress import ProgressReporter
 from app.engine.callbacks.registry import CALLBACKS, get
+from app.engine.callbacks.schedule import LearningRateScheduler
 from app.engine.callbacks.terminate import NonFiniteLoss, TerminateOnNaN
 
 __all__ = [
     "CALLBACKS", "Callback", "CallbackList", "EarlyStopping", "History", "LazyLogs",
-    "Logs",
+    "LearningRateScheduler", "Logs",
     "ModelCheckpoint", "NonFiniteLoss", "ProgressReporter", "ReduceLROnPlateau",
     "TerminateOnNaN", "ThresholdStopping", "get", "monitor",
 ]  # fmt: skip
