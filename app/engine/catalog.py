@@ -13,6 +13,7 @@ from app.engine.metrics import METRICS
 from app.engine.optimizers import OPTIMIZERS
 from app.engine.registry import Registry
 from app.engine.regularizers import REGULARIZERS
+from app.engine.schedules import SCHEDULES
 
 START = "<!-- catalog:start -->"
 END = "<!-- catalog:end -->"
@@ -44,6 +45,7 @@ def markdown() -> str:
         ("Regularizers (aliases)", _entries(REGULARIZERS)),  # type: ignore[arg-type]
         ("Constraints (aliases)", _entries(CONSTRAINTS)),  # type: ignore[arg-type]
         ("Optimizers (any case)", _entries(OPTIMIZERS)),  # type: ignore[arg-type]
+        ("Learning-rate schedules", _entries(SCHEDULES)),  # type: ignore[arg-type]
         ("Losses (aliases)", _entries(LOSSES)),  # type: ignore[arg-type]
         ("Metrics (aliases)", _entries(METRICS)),  # type: ignore[arg-type]
         ("Callbacks", _entries(CALLBACKS)),  # type: ignore[arg-type]
