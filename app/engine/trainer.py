@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.engine import jit
+from app.engine import jit, precision
 from app.engine import metrics as metrics_mod
 from app.engine.batches import BatchIterator
 from app.engine.callbacks import Callback, CallbackList, History, LazyLogs
@@ -70,6 +70,10 @@ class Trainer:
         self.epoch = -1  # the last finished epoch
         self.batches: BatchIterator | None = None  # the last fit's, for its checkpoints
         self._batches_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+        # Keras wraps the optimizer in a LossScaleOptimizer for mixed_float16.
+        self.loss_scaler: precision.LossScaler | None = None
+        if compile_spec.dtype_policy == "mixed_float16" and compile_spec.auto_scale_loss:
+            self.loss_scaler = precision.LossScaler()
         self._train_forward = self._forward_loss
         if compile_spec.jit_compile:
             self._train_forward = jit.compile_step(
@@ -82,6 +86,8 @@ class Trainer:
         if self._optimizer is None:
             self._optimizer = self.spec.make_optimizer(self.loc)
             self._optimizer.build(self.model.trainable_parameters())
+            if self.loss_scaler is not None:  # as Keras's LossScaleOptimizer does to its inner
+                self._optimizer.options.loss_scale_factor = None
         return self._optimizer
 
     # -- data ----------------------------------------------------------------------------------
@@ -172,10 +178,12 @@ class Trainer:
         weighted losses, each masked by its output's mask, plus the layers' added losses) and
         each output's loss."""
         assert self.heads is not None
-        out, mask = self.model.forward_with_mask(batch.inputs, training)
+        with precision.compute(self.spec.dtype_policy, self.device):
+            out, mask = self.model.forward_with_mask(batch.inputs, training)
         y_preds, masks = (out, mask) if isinstance(out, list) else ([out], [mask])
+        y_preds = [p.float() for p in y_preds]  # losses and metrics compute in float32
         loss, each = self.heads.losses(batch.y, y_preds, masks, batch.sample_weight)
-        added = self.model.added_losses()
+        added = [a.float() for a in self.model.added_losses()]
         if added:  # Keras sums the compiled loss and each added loss in one reduction
             loss = torch.stack([loss, *added]).sum()
         return y_preds, masks, loss, each
@@ -184,9 +192,12 @@ class Trainer:
         y_preds, masks, loss, each = self._train_forward(batch, True)
         for p in params:
             p.grad = None
-        self.optimizer.scale_loss(loss).backward()
-        self.optimizer.step()
-        self.model.apply_constraints()
+        scaler = self.loss_scaler
+        scaled = self.optimizer.scale_loss(loss) if scaler is None else scaler.scale_loss(loss)
+        scaled.backward()
+        if scaler is None or scaler.unscale(params):  # a non-finite scaled step is skipped
+            self.optimizer.step()
+            self.model.apply_constraints()
         self._update(
             batch,
             [p.detach() for p in y_preds],
@@ -370,6 +381,8 @@ class Trainer:
         tensors.update({f"optimizer/{k}": t.detach() for k, t in opt_tensors.items()})
         tensors["rng/generator"] = self.generator.get_state()
         meta = {"optimizer": opt_meta, "seed": self.seed, "epoch": self.epoch}
+        if self.loss_scaler is not None:
+            meta["loss_scale"] = self.loss_scaler.state()
         if self.batches is not None:
             data_tensors, meta["data"] = self.batches.state()
             tensors.update(data_tensors)
@@ -389,6 +402,8 @@ class Trainer:
         if "rng/generator" in tensors:
             self.generator.set_state(tensors["rng/generator"].cpu())
         self.seed = meta.get("seed")
+        if self.loss_scaler is not None and meta.get("loss_scale") is not None:
+            self.loss_scaler.load_state(dict(meta["loss_scale"]))
         if meta.get("data") is not None:
             data = {k: t for k, t in tensors.items() if k.startswith("data/")}
             self._batches_state = (data, dict(meta["data"]))

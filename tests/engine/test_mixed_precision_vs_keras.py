@@ -1,0 +1,103 @@
+"""The dtype policies against Keras 3 (torch backend): mixed_float16 with Keras's dynamic loss
+scaling, mixed_bfloat16 without it.
+
+Both libraries compute the layers in half precision and keep float32 variables, but torch's
+autocast picks per op (products in half, some reductions in float32) where Keras runs every
+layer op in the compute dtype; so the numbers agree to the half type's rounding, and the
+tolerances below are about one unit in the last place of that type: float16 has a relative
+epsilon of 2**-10 (~1e-3), bfloat16 2**-7 (~8e-3). The loss-scale bookkeeping (skipped steps,
+the scale) must agree exactly.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+from app.engine.compile import CompileSpec
+from app.engine.fit_args import FitArgs
+from app.engine.models import Model
+from app.engine.precision import LossScaler
+from app.engine.trainer import Trainer
+from tests.support.keras_fit import sequential
+from tests.support.keras_json import keras_json
+
+RNG = np.random.default_rng(11)
+X = RNG.normal(size=(40, 4)).astype(np.float32)
+Y = (X[:, :1] * 2).astype(np.float32)
+MODEL = sequential([("Dense", {"units": 8, "activation": "tanh"}), ("Dense", {"units": 1})],
+                   [None, 4])  # fmt: skip
+COMPILE = {"optimizer": "adam", "loss": "mse", "metrics": ["mae"]}
+# (relative, absolute on the float32 weights): one ulp of the half type; the weight updates
+# are Adam's (of size ~learning_rate), computed from half-precision gradients.
+TOLERANCE = {"mixed_float16": (1e-3, 1e-5), "mixed_bfloat16": (8e-3, 1e-4)}
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_fit_matches_keras(keras: ModuleType, policy: str) -> None:
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        km = keras.models.model_from_json(keras_json(MODEL))
+        km.compile(optimizer="adam", loss="mse", metrics=["mae"])
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    model = Model.from_config(MODEL, seed=0)
+    model.set_weights(km.get_weights())
+    trainer = Trainer(model, CompileSpec.parse({**COMPILE, "dtype_policy": policy}))
+    kh = km.fit(X, Y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    history = trainer.fit(X, Y, args=FitArgs(batch_size=8, epochs=3, shuffle=False))
+    rtol, atol = TOLERANCE[policy]
+    assert sorted(history.history) == sorted(kh.history)
+    for key, theirs in kh.history.items():
+        np.testing.assert_allclose(history.history[key], theirs, rtol=rtol, err_msg=key)
+    for ours, theirs in zip(model.get_weights(), km.get_weights(), strict=True):
+        assert ours.dtype == np.float32  # variables stay float32
+        np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=atol)
+    assert int(trainer.optimizer.iterations) == int(km.optimizer.iterations)
+    if policy == "mixed_float16":
+        # The first scaled step overflows float16 in both: skipped, and the scale halved.
+        assert trainer.loss_scaler is not None
+        assert trainer.loss_scaler.scale == float(km.optimizer.dynamic_scale.numpy()) == 2**14
+    else:
+        assert trainer.loss_scaler is None
+
+
+def test_auto_scale_loss_false_turns_the_scaler_off() -> None:
+    spec = CompileSpec.parse({**COMPILE, "dtype_policy": "mixed_float16", "auto_scale_loss": False})
+    assert Trainer(Model.from_config(MODEL, seed=0), spec).loss_scaler is None
+
+
+def _params(*grads: float) -> list[torch.nn.Parameter]:
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in grads]
+    for p, g in zip(params, grads, strict=True):
+        p.grad = torch.tensor([g])
+    return params
+
+
+def test_loss_scaler_halves_and_skips_on_overflow_and_grows_after_2000_steps() -> None:
+    scaler = LossScaler()
+    assert scaler.scale == 2.0**15
+    assert not scaler.unscale(_params(1.0, float("inf")))
+    assert (scaler.scale, scaler.counter) == (2.0**14, 0)
+    for _ in range(1999):
+        assert scaler.unscale(_params(2.0**14))
+    assert (scaler.scale, scaler.counter) == (2.0**14, 1999)
+    params = _params(2.0**14)
+    assert scaler.unscale(params)
+    assert params[0].grad is not None and float(params[0].grad) == 1.0  # unscaled, then grown
+    assert (scaler.scale, scaler.counter) == (2.0**15, 0)
+
+
+def test_the_loss_scale_is_part_of_the_checkpoint() -> None:
+    spec = CompileSpec.parse({**COMPILE, "dtype_policy": "mixed_float16"})
+    first = Trainer(Model.from_config(MODEL, seed=0), spec)
+    first.fit(X, Y, args=FitArgs(batch_size=8, epochs=1, seed=0))
+    tensors, meta = first.state()
+    assert first.loss_scaler is not None and meta["loss_scale"] == first.loss_scaler.state()
+    assert meta["loss_scale"]["counter"] > 0
+    second = Trainer(Model.from_config(MODEL, seed=0), spec)
+    second.load_state(tensors, meta)
+    assert second.loss_scaler is not None and second.loss_scaler.state() == meta["loss_scale"]
