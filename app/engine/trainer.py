@@ -1,10 +1,10 @@
 """fit, evaluate and predict with Keras's semantics.
 
-The loop is Keras's: named callback hooks in Keras's order, running-average training logs, the
-only early exit is `stop_training`. Validation inside fit and `evaluate` run the very same
-`_test_loop`, so evaluating the weights an epoch ended with, on the same data and batch size,
-reproduces that epoch's `val_` values exactly. Loss and metrics accumulate on the device; the host
-reads them once per epoch (or when a callback asks for batch logs).
+The loop is Keras's (`fit_loop`): named callback hooks in Keras's order, running-average
+training logs, the only early exit is `stop_training`. Validation inside fit and `evaluate` run
+the very same `_test_loop`, so evaluating the weights an epoch ended with, on the same data and
+batch size, reproduces that epoch's `val_` values exactly. Loss and metrics accumulate on the
+device; the host reads them once per epoch (or when a callback asks for batch logs).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.engine import jit, precision
+from app.engine import jit, precision, training_state
 from app.engine import metrics as metrics_mod
 from app.engine.batches import BatchIterator
-from app.engine.callbacks import Callback, CallbackList, History, LazyLogs
+from app.engine.callbacks import Callback, CallbackList, History
 from app.engine.compile import CompileSpec
 from app.engine.data import (
     XY,
@@ -37,8 +37,8 @@ from app.engine.fit_args import (
     FitArgs,
     FitPlan,
     apply_class_weight,
-    should_validate,
 )
+from app.engine.fit_loop import run_epochs
 from app.engine.heads import Heads
 from app.engine.inference import predict, resolve_device
 from app.engine.models import Model
@@ -283,7 +283,7 @@ class Trainer:
         if not self._resumed:  # a restored RNG state continues where the checkpoint left it
             self._seed(plan.args.seed)
         self._resumed = False
-        self._loop(train, val, plan.args.resolved(train.size), cbs)
+        run_epochs(self, train, val, plan.args.resolved(train.size), cbs)
         return history
 
     def _seed(self, seed: int | None) -> None:
@@ -291,58 +291,6 @@ class Trainer:
             seed = int.from_bytes(os.urandom(4), "little")
         self.seed = seed
         self.generator.manual_seed(seed)
-
-    def _loop(self, train: Arrays, val: Arrays | None, args: FitArgs, cbs: CallbackList) -> None:
-        assert args.batch_size is not None
-        batches = self.batches = BatchIterator(
-            train.size, args.batch_size, shuffle=args.shuffle,
-            steps_per_epoch=args.steps_per_epoch, generator=self.generator, device=self.device,
-        )  # fmt: skip
-        if self._batches_state is not None:  # continue the pass a checkpoint stopped in
-            batches.load_state(*self._batches_state)
-            self._batches_state = None
-        params = self.model.trainable_parameters()
-        per_call = self.spec.steps_per_execution
-        self.model.set_generator(self.generator)
-        self.stop_training = False
-        logs: dict[str, float] = {}
-        cbs.on_train_begin()
-        try:
-            for epoch in range(args.initial_epoch, args.epochs):
-                self._reset_metrics()
-                cbs.on_epoch_begin(epoch)
-                indices, step, more = batches.epoch(), 0, True
-                while more:
-                    # One "execution": up to steps_per_execution batches between the batch
-                    # callbacks, which see its first and last step and the running logs.
-                    more, ran = False, 0
-                    for index in indices:
-                        if ran == 0:
-                            cbs.on_train_batch_begin(step)
-                        self._train_step(train.take(index), params)
-                        step, ran = step + 1, ran + 1
-                        if ran == per_call:
-                            more = True
-                            break
-                    if ran:
-                        cbs.on_train_batch_end(step - 1, LazyLogs(self._logs))
-                    if self.stop_training:
-                        break
-                logs = self._logs()
-                if val is not None and should_validate(epoch, args.validation_freq):
-                    val_bs = args.validation_batch_size or args.batch_size
-                    val_logs = self._test_loop(val, val_bs, cbs, args.validation_steps)
-                    logs = dict(
-                        sorted({**logs, **{f"val_{k}": v for k, v in val_logs.items()}}.items())
-                    )
-                self.epoch = epoch
-                cbs.on_epoch_end(epoch, logs)
-                if self.stop_training:
-                    break
-            self.optimizer.finalize_variable_values()
-            cbs.on_train_end(logs)
-        finally:
-            self.model.set_generator(None)
 
     def evaluate(
         self,
@@ -375,37 +323,9 @@ class Trainer:
                 t.copy_(snapshot[k])
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Everything needed to continue training: weights, optimizer slots, RNG state."""
-        tensors = {f"model/{k}": t.detach() for k, t in self.model.weight_tensors().items()}
-        opt_tensors, opt_meta = self.optimizer.state_dict()
-        tensors.update({f"optimizer/{k}": t.detach() for k, t in opt_tensors.items()})
-        tensors["rng/generator"] = self.generator.get_state()
-        meta = {"optimizer": opt_meta, "seed": self.seed, "epoch": self.epoch}
-        if self.loss_scaler is not None:
-            meta["loss_scale"] = self.loss_scaler.state()
-        if self.batches is not None:
-            data_tensors, meta["data"] = self.batches.state()
-            tensors.update(data_tensors)
-        return tensors, meta
+        """Everything needed to continue training: weights, optimizer slots, RNG state, the
+        position in the batch order and the loss scale."""
+        return training_state.state_of(self)
 
     def load_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
-        self.model.load_weight_tensors(
-            {k.removeprefix("model/"): t for k, t in tensors.items() if k.startswith("model/")}
-        )
-        opt = {
-            k.removeprefix("optimizer/"): t.to(self.device)
-            for k, t in tensors.items()
-            if k.startswith("optimizer/")
-        }
-        if meta.get("optimizer") is not None:
-            self.optimizer.load_state_dict(opt, meta["optimizer"])
-        if "rng/generator" in tensors:
-            self.generator.set_state(tensors["rng/generator"].cpu())
-        self.seed = meta.get("seed")
-        if self.loss_scaler is not None and meta.get("loss_scale") is not None:
-            self.loss_scaler.load_state(dict(meta["loss_scale"]))
-        if meta.get("data") is not None:
-            data = {k: t for k, t in tensors.items() if k.startswith("data/")}
-            self._batches_state = (data, dict(meta["data"]))
-        self._resumed = True
-        self.epoch = int(meta.get("epoch", -1))
+        training_state.load_into(self, tensors, meta)

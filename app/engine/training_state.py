@@ -1,0 +1,54 @@
+"""A trainer's resumable state (what a checkpoint holds besides its descriptions): the
+weights, the optimizer's slots and scalars, the RNG state, the seed and last finished epoch,
+the position in the batch order (`steps_per_epoch` carries a pass across epochs) and the
+mixed_float16 loss scale."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from app.engine.trainer import Trainer
+
+
+def state_of(trainer: Trainer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Everything needed to continue training: weights, optimizer slots, RNG state."""
+    tensors = {f"model/{k}": t.detach() for k, t in trainer.model.weight_tensors().items()}
+    opt_tensors, opt_meta = trainer.optimizer.state_dict()
+    tensors.update({f"optimizer/{k}": t.detach() for k, t in opt_tensors.items()})
+    tensors["rng/generator"] = trainer.generator.get_state()
+    meta = {"optimizer": opt_meta, "seed": trainer.seed, "epoch": trainer.epoch}
+    if trainer.loss_scaler is not None:
+        meta["loss_scale"] = trainer.loss_scaler.state()
+    if trainer.batches is not None:
+        data_tensors, meta["data"] = trainer.batches.state()
+        tensors.update(data_tensors)
+    return tensors, meta
+
+
+def load_into(
+    trainer: Trainer, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+) -> None:
+    trainer.model.load_weight_tensors(
+        {k.removeprefix("model/"): t for k, t in tensors.items() if k.startswith("model/")}
+    )
+    opt = {
+        k.removeprefix("optimizer/"): t.to(trainer.device)
+        for k, t in tensors.items()
+        if k.startswith("optimizer/")
+    }
+    if meta.get("optimizer") is not None:
+        trainer.optimizer.load_state_dict(opt, meta["optimizer"])
+    if "rng/generator" in tensors:
+        trainer.generator.set_state(tensors["rng/generator"].cpu())
+    trainer.seed = meta.get("seed")
+    if trainer.loss_scaler is not None and meta.get("loss_scale") is not None:
+        trainer.loss_scaler.load_state(dict(meta["loss_scale"]))
+    if meta.get("data") is not None:
+        data = {k: t for k, t in tensors.items() if k.startswith("data/")}
+        trainer._batches_state = (data, dict(meta["data"]))
+    trainer._resumed = True
+    trainer.epoch = int(meta.get("epoch", -1))
