@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     events_poll_s: float = 0.2
     events_keepalive_s: float = 15.0
     events_max_s: float = 300.0
+    events_progress_s: float = Field(
+        default=0.25, ge=0, description="Least seconds between two per-batch progress events"
+    )
 
     # Limits
     max_request_bytes: int = 64 * 1024 * 1024

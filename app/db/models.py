@@ -114,3 +114,11 @@ class CheckpointRow(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     logs: Mapped[dict[str, float | None]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # What wrote it: "periodic", "final" or "model_checkpoint" (a ModelCheckpoint callback).
+    trigger: Mapped[str] = mapped_column(String(20), default="periodic", server_default="periodic")
+    # The 0-based batch of a mid-epoch save (ModelCheckpoint's save_freq); None at an epoch end.
+    batch: Mapped[int | None] = mapped_column(Integer, default=None)
+    # The monitor and mode (min or max) that select the job's `best` checkpoint, when the job
+    # has a ModelCheckpoint callback.
+    monitor: Mapped[str | None] = mapped_column(String(200), default=None)
+    mode: Mapped[str | None] = mapped_column(String(8), default=None)

@@ -1,5 +1,10 @@
-"""A job's checkpoints: listed, addressed (an id, `epoch:N` or `latest`) and exported as a
-Keras `.keras` file or as safetensors; the model's current weights as safetensors too.
+"""A job's checkpoints: listed, addressed (an id, `epoch:N`, `latest` or `best`) and exported
+as a Keras `.keras` file or as safetensors; the model's current weights as safetensors too.
+
+`best` is the checkpoint whose logs hold the best value of the monitor: the monitor and mode of
+the job's (first) ModelCheckpoint callback, which its checkpoints record, else `val_loss` (min)
+when some checkpoint logged it, else `loss` (min). Ties go to the earliest, as ModelCheckpoint
+saves only on a strict improvement.
 
 The safetensors export holds the weights under `<layer>/<weight>` names, with their Keras
 `get_weights()` order and the model config in its metadata; it carries no optimizer state (the
@@ -27,7 +32,10 @@ from app.jobs.loading import build_model, load_weights
 from app.jobs.service import get_model, model_with_weights
 
 _EPOCH = re.compile(r"epoch:(\d{1,9})")
-SELECTOR_DOC = "A checkpoint id, `epoch:N` (0-based, the last written for that epoch) or `latest`"
+SELECTOR_DOC = (
+    "A checkpoint id, `epoch:N` (0-based, the last written for that epoch), `latest` or `best`"
+    " (by the job's ModelCheckpoint monitor and mode, else val_loss, else loss)"
+)
 
 
 def list_checkpoints(
@@ -47,6 +55,12 @@ def resolve(ctx: JobsContext, *, job_id: uuid.UUID, selector: str) -> tuple[JobR
     found: CheckpointRow | None
     if selector == "latest":
         found = ordered[-1] if ordered else None
+    elif selector == "best":
+        found = best(ordered)
+        if found is None:
+            monitor, mode = selection(ordered)
+            raise NotFound(f"job {job_id} has no checkpoint whose logs hold {monitor!r}, which "
+                           f"selects `best` ({mode})", loc=loc)  # fmt: skip
     elif (match := _EPOCH.fullmatch(selector)) is not None:
         epoch = int(match.group(1))
         found = next((r for r in reversed(ordered) if r.epoch == epoch), None)
@@ -61,6 +75,31 @@ def resolve(ctx: JobsContext, *, job_id: uuid.UUID, selector: str) -> tuple[JobR
     if found is None:
         raise NotFound(f"job {job_id} has no checkpoint {selector!r}", loc=loc)
     return job, found
+
+
+def selection(rows: Sequence[CheckpointRow]) -> tuple[str, str]:
+    """The (monitor, mode) that selects `best` among a job's checkpoints."""
+    for row in rows:
+        if row.monitor is not None and row.mode is not None:
+            return row.monitor, row.mode
+    if any(row.logs.get("val_loss") is not None for row in rows):
+        return "val_loss", "min"
+    return "loss", "min"
+
+
+def best(ordered: Sequence[CheckpointRow]) -> CheckpointRow | None:
+    """The earliest of `ordered` with the best monitored value; None if no row logged it."""
+    monitor, mode = selection(ordered)
+    found: CheckpointRow | None = None
+    found_value = 0.0
+    for row in ordered:
+        value = row.logs.get(monitor)
+        if value is None:  # not logged here, or not finite (stored as null)
+            continue
+        better = value > found_value if mode == "max" else value < found_value
+        if found is None or better:
+            found, found_value = row, value
+    return found
 
 
 def _checkpoint_model(ctx: JobsContext, job: JobRow, ckpt: CheckpointRow) -> Model:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.config import Settings
 from app.db.session import make_engine, make_session_factory
 from app.engine.models import Model
+from app.jobs.progress import LocalBus, ProgressBus, make_bus
 from app.jobs.storage import ArtifactStore
 
 
@@ -63,11 +64,13 @@ class JobsContext:
     cache: ModelCache
     dispatcher: Dispatcher | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
+    progress: ProgressBus = field(default_factory=LocalBus)
 
     def close(self) -> None:
         self.stopping.set()
         if self.dispatcher is not None:
             self.dispatcher.close()
+        self.progress.close()
         self.engine.dispose()
 
 
@@ -83,4 +86,5 @@ def build_context(settings: Settings) -> JobsContext:
         sessions=make_session_factory(engine),
         store=store,
         cache=ModelCache(settings.model_cache_size),
+        progress=make_bus(settings.redis_url),
     )

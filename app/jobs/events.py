@@ -1,7 +1,20 @@
 """The live stream of a job as Server-Sent Events: one `epoch` event per committed epoch row
-(id = epoch), then one `status` event when the job ends. Rows are read from the database, so the
-stream works the same with the in-process executor and with Celery workers on other machines,
-and a client reconnecting with Last-Event-ID resumes after that epoch.
+(id = epoch), `progress` events while an epoch runs, then one `status` event when the job ends.
+Rows are read from the database, so the stream works the same with the in-process executor and
+with Celery workers on other machines, and a client reconnecting with Last-Event-ID resumes
+after that epoch.
+
+A `progress` event (no id, so Last-Event-ID still names the last epoch) is what Keras's
+progress bar shows, sent at most every `events_progress_s` seconds while an epoch trains:
+
+    event: progress
+    data: {"epoch": 3, "batch": 17, "steps": 40, "epochs": 100, "attempt": 1,
+           "logs": {"loss": 0.41, "accuracy": 0.83}}
+
+`epoch` and `batch` are 0-based (as Keras callbacks count), `steps` is the number of batches per
+epoch, `logs` the running averages over the epoch so far (null where not finite). Progress is
+live only (app/jobs/progress.py): it is not stored and not replayed on reconnect, and one for an
+epoch whose row was already sent is dropped.
 
 The stream is async: it holds no worker thread while it waits, each database poll runs in a
 thread briefly. A stream lasts at most `events_max_s`; clients reconnect with Last-Event-ID (as
@@ -9,7 +22,6 @@ EventSource does by itself), so a server can always drain its connections."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -24,6 +36,7 @@ from app.db.models import EpochLogRow, JobStatus
 from app.db.session import unit_of_work
 from app.jobs import repository as repo
 from app.jobs.context import JobsContext
+from app.jobs.progress import Subscription
 
 PAGE = 500
 
@@ -63,6 +76,14 @@ def finished_with_nothing_after(ctx: JobsContext, job_id: uuid.UUID, after: int)
 
 
 async def stream(ctx: JobsContext, *, job_id: uuid.UUID, after: int) -> AsyncIterator[str]:
+    async with ctx.progress.subscribe(job_id) as progress:
+        async for chunk in _stream(ctx, job_id, after, progress):
+            yield chunk
+
+
+async def _stream(
+    ctx: JobsContext, job_id: uuid.UUID, after: int, progress: Subscription
+) -> AsyncIterator[str]:
     settings = ctx.settings
     started = last_sent = time.monotonic()
     yield "retry: 1000\n\n"
@@ -83,4 +104,12 @@ async def stream(ctx: JobsContext, *, job_id: uuid.UUID, after: int) -> AsyncIte
         if time.monotonic() - last_sent >= settings.events_keepalive_s:
             yield ": keep-alive\n\n"
             last_sent = time.monotonic()
-        await asyncio.sleep(settings.events_poll_s)
+        # Wait for the next database poll on the progress channel instead of sleeping.
+        until = time.monotonic() + settings.events_poll_s
+        while (left := until - time.monotonic()) > 0:
+            event = await progress.get(left)
+            if event is None:
+                break
+            if event.get("epoch", -1) > after:
+                yield _event("progress", event)
+                last_sent = time.monotonic()

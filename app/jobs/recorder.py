@@ -1,6 +1,7 @@
 """What ties a running fit to the database: the lease heartbeat (which also brings the cancel
-flag) and the callback that commits each epoch's logs and periodic checkpoints, all fenced by
-the attempt number."""
+flag) and the callback that commits each epoch's logs, periodic checkpoints and the saves of
+the job's ModelCheckpoint callbacks, all fenced by the attempt number; it also publishes the
+fit's per-batch progress."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import queue
 import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
@@ -18,12 +20,16 @@ from sqlalchemy.orm import Session
 from app.db.models import CheckpointRow
 from app.db.session import unit_of_work
 from app.engine import checkpoint
-from app.engine.callbacks import Callback, Logs
+from app.engine.callbacks import Callback, Logs, ModelCheckpoint, ProgressReporter
 from app.engine.errors import TrainingInterrupted
 from app.jobs import repository as repo
 from app.jobs.context import JobsContext
 from app.jobs.jsonsafe import safe_logs
+from app.jobs.progress import Publisher
 from app.jobs.storage import checkpoint_key
+
+if TYPE_CHECKING:
+    from app.engine.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +88,23 @@ def write_checkpoint(
     logs: dict[str, float | None],
     tensors: dict[str, Any],
     meta: dict[str, Any],
+    trigger: str = "periodic",
+    batch: int | None = None,
+    selection: tuple[str, str] | None = None,
 ) -> CheckpointRow:
     """Write the file atomically and return its row, not yet registered: the caller registers
-    it (fenced) in the transaction it belongs to."""
-    key = checkpoint_key(job_id, attempt, epoch)
-    size = ctx.store.write(key, checkpoint.to_bytes(tensors, {**meta, "logs": logs}))
+    it (fenced) in the transaction it belongs to. `selection` is the (monitor, mode) that
+    selects the job's `best` checkpoint; a checkpoint whose meta says `final` is the final
+    one."""
+    final = bool(meta.get("final"))
+    trigger = "final" if final else trigger
+    key = checkpoint_key(job_id, attempt, epoch, batch=batch, final=final)
+    extra = {} if batch is None else {"batch": batch}
+    size = ctx.store.write(key, checkpoint.to_bytes(tensors, {**meta, **extra, "logs": logs}))
+    monitor, mode = selection or (None, None)
     return CheckpointRow(job_id=job_id, epoch=epoch, attempt=attempt, key=key, size_bytes=size,
-                         logs=logs)  # fmt: skip
+                         logs=logs, trigger=trigger, batch=batch, monitor=monitor,
+                         mode=mode)  # fmt: skip
 
 
 class EpochWriter(threading.Thread):
@@ -181,8 +197,10 @@ class EpochWriter(threading.Thread):
 
 
 class Recorder(Callback):
-    """Commits each epoch's logs as the epoch ends, checkpoints every `checkpoint_every_s`, and
-    leaves the fit between batches when the job is cancelled or taken over."""
+    """Commits each epoch's logs as the epoch ends, checkpoints every `checkpoint_every_s` and
+    whenever a watched ModelCheckpoint saves, publishes progress, and leaves the fit between
+    batches when the job is cancelled or taken over. It runs after the job's own callbacks, so
+    it sees what they added to the logs and writes their saves in the same hook."""
 
     def __init__(
         self, ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbeat,
@@ -193,6 +211,55 @@ class Recorder(Callback):
         self.last_checkpoint = time.monotonic()
         self.writer = EpochWriter(ctx, job_id, attempt)
         self.writer.start()
+        self.checkpoints: list[ModelCheckpoint] = []
+        self.selection: tuple[str, str] | None = None  # (monitor, mode) that selects `best`
+        self.progress: ProgressReporter | None = None
+        self._save_requested = False
+        self._epoch = 0
+
+    def watch(self, callbacks: Sequence[Callback], *, epochs: int) -> None:
+        """Make the saves of the ModelCheckpoint callbacks among `callbacks` checkpoint rows
+        (the first one's monitor and mode select `best`) and publish per-batch progress."""
+        self.checkpoints = [cb for cb in callbacks if isinstance(cb, ModelCheckpoint)]
+        for cb in self.checkpoints:
+            cb.sink = self._request_save
+        self.progress = ProgressReporter(
+            Publisher(self.ctx.progress, self.job_id, self.attempt), epochs=epochs,
+            min_interval_s=self.ctx.settings.events_progress_s,
+        )  # fmt: skip
+
+    def _request_save(self, epoch: int, logs: Logs, batch: int | None) -> None:
+        # Written in this recorder's own hook, which follows: the epoch row goes first.
+        self._save_requested = True
+
+    def set_trainer(self, trainer: Trainer) -> None:
+        super().set_trainer(trainer)
+        if self.progress is not None:
+            self.progress.set_trainer(trainer)
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        if self.checkpoints:
+            first = self.checkpoints[0]
+            self.selection = (first.monitor, first.resolved_mode())
+        if self.progress is not None:
+            self.progress.on_train_begin(logs)
+
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
+        self._epoch = epoch
+        if self.progress is not None:
+            self.progress.on_epoch_begin(epoch, logs)
+
+    def _save(self, epoch: int, values: dict[str, float | None], trigger: str,
+              batch: int | None = None) -> None:  # fmt: skip
+        tensors, meta = self.trainer.state()
+        row = write_checkpoint(self.ctx, job_id=self.job_id, attempt=self.attempt, epoch=epoch,
+                               logs=values, tensors=tensors, meta={**self.static_meta, **meta},
+                               trigger=trigger, batch=batch,
+                               selection=self.selection)  # fmt: skip
+        with unit_of_work(self.ctx.sessions) as session:
+            if not repo.add_checkpoint(session, row=row):
+                raise TrainingInterrupted(LOST)
+        self.last_checkpoint = time.monotonic()
 
     def _check(self) -> None:
         self.writer.check()
@@ -205,21 +272,21 @@ class Recorder(Callback):
             raise TrainingInterrupted(reason)
 
     def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None:
+        if self._save_requested:  # a mid-epoch ModelCheckpoint save (never a resume point)
+            self._save_requested = False
+            self._save(self._epoch, safe_logs(dict(logs or {})), "model_checkpoint", batch)
+        if self.progress is not None:
+            self.progress.on_train_batch_end(batch, logs)
         self._check()
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         values = safe_logs(dict(logs or {}))
         self.writer.submit(epoch, values)
         every = self.ctx.settings.checkpoint_every_s
-        if time.monotonic() - self.last_checkpoint >= every and not self.trainer.stop_training:
+        due = time.monotonic() - self.last_checkpoint >= every and not self.trainer.stop_training
+        if due or self._save_requested:
             # Rows up to this epoch are committed before the checkpoint that follows them.
             self.writer.flush()
-            tensors, meta = self.trainer.state()
-            row = write_checkpoint(self.ctx, job_id=self.job_id, attempt=self.attempt,
-                                   epoch=epoch, logs=values, tensors=tensors,
-                                   meta={**self.static_meta, **meta})  # fmt: skip
-            with unit_of_work(self.ctx.sessions) as session:
-                if not repo.add_checkpoint(session, row=row):
-                    raise TrainingInterrupted(LOST)
-            self.last_checkpoint = time.monotonic()
+            self._save(epoch, values, "model_checkpoint" if self._save_requested else "periodic")
+            self._save_requested = False
         self._check()

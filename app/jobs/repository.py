@@ -242,9 +242,10 @@ def add_checkpoint(session: Session, *, row: CheckpointRow) -> bool:
 
 
 def latest_checkpoint(session: Session, *, job_id: uuid.UUID) -> CheckpointRow | None:
+    """The last checkpoint written at an epoch end (a mid-epoch save is no resume point)."""
     return session.scalars(
         select(CheckpointRow)
-        .where(CheckpointRow.job_id == job_id)
+        .where(CheckpointRow.job_id == job_id, CheckpointRow.batch.is_(None))
         .order_by(CheckpointRow.epoch.desc(), CheckpointRow.created_at.desc())
         .limit(1)
     ).first()

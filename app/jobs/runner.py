@@ -98,6 +98,7 @@ def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbe
     static_meta = {"model_config": model_row.config, "seed": model_row.seed,
                    "compile_config": job.request["compile"], "job_id": str(job_id)}  # fmt: skip
     recorder = Recorder(ctx, job_id, attempt, heartbeat, static_meta)
+    recorder.watch(callbacks, epochs=args.epochs)
     n_in, n_out = len(model.input_names), len(model.output_names)
     train = XY.from_arrays(arrays, n_in, n_out)
     validation = XY.from_arrays(arrays, n_in, n_out, "val_")
@@ -121,6 +122,7 @@ def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbe
     ckpt = write_checkpoint(
         ctx, job_id=job_id, attempt=attempt, epoch=key_epoch, logs=final_logs,
         tensors=tensors, meta={**static_meta, **meta, "final": True},
+        selection=recorder.selection,
     )  # fmt: skip
     # The final checkpoint, the model's new weights and the status commit together: a resumed
     # attempt never finds a final checkpoint of a job that is not finished.

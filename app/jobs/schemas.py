@@ -202,11 +202,19 @@ class CheckpointOut(BaseModel):
     logs: dict[str, float | None]
     size_bytes: int
     created_at: datetime
+    trigger: str = Field(description="`periodic`, `final` or `model_checkpoint` (a callback)")
+    batch: int | None = Field(
+        default=None, description="0-based batch of a mid-epoch ModelCheckpoint save"
+    )
+    monitor: str | None = Field(default=None, description="What selects the job's `best`")
+    mode: str | None = Field(default=None, description="`min` or `max`, for `monitor`")
 
     @classmethod
     def of(cls, row: CheckpointRow) -> CheckpointOut:
         return cls(id=row.id, job_id=row.job_id, epoch=row.epoch, attempt=row.attempt,
-                   logs=row.logs, size_bytes=row.size_bytes, created_at=row.created_at)  # fmt: skip
+                   logs=row.logs, size_bytes=row.size_bytes, created_at=row.created_at,
+                   trigger=row.trigger, batch=row.batch, monitor=row.monitor,
+                   mode=row.mode)  # fmt: skip
 
 
 class CheckpointList(BaseModel):

@@ -62,5 +62,10 @@ def job_data_key(job_id: object) -> str:
     return f"{job_prefix(job_id)}/inputs.safetensors"
 
 
-def checkpoint_key(job_id: object, attempt: int, epoch: int) -> str:
-    return f"{job_prefix(job_id)}/checkpoints/a{attempt}-e{epoch:06d}.safetensors"
+def checkpoint_key(
+    job_id: object, attempt: int, epoch: int, *, batch: int | None = None, final: bool = False
+) -> str:
+    """One file per (attempt, epoch) end; a mid-epoch save and the final checkpoint (whose
+    weights may differ from the epoch end's, e.g. restored best weights) get their own."""
+    tail = f"-b{batch:09d}" if batch is not None else ("-final" if final else "")
+    return f"{job_prefix(job_id)}/checkpoints/a{attempt}-e{epoch:06d}{tail}.safetensors"

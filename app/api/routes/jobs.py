@@ -63,7 +63,9 @@ def job_logs(
     responses={
         **E404,
         200: {"content": {"text/event-stream": {}},
-              "description": "`epoch` events (id = epoch), then one `status` event"},
+              "description": "`epoch` events (id = epoch) with throttled `progress` events "
+                             "(epoch, batch, steps, epochs, attempt, running logs; no id) "
+                             "while an epoch trains, then one `status` event"},
         204: {"description": "The job has ended and there is nothing after Last-Event-ID"},
     },
     summary="Live Server-Sent Events; reconnect with Last-Event-ID to resume",
