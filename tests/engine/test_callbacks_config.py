@@ -46,6 +46,8 @@ def test_defaults_are_keras_defaults() -> None:
         "initial_value_threshold": None,
     }  # fmt: skip
     assert get("TerminateOnNaN", ()).get_config() == {"raise_error": False}
+    saves_every_3 = get({"class_name": "ModelCheckpoint", "config": {"save_freq": 3.0}}, ())
+    assert saves_every_3.get_config()["save_freq"] == 3
     assert {"ReduceLROnPlateau", "TerminateOnNaN", "ModelCheckpoint"} <= set(CALLBACKS.names())
 
 

@@ -139,6 +139,8 @@ def _save_freq(config: Mapping[str, Any], loc: Loc) -> str | int:
     value = config.get("save_freq", "epoch")
     if value == "epoch":
         return "epoch"
+    if isinstance(value, float) and value.is_integer():  # JSON writers may emit 3.0
+        value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SAVE_FREQ:
         return value
     raise ConfigError(loc, f"must be 'epoch' or a number of batches >= 1, got {value!r}")
