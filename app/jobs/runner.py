@@ -103,6 +103,8 @@ def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbe
     train = XY.from_arrays(arrays, n_in, n_out)
     validation = XY.from_arrays(arrays, n_in, n_out, "val_")
     assert train is not None
+    args = args.resolved(train.size)  # the service stores it resolved; older requests may not
+    assert args.batch_size is not None
     if adapt and resume is None:  # a resumed attempt's checkpoint holds the adapted values
         adapt_before_fit(model, train, batch_size=args.batch_size)
     try:
