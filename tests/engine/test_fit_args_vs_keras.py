@@ -1,6 +1,7 @@
-"""fit's class_weight, steps_per_epoch, validation_steps, shuffle="batch" and the sample weights
-of validation data, each against Keras 3 (torch backend) from the same initial weights: every
-History value and the final weights must agree to float32 precision."""
+"""fit's class_weight, steps_per_epoch, validation_steps, shuffle="batch", the sample weights
+of validation data, initial_epoch, validation_freq, validation_batch_size and partial batches,
+each against Keras 3 (torch backend) from the same initial weights: every History value and the
+final weights must agree to float32 precision."""
 
 from __future__ import annotations
 
@@ -179,3 +180,32 @@ def test_wrong_class_weight_labels_are_refused(keras: ModuleType) -> None:
     with pytest.raises(DataError) as info:
         trainer.fit(X, y3, args=FitArgs(class_weight={0: 1.0}))
     assert info.value.loc[0] in ("class_weight", "y")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        # initial_epoch: epochs 2..4 run, numbered as Keras numbers them.
+        dict(batch_size=8, epochs=5, initial_epoch=2, shuffle=False, validation_split=0.25),
+        # validation_freq as an int and as a list of 1-based epochs: val_ values only there.
+        dict(batch_size=8, epochs=5, shuffle=False, validation_split=0.25, validation_freq=2),
+        dict(batch_size=8, epochs=4, shuffle=False, validation_split=0.25,
+             validation_freq=[1, 3, 4]),
+        # A batch size that leaves a partial last batch, and a validation batch size of its own.
+        dict(batch_size=5, epochs=3, shuffle=False, validation_split=0.3, validation_batch_size=4),
+        # Keras's default batch size (32, one batch of 22 here).
+        dict(epochs=3, shuffle=False),
+    ],
+    ids=["initial_epoch", "validation_freq_int", "validation_freq_list", "partial_batches",
+         "default_batch_size"],
+)  # fmt: skip
+def test_each_fit_argument_alone_matches_keras(keras: ModuleType, args: dict[str, Any]) -> None:
+    _both(keras, CLASSIFIER, SPARSE, X, LABELS.astype(np.float32), dict(args))
+
+
+def test_initial_epoch_numbers_the_epochs_as_keras(keras: ModuleType) -> None:
+    km, trainer = keras_and_ours(keras, REGRESSOR, MSE)
+    kh = km.fit(X, Y_REG, batch_size=8, epochs=4, initial_epoch=1, shuffle=False, verbose=0)
+    history = trainer.fit(X, Y_REG, args=FitArgs(batch_size=8, epochs=4, initial_epoch=1,
+                                                 shuffle=False))  # fmt: skip
+    assert history.epoch == kh.epoch == [1, 2, 3]
