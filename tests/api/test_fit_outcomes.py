@@ -1,0 +1,67 @@
+"""What a fit leaves behind, over HTTP (embedded mode): the same model seed and fit seed give the
+same History and weights run to run (shuffling and dropout included), and a fit whose
+EarlyStopping restores its best weights leaves the model holding exactly those weights, the ones
+the engine's own fit ends with."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from app.engine import callbacks
+from app.engine.compile import CompileSpec
+from app.engine.fit_args import FitArgs
+from app.engine.models import Model
+from app.engine.trainer import Trainer
+from tests.e2e.scenario_checks import wait_for
+from tests.support.keras_fit import sequential
+
+RNG = np.random.default_rng(11)
+X = RNG.normal(size=(40, 3)).astype(np.float32)
+Y = (X.sum(axis=1, keepdims=True) > 0).astype(np.float32)
+MODEL = sequential([("Dense", {"units": 8, "activation": "relu"}), ("Dropout", {"rate": 0.3}),
+                    ("Dense", {"units": 1, "activation": "sigmoid"})], [None, 3])  # fmt: skip
+COMPILE = {"optimizer": {"class_name": "Adam", "config": {"learning_rate": 0.05}},
+           "loss": "binary_crossentropy", "metrics": ["accuracy"]}  # fmt: skip
+# Patience 1 with a noisy validation loss: it stops early and the best epoch is not the last.
+EARLY = {
+    "class_name": "EarlyStopping",
+    "config": {"monitor": "val_loss", "patience": 1, "restore_best_weights": True},
+}
+FIT: dict[str, Any] = {"compile": COMPILE, "x": X.tolist(), "y": Y.tolist(), "batch_size": 8,
+                       "epochs": 30, "validation_split": 0.25, "seed": 5,
+                       "callbacks": [EARLY]}  # fmt: skip
+
+
+def _fit(client: TestClient) -> tuple[dict[str, Any], list[np.ndarray]]:
+    model = client.post("/v1/models", json={"config": MODEL, "seed": 3}).json()
+    job = client.post(f"/v1/models/{model['id']}/fit", json=FIT)
+    assert job.status_code == 202, job.text
+    done = wait_for(client, job.json()["id"], {"succeeded"})
+    with np.load(io.BytesIO(client.get(f"/v1/models/{model['id']}/weights").content)) as npz:
+        return done, [npz[f"arr_{i}"] for i in range(len(npz.files))]
+
+
+def test_same_seeds_same_fit_and_the_model_keeps_the_restored_weights(
+    client: TestClient,
+) -> None:
+    first, weights = _fit(client)
+    second, weights_again = _fit(client)
+    assert first["history"] == second["history"]
+    for a, b in zip(weights, weights_again, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    # The engine's fit with the same seeds: the same History, and its final weights (restored
+    # to the best epoch) are what the model now holds.
+    trainer = Trainer(Model.from_config(MODEL, seed=3), CompileSpec.parse(COMPILE), device=None)
+    early = callbacks.get(EARLY, ("callbacks", 0))
+    history = trainer.fit(X, Y, args=FitArgs(batch_size=8, epochs=30, validation_split=0.25,
+                                             seed=5), callbacks=[early])  # fmt: skip
+    assert first["history"] == {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    val_loss = history.history["val_loss"]
+    assert len(val_loss) < 30 and int(np.argmin(val_loss)) != len(val_loss) - 1
+    for ours, engine in zip(weights, trainer.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, engine)
