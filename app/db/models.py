@@ -89,6 +89,12 @@ class JobRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # A job resumed from another job's checkpoint: that job (null once it is gone) and the
+    # checkpoint whose full training state it starts from.
+    parent_job_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), default=None, index=True
+    )
+    start_checkpoint_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
 
 
 class EpochLogRow(Base):

@@ -251,6 +251,10 @@ def latest_checkpoint(session: Session, *, job_id: uuid.UUID) -> CheckpointRow |
     ).first()
 
 
+def get_checkpoint(session: Session, *, checkpoint_id: uuid.UUID) -> CheckpointRow | None:
+    return session.get(CheckpointRow, checkpoint_id)
+
+
 def list_checkpoints(session: Session, *, job_id: uuid.UUID) -> Sequence[CheckpointRow]:
     return session.scalars(
         select(CheckpointRow).where(CheckpointRow.job_id == job_id).order_by(CheckpointRow.epoch)

@@ -78,6 +78,12 @@ def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbe
         model_row = repo.get_model(session, model_id=job.model_id)
         assert model_row is not None
         resume = repo.latest_checkpoint(session, job_id=job_id)
+        if resume is None and job.start_checkpoint_id is not None:
+            # A job resumed from another job's checkpoint starts from its full training state
+            # (its own checkpoints, once it has some, take over: a later attempt uses those).
+            resume = repo.get_checkpoint(session, checkpoint_id=job.start_checkpoint_id)
+            if resume is None:
+                raise LookupError(f"checkpoint {job.start_checkpoint_id} no longer exists")
     spec = CompileSpec.parse(job.request["compile"], ("compile",))
     model = build_model(ctx.settings, model_row.config, model_row.seed)
     trainer = Trainer(model, spec, device=resolve_device(ctx.settings.device))
