@@ -78,16 +78,17 @@ class LearningRateSchedule:
 SCHEDULES: Registry[LearningRateSchedule] = Registry("learning-rate schedule")
 
 
-@SCHEDULES.register("ExponentialDecay")
-class ExponentialDecay(LearningRateSchedule):
-    """`lr0 * decay_rate ** (step / decay_steps)`, the exponent floored if `staircase`."""
+class _StepDecay(LearningRateSchedule):
+    """The decays of `step / decay_steps` (floored if `staircase`) at `decay_rate`: Keras's
+    ExponentialDecay and InverseTimeDecay share their config and their progress."""
 
     keys = ("initial_learning_rate", "decay_steps", "decay_rate", "staircase", "name")
 
     def __init__(self, initial_learning_rate: float, decay_steps: float, decay_rate: float,
-                 staircase: bool = False, name: str = "ExponentialDecay") -> None:  # fmt: skip
+                 staircase: bool = False, name: str | None = None) -> None:  # fmt: skip
         self.initial_learning_rate, self.decay_steps = initial_learning_rate, decay_steps
-        self.decay_rate, self.staircase, self.name = decay_rate, staircase, name
+        self.decay_rate, self.staircase = decay_rate, staircase
+        self.name = type(self).__name__ if name is None else name
 
     @classmethod
     def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
@@ -96,13 +97,20 @@ class ExponentialDecay(LearningRateSchedule):
             "decay_steps": _steps(config, "decay_steps", loc),
             "decay_rate": _number(config, "decay_rate", loc, min_value=0.0),
             "staircase": get_bool(config, "staircase", loc, False),
-            "name": get_str(config, "name", loc, "ExponentialDecay"),
+            "name": get_str(config, "name", loc, cls.__name__),
         }
 
-    def rate(self, step: Tensor) -> Tensor:
+    def _progress(self, step: Tensor) -> Tensor:
         p = step / _f32(self.decay_steps)
-        if self.staircase:
-            p = torch.floor(p)
+        return torch.floor(p) if self.staircase else p
+
+
+@SCHEDULES.register("ExponentialDecay")
+class ExponentialDecay(_StepDecay):
+    """`lr0 * decay_rate ** (step / decay_steps)`, the exponent floored if `staircase`."""
+
+    def rate(self, step: Tensor) -> Tensor:
+        p = self._progress(step)
         return _f32(self.initial_learning_rate) * torch.pow(_f32(self.decay_rate), p)
 
 
@@ -203,30 +211,11 @@ class PolynomialDecay(LearningRateSchedule):
 
 
 @SCHEDULES.register("InverseTimeDecay")
-class InverseTimeDecay(LearningRateSchedule):
+class InverseTimeDecay(_StepDecay):
     """`lr0 / (1 + decay_rate * step / decay_steps)`, the ratio floored if `staircase`."""
 
-    keys = ("initial_learning_rate", "decay_steps", "decay_rate", "staircase", "name")
-
-    def __init__(self, initial_learning_rate: float, decay_steps: float, decay_rate: float,
-                 staircase: bool = False, name: str = "InverseTimeDecay") -> None:  # fmt: skip
-        self.initial_learning_rate, self.decay_steps = initial_learning_rate, decay_steps
-        self.decay_rate, self.staircase, self.name = decay_rate, staircase, name
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            "initial_learning_rate": _rate(config, "initial_learning_rate", loc),
-            "decay_steps": _steps(config, "decay_steps", loc),
-            "decay_rate": _number(config, "decay_rate", loc, min_value=0.0),
-            "staircase": get_bool(config, "staircase", loc, False),
-            "name": get_str(config, "name", loc, "InverseTimeDecay"),
-        }
-
     def rate(self, step: Tensor) -> Tensor:
-        p = step / _f32(self.decay_steps)
-        if self.staircase:
-            p = torch.floor(p)
+        p = self._progress(step)
         return _f32(self.initial_learning_rate) / (_f32(1.0) + _f32(self.decay_rate) * p)
 
 
