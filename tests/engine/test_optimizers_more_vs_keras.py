@@ -18,7 +18,14 @@ from app.engine.errors import ConfigError
 from app.engine.fit_args import FitArgs
 from app.engine.models import Model
 from app.engine.trainer import Trainer
-from tests.engine.test_optimizers import _gradients, _initial, _keras_config, _params, _step
+from tests.engine.test_optimizers import (
+    _gradients,
+    _initial,
+    _keras_config,
+    _params,
+    _step,
+    check_cuda_step,
+)
 from tests.support.keras_fit import assert_same_fit, sequential
 from tests.support.keras_json import keras_json
 
@@ -270,26 +277,4 @@ def test_state_holds_nadam_s_product_and_adafactor_s_factors():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize(("class_name", "config"), CONFIGS)
 def test_step_never_synchronises_on_cuda(class_name, config):
-    identifier = {"class_name": class_name, "config": config}
-    opt = optimizers.get(identifier, ())
-    params = [torch.nn.Parameter(p.detach().cuda()) for p in _params()]
-    opt.build(params)
-    grads = [[None if g is None else torch.tensor(g).cuda() for g in gs] for gs in _gradients()]
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for gs in grads:
-            for p, g in zip(params, gs, strict=True):
-                p.grad = g
-            opt.step()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    cpu = _params()
-    ref = optimizers.get(identifier, ())
-    ref.build(cpu)
-    for gs in _gradients():
-        _step(ref, cpu, gs)
-    for a, b in zip(params, cpu, strict=True):
-        np.testing.assert_allclose(
-            a.detach().cpu().numpy(), b.detach().numpy(), rtol=1e-5, atol=1e-6
-        )
+    check_cuda_step({"class_name": class_name, "config": config})
