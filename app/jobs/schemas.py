@@ -154,6 +154,21 @@ class FitRequest(Strict):
     verbose: int | str | None = Field(default=None, description="Accepted for Keras parity")
 
 
+class ResumeRequest(Strict):
+    checkpoint: str = Field(
+        default="latest", min_length=1, max_length=64,
+        description="The checkpoint to continue from: an id, `epoch:N`, `best` or `latest` (the "
+        "last epoch-end checkpoint, where a crashed attempt would resume). A mid-epoch "
+        "ModelCheckpoint save is no resume point",
+    )  # fmt: skip
+    epochs: StrictInt | None = Field(
+        default=None, ge=1, le=100_000,
+        description="Train up to this epoch count, as fit's `epochs`; the parent job's by "
+        "default. The new job's initial_epoch is the checkpoint's epoch + 1, which this must "
+        "exceed",
+    )  # fmt: skip
+
+
 class JobError(BaseModel):
     type: str
     message: str
@@ -170,9 +185,17 @@ class JobOut(BaseModel):
     epochs_done: int
     cancel_requested: bool
     history: dict[str, list[float | None]] = Field(
-        description="Keras's History.history so far; a non-finite value (a diverged fit) is null"
+        description="Keras's History.history so far; a non-finite value (a diverged fit) is null. "
+        "A resumed job's history holds its own epochs only, as fit with initial_epoch returns"
     )
     error: JobError | None
+    parent_job_id: uuid.UUID | None = Field(
+        default=None, description="The job this one resumes (POST /v1/jobs/{id}/resume)"
+    )
+    start_checkpoint_id: uuid.UUID | None = Field(
+        default=None,
+        description="The parent's checkpoint whose training state this job starts from",
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -300,6 +323,7 @@ def job_out(row: JobRow, history: dict[str, list[float | None]]) -> JobOut:
         id=row.id, model_id=row.model_id, kind=row.kind, status=row.status, attempt=row.attempt,
         max_attempts=row.max_attempts, epochs=row.epochs, epochs_done=row.epochs_done,
         cancel_requested=row.cancel_requested, history=history, error=error,
+        parent_job_id=row.parent_job_id, start_checkpoint_id=row.start_checkpoint_id,
         created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
     )  # fmt: skip
 

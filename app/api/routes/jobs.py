@@ -1,4 +1,4 @@
-"""Routes of /v1/jobs: status and history, epoch logs, the live event stream, cancel."""
+"""Routes of /v1/jobs: status and history, epoch logs, the live event stream, cancel, resume."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import uuid
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import Ctx
 from app.api.responses import OCTET, attachment
-from app.jobs import checkpoints, events, service
+from app.jobs import checkpoints, events, resume, service
 from app.jobs.schemas import (
     CheckpointList,
     CheckpointOut,
@@ -19,6 +19,7 @@ from app.jobs.schemas import (
     ErrorOut,
     JobList,
     JobOut,
+    ResumeRequest,
     epoch_out,
     job_out,
 )
@@ -135,3 +136,27 @@ def checkpoint_keras(ctx: Ctx, job_id: uuid.UUID, checkpoint: Selector) -> Respo
 def checkpoint_safetensors(ctx: Ctx, job_id: uuid.UUID, checkpoint: Selector) -> Response:
     data = checkpoints.export_safetensors(ctx, job_id=job_id, selector=checkpoint)
     return attachment(data, f"{job_id}-{checkpoint.replace(':', '-')}.safetensors")
+
+
+@router.post(
+    "/{job_id}/resume",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses={
+        **E404,
+        409: {"model": ErrorOut, "description": "The job is still active, or the model is "
+                                                "training"},
+        422: {"model": ErrorOut, "description": "No such checkpoint, a mid-epoch one, or no "
+                                                "epochs left; `loc` names the field"},
+    },
+    summary="Continue a finished job from one of its checkpoints, as a new fit job",
+)  # fmt: skip
+def resume_job(ctx: Ctx, job_id: uuid.UUID, body: ResumeRequest | None = None) -> JobOut:
+    """A new fit job on the same model with the job's compile spec, callbacks, seed, fit
+    arguments and data, starting at the checkpoint's epoch + 1 from its full training state
+    (weights, optimizer state and schedule position, RNG state, batch order): resuming at epoch
+    k and running to N gives the epochs and final weights of an uninterrupted fit to N. Its
+    history holds its own epochs only, as Keras's fit with initial_epoch returns; when it
+    succeeds the model holds its final weights."""
+    job = resume.resume_job(ctx, job_id=job_id, body=body or ResumeRequest())
+    return job_out(job, {})
