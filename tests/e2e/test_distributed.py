@@ -84,6 +84,28 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes_exactly(stack: Stack) -
     assert p1 == p2
 
 
+def test_a_finished_job_resumed_through_the_worker_continues_exactly(stack: Stack) -> None:
+    client = stack.client
+    first = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 2}).json()
+    body = scenario.fit_body(epochs=15, callbacks=[], seed=5)
+    parent = client.post(f"/v1/models/{first['id']}/fit", json=body).json()
+    assert wait_for(client, parent["id"], {"succeeded", "failed"})["status"] == "succeeded"
+    r = client.post(f"/v1/jobs/{parent['id']}/resume", json={"checkpoint": "epoch:9",
+                                                              "epochs": 40})  # fmt: skip
+    assert r.status_code == 202, r.text
+    child = wait_for(client, r.json()["id"], {"succeeded", "failed", "cancelled"}, timeout=180)
+    assert child["status"] == "succeeded" and child["parent_job_id"] == parent["id"], child
+
+    second = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 2}).json()
+    job2 = client.post(f"/v1/models/{second['id']}/fit", json={**body, "epochs": 40}).json()
+    straight = wait_for(client, job2["id"], {"succeeded", "failed"}, timeout=180)
+    assert child["history"] == {k: v[10:] for k, v in straight["history"].items()}
+    x = {"x": scenario.X.tolist()}
+    p1 = client.post(f"/v1/models/{first['id']}/predict", json=x).json()
+    p2 = client.post(f"/v1/models/{second['id']}/predict", json=x).json()
+    assert p1 == p2
+
+
 def test_cancel_a_running_job(stack: Stack) -> None:
     client = stack.client
     model = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 1}).json()
