@@ -78,6 +78,8 @@ def test_resume_makes_a_linked_job_whose_history_is_its_own_epochs(client: TestC
     assert r.status_code == 202 and r.json()["epochs_done"] == 1, r.text
     wait_for(client, r.json()["id"], {"succeeded"})
     assert "/v1/jobs/{job_id}/resume" in client.get("/openapi.json").json()["paths"]
+    assert client.delete(f"/v1/models/{model_id}").status_code == 204  # parents and children
+    assert client.get(f"/v1/jobs/{child['id']}").status_code == 404
 
 
 def test_resume_refusals(client: TestClient) -> None:

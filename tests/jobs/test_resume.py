@@ -149,6 +149,9 @@ def test_resume_a_cancelled_job_from_its_latest_checkpoint(pg_ctx: Any, straight
     _done(pg_ctx, child.id)
     assert _logs(pg_ctx, child.id) == {e: straight_logs[e] for e in range(3, N)}
     _assert_same_weights(_weights(pg_ctx, model_id), straight_weights)
+    service.delete_model(pg_ctx, model_id=model_id)  # the parent and its child go together
+    with pytest.raises(NotFound):
+        service.get_job(pg_ctx, job_id=child.id)
 
 
 def test_a_crashed_attempt_of_a_resumed_job_resumes_from_its_own_checkpoint(
