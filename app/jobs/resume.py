@@ -53,8 +53,8 @@ def resume_job(ctx: JobsContext, *, job_id: uuid.UUID, body: ResumeRequest) -> J
         given = "" if body.epochs is not None else f" (the parent's, {epochs})"
         raise InvalidInput(
             f"epochs{given} must exceed {initial_epoch}: checkpoint {ckpt.id} ends epoch "
-            f"{ckpt.epoch} (0-based), so the resumed fit starts at epoch {initial_epoch} and "
-            f"runs up to epochs; give epochs > {initial_epoch}",
+            f"{ckpt.epoch} (0-based), so the resumed fit runs epochs {initial_epoch} to "
+            "epochs - 1 and needs at least one",
             loc=[BODY, "epochs"],
         )
     for key, what in ((parent.data_key, "inputs"), (ckpt.key, f"checkpoint {ckpt.id}")):
