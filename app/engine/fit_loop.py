@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from app.engine.batches import BatchIterator
 from app.engine.callbacks import CallbackList, LazyLogs
+from app.engine.callbacks import state as callback_state
 from app.engine.data import Arrays
 from app.engine.fit_args import FitArgs, should_validate
 
@@ -38,8 +39,15 @@ def run_epochs(
     trainer.stop_training = False
     logs: dict[str, float] = {}
     cbs.on_train_begin()
+    first = args.initial_epoch
+    if trainer._callbacks_state is not None:  # a resumed fit's callbacks carry on
+        tensors, entries, stopped = trainer._callbacks_state
+        trainer._callbacks_state = None
+        callback_state.restore(cbs.callbacks, tensors, entries)
+        if stopped:  # a callback had ended the fit at the checkpoint's epoch: no epoch more
+            trainer.stop_training, first = True, args.epochs
     try:
-        for epoch in range(args.initial_epoch, args.epochs):
+        for epoch in range(first, args.epochs):
             trainer._reset_metrics()
             cbs.on_epoch_begin(epoch)
             indices, step, more = batches.epoch(), 0, True

@@ -70,6 +70,9 @@ class Trainer:
         self.epoch = -1  # the last finished epoch
         self.batches: BatchIterator | None = None  # the last fit's, for its checkpoints
         self._batches_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+        self.callbacks: list[Callback] | None = None  # the running fit's, for its checkpoints
+        # A checkpoint's callback tensors and entries, and whether a callback had stopped it.
+        self._callbacks_state: tuple[dict[str, torch.Tensor], list[Any], bool] | None = None
         # Keras wraps the optimizer in a LossScaleOptimizer for mixed_float16.
         self.loss_scaler: precision.LossScaler | None = None
         if compile_spec.dtype_policy == "mixed_float16" and compile_spec.auto_scale_loss:
@@ -283,7 +286,11 @@ class Trainer:
         if not self._resumed:  # a restored RNG state continues where the checkpoint left it
             self._seed(plan.args.seed)
         self._resumed = False
-        run_epochs(self, train, val, plan.args.resolved(train.size), cbs)
+        self.callbacks = list(plan.callbacks)
+        try:
+            run_epochs(self, train, val, plan.args.resolved(train.size), cbs)
+        finally:
+            self.callbacks = None
         return history
 
     def _seed(self, seed: int | None) -> None:

@@ -1,7 +1,8 @@
 """A trainer's resumable state (what a checkpoint holds besides its descriptions): the
 weights, the optimizer's slots and scalars, the RNG state, the seed and last finished epoch,
-the position in the batch order (`steps_per_epoch` carries a pass across epochs) and the
-mixed_float16 loss scale."""
+the position in the batch order (`steps_per_epoch` carries a pass across epochs), the
+mixed_float16 loss scale and, taken during a fit, its callbacks' state and whether a callback
+stopped it (a resumed fit then runs no further epoch)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from app.engine.callbacks import state as callback_state
 
 if TYPE_CHECKING:
     from app.engine.trainer import Trainer
@@ -20,12 +23,16 @@ def state_of(trainer: Trainer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     opt_tensors, opt_meta = trainer.optimizer.state_dict()
     tensors.update({f"optimizer/{k}": t.detach() for k, t in opt_tensors.items()})
     tensors["rng/generator"] = trainer.generator.get_state()
-    meta = {"optimizer": opt_meta, "seed": trainer.seed, "epoch": trainer.epoch}
+    meta: dict[str, Any] = {"optimizer": opt_meta, "seed": trainer.seed, "epoch": trainer.epoch}
     if trainer.loss_scaler is not None:
         meta["loss_scale"] = trainer.loss_scaler.state()
     if trainer.batches is not None:
         data_tensors, meta["data"] = trainer.batches.state()
         tensors.update(data_tensors)
+    if trainer.callbacks is not None:
+        cb_tensors, meta["callbacks"] = callback_state.collect(trainer.callbacks)
+        tensors.update(cb_tensors)
+        meta["stop_training"] = trainer.stop_training
     return tensors, meta
 
 
@@ -50,5 +57,12 @@ def load_into(
     if meta.get("data") is not None:
         data = {k: t for k, t in tensors.items() if k.startswith("data/")}
         trainer._batches_state = (data, dict(meta["data"]))
+    trainer._callbacks_state = None
+    if isinstance(meta.get("callbacks"), list):  # absent from checkpoints taken outside a fit
+        cbs = {
+            k: t.to(trainer.device) for k, t in tensors.items()
+            if k.startswith(callback_state.PREFIX)
+        }  # fmt: skip
+        trainer._callbacks_state = (cbs, list(meta["callbacks"]), bool(meta.get("stop_training")))
     trainer._resumed = True
     trainer.epoch = int(meta.get("epoch", -1))

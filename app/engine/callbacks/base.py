@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from app.engine.errors import Loc
 
 if TYPE_CHECKING:
@@ -52,6 +54,15 @@ class Callback:
 
     def get_config(self) -> dict[str, Any]:
         return {}
+
+    def get_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """What a resumed fit needs to carry on with this callback: tensors and JSON scalars,
+        or None for a callback that keeps nothing across epochs. Checkpoints taken at an epoch
+        end hold it as it is after every callback's `on_epoch_end`."""
+        return None
+
+    def set_state(self, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> None:
+        """Take back what `get_state` gave (a resumed fit calls it after `on_train_begin`)."""
 
     def on_train_begin(self, logs: Logs | None = None) -> None: ...
     def on_train_end(self, logs: Logs | None = None) -> None: ...

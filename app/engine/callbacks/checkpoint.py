@@ -13,6 +13,7 @@ import torch
 from app.engine.callbacks.base import Logs
 from app.engine.callbacks.monitor import MODES, MonitorCallback
 from app.engine.callbacks.registry import CALLBACKS
+from app.engine.callbacks.state import decode_float, encode_float, prefixed, unprefixed
 from app.engine.errors import ConfigError, Loc
 from app.engine.params import get_bool, get_float, get_int, get_str
 from app.engine.registry import known_keys
@@ -98,6 +99,19 @@ class ModelCheckpoint(MonitorCallback):
                 f"save_best_only needs {self.monitor!r} in the {when} logs this fit produces: "
                 f"{sorted(keys)}",
             )
+
+    def get_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        # The batch count carries across epochs, so it carries across a resume too.
+        return prefixed("last_saved", self.last_saved or {}), {
+            "best": encode_float(self.best), "since_save": self._since_save,
+            "last_batch": self._last_batch,
+        }  # fmt: skip
+
+    def set_state(self, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> None:
+        self.best, self._since_save = decode_float(state["best"]), int(state["since_save"])
+        last = state.get("last_batch")
+        self._last_batch = None if last is None else int(last)
+        self.last_saved = unprefixed("last_saved", tensors) or None
 
     def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
         self._epoch = epoch

@@ -11,6 +11,7 @@ import torch
 
 from app.engine.callbacks.base import Callback, Logs
 from app.engine.callbacks.registry import CALLBACKS
+from app.engine.callbacks.state import decode_float, encode_float, prefixed, unprefixed
 from app.engine.errors import ConfigError, Loc
 from app.engine.params import get_bool, get_float, get_int, get_str
 from app.engine.registry import known_keys
@@ -110,6 +111,17 @@ class EarlyStopping(MonitorCallback):
         self.wait, self.stopped_epoch, self.best_epoch = 0, 0, 0
         self.best, self.best_weights = None, None
 
+    def get_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors = prefixed("best_weights", self.best_weights or {})
+        return tensors, {"wait": self.wait, "best": encode_float(self.best),
+                         "best_epoch": self.best_epoch,
+                         "stopped_epoch": self.stopped_epoch}  # fmt: skip
+
+    def set_state(self, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> None:
+        self.wait, self.best = int(state["wait"]), decode_float(state["best"])
+        self.best_epoch, self.stopped_epoch = int(state["best_epoch"]), int(state["stopped_epoch"])
+        self.best_weights = unprefixed("best_weights", tensors) or None
+
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         current = (logs or {}).get(self.monitor)
         if current is None or epoch < self.start_from_epoch:
@@ -157,6 +169,13 @@ class ThresholdStopping(MonitorCallback):
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
         self.stopped_epoch = None
+
+    def get_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {}, {"stopped_epoch": self.stopped_epoch}
+
+    def set_state(self, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> None:
+        stopped = state.get("stopped_epoch")
+        self.stopped_epoch = None if stopped is None else int(stopped)
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         current = (logs or {}).get(self.monitor)

@@ -8,10 +8,12 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import numpy as np
+import torch
 
 from app.engine.callbacks.base import Logs
 from app.engine.callbacks.monitor import MODES, MonitorCallback
 from app.engine.callbacks.registry import CALLBACKS
+from app.engine.callbacks.state import decode_float, encode_float
 from app.engine.errors import ConfigError, Loc
 from app.engine.params import get_float, get_int, get_str
 from app.engine.registry import known_keys
@@ -77,6 +79,15 @@ class ReduceLROnPlateau(MonitorCallback):
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
         self.best, self.wait, self.cooldown_counter = None, 0, 0
+
+    def get_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        # The rate itself is the optimizer's, and its checkpoint state holds it.
+        return {}, {"best": encode_float(self.best), "wait": self.wait,
+                    "cooldown_counter": self.cooldown_counter}  # fmt: skip
+
+    def set_state(self, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> None:
+        self.best, self.wait = decode_float(state["best"]), int(state["wait"])
+        self.cooldown_counter = int(state["cooldown_counter"])
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         optimizer = self.trainer.optimizer

@@ -6,6 +6,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
 from app.engine.callbacks.base import Callback, Logs
 from app.engine.callbacks.registry import CALLBACKS
 from app.engine.errors import EngineError, Loc
@@ -40,6 +42,13 @@ class TerminateOnNaN(Callback):
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
         self.stopped_at = None
+
+    def get_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {}, {"stopped_at": None if self.stopped_at is None else list(self.stopped_at)}
+
+    def set_state(self, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> None:
+        at = state.get("stopped_at")
+        self.stopped_at = None if at is None else (int(at[0]), int(at[1]))
 
     def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
         self._epoch = epoch
