@@ -93,6 +93,8 @@ def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbe
     if resume is not None:
         # Continue from the last durable checkpoint of an earlier attempt.
         tensors, meta = read_checkpoint(ctx.store, resume.key)
+        if resume.job_id != job_id:  # a parent's: if a callback stopped it there, this fit goes on
+            meta["stop_training"] = False
         trainer.load_state(tensors, meta)
         args.initial_epoch = resume.epoch + 1
     else:
@@ -114,10 +116,11 @@ def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbe
     if adapt and resume is None:  # a resumed attempt's checkpoint holds the adapted values
         adapt_before_fit(model, train, batch_size=args.batch_size)
     try:
-        if args.initial_epoch < args.epochs:
-            trainer.prepare_arrays(train)
-            plan = FitPlan(args, train, validation, [*callbacks, recorder])
-            trainer.run_fit(plan)
+        # Also when the checkpoint is the last epoch's: the fit then runs no epoch but still
+        # ends as the uninterrupted one did (EarlyStopping's best weights, the EMA overwrite).
+        trainer.prepare_arrays(train)
+        plan = FitPlan(args, train, validation, [*callbacks, recorder])
+        trainer.run_fit(plan)
         recorder.writer.flush()  # every epoch row is committed before the job can succeed
     except TrainingInterrupted:
         recorder.writer.queue.join()  # keep what was logged before a cancel
