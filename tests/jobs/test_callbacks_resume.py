@@ -39,12 +39,12 @@ STOP, BEST = 31, 27
 
 def _job(
     ctx: Any, monkeypatch: pytest.MonkeyPatch, *, epochs: int = EPOCHS,
-    interrupt_after: int | None = None,
+    interrupt_after: int | None = None, callbacks: list[dict[str, Any]] = CALLBACKS,
 ) -> tuple[Any, list[Any], dict[str, torch.Tensor]]:  # fmt: skip
     """Run a job to the end; with `interrupt_after`, its first attempt leaves right after that
     epoch's checkpoint (as a process that is shutting down does) and a second one resumes."""
     model = service.create_model(ctx, body=ModelCreate(config=scenario.MODEL, seed=3))
-    body = scenario.fit_body(epochs=epochs, callbacks=CALLBACKS, seed=5)
+    body = scenario.fit_body(epochs=epochs, callbacks=callbacks, seed=5)
     job = service.submit_fit(ctx, model_id=model.id, body=FitRequest(**body))
     if interrupt_after is not None:
         original = Recorder.on_epoch_end
@@ -68,7 +68,7 @@ def _job(
             s.execute(update(JobRow).where(JobRow.id == job.id)
                       .values(lease_expires_at=utcnow() - timedelta(seconds=1)))  # fmt: skip
         _, meta = checkpoint.from_bytes(ctx.store.read(resume.key))
-        assert [e["class_name"] for e in meta["callbacks"]] == [c["class_name"] for c in CALLBACKS]
+        assert [e["class_name"] for e in meta["callbacks"]] == [c["class_name"] for c in callbacks]
     run_fit_job(ctx, job.id)
     done, rows = service.get_job(ctx, job_id=job.id)
     assert done.status == "succeeded", done.error_message
@@ -141,3 +141,24 @@ def test_a_new_job_resumed_where_a_callback_stopped_its_parent_trains_on(
     assert child_rows and child_rows[0].epoch == STOP + 1
     # ReduceLROnPlateau carried on from its state too: the rate is where the parent left it.
     assert child_rows[0].logs["learning_rate"] <= rows[-1].logs["learning_rate"]
+
+
+def test_mid_epoch_saves_fall_on_the_same_batches_after_a_resume(
+    pg_ctx: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ModelCheckpoint's count of batches runs across epochs and across the resume; its
+    mid-epoch saves (checkpoints too, with callback state, but never resume points) leave the
+    resume at the epoch-end checkpoint."""
+    every_3 = {"class_name": "ModelCheckpoint", "config": {"monitor": "loss", "save_freq": 3}}
+    cbs = [CALLBACKS[0], every_3]  # 4 batches an epoch: saves fall at changing batch indices
+    straight = _job(pg_ctx, monkeypatch, callbacks=cbs)
+    resumed = _job(pg_ctx, monkeypatch, callbacks=cbs, interrupt_after=4)
+    _assert_same_job(resumed, straight)
+
+    def saves(job_id: Any) -> list[tuple[int, int | None]]:
+        with unit_of_work(pg_ctx.sessions) as s:
+            rows = repo.list_checkpoints(s, job_id=job_id)
+        return sorted((c.epoch, c.batch) for c in rows if c.trigger == "model_checkpoint")
+
+    assert saves(resumed[0].id) == saves(straight[0].id)
+    assert len(saves(straight[0].id)) == len(straight[1]) * 4 // 3
