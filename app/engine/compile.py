@@ -93,7 +93,7 @@ def _per_output(value: Any, names: list[str], loc: Loc, what: str) -> list[tuple
     if isinstance(value, list):
         if len(value) != n:
             raise ConfigError(
-                loc, f"has {len(value)} {what}s but the model has {n} output(s) {names}"
+                loc, f"has {len(value)} {what} but the model has {n} output(s) {names}"
             )
         return [(v, (*loc, i)) for i, v in enumerate(value)]
     if isinstance(value, Mapping) and not _is_object(value):
@@ -164,7 +164,7 @@ class CompileSpec:
         output (with one weight, in whatever structure it is given); a list or an object keyed
         by output name gives one per output, and loss_weights of another structure are
         flattened (an object's values in sorted key order) and taken in output order."""
-        given = _per_output(self.loss, names, (*loc, "loss"), "loss")
+        given = _per_output(self.loss, names, (*loc, "loss"), "losses")
         wloc = (*loc, "loss_weights")
         weights = self.loss_weights
         if weights is None:
@@ -206,7 +206,7 @@ class CompileSpec:
                 f"the model has {len(names)} outputs {names}: give one entry per output (a list "
                 "of that length, or an object keyed by output name)",
             )
-        return [_leaves(v, vloc) for v, vloc in _per_output(value, names, mloc, "metric entry")]
+        return [_leaves(v, vloc) for v, vloc in _per_output(value, names, mloc, "metric entries")]
 
     def make_optimizer(self, loc: Loc = ("compile",)) -> optimizers.Optimizer:
         return optimizers.get(self.optimizer, (*loc, "optimizer"))

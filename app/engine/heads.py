@@ -166,3 +166,20 @@ class Heads:
                 m.update_masked(y, p, None, mask)
             for m in h.weighted:
                 m.update_masked(y, p, sw, mask)
+
+
+def check_outputs(
+    spec: CompileSpec, names: list[str], pred_shapes: Sequence[tuple[int | None, ...]], loc: Loc
+) -> None:
+    """What can be checked of a compile spec against a model before any data: one loss, loss
+    weight and metric entry per output (as Heads spreads them), at least one loss when any is
+    given, and every metric known. "crossentropy" and "accuracy" are picked by the label shapes
+    at the first data; here they are resolved against the output shapes only to be checked."""
+    outputs = spec.output_losses(names, loc)
+    if spec.loss is not None and all(out.loss is None for out in outputs):
+        raise ConfigError((*loc, "loss"), "no output has a loss")
+    shapes = [tuple(1 if d is None else d for d in shape) for shape in pred_shapes]
+    for key in ("metrics", "weighted_metrics"):
+        for shape, entries in zip(shapes, spec.output_metrics(key, names, loc), strict=True):
+            for metric, mloc in entries:
+                metrics_mod.get(metric, mloc, y_true_shape=shape, y_pred_shape=shape)

@@ -19,6 +19,7 @@ from app.engine.callbacks import CallbackList
 from app.engine.data import Arrays, check_same_length, read_inputs
 from app.engine.errors import DataError, Loc
 from app.engine.fit_args import MAX_BATCH_SIZE, apply_class_weight
+from app.engine.models import Model
 
 if TYPE_CHECKING:
     from app.engine.trainer import Trainer
@@ -71,10 +72,14 @@ def test_on_batch(
     return trainer._test_loop(arrays, arrays.size, CallbackList([]))
 
 
-def predict_on_batch(trainer: Trainer, x: Any, *, loc: Loc = ()) -> np.ndarray | list[np.ndarray]:
+def predict_on_batch(
+    model: Model, x: Any, *, device: torch.device | None = None, loc: Loc = ()
+) -> np.ndarray | list[np.ndarray]:
     """One forward pass in inference mode: one array for a one-output model, else one per
     output in output order."""
-    model = trainer.model
+    device = device or next(
+        (t.device for t in model.weight_tensors().values()), torch.device("cpu")
+    )
     xs = read_inputs(x, model.input_names, model.input_shapes, (*loc, "x"))
     model.check_input(xs, (*loc, "x"))
     if model.single_input:
@@ -83,7 +88,7 @@ def predict_on_batch(trainer: Trainer, x: Any, *, loc: Loc = ()) -> np.ndarray |
         check_same_length([((*loc, "x", n), a) for n, a in zip(model.input_names, xs, strict=True)])
     _check_size(int(xs[0].shape[0]), (*loc, "x"))
     with torch.no_grad():
-        ts = [torch.as_tensor(a, device=trainer.device) for a in xs]
+        ts = [torch.as_tensor(a, device=device) for a in xs]
         out = model(ts[0] if len(ts) == 1 else ts, training=False)
     outs = [o.cpu().numpy() for o in (out if isinstance(out, list) else [out])]
     return outs[0] if len(outs) == 1 else outs

@@ -76,7 +76,7 @@ def test_test_and_predict_on_batch_match_keras(keras: ModuleType) -> None:
     before = trainer.model.get_weights()
     theirs = km.test_on_batch(X, Y, sample_weight=SW, return_dict=True)
     _assert_logs(on_batch.test_on_batch(trainer, X, Y, sample_weight=SW), theirs)
-    out = on_batch.predict_on_batch(trainer, X[:7])
+    out = on_batch.predict_on_batch(trainer.model, X[:7])
     assert isinstance(out, np.ndarray)
     np.testing.assert_allclose(out, km.predict_on_batch(X[:7]), rtol=RTOL, atol=ATOL)
     for a, b in zip(before, trainer.model.get_weights(), strict=True):  # no update
@@ -164,7 +164,7 @@ def test_two_outputs_log_keras_names(keras: ModuleType) -> None:
         _assert_logs(logs, theirs)
     _assert_logs(on_batch.test_on_batch(trainer, X, [Y, y_reg]),
                  km.test_on_batch(X, [Y, y_reg], return_dict=True))  # fmt: skip
-    out = on_batch.predict_on_batch(trainer, X[:5])
+    out = on_batch.predict_on_batch(trainer.model, X[:5])
     assert isinstance(out, list)
     for got, want in zip(out, km.predict_on_batch(X[:5]), strict=True):
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
@@ -182,7 +182,7 @@ def test_bad_batches_are_refused_with_the_field_named() -> None:
         (lambda: on_batch.train_on_batch(trainer, X[:4, :3], Y[:4]), ("x",), "expected shape"),
         (lambda: on_batch.train_on_batch(trainer, X[:4], Y[:4] + 5), ("y",), ""),
         (lambda: on_batch.test_on_batch(trainer, X[:4], None), ("y",), "required"),
-        (lambda: on_batch.predict_on_batch(trainer, bad_x), ("x", 1, 2), "finite"),
+        (lambda: on_batch.predict_on_batch(trainer.model, bad_x), ("x", 1, 2), "finite"),
     ]
     for call, loc, text in cases:
         with pytest.raises(DataError) as info:
@@ -200,7 +200,7 @@ def test_one_batch_is_limited(monkeypatch: pytest.MonkeyPatch) -> None:
                       device=torch.device("cpu"))  # fmt: skip
     for call in (lambda: on_batch.train_on_batch(trainer, X[:11], Y[:11]),
                  lambda: on_batch.test_on_batch(trainer, X[:11], Y[:11]),
-                 lambda: on_batch.predict_on_batch(trainer, X[:11])):  # fmt: skip
+                 lambda: on_batch.predict_on_batch(trainer.model, X[:11])):  # fmt: skip
         with pytest.raises(DataError) as info:
             call()
         assert info.value.loc == ("x",) and "at most 10" in info.value.message
