@@ -48,9 +48,15 @@ def list_checkpoints(
         return job, repo.list_checkpoints(session, job_id=job_id)
 
 
-def resolve(ctx: JobsContext, *, job_id: uuid.UUID, selector: str) -> tuple[JobRow, CheckpointRow]:
+def resolve(
+    ctx: JobsContext,
+    *,
+    job_id: uuid.UUID,
+    selector: str,
+    loc: Sequence[str | int] = ("path", "checkpoint"),
+) -> tuple[JobRow, CheckpointRow]:
+    """The checkpoint `selector` names among the job's; errors name `loc`."""
     job, rows = list_checkpoints(ctx, job_id=job_id)
-    loc = ["path", "checkpoint"]
     ordered = sorted(rows, key=lambda r: (r.epoch, r.created_at))
     found: CheckpointRow | None
     if selector == "latest":

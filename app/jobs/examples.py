@@ -37,3 +37,4 @@ SEED_FIT: dict[str, Any] = {
 }
 SEED_EVALUATE: dict[str, Any] = {"x": _X, "y": _Y, "batch_size": 128}
 SEED_PREDICT: dict[str, Any] = {"x": _X}
+SEED_ON_BATCH: dict[str, Any] = {"x": _X, "y": _Y}

@@ -53,3 +53,25 @@ def write_inputs(store: ArtifactStore, key: str, arrays: Mapping[str, np.ndarray
 
 def read_inputs(store: ArtifactStore, key: str) -> dict[str, np.ndarray]:
     return dict(np_load(store.read(key)))
+
+
+def model_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights, by the model's own names."""
+    return {k.removeprefix("model/"): t for k, t in tensors.items() if k.startswith("model/")}
+
+
+# What a weights file may hold besides the weights: the optimizer's slots and step count, the
+# RNG state, the loss scale, and the compile spec they were made with (train_on_batch continues
+# them only under that spec).
+TRAINING_TENSORS = ("optimizer/", "rng/")
+TRAINING_META = ("optimizer", "seed", "epoch", "loss_scale", "compile_config")
+
+
+def training_part(
+    tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The optimizer's part of a checkpoint (and the spec it belongs to); empty if it has none."""
+    if meta.get("optimizer") is None:
+        return {}, {}
+    kept = {k: t for k, t in tensors.items() if k.startswith(TRAINING_TENSORS)}
+    return kept, {k: meta[k] for k in TRAINING_META if k in meta}

@@ -304,6 +304,30 @@ def set_uploaded_weights(session: Session, *, model_id: uuid.UUID, key: str) -> 
     )
 
 
+def set_compile_config(
+    session: Session, *, model_id: uuid.UUID, compile_config: dict[str, Any], key: str | None
+) -> None:
+    """A new compile spec, and the weights file `key` (the same weights, without the optimizer
+    state of the spec before); where the weights come from does not change."""
+    session.execute(
+        update(ModelRow)
+        .where(ModelRow.id == model_id)
+        .values(compile_config=compile_config, weights_key=key, updated_at=utcnow())
+    )
+
+
+def set_on_batch_weights(
+    session: Session, *, model_id: uuid.UUID, key: str, compile_config: dict[str, Any]
+) -> None:
+    """Weights (and optimizer state) written by train_on_batch, under the spec it ran."""
+    session.execute(
+        update(ModelRow)
+        .where(ModelRow.id == model_id)
+        .values(weights_checkpoint_id=None, weights_key=key, compile_config=compile_config,
+                updated_at=utcnow())
+    )  # fmt: skip
+
+
 def request_cancel(session: Session, *, job_id: uuid.UUID) -> JobRow | None:
     """Queued jobs are cancelled at once; running ones get the flag their worker checks."""
     now = utcnow()

@@ -65,11 +65,14 @@ class ModelOut(BaseModel):
     seed: int
     summary: ModelSummary
     config: dict[str, Any]
-    compile: dict[str, Any] | None = Field(description="The compile spec of the last finished fit")
+    compile: dict[str, Any] | None = Field(
+        description="The model's compile spec: set by POST /compile, a successful fit and "
+        "train_on_batch; used by fit, evaluate and the *_on_batch routes given none"
+    )
     weights: str = Field(
         description="Where the model's weights come from: `initial` (seeded), `trained` (a fit's "
-        "final checkpoint, `weights_checkpoint_id`) or `uploaded` (PUT /weights, or weights "
-        "adapted by POST /adapt)"
+        "final checkpoint, `weights_checkpoint_id`), `uploaded` (PUT /weights, or weights "
+        "adapted by POST /adapt) or `on_batch` (POST /train_on_batch)"
     )
     weights_checkpoint_id: uuid.UUID | None = Field(
         description="The checkpoint whose weights the model holds, when they come from a fit"
@@ -263,30 +266,7 @@ class AdaptOut(BaseModel):
     model: ModelOut
 
 
-# -- evaluate / predict ------------------------------------------------------------------------
-class EvaluateRequest(Strict):
-    model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False,
-        json_schema_extra={"examples": [examples.SEED_EVALUATE]},
-    )  # fmt: skip
-    compile: dict[str, Any] | None = None
-    x: Any
-    y: Any
-    sample_weight: Any = None
-    batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
-    verbose: int | str | None = None
-
-
-class PredictRequest(Strict):
-    model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False,
-        json_schema_extra={"examples": [examples.SEED_PREDICT]},
-    )  # fmt: skip
-    x: Any
-    batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
-    verbose: int | str | None = None
-
-
+# -- predict ---------------------------------------------------------------------------------------
 class PredictOut(BaseModel):
     predictions: list[Any] | dict[str, list[Any]] = Field(
         description="Nested lists; for a model with several outputs, an object keyed by output name"
@@ -309,10 +289,18 @@ def model_out(row: ModelRow) -> ModelOut:
         id=row.id, name=row.name, seed=row.seed, summary=ModelSummary(**row.summary),
         config=row.config, compile=row.compile_config,
         weights_checkpoint_id=row.weights_checkpoint_id,
-        weights="initial" if row.weights_key is None
-        else "trained" if row.weights_checkpoint_id is not None else "uploaded",
+        weights=weights_source(row),
         created_at=row.created_at, updated_at=row.updated_at,
     )  # fmt: skip
+
+
+def weights_source(row: ModelRow) -> str:
+    if row.weights_key is None:
+        return "initial"
+    if row.weights_checkpoint_id is not None:
+        return "trained"
+    # train_on_batch names its files so (see app.jobs.on_batch)
+    return "on_batch" if f"models/{row.id}/on-batch-" in row.weights_key else "uploaded"
 
 
 def job_out(row: JobRow, history: dict[str, list[float | None]]) -> JobOut:

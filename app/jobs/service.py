@@ -21,21 +21,21 @@ from app.engine.adapt import check_adapt_size
 from app.engine.compile import CompileSpec
 from app.engine.errors import EngineError
 from app.engine.fit_args import FitArgs
-from app.engine.inference import predict, resolve_device
+from app.engine.inference import resolve_device
 from app.engine.models import Model
 from app.engine.trainer import Trainer
 from app.jobs import repository as repo
 from app.jobs.context import JobsContext
-from app.jobs.jsonsafe import check_storable, safe_logs, safe_nested
+from app.jobs.jsonsafe import check_storable
 from app.jobs.loading import build_model, load_weights, model_limits, write_inputs
-from app.jobs.schemas import EvaluateRequest, FitRequest, ModelCreate, PredictRequest
+from app.jobs.schemas import FitRequest, ModelCreate
 from app.jobs.storage import job_data_key, job_prefix
 
 log = logging.getLogger(__name__)
 BODY = "body"
 
 
-def _invalid(exc: EngineError, *prefix: str | int) -> InvalidInput:
+def invalid(exc: EngineError, *prefix: str | int) -> InvalidInput:
     return InvalidInput(exc.message, loc=[*prefix, *exc.loc])
 
 
@@ -47,7 +47,7 @@ def create_model(ctx: JobsContext, *, body: ModelCreate) -> ModelRow:
     try:  # a dry run: shapes, counts and limits, no weights allocated
         model = Model.dry_run(body.config, limits=model_limits(ctx.settings))
     except EngineError as exc:
-        raise _invalid(exc, BODY, "config") from exc
+        raise invalid(exc, BODY, "config") from exc
     row = ModelRow(
         name=body.name or model.name, config=body.config, seed=seed, summary=model.summary()
     )
@@ -91,18 +91,21 @@ def delete_model(ctx: JobsContext, *, model_id: uuid.UUID) -> None:
 
 
 def model_with_weights(ctx: JobsContext, row: ModelRow) -> Model:
-    key = (row.id, row.weights_key)
-    model = ctx.cache.get(key)
+    return model_at(ctx, row, row.weights_key)
+
+
+def model_at(ctx: JobsContext, row: ModelRow, key: str | None) -> Model:
+    """The model of `row` with the weights of file `key` (None: its seeded weights), from the
+    cache when it is there. Cached models are shared: read them, never train them."""
+    model = ctx.cache.get((row.id, key))
     if model is None:
-        model = load_weights(
-            ctx.store, build_model(ctx.settings, row.config, row.seed), row.weights_key
-        )
+        model = load_weights(ctx.store, build_model(ctx.settings, row.config, row.seed), key)
         model.to(resolve_device(ctx.settings.device))
-        ctx.cache.put(key, model)
+        ctx.cache.put((row.id, key), model)
     return model
 
 
-def _compile_spec(row: ModelRow, given: dict[str, Any] | None) -> CompileSpec:
+def compile_spec(row: ModelRow, given: dict[str, Any] | None) -> CompileSpec:
     config = given if given is not None else row.compile_config
     if config is None:
         raise InvalidInput(
@@ -112,7 +115,7 @@ def _compile_spec(row: ModelRow, given: dict[str, Any] | None) -> CompileSpec:
     try:
         return CompileSpec.parse(config, ("compile",))
     except EngineError as exc:
-        raise _invalid(exc, BODY) from exc
+        raise invalid(exc, BODY) from exc
 
 
 # -- fit ---------------------------------------------------------------------------------------
@@ -120,7 +123,7 @@ def submit_fit(ctx: JobsContext, *, model_id: uuid.UUID, body: FitRequest) -> Jo
     row = get_model(ctx, model_id=model_id)
     check_storable(body.compile, [BODY, "compile"])
     check_storable(body.callbacks, [BODY, "callbacks"])
-    spec = _compile_spec(row, body.compile)
+    spec = compile_spec(row, body.compile)
     seed = body.seed if body.seed is not None else int.from_bytes(os.urandom(4), "little")
     args = FitArgs(
         batch_size=body.batch_size,
@@ -149,7 +152,7 @@ def submit_fit(ctx: JobsContext, *, model_id: uuid.UUID, body: FitRequest) -> Jo
         if body.adapt:
             check_adapt_size(trainer.model, plan.train.size, ("adapt",))
     except EngineError as exc:
-        raise _invalid(exc, BODY) from exc
+        raise invalid(exc, BODY) from exc
     job_id = uuid.uuid4()
     arrays: dict[str, np.ndarray | None] = dict(plan.train.to_arrays())
     if plan.validation is not None:
@@ -239,35 +242,3 @@ def cancel_job(ctx: JobsContext, *, job_id: uuid.UUID) -> JobRow:
         job = repo.request_cancel(session, job_id=job_id)
         assert job is not None
         return job
-
-
-# -- evaluate / predict ------------------------------------------------------------------------
-def evaluate(
-    ctx: JobsContext, *, model_id: uuid.UUID, body: EvaluateRequest
-) -> dict[str, float | None]:
-    row = get_model(ctx, model_id=model_id)
-    spec = _compile_spec(row, body.compile)
-    model = model_with_weights(ctx, row)
-    try:
-        trainer = Trainer(model, spec, device=resolve_device(ctx.settings.device))
-        return safe_logs(trainer.evaluate(
-            body.x, body.y, sample_weight=body.sample_weight, batch_size=body.batch_size
-        ))  # fmt: skip
-    except EngineError as exc:
-        raise _invalid(exc, BODY) from exc
-
-
-def predict_model(
-    ctx: JobsContext, *, model_id: uuid.UUID, body: PredictRequest
-) -> list[Any] | dict[str, list[Any]]:
-    """One output's predictions as nested lists; several keyed by output name."""
-    row = get_model(ctx, model_id=model_id)
-    model = model_with_weights(ctx, row)
-    try:
-        outputs = predict(model, body.x, batch_size=body.batch_size)
-    except EngineError as exc:
-        raise _invalid(exc, BODY) from exc
-    if isinstance(outputs, list):
-        return {name: list(safe_nested(out.tolist()))
-                for name, out in zip(model.output_names, outputs, strict=True)}  # fmt: skip
-    return list(safe_nested(outputs.tolist()))

@@ -28,7 +28,7 @@ from app.jobs import keras_files
 from app.jobs import repository as repo
 from app.jobs.context import JobsContext
 from app.jobs.jsonsafe import check_storable
-from app.jobs.loading import build_model, load_weights
+from app.jobs.loading import build_model, load_weights, read_checkpoint, training_part
 from app.jobs.schemas import AdaptRequest
 from app.jobs.service import get_model, model_with_weights
 
@@ -37,8 +37,10 @@ MAX_ARRAYS = 10_000
 BODY = "body"
 
 
-def model_weights_key(model_id: uuid.UUID) -> str:
-    return f"models/{model_id}/weights-{uuid.uuid4().hex}.safetensors"
+def model_weights_key(model_id: uuid.UUID, kind: str = "weights") -> str:
+    """A new file for the model's weights; `kind` says what wrote it (`weights`: an upload, an
+    adapt or an import; `on-batch`: train_on_batch)."""
+    return f"models/{model_id}/{kind}-{uuid.uuid4().hex}.safetensors"
 
 
 def encode_npz(arrays: list[np.ndarray]) -> bytes:
@@ -114,7 +116,7 @@ def adapt_weights(
     the model's weights, as an upload's do. Nothing changes on an error."""
     row = get_model(ctx, model_id=model_id)
     with unit_of_work(ctx.sessions) as session:  # refused before the forward passes run
-        _check_not_training(session, model_id)
+        check_not_training(session, model_id)
     model = load_weights(ctx.store, build_model(ctx.settings, row.config, row.seed),
                          row.weights_key)  # fmt: skip
     model.to(resolve_device(ctx.settings.device))
@@ -125,7 +127,7 @@ def adapt_weights(
     return names, _store_weights(ctx, row=row, model=model, from_current=True)
 
 
-def _check_not_training(session: Session, model_id: uuid.UUID) -> None:
+def check_not_training(session: Session, model_id: uuid.UUID) -> None:
     active = repo.active_job_of_model(session, model_id=model_id)
     if active is not None:
         raise Conflict(f"model {model_id} is training (job {active.id}); its weights "
@@ -137,19 +139,28 @@ def _store_weights(
 ) -> ModelRow:
     """Write `model`'s weights and make them the model's (weights source `uploaded`); 409 while
     a job trains it. With `from_current` the new weights were computed from the weights `row`
-    held, and are refused if the model's weights changed meanwhile."""
+    held, and are refused if the model's weights changed meanwhile.
+
+    As Keras's set_weights assigns the model's variables only, the optimizer state the model's
+    weights file holds (see train_on_batch) is carried into the new file. The file is written
+    under the row's lock, so the state carried is the one the row points at."""
     key = model_weights_key(row.id)
-    tensors = {f"model/{k}": t for k, t in model.weight_tensors().items()}
-    ctx.store.write(key, checkpoint.to_bytes(tensors, {"model_config": row.config}))
+    weights = {f"model/{k}": t for k, t in model.weight_tensors().items()}
     try:
         with unit_of_work(ctx.sessions) as session:
             current = repo.get_model_for_update(session, model_id=row.id)
             if current is None:
                 raise InvalidInput(f"model {row.id} was deleted", loc=["path", "model_id"])
-            _check_not_training(session, row.id)
+            check_not_training(session, row.id)
             if from_current and current.weights_key != row.weights_key:
                 raise Conflict(f"the weights of model {row.id} changed meanwhile; try again",
                                loc=["path", "model_id"])  # fmt: skip
+            tensors: dict[str, Any] = {}
+            meta: dict[str, Any] = {}
+            if current.weights_key is not None:
+                tensors, meta = training_part(*read_checkpoint(ctx.store, current.weights_key))
+            meta["model_config"] = row.config
+            ctx.store.write(key, checkpoint.to_bytes({**tensors, **weights}, meta))
             repo.set_uploaded_weights(session, model_id=row.id, key=key)
     except BaseException:
         ctx.store.delete_prefix(key)

@@ -1,4 +1,5 @@
-"""Routes of /v1/models: create, list, read, delete, fit, evaluate, predict, adapt, weights."""
+"""Routes of /v1/models: create, list, read, delete, compile, fit, evaluate, predict, the
+*_on_batch family, adapt, weights."""
 
 from __future__ import annotations
 
@@ -12,19 +13,25 @@ from fastapi import APIRouter, Query, Request, Response, status
 from app.api.deps import Ctx
 from app.api.responses import OCTET, attachment
 from app.core.errors import InvalidInput
-from app.jobs import checkpoints, service, weights
+from app.jobs import checkpoints, inference, on_batch, service, weights
+from app.jobs.batch_schemas import (
+    CompileRequest,
+    EvaluateRequest,
+    PredictOnBatchRequest,
+    PredictRequest,
+    TestOnBatchRequest,
+    TrainOnBatchRequest,
+)
 from app.jobs.schemas import (
     AdaptOut,
     AdaptRequest,
     ErrorOut,
-    EvaluateRequest,
     FitRequest,
     JobOut,
     ModelCreate,
     ModelList,
     ModelOut,
     PredictOut,
-    PredictRequest,
     job_out,
     model_out,
 )
@@ -89,15 +96,29 @@ def fit(ctx: Ctx, model_id: uuid.UUID, body: FitRequest) -> JobOut:
 
 
 @router.post(
+    "/{model_id}/compile",
+    response_model=ModelOut,
+    responses={**E404, **E409, **E422},
+    summary="Keras's compile: store the model's compile spec",
+)
+def compile_model(ctx: Ctx, model_id: uuid.UUID, body: CompileRequest) -> ModelOut:
+    """Checked against the model's outputs and stored; fit, evaluate and the *_on_batch routes
+    use it when their request has no `compile`. As recompiling does in Keras, the next
+    train_on_batch starts a fresh optimizer; the weights stay."""
+    return model_out(on_batch.compile_model(ctx, model_id=model_id, body=body))
+
+
+@router.post(
     "/{model_id}/evaluate",
     response_model=dict[str, float | None],
     responses={**E404, **E422},
     summary="Keras's evaluate(..., return_dict=True)",
 )
 def evaluate(ctx: Ctx, model_id: uuid.UUID, body: EvaluateRequest) -> dict[str, float | None]:
-    """Loss and metrics on the model's current weights. With the fit's batch size this runs
-    the very code the fit's validation ran, so it reproduces the last epoch's val_ values."""
-    return service.evaluate(ctx, model_id=model_id, body=body)
+    """Loss and metrics on the model's current weights, or a checkpoint's (`checkpoint`). With
+    the fit's batch size this runs the very code the fit's validation ran, so on an epoch's
+    checkpoint it reproduces that epoch's val_ values."""
+    return inference.evaluate(ctx, model_id=model_id, body=body)
 
 
 @router.post(
@@ -107,7 +128,48 @@ def evaluate(ctx: Ctx, model_id: uuid.UUID, body: EvaluateRequest) -> dict[str, 
     summary="Keras's predict",
 )
 def predict(ctx: Ctx, model_id: uuid.UUID, body: PredictRequest) -> PredictOut:
-    return PredictOut(predictions=service.predict_model(ctx, model_id=model_id, body=body))
+    return PredictOut(predictions=inference.predict_model(ctx, model_id=model_id, body=body))
+
+
+@router.post(
+    "/{model_id}/train_on_batch",
+    response_model=dict[str, float | None],
+    responses={**E404, **E409, **E422},
+    summary="Keras's train_on_batch(..., return_dict=True): one optimizer step",
+)
+def train_on_batch(
+    ctx: Ctx, model_id: uuid.UUID, body: TrainOnBatchRequest
+) -> dict[str, float | None]:
+    """One optimizer step on all of x, from the model's current weights (or a checkpoint's)
+    and its optimizer state; the loss and metrics of this batch (metrics are reset per call),
+    from the forward pass before the update. The new weights and optimizer state become the
+    model's, so repeated calls continue as they do in Keras, and a call after a fit continues
+    the fit's optimizer. Calls on one model run one at a time; refused while a fit runs."""
+    return on_batch.train_on_batch(ctx, model_id=model_id, body=body)
+
+
+@router.post(
+    "/{model_id}/test_on_batch",
+    response_model=dict[str, float | None],
+    responses={**E404, **E422},
+    summary="Keras's test_on_batch(..., return_dict=True)",
+)
+def test_on_batch(
+    ctx: Ctx, model_id: uuid.UUID, body: TestOnBatchRequest
+) -> dict[str, float | None]:
+    """Loss and metrics of all of x as one batch, in inference mode; nothing changes."""
+    return inference.test_on_batch(ctx, model_id=model_id, body=body)
+
+
+@router.post(
+    "/{model_id}/predict_on_batch",
+    response_model=PredictOut,
+    responses={**E404, **E422},
+    summary="Keras's predict_on_batch",
+)
+def predict_on_batch(ctx: Ctx, model_id: uuid.UUID, body: PredictOnBatchRequest) -> PredictOut:
+    """One forward pass over all of x in inference mode."""
+    return PredictOut(predictions=inference.predict_on_batch(ctx, model_id=model_id, body=body))
 
 
 @router.post(

@@ -1,0 +1,165 @@
+"""compile and train_on_batch: the calls that change a model's compile spec and optimizer state
+outside a fit.
+
+The model's weights file holds, beside the weights, the optimizer's state (slots, step count,
+learning rate, RNG state, loss scale) and the compile spec that state was made under: a fit's
+final checkpoint holds them, and so does every file train_on_batch writes. train_on_batch
+continues that state when it runs under that same spec, as repeated calls on one compiled Keras
+model do (and a call after a fit continues from the fit's end, as in Keras); under another spec
+it starts a fresh optimizer, as Keras does after `compile()`. POST /compile always starts a
+fresh one, even with an unchanged spec, as recompiling does in Keras; the weights stay.
+
+Both take the model row's lock (and, for SQLite, which has no row locks, a per-process lock):
+concurrent calls on one model run one after the other, each from what the one before left, and
+a fit cannot be submitted in between. Both are refused (409) while a fit job is queued or
+running. The new weights file is written before the row that points at it is committed.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+import zlib
+from typing import Any
+
+import torch
+
+from app.core.errors import InvalidInput, NotFound
+from app.db.models import ModelRow
+from app.db.session import unit_of_work
+from app.engine import checkpoint
+from app.engine import on_batch as engine_on_batch
+from app.engine.compile import CompileSpec
+from app.engine.errors import EngineError
+from app.engine.heads import check_outputs
+from app.engine.inference import resolve_device
+from app.engine.models import Model
+from app.engine.trainer import Trainer
+from app.jobs import repository as repo
+from app.jobs.batch_schemas import CompileRequest, TrainOnBatchRequest
+from app.jobs.context import JobsContext
+from app.jobs.inference import checkpoint_key
+from app.jobs.jsonsafe import check_storable, safe_logs
+from app.jobs.loading import build_model, model_limits, model_tensors, read_checkpoint
+from app.jobs.service import BODY, compile_spec, get_model, invalid
+from app.jobs.weights import check_not_training, model_weights_key
+
+ON_BATCH = "on-batch"
+_LOCKS = [threading.Lock() for _ in range(64)]
+
+
+def _lock(model_id: uuid.UUID) -> threading.Lock:
+    return _LOCKS[zlib.crc32(model_id.bytes) % len(_LOCKS)]
+
+
+def _kind(key: str | None) -> str:
+    """What wrote a model's weights file, to keep it in a rewritten copy."""
+    return ON_BATCH if key is not None and f"/{ON_BATCH}-" in key else "weights"
+
+
+def compile_model(ctx: JobsContext, *, model_id: uuid.UUID, body: CompileRequest) -> ModelRow:
+    """Keras's compile(): check the spec against the model's outputs and store it; the next
+    train_on_batch starts a fresh optimizer."""
+    row = get_model(ctx, model_id=model_id)
+    config = body.model_dump(exclude_unset=True)
+    check_storable(config, [BODY])
+    try:
+        spec = CompileSpec.parse(config, ())
+        model = Model.dry_run(row.config, limits=model_limits(ctx.settings))
+        check_outputs(spec, model.output_names, model.output_shapes, ())
+    except EngineError as exc:
+        raise invalid(exc, BODY) from exc
+    written: str | None = None
+    with _lock(model_id):
+        try:
+            with unit_of_work(ctx.sessions) as session:
+                current = _locked(session, model_id)
+                key = current.weights_key
+                if key is not None:
+                    tensors, meta = read_checkpoint(ctx.store, key)
+                    if meta.get("optimizer") is not None:  # the same weights, no optimizer state
+                        written = model_weights_key(model_id, _kind(key))
+                        weights = {f"model/{k}": t for k, t in model_tensors(tensors).items()}
+                        ctx.store.write(written, checkpoint.to_bytes(
+                            weights, {"model_config": current.config}
+                        ))  # fmt: skip
+                repo.set_compile_config(session, model_id=model_id,
+                                        compile_config=spec.to_config(),
+                                        key=written or key)  # fmt: skip
+        except BaseException:
+            if written is not None:
+                ctx.store.delete_prefix(written)
+            raise
+        if written is not None:  # the same weights under their new file
+            cached = ctx.cache.get((model_id, key))
+            if cached is not None:
+                ctx.cache.put((model_id, written), cached)
+    return get_model(ctx, model_id=model_id)
+
+
+def _locked(session: Any, model_id: uuid.UUID) -> ModelRow:
+    current = repo.get_model_for_update(session, model_id=model_id)
+    if current is None:
+        raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
+    check_not_training(session, model_id)
+    return current
+
+
+def train_on_batch(
+    ctx: JobsContext, *, model_id: uuid.UUID, body: TrainOnBatchRequest
+) -> dict[str, float | None]:
+    """Keras's train_on_batch(..., return_dict=True): one optimizer step on the model's current
+    weights, or on a checkpoint's (`checkpoint`); the result becomes the model's weights, with
+    the optimizer state, and the spec it ran under becomes the model's compile spec (as a
+    fit's does)."""
+    row = get_model(ctx, model_id=model_id)
+    check_storable(body.compile, [BODY, "compile"])
+    start = checkpoint_key(ctx, row, body)  # checkpoints never change: resolved before the lock
+    device = resolve_device(ctx.settings.device)
+    key = model_weights_key(model_id, ON_BATCH)
+    with _lock(model_id):
+        try:
+            with unit_of_work(ctx.sessions) as session:
+                current = _locked(session, model_id)
+                spec = compile_spec(current, body.compile)
+                trainer = Trainer(build_model(ctx.settings, current.config, current.seed), spec,
+                                  device=device)  # fmt: skip
+                source = start if start is not None else current.weights_key
+                if source is not None:
+                    _load(trainer, spec, *read_checkpoint(ctx.store, source))
+                try:
+                    logs = engine_on_batch.train_on_batch(
+                        trainer, body.x, body.y, sample_weight=body.sample_weight,
+                        class_weight=body.class_weight,
+                    )  # fmt: skip
+                except EngineError as exc:
+                    raise invalid(exc, BODY) from exc
+                tensors, meta = trainer.state()
+                stored = spec.to_config()
+                meta = {**meta, "model_config": current.config, "compile_config": stored}
+                ctx.store.write(key, checkpoint.to_bytes(tensors, meta))
+                repo.set_on_batch_weights(session, model_id=model_id, key=key,
+                                          compile_config=stored)  # fmt: skip
+        except BaseException:
+            ctx.store.delete_prefix(key)
+            raise
+        ctx.cache.put((model_id, key), trainer.model)  # no longer trained: safe to share
+    return safe_logs(logs)
+
+
+def _load(
+    trainer: Trainer,
+    spec: CompileSpec,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+) -> None:
+    """The weights, and the optimizer state when it was made under `spec`."""
+    if meta.get("optimizer") is not None and meta.get("compile_config") == spec.to_config():
+        try:
+            trainer.load_state(tensors, meta)
+            return
+        except (KeyError, ValueError) as exc:  # an optimizer state this engine cannot read
+            raise InvalidInput(f"the stored optimizer state cannot be continued ({exc}); "
+                               "compile the model again to start a fresh one",
+                               loc=[BODY, "compile"]) from exc  # fmt: skip
+    trainer.model.load_weight_tensors(model_tensors(tensors))
