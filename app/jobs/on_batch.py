@@ -17,9 +17,7 @@ running. The new weights file is written before the row that points at it is com
 
 from __future__ import annotations
 
-import threading
 import uuid
-import zlib
 from typing import Any
 
 import torch
@@ -42,14 +40,9 @@ from app.jobs.inference import checkpoint_key
 from app.jobs.jsonsafe import check_storable, safe_logs
 from app.jobs.loading import build_model, model_limits, model_tensors, read_checkpoint
 from app.jobs.service import BODY, compile_spec, get_model, invalid
-from app.jobs.weights import check_not_training, model_weights_key
+from app.jobs.weights import check_not_training, model_lock, model_weights_key
 
 ON_BATCH = "on-batch"
-_LOCKS = [threading.Lock() for _ in range(64)]
-
-
-def _lock(model_id: uuid.UUID) -> threading.Lock:
-    return _LOCKS[zlib.crc32(model_id.bytes) % len(_LOCKS)]
 
 
 def _kind(key: str | None) -> str:
@@ -70,7 +63,7 @@ def compile_model(ctx: JobsContext, *, model_id: uuid.UUID, body: CompileRequest
     except EngineError as exc:
         raise invalid(exc, BODY) from exc
     written: str | None = None
-    with _lock(model_id):
+    with model_lock(model_id):
         try:
             with unit_of_work(ctx.sessions) as session:
                 current = _locked(session, model_id)
@@ -117,7 +110,7 @@ def train_on_batch(
     start = checkpoint_key(ctx, row, body)  # checkpoints never change: resolved before the lock
     device = resolve_device(ctx.settings.device)
     key = model_weights_key(model_id, ON_BATCH)
-    with _lock(model_id):
+    with model_lock(model_id):
         try:
             with unit_of_work(ctx.sessions) as session:
                 current = _locked(session, model_id)
@@ -143,6 +136,8 @@ def train_on_batch(
         except BaseException:
             ctx.store.delete_prefix(key)
             raise
+        for p in trainer.model.parameters():
+            p.grad = None
         ctx.cache.put((model_id, key), trainer.model)  # no longer trained: safe to share
     return safe_logs(logs)
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import io
 import logging
 import os
+import threading
 import uuid
 import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,15 @@ from app.jobs.service import get_model, model_with_weights
 log = logging.getLogger(__name__)
 MAX_ARRAYS = 10_000
 BODY = "body"
+
+
+_LOCKS = [threading.Lock() for _ in range(64)]
+
+
+def model_lock(model_id: uuid.UUID) -> threading.Lock:
+    """Serialises the calls that rewrite a model's weights file within this process, beside
+    the row lock they take: SQLite, the embedded database, has no row locks."""
+    return _LOCKS[zlib.crc32(model_id.bytes) % len(_LOCKS)]
 
 
 def model_weights_key(model_id: uuid.UUID, kind: str = "weights") -> str:
@@ -147,7 +158,7 @@ def _store_weights(
     key = model_weights_key(row.id)
     weights = {f"model/{k}": t for k, t in model.weight_tensors().items()}
     try:
-        with unit_of_work(ctx.sessions) as session:
+        with model_lock(row.id), unit_of_work(ctx.sessions) as session:
             current = repo.get_model_for_update(session, model_id=row.id)
             if current is None:
                 raise InvalidInput(f"model {row.id} was deleted", loc=["path", "model_id"])

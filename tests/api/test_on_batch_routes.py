@@ -374,3 +374,16 @@ def test_concurrent_calls_on_the_embedded_database(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, database_url=None, redis_url=None)
     with TestClient(create_app(settings)) as embedded:
         test_concurrent_calls_run_one_after_the_other(embedded)
+
+
+def test_the_routes_are_documented(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for route in ("compile", "train_on_batch", "test_on_batch", "predict_on_batch"):
+        operation = spec["paths"][f"/v1/models/{{model_id}}/{route}"]["post"]
+        assert {"404", "422"} <= set(operation["responses"]), route
+    schemas = spec["components"]["schemas"]
+    for name in ("CompileRequest", "TrainOnBatchRequest", "TestOnBatchRequest",
+                 "PredictOnBatchRequest", "EvaluateRequest", "PredictRequest"):  # fmt: skip
+        assert schemas[name].get("examples"), name
+    for name in ("TrainOnBatchRequest", "EvaluateRequest", "PredictRequest"):
+        assert {"checkpoint", "job_id"} <= set(schemas[name]["properties"]), name
