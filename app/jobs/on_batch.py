@@ -21,6 +21,7 @@ import uuid
 from typing import Any
 
 import torch
+from sqlalchemy.orm import Session
 
 from app.core.errors import InvalidInput, NotFound
 from app.db.models import ModelRow
@@ -90,7 +91,8 @@ def compile_model(ctx: JobsContext, *, model_id: uuid.UUID, body: CompileRequest
     return get_model(ctx, model_id=model_id)
 
 
-def _locked(session: Any, model_id: uuid.UUID) -> ModelRow:
+def _locked(session: Session, model_id: uuid.UUID) -> ModelRow:
+    """The model row, locked; 404 if it is gone, 409 while a fit job is active."""
     current = repo.get_model_for_update(session, model_id=model_id)
     if current is None:
         raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
