@@ -336,3 +336,10 @@ class Trainer:
 
     def load_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
         training_state.load_into(self, tensors, meta)
+
+    def load_optimizer_state(
+        self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+    ) -> None:
+        """Weights and optimizer state only, as a compiled Keras model carries them into its
+        next fit."""
+        training_state.load_optimizer_into(self, tensors, meta)

@@ -36,9 +36,12 @@ def state_of(trainer: Trainer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
     return tensors, meta
 
 
-def load_into(
+def load_optimizer_into(
     trainer: Trainer, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
 ) -> None:
+    """The weights, the optimizer's slots and scalars and the loss scale: what a compiled Keras
+    model carries from one `fit` (or `train_on_batch`) into the next; not the RNG, the batch
+    order or the callbacks, which belong to one fit."""
     trainer.model.load_weight_tensors(
         {k.removeprefix("model/"): t for k, t in tensors.items() if k.startswith("model/")}
     )
@@ -49,11 +52,17 @@ def load_into(
     }
     if meta.get("optimizer") is not None:
         trainer.optimizer.load_state_dict(opt, meta["optimizer"])
+    if trainer.loss_scaler is not None and meta.get("loss_scale") is not None:
+        trainer.loss_scaler.load_state(dict(meta["loss_scale"]))
+
+
+def load_into(
+    trainer: Trainer, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+) -> None:
+    load_optimizer_into(trainer, tensors, meta)
     if "rng/generator" in tensors:
         trainer.generator.set_state(tensors["rng/generator"].cpu())
     trainer.seed = meta.get("seed")
-    if trainer.loss_scaler is not None and meta.get("loss_scale") is not None:
-        trainer.loss_scaler.load_state(dict(meta["loss_scale"]))
     if meta.get("data") is not None:
         data = {k: t for k, t in tensors.items() if k.startswith("data/")}
         trainer._batches_state = (data, dict(meta["data"]))

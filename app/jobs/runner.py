@@ -10,7 +10,7 @@ import socket
 import threading
 import uuid
 
-from app.db.models import JobStatus
+from app.db.models import JobRow, JobStatus
 from app.db.session import unit_of_work
 from app.engine import callbacks as engine_callbacks
 from app.engine.adapt import adapt_before_fit
@@ -22,7 +22,7 @@ from app.engine.inference import resolve_device
 from app.engine.trainer import Trainer
 from app.jobs import repository as repo
 from app.jobs.context import JobsContext
-from app.jobs.loading import build_model, load_weights, read_checkpoint, read_inputs
+from app.jobs.loading import build_model, model_tensors, read_checkpoint, read_inputs
 from app.jobs.recorder import CANCELLED, Heartbeat, Recorder, write_checkpoint
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,22 @@ def _finish(
                         error_type=error_type, error_message=message)  # fmt: skip
 
 
+def _start_from_model(ctx: JobsContext, trainer: Trainer, job: JobRow) -> None:
+    """The weights the model held when the fit was submitted; when the request gave no compile
+    spec (a second `fit` on a compiled Keras model), also the optimizer state they were trained
+    with under that same spec, which Keras's optimizer carries into the next fit."""
+    assert job.base_weights_key is not None
+    tensors, meta = read_checkpoint(ctx.store, job.base_weights_key)
+    if (
+        job.request.get("continue_optimizer")
+        and meta.get("optimizer") is not None
+        and meta.get("compile_config") == job.request["compile"]
+    ):
+        trainer.load_optimizer_state(tensors, meta)
+    else:
+        trainer.model.load_weight_tensors(model_tensors(tensors))
+
+
 def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbeat) -> None:
     with unit_of_work(ctx.sessions) as session:
         job = repo.get_job(session, job_id=job_id)
@@ -97,8 +113,8 @@ def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbe
             meta["stop_training"] = False
         trainer.load_state(tensors, meta)
         args.initial_epoch = resume.epoch + 1
-    else:
-        load_weights(ctx.store, model, job.base_weights_key)
+    elif job.base_weights_key is not None:
+        _start_from_model(ctx, trainer, job)
     arrays = read_inputs(ctx.store, job.data_key)
     callbacks = [
         engine_callbacks.get(c, ("callbacks", i)) for i, c in enumerate(job.request["callbacks"])

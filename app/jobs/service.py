@@ -160,7 +160,10 @@ def submit_fit(ctx: JobsContext, *, model_id: uuid.UUID, body: FitRequest) -> Jo
     # The split and the class weights are already applied to the stored arrays, and the batch
     # size is resolved (plan.args).
     fit = {**plan.args.__dict__, "validation_split": 0.0, "adapt": body.adapt}
-    request = {"compile": spec.to_config(), "fit": fit, "callbacks": body.callbacks}
+    # Without a compile spec the fit continues the model's optimizer, as a second Keras fit
+    # does; with one it starts a fresh optimizer, as compile() then fit() does.
+    request = {"compile": spec.to_config(), "fit": fit, "callbacks": body.callbacks,
+               "continue_optimizer": body.compile is None}  # fmt: skip
     data_key = job_data_key(job_id)
     # The inputs are durable before the row that points at them is committed.
     write_inputs(ctx.store, data_key, arrays)

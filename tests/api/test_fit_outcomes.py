@@ -17,7 +17,9 @@ from app.engine.fit_args import FitArgs
 from app.engine.models import Model
 from app.engine.trainer import Trainer
 from tests.e2e.scenario_checks import wait_for
+from tests.engine.conftest import import_keras
 from tests.support.keras_fit import sequential
+from tests.support.keras_json import keras_json
 
 RNG = np.random.default_rng(11)
 X = RNG.normal(size=(40, 3)).astype(np.float32)
@@ -65,3 +67,49 @@ def test_same_seeds_same_fit_and_the_model_keeps_the_restored_weights(
     assert len(val_loss) < 30 and int(np.argmin(val_loss)) != len(val_loss) - 1
     for ours, engine in zip(weights, trainer.model.get_weights(), strict=True):
         np.testing.assert_array_equal(ours, engine)
+
+
+PLAIN = sequential([("Dense", {"units": 8, "activation": "relu"}),
+                    ("Dense", {"units": 1, "activation": "sigmoid"})], [None, 3])  # fmt: skip
+PLAIN_FIT: dict[str, Any] = {"x": X.tolist(), "y": Y.tolist(), "batch_size": 8, "epochs": 3,
+                             "shuffle": False, "validation_split": 0.25}  # fmt: skip
+
+
+def test_a_second_fit_continues_the_optimizer_unless_compiled_again(client: TestClient) -> None:
+    """Keras's optimizer carries on into a second fit (Adam's moments and step count), and a
+    compile() before it starts a fresh one: a fit without `compile` is the former, with one the
+    latter. Compared with Keras itself from the same initial weights."""
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    km = keras.models.model_from_json(keras_json(PLAIN))
+    model = client.post("/v1/models", json={"config": PLAIN, "seed": 1}).json()["id"]
+    put = client.put(f"/v1/models/{model}/weights",
+                     json={"weights": [w.tolist() for w in km.get_weights()]})  # fmt: skip
+    assert put.status_code == 200, put.text
+
+    def keras_compile() -> None:
+        km.compile(optimizer=keras.optimizers.get(COMPILE["optimizer"]),
+                   loss=COMPILE["loss"], metrics=COMPILE["metrics"])  # fmt: skip
+
+    def fit(**extra: Any) -> dict[str, list[float]]:
+        r = client.post(f"/v1/models/{model}/fit", json={**PLAIN_FIT, **extra})
+        assert r.status_code == 202, r.text
+        return dict(wait_for(client, r.json()["id"], {"succeeded"})["history"])
+
+    keras_compile()
+    steps = [(km.fit(X, Y, batch_size=8, epochs=3, shuffle=False, validation_split=0.25,
+                     verbose=0).history, fit(compile=COMPILE))]  # fmt: skip
+    # A second fit, no compile: the optimizer carries on.
+    steps.append((km.fit(X, Y, batch_size=8, epochs=3, shuffle=False, validation_split=0.25,
+                         verbose=0).history, fit()))  # fmt: skip
+    # compile() again, then fit: a fresh optimizer on the trained weights.
+    keras_compile()
+    steps.append((km.fit(X, Y, batch_size=8, epochs=3, shuffle=False, validation_split=0.25,
+                         verbose=0).history, fit(compile=COMPILE)))  # fmt: skip
+    for theirs, ours in steps:
+        assert sorted(ours) == sorted(theirs)
+        for key, values in theirs.items():
+            np.testing.assert_allclose(ours[key], values, rtol=1e-6, atol=1e-6, err_msg=key)
+    with np.load(io.BytesIO(client.get(f"/v1/models/{model}/weights").content)) as npz:
+        for i, theirs_w in enumerate(km.get_weights()):
+            np.testing.assert_allclose(npz[f"arr_{i}"], theirs_w, rtol=1e-6, atol=1e-6)
