@@ -28,8 +28,9 @@ from app.engine.models import Model
 from app.jobs import keras_files
 from app.jobs import repository as repo
 from app.jobs.context import JobsContext
-from app.jobs.loading import build_model, load_weights
+from app.jobs.loading import build_model
 from app.jobs.service import get_model, model_with_weights
+from app.jobs.weights_files import load_or_changed, retried
 
 _EPOCH = re.compile(r"epoch:(\d{1,9})")
 SELECTOR_DOC = (
@@ -110,15 +111,18 @@ def best(ordered: Sequence[CheckpointRow]) -> CheckpointRow | None:
 
 def _checkpoint_model(ctx: JobsContext, job: JobRow, ckpt: CheckpointRow) -> Model:
     row = get_model(ctx, model_id=job.model_id)
-    return load_weights(ctx.store, build_model(ctx.settings, row.config, row.seed), ckpt.key)
+    model = build_model(ctx.settings, row.config, row.seed)
+    return load_or_changed(ctx.store, model, ckpt.key, model_id=row.id)
 
 
+@retried
 def export_keras(ctx: JobsContext, *, job_id: uuid.UUID, selector: str) -> bytes:
     job, ckpt = resolve(ctx, job_id=job_id, selector=selector)
     compile_config = (job.request or {}).get("compile")
     return keras_files.write_archive(_checkpoint_model(ctx, job, ckpt), compile_config)
 
 
+@retried
 def export_safetensors(ctx: JobsContext, *, job_id: uuid.UUID, selector: str) -> bytes:
     job, ckpt = resolve(ctx, job_id=job_id, selector=selector)
     meta = {"job_id": str(job.id), "checkpoint_id": str(ckpt.id), "epoch": str(ckpt.epoch),
@@ -126,6 +130,7 @@ def export_safetensors(ctx: JobsContext, *, job_id: uuid.UUID, selector: str) ->
     return weights_safetensors(_checkpoint_model(ctx, job, ckpt), meta)
 
 
+@retried
 def model_safetensors(ctx: JobsContext, *, model_id: uuid.UUID) -> bytes:
     row = get_model(ctx, model_id=model_id)
     return weights_safetensors(model_with_weights(ctx, row), {"model_id": str(row.id)})

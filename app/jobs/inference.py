@@ -30,6 +30,7 @@ from app.jobs.batch_schemas import (
 from app.jobs.context import JobsContext
 from app.jobs.jsonsafe import safe_logs, safe_nested
 from app.jobs.service import BODY, compile_spec, get_model, invalid, model_at
+from app.jobs.weights_files import retried
 
 Outputs = list[Any] | dict[str, list[Any]]
 
@@ -67,6 +68,7 @@ def _model(ctx: JobsContext, row: ModelRow, body: AtCheckpoint) -> Model:
     return model_at(ctx, row, row.weights_key if key is None else key)
 
 
+@retried
 def evaluate(
     ctx: JobsContext, *, model_id: uuid.UUID, body: EvaluateRequest
 ) -> dict[str, float | None]:
@@ -82,6 +84,7 @@ def evaluate(
         raise invalid(exc, BODY) from exc
 
 
+@retried
 def predict_model(ctx: JobsContext, *, model_id: uuid.UUID, body: PredictRequest) -> Outputs:
     """One output's predictions as nested lists; several keyed by output name."""
     row = get_model(ctx, model_id=model_id)
@@ -92,6 +95,7 @@ def predict_model(ctx: JobsContext, *, model_id: uuid.UUID, body: PredictRequest
         raise invalid(exc, BODY) from exc
 
 
+@retried
 def test_on_batch(
     ctx: JobsContext, *, model_id: uuid.UUID, body: TestOnBatchRequest
 ) -> dict[str, float | None]:
@@ -106,6 +110,7 @@ def test_on_batch(
     return safe_logs(logs)
 
 
+@retried
 def predict_on_batch(
     ctx: JobsContext, *, model_id: uuid.UUID, body: PredictOnBatchRequest
 ) -> Outputs:

@@ -12,7 +12,8 @@ fresh one, even with an unchanged spec, as recompiling does in Keras; the weight
 Both take the model row's lock (and, for SQLite, which has no row locks, a per-process lock):
 concurrent calls on one model run one after the other, each from what the one before left, and
 a fit cannot be submitted in between. Both are refused (409) while a fit job is queued or
-running. The new weights file is written before the row that points at it is committed.
+running. The new weights file is written before the row that points at it is committed; the
+file it replaces is deleted after (see weights_files).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from app.jobs.inference import checkpoint_key
 from app.jobs.jsonsafe import check_storable, safe_logs
 from app.jobs.loading import build_model, model_limits, model_tensors, read_checkpoint
 from app.jobs.service import BODY, compile_spec, get_model, invalid
-from app.jobs.weights import check_not_training, model_lock, model_weights_key
+from app.jobs.weights import check_not_training, model_weights_key
+from app.jobs.weights_files import discard, model_lock, replaced_file
 
 ON_BATCH = "on-batch"
 
@@ -77,6 +79,7 @@ def compile_model(ctx: JobsContext, *, model_id: uuid.UUID, body: CompileRequest
                         ctx.store.write(written, checkpoint.to_bytes(
                             weights, {"model_config": current.config}
                         ))  # fmt: skip
+                replaced = replaced_file(session, model_id=model_id, old=key, new=written or key)
                 repo.set_compile_config(session, model_id=model_id,
                                         compile_config=spec.to_config(),
                                         key=written or key)  # fmt: skip
@@ -84,6 +87,7 @@ def compile_model(ctx: JobsContext, *, model_id: uuid.UUID, body: CompileRequest
             if written is not None:
                 ctx.store.delete_prefix(written)
             raise
+        discard(ctx, replaced)
         if written is not None:  # the same weights under their new file
             cached = ctx.cache.get((model_id, key))
             if cached is not None:
@@ -133,11 +137,14 @@ def train_on_batch(
                 stored = spec.to_config()
                 meta = {**meta, "model_config": current.config, "compile_config": stored}
                 ctx.store.write(key, checkpoint.to_bytes(tensors, meta))
+                replaced = replaced_file(session, model_id=model_id, old=current.weights_key,
+                                         new=key)  # fmt: skip
                 repo.set_on_batch_weights(session, model_id=model_id, key=key,
                                           compile_config=stored)  # fmt: skip
         except BaseException:
             ctx.store.delete_prefix(key)
             raise
+        discard(ctx, replaced)
         for p in trainer.model.parameters():
             p.grad = None
         ctx.cache.put((model_id, key), trainer.model)  # no longer trained: safe to share

@@ -67,6 +67,16 @@ def active_job_of_model(session: Session, *, model_id: uuid.UUID) -> JobRow | No
     ).first()
 
 
+def active_job_starting_from(session: Session, *, model_id: uuid.UUID, key: str) -> JobRow | None:
+    """A queued or running job of the model whose fit starts from weights file `key`."""
+    return session.scalars(
+        select(JobRow)
+        .where(JobRow.model_id == model_id, JobRow.status.in_(ACTIVE),
+               JobRow.base_weights_key == key)
+        .limit(1)
+    ).first()  # fmt: skip
+
+
 # -- jobs --------------------------------------------------------------------------------------
 def add_job(session: Session, *, row: JobRow) -> JobRow:
     session.add(row)

@@ -24,6 +24,7 @@ from app.jobs import repository as repo
 from app.jobs.context import JobsContext
 from app.jobs.loading import build_model, model_tensors, read_checkpoint, read_inputs
 from app.jobs.recorder import CANCELLED, Heartbeat, Recorder, write_checkpoint
+from app.jobs.weights_files import discard, replaced_file
 
 log = logging.getLogger(__name__)
 
@@ -152,13 +153,18 @@ def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbe
         selection=recorder.selection,
     )  # fmt: skip
     # The final checkpoint, the model's new weights and the status commit together: a resumed
-    # attempt never finds a final checkpoint of a job that is not finished.
+    # attempt never finds a final checkpoint of a job that is not finished. The model's own
+    # weights file the fit replaced goes once that has committed (see weights_files).
     with unit_of_work(ctx.sessions) as session:
         if not repo.add_checkpoint(session, row=ckpt):
             return
         repo.finish_job(session, job_id=job_id, attempt=attempt, status=JobStatus.succeeded)
+        before = repo.get_model_for_update(session, model_id=job.model_id)
+        replaced = replaced_file(session, model_id=job.model_id, new=ckpt.key,
+                                 old=None if before is None else before.weights_key)  # fmt: skip
         repo.set_model_weights(session, model_id=job.model_id, checkpoint_id=ckpt.id,
                                key=ckpt.key, compile_config=job.request["compile"])  # fmt: skip
+    discard(ctx, replaced)
 
 
 def recorder_logs(ctx: JobsContext, job_id: uuid.UUID) -> dict[str, float | None]:

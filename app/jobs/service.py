@@ -27,9 +27,10 @@ from app.engine.trainer import Trainer
 from app.jobs import repository as repo
 from app.jobs.context import JobsContext
 from app.jobs.jsonsafe import check_storable
-from app.jobs.loading import build_model, load_weights, model_limits, write_inputs
+from app.jobs.loading import build_model, model_limits, write_inputs
 from app.jobs.schemas import FitRequest, ModelCreate
 from app.jobs.storage import job_data_key, job_prefix
+from app.jobs.weights_files import load_or_changed, model_lock, model_prefix
 
 log = logging.getLogger(__name__)
 BODY = "body"
@@ -86,7 +87,7 @@ def delete_model(ctx: JobsContext, *, model_id: uuid.UUID) -> None:
     # pointing at missing files.
     for job_id in job_ids:
         ctx.store.delete_prefix(job_prefix(job_id))
-    ctx.store.delete_prefix(f"models/{model_id}")
+    ctx.store.delete_prefix(model_prefix(model_id))
     ctx.cache.drop_model(model_id)
 
 
@@ -96,10 +97,12 @@ def model_with_weights(ctx: JobsContext, row: ModelRow) -> Model:
 
 def model_at(ctx: JobsContext, row: ModelRow, key: str | None) -> Model:
     """The model of `row` with the weights of file `key` (None: its seeded weights), from the
-    cache when it is there. Cached models are shared: read them, never train them."""
+    cache when it is there. Cached models are shared: read them, never train them. Raises
+    WeightsChanged when the file was replaced since `row` was read (see weights_files)."""
     model = ctx.cache.get((row.id, key))
     if model is None:
-        model = load_weights(ctx.store, build_model(ctx.settings, row.config, row.seed), key)
+        model = build_model(ctx.settings, row.config, row.seed)
+        model = load_or_changed(ctx.store, model, key, model_id=row.id)
         model.to(resolve_device(ctx.settings.device))
         ctx.cache.put((row.id, key), model)
     return model
@@ -169,8 +172,9 @@ def submit_fit(ctx: JobsContext, *, model_id: uuid.UUID, body: FitRequest) -> Jo
     write_inputs(ctx.store, data_key, arrays)
     busy = Conflict(f"model {model_id} is already training", loc=["path", "model_id"])
     try:
-        with unit_of_work(ctx.sessions) as session:
-            # Locked and read again: the job starts from the weights the model holds now.
+        # Locked and read again: the job starts from the weights the model holds now, which a
+        # change of its weights cannot delete while the job is active (see weights_files).
+        with model_lock(model_id), unit_of_work(ctx.sessions) as session:
             current = repo.get_model_for_update(session, model_id=model_id)
             if current is None:
                 raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])

@@ -8,10 +8,8 @@ from __future__ import annotations
 import io
 import logging
 import os
-import threading
 import uuid
 import zipfile
-import zlib
 from typing import Any
 
 import numpy as np
@@ -30,28 +28,27 @@ from app.jobs import keras_files
 from app.jobs import repository as repo
 from app.jobs.context import JobsContext
 from app.jobs.jsonsafe import check_storable
-from app.jobs.loading import build_model, load_weights, read_checkpoint, training_part
+from app.jobs.loading import build_model, read_checkpoint, training_part
 from app.jobs.schemas import AdaptRequest
 from app.jobs.service import get_model, model_with_weights
+from app.jobs.weights_files import (
+    discard,
+    load_or_changed,
+    model_lock,
+    model_prefix,
+    replaced_file,
+    retried,
+)
 
 log = logging.getLogger(__name__)
 MAX_ARRAYS = 10_000
 BODY = "body"
 
 
-_LOCKS = [threading.Lock() for _ in range(64)]
-
-
-def model_lock(model_id: uuid.UUID) -> threading.Lock:
-    """Serialises the calls that rewrite a model's weights file within this process, beside
-    the row lock they take: SQLite, the embedded database, has no row locks."""
-    return _LOCKS[zlib.crc32(model_id.bytes) % len(_LOCKS)]
-
-
 def model_weights_key(model_id: uuid.UUID, kind: str = "weights") -> str:
     """A new file for the model's weights; `kind` says what wrote it (`weights`: an upload, an
     adapt or an import; `on-batch`: train_on_batch)."""
-    return f"models/{model_id}/{kind}-{uuid.uuid4().hex}.safetensors"
+    return f"{model_prefix(model_id)}/{kind}-{uuid.uuid4().hex}.safetensors"
 
 
 def encode_npz(arrays: list[np.ndarray]) -> bytes:
@@ -102,6 +99,7 @@ def decode_json(body: Any) -> list[np.ndarray]:
     return arrays
 
 
+@retried
 def get_weights(ctx: JobsContext, *, model_id: uuid.UUID) -> bytes:
     model = model_with_weights(ctx, get_model(ctx, model_id=model_id))
     return encode_npz(model.get_weights())
@@ -120,6 +118,7 @@ def put_weights(ctx: JobsContext, *, model_id: uuid.UUID, arrays: list[np.ndarra
     return _store_weights(ctx, row=row, model=model)
 
 
+@retried
 def adapt_weights(
     ctx: JobsContext, *, model_id: uuid.UUID, body: AdaptRequest
 ) -> tuple[list[str], ModelRow]:
@@ -128,8 +127,8 @@ def adapt_weights(
     row = get_model(ctx, model_id=model_id)
     with unit_of_work(ctx.sessions) as session:  # refused before the forward passes run
         check_not_training(session, model_id)
-    model = load_weights(ctx.store, build_model(ctx.settings, row.config, row.seed),
-                         row.weights_key)  # fmt: skip
+    model = load_or_changed(ctx.store, build_model(ctx.settings, row.config, row.seed),
+                            row.weights_key, model_id=row.id)  # fmt: skip
     model.to(resolve_device(ctx.settings.device))
     try:
         names = adapt_model(model, body.x, layers=body.layers, batch_size=body.batch_size)
@@ -154,7 +153,8 @@ def _store_weights(
 
     As Keras's set_weights assigns the model's variables only, the optimizer state the model's
     weights file holds (see train_on_batch) is carried into the new file. The file is written
-    under the row's lock, so the state carried is the one the row points at."""
+    under the row's lock, so the state carried is the one the row points at. The file it
+    replaces is deleted once the change has committed (see weights_files)."""
     key = model_weights_key(row.id)
     weights = {f"model/{k}": t for k, t in model.weight_tensors().items()}
     try:
@@ -172,10 +172,12 @@ def _store_weights(
                 tensors, meta = training_part(*read_checkpoint(ctx.store, current.weights_key))
             meta["model_config"] = row.config
             ctx.store.write(key, checkpoint.to_bytes({**tensors, **weights}, meta))
+            replaced = replaced_file(session, model_id=row.id, old=current.weights_key, new=key)
             repo.set_uploaded_weights(session, model_id=row.id, key=key)
     except BaseException:
         ctx.store.delete_prefix(key)
         raise
+    discard(ctx, replaced)
     return get_model(ctx, model_id=row.id)
 
 
@@ -206,11 +208,12 @@ def import_keras(ctx: JobsContext, *, data: bytes, name: str | None, seed: int |
         with unit_of_work(ctx.sessions) as session:
             repo.add_model(session, row=row)
     except BaseException:
-        ctx.store.delete_prefix(f"models/{row.id}")
+        ctx.store.delete_prefix(model_prefix(row.id))
         raise
     return row
 
 
+@retried
 def export_keras(ctx: JobsContext, *, model_id: uuid.UUID) -> bytes:
     row = get_model(ctx, model_id=model_id)
     return keras_files.write_archive(model_with_weights(ctx, row), row.compile_config)
