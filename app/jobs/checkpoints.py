@@ -28,9 +28,9 @@ from app.engine.models import Model
 from app.jobs import keras_files
 from app.jobs import repository as repo
 from app.jobs.context import JobsContext
-from app.jobs.loading import build_model
+from app.jobs.loading import build_model, load_weights
 from app.jobs.service import get_model, model_with_weights
-from app.jobs.weights_files import load_or_changed, retried
+from app.jobs.weights_files import WeightsChanged, retried
 
 _EPOCH = re.compile(r"epoch:(\d{1,9})")
 SELECTOR_DOC = (
@@ -112,7 +112,11 @@ def best(ordered: Sequence[CheckpointRow]) -> CheckpointRow | None:
 def _checkpoint_model(ctx: JobsContext, job: JobRow, ckpt: CheckpointRow) -> Model:
     row = get_model(ctx, model_id=job.model_id)
     model = build_model(ctx.settings, row.config, row.seed)
-    return load_or_changed(ctx.store, model, ckpt.key, model_id=row.id)
+    try:
+        return load_weights(ctx.store, model, ckpt.key)
+    except FileNotFoundError as exc:  # deleted with its model since it was looked up: retried
+        raise WeightsChanged(f"the file of checkpoint {ckpt.id} is no longer stored",
+                             loc=["path", "checkpoint"]) from exc  # fmt: skip
 
 
 @retried

@@ -60,10 +60,6 @@ class WeightsChanged(Conflict):
     """A weights file was gone when read: a change of the model replaced (and deleted) it after
     its row was read, or the model was deleted meanwhile."""
 
-    def __init__(self, model_id: uuid.UUID) -> None:
-        super().__init__(f"the weights of model {model_id} changed while they were being read; "
-                         "try again", loc=["path", "model_id"])  # fmt: skip
-
 
 def load_or_changed(store: ArtifactStore, model: Model, key: str | None, *,
                     model_id: uuid.UUID) -> Model:  # fmt: skip
@@ -71,7 +67,8 @@ def load_or_changed(store: ArtifactStore, model: Model, key: str | None, *,
     try:
         return load_weights(store, model, key)
     except FileNotFoundError as exc:
-        raise WeightsChanged(model_id) from exc
+        raise WeightsChanged(f"the weights of model {model_id} changed while they were being "
+                             "read; try again", loc=["path", "model_id"]) from exc  # fmt: skip
 
 
 def retried(fn: Callable[P, T]) -> Callable[P, T]:

@@ -21,8 +21,8 @@ from sqlalchemy import create_engine, text
 from app.core.config import Settings
 from app.db.models import JobRow
 from app.db.session import unit_of_work
+from app.jobs import checkpoints, service, weights, weights_files
 from app.jobs import repository as repo
-from app.jobs import service, weights, weights_files
 from app.jobs.context import JobsContext
 from app.jobs.loading import load_weights
 from app.main import create_app
@@ -312,9 +312,21 @@ def test_a_checkpoint_export_racing_a_delete_gets_a_404(
             service.delete_model(ctx, model_id=model_id)
         return load_weights(store, model, key)
 
-    monkeypatch.setattr(weights_files, "load_weights", deleting)
+    monkeypatch.setattr(checkpoints, "load_weights", deleting)
     r = client.get(f"/v1/jobs/{job['id']}/checkpoints/latest/model.safetensors")
     assert r.status_code == 404 and deleted == [1], r.text
+
+
+def test_a_lost_checkpoint_file_is_a_409(client: TestClient) -> None:
+    model_id = _model(client)
+    job = wait_for(client, _fit(client, model_id)["id"], {"succeeded", "failed"})
+    for path in (_ctx(client).store.root / "jobs" / job["id"]).rglob("*.safetensors"):
+        path.unlink()
+    for name in ("model.safetensors", "model.keras"):
+        r = client.get(f"/v1/jobs/{job['id']}/checkpoints/latest/{name}")
+        assert r.status_code == 409, r.text
+        item = r.json()["detail"][0]
+        assert item["loc"] == ["path", "checkpoint"] and "no longer stored" in item["msg"]
 
 
 def test_deleting_a_model_removes_its_files(client: TestClient) -> None:
@@ -327,3 +339,22 @@ def test_deleting_a_model_removes_its_files(client: TestClient) -> None:
     root = _ctx(client).store.root
     assert not (root / "models" / str(model_id)).exists()
     assert not (root / "jobs" / job["id"]).exists()
+
+
+READING_ROUTES = [
+    ("/v1/models/{model_id}/weights", "get"),
+    ("/v1/models/{model_id}/model.keras", "get"),
+    ("/v1/models/{model_id}/model.safetensors", "get"),
+    ("/v1/models/{model_id}/predict", "post"),
+    ("/v1/models/{model_id}/evaluate", "post"),
+    ("/v1/models/{model_id}/test_on_batch", "post"),
+    ("/v1/models/{model_id}/predict_on_batch", "post"),
+    ("/v1/jobs/{job_id}/checkpoints/{checkpoint}/model.keras", "get"),
+    ("/v1/jobs/{job_id}/checkpoints/{checkpoint}/model.safetensors", "get"),
+]
+
+
+def test_the_reading_routes_document_the_409(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, method in READING_ROUTES:
+        assert "409" in paths[path][method]["responses"], path

@@ -27,6 +27,9 @@ from app.jobs.schemas import (
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MAX_EPOCH = 2**31 - 1
 E404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "No such job"}}
+GONE: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorOut, "description": "The checkpoint's file is no longer stored"}
+}
 
 
 @router.get("", response_model=JobList, summary="List jobs, newest first")
@@ -119,7 +122,7 @@ def list_checkpoints(ctx: Ctx, job_id: uuid.UUID) -> CheckpointList:
 @router.get(
     "/{job_id}/checkpoints/{checkpoint}/model.keras",
     response_class=Response,
-    responses={**E404, 200: {"content": {OCTET: {}}, "description": "Opens with Keras"}},
+    responses={**E404, **GONE, 200: {"content": {OCTET: {}}, "description": "Opens with Keras"}},
     summary="A checkpoint as a Keras .keras file",
 )
 def checkpoint_keras(ctx: Ctx, job_id: uuid.UUID, checkpoint: Selector) -> Response:
@@ -130,7 +133,11 @@ def checkpoint_keras(ctx: Ctx, job_id: uuid.UUID, checkpoint: Selector) -> Respo
 @router.get(
     "/{job_id}/checkpoints/{checkpoint}/model.safetensors",
     response_class=Response,
-    responses={**E404, 200: {"content": {OCTET: {}}, "description": "Weights by layer/name"}},
+    responses={
+        **E404,
+        **GONE,
+        200: {"content": {OCTET: {}}, "description": "Weights by layer/name"},
+    },
     summary="A checkpoint's weights as safetensors (`<layer>/<weight>`, Keras order in metadata)",
 )
 def checkpoint_safetensors(ctx: Ctx, job_id: uuid.UUID, checkpoint: Selector) -> Response:

@@ -41,6 +41,7 @@ E404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description":
 E422: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorOut, "description": "Invalid input; `loc` names the field"}
 }
+# Also on the reading routes: their weights changed twice while they were read (rare; try again).
 E409: dict[int | str, dict[str, Any]] = {409: {"model": ErrorOut, "description": "Conflict"}}
 
 
@@ -111,7 +112,7 @@ def compile_model(ctx: Ctx, model_id: uuid.UUID, body: CompileRequest) -> ModelO
 @router.post(
     "/{model_id}/evaluate",
     response_model=dict[str, float | None],
-    responses={**E404, **E422},
+    responses={**E404, **E409, **E422},
     summary="Keras's evaluate(..., return_dict=True)",
 )
 def evaluate(ctx: Ctx, model_id: uuid.UUID, body: EvaluateRequest) -> dict[str, float | None]:
@@ -124,7 +125,7 @@ def evaluate(ctx: Ctx, model_id: uuid.UUID, body: EvaluateRequest) -> dict[str, 
 @router.post(
     "/{model_id}/predict",
     response_model=PredictOut,
-    responses={**E404, **E422},
+    responses={**E404, **E409, **E422},
     summary="Keras's predict",
 )
 def predict(ctx: Ctx, model_id: uuid.UUID, body: PredictRequest) -> PredictOut:
@@ -151,7 +152,7 @@ def train_on_batch(
 @router.post(
     "/{model_id}/test_on_batch",
     response_model=dict[str, float | None],
-    responses={**E404, **E422},
+    responses={**E404, **E409, **E422},
     summary="Keras's test_on_batch(..., return_dict=True)",
 )
 def test_on_batch(
@@ -164,7 +165,7 @@ def test_on_batch(
 @router.post(
     "/{model_id}/predict_on_batch",
     response_model=PredictOut,
-    responses={**E404, **E422},
+    responses={**E404, **E409, **E422},
     summary="Keras's predict_on_batch",
 )
 def predict_on_batch(ctx: Ctx, model_id: uuid.UUID, body: PredictOnBatchRequest) -> PredictOut:
@@ -205,7 +206,11 @@ WEIGHTS_BODY = {
 @router.get(
     "/{model_id}/weights",
     response_class=Response,
-    responses={**E404, 200: {"content": {NPZ: {}}, "description": "An .npz, Keras's order"}},
+    responses={
+        **E404,
+        **E409,
+        200: {"content": {NPZ: {}}, "description": "An .npz, Keras's order"},
+    },
     summary="Download the weights (Keras's get_weights order, as an .npz)",
 )
 def get_weights(ctx: Ctx, model_id: uuid.UUID) -> Response:
@@ -265,8 +270,8 @@ async def import_keras(
 @router.get(
     "/{model_id}/model.keras",
     response_class=Response,
-    responses={**E404, 200: {"content": {NPZ: {}},
-                             "description": "Opens with keras.saving.load_model"}},
+    responses={**E404, **E409, 200: {"content": {NPZ: {}},
+                                     "description": "Opens with keras.saving.load_model"}},
     summary="Download the model as a Keras .keras file",
 )  # fmt: skip
 def export_keras(ctx: Ctx, model_id: uuid.UUID) -> Response:
@@ -277,7 +282,7 @@ def export_keras(ctx: Ctx, model_id: uuid.UUID) -> Response:
 @router.get(
     "/{model_id}/model.safetensors",
     response_class=Response,
-    responses={**E404, 200: {"content": {NPZ: {}}, "description": "Weights by layer/name"}},
+    responses={**E404, **E409, 200: {"content": {NPZ: {}}, "description": "Weights by layer/name"}},
     summary="The model's weights as safetensors (`<layer>/<weight>`, Keras order in metadata)",
 )
 def export_safetensors(ctx: Ctx, model_id: uuid.UUID) -> Response:
