@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from app.engine.errors import ConfigError, DataError, Loc
 from app.engine.scalars import scalar_like
@@ -50,6 +51,15 @@ def squeeze_or_expand_to_same_rank(
     s1, s2 = same_rank_shapes(x1.shape, x2.shape, expand_rank_1)
     # A reshape to the same shape is only an alias: skip it (this runs several times a batch).
     return (x1 if s1 == x1.shape else x1.reshape(s1)), (x2 if s2 == x2.shape else x2.reshape(s2))
+
+
+def binary_crossentropy_elems(clipped: Tensor, y_true: Tensor) -> Tensor:
+    """Keras's elementwise binary crossentropy of probabilities already clipped to
+    [eps, 1 - eps], with a NaN probability giving a NaN loss (a diverged model's, as Keras's
+    other backends give) where torch's kernel would refuse it (on a GPU, by a device assert)."""
+    nan = torch.isnan(clipped)
+    elems = F.binary_cross_entropy(torch.where(nan, 0.5, clipped), y_true, reduction="none")
+    return torch.where(nan, clipped, elems)
 
 
 def divide_no_nan(x: Tensor, y: Tensor) -> Tensor:

@@ -27,6 +27,7 @@ from app.engine.loss_base import REDUCTIONS as REDUCTIONS
 from app.engine.loss_base import Loss as Loss
 from app.engine.loss_utils import (
     Shape,
+    binary_crossentropy_elems,
     check_axis,
     check_same_shape,
     check_unit_interval,
@@ -119,7 +120,7 @@ class BinaryCrossentropy(_Crossentropy):
             elems = F.binary_cross_entropy_with_logits(y_pred, y_true, reduction="none")
         else:
             clipped = torch.clip(y_pred, EPSILON, 1.0 - EPSILON)
-            elems = F.binary_cross_entropy(clipped, y_true, reduction="none")
+            elems = binary_crossentropy_elems(clipped, y_true)
         return torch.mean(elems, dim=self.axis)
 
     def _check(self, y: np.ndarray, out_shape: Shape, loc: Loc) -> None:

@@ -22,6 +22,7 @@ from app.engine.errors import ConfigError, DataError, Loc
 from app.engine.loss_base import EPSILON, LOSSES, Loss
 from app.engine.loss_utils import (
     Shape,
+    binary_crossentropy_elems,
     check_axis,
     check_same_shape,
     check_unit_interval,
@@ -99,7 +100,7 @@ class BinaryFocalCrossentropy(Loss):
             y_pred = torch.sigmoid(y_pred)
         require_same_shape(y_true, y_pred)
         clipped = torch.clip(y_pred, EPSILON, 1.0 - EPSILON)
-        bce = F.binary_cross_entropy(clipped, y_true, reduction="none")
+        bce = binary_crossentropy_elems(clipped, y_true)
         p_t = y_true * y_pred + (1 - y_true) * (1 - y_pred)
         focal_bce = torch.pow(1.0 - p_t, scalar_like(self.gamma, y_pred)) * bce
         if self.apply_class_balancing:

@@ -205,8 +205,11 @@ class Model(nn.Module):
     def get_weights(self) -> list[np.ndarray]:
         return [t.detach().cpu().numpy().copy() for t in self.weight_tensors().values()]
 
-    def set_weights(self, weights: Sequence[Any], loc: Loc = ("weights",)) -> None:
-        """Replace all weights (Keras order); nothing changes unless every shape fits."""
+    def set_weights(
+        self, weights: Sequence[Any], loc: Loc = ("weights",), *, finite: bool = True
+    ) -> None:
+        """Replace all weights (Keras order); nothing changes unless every shape fits (and,
+        with `finite`, every value is finite)."""
         targets = list(self.weight_tensors().items())
         if len(weights) != len(targets):
             raise DataError(loc, f"expected {len(targets)} arrays, got {len(weights)}")
@@ -218,7 +221,7 @@ class Model(nn.Module):
                     (*loc, i),
                     f"{name}: expected shape {tuple(target.shape)}, got {tuple(arr.shape)}",
                 )
-            if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            if finite and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
                 raise DataError((*loc, i), f"{name}: values must be finite")
             arrays.append(torch.as_tensor(arr, dtype=target.dtype))
         with torch.no_grad():
@@ -226,11 +229,13 @@ class Model(nn.Module):
                 target.copy_(arr_t)
 
     def load_weight_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """The weights of a checkpoint this engine wrote. A diverged fit's are NaN, and Keras
+        carries them on as they are: unlike uploads, they are not refused."""
         own = self.weight_tensors()
         missing = set(own) - set(tensors)
         if missing:
             raise DataError(("weights",), f"checkpoint lacks {sorted(missing)}")
-        self.set_weights([tensors[name].cpu().numpy() for name in own])
+        self.set_weights([tensors[name].cpu().numpy() for name in own], finite=False)
 
     # -- description ---------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:

@@ -201,7 +201,9 @@ class Optimizer:
             "class_name": type(self).__name__,
             "iterations": self.iterations,
             "steps": self.steps,
-            "learning_rate": self.learning_rate,
+            # A schedule's rate can grow past float32 (Keras trains on with it); JSON has no
+            # infinity, so it is written as a string. Loading recomputes it from `steps`.
+            "learning_rate": lr if math.isfinite(lr := self.learning_rate) else str(lr),
             "config": self.get_config(),
         }
         return tensors, meta
@@ -257,7 +259,7 @@ class Optimizer:
         else:
             # Keras rejects a Python int here, but JSON clients cannot always choose to send 1.0.
             lr = get_float(config, "learning_rate", loc, cls.default_learning_rate, min_value=0,
-                           min_exclusive=True)  # fmt: skip
+                           min_exclusive=True, max_value=schedules.FLOAT32_MAX)  # fmt: skip
         options = Options.parse(config, loc)
         clips = {k: get_float(config, k, loc, None, min_value=0.0) for k in _CLIP_KEYS}
         given = [k for k, v in clips.items() if v is not None]

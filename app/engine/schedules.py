@@ -24,6 +24,7 @@ from app.engine.registry import Registry, known_keys
 Tensor = torch.Tensor
 _MAX_PIECES = 1000
 _MODULE = "keras.optimizers.schedules"
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def _f32(value: float) -> Tensor:
@@ -40,7 +41,8 @@ def _number(
 
 
 def _rate(config: Mapping[str, Any], key: str, loc: Loc, default: Any = ...) -> Any:
-    return _number(config, key, loc, default, min_value=0.0)
+    # A rate is a float32 in Keras: one past float32's range would be infinite.
+    return _number(config, key, loc, default, min_value=0.0, max_value=FLOAT32_MAX)
 
 
 def _steps(config: Mapping[str, Any], key: str, loc: Loc) -> Any:
