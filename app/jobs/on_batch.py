@@ -121,12 +121,12 @@ def train_on_batch(
             with unit_of_work(ctx.sessions) as session:
                 current = _locked(session, model_id)
                 spec = compile_spec(current, body.compile)
-                trainer = Trainer(build_model(ctx.settings, current.config, current.seed), spec,
-                                  device=device)  # fmt: skip
                 source = start if start is not None else current.weights_key
-                if source is not None:
-                    _load(trainer, spec, *read_checkpoint(ctx.store, source))
-                try:
+                try:  # the compile options are checked as the trainer is built (jit_compile)
+                    trainer = Trainer(build_model(ctx.settings, current.config, current.seed),
+                                      spec, device=device)  # fmt: skip
+                    if source is not None:
+                        _load(trainer, spec, *read_checkpoint(ctx.store, source))
                     logs = engine_on_batch.train_on_batch(
                         trainer, body.x, body.y, sample_weight=body.sample_weight,
                         class_weight=body.class_weight,

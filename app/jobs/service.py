@@ -180,6 +180,9 @@ def submit_fit(ctx: JobsContext, *, model_id: uuid.UUID, body: FitRequest) -> Jo
                 raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
             if repo.active_job_of_model(session, model_id=model_id) is not None:
                 raise busy
+            if body.compile is None and current.compile_config != row.compile_config:
+                raise Conflict(f"the compile spec of model {model_id} changed while this fit "
+                               "was being checked; try again", loc=[BODY, "compile"])  # fmt: skip
             job = repo.add_job(session, row=JobRow(
                 id=job_id, model_id=model_id, request=request, data_key=data_key,
                 base_weights_key=current.weights_key, epochs=args.epochs,
