@@ -338,8 +338,8 @@ class Trainer:
         training_state.load_into(self, tensors, meta)
 
     def load_optimizer_state(
-        self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+        self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any], *, rng: bool = False
     ) -> None:
-        """Weights and optimizer state only, as a compiled Keras model carries them into its
-        next fit."""
-        training_state.load_optimizer_into(self, tensors, meta)
+        """Weights and optimizer state (and with `rng` the generator's), as a compiled Keras
+        model carries them into its next fit or train_on_batch."""
+        training_state.load_optimizer_into(self, tensors, meta, rng=rng)

@@ -2,7 +2,13 @@
 weights, the optimizer's slots and scalars, the RNG state, the seed and last finished epoch,
 the position in the batch order (`steps_per_epoch` carries a pass across epochs), the
 mixed_float16 loss scale and, taken during a fit, its callbacks' state and whether a callback
-stopped it (a resumed fit then runs no further epoch)."""
+stopped it (a resumed fit then runs no further epoch).
+
+A final checkpoint holds the weights as the fit left them, after its end changed them (the EMA
+overwrite, EarlyStopping's restored best weights), which are what exports and a next fit use.
+Resuming from it must instead continue from the last epoch's end, as an uninterrupted longer fit
+would: `with_resume_point` adds the weights as they were then, under `resume/`, wherever they
+differ, and the callbacks' state at that moment; `load_into` prefers them."""
 
 from __future__ import annotations
 
@@ -15,6 +21,32 @@ from app.engine.callbacks import state as callback_state
 
 if TYPE_CHECKING:
     from app.engine.trainer import Trainer
+
+
+RESUME = "resume/"
+
+
+def with_resume_point(
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    end: tuple[Mapping[str, torch.Tensor], Mapping[str, Any]] | None,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A final checkpoint's state (`tensors`, `meta`) with what resuming needs from `end`, the
+    state at the last epoch's end: the weights that the fit's end changed, and the callbacks'
+    state and stop flag. The optimizer, RNG and batch state are the same at both moments."""
+    if end is None:
+        return tensors, meta
+    end_tensors, end_meta = end
+    out, info = dict(tensors), dict(meta)
+    for key, value in end_tensors.items():
+        if key.startswith("model/") and not torch.equal(value, tensors[key]):
+            out[RESUME + key] = value
+        elif key.startswith(callback_state.PREFIX):
+            out[key] = value
+    if "callbacks" in end_meta:
+        info["callbacks"] = end_meta["callbacks"]
+        info["stop_training"] = bool(end_meta.get("stop_training"))
+    return out, info
 
 
 def state_of(trainer: Trainer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -37,14 +69,17 @@ def state_of(trainer: Trainer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
 
 
 def load_optimizer_into(
-    trainer: Trainer, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+    trainer: Trainer,
+    tensors: Mapping[str, torch.Tensor],
+    meta: Mapping[str, Any],
+    *,
+    rng: bool = False,
 ) -> None:
-    """The weights, the optimizer's slots and scalars and the loss scale: what a compiled Keras
-    model carries from one `fit` (or `train_on_batch`) into the next; not the RNG, the batch
-    order or the callbacks, which belong to one fit."""
-    trainer.model.load_weight_tensors(
-        {k.removeprefix("model/"): t for k, t in tensors.items() if k.startswith("model/")}
-    )
+    """The weights (as the fit left them), the optimizer's slots and scalars and the loss
+    scale: what a compiled Keras model carries from one `fit` (or `train_on_batch`) into the
+    next; with `rng`, the random generator's state too (a fit draws from its own seed). Not the
+    batch order or the callbacks, which belong to one fit."""
+    trainer.model.load_weight_tensors(_model_weights(tensors))
     opt = {
         k.removeprefix("optimizer/"): t.to(trainer.device)
         for k, t in tensors.items()
@@ -54,14 +89,21 @@ def load_optimizer_into(
         trainer.optimizer.load_state_dict(opt, meta["optimizer"])
     if trainer.loss_scaler is not None and meta.get("loss_scale") is not None:
         trainer.loss_scaler.load_state(dict(meta["loss_scale"]))
+    if rng and "rng/generator" in tensors:
+        trainer.generator.set_state(tensors["rng/generator"].cpu())
+
+
+def _model_weights(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k.removeprefix("model/"): t for k, t in tensors.items() if k.startswith("model/")}
 
 
 def load_into(
     trainer: Trainer, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
 ) -> None:
-    load_optimizer_into(trainer, tensors, meta)
-    if "rng/generator" in tensors:
-        trainer.generator.set_state(tensors["rng/generator"].cpu())
+    load_optimizer_into(trainer, tensors, meta, rng=True)
+    at_end = {k.removeprefix(RESUME): t for k, t in tensors.items() if k.startswith(RESUME)}
+    if at_end:  # a final checkpoint: continue from the last epoch's end, not the fit's end
+        trainer.model.load_weight_tensors(_model_weights({**tensors, **at_end}))
     trainer.seed = meta.get("seed")
     if meta.get("data") is not None:
         data = {k: t for k, t in tensors.items() if k.startswith("data/")}

@@ -160,7 +160,7 @@ def _load(
     """The weights, and the optimizer state when it was made under `spec`."""
     if meta.get("optimizer") is not None and meta.get("compile_config") == spec.to_config():
         try:
-            trainer.load_state(tensors, meta)
+            trainer.load_optimizer_state(tensors, meta, rng=True)
             return
         except (KeyError, ValueError) as exc:  # an optimizer state this engine cannot read
             raise InvalidInput(f"the stored optimizer state cannot be continued ({exc}); "

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import torch
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
@@ -216,10 +217,15 @@ class Recorder(Callback):
         self.progress: ProgressReporter | None = None
         self._save_requested = False
         self._epoch = 0
+        self._epochs = 0
+        # The training state at the last epoch's end (copied: the fit's end may change the
+        # weights), which the final checkpoint keeps for resuming.
+        self.end_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
 
     def watch(self, callbacks: Sequence[Callback], *, epochs: int) -> None:
         """Make the saves of the ModelCheckpoint callbacks among `callbacks` checkpoint rows
         (the first one's monitor and mode select `best`) and publish per-batch progress."""
+        self._epochs = epochs
         self.checkpoints = [cb for cb in callbacks if isinstance(cb, ModelCheckpoint)]
         for cb in self.checkpoints:
             cb.sink = self._request_save
@@ -282,6 +288,9 @@ class Recorder(Callback):
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         values = safe_logs(dict(logs or {}))
         self.writer.submit(epoch, values)
+        if epoch == self._epochs - 1 or self.trainer.stop_training:  # the fit's last epoch
+            tensors, meta = self.trainer.state()
+            self.end_state = ({k: t.clone() for k, t in tensors.items()}, meta)
         every = self.ctx.settings.checkpoint_every_s
         due = time.monotonic() - self.last_checkpoint >= every and not self.trainer.stop_training
         if due or self._save_requested:

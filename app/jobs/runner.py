@@ -13,6 +13,7 @@ import uuid
 from app.db.models import JobRow, JobStatus
 from app.db.session import unit_of_work
 from app.engine import callbacks as engine_callbacks
+from app.engine import training_state
 from app.engine.adapt import adapt_before_fit
 from app.engine.compile import CompileSpec
 from app.engine.data import XY
@@ -107,9 +108,11 @@ def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbe
     fit = dict(job.request["fit"])
     adapt = bool(fit.pop("adapt", False))  # a step before Keras's fit, not one of its arguments
     args = FitArgs(**fit)
+    resumed_from = None
     if resume is not None:
         # Continue from the last durable checkpoint of an earlier attempt.
         tensors, meta = read_checkpoint(ctx.store, resume.key)
+        resumed_from = (tensors, meta)
         if resume.job_id != job_id:  # a parent's: if a callback stopped it there, this fit goes on
             meta["stop_training"] = False
         trainer.load_state(tensors, meta)
@@ -144,7 +147,9 @@ def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbe
         raise
     finally:
         recorder.writer.close()
-    tensors, meta = trainer.state()
+    # A resumed attempt that had no epoch left ends from its checkpoint's state.
+    end = recorder.end_state if recorder.end_state is not None else resumed_from
+    tensors, meta = training_state.with_resume_point(*trainer.state(), end)
     final_logs = recorder_logs(ctx, job_id)
     key_epoch = max(trainer.epoch, args.initial_epoch - 1)
     ckpt = write_checkpoint(
