@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.engine.data import MAX_ELEMENTS, XY, check_same_length, read_inputs
+from app.engine.data import MAX_ELEMENTS, XY
 from app.engine.errors import ConfigError, DataError, Loc
 from app.engine.fit_args import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
+from app.engine.inference import model_inputs
 from app.engine.layers.normalization import Normalization
 from app.engine.models import Model
 
@@ -98,12 +99,7 @@ def adapt_model(
     if not targets and not only_unadapted:
         raise ConfigError((*loc, "layers"), "the model has no Normalization layer without mean "
                           "and variance in its config: there is nothing to adapt")  # fmt: skip
-    xs = read_inputs(x, model.input_names, model.input_shapes, (*loc, "x"))
-    model.check_input(xs, (*loc, "x"))
-    if model.single_input:
-        check_same_length([((*loc, "x"), a) for a in xs])
-    else:
-        check_same_length([((*loc, "x", n), a) for n, a in zip(model.input_names, xs, strict=True)])
+    xs = model_inputs(model, x, loc)
     bs = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if not 1 <= bs <= MAX_BATCH_SIZE:
         raise DataError((*loc, "batch_size"), f"must be in [1, {MAX_BATCH_SIZE}]")

@@ -25,6 +25,23 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def model_device(model: Model) -> torch.device:
+    """Where the model's weights are (the CPU for a model without any)."""
+    return next((t.device for t in model.weight_tensors().values()), torch.device("cpu"))
+
+
+def model_inputs(model: Model, x: Any, loc: Loc) -> list[np.ndarray]:
+    """`x` read as the model's inputs (one array, a list in input order or an object keyed by
+    input name), checked against their shapes, all of one length; errors name `x`."""
+    xs = read_inputs(x, model.input_names, model.input_shapes, (*loc, "x"))
+    model.check_input(xs, (*loc, "x"))
+    if model.single_input:
+        check_same_length([((*loc, "x"), a) for a in xs])
+    else:
+        check_same_length([((*loc, "x", n), a) for n, a in zip(model.input_names, xs, strict=True)])
+    return xs
+
+
 def predict(
     model: Model,
     x: Any,
@@ -35,15 +52,8 @@ def predict(
 ) -> np.ndarray | list[np.ndarray]:
     """Keras's `predict`: one array for a one-output model, else one per output in output
     order."""
-    device = device or next(
-        (t.device for t in model.weight_tensors().values()), torch.device("cpu")
-    )
-    xs = read_inputs(x, model.input_names, model.input_shapes, (*loc, "x"))
-    model.check_input(xs, (*loc, "x"))
-    if model.single_input:
-        check_same_length([((*loc, "x"), a) for a in xs])
-    else:
-        check_same_length([((*loc, "x", n), a) for n, a in zip(model.input_names, xs, strict=True)])
+    device = device or model_device(model)
+    xs = model_inputs(model, x, loc)
     bs = batch_size or DEFAULT_BATCH_SIZE
     if not 1 <= bs <= MAX_BATCH_SIZE:
         raise DataError((*loc, "batch_size"), f"must be in [1, {MAX_BATCH_SIZE}]")

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from app.engine.callbacks import CallbackList
-from app.engine.data import Arrays, check_same_length, read_inputs
+from app.engine.data import Arrays
 from app.engine.errors import DataError, Loc
 from app.engine.fit_args import MAX_BATCH_SIZE, apply_class_weight
+from app.engine.inference import model_device, model_inputs
 from app.engine.models import Model
 
 if TYPE_CHECKING:
@@ -77,15 +78,8 @@ def predict_on_batch(
 ) -> np.ndarray | list[np.ndarray]:
     """One forward pass in inference mode: one array for a one-output model, else one per
     output in output order."""
-    device = device or next(
-        (t.device for t in model.weight_tensors().values()), torch.device("cpu")
-    )
-    xs = read_inputs(x, model.input_names, model.input_shapes, (*loc, "x"))
-    model.check_input(xs, (*loc, "x"))
-    if model.single_input:
-        check_same_length([((*loc, "x"), a) for a in xs])
-    else:
-        check_same_length([((*loc, "x", n), a) for n, a in zip(model.input_names, xs, strict=True)])
+    device = device or model_device(model)
+    xs = model_inputs(model, x, loc)
     _check_size(int(xs[0].shape[0]), (*loc, "x"))
     with torch.no_grad():
         ts = [torch.as_tensor(a, device=device) for a in xs]
