@@ -6,6 +6,7 @@ cache, keyed by their weights file, and are only read."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -68,20 +69,29 @@ def _model(ctx: JobsContext, row: ModelRow, body: AtCheckpoint) -> Model:
     return model_at(ctx, row, row.weights_key if key is None else key)
 
 
-@retried
-def evaluate(
-    ctx: JobsContext, *, model_id: uuid.UUID, body: EvaluateRequest
+def _scores(
+    ctx: JobsContext,
+    model_id: uuid.UUID,
+    body: EvaluateRequest | TestOnBatchRequest,
+    run: Callable[[Trainer], dict[str, float]],
 ) -> dict[str, float | None]:
+    """Loss and metrics of `run` on a trainer over the selected weights and compile spec."""
     row = get_model(ctx, model_id=model_id)
     spec = compile_spec(row, body.compile)
     model = _model(ctx, row, body)
     try:
-        trainer = Trainer(model, spec, device=resolve_device(ctx.settings.device))
-        return safe_logs(trainer.evaluate(
-            body.x, body.y, sample_weight=body.sample_weight, batch_size=body.batch_size
-        ))  # fmt: skip
+        return safe_logs(run(Trainer(model, spec, device=resolve_device(ctx.settings.device))))
     except EngineError as exc:
         raise invalid(exc, BODY) from exc
+
+
+@retried
+def evaluate(
+    ctx: JobsContext, *, model_id: uuid.UUID, body: EvaluateRequest
+) -> dict[str, float | None]:
+    return _scores(ctx, model_id, body, lambda trainer: trainer.evaluate(
+        body.x, body.y, sample_weight=body.sample_weight, batch_size=body.batch_size
+    ))  # fmt: skip
 
 
 @retried
@@ -99,15 +109,9 @@ def predict_model(ctx: JobsContext, *, model_id: uuid.UUID, body: PredictRequest
 def test_on_batch(
     ctx: JobsContext, *, model_id: uuid.UUID, body: TestOnBatchRequest
 ) -> dict[str, float | None]:
-    row = get_model(ctx, model_id=model_id)
-    spec = compile_spec(row, body.compile)
-    model = _model(ctx, row, body)
-    try:
-        trainer = Trainer(model, spec, device=resolve_device(ctx.settings.device))
-        logs = on_batch.test_on_batch(trainer, body.x, body.y, sample_weight=body.sample_weight)
-    except EngineError as exc:
-        raise invalid(exc, BODY) from exc
-    return safe_logs(logs)
+    return _scores(ctx, model_id, body, lambda trainer: on_batch.test_on_batch(
+        trainer, body.x, body.y, sample_weight=body.sample_weight
+    ))  # fmt: skip
 
 
 @retried
