@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.engine import precision
 from app.engine.data import check_same_length, read_inputs
 from app.engine.errors import DataError, Loc
 from app.engine.fit_args import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
@@ -48,10 +49,12 @@ def predict(
     *,
     batch_size: int | None = None,
     device: torch.device | None = None,
+    dtype_policy: str = "float32",
     loc: Loc = (),
 ) -> np.ndarray | list[np.ndarray]:
     """Keras's `predict`: one array for a one-output model, else one per output in output
-    order."""
+    order; under a mixed `dtype_policy` the layers compute in its half type, as Keras's do, and
+    the outputs come back as float32."""
     device = device or model_device(model)
     xs = model_inputs(model, x, loc)
     bs = batch_size or DEFAULT_BATCH_SIZE
@@ -59,10 +62,10 @@ def predict(
         raise DataError((*loc, "batch_size"), f"must be in [1, {MAX_BATCH_SIZE}]")
     xts = [torch.as_tensor(a, device=device) for a in xs]
     outs: list[list[torch.Tensor]] = []
-    with torch.no_grad():
+    with torch.no_grad(), precision.compute(dtype_policy, device):
         for lo in range(0, xts[0].shape[0], bs):
             part = [t[lo : lo + bs] for t in xts]
             out = model(part[0] if len(part) == 1 else part, training=False)
             outs.append(out if isinstance(out, list) else [out])
-    joined = [torch.cat(col).cpu().numpy() for col in zip(*outs, strict=True)]
+    joined = [torch.cat(col).float().cpu().numpy() for col in zip(*outs, strict=True)]
     return joined[0] if len(joined) == 1 else joined

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from app.engine import precision
 from app.engine.callbacks import CallbackList
 from app.engine.data import Arrays
 from app.engine.errors import DataError, Loc
@@ -74,15 +75,20 @@ def test_on_batch(
 
 
 def predict_on_batch(
-    model: Model, x: Any, *, device: torch.device | None = None, loc: Loc = ()
+    model: Model,
+    x: Any,
+    *,
+    device: torch.device | None = None,
+    dtype_policy: str = "float32",
+    loc: Loc = (),
 ) -> np.ndarray | list[np.ndarray]:
-    """One forward pass in inference mode: one array for a one-output model, else one per
-    output in output order."""
+    """One forward pass in inference mode (under `dtype_policy`, as predict): one array for a
+    one-output model, else one per output in output order."""
     device = device or model_device(model)
     xs = model_inputs(model, x, loc)
     _check_size(int(xs[0].shape[0]), (*loc, "x"))
-    with torch.no_grad():
+    with torch.no_grad(), precision.compute(dtype_policy, device):
         ts = [torch.as_tensor(a, device=device) for a in xs]
         out = model(ts[0] if len(ts) == 1 else ts, training=False)
-    outs = [o.cpu().numpy() for o in (out if isinstance(out, list) else [out])]
+    outs = [o.float().cpu().numpy() for o in (out if isinstance(out, list) else [out])]
     return outs[0] if len(outs) == 1 else outs

@@ -69,6 +69,12 @@ def _model(ctx: JobsContext, row: ModelRow, body: AtCheckpoint) -> Model:
     return model_at(ctx, row, row.weights_key if key is None else key)
 
 
+def _policy(row: ModelRow) -> str:
+    """The dtype policy of the model's compile spec (predict takes none of its own)."""
+    policy = (row.compile_config or {}).get("dtype_policy")
+    return policy if isinstance(policy, str) else "float32"
+
+
 def _scores(
     ctx: JobsContext,
     model_id: uuid.UUID,
@@ -100,7 +106,8 @@ def predict_model(ctx: JobsContext, *, model_id: uuid.UUID, body: PredictRequest
     row = get_model(ctx, model_id=model_id)
     model = _model(ctx, row, body)
     try:
-        return outputs_json(model, predict(model, body.x, batch_size=body.batch_size))
+        outputs = predict(model, body.x, batch_size=body.batch_size, dtype_policy=_policy(row))
+        return outputs_json(model, outputs)
     except EngineError as exc:
         raise invalid(exc, BODY) from exc
 
@@ -121,7 +128,8 @@ def predict_on_batch(
     row = get_model(ctx, model_id=model_id)
     model = _model(ctx, row, body)
     try:
-        return outputs_json(model, on_batch.predict_on_batch(model, body.x))
+        outputs = on_batch.predict_on_batch(model, body.x, dtype_policy=_policy(row))
+        return outputs_json(model, outputs)
     except EngineError as exc:
         raise invalid(exc, BODY) from exc
 

@@ -18,7 +18,9 @@ import torch
 
 from app.engine.compile import CompileSpec
 from app.engine.fit_args import FitArgs
+from app.engine.inference import predict
 from app.engine.models import Model
+from app.engine.on_batch import predict_on_batch
 from app.engine.precision import LossScaler
 from app.engine.trainer import Trainer
 from tests.support.keras_fit import sequential
@@ -109,3 +111,24 @@ def test_the_loss_scale_is_part_of_the_checkpoint() -> None:
     second = Trainer(Model.from_config(MODEL, seed=0), spec)
     second.load_state(tensors, meta)
     assert second.loss_scaler is not None and second.loss_scaler.state() == meta["loss_scale"]
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_predict_computes_in_the_half_type_as_keras(keras: ModuleType, policy: str) -> None:
+    keras.utils.set_random_seed(2)
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        km = keras.models.model_from_json(keras_json(MODEL))
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    model = Model.from_config(MODEL, seed=0)
+    model.set_weights(km.get_weights())
+    theirs = km.predict(X, batch_size=16, verbose=0).astype(np.float32)
+    ours = predict(model, X, batch_size=16, dtype_policy=policy)
+    one = predict_on_batch(model, X, dtype_policy=policy)
+    assert ours.dtype == one.dtype == np.float32
+    scale = float(np.abs(theirs).max())
+    for got in (ours, one):  # within one unit of the half type's last place (measured: equal)
+        np.testing.assert_allclose(got, theirs, rtol=0, atol=EPS[policy] * scale)
+    full = predict(model, X, batch_size=16)  # float32 numbers are further from Keras's
+    assert np.abs(full - theirs).max() > np.abs(ours - theirs).max()
