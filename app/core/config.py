@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     job_unclaimed_after_s: float = 60.0
     reaper_interval_s: float = 10.0
     checkpoint_every_s: float = 30.0
+    checkpoint_keep: int = Field(
+        default=0, ge=0,
+        description="Periodic checkpoints kept per job, the newest (0 keeps every one); "
+        "ModelCheckpoint saves and the final checkpoint are always kept",
+    )  # fmt: skip
     local_workers: int = 1
     migrate_on_start: bool | None = None  # default: only for the embedded SQLite database
 

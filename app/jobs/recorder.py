@@ -262,9 +262,17 @@ class Recorder(Callback):
                                logs=values, tensors=tensors, meta={**self.static_meta, **meta},
                                trigger=trigger, batch=batch,
                                selection=self.selection)  # fmt: skip
+        keep, pruned = self.ctx.settings.checkpoint_keep, []
         with unit_of_work(self.ctx.sessions) as session:
             if not repo.add_checkpoint(session, row=row):
                 raise TrainingInterrupted(LOST)
+            if keep and trigger == "periodic":
+                pruned = repo.prune_periodic(session, job_id=self.job_id, keep=keep)
+        for key in pruned:  # unregistered first: a reader finds no row, or a 409 for the file
+            try:
+                self.ctx.store.delete_prefix(key)
+            except OSError:
+                log.warning("could not delete the pruned checkpoint file %s", key, exc_info=True)
         self.last_checkpoint = time.monotonic()
 
     def _check(self) -> None:

@@ -261,6 +261,21 @@ def latest_checkpoint(session: Session, *, job_id: uuid.UUID) -> CheckpointRow |
     ).first()
 
 
+def prune_periodic(session: Session, *, job_id: uuid.UUID, keep: int) -> list[str]:
+    """Delete the rows of the job's periodic checkpoints but the `keep` newest; their file keys,
+    for deletion once this commits. ModelCheckpoint saves and final checkpoints stay."""
+    rows = session.scalars(
+        select(CheckpointRow)
+        .where(CheckpointRow.job_id == job_id, CheckpointRow.trigger == "periodic")
+        .order_by(CheckpointRow.epoch.desc(), CheckpointRow.created_at.desc())
+        .offset(keep)
+    ).all()
+    for row in rows:
+        session.delete(row)
+    session.flush()
+    return [row.key for row in rows]
+
+
 def get_checkpoint(session: Session, *, checkpoint_id: uuid.UUID) -> CheckpointRow | None:
     return session.get(CheckpointRow, checkpoint_id)
 
