@@ -38,3 +38,5 @@ SEED_FIT: dict[str, Any] = {
 SEED_EVALUATE: dict[str, Any] = {"x": _X, "y": _Y, "batch_size": 128}
 SEED_PREDICT: dict[str, Any] = {"x": _X}
 SEED_ON_BATCH: dict[str, Any] = {"x": _X, "y": _Y}
+SEED_ADAPT: dict[str, Any] = {"x": _X}
+SEED_RESUME: dict[str, Any] = {"checkpoint": "latest", "epochs": 600}

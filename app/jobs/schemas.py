@@ -158,6 +158,10 @@ class FitRequest(Strict):
 
 
 class ResumeRequest(Strict):
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False,
+        json_schema_extra={"examples": [examples.SEED_RESUME]},
+    )  # fmt: skip
     checkpoint: str = Field(
         default="latest", min_length=1, max_length=64,
         description="The checkpoint to continue from: an id, `epoch:N`, `best` or `latest` (the "
@@ -250,6 +254,10 @@ class CheckpointList(BaseModel):
 
 # -- adapt -------------------------------------------------------------------------------------
 class AdaptRequest(Strict):
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False,
+        json_schema_extra={"examples": [examples.SEED_ADAPT]},
+    )  # fmt: skip
     x: Any = Field(description=X_DOC)
     layers: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
         default=None,

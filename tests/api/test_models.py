@@ -95,6 +95,14 @@ def test_openapi_documents_every_route(client: TestClient) -> None:
     schemas = spec["components"]["schemas"]
     for name in ("ModelCreate", "FitRequest", "EvaluateRequest", "PredictRequest"):
         assert schemas[name].get("examples"), name
+    # Every JSON request body has an example, and every route says what it returns.
+    for path, operations in paths.items():
+        for method, op in operations.items():
+            assert op.get("summary") and op.get("responses"), (path, method)
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+            ref = body.get("schema", {}).get("$ref")
+            if ref is not None:
+                assert schemas[ref.rsplit("/", 1)[-1]].get("examples"), (path, method)
 
 
 def test_fit_on_embedded_default_updates_model_weights(client: TestClient) -> None:
