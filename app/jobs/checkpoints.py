@@ -27,6 +27,7 @@ from app.db.session import unit_of_work
 from app.engine.models import Model
 from app.jobs import keras_files
 from app.jobs import repository as repo
+from app.jobs.best import best, selection
 from app.jobs.context import JobsContext
 from app.jobs.loading import build_model, load_weights
 from app.jobs.service import get_model, model_with_weights
@@ -82,31 +83,6 @@ def resolve(
     if found is None:
         raise NotFound(f"job {job_id} has no checkpoint {selector!r}", loc=loc)
     return job, found
-
-
-def selection(rows: Sequence[CheckpointRow]) -> tuple[str, str]:
-    """The (monitor, mode) that selects `best` among a job's checkpoints."""
-    for row in rows:
-        if row.monitor is not None and row.mode is not None:
-            return row.monitor, row.mode
-    if any(row.logs.get("val_loss") is not None for row in rows):
-        return "val_loss", "min"
-    return "loss", "min"
-
-
-def best(ordered: Sequence[CheckpointRow]) -> CheckpointRow | None:
-    """The earliest of `ordered` with the best monitored value; None if no row logged it."""
-    monitor, mode = selection(ordered)
-    found: CheckpointRow | None = None
-    found_value = 0.0
-    for row in ordered:
-        value = row.logs.get(monitor)
-        if value is None:  # not logged here, or not finite (stored as null)
-            continue
-        better = value > found_value if mode == "max" else value < found_value
-        if found is None or better:
-            found, found_value = row, value
-    return found
 
 
 def _checkpoint_model(ctx: JobsContext, job: JobRow, ckpt: CheckpointRow) -> Model:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.db.base import utcnow
 from app.db.models import CheckpointRow, EpochLogRow, JobRow, JobStatus, ModelRow
+from app.jobs.best import best
 
 ACTIVE = (JobStatus.queued, JobStatus.running)
 
@@ -262,18 +263,21 @@ def latest_checkpoint(session: Session, *, job_id: uuid.UUID) -> CheckpointRow |
 
 
 def prune_periodic(session: Session, *, job_id: uuid.UUID, keep: int) -> list[str]:
-    """Delete the rows of the job's periodic checkpoints but the `keep` newest; their file keys,
-    for deletion once this commits. ModelCheckpoint saves and final checkpoints stay."""
+    """Delete the rows of the job's periodic checkpoints but the `keep` newest and the one that
+    `best` names; their file keys, for deletion once this commits. ModelCheckpoint saves and
+    final checkpoints stay."""
     rows = session.scalars(
         select(CheckpointRow)
-        .where(CheckpointRow.job_id == job_id, CheckpointRow.trigger == "periodic")
-        .order_by(CheckpointRow.epoch.desc(), CheckpointRow.created_at.desc())
-        .offset(keep)
+        .where(CheckpointRow.job_id == job_id)
+        .order_by(CheckpointRow.epoch, CheckpointRow.created_at)
     ).all()
-    for row in rows:
+    spared = best(rows)
+    periodic = [row for row in reversed(rows) if row.trigger == "periodic"]
+    doomed = [row for row in periodic[keep:] if row is not spared]
+    for row in doomed:
         session.delete(row)
     session.flush()
-    return [row.key for row in rows]
+    return [row.key for row in doomed]
 
 
 def get_checkpoint(session: Session, *, checkpoint_id: uuid.UUID) -> CheckpointRow | None:

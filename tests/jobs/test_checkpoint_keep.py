@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from app.jobs import checkpoints, service
 from app.jobs.resume import resume_job
 from app.jobs.runner import run_fit_job
@@ -51,3 +53,27 @@ def test_a_job_resumes_exactly_from_a_kept_checkpoint(pg_ctx: Any) -> None:
     logs = _logs(pg_ctx, straight.id)
     assert _logs(pg_ctx, child.id) == {e: logs[e] for e in (4, 5)}
     _assert_same_weights(_weights(pg_ctx, model_id), _weights(pg_ctx, straight_model))
+
+
+def test_the_best_periodic_checkpoint_is_kept(pg_ctx: Any) -> None:
+    """Without a ModelCheckpoint, `best` is the checkpoint with the lowest val_loss; pruning
+    keeps it (one checkpoint more than CHECKPOINT_KEEP at most), so `best` names the same
+    checkpoint as without pruning."""
+    pg_ctx.settings.checkpoint_keep = 1
+    y = Y.copy()
+    y[-len(y) // 5 :] = 1.0 - y[-len(y) // 5 :]  # the validation labels inverted: it overfits
+    model_id = _model(pg_ctx)
+    body = FitRequest(compile=COMPILE, x=X.tolist(), y=y.tolist(), batch_size=16, epochs=6,
+                      validation_split=0.2, shuffle=True, seed=11)  # fmt: skip
+    job = service.submit_fit(pg_ctx, model_id=model_id, body=body)
+    run_fit_job(pg_ctx, job.id)
+    val_loss = [logs["val_loss"] for logs in _logs(pg_ctx, job.id).values()]
+    best_epoch = int(np.argmin(val_loss))
+    assert best_epoch < 4  # not among the newest periodic checkpoint and the final
+    _, best = checkpoints.resolve(pg_ctx, job_id=job.id, selector="best")
+    assert (best.epoch, best.trigger) == (best_epoch, "periodic")
+    _, rows = checkpoints.list_checkpoints(pg_ctx, job_id=job.id)
+    assert sorted((r.trigger, r.epoch) for r in rows) == sorted(
+        [("final", 5), ("periodic", 5), ("periodic", best_epoch)]
+    )
+    assert pg_ctx.store.exists(best.key)
