@@ -39,7 +39,10 @@ def with_resume_point(
     end_tensors, end_meta = end
     out, info = dict(tensors), dict(meta)
     for key, value in end_tensors.items():
-        if key.startswith("model/") and not torch.equal(value, tensors[key]):
+        # `end` may be a checkpoint read back on the CPU, the trainer on another device.
+        if key.startswith("model/") and not torch.equal(
+            value.to(tensors[key].device), tensors[key]
+        ):
             out[RESUME + key] = value
         elif key.startswith(callback_state.PREFIX):
             out[key] = value
