@@ -126,7 +126,8 @@ def train_on_batch(
                     trainer = Trainer(build_model(ctx.settings, current.config, current.seed),
                                       spec, device=device)  # fmt: skip
                     if source is not None:
-                        _load(trainer, spec, *read_checkpoint(ctx.store, source))
+                        _load(trainer, spec, *read_checkpoint(ctx.store, source),
+                              fresh=body.compile is not None)  # fmt: skip
                     logs = engine_on_batch.train_on_batch(
                         trainer, body.x, body.y, sample_weight=body.sample_weight,
                         class_weight=body.class_weight,
@@ -156,9 +157,16 @@ def _load(
     spec: CompileSpec,
     tensors: dict[str, torch.Tensor],
     meta: dict[str, Any],
+    *,
+    fresh: bool,
 ) -> None:
-    """The weights, and the optimizer state when it was made under `spec`."""
-    if meta.get("optimizer") is not None and meta.get("compile_config") == spec.to_config():
+    """The weights, and the optimizer state when it was made under `spec`; with `fresh` (the
+    request gave a compile spec, as compile() before train_on_batch) the weights only."""
+    if (
+        not fresh
+        and meta.get("optimizer") is not None
+        and meta.get("compile_config") == spec.to_config()
+    ):
         try:
             trainer.load_optimizer_state(tensors, meta, rng=True)
             return

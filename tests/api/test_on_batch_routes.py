@@ -206,6 +206,22 @@ def test_compile_resets_the_optimizer_and_put_weights_keeps_it(client: TestClien
     _same(r.json(), on_batch.train_on_batch(trainer, X[PARTS[2]], Y[PARTS[2]]))
 
 
+def test_train_on_batch_with_a_compile_spec_starts_a_fresh_optimizer(client: TestClient) -> None:
+    """As a fit with `compile` does (compile() then train_on_batch in Keras), even when the
+    spec is the one the model's optimizer state was made under."""
+    model_id = _model(client, SGD)
+    trainer = _trainer(SGD)
+    r = client.post(f"/v1/models/{model_id}/train_on_batch", json=_batch(PARTS[0]))
+    assert r.status_code == 200, r.text
+    on_batch.train_on_batch(trainer, X[PARTS[0]], Y[PARTS[0]])
+    fresh = _trainer(SGD)  # no momentum yet
+    fresh.model.set_weights(trainer.model.get_weights())
+    r = client.post(f"/v1/models/{model_id}/train_on_batch", json=_batch(PARTS[1], compile=SGD))
+    assert r.status_code == 200, r.text
+    on_batch.train_on_batch(fresh, X[PARTS[1]], Y[PARTS[1]])
+    _same_weights(_weights(client, model_id), fresh.model.get_weights())
+
+
 def test_train_on_batch_after_a_fit_continues_the_fits_optimizer(client: TestClient) -> None:
     model_id = _model(client)
     job = _fit(client, model_id, 2, compile=ADAM)
