@@ -20,11 +20,11 @@ from app.engine.models import Model
 from app.engine.trainer import Trainer
 from tests.engine.test_optimizers import (
     _gradients,
-    _initial,
     _keras_config,
     _params,
     _step,
     check_cuda_step,
+    check_steps_match_keras,
 )
 from tests.support.keras_fit import assert_same_fit, sequential
 from tests.support.keras_json import keras_json
@@ -75,24 +75,7 @@ def _keras_optimizer(keras: ModuleType, class_name: str, config: dict[str, Any])
 @pytest.mark.filterwarnings("ignore:Gradients do not exist")
 @pytest.mark.parametrize(("class_name", "config"), CONFIGS)
 def test_matches_keras_step_by_step(keras, class_name, config):
-    theirs = _keras_optimizer(keras, class_name, config)
-    variables = [keras.Variable(w) for w in _initial()]
-    ours = optimizers.get({"class_name": class_name, "config": config}, ("optimizer",))
-    params = _params()
-    ours.build(params)
-    for k, grads in enumerate(_gradients(8)):
-        if k == 4:  # a callback changing the rate mid-run (Ftrl's beta term depends on it)
-            theirs.learning_rate = 0.5 * float(theirs.learning_rate)
-            ours.learning_rate = 0.5 * ours.learning_rate
-        theirs.apply(
-            [None if g is None else keras.ops.convert_to_tensor(g) for g in grads], variables
-        )
-        _step(ours, params, grads)
-        assert ours.iterations == int(theirs.iterations) == k + 1
-        for v, p in zip(variables, params, strict=True):
-            np.testing.assert_allclose(
-                p.detach().numpy(), np.asarray(v.numpy()), rtol=RTOL, atol=ATOL
-            )
+    check_steps_match_keras(keras, class_name, config, steps=8)
 
 
 RNG = np.random.default_rng(3)
