@@ -12,11 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from app.core.config import Settings
 from app.engine import jit
 from app.engine.errors import ConfigError
 from app.jobs import service
-from app.main import create_app
+from tests.api.conftest import serve
 from tests.support import scenario
 
 ADAM = {**scenario.COMPILE, "optimizer": "adam"}
@@ -24,13 +23,7 @@ ADAM = {**scenario.COMPILE, "optimizer": "adam"}
 
 @pytest.fixture
 def pg(pg_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
-    engine = create_engine(pg_url)
-    with engine.begin() as conn:
-        conn.execute(text("TRUNCATE models, jobs, epoch_logs, checkpoints CASCADE"))
-    engine.dispose()
-    settings = Settings(data_dir=tmp_path, database_url=pg_url, redis_url=None,
-                        job_heartbeat_s=0.2, max_request_bytes=2_000_000)  # fmt: skip
-    with TestClient(create_app(settings)) as c:
+    with serve(tmp_path, pg_url) as c:
         yield c, pg_url
 
 

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
 
 from app.core.config import Settings
 from app.engine import on_batch
@@ -25,6 +24,7 @@ from app.engine.fit_args import FitArgs
 from app.engine.models import Model
 from app.engine.trainer import Trainer
 from app.main import create_app
+from tests.api.conftest import serve
 from tests.e2e.scenario_checks import wait_for
 from tests.support import scenario
 
@@ -42,14 +42,7 @@ RTOL, ATOL = 1e-6, 1e-7
 @pytest.fixture
 def client(pg_url: str, tmp_path: Path) -> Iterator[TestClient]:
     """The app on the test Postgres database, checkpointing at every epoch end."""
-    engine = create_engine(pg_url)
-    with engine.begin() as conn:
-        conn.execute(text("TRUNCATE models, jobs, epoch_logs, checkpoints CASCADE"))
-    engine.dispose()
-    settings = Settings(data_dir=tmp_path, database_url=pg_url, redis_url=None,
-                        job_heartbeat_s=0.2, checkpoint_every_s=0.0,
-                        max_request_bytes=2_000_000)  # fmt: skip
-    with TestClient(create_app(settings)) as c:
+    with serve(tmp_path, pg_url) as c:
         yield c
 
 

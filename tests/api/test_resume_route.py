@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.config import Settings
-from app.main import create_app
+from tests.api.conftest import serve
 from tests.e2e.scenario_checks import wait_for
 from tests.support import scenario
 
@@ -21,9 +20,7 @@ from tests.support import scenario
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     """The embedded app, checkpointing at every epoch end (so `epoch:N` exists for each N)."""
-    settings = Settings(data_dir=tmp_path, database_url=None, redis_url=None,
-                        job_heartbeat_s=0.2, checkpoint_every_s=0.0)  # fmt: skip
-    with TestClient(create_app(settings)) as c:
+    with serve(tmp_path) as c:
         yield c
 
 

@@ -16,16 +16,14 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
 
-from app.core.config import Settings
 from app.db.models import JobRow
 from app.db.session import unit_of_work
 from app.jobs import checkpoints, service, weights, weights_files
 from app.jobs import repository as repo
 from app.jobs.context import JobsContext
 from app.jobs.loading import load_weights
-from app.main import create_app
+from tests.api.conftest import serve
 from tests.e2e.scenario_checks import wait_for
 from tests.support import scenario
 
@@ -38,17 +36,8 @@ BATCH = {"x": X.tolist(), "y": Y.tolist()}
 
 @pytest.fixture(params=["postgres", "sqlite"])
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
-    url = None
-    if request.param == "postgres":
-        url = request.getfixturevalue("pg_url")
-        engine = create_engine(url)
-        with engine.begin() as conn:
-            conn.execute(text("TRUNCATE models, jobs, epoch_logs, checkpoints CASCADE"))
-        engine.dispose()
-    settings = Settings(data_dir=tmp_path, database_url=url, redis_url=None,
-                        job_heartbeat_s=0.2, checkpoint_every_s=0.0,
-                        max_request_bytes=2_000_000)  # fmt: skip
-    with TestClient(create_app(settings)) as c:
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    with serve(tmp_path, url) as c:
         yield c
 
 
