@@ -19,11 +19,10 @@ from app.engine.fit_args import FitArgs
 from app.engine.models import Model
 from app.engine.trainer import Trainer
 from tests.engine.test_optimizers import (
-    _gradients,
     _keras_config,
     _params,
-    _step,
     check_cuda_step,
+    check_resume_bit_exact,
     check_steps_match_keras,
 )
 from tests.support.keras_fit import assert_same_fit, sequential
@@ -214,31 +213,7 @@ def test_adamw_constructed_directly_needs_a_weight_decay():
 
 @pytest.mark.parametrize(("class_name", "config"), CONFIGS)
 def test_resume_is_bit_exact(class_name, config):
-    identifier = {"class_name": class_name, "config": config}
-    grads = _gradients(8)
-    straight = optimizers.get(identifier, ())
-    params = _params()
-    straight.build(params)
-    for g in grads:
-        _step(straight, params, g)
-
-    first = optimizers.get(identifier, ())
-    half = _params()
-    first.build(half)
-    first.build(half)  # building again keeps the state (Adagrad's and Ftrl's start values too)
-    for g in grads[:4]:
-        _step(first, half, g)
-    tensors, meta = first.state_dict()
-    assert all(k.startswith(class_name.lower() + ".") for k in tensors)
-
-    resumed = optimizers.get(identifier, ())
-    copies = [torch.nn.Parameter(p.detach().clone()) for p in half]
-    resumed.build(copies)
-    resumed.load_state_dict(tensors, meta)
-    for g in grads[4:]:
-        _step(resumed, copies, g)
-    for a, b in zip(params, copies, strict=True):
-        assert torch.equal(a, b)
+    check_resume_bit_exact({"class_name": class_name, "config": config})
 
 
 def test_state_holds_nadam_s_product_and_adafactor_s_factors():
