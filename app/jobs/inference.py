@@ -100,16 +100,28 @@ def evaluate(
     ))  # fmt: skip
 
 
-@retried
-def predict_model(ctx: JobsContext, *, model_id: uuid.UUID, body: PredictRequest) -> Outputs:
-    """One output's predictions as nested lists; several keyed by output name."""
+def _outputs(
+    ctx: JobsContext,
+    model_id: uuid.UUID,
+    body: PredictRequest | PredictOnBatchRequest,
+    run: Callable[[Model, str], np.ndarray | list[np.ndarray]],
+) -> Outputs:
+    """The outputs of `run` (given the model over the selected weights and the dtype policy of
+    its compile spec) as JSON."""
     row = get_model(ctx, model_id=model_id)
     model = _model(ctx, row, body)
     try:
-        outputs = predict(model, body.x, batch_size=body.batch_size, dtype_policy=_policy(row))
-        return outputs_json(model, outputs)
+        return outputs_json(model, run(model, _policy(row)))
     except EngineError as exc:
         raise invalid(exc, BODY) from exc
+
+
+@retried
+def predict_model(ctx: JobsContext, *, model_id: uuid.UUID, body: PredictRequest) -> Outputs:
+    """One output's predictions as nested lists; several keyed by output name."""
+    return _outputs(ctx, model_id, body, lambda model, policy: predict(
+        model, body.x, batch_size=body.batch_size, dtype_policy=policy
+    ))  # fmt: skip
 
 
 @retried
@@ -125,13 +137,9 @@ def test_on_batch(
 def predict_on_batch(
     ctx: JobsContext, *, model_id: uuid.UUID, body: PredictOnBatchRequest
 ) -> Outputs:
-    row = get_model(ctx, model_id=model_id)
-    model = _model(ctx, row, body)
-    try:
-        outputs = on_batch.predict_on_batch(model, body.x, dtype_policy=_policy(row))
-        return outputs_json(model, outputs)
-    except EngineError as exc:
-        raise invalid(exc, BODY) from exc
+    return _outputs(ctx, model_id, body, lambda model, policy: on_batch.predict_on_batch(
+        model, body.x, dtype_policy=policy
+    ))  # fmt: skip
 
 
 def outputs_json(model: Model, outputs: np.ndarray | list[np.ndarray]) -> Outputs:
