@@ -4,6 +4,12 @@ Rows are read from the database, so the stream works the same with the in-proces
 with Celery workers on other machines, and a client reconnecting with Last-Event-ID resumes
 after that epoch.
 
+A resumed attempt rewrites the epochs after its checkpoint: the stream sends a rewritten row
+again (its `attempt` says which attempt wrote it; its id is its epoch), so a client keyed by
+epoch ends with the values `GET /v1/jobs/{id}` shows. It tracks the newest attempt it has sent
+and the last epoch it has sent from that attempt; a row of a newer attempt, or of that attempt
+past that epoch, is sent even if its epoch was sent before.
+
 A `progress` event (no id, so Last-Event-ID still names the last epoch) is what Keras's
 progress bar shows, sent at most every `events_progress_s` seconds while an epoch trains:
 
@@ -14,7 +20,7 @@ progress bar shows, sent at most every `events_progress_s` seconds while an epoc
 `epoch` and `batch` are 0-based (as Keras callbacks count), `steps` is the number of batches per
 epoch, `logs` the running averages over the epoch so far (null where not finite). Progress is
 live only (app/jobs/progress.py): it is not stored and not replayed on reconnect, and one for an
-epoch whose row was already sent is dropped.
+epoch whose row that attempt has already written (as far as the stream has sent) is dropped.
 
 The stream is async: it holds no worker thread while it waits, each database poll runs in a
 thread briefly. A stream lasts at most `events_max_s`; clients reconnect with Last-Event-ID (as
@@ -30,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+from sqlalchemy import and_, func, or_, select
 
 from app.core.errors import NotFound
 from app.db.models import EpochLogRow, JobStatus
@@ -51,9 +58,50 @@ class _Snapshot:
     status: JobStatus
     summary: dict[str, Any]
     rows: list[EpochLogRow]
+    more: bool = False  # a page was full: read again at once
 
 
-def _read(ctx: JobsContext, job_id: uuid.UUID, after: int) -> _Snapshot | None:
+@dataclass
+class _Cursor:
+    """What the stream has sent: up to epoch `after`, and from the newest attempt it has sent
+    (`attempt`) up to epoch `rewritten`."""
+
+    after: int
+    attempt: int = 0
+    rewritten: int = -1
+
+    def wants(self, epoch: int, attempt: int) -> bool:
+        return (epoch > self.after or attempt > self.attempt
+                or (attempt == self.attempt and epoch > self.rewritten))  # fmt: skip
+
+    def sent(self, epoch: int, attempt: int) -> None:
+        self.after = max(self.after, epoch)
+        if attempt > self.attempt:
+            self.attempt, self.rewritten = attempt, epoch
+        elif attempt == self.attempt:
+            self.rewritten = max(self.rewritten, epoch)
+
+
+def _start(ctx: JobsContext, job_id: uuid.UUID, after: int) -> _Cursor:
+    """A cursor for a client that has the epochs up to `after` (Last-Event-ID): the rows it
+    got are taken to be the newest ones up to there."""
+    with unit_of_work(ctx.sessions) as session:
+        attempt = session.scalar(
+            select(func.max(EpochLogRow.attempt))
+            .where(EpochLogRow.job_id == job_id, EpochLogRow.epoch <= after)
+        )  # fmt: skip
+        if attempt is None:
+            return _Cursor(after)
+        rewritten = session.scalar(
+            select(func.max(EpochLogRow.epoch)).where(
+                EpochLogRow.job_id == job_id, EpochLogRow.epoch <= after,
+                EpochLogRow.attempt == attempt,
+            )
+        )  # fmt: skip
+        return _Cursor(after, attempt, -1 if rewritten is None else rewritten)
+
+
+def _read(ctx: JobsContext, job_id: uuid.UUID, cursor: _Cursor) -> _Snapshot | None:
     with unit_of_work(ctx.sessions) as session:
         # Status first, rows second: if the job had ended, every row is already visible.
         job = repo.get_job(session, job_id=job_id)
@@ -62,14 +110,30 @@ def _read(ctx: JobsContext, job_id: uuid.UUID, after: int) -> _Snapshot | None:
         error = None if job.error_type is None else {"type": job.error_type,
                                                      "message": job.error_message}  # fmt: skip
         summary = {"status": job.status, "epochs_done": job.epochs_done, "error": error}
-        rows = list(repo.epoch_logs(session, job_id=job_id, after=after, limit=PAGE))
-        return _Snapshot(JobStatus(job.status), summary, rows)
+        rows = list(repo.epoch_logs(session, job_id=job_id, after=cursor.after, limit=PAGE))
+        more = len(rows) == PAGE
+        if job.attempt > cursor.attempt or cursor.rewritten < cursor.after:
+            # A newer attempt may be rewriting epochs already sent (rare, after a redelivery:
+            # otherwise this query never runs, and the one above is an index range).
+            rewrites = list(session.scalars(
+                select(EpochLogRow)
+                .where(EpochLogRow.job_id == job_id, EpochLogRow.epoch <= cursor.after, or_(
+                    EpochLogRow.attempt > cursor.attempt,
+                    and_(EpochLogRow.attempt == cursor.attempt,
+                         EpochLogRow.epoch > cursor.rewritten),
+                ))
+                .order_by(EpochLogRow.epoch)
+                .limit(PAGE)
+            ))  # fmt: skip
+            more = more or len(rewrites) == PAGE
+            rows = rewrites + rows
+        return _Snapshot(JobStatus(job.status), summary, rows, more)
 
 
 def finished_with_nothing_after(ctx: JobsContext, job_id: uuid.UUID, after: int) -> bool:
     """True for a reconnect to an ended job that has nothing more to send (answered 204, which
     tells EventSource to stop reconnecting). Raises NotFound for an unknown job."""
-    snapshot = _read(ctx, job_id, after)
+    snapshot = _read(ctx, job_id, _start(ctx, job_id, after))
     if snapshot is None:
         raise NotFound(f"job {job_id} does not exist", loc=["path", "job_id"])
     return snapshot.status.is_terminal and not snapshot.rows
@@ -87,16 +151,17 @@ async def _stream(
     settings = ctx.settings
     started = last_sent = time.monotonic()
     yield "retry: 1000\n\n"
+    cursor = await anyio.to_thread.run_sync(_start, ctx, job_id, after)
     while not ctx.stopping.is_set() and time.monotonic() - started < settings.events_max_s:
-        snapshot = await anyio.to_thread.run_sync(_read, ctx, job_id, after)
+        snapshot = await anyio.to_thread.run_sync(_read, ctx, job_id, cursor)
         if snapshot is None:
             return
         for row in snapshot.rows:
             data = {"epoch": row.epoch, "logs": row.logs, "attempt": row.attempt}
             yield _event("epoch", data, row.epoch)
-            after = row.epoch
+            cursor.sent(row.epoch, row.attempt)
             last_sent = time.monotonic()
-        if len(snapshot.rows) == PAGE:
+        if snapshot.more:
             continue
         if snapshot.status.is_terminal:
             yield _event("status", snapshot.summary)
@@ -110,6 +175,6 @@ async def _stream(
             event = await progress.get(left)
             if event is None:
                 break
-            if event.get("epoch", -1) > after:
+            if cursor.wants(int(event.get("epoch", -1)), int(event.get("attempt", 0))):
                 yield _event("progress", event)
                 last_sent = time.monotonic()
