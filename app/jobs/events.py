@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from sqlalchemy import and_, func, or_, select
 
 from app.core.errors import NotFound
 from app.db.models import EpochLogRow, JobStatus
@@ -86,19 +85,8 @@ def _start(ctx: JobsContext, job_id: uuid.UUID, after: int) -> _Cursor:
     """A cursor for a client that has the epochs up to `after` (Last-Event-ID): the rows it
     got are taken to be the newest ones up to there."""
     with unit_of_work(ctx.sessions) as session:
-        attempt = session.scalar(
-            select(func.max(EpochLogRow.attempt))
-            .where(EpochLogRow.job_id == job_id, EpochLogRow.epoch <= after)
-        )  # fmt: skip
-        if attempt is None:
-            return _Cursor(after)
-        rewritten = session.scalar(
-            select(func.max(EpochLogRow.epoch)).where(
-                EpochLogRow.job_id == job_id, EpochLogRow.epoch <= after,
-                EpochLogRow.attempt == attempt,
-            )
-        )  # fmt: skip
-        return _Cursor(after, attempt, -1 if rewritten is None else rewritten)
+        seen = repo.last_attempt_logged(session, job_id=job_id, upto=after)
+    return _Cursor(after) if seen is None else _Cursor(after, *seen)
 
 
 def _read(ctx: JobsContext, job_id: uuid.UUID, cursor: _Cursor) -> _Snapshot | None:
@@ -115,15 +103,9 @@ def _read(ctx: JobsContext, job_id: uuid.UUID, cursor: _Cursor) -> _Snapshot | N
         if job.attempt > cursor.attempt or cursor.rewritten < cursor.after:
             # A newer attempt may be rewriting epochs already sent (rare, after a redelivery:
             # otherwise this query never runs, and the one above is an index range).
-            rewrites = list(session.scalars(
-                select(EpochLogRow)
-                .where(EpochLogRow.job_id == job_id, EpochLogRow.epoch <= cursor.after, or_(
-                    EpochLogRow.attempt > cursor.attempt,
-                    and_(EpochLogRow.attempt == cursor.attempt,
-                         EpochLogRow.epoch > cursor.rewritten),
-                ))
-                .order_by(EpochLogRow.epoch)
-                .limit(PAGE)
+            rewrites = list(repo.rewritten_epochs(
+                session, job_id=job_id, upto=cursor.after, attempt=cursor.attempt,
+                after=cursor.rewritten, limit=PAGE,
             ))  # fmt: skip
             more = more or len(rewrites) == PAGE
             rows = rewrites + rows

@@ -238,6 +238,41 @@ def epoch_logs(
     return session.scalars(query).all()
 
 
+def last_attempt_logged(
+    session: Session, *, job_id: uuid.UUID, upto: int
+) -> tuple[int, int] | None:
+    """The newest attempt among the job's rows up to epoch `upto`, and the last epoch up to
+    there that it wrote; None without such rows."""
+    attempt = session.scalar(
+        select(func.max(EpochLogRow.attempt))
+        .where(EpochLogRow.job_id == job_id, EpochLogRow.epoch <= upto)
+    )  # fmt: skip
+    if attempt is None:
+        return None
+    last = session.scalar(
+        select(func.max(EpochLogRow.epoch)).where(
+            EpochLogRow.job_id == job_id, EpochLogRow.epoch <= upto, EpochLogRow.attempt == attempt
+        )
+    )
+    return attempt, -1 if last is None else last
+
+
+def rewritten_epochs(
+    session: Session, *, job_id: uuid.UUID, upto: int, attempt: int, after: int, limit: int
+) -> Sequence[EpochLogRow]:
+    """Rows up to epoch `upto` written by an attempt newer than `attempt`, or by `attempt`
+    past epoch `after`: what a resumed attempt has rewritten since a reader saw them."""
+    return session.scalars(
+        select(EpochLogRow)
+        .where(EpochLogRow.job_id == job_id, EpochLogRow.epoch <= upto, or_(
+            EpochLogRow.attempt > attempt,
+            and_(EpochLogRow.attempt == attempt, EpochLogRow.epoch > after),
+        ))
+        .order_by(EpochLogRow.epoch)
+        .limit(limit)
+    ).all()  # fmt: skip
+
+
 def add_checkpoint(session: Session, *, row: CheckpointRow) -> bool:
     """Register a durable checkpoint file, fenced by the job attempt. The fence is an UPDATE of
     the job row, so it holds the row lock until commit: a claim cannot slip in between."""
