@@ -5,7 +5,6 @@ progress channel of the distributed mode."""
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import uuid
 from typing import Any
@@ -21,6 +20,7 @@ from app.jobs.progress import RedisBus
 from app.jobs.runner import run_fit_job
 from app.jobs.schemas import FitRequest, ModelCreate
 from tests.support import scenario
+from tests.support.sse import parse_events
 
 
 def _run(ctx: Any, callbacks: list[dict[str, Any]], **fit: Any) -> Any:
@@ -127,15 +127,6 @@ def test_reduce_lr_on_plateau_logs_the_rate_in_the_epoch_rows(pg_ctx: Any) -> No
     assert [row["learning_rate"] for row in logs] == pytest.approx([0.1, 0.1, 0.01], rel=1e-6)
 
 
-def _parse(chunks: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    out = []
-    for chunk in chunks:
-        lines = dict(line.split(": ", 1) for line in chunk.strip().splitlines() if ": " in line)
-        if "event" in lines:
-            out.append((lines["event"], json.loads(lines["data"])))
-    return out
-
-
 def test_progress_events_arrive_on_the_stream(pg_ctx: Any) -> None:
     pg_ctx.settings.events_progress_s = 0.0  # every batch
     model = service.create_model(pg_ctx, body=ModelCreate(config=scenario.MODEL, seed=3))
@@ -154,7 +145,7 @@ def test_progress_events_arrive_on_the_stream(pg_ctx: Any) -> None:
         runner.join(timeout=30)
         return chunks
 
-    got = _parse(asyncio.run(asyncio.wait_for(collect(), 60)))
+    got = parse_events(asyncio.run(asyncio.wait_for(collect(), 60)))
     assert got[-1][0] == "status" and got[-1][1]["status"] == "succeeded"
     progress = [data for kind, data in got if kind == "progress"]
     assert progress, got

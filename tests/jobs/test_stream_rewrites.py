@@ -5,7 +5,6 @@ with Last-Event-ID gets only what it lacks."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -19,6 +18,7 @@ from app.jobs import events, service
 from app.jobs import repository as repo
 from app.jobs.schemas import FitRequest, ModelCreate
 from tests.support import scenario
+from tests.support.sse import parse_events
 
 
 def _job(ctx: Any) -> uuid.UUID:
@@ -43,15 +43,6 @@ def _write(ctx: Any, job_id: uuid.UUID, attempt: int, epochs: range, first: bool
                                   first_of_attempt=first)  # fmt: skip
 
 
-def _events(chunks: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    out = []
-    for chunk in chunks:
-        lines = dict(line.split(": ", 1) for line in chunk.strip().splitlines() if ": " in line)
-        if "event" in lines:
-            out.append((lines["event"], json.loads(lines["data"])))
-    return out
-
-
 def test_rewritten_epochs_are_sent_again(pg_ctx: Any) -> None:
     job_id = _job(pg_ctx)
     first = _claim(pg_ctx, job_id)
@@ -61,7 +52,7 @@ def test_rewritten_epochs_are_sent_again(pg_ctx: Any) -> None:
         chunks: list[str] = []
         async for chunk in events.stream(pg_ctx, job_id=job_id, after=-1):
             chunks.append(chunk)
-            got = _events(chunks)
+            got = parse_events(chunks)
             if [d["epoch"] for k, d in got if k == "epoch"] == [0, 1, 2, 3]:
                 # The first attempt dies; the second resumes from epoch 1's checkpoint.
                 second = await asyncio.to_thread(_claim, pg_ctx, job_id)
@@ -72,7 +63,7 @@ def test_rewritten_epochs_are_sent_again(pg_ctx: Any) -> None:
                                     status=JobStatus.succeeded)  # fmt: skip
         return chunks
 
-    got = _events(asyncio.run(asyncio.wait_for(collect(), 30)))
+    got = parse_events(asyncio.run(asyncio.wait_for(collect(), 30)))
     sent = [(d["epoch"], d["attempt"], d["logs"]["loss"]) for k, d in got if k == "epoch"]
     assert sent == [(0, 1, 10.0), (1, 1, 11.0), (2, 1, 12.0), (3, 1, 13.0),
                     (2, 2, 22.0), (3, 2, 23.0), (4, 2, 24.0), (5, 2, 25.0)]  # fmt: skip
@@ -82,7 +73,7 @@ def test_rewritten_epochs_are_sent_again(pg_ctx: Any) -> None:
     async def reconnect() -> list[str]:
         return [c async for c in events.stream(pg_ctx, job_id=job_id, after=3)]
 
-    again = _events(asyncio.run(asyncio.wait_for(reconnect(), 30)))
+    again = parse_events(asyncio.run(asyncio.wait_for(reconnect(), 30)))
     assert [(k, d.get("epoch")) for k, d in again] == [("epoch", 4), ("epoch", 5),
                                                        ("status", None)]  # fmt: skip
     assert events.finished_with_nothing_after(pg_ctx, job_id, 5)
