@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from pydantic import ConfigDict, Field, StrictInt
+from pydantic import Field, StrictInt
 
 from app.jobs import examples
-from app.jobs.schemas import SW_DOC, X_DOC, Y_DOC, Strict
+from app.jobs.schemas import SW_DOC, X_DOC, Y_DOC, Strict, strict_with_example
 
 COMPILE_DOC = (
     "Keras compile arguments; if omitted, the model's compile spec (POST /compile, or the last "
@@ -26,10 +26,7 @@ class CompileRequest(Strict):
     """Keras's `compile()` arguments, with Keras's names, string identifiers and
     `{class_name, config}` objects."""
 
-    model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False,
-        json_schema_extra={"examples": [examples.SEED_COMPILE]},
-    )  # fmt: skip
+    model_config = strict_with_example(examples.SEED_COMPILE)
     optimizer: Any = Field(default=None, description="A name or {class_name, config}; rmsprop")
     loss: Any = Field(
         default=None,
@@ -64,10 +61,7 @@ class AtCheckpoint(Strict):
 
 
 class EvaluateRequest(AtCheckpoint):
-    model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False,
-        json_schema_extra={"examples": [examples.SEED_EVALUATE]},
-    )  # fmt: skip
+    model_config = strict_with_example(examples.SEED_EVALUATE)
     compile: dict[str, Any] | None = Field(default=None, description=COMPILE_DOC)
     x: Any = Field(description=X_DOC)
     y: Any = Field(description=Y_DOC)
@@ -77,20 +71,14 @@ class EvaluateRequest(AtCheckpoint):
 
 
 class PredictRequest(AtCheckpoint):
-    model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False,
-        json_schema_extra={"examples": [examples.SEED_PREDICT]},
-    )  # fmt: skip
+    model_config = strict_with_example(examples.SEED_PREDICT)
     x: Any = Field(description=X_DOC)
     batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
     verbose: int | str | None = None
 
 
 class TestOnBatchRequest(AtCheckpoint):
-    model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False,
-        json_schema_extra={"examples": [examples.SEED_ON_BATCH]},
-    )  # fmt: skip
+    model_config = strict_with_example(examples.SEED_ON_BATCH)
     compile: dict[str, Any] | None = Field(default=None, description=COMPILE_DOC)
     x: Any = Field(description=X_DOC + "; all of it is one batch")
     y: Any = Field(description=Y_DOC)
@@ -104,8 +92,5 @@ class TrainOnBatchRequest(TestOnBatchRequest):
 
 
 class PredictOnBatchRequest(AtCheckpoint):
-    model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False,
-        json_schema_extra={"examples": [examples.SEED_PREDICT]},
-    )  # fmt: skip
+    model_config = strict_with_example(examples.SEED_PREDICT)
     x: Any = Field(description=X_DOC + "; all of it is one batch")

@@ -17,12 +17,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+def strict_with_example(example: dict[str, Any]) -> ConfigDict:
+    """Strict's configuration, with `example` as the body's example in the OpenAPI document."""
+    return ConfigDict(
+        extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [example]}
+    )
+
+
 # -- models ------------------------------------------------------------------------------------
 class ModelCreate(Strict):
-    model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False,
-        json_schema_extra={"examples": [{"config": examples.SEED_MODEL, "seed": 42}]},
-    )  # fmt: skip
+    model_config = strict_with_example({"config": examples.SEED_MODEL, "seed": 42})
     config: dict[str, Any] = Field(description="A Keras model JSON, as `model.to_json()` writes it")
     name: str | None = Field(default=None, max_length=200)
     seed: int | None = Field(
@@ -104,10 +108,7 @@ class ValidationData(Strict):
 
 
 class FitRequest(Strict):
-    model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False,
-        json_schema_extra={"examples": [examples.SEED_FIT]},
-    )  # fmt: skip
+    model_config = strict_with_example(examples.SEED_FIT)
     compile: dict[str, Any] | None = Field(
         default=None,
         description="Keras compile arguments; if omitted, the model's last compile spec is used",
@@ -158,10 +159,7 @@ class FitRequest(Strict):
 
 
 class ResumeRequest(Strict):
-    model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False,
-        json_schema_extra={"examples": [examples.SEED_RESUME]},
-    )  # fmt: skip
+    model_config = strict_with_example(examples.SEED_RESUME)
     checkpoint: str = Field(
         default="latest", min_length=1, max_length=64,
         description="The checkpoint to continue from: an id, `epoch:N`, `best` or `latest` (the "
@@ -254,10 +252,7 @@ class CheckpointList(BaseModel):
 
 # -- adapt -------------------------------------------------------------------------------------
 class AdaptRequest(Strict):
-    model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False,
-        json_schema_extra={"examples": [examples.SEED_ADAPT]},
-    )  # fmt: skip
+    model_config = strict_with_example(examples.SEED_ADAPT)
     x: Any = Field(description=X_DOC)
     layers: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
         default=None,
