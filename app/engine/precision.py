@@ -62,9 +62,9 @@ class LossScaler:
             self.scale *= 0.5
             self.counter = 0
             return False
-        divisor = torch.tensor(self.scale, dtype=torch.float32)
-        for g in grads:
-            g.div_(divisor.to(g.device))
+        # One fused division by a Python number: no tensor made or copied to the device per
+        # step (the scale is a power of two, so this is exact, as Keras's division is).
+        torch._foreach_div_(grads, self.scale)
         if self.counter == self.growth_steps - 1:
             self.scale *= 2.0
             self.counter = 0
