@@ -64,7 +64,8 @@ class LossScaler:
             return False
         # One fused division by a Python number: no tensor made or copied to the device per
         # step (the scale is a power of two, so this is exact, as Keras's division is).
-        torch._foreach_div_(grads, self.scale)
+        if grads:
+            torch._foreach_div_(grads, self.scale)
         if self.counter == self.growth_steps - 1:
             self.scale *= 2.0
             self.counter = 0
