@@ -132,3 +132,9 @@ def test_predict_computes_in_the_half_type_as_keras(keras: ModuleType, policy: s
         np.testing.assert_allclose(got, theirs, rtol=0, atol=EPS[policy] * scale)
     full = predict(model, X, batch_size=16)  # float32 numbers are further from Keras's
     assert np.abs(full - theirs).max() > np.abs(ours - theirs).max()
+
+
+def test_a_step_without_gradients_unscales_nothing_and_counts() -> None:
+    scaler = LossScaler()
+    assert scaler.unscale([torch.nn.Parameter(torch.ones(2))]) is True  # no .grad set
+    assert scaler.counter == 1 and scaler.scale == 2.0**15
