@@ -17,9 +17,9 @@ from app.api.routes import jobs, models
 from app.core.config import Settings, get_settings
 from app.core.logging import configure as configure_logging
 from app.db.migrate import upgrade_head
-from app.jobs.context import build_context
 from app.jobs.queue import make_dispatcher
 from app.jobs.reaper import reap, start_reaper
+from app.runtime.context import build_context
 
 DESCRIPTION = """Keras-style training as a service. Describe a model as Keras's `model.to_json()`
 writes it, compile it with Keras's optimizer, loss and metric names, and fit, evaluate and predict

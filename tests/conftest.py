@@ -95,7 +95,7 @@ def pg_ctx(pg_url: str, tmp_path: Path) -> Iterator[object]:
     from sqlalchemy import text
 
     from app.core.config import Settings
-    from app.jobs.context import build_context
+    from app.runtime.context import build_context
 
     settings = Settings(
         database_url=pg_url, data_dir=tmp_path, job_heartbeat_s=0.2, job_lease_s=5.0,

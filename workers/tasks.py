@@ -9,13 +9,13 @@ from functools import lru_cache
 from app.core.celery import RUN_FIT_JOB
 from app.core.config import get_settings
 from app.core.logging import configure
-from app.jobs.context import JobsContext, build_context
 from app.jobs.runner import run_fit_job
+from app.runtime.context import AppContext, build_context
 from workers.celery_app import app
 
 
 @lru_cache(maxsize=1)
-def context() -> JobsContext:
+def context() -> AppContext:
     configure()
     return build_context(get_settings())
 

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.jobs.context import JobsContext
+from app.runtime.context import AppContext
 
 
-def get_context(request: Request) -> JobsContext:
-    ctx: JobsContext = request.app.state.ctx
+def get_context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
     return ctx
 
 
-Ctx = Annotated[JobsContext, Depends(get_context)]
+Ctx = Annotated[AppContext, Depends(get_context)]

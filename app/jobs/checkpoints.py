@@ -28,10 +28,10 @@ from app.engine.models import Model
 from app.jobs import keras_files
 from app.jobs import repository as repo
 from app.jobs.best import best, selection
-from app.jobs.context import JobsContext
 from app.jobs.loading import build_model, load_weights
 from app.jobs.service import get_model, model_with_weights
 from app.jobs.weights_files import WeightsChanged, retried
+from app.runtime.context import AppContext
 
 _EPOCH = re.compile(r"epoch:(\d{1,9})")
 SELECTOR_DOC = (
@@ -41,7 +41,7 @@ SELECTOR_DOC = (
 
 
 def list_checkpoints(
-    ctx: JobsContext, *, job_id: uuid.UUID
+    ctx: AppContext, *, job_id: uuid.UUID
 ) -> tuple[JobRow, Sequence[CheckpointRow]]:
     with unit_of_work(ctx.sessions) as session:
         job = repo.get_job(session, job_id=job_id)
@@ -51,7 +51,7 @@ def list_checkpoints(
 
 
 def resolve(
-    ctx: JobsContext,
+    ctx: AppContext,
     *,
     job_id: uuid.UUID,
     selector: str,
@@ -85,7 +85,7 @@ def resolve(
     return job, found
 
 
-def _checkpoint_model(ctx: JobsContext, job: JobRow, ckpt: CheckpointRow) -> Model:
+def _checkpoint_model(ctx: AppContext, job: JobRow, ckpt: CheckpointRow) -> Model:
     row = get_model(ctx, model_id=job.model_id)
     model = build_model(ctx.settings, row.config, row.seed)
     try:
@@ -96,14 +96,14 @@ def _checkpoint_model(ctx: JobsContext, job: JobRow, ckpt: CheckpointRow) -> Mod
 
 
 @retried
-def export_keras(ctx: JobsContext, *, job_id: uuid.UUID, selector: str) -> bytes:
+def export_keras(ctx: AppContext, *, job_id: uuid.UUID, selector: str) -> bytes:
     job, ckpt = resolve(ctx, job_id=job_id, selector=selector)
     compile_config = (job.request or {}).get("compile")
     return keras_files.write_archive(_checkpoint_model(ctx, job, ckpt), compile_config)
 
 
 @retried
-def export_safetensors(ctx: JobsContext, *, job_id: uuid.UUID, selector: str) -> bytes:
+def export_safetensors(ctx: AppContext, *, job_id: uuid.UUID, selector: str) -> bytes:
     job, ckpt = resolve(ctx, job_id=job_id, selector=selector)
     meta = {"job_id": str(job.id), "checkpoint_id": str(ckpt.id), "epoch": str(ckpt.epoch),
             "attempt": str(ckpt.attempt)}  # fmt: skip
@@ -111,7 +111,7 @@ def export_safetensors(ctx: JobsContext, *, job_id: uuid.UUID, selector: str) ->
 
 
 @retried
-def model_safetensors(ctx: JobsContext, *, model_id: uuid.UUID) -> bytes:
+def model_safetensors(ctx: AppContext, *, model_id: uuid.UUID) -> bytes:
     row = get_model(ctx, model_id=model_id)
     return weights_safetensors(model_with_weights(ctx, row), {"model_id": str(row.id)})
 

@@ -41,8 +41,8 @@ from app.core.errors import NotFound
 from app.db.models import EpochLogRow, JobStatus
 from app.db.session import unit_of_work
 from app.jobs import repository as repo
-from app.jobs.context import JobsContext
-from app.jobs.progress import Subscription
+from app.runtime.context import AppContext
+from app.runtime.progress import Subscription
 
 PAGE = 500
 
@@ -81,7 +81,7 @@ class _Cursor:
             self.rewritten = max(self.rewritten, epoch)
 
 
-def _start(ctx: JobsContext, job_id: uuid.UUID, after: int) -> _Cursor:
+def _start(ctx: AppContext, job_id: uuid.UUID, after: int) -> _Cursor:
     """A cursor for a client that has the epochs up to `after` (Last-Event-ID): the rows it
     got are taken to be the newest ones up to there."""
     with unit_of_work(ctx.sessions) as session:
@@ -89,7 +89,7 @@ def _start(ctx: JobsContext, job_id: uuid.UUID, after: int) -> _Cursor:
     return _Cursor(after) if seen is None else _Cursor(after, *seen)
 
 
-def _read(ctx: JobsContext, job_id: uuid.UUID, cursor: _Cursor) -> _Snapshot | None:
+def _read(ctx: AppContext, job_id: uuid.UUID, cursor: _Cursor) -> _Snapshot | None:
     with unit_of_work(ctx.sessions) as session:
         # Status first, rows second: if the job had ended, every row is already visible.
         job = repo.get_job(session, job_id=job_id)
@@ -112,7 +112,7 @@ def _read(ctx: JobsContext, job_id: uuid.UUID, cursor: _Cursor) -> _Snapshot | N
         return _Snapshot(JobStatus(job.status), summary, rows, more)
 
 
-def finished_with_nothing_after(ctx: JobsContext, job_id: uuid.UUID, after: int) -> bool:
+def finished_with_nothing_after(ctx: AppContext, job_id: uuid.UUID, after: int) -> bool:
     """True for a reconnect to an ended job that has nothing more to send (answered 204, which
     tells EventSource to stop reconnecting). Raises NotFound for an unknown job."""
     snapshot = _read(ctx, job_id, _start(ctx, job_id, after))
@@ -121,14 +121,14 @@ def finished_with_nothing_after(ctx: JobsContext, job_id: uuid.UUID, after: int)
     return snapshot.status.is_terminal and not snapshot.rows
 
 
-async def stream(ctx: JobsContext, *, job_id: uuid.UUID, after: int) -> AsyncIterator[str]:
+async def stream(ctx: AppContext, *, job_id: uuid.UUID, after: int) -> AsyncIterator[str]:
     async with ctx.progress.subscribe(job_id) as progress:
         async for chunk in _stream(ctx, job_id, after, progress):
             yield chunk
 
 
 async def _stream(
-    ctx: JobsContext, job_id: uuid.UUID, after: int, progress: Subscription
+    ctx: AppContext, job_id: uuid.UUID, after: int, progress: Subscription
 ) -> AsyncIterator[str]:
     settings = ctx.settings
     started = last_sent = time.monotonic()

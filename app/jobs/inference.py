@@ -28,15 +28,15 @@ from app.jobs.batch_schemas import (
     PredictRequest,
     TestOnBatchRequest,
 )
-from app.jobs.context import JobsContext
 from app.jobs.jsonsafe import safe_logs, safe_nested
 from app.jobs.service import BODY, compile_spec, get_model, invalid, model_at
 from app.jobs.weights_files import retried
+from app.runtime.context import AppContext
 
 Outputs = list[Any] | dict[str, list[Any]]
 
 
-def checkpoint_key(ctx: JobsContext, row: ModelRow, body: AtCheckpoint) -> str | None:
+def checkpoint_key(ctx: AppContext, row: ModelRow, body: AtCheckpoint) -> str | None:
     """The weights file of the checkpoint a request selects; None when it selects none."""
     if body.checkpoint is None:
         if body.job_id is not None:
@@ -64,7 +64,7 @@ def checkpoint_key(ctx: JobsContext, row: ModelRow, body: AtCheckpoint) -> str |
     return found.key
 
 
-def _model(ctx: JobsContext, row: ModelRow, body: AtCheckpoint) -> Model:
+def _model(ctx: AppContext, row: ModelRow, body: AtCheckpoint) -> Model:
     key = checkpoint_key(ctx, row, body)
     return model_at(ctx, row, row.weights_key if key is None else key)
 
@@ -76,7 +76,7 @@ def _policy(row: ModelRow) -> str:
 
 
 def _scores(
-    ctx: JobsContext,
+    ctx: AppContext,
     model_id: uuid.UUID,
     body: EvaluateRequest | TestOnBatchRequest,
     run: Callable[[Trainer], dict[str, float]],
@@ -93,7 +93,7 @@ def _scores(
 
 @retried
 def evaluate(
-    ctx: JobsContext, *, model_id: uuid.UUID, body: EvaluateRequest
+    ctx: AppContext, *, model_id: uuid.UUID, body: EvaluateRequest
 ) -> dict[str, float | None]:
     return _scores(ctx, model_id, body, lambda trainer: trainer.evaluate(
         body.x, body.y, sample_weight=body.sample_weight, batch_size=body.batch_size
@@ -101,7 +101,7 @@ def evaluate(
 
 
 def _outputs(
-    ctx: JobsContext,
+    ctx: AppContext,
     model_id: uuid.UUID,
     body: PredictRequest | PredictOnBatchRequest,
     run: Callable[[Model, str], np.ndarray | list[np.ndarray]],
@@ -117,7 +117,7 @@ def _outputs(
 
 
 @retried
-def predict_model(ctx: JobsContext, *, model_id: uuid.UUID, body: PredictRequest) -> Outputs:
+def predict_model(ctx: AppContext, *, model_id: uuid.UUID, body: PredictRequest) -> Outputs:
     """One output's predictions as nested lists; several keyed by output name."""
     return _outputs(ctx, model_id, body, lambda model, policy: predict(
         model, body.x, batch_size=body.batch_size, dtype_policy=policy
@@ -126,7 +126,7 @@ def predict_model(ctx: JobsContext, *, model_id: uuid.UUID, body: PredictRequest
 
 @retried
 def test_on_batch(
-    ctx: JobsContext, *, model_id: uuid.UUID, body: TestOnBatchRequest
+    ctx: AppContext, *, model_id: uuid.UUID, body: TestOnBatchRequest
 ) -> dict[str, float | None]:
     return _scores(ctx, model_id, body, lambda trainer: on_batch.test_on_batch(
         trainer, body.x, body.y, sample_weight=body.sample_weight
@@ -135,7 +135,7 @@ def test_on_batch(
 
 @retried
 def predict_on_batch(
-    ctx: JobsContext, *, model_id: uuid.UUID, body: PredictOnBatchRequest
+    ctx: AppContext, *, model_id: uuid.UUID, body: PredictOnBatchRequest
 ) -> Outputs:
     return _outputs(ctx, model_id, body, lambda model, policy: on_batch.predict_on_batch(
         model, body.x, dtype_policy=policy

@@ -14,7 +14,7 @@ from app.core.config import Settings
 from app.engine import checkpoint
 from app.engine.model_config import Limits
 from app.engine.models import Model
-from app.jobs.storage import ArtifactStore
+from app.runtime.storage import ArtifactStore
 
 
 def model_limits(settings: Settings) -> Limits:

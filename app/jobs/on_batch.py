@@ -37,13 +37,13 @@ from app.engine.models import Model
 from app.engine.trainer import Trainer
 from app.jobs import repository as repo
 from app.jobs.batch_schemas import CompileRequest, TrainOnBatchRequest
-from app.jobs.context import JobsContext
 from app.jobs.inference import checkpoint_key
 from app.jobs.jsonsafe import check_storable, safe_logs
 from app.jobs.loading import build_model, model_limits, model_tensors, read_checkpoint
 from app.jobs.service import BODY, compile_spec, get_model, invalid
 from app.jobs.weights import check_not_training, model_weights_key
 from app.jobs.weights_files import discard, model_lock, replaced_file
+from app.runtime.context import AppContext
 
 ON_BATCH = "on-batch"
 
@@ -53,7 +53,7 @@ def _kind(key: str | None) -> str:
     return ON_BATCH if key is not None and f"/{ON_BATCH}-" in key else "weights"
 
 
-def compile_model(ctx: JobsContext, *, model_id: uuid.UUID, body: CompileRequest) -> ModelRow:
+def compile_model(ctx: AppContext, *, model_id: uuid.UUID, body: CompileRequest) -> ModelRow:
     """Keras's compile(): check the spec against the model's outputs and store it; the next
     train_on_batch starts a fresh optimizer."""
     row = get_model(ctx, model_id=model_id)
@@ -105,7 +105,7 @@ def _locked(session: Session, model_id: uuid.UUID) -> ModelRow:
 
 
 def train_on_batch(
-    ctx: JobsContext, *, model_id: uuid.UUID, body: TrainOnBatchRequest
+    ctx: AppContext, *, model_id: uuid.UUID, body: TrainOnBatchRequest
 ) -> dict[str, float | None]:
     """Keras's train_on_batch(..., return_dict=True): one optimizer step on the model's current
     weights, or on a checkpoint's (`checkpoint`); the result becomes the model's weights, with

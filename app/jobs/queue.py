@@ -12,8 +12,8 @@ from celery import Celery
 
 from app.core.celery import RUN_FIT_JOB, make_celery
 from app.core.config import Settings
-from app.jobs.context import Dispatcher, JobsContext
 from app.jobs.runner import run_fit_job
+from app.runtime.context import AppContext, Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class CeleryDispatcher:
 
 
 class LocalDispatcher:
-    def __init__(self, ctx: JobsContext, workers: int) -> None:
+    def __init__(self, ctx: AppContext, workers: int) -> None:
         self.ctx = ctx
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fitapi-job")
 
@@ -48,7 +48,7 @@ class LocalDispatcher:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def make_dispatcher(ctx: JobsContext) -> Dispatcher:
+def make_dispatcher(ctx: AppContext) -> Dispatcher:
     if ctx.settings.redis_url:
         return CeleryDispatcher(ctx.settings)
     return LocalDispatcher(ctx, ctx.settings.local_workers)

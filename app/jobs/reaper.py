@@ -10,13 +10,13 @@ import threading
 from app.db.base import utcnow
 from app.db.session import unit_of_work
 from app.jobs import repository as repo
-from app.jobs.context import JobsContext
 from app.jobs.service import dispatch
+from app.runtime.context import AppContext
 
 log = logging.getLogger(__name__)
 
 
-def reap(ctx: JobsContext) -> int:
+def reap(ctx: AppContext) -> int:
     now = utcnow()
     with unit_of_work(ctx.sessions) as session:
         repo.finish_cancelled_or_exhausted(session, now=now)
@@ -29,7 +29,7 @@ def reap(ctx: JobsContext) -> int:
     return len(ids)
 
 
-def start_reaper(ctx: JobsContext) -> threading.Thread:
+def start_reaper(ctx: AppContext) -> threading.Thread:
     def loop() -> None:
         while not ctx.stopping.wait(ctx.settings.reaper_interval_s):
             try:

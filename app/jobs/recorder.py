@@ -24,10 +24,10 @@ from app.engine import checkpoint
 from app.engine.callbacks import Callback, Logs, ModelCheckpoint, ProgressReporter
 from app.engine.errors import TrainingInterrupted
 from app.jobs import repository as repo
-from app.jobs.context import JobsContext
 from app.jobs.jsonsafe import safe_logs
-from app.jobs.progress import Publisher
-from app.jobs.storage import checkpoint_key
+from app.runtime.context import AppContext
+from app.runtime.progress import Publisher
+from app.runtime.storage import checkpoint_key
 
 if TYPE_CHECKING:
     from app.engine.trainer import Trainer
@@ -42,7 +42,7 @@ class Heartbeat(threading.Thread):
     """Renews the lease every `interval` seconds. Sets `cancelled` when the job's cancel flag is
     up and `lost` when another attempt owns the job."""
 
-    def __init__(self, ctx: JobsContext, job_id: uuid.UUID, attempt: int) -> None:
+    def __init__(self, ctx: AppContext, job_id: uuid.UUID, attempt: int) -> None:
         super().__init__(name=f"heartbeat-{job_id}", daemon=True)
         self.ctx, self.job_id, self.attempt = ctx, job_id, attempt
         self.cancelled = threading.Event()
@@ -81,7 +81,7 @@ class Heartbeat(threading.Thread):
 
 
 def write_checkpoint(
-    ctx: JobsContext,
+    ctx: AppContext,
     *,
     job_id: uuid.UUID,
     attempt: int,
@@ -115,7 +115,7 @@ class EpochWriter(threading.Thread):
     transaction, when epochs come faster than commits). `flush()` waits until everything
     submitted is committed; it raises TrainingInterrupted if the attempt turned out stale."""
 
-    def __init__(self, ctx: JobsContext, job_id: uuid.UUID, attempt: int) -> None:
+    def __init__(self, ctx: AppContext, job_id: uuid.UUID, attempt: int) -> None:
         super().__init__(name=f"epoch-writer-{job_id}", daemon=True)
         self.ctx, self.job_id, self.attempt = ctx, job_id, attempt
         self.queue: queue.Queue[tuple[int, dict[str, float | None]] | None] = queue.Queue()
@@ -204,7 +204,7 @@ class Recorder(Callback):
     it sees what they added to the logs and writes their saves in the same hook."""
 
     def __init__(
-        self, ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbeat,
+        self, ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbeat,
         static_meta: dict[str, Any],
     ) -> None:  # fmt: skip
         self.ctx, self.job_id, self.attempt, self.heartbeat = ctx, job_id, attempt, heartbeat

@@ -24,15 +24,15 @@ from app.db.models import CheckpointRow, JobRow, JobStatus
 from app.db.session import unit_of_work
 from app.jobs import checkpoints
 from app.jobs import repository as repo
-from app.jobs.context import JobsContext
 from app.jobs.schemas import ResumeRequest
 from app.jobs.service import dispatch
+from app.runtime.context import AppContext
 
 BODY = "body"
 JOB = ["path", "job_id"]
 
 
-def resume_job(ctx: JobsContext, *, job_id: uuid.UUID, body: ResumeRequest) -> JobRow:
+def resume_job(ctx: AppContext, *, job_id: uuid.UUID, body: ResumeRequest) -> JobRow:
     """Queue the child job; every check runs before the one transaction that adds it."""
     with unit_of_work(ctx.sessions) as session:
         parent = repo.get_job(session, job_id=job_id)
@@ -80,7 +80,7 @@ def resume_job(ctx: JobsContext, *, job_id: uuid.UUID, body: ResumeRequest) -> J
     return job
 
 
-def _start_checkpoint(ctx: JobsContext, parent: JobRow, selector: str) -> CheckpointRow:
+def _start_checkpoint(ctx: AppContext, parent: JobRow, selector: str) -> CheckpointRow:
     loc = [BODY, "checkpoint"]
     if selector == "latest":  # the last resume point, where a crashed attempt would resume
         with unit_of_work(ctx.sessions) as session:

@@ -22,10 +22,10 @@ from app.engine.fit_args import FitArgs, FitPlan
 from app.engine.inference import resolve_device
 from app.engine.trainer import Trainer
 from app.jobs import repository as repo
-from app.jobs.context import JobsContext
 from app.jobs.loading import build_model, model_tensors, read_checkpoint, read_inputs
 from app.jobs.recorder import CANCELLED, Heartbeat, Recorder, write_checkpoint
 from app.jobs.weights_files import discard, replaced_file
+from app.runtime.context import AppContext
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
-def run_fit_job(ctx: JobsContext, job_id: uuid.UUID) -> None:
+def run_fit_job(ctx: AppContext, job_id: uuid.UUID) -> None:
     with unit_of_work(ctx.sessions) as session:
         attempt = repo.claim_job(
             session, job_id=job_id, owner=worker_name(), lease_s=ctx.settings.job_lease_s
@@ -61,7 +61,7 @@ def run_fit_job(ctx: JobsContext, job_id: uuid.UUID) -> None:
 
 
 def _finish(
-    ctx: JobsContext,
+    ctx: AppContext,
     job_id: uuid.UUID,
     attempt: int,
     status: JobStatus,
@@ -73,7 +73,7 @@ def _finish(
                         error_type=error_type, error_message=message)  # fmt: skip
 
 
-def _start_from_model(ctx: JobsContext, trainer: Trainer, job: JobRow) -> None:
+def _start_from_model(ctx: AppContext, trainer: Trainer, job: JobRow) -> None:
     """The weights the model held when the fit was submitted; when the request gave no compile
     spec (a second `fit` on a compiled Keras model), also the optimizer state they were trained
     with under that same spec, which Keras's optimizer carries into the next fit."""
@@ -89,7 +89,7 @@ def _start_from_model(ctx: JobsContext, trainer: Trainer, job: JobRow) -> None:
         trainer.model.load_weight_tensors(model_tensors(tensors))
 
 
-def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbeat) -> None:
+def _train(ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbeat) -> None:
     with unit_of_work(ctx.sessions) as session:
         job = repo.get_job(session, job_id=job_id)
         assert job is not None
@@ -172,7 +172,7 @@ def _train(ctx: JobsContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbe
     discard(ctx, replaced)
 
 
-def recorder_logs(ctx: JobsContext, job_id: uuid.UUID) -> dict[str, float | None]:
+def recorder_logs(ctx: AppContext, job_id: uuid.UUID) -> dict[str, float | None]:
     with unit_of_work(ctx.sessions) as session:
         rows = repo.epoch_logs(session, job_id=job_id, after=-1)
         return dict(rows[-1].logs) if rows else {}

@@ -25,12 +25,12 @@ from app.engine.inference import resolve_device
 from app.engine.models import Model
 from app.engine.trainer import Trainer
 from app.jobs import repository as repo
-from app.jobs.context import JobsContext
 from app.jobs.jsonsafe import check_storable
 from app.jobs.loading import build_model, model_limits, write_inputs
 from app.jobs.schemas import FitRequest, ModelCreate
-from app.jobs.storage import job_data_key, job_prefix
 from app.jobs.weights_files import load_or_changed, model_lock, model_prefix
+from app.runtime.context import AppContext
+from app.runtime.storage import job_data_key, job_prefix
 
 log = logging.getLogger(__name__)
 BODY = "body"
@@ -41,7 +41,7 @@ def invalid(exc: EngineError, *prefix: str | int) -> InvalidInput:
 
 
 # -- models ------------------------------------------------------------------------------------
-def create_model(ctx: JobsContext, *, body: ModelCreate) -> ModelRow:
+def create_model(ctx: AppContext, *, body: ModelCreate) -> ModelRow:
     seed = body.seed if body.seed is not None else int.from_bytes(os.urandom(4), "little")
     check_storable(body.config, [BODY, "config"])
     check_storable(body.name, [BODY, "name"])
@@ -57,12 +57,12 @@ def create_model(ctx: JobsContext, *, body: ModelCreate) -> ModelRow:
     return row
 
 
-def list_models(ctx: JobsContext, *, limit: int, offset: int) -> tuple[Sequence[ModelRow], int]:
+def list_models(ctx: AppContext, *, limit: int, offset: int) -> tuple[Sequence[ModelRow], int]:
     with unit_of_work(ctx.sessions) as session:
         return repo.list_models(session, limit=limit, offset=offset)
 
 
-def get_model(ctx: JobsContext, *, model_id: uuid.UUID) -> ModelRow:
+def get_model(ctx: AppContext, *, model_id: uuid.UUID) -> ModelRow:
     with unit_of_work(ctx.sessions) as session:
         row = repo.get_model(session, model_id=model_id)
     if row is None:
@@ -70,7 +70,7 @@ def get_model(ctx: JobsContext, *, model_id: uuid.UUID) -> ModelRow:
     return row
 
 
-def delete_model(ctx: JobsContext, *, model_id: uuid.UUID) -> None:
+def delete_model(ctx: AppContext, *, model_id: uuid.UUID) -> None:
     with unit_of_work(ctx.sessions) as session:
         # Locked like submit_fit locks it: a fit and a delete of one model do not interleave.
         if repo.get_model_for_update(session, model_id=model_id) is None:
@@ -91,11 +91,11 @@ def delete_model(ctx: JobsContext, *, model_id: uuid.UUID) -> None:
     ctx.cache.drop_model(model_id)
 
 
-def model_with_weights(ctx: JobsContext, row: ModelRow) -> Model:
+def model_with_weights(ctx: AppContext, row: ModelRow) -> Model:
     return model_at(ctx, row, row.weights_key)
 
 
-def model_at(ctx: JobsContext, row: ModelRow, key: str | None) -> Model:
+def model_at(ctx: AppContext, row: ModelRow, key: str | None) -> Model:
     """The model of `row` with the weights of file `key` (None: its seeded weights), from the
     cache when it is there. Cached models are shared: read them, never train them. Raises
     WeightsChanged when the file was replaced since `row` was read (see weights_files)."""
@@ -122,7 +122,7 @@ def compile_spec(row: ModelRow, given: dict[str, Any] | None) -> CompileSpec:
 
 
 # -- fit ---------------------------------------------------------------------------------------
-def submit_fit(ctx: JobsContext, *, model_id: uuid.UUID, body: FitRequest) -> JobRow:
+def submit_fit(ctx: AppContext, *, model_id: uuid.UUID, body: FitRequest) -> JobRow:
     row = get_model(ctx, model_id=model_id)
     check_storable(body.compile, [BODY, "compile"])
     check_storable(body.callbacks, [BODY, "callbacks"])
@@ -198,7 +198,7 @@ def submit_fit(ctx: JobsContext, *, model_id: uuid.UUID, body: FitRequest) -> Jo
     return job
 
 
-def dispatch(ctx: JobsContext, job_id: uuid.UUID) -> None:
+def dispatch(ctx: AppContext, job_id: uuid.UUID) -> None:
     """Ring the doorbell. A failure leaves the job queued; the reaper dispatches it again."""
     if ctx.dispatcher is None:
         return
@@ -209,7 +209,7 @@ def dispatch(ctx: JobsContext, job_id: uuid.UUID) -> None:
 
 
 # -- jobs --------------------------------------------------------------------------------------
-def get_job(ctx: JobsContext, *, job_id: uuid.UUID) -> tuple[JobRow, list[EpochLogRow]]:
+def get_job(ctx: AppContext, *, job_id: uuid.UUID) -> tuple[JobRow, list[EpochLogRow]]:
     with unit_of_work(ctx.sessions) as session:
         job = repo.get_job(session, job_id=job_id)
         if job is None:
@@ -219,7 +219,7 @@ def get_job(ctx: JobsContext, *, job_id: uuid.UUID) -> tuple[JobRow, list[EpochL
 
 
 def list_jobs(
-    ctx: JobsContext, *, model_id: uuid.UUID | None, limit: int, offset: int
+    ctx: AppContext, *, model_id: uuid.UUID | None, limit: int, offset: int
 ) -> list[tuple[JobRow, list[EpochLogRow]]]:
     with unit_of_work(ctx.sessions) as session:
         jobs = repo.list_jobs(session, model_id=model_id, limit=limit, offset=offset)
@@ -235,14 +235,14 @@ def history(rows: Sequence[EpochLogRow]) -> dict[str, list[float | None]]:
     return out
 
 
-def job_logs(ctx: JobsContext, *, job_id: uuid.UUID, after: int) -> list[EpochLogRow]:
+def job_logs(ctx: AppContext, *, job_id: uuid.UUID, after: int) -> list[EpochLogRow]:
     with unit_of_work(ctx.sessions) as session:
         if repo.get_job(session, job_id=job_id) is None:
             raise NotFound(f"job {job_id} does not exist", loc=["path", "job_id"])
         return list(repo.epoch_logs(session, job_id=job_id, after=after))
 
 
-def cancel_job(ctx: JobsContext, *, job_id: uuid.UUID) -> JobRow:
+def cancel_job(ctx: AppContext, *, job_id: uuid.UUID) -> JobRow:
     with unit_of_work(ctx.sessions) as session:
         job = repo.get_job(session, job_id=job_id)
         if job is None:

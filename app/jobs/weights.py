@@ -26,7 +26,6 @@ from app.engine.inference import resolve_device
 from app.engine.models import Model
 from app.jobs import keras_files
 from app.jobs import repository as repo
-from app.jobs.context import JobsContext
 from app.jobs.jsonsafe import check_storable
 from app.jobs.loading import build_model, read_checkpoint, training_part
 from app.jobs.schemas import AdaptRequest
@@ -39,6 +38,7 @@ from app.jobs.weights_files import (
     replaced_file,
     retried,
 )
+from app.runtime.context import AppContext
 
 log = logging.getLogger(__name__)
 MAX_ARRAYS = 10_000
@@ -100,12 +100,12 @@ def decode_json(body: Any) -> list[np.ndarray]:
 
 
 @retried
-def get_weights(ctx: JobsContext, *, model_id: uuid.UUID) -> bytes:
+def get_weights(ctx: AppContext, *, model_id: uuid.UUID) -> bytes:
     model = model_with_weights(ctx, get_model(ctx, model_id=model_id))
     return encode_npz(model.get_weights())
 
 
-def put_weights(ctx: JobsContext, *, model_id: uuid.UUID, arrays: list[np.ndarray]) -> ModelRow:
+def put_weights(ctx: AppContext, *, model_id: uuid.UUID, arrays: list[np.ndarray]) -> ModelRow:
     row = get_model(ctx, model_id=model_id)
     for i, arr in enumerate(arrays):
         if arr.dtype.kind not in "fiub":
@@ -120,7 +120,7 @@ def put_weights(ctx: JobsContext, *, model_id: uuid.UUID, arrays: list[np.ndarra
 
 @retried
 def adapt_weights(
-    ctx: JobsContext, *, model_id: uuid.UUID, body: AdaptRequest
+    ctx: AppContext, *, model_id: uuid.UUID, body: AdaptRequest
 ) -> tuple[list[str], ModelRow]:
     """Keras's Normalization.adapt on the model's current weights; the adapted weights become
     the model's weights, as an upload's do. Nothing changes on an error."""
@@ -145,7 +145,7 @@ def check_not_training(session: Session, model_id: uuid.UUID) -> None:
 
 
 def _store_weights(
-    ctx: JobsContext, *, row: ModelRow, model: Model, from_current: bool = False
+    ctx: AppContext, *, row: ModelRow, model: Model, from_current: bool = False
 ) -> ModelRow:
     """Write `model`'s weights and make them the model's (weights source `uploaded`); 409 while
     a job trains it. With `from_current` the new weights were computed from the weights `row`
@@ -182,7 +182,7 @@ def _store_weights(
 
 
 # -- .keras files ------------------------------------------------------------------------------
-def import_keras(ctx: JobsContext, *, data: bytes, name: str | None, seed: int | None) -> ModelRow:
+def import_keras(ctx: AppContext, *, data: bytes, name: str | None, seed: int | None) -> ModelRow:
     """A model from a `.keras` file: its config, its weights, and its compile spec when we can
     honour it (otherwise the first fit must give one)."""
     config, h5 = keras_files.read_archive(data, max_bytes=4 * ctx.settings.max_request_bytes)
@@ -214,6 +214,6 @@ def import_keras(ctx: JobsContext, *, data: bytes, name: str | None, seed: int |
 
 
 @retried
-def export_keras(ctx: JobsContext, *, model_id: uuid.UUID) -> bytes:
+def export_keras(ctx: AppContext, *, model_id: uuid.UUID) -> bytes:
     row = get_model(ctx, model_id=model_id)
     return keras_files.write_archive(model_with_weights(ctx, row), row.compile_config)

@@ -34,9 +34,9 @@ from sqlalchemy.orm import Session
 from app.core.errors import Conflict
 from app.engine.models import Model
 from app.jobs import repository as repo
-from app.jobs.context import JobsContext
 from app.jobs.loading import load_weights
-from app.jobs.storage import ArtifactStore
+from app.runtime.context import AppContext
+from app.runtime.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -102,7 +102,7 @@ def replaced_file(
     return old
 
 
-def discard(ctx: JobsContext, key: str | None) -> None:
+def discard(ctx: AppContext, key: str | None) -> None:
     """Delete a replaced weights file, after the change has committed. A failure is logged and
     leaves an orphan file; the change stands."""
     if key is None:

@@ -21,8 +21,8 @@ from app.db.models import JobRow
 from app.db.session import unit_of_work
 from app.jobs import checkpoints, service, weights, weights_files
 from app.jobs import repository as repo
-from app.jobs.context import JobsContext
 from app.jobs.loading import load_weights
+from app.runtime.context import AppContext
 from tests.api.conftest import serve
 from tests.e2e.scenario_checks import wait_for
 from tests.support import scenario
@@ -41,8 +41,8 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClien
         yield c
 
 
-def _ctx(client: TestClient) -> JobsContext:
-    ctx: JobsContext = client.app.state.ctx  # type: ignore[attr-defined]
+def _ctx(client: TestClient) -> AppContext:
+    ctx: AppContext = client.app.state.ctx  # type: ignore[attr-defined]
     return ctx
 
 
@@ -233,7 +233,7 @@ READERS = [
 ]
 
 
-def _race(monkeypatch: pytest.MonkeyPatch, ctx: JobsContext, model_id: uuid.UUID,
+def _race(monkeypatch: pytest.MonkeyPatch, ctx: AppContext, model_id: uuid.UUID,
           times: int) -> list[int]:  # fmt: skip
     """Every read of a weights file first replaces the model's weights (and so deletes the
     file about to be read), the first `times` times; counts the replacements."""

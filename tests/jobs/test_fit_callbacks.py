@@ -16,9 +16,9 @@ from app.core.errors import NotFound
 from app.db.session import unit_of_work
 from app.jobs import checkpoints, events, service
 from app.jobs import repository as repo
-from app.jobs.progress import RedisBus
 from app.jobs.runner import run_fit_job
 from app.jobs.schemas import FitRequest, ModelCreate
+from app.runtime.progress import RedisBus
 from tests.support import scenario
 from tests.support.sse import parse_events
 

@@ -1,4 +1,5 @@
-"""What the jobs domain needs at run time, built once per process from the settings."""
+"""What every domain needs at run time, built once per process from the settings: the
+database, the artifact store, the model cache, the dispatcher and the progress bus."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.config import Settings
 from app.db.session import make_engine, make_session_factory
 from app.engine.models import Model
-from app.jobs.progress import LocalBus, ProgressBus, make_bus
-from app.jobs.storage import ArtifactStore
+from app.runtime.progress import LocalBus, ProgressBus, make_bus
+from app.runtime.storage import ArtifactStore
 
 
 class Dispatcher(Protocol):
@@ -56,7 +57,7 @@ class ModelCache:
 
 
 @dataclass
-class JobsContext:
+class AppContext:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
@@ -74,13 +75,13 @@ class JobsContext:
         self.engine.dispose()
 
 
-def build_context(settings: Settings) -> JobsContext:
+def build_context(settings: Settings) -> AppContext:
     if settings.is_sqlite:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
     store = ArtifactStore(settings.resolved_artifact_dir)
     store.root.mkdir(parents=True, exist_ok=True)
-    return JobsContext(
+    return AppContext(
         settings=settings,
         engine=engine,
         sessions=make_session_factory(engine),
