@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from app.api import errors
 from app.api.middleware import BodyLimit
-from app.api.routes import jobs, models
+from app.api.routes import checkpoint_exports, datasets, inference, jobs, models
 from app.core.config import Settings, get_settings
 from app.core.logging import configure as configure_logging
 from app.db.migrate import upgrade_head
@@ -46,9 +46,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="fitapi", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_request_bytes,
+        uploads={("POST", "/v1/datasets"): settings.dataset_max_bytes},
+    )  # fmt: skip
     app.include_router(models.router)
+    app.include_router(jobs.fit_router)
+    app.include_router(inference.router)
     app.include_router(jobs.router)
+    app.include_router(checkpoint_exports.router)
+    app.include_router(datasets.router)
 
     @app.get("/healthz", tags=["meta"], summary="Liveness")
     def healthz() -> dict[str, str]:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+TRUNCATE = "TRUNCATE models, jobs, epoch_logs, checkpoints, datasets, job_datasets CASCADE"
+
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 PG_ADMIN_URL = os.environ.get(
@@ -103,6 +105,6 @@ def pg_ctx(pg_url: str, tmp_path: Path) -> Iterator[object]:
     )  # fmt: skip
     ctx = build_context(settings)
     with ctx.engine.begin() as conn:
-        conn.execute(text("TRUNCATE models, jobs, epoch_logs, checkpoints CASCADE"))
+        conn.execute(text(TRUNCATE))
     yield ctx
     ctx.close()

@@ -1,4 +1,5 @@
-"""Exception handlers: every error is JSON in FastAPI's `{"detail": [{loc, msg, type}]}` shape."""
+"""Exception handlers: every error is JSON in FastAPI's `{"detail": [{loc, msg, type}]}` shape,
+which `ErrorOut` documents for the routes' declared error responses."""
 
 from __future__ import annotations
 
@@ -8,12 +9,23 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.middleware import BodyTooLarge
 from app.core.errors import AppError
 
 log = logging.getLogger(__name__)
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int] = Field(description="Where the problem is, e.g. body.config.layers.2")
+    msg: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    detail: list[ErrorItem]
 
 
 def error_body(loc: list[str | int], msg: str, kind: str) -> dict[str, object]:

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
 
     # Limits
     max_request_bytes: int = 64 * 1024 * 1024
+    dataset_max_bytes: int = Field(
+        default=20 << 30, ge=1, description="One dataset upload (413 beyond), apart from the "
+        "request body limit",
+    )  # fmt: skip
+    predict_sync_max_rows: int = Field(
+        default=10_000, ge=1, description="A predict or evaluate over more rows runs as a job",
+    )  # fmt: skip
     model_cache_size: int = 16
     model_max_params: int = Field(default=50_000_000, ge=1, description="Weights in one model")
     model_max_layers: int = Field(default=1000, ge=1, description="Layers, nested ones included")

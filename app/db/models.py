@@ -95,6 +95,10 @@ class JobRow(Base):
         ForeignKey("jobs.id", ondelete="SET NULL"), default=None, index=True
     )
     start_checkpoint_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    # What a finished predict or evaluate job produced: evaluate's logs, or the dataset that
+    # holds a predict job's outputs (one array per output).
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    result_dataset_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
 
 
 class EpochLogRow(Base):
@@ -128,3 +132,39 @@ class CheckpointRow(Base):
     # has a ModelCheckpoint callback.
     monitor: Mapped[str | None] = mapped_column(String(200), default=None)
     mode: Mapped[str | None] = mapped_column(String(8), default=None)
+
+
+class DatasetRow(Base):
+    """Arrays uploaded once (or written by a predict job), stored as one `.npy` file each under
+    `datasets/<id>/`; immutable: a dataset's files never change once its row exists."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str | None] = mapped_column(String(200), default=None)
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    # How it came: the upload format (npy, npz, csv, parquet, json), or "predict" for a job's
+    # outputs.
+    format: Mapped[str] = mapped_column(String(20))
+    # Of the bytes uploaded (for a predict job's outputs: of its `.npy` files in name order).
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    # Per array: name, dtype, shape, nbytes, min, max (and columns, from CSV and Parquet).
+    arrays: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    source_job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class JobDatasetRow(Base):
+    """The datasets a job reads, with the sha256 each had when the job was submitted: a dataset
+    is not deleted while a queued or running job reads it."""
+
+    __tablename__ = "job_datasets"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    dataset_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    sha256: Mapped[str] = mapped_column(String(64))

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.engine.data import MAX_ELEMENTS, XY
+from app.engine.data import MAX_ELEMENTS, XY, input_tensors
 from app.engine.errors import ConfigError, DataError, Loc
 from app.engine.fit_args import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
 from app.engine.inference import model_inputs
@@ -140,7 +140,7 @@ def _adapt(
     if not targets:
         return []
     device = next((t.device for t in model.weight_tensors().values()), torch.device("cpu"))
-    xts = [torch.as_tensor(a, dtype=torch.float32, device=device) for a in xs]
+    xts = input_tensors(xs, model.input_dtypes, device)
     for layer in targets:
         layer.adapt(_layer_inputs(model, layer, xts, bs, loc), loc)
     return [layer.name for layer in targets]

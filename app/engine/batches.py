@@ -69,6 +69,15 @@ class BatchIterator:
         if self.seen >= self.num_batches:
             self.in_pass = False
 
+    def peek(self) -> torch.Tensor | slice | None:
+        """The indices the current epoch's next batch will have, when they are known without
+        drawing from the generator (None at a pass's end, and with shuffle="batch", whose
+        batches draw their order as they come)."""
+        if not self.in_pass or self.seen >= self.num_batches or self.shuffle == "batch":
+            return None
+        lo = self.seen * self.batch_size
+        return self._indices(lo, min(lo + self.batch_size, self.n))
+
     def _indices(self, lo: int, hi: int) -> torch.Tensor | slice:
         if self.order is not None:
             return self.order[lo:hi]

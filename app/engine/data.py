@@ -1,53 +1,170 @@
-"""Turning user arrays into float32 tensors, checked: shapes, lengths, finiteness, limits.
+"""Turning user arrays into tensors, checked: shapes, lengths, finiteness, limits.
+
+Labels and sample weights are float32. An input becomes its InputLayer's dtype as Keras converts
+it, in two steps kept here alone. On the host an input is what Keras's array adapter holds: float
+data as float32, integers and booleans as they are (JSON integers as int64, so an integer input
+never loses ids above 2**24 on the way), every value checked to fit the input's dtype. On the
+device `cast_input` converts a batch to the input's dtype; batches of inline arrays and batches
+read from stored files both pass through it, so they agree bit for bit.
 
 Also Keras's `validation_split` (the last fraction, taken before shuffling).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+import mmap
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from app.engine.dtypes import HALF_FLOATS, dtype_name, is_integer
 from app.engine.errors import DataError, Loc
 
 MAX_ELEMENTS = 50_000_000
+# The smallest magnitudes that round to infinity in float16 and bfloat16.
+_HALF_OVERFLOW = {torch.float16: 65520.0, torch.bfloat16: float((2 - 2**-8) * 2**127)}
+_RAGGED = (
+    "must be a number or nested lists of numbers with the same length at each depth (a ragged "
+    "or non-numeric array was given)"
+)
 
 
-def to_array(value: Any, loc: Loc, *, max_elements: int = MAX_ELEMENTS) -> np.ndarray:
-    """A finite float32 array from an ndarray or nested lists of numbers."""
+def to_array(
+    value: Any, loc: Loc, *, max_elements: int = MAX_ELEMENTS, dtype: torch.dtype = torch.float32
+) -> np.ndarray:
+    """A finite array from an ndarray or nested lists of numbers: float32, or for an input of
+    another `dtype`, the host array of `cast_input` (floats as float32, integers and booleans
+    as they are) with every value within that dtype's range."""
     if value is None:
         raise DataError(loc, "is required")
+    if isinstance(value, np.memmap):
+        return _mapped(value, loc, dtype)
     if isinstance(value, np.ndarray):
         arr = value
     else:
         try:
-            arr = np.asarray(value, dtype=np.float32)
+            arr = np.asarray(value, dtype=np.float32 if dtype == torch.float32 else None)
         except OverflowError:
             raise DataError(loc, "holds a number too large for float32") from None
         except (TypeError, ValueError) as exc:
-            raise DataError(
-                loc,
-                "must be a number or nested lists of numbers with the same length at each "
-                "depth (a ragged or non-numeric array was given)",
-            ) from exc
+            raise DataError(loc, _RAGGED) from exc
     if arr.dtype.kind not in "fiub":
+        if arr.dtype.kind == "O" and not isinstance(value, np.ndarray):
+            raise DataError(loc, f"{_RAGGED}, or an integer too large for int64")
         raise DataError(loc, f"must be numeric, got dtype {arr.dtype}")
-    arr = arr.astype(np.float32, copy=False)
+    if dtype == torch.float32 or arr.dtype.kind == "f":
+        arr = arr.astype(np.float32, copy=False)  # Keras's array adapter: floats as float32
     if arr.ndim == 0:
         raise DataError(loc, "must be an array with a batch dimension, got a scalar")
     if arr.size > max_elements:
         raise DataError(loc, f"has {arr.size} elements; the limit is {max_elements}")
     if arr.shape[0] == 0:
         raise DataError(loc, "must not be empty")
-    if not np.all(np.isfinite(arr)):
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         bad = np.argwhere(~np.isfinite(arr))[0].tolist()
         raise DataError((*loc, *bad), "values must be finite (NaN or infinity found)")
+    if dtype != torch.float32:
+        check_input_values(arr, dtype, loc)
+        if arr.dtype.kind == "u" and arr.itemsize > 1:
+            arr = arr.astype(np.int64)  # torch has no arithmetic for wider unsigned types
     return arr
+
+
+CHUNK_BYTES = 32 << 20
+
+
+def for_chunks(arr: np.ndarray, loc: Loc, check: Callable[[np.ndarray, Loc], None]) -> None:
+    """Run `check` over `arr` a slab of rows at a time (a memory map is never read whole into
+    memory); a DataError's row index counts from the array's start."""
+    row_bytes = max(1, arr.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64)))
+    step = max(1, CHUNK_BYTES // row_bytes)
+    for lo in range(0, int(arr.shape[0]), step):
+        try:
+            check(np.asarray(arr[lo : lo + step]), loc)
+            release_pages(arr)
+        except DataError as exc:
+            at = len(loc)
+            row = exc.loc[at] if len(exc.loc) > at and exc.loc[:at] == tuple(loc) else None
+            if isinstance(row, int):
+                raise DataError((*loc, row + lo, *exc.loc[at + 1 :]), exc.message) from None
+            raise
+
+
+def release_pages(arr: np.ndarray) -> None:
+    """Hand a memory map's pages back to the kernel (they stay in the page cache): a scan over
+    a stored dataset leaves the process's resident memory as it was."""
+    mm = getattr(arr, "_mmap", None)
+    if isinstance(mm, mmap.mmap):
+        with contextlib.suppress(OSError, ValueError):
+            mm.madvise(mmap.MADV_DONTNEED)
+
+
+def _mapped(arr: np.memmap, loc: Loc, dtype: torch.dtype) -> np.ndarray:
+    """A memory-mapped array (a stored dataset's rows) stays where it is, in its stored dtype,
+    and is read batch by batch: its values were checked finite when it was stored, and what
+    depends on the model (an integer input's range) is checked a slab at a time. Batches are
+    cast on the device by `cast_input`, as an inline array's are."""
+    if arr.dtype.kind not in "fiub":
+        raise DataError(loc, f"must be numeric, got dtype {arr.dtype}")
+    if arr.ndim == 0 or arr.shape[0] == 0:
+        raise DataError(loc, "must be an array with at least one row")
+    if dtype != torch.float32 and not (dtype.is_floating_point and dtype not in HALF_FLOATS):
+        for_chunks(arr, loc, lambda part, ploc: check_input_values(part, dtype, ploc))
+    return arr
+
+
+def check_input_values(arr: np.ndarray, dtype: torch.dtype, loc: Loc) -> None:
+    """Every value of a host input array must survive `cast_input` to `dtype`: into an integer
+    type, within its range once truncated toward zero; into float16 or bfloat16, finite. (Keras
+    would wrap such values around, or make them infinite; which, for floats, depends on the
+    device.) A DataError names the first value that does not fit."""
+    if dtype == torch.bool or (dtype.is_floating_point and dtype not in HALF_FLOATS):
+        return
+    if arr.dtype.kind == "b" or arr.size == 0:
+        return
+    if is_integer(dtype):
+        info = torch.iinfo(dtype)
+        if arr.dtype.kind == "f":
+            values = np.trunc(arr.astype(np.float64))
+            bad = (values < info.min) | (values >= float(info.max) + 1)  # powers of two: exact
+        else:
+            if int(arr.min()) >= info.min and int(arr.max()) <= info.max:
+                return
+            bad = (arr < info.min) | (arr > info.max)
+        what = f"an integer in [{info.min}, {info.max}] (truncated toward zero)"
+    else:
+        bad = np.abs(arr.astype(np.float64)) >= _HALF_OVERFLOW[dtype]
+        what = f"within {dtype_name(dtype)}'s range (it would become infinite)"
+    if np.any(bad):
+        where = np.argwhere(bad)[0].tolist()
+        value = arr[tuple(where)].item()
+        raise DataError((*loc, *where), f"the input is {dtype_name(dtype)}: each value must be "
+                        f"{what}, got {value!r}")  # fmt: skip
+
+
+def cast_input(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """One batch of an input, on its device, as Keras's model receives it: a float tensor of
+    another type than float32 becomes float32 first (Keras's array adapter does so to every
+    float array), then the tensor is converted to `dtype` (into an integer type truncating
+    toward zero, into bool nonzero as True). With float32, what labels and sample weights are
+    read as. Inline arrays and batches from stored files both pass through here."""
+    if tensor.is_floating_point() and tensor.dtype != torch.float32:
+        tensor = tensor.to(torch.float32)
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+def input_tensors(
+    xs: Sequence[np.ndarray], dtypes: Sequence[torch.dtype], device: torch.device
+) -> list[torch.Tensor]:
+    """Host input arrays on the device, each converted to its input's dtype."""
+    # A read-only array (a slice of a memory map) is copied: torch keeps no read-only tensors.
+    return [cast_input(torch.as_tensor(a if a.flags.writeable else np.array(a)).to(device), d)
+            for a, d in zip(xs, dtypes, strict=True)]  # fmt: skip
 
 
 Shape = tuple[int | None, ...]
@@ -147,12 +264,20 @@ class XY:
         return cls(x, y, sw)
 
 
-def read_inputs(x: Any, names: list[str], shapes: list[Shape], loc: Loc) -> list[np.ndarray]:
+def read_inputs(
+    x: Any,
+    names: list[str],
+    shapes: list[Shape],
+    loc: Loc,
+    dtypes: Sequence[torch.dtype] | None = None,
+) -> list[np.ndarray]:
     """The model's inputs from x (one array, a list in input order or an object keyed by input
-    name), each checked against its input shape."""
+    name), each checked against its input shape and read for its dtype (float32 where
+    `dtypes` is None)."""
     out = []
-    for (value, vloc), shape in zip(_structured(x, names, loc, "input"), shapes, strict=True):
-        arr = to_array(value, vloc)
+    parts = _structured(x, names, loc, "input")
+    for i, ((value, vloc), shape) in enumerate(zip(parts, shapes, strict=True)):
+        arr = to_array(value, vloc, dtype=torch.float32 if dtypes is None else dtypes[i])
         check_input_shape(arr, shape, vloc)
         out.append(arr)
     return out
@@ -186,6 +311,20 @@ def read_sample_weights(sw: Any, names: list[str], loc: Loc) -> list[np.ndarray 
     return out
 
 
+class BatchSource(Protocol):
+    """What the fit loop, its validation and evaluate take batches from: `Arrays` on the
+    device, or `HostBatches` gathered from memory-mapped files."""
+
+    @property
+    def size(self) -> int: ...
+
+    def take(self, index: torch.Tensor | slice) -> Arrays: ...
+
+    def prefetch(self, index: torch.Tensor | slice | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class Arrays:
     """One set of tensors on the compute device: inputs, and per output targets and sample
@@ -205,12 +344,24 @@ class Arrays:
         return self.x[0] if len(self.x) == 1 else self.x
 
     @classmethod
-    def from_numpy(cls, data: XY, device: torch.device) -> Arrays:
-        def put(a: np.ndarray | None) -> torch.Tensor | None:
-            return None if a is None else torch.as_tensor(a, dtype=torch.float32).to(device)
+    def from_numpy(
+        cls, data: XY, device: torch.device, input_dtypes: Sequence[torch.dtype] | None = None
+    ) -> Arrays:
+        """On the device: inputs in `input_dtypes` (float32 where None), labels and weights
+        in float32."""
 
-        xs = [torch.as_tensor(a, dtype=torch.float32).to(device) for a in data.x]
+        def put(a: np.ndarray | None) -> torch.Tensor | None:
+            return None if a is None else cast_input(torch.as_tensor(a).to(device), torch.float32)
+
+        dtypes = input_dtypes or [torch.float32] * len(data.x)
+        xs = input_tensors(data.x, dtypes, device)
         return cls(xs, [put(a) for a in data.y], [put(a) for a in data.sample_weight])
+
+    def prefetch(self, index: torch.Tensor | slice | None) -> None:
+        """Nothing to read ahead: every batch is on the device already (see HostBatches)."""
+
+    def close(self) -> None:
+        pass
 
     def take(self, index: torch.Tensor | slice) -> Arrays:
         def pick(ts: list[Any]) -> list[Any]:

@@ -29,6 +29,20 @@ class DataError(EngineError):
     """Arrays that do not fit the model, the loss or each other."""
 
 
+class LearningRateNotSettable(EngineError):
+    """A callback changed the learning rate of an optimizer whose rate is a schedule, which
+    cannot be set. Keras's fit runs until then and fails at that epoch (a TypeError); this is
+    raised at the same point, after the callbacks before this one have had the epoch's logs.
+    `epoch` is that epoch (0-based)."""
+
+    def __init__(self, loc: Sequence[str | int], message: str, *, epoch: int = -1) -> None:
+        super().__init__(loc, message)
+        self.epoch = epoch
+
+    def prefixed(self, *prefix: str | int) -> EngineError:
+        return LearningRateNotSettable((*prefix, *self.loc), self.message, epoch=self.epoch)
+
+
 class TrainingInterrupted(Exception):
     """Raised by a callback to leave fit at once (a lost lease, a cancelled job)."""
 

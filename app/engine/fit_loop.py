@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from app.engine.batches import BatchIterator
 from app.engine.callbacks import CallbackList, LazyLogs
 from app.engine.callbacks import state as callback_state
-from app.engine.data import Arrays
+from app.engine.data import BatchSource
 from app.engine.fit_args import FitArgs, should_validate
 
 if TYPE_CHECKING:
@@ -23,7 +23,11 @@ if TYPE_CHECKING:
 
 
 def run_epochs(
-    trainer: Trainer, train: Arrays, val: Arrays | None, args: FitArgs, cbs: CallbackList
+    trainer: Trainer,
+    train: BatchSource,
+    val: BatchSource | None,
+    args: FitArgs,
+    cbs: CallbackList,
 ) -> None:
     assert args.batch_size is not None
     batches = trainer.batches = BatchIterator(
@@ -58,7 +62,9 @@ def run_epochs(
                 for index in indices:
                     if ran == 0:
                         cbs.on_train_batch_begin(step)
-                    trainer._train_step(train.take(index), params)
+                    batch = train.take(index)
+                    train.prefetch(batches.peek())  # read the next while this one trains
+                    trainer._train_step(batch, params)
                     step, ran = step + 1, ran + 1
                     if ran == per_call:
                         more = True

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from app.engine import dtypes
 from app.engine.errors import ConfigError, Loc
 from app.engine.layers import Layer, Shape
 from app.engine.model_config import (
@@ -24,14 +25,14 @@ from app.engine.model_config import (
     Node,
     NodeInputs,
     entry_config,
-    input_layer_shape,
+    input_layer,
     make_layer,
 )
 from app.engine.params import get_str
 
 Key = tuple[str, int]  # (layer name, node index): one tensor of the graph
 # Call keyword arguments Keras records that carry nothing when null.
-_NULL_KWARGS = ("mask", "training")
+_NULL_KWARGS = ("mask",)
 
 
 @dataclass
@@ -90,6 +91,13 @@ def _call_inputs(layer: Layer, node: Any, loc: Loc) -> tuple[Key | list[Key | No
             options[key] = value
         elif key in _NULL_KWARGS and value is None:
             continue
+        elif key == "training":
+            # Keras records it at every call of a layer whose call takes it (false when the
+            # caller gave none); its fit, evaluate and predict replace it with the mode they
+            # run in, whatever was recorded, and so does every run here.
+            if value is not None and not isinstance(value, bool):
+                raise ConfigError(kloc, f"must be true, false or null, got {value!r}")
+            continue
         else:
             raise ConfigError(kloc, f"{layer.class_name} takes no call argument {key!r} here")
     if layer.input_names:
@@ -134,7 +142,7 @@ def _endpoints(value: Any, loc: Loc) -> tuple[list[str], list[Key], bool]:
 def functional_graph(config: Mapping[str, Any], generator: torch.Generator) -> Graph:
     name = get_str(config, "name", ("config",), "functional")
     used: set[str] = set()
-    inputs: dict[str, tuple[Shape, Loc]] = {}
+    inputs: dict[str, tuple[Shape, torch.dtype, Loc]] = {}
     layers: list[Layer] = []
     raw: list[_RawNode] = []
     for index, entry in enumerate(config["layers"]):
@@ -153,8 +161,8 @@ def functional_graph(config: Mapping[str, Any], generator: torch.Generator) -> G
             if entry_name in used:
                 raise ConfigError((*loc, "name"), f"layer name {entry_name!r} is used twice")
             used.add(entry_name)
-            shape = input_layer_shape(entry_config(entry, loc), (*loc, "config"))
-            inputs[entry_name] = (shape, loc)
+            shape, dtype = input_layer(entry_config(entry, loc), (*loc, "config"))
+            inputs[entry_name] = (shape, dtype, loc)
             continue
         layer = make_layer(entry, loc, used, entry_name)
         layers.append(layer)
@@ -178,7 +186,7 @@ def functional_graph(config: Mapping[str, Any], generator: torch.Generator) -> G
         if key in slots:
             raise ConfigError(("config", "input_layers", i), f"{key[0]!r} is listed twice")
         slots[key] = i
-    for input_name, (_, iloc) in inputs.items():
+    for input_name, (_, _, iloc) in inputs.items():
         if (input_name, 0) not in slots:
             raise ConfigError(iloc, f"InputLayer {input_name!r} is not in input_layers")
     shapes: list[Shape] = [inputs[k[0]][0] for k in in_keys]
@@ -207,7 +215,9 @@ def functional_graph(config: Mapping[str, Any], generator: torch.Generator) -> G
                 f"and is called here on {in_shape}; a shared layer takes one shape",
             )
         slots[(layer.name, node.index)] = len(shapes)
-        nodes_out.append(Node(layer, node_slots, node.options, len(shapes), node.index))
+        nodes_out.append(
+            Node(layer, node_slots, node.options, len(shapes), node.index, loc=node.loc)
+        )
         shapes.append(layer.output_shape)
     out_names, out_keys, dict_outputs = _endpoints(config.get("output_layers"),
                                                    ("config", "output_layers"))  # fmt: skip
@@ -218,11 +228,13 @@ def functional_graph(config: Mapping[str, Any], generator: torch.Generator) -> G
         out_slots.append(slots[key])
     if len(set(out_names)) != len(out_names):
         raise ConfigError(("config", "output_layers"), "output names must differ")
+    input_dtypes = [inputs[k[0]][1] for k in in_keys]
     return Graph(
         name=name, kind="Functional", input_names=in_names, input_shapes=shapes[: len(in_keys)],
         layers=_keras_layer_order(raw, out_keys), nodes=nodes_out, output_names=out_names,
         output_slots=out_slots,
         shapes=shapes, dict_inputs=dict_inputs, dict_outputs=dict_outputs,
+        input_dtypes=input_dtypes, dtypes=dtypes.carry(nodes_out, input_dtypes),
     )  # fmt: skip
 
 

@@ -10,8 +10,9 @@ and a metric given both plain and weighted is logged as `weighted_<name>`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ import torch
 from app.engine import loss_utils, losses
 from app.engine import metrics as metrics_mod
 from app.engine.compile import CompileSpec
+from app.engine.data import for_chunks
 from app.engine.errors import ConfigError, DataError, Loc
 
 Shape = tuple[int, ...]
@@ -34,6 +36,12 @@ class Head:
     tracker: metrics_mod.Mean | None = None  # `<name>_loss`, with several losses
     metrics: list[metrics_mod.Metric] = field(default_factory=list)
     weighted: list[metrics_mod.Metric] = field(default_factory=list)
+
+
+def _labels_of_shape(
+    check: Callable[[np.ndarray, Shape, Loc], None], shape: Shape, y: np.ndarray, loc: Loc
+) -> None:
+    check(y, shape, loc)
 
 
 class Heads:
@@ -98,15 +106,19 @@ class Heads:
                      loc: Loc, names_in_loc: bool) -> None:  # fmt: skip
         for h, y, shape in zip(self.heads, ys, shapes, strict=True):
             yloc = (*loc, h.name) if names_in_loc else loc
-            if h.loss is not None:
-                if y is None:
-                    raise DataError(yloc, f"output {h.name!r} has a loss and needs labels")
-                h.loss.check_labels(y, shape, yloc)
-            if y is not None:  # metrics with class ids (IoU, F-scores) check them too
-                for m in [*h.metrics, *h.weighted]:
-                    check = getattr(m, "check_labels", None)
-                    if check is not None:
-                        check(y, shape, yloc)
+            if h.loss is not None and y is None:
+                raise DataError(yloc, f"output {h.name!r} has a loss and needs labels")
+            if y is None:
+                continue
+            checks = [h.loss.check_labels] if h.loss is not None else []
+            # Metrics with class ids (IoU, F-scores) check them too.
+            checks += [c for m in [*h.metrics, *h.weighted]
+                       if (c := getattr(m, "check_labels", None)) is not None]  # fmt: skip
+            for check in checks:
+                if isinstance(y, np.memmap):  # a stored dataset's labels: a slab at a time
+                    for_chunks(y, yloc, partial(_labels_of_shape, check, shape))
+                else:
+                    check(y, shape, yloc)
 
     def all_metrics(self) -> list[metrics_mod.Metric]:
         """Trackers and metrics in log order (the trainer puts the total loss first)."""

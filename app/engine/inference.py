@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
 from app.engine import precision
-from app.engine.data import check_same_length, read_inputs
+from app.engine.data import (
+    XY,
+    Arrays,
+    BatchSource,
+    check_same_length,
+    input_tensors,
+    read_inputs,
+)
 from app.engine.errors import DataError, Loc
 from app.engine.fit_args import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
+from app.engine.host_batches import HostBatches, is_mapped
 from app.engine.models import Model
 
 
@@ -34,7 +43,7 @@ def model_device(model: Model) -> torch.device:
 def model_inputs(model: Model, x: Any, loc: Loc) -> list[np.ndarray]:
     """`x` read as the model's inputs (one array, a list in input order or an object keyed by
     input name), checked against their shapes, all of one length; errors name `x`."""
-    xs = read_inputs(x, model.input_names, model.input_shapes, (*loc, "x"))
+    xs = read_inputs(x, model.input_names, model.input_shapes, (*loc, "x"), model.input_dtypes)
     model.check_input(xs, (*loc, "x"))
     if model.single_input:
         check_same_length([((*loc, "x"), a) for a in xs])
@@ -55,17 +64,39 @@ def predict(
     """Keras's `predict`: one array for a one-output model, else one per output in output
     order; under a mixed `dtype_policy` the layers compute in its half type, as Keras's do, and
     the outputs come back as float32."""
-    device = device or model_device(model)
     xs = model_inputs(model, x, loc)
+    parts = predict_batches(model, xs, batch_size=batch_size, device=device,
+                            dtype_policy=dtype_policy, loc=loc)  # fmt: skip
+    joined = [np.concatenate(col) for col in zip(*parts, strict=True)]
+    return joined[0] if len(joined) == 1 else joined
+
+
+def predict_batches(
+    model: Model,
+    xs: list[np.ndarray],
+    *,
+    batch_size: int | None = None,
+    device: torch.device | None = None,
+    dtype_policy: str = "float32",
+    loc: Loc = (),
+) -> Iterator[list[np.ndarray]]:
+    """The outputs of checked inputs `xs` (as `model_inputs` returns them), one batch at a
+    time, as float32 host arrays in output order. Memory-mapped inputs are read a batch at a
+    time (a batch inference over a stored dataset holds a few batches, never the whole)."""
+    device = device or model_device(model)
     bs = batch_size or DEFAULT_BATCH_SIZE
     if not 1 <= bs <= MAX_BATCH_SIZE:
         raise DataError((*loc, "batch_size"), f"must be in [1, {MAX_BATCH_SIZE}]")
-    xts = [torch.as_tensor(a, device=device) for a in xs]
-    outs: list[list[torch.Tensor]] = []
-    with torch.no_grad(), precision.compute(dtype_policy, device):
-        for lo in range(0, xts[0].shape[0], bs):
-            part = [t[lo : lo + bs] for t in xts]
-            out = model(part[0] if len(part) == 1 else part, training=False)
-            outs.append(out if isinstance(out, list) else [out])
-    joined = [torch.cat(col).float().cpu().numpy() for col in zip(*outs, strict=True)]
-    return joined[0] if len(joined) == 1 else joined
+    source: BatchSource
+    if is_mapped(XY(xs, [], [])):
+        source = HostBatches(XY(xs, [], []), device, model.input_dtypes)
+    else:
+        source = Arrays(input_tensors(xs, model.input_dtypes, device), [], [])
+    try:
+        with torch.no_grad(), precision.compute(dtype_policy, device):
+            for lo in range(0, source.size, bs):
+                part = source.take(slice(lo, lo + bs))
+                out = model(part.inputs, training=False)
+                yield [o.float().cpu().numpy() for o in (out if isinstance(out, list) else [out])]
+    finally:
+        source.close()

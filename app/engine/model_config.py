@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from app.engine import dtypes
 from app.engine.errors import ConfigError, Loc
 from app.engine.layers import LAYERS, Layer, Shape
 from app.engine.layers.base import check_dtype
@@ -67,6 +68,8 @@ class Node:
     options: dict[str, Any]
     out: Slot
     index: int = 0  # which call of the layer this is (Keras's node index)
+    loc: Loc = ()  # the layer entry (or its inbound node) in the config
+    cast: bool = False  # the inputs are converted to float32 first (see app.engine.dtypes)
 
 
 @dataclass
@@ -82,6 +85,8 @@ class Graph:
     shapes: list[Shape] = field(default_factory=list)  # every slot's shape
     dict_inputs: bool = False
     dict_outputs: bool = False
+    input_dtypes: list[torch.dtype] = field(default_factory=list)
+    dtypes: list[torch.dtype] = field(default_factory=list)  # every slot's (dtypes.carry)
 
 
 def parse_shape(value: Any, loc: Loc) -> Shape:
@@ -108,20 +113,21 @@ def entry_config(entry: Mapping[str, Any], loc: Loc) -> Mapping[str, Any]:
     return config
 
 
-def input_layer_shape(cfg: Mapping[str, Any], loc: Loc) -> Shape:
+def input_layer(cfg: Mapping[str, Any], loc: Loc) -> tuple[Shape, torch.dtype]:
+    """An InputLayer config's batch shape and dtype."""
     if not isinstance(cfg, Mapping):
         raise ConfigError(loc, "must be an object")
-    check_dtype(cfg, loc)
     known_keys(cfg, _INPUT_KEYS, loc)
+    dtype = dtypes.input_dtype(cfg.get("dtype"), (*loc, "dtype"))
     for key in ("sparse", "ragged"):
         if cfg.get(key):
             raise ConfigError((*loc, key), "sparse and ragged inputs are not supported")
     for key in ("batch_shape", "batch_input_shape"):
         if cfg.get(key) is not None:
-            return parse_shape(cfg[key], (*loc, key))
+            return parse_shape(cfg[key], (*loc, key)), dtype
     for key in ("shape", "input_shape"):
         if cfg.get(key) is not None:
-            return (None, *parse_shape(cfg[key], (*loc, key)))
+            return (None, *parse_shape(cfg[key], (*loc, key))), dtype
     raise ConfigError((*loc, "batch_shape"), "an InputLayer needs batch_shape, e.g. [null, 4]")
 
 
@@ -186,28 +192,42 @@ def read_spec(spec: Any, limits: Limits) -> tuple[str, Mapping[str, Any]]:
 
 def _sequential_input(
     entries: Sequence[Any], config: Mapping[str, Any], spec: Mapping[str, Any]
-) -> tuple[Shape | None, Loc]:
-    """The batch input shape: an InputLayer, a first layer's batch_input_shape or input_shape,
-    the Sequential's build_input_shape, or its build_config."""
+) -> tuple[Shape | None, torch.dtype, Loc]:
+    """The batch input shape and dtype: an InputLayer, a first layer's batch_input_shape or
+    input_shape (with its `dtype` naming the input's, as tf.keras 2 read it), the Sequential's
+    build_input_shape, or its build_config (float32)."""
     first = entries[0] if entries and isinstance(entries[0], Mapping) else None
     if first is not None and first.get("class_name") == "InputLayer":
         loc: Loc = ("config", "layers", 0, "config")
-        return input_layer_shape(entry_config(first, loc[:-1]), loc), loc
+        return *input_layer(entry_config(first, loc[:-1]), loc), loc
     if first is not None:
         loc = ("config", "layers", 0, "config")
         cfg = entry_config(first, loc[:-1])
+        dtype = _first_layer_dtype(cfg)
         if cfg.get("batch_input_shape") is not None:
-            return parse_shape(cfg["batch_input_shape"], (*loc, "batch_input_shape")), loc
+            return parse_shape(cfg["batch_input_shape"], (*loc, "batch_input_shape")), dtype, loc
         if cfg.get("input_shape") is not None:
-            return (None, *parse_shape(cfg["input_shape"], (*loc, "input_shape"))), loc
+            return (None, *parse_shape(cfg["input_shape"], (*loc, "input_shape"))), dtype, loc
+    float32 = torch.float32
     if config.get("build_input_shape") is not None:
-        return parse_shape(config["build_input_shape"], ("config", "build_input_shape")), (
-            "config",
-        )
+        shape = parse_shape(config["build_input_shape"], ("config", "build_input_shape"))
+        return shape, float32, ("config",)
     build = spec.get("build_config")
     if isinstance(build, Mapping) and build.get("input_shape") is not None:
-        return parse_shape(build["input_shape"], ("build_config", "input_shape")), ("build_config",)
-    return None, ("config", "layers")
+        shape = parse_shape(build["input_shape"], ("build_config", "input_shape"))
+        return shape, float32, ("build_config",)
+    return None, float32, ("config", "layers")
+
+
+def _first_layer_dtype(cfg: Mapping[str, Any]) -> torch.dtype:
+    """The input dtype a first layer's `dtype` names next to its input shape: one of the input
+    dtypes as a string (the layer itself computes in float32, as every layer here); float32
+    otherwise (a DTypePolicy object is the layer's own policy, checked with the layer)."""
+    dtype = cfg.get("dtype")
+    has_shape = cfg.get("batch_input_shape") is not None or cfg.get("input_shape") is not None
+    if has_shape and isinstance(dtype, str) and dtype in dtypes.INPUT_DTYPES:
+        return dtypes.INPUT_DTYPES[dtype]
+    return torch.float32
 
 
 def sequential_graph(
@@ -215,7 +235,7 @@ def sequential_graph(
 ) -> Graph:
     entries = config["layers"]
     name = get_str(config, "name", ("config",), "sequential")
-    input_shape, shape_loc = _sequential_input(entries, config, spec)
+    input_shape, input_dtype, shape_loc = _sequential_input(entries, config, spec)
     if input_shape is None:
         raise ConfigError(
             shape_loc,
@@ -238,6 +258,13 @@ def sequential_graph(
             if index != 0:
                 raise ConfigError((*loc, "class_name"), "an InputLayer may only come first")
             continue
+        if index == 0 and shape_loc == (*loc, "config") and isinstance(entry, Mapping):
+            # The first layer gave the input's shape (and, naming one, its dtype: tf.keras 2's
+            # reading); the layer itself takes neither and computes in float32.
+            given = {"batch_input_shape", "input_shape"}
+            given |= {"dtype"} if input_dtype != torch.float32 else set()
+            config_0 = {k: v for k, v in entry_config(entry, loc).items() if k not in given}
+            entry = {**entry, "config": config_0}
         layer = make_layer(entry, loc, used)
         if layer.multi_input or layer.input_names:
             raise ConfigError(
@@ -247,7 +274,7 @@ def sequential_graph(
         shape = layer.build(shapes[-1], gen, (*loc, "config"))
         layer.output_shape = shape
         layers.append(layer)
-        nodes.append(Node(layer, len(shapes) - 1, {}, len(shapes)))
+        nodes.append(Node(layer, len(shapes) - 1, {}, len(shapes), loc=loc))
         shapes.append(shape)
     return Graph(
         name=name,
@@ -259,4 +286,6 @@ def sequential_graph(
         output_names=[layers[-1].name if layers else input_name],
         output_slots=[len(shapes) - 1],
         shapes=shapes,
+        input_dtypes=[input_dtype],
+        dtypes=dtypes.carry(nodes, [input_dtype]),
     )

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
+
+from app.engine.dtypes import dtype_name
 from app.engine.layers import Layer, Shape
 
 if TYPE_CHECKING:
     from app.engine.models import Model
 
 
-def _input_entry(name: str, shape: Shape, functional: bool) -> dict[str, Any]:
+def _input_entry(name: str, shape: Shape, dtype: torch.dtype, functional: bool) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "module": "keras.layers",
         "class_name": "InputLayer",
-        "config": {"batch_shape": list(shape), "dtype": "float32", "name": name},
+        "config": {"batch_shape": list(shape), "dtype": dtype_name(dtype), "name": name},
         "registered_name": None,
     }
     if functional:
@@ -34,7 +37,7 @@ def _layer_entry(layer: Layer) -> dict[str, Any]:
 
 
 def sequential_json(model: Model) -> dict[str, Any]:
-    layers = [_input_entry(model.input_names[0], model.input_shape, False)]
+    layers = [_input_entry(model.input_names[0], model.input_shape, model.input_dtypes[0], False)]
     layers += [_layer_entry(layer) for layer in model.layer_list()]
     return {
         "module": "keras",
@@ -56,7 +59,7 @@ def functional_json(model: Model) -> dict[str, Any]:
     def tensor(slot: int) -> dict[str, Any]:
         return {
             "class_name": "__keras_tensor__",
-            "config": {"shape": list(graph.shapes[slot]), "dtype": "float32",
+            "config": {"shape": list(graph.shapes[slot]), "dtype": dtype_name(graph.dtypes[slot]),
                        "keras_history": keys[slot]},
         }  # fmt: skip
 
@@ -78,7 +81,8 @@ def functional_json(model: Model) -> dict[str, Any]:
             args = [[tensor(s) for s in node.inputs if s is not None]]
         calls.setdefault(node.layer.name, []).append((node.index, {"args": args, "kwargs": kwargs}))
     layers = [
-        _input_entry(n, s, True) for n, s in zip(graph.input_names, graph.input_shapes, strict=True)
+        _input_entry(n, s, d, True)
+        for n, s, d in zip(graph.input_names, graph.input_shapes, graph.input_dtypes, strict=True)
     ]
     for layer in model.layer_list():
         entry = _layer_entry(layer)

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.engine.data import for_chunks
+from app.engine.dtypes import dtype_name, to_float32
 from app.engine.errors import ConfigError, DataError, Loc
 from app.engine.functional import functional_graph
 from app.engine.layers import Layer, Shape
@@ -35,6 +37,9 @@ class Model(nn.Module):
         self.kind = graph.kind
         self.input_names = list(graph.input_names)
         self.input_shapes = list(graph.input_shapes)
+        # Each input's dtype (the InputLayer's): batches are converted to it on the device
+        # (app.engine.data.cast_input) before the model sees them.
+        self.input_dtypes = list(graph.input_dtypes)
         self.output_names = list(graph.output_names)
         self.output_shapes = [graph.shapes[s] for s in graph.output_slots]
         self.layers = nn.ModuleList(graph.layers)
@@ -130,6 +135,8 @@ class Model(nn.Module):
                 mask = [None if s is None else masks[s] for s in node.inputs]
                 if all(m is None for m in mask):
                     mask = None
+            if node.cast:  # an integer or half-float input the layer reads as float32
+                inp = to_float32(inp)
             values[node.out], masks[node.out] = node.layer.call_masked(
                 inp, mask, training, node.options
             )
@@ -143,7 +150,11 @@ class Model(nn.Module):
         for node in self._nodes:
             if isinstance(node.inputs, int) and node.inputs < len(xs):
                 iloc = loc if self.single_input else (*loc, self.input_names[node.inputs])
-                node.layer.check_input(xs[node.inputs], iloc)
+                x = xs[node.inputs]
+                if isinstance(x, np.memmap):  # a stored dataset's rows: a slab at a time
+                    for_chunks(x, iloc, node.layer.check_input)
+                else:
+                    node.layer.check_input(x, iloc)
 
     def set_generator(self, generator: torch.Generator | None) -> None:
         """Random layers (Dropout) draw from this generator, so a seeded fit is reproducible."""
@@ -257,8 +268,9 @@ class Model(nn.Module):
         return {
             "name": self.name,
             "kind": self.kind,
-            "inputs": [{"name": n, "shape": list(s)}
-                       for n, s in zip(self.input_names, self.input_shapes, strict=True)],
+            "inputs": [{"name": n, "shape": list(s), "dtype": dtype_name(d)}
+                       for n, s, d in zip(self.input_names, self.input_shapes, self.input_dtypes,
+                                          strict=True)],
             "outputs": [{"name": n, "shape": list(s)}
                         for n, s in zip(self.output_names, self.output_shapes, strict=True)],
             "input_shape": list(self.input_shape) if single else None,

@@ -17,7 +17,7 @@ import torch
 
 from app.engine import precision
 from app.engine.callbacks import CallbackList
-from app.engine.data import Arrays
+from app.engine.data import Arrays, input_tensors
 from app.engine.errors import DataError, Loc
 from app.engine.fit_args import MAX_BATCH_SIZE, apply_class_weight
 from app.engine.inference import model_device, model_inputs
@@ -39,7 +39,7 @@ def _batch(
     _check_size(data.size, (*loc, "x"))
     if class_weight is not None:
         data = apply_class_weight(data, class_weight, loc)
-    return Arrays.from_numpy(data, trainer.device)
+    return Arrays.from_numpy(data, trainer.device, trainer.model.input_dtypes)
 
 
 def train_on_batch(
@@ -70,7 +70,7 @@ def test_on_batch(
     """Loss and metrics of (x, y) in inference mode, as one batch: evaluate's own code path."""
     data = trainer.prepare(x, y, sample_weight, loc)
     _check_size(data.size, (*loc, "x"))
-    arrays = Arrays.from_numpy(data, trainer.device)
+    arrays = trainer.to_device(data)
     return trainer._test_loop(arrays, arrays.size, CallbackList([]))
 
 
@@ -88,7 +88,7 @@ def predict_on_batch(
     xs = model_inputs(model, x, loc)
     _check_size(int(xs[0].shape[0]), (*loc, "x"))
     with torch.no_grad(), precision.compute(dtype_policy, device):
-        ts = [torch.as_tensor(a, device=device) for a in xs]
+        ts = input_tensors(xs, model.input_dtypes, device)
         out = model(ts[0] if len(ts) == 1 else ts, training=False)
     outs = [o.float().cpu().numpy() for o in (out if isinstance(out, list) else [out])]
     return outs[0] if len(outs) == 1 else outs

@@ -24,8 +24,10 @@ from app.engine.compile import CompileSpec
 from app.engine.data import (
     XY,
     Arrays,
+    BatchSource,
     check_same_length,
     check_weight_shape,
+    input_tensors,
     read_inputs,
     read_sample_weights,
     read_targets,
@@ -40,6 +42,7 @@ from app.engine.fit_args import (
 )
 from app.engine.fit_loop import run_epochs
 from app.engine.heads import Heads
+from app.engine.host_batches import HostBatches, is_mapped
 from app.engine.inference import predict, resolve_device
 from app.engine.models import Model
 from app.engine.optimizers import Optimizer
@@ -100,7 +103,7 @@ class Trainer:
         if self.spec.loss is None:
             raise ConfigError((*self.loc, "loss"), "is required to fit or evaluate")
         model = self.model
-        xs = read_inputs(x, model.input_names, model.input_shapes, (*loc, "x"))
+        xs = read_inputs(x, model.input_names, model.input_shapes, (*loc, "x"), model.input_dtypes)
         model.check_input(xs, (*loc, "x"))
         ys = read_targets(y, model.output_names, (*loc, "y"))
         sws = read_sample_weights(sample_weight, model.output_names, (*loc, "sample_weight"))
@@ -131,11 +134,18 @@ class Trainer:
         self.heads.check_labels(data.y, pred_shapes, (*loc, "y"), not model.single_output)
         return data
 
+    def to_device(self, data: XY) -> BatchSource:
+        """Checked host arrays on the trainer's device, each input in its dtype; memory-mapped
+        ones (stored datasets) stay on the host and are gathered batch by batch."""
+        if is_mapped(data):
+            return HostBatches(data, self.device, self.model.input_dtypes)
+        return Arrays.from_numpy(data, self.device, self.model.input_dtypes)
+
     def _probe(self, xs: list[np.ndarray]) -> list[tuple[tuple[int, ...], tuple[int, ...] | None]]:
         """Each output's shape and its Keras mask's shape (None without a mask), from one
         sample."""
         with torch.no_grad():
-            probe = [torch.as_tensor(a[:1], dtype=torch.float32, device=self.device) for a in xs]
+            probe = input_tensors([a[:1] for a in xs], self.model.input_dtypes, self.device)
             out, mask = self.model.forward_with_mask(probe[0] if len(probe) == 1 else probe)
         outs, masks = (out, mask) if isinstance(out, list) else ([out], [mask])
         return [(tuple(o.shape), None if m is None else tuple(m.shape))
@@ -210,7 +220,7 @@ class Trainer:
         )
 
     def _test_loop(
-        self, data: Arrays, batch_size: int, callbacks: Callback, steps: int | None = None
+        self, data: BatchSource, batch_size: int, callbacks: Callback, steps: int | None = None
     ) -> dict[str, float]:
         """The one evaluation path: evaluate() and fit's validation both run this. `steps`
         batches at most, from the first (Keras restarts validation data every time)."""
@@ -278,8 +288,8 @@ class Trainer:
         return self.run_fit(plan)
 
     def run_fit(self, plan: FitPlan) -> History:
-        train = Arrays.from_numpy(plan.train, self.device)
-        val = None if plan.validation is None else Arrays.from_numpy(plan.validation, self.device)
+        train = self.to_device(plan.train)
+        val = None if plan.validation is None else self.to_device(plan.validation)
         history = History()
         cbs = CallbackList([*plan.callbacks, history])
         cbs.set_trainer(self)
@@ -291,6 +301,9 @@ class Trainer:
             run_epochs(self, train, val, plan.args.resolved(train.size), cbs)
         finally:
             self.callbacks = None
+            train.close()
+            if val is not None:
+                val.close()
         return history
 
     def _seed(self, seed: int | None) -> None:
@@ -310,10 +323,13 @@ class Trainer:
         loc: Loc = (),
     ) -> dict[str, float]:
         """Keras's `evaluate(..., return_dict=True)`."""
-        data = Arrays.from_numpy(self.prepare(x, y, sample_weight, loc), self.device)
+        data = self.to_device(self.prepare(x, y, sample_weight, loc))
         cbs = CallbackList(callbacks)
         cbs.set_trainer(self)
-        return self._test_loop(data, batch_size or DEFAULT_BATCH_SIZE, cbs)
+        try:
+            return self._test_loop(data, batch_size or DEFAULT_BATCH_SIZE, cbs)
+        finally:
+            data.close()
 
     def predict(
         self, x: Any, *, batch_size: int | None = None, loc: Loc = ()

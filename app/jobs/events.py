@@ -19,7 +19,7 @@ progress bar shows, sent at most every `events_progress_s` seconds while an epoc
 
 `epoch` and `batch` are 0-based (as Keras callbacks count), `steps` is the number of batches per
 epoch, `logs` the running averages over the epoch so far (null where not finite). Progress is
-live only (app/jobs/progress.py): it is not stored and not replayed on reconnect, and one for an
+live only (app/runtime/progress.py): it is not stored and not replayed on reconnect, and one for an
 epoch whose row that attempt has already written (as far as the stream has sent) is dropped.
 
 The stream is async: it holds no worker thread while it waits, each database poll runs in a

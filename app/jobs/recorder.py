@@ -24,8 +24,8 @@ from app.engine import checkpoint
 from app.engine.callbacks import Callback, Logs, ModelCheckpoint, ProgressReporter
 from app.engine.errors import TrainingInterrupted
 from app.jobs import repository as repo
-from app.jobs.jsonsafe import safe_logs
 from app.runtime.context import AppContext
+from app.runtime.jsonsafe import safe_logs
 from app.runtime.progress import Publisher
 from app.runtime.storage import checkpoint_key
 

@@ -1,5 +1,8 @@
-"""All SQL of the jobs domain. Functions take a session and never commit: the caller's unit
-of work does. Writes made on behalf of a job attempt are fenced by that attempt number."""
+"""All SQL of the jobs domain: job rows (added, listed, claimed, leased, finished, cancelled,
+reaped) and, through repository_attempts, an attempt's epoch rows and checkpoints. Model rows
+are the models domain's (app.models.repository). Functions take a session and never commit: the
+caller's unit of work does. Writes made on behalf of a job attempt are fenced by that attempt
+number."""
 
 from __future__ import annotations
 
@@ -8,14 +11,12 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
+from sqlalchemy import CursorResult, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db.base import utcnow
-from app.db.models import CheckpointRow, EpochLogRow, JobRow, JobStatus, ModelRow
+from app.db.models import JobRow, JobStatus
 from app.jobs import repository_attempts as _attempts
-
-ACTIVE = (JobStatus.queued, JobStatus.running)
 
 # What a job attempt writes and readers read of it (epoch rows, checkpoints), kept apart for
 # size; callers use it through this module.
@@ -29,64 +30,6 @@ prune_periodic = _attempts.prune_periodic
 record_epoch = _attempts.record_epoch
 record_epochs = _attempts.record_epochs
 rewritten_epochs = _attempts.rewritten_epochs
-
-
-# -- models ------------------------------------------------------------------------------------
-def add_model(session: Session, *, row: ModelRow) -> ModelRow:
-    session.add(row)
-    session.flush()
-    return row
-
-
-def get_model(session: Session, *, model_id: uuid.UUID) -> ModelRow | None:
-    return session.get(ModelRow, model_id)
-
-
-def get_model_for_update(session: Session, *, model_id: uuid.UUID) -> ModelRow | None:
-    """The model row, locked until commit (Postgres; SQLite serialises writers anyway)."""
-    return session.scalars(
-        select(ModelRow).where(ModelRow.id == model_id).with_for_update()
-    ).first()
-
-
-def list_models(session: Session, *, limit: int, offset: int) -> tuple[Sequence[ModelRow], int]:
-    rows = session.scalars(
-        select(ModelRow)
-        .order_by(ModelRow.created_at.desc(), ModelRow.id)
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    total = session.scalar(select(func.count()).select_from(ModelRow)) or 0
-    return rows, total
-
-
-def delete_model(session: Session, *, model_id: uuid.UUID) -> None:
-    job_ids = select(JobRow.id).where(JobRow.model_id == model_id)
-    # Explicit deletes so SQLite without foreign-key cascades behaves like Postgres.
-    session.execute(delete(EpochLogRow).where(EpochLogRow.job_id.in_(job_ids)))
-    session.execute(delete(CheckpointRow).where(CheckpointRow.job_id.in_(job_ids)))
-    session.execute(delete(JobRow).where(JobRow.model_id == model_id))
-    session.execute(delete(ModelRow).where(ModelRow.id == model_id))
-
-
-def job_ids_of_model(session: Session, *, model_id: uuid.UUID) -> list[uuid.UUID]:
-    return list(session.scalars(select(JobRow.id).where(JobRow.model_id == model_id)))
-
-
-def active_job_of_model(session: Session, *, model_id: uuid.UUID) -> JobRow | None:
-    return session.scalars(
-        select(JobRow).where(JobRow.model_id == model_id, JobRow.status.in_(ACTIVE)).limit(1)
-    ).first()
-
-
-def active_job_starting_from(session: Session, *, model_id: uuid.UUID, key: str) -> JobRow | None:
-    """A queued or running job of the model whose fit starts from weights file `key`."""
-    return session.scalars(
-        select(JobRow)
-        .where(JobRow.model_id == model_id, JobRow.status.in_(ACTIVE),
-               JobRow.base_weights_key == key)
-        .limit(1)
-    ).first()  # fmt: skip
 
 
 # -- jobs --------------------------------------------------------------------------------------
@@ -160,63 +103,20 @@ def finish_job(
     status: JobStatus,
     error_type: str | None = None,
     error_message: str | None = None,
+    result: dict[str, Any] | None = None,
+    result_dataset_id: uuid.UUID | None = None,
 ) -> bool:
+    """End the attempt's job (fenced by `attempt`); a predict or evaluate job with what it
+    produced."""
     now = utcnow()
-    result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+    done: CursorResult[Any] = session.execute(  # type: ignore[assignment]
         update(JobRow)
         .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running)
         .values(status=status, error_type=error_type, error_message=error_message,
-                finished_at=now, updated_at=now, lease_owner=None, lease_expires_at=None)
+                finished_at=now, updated_at=now, lease_owner=None, lease_expires_at=None,
+                result=result, result_dataset_id=result_dataset_id)
     )  # fmt: skip
-    return bool(result.rowcount)
-
-
-def set_model_weights(
-    session: Session,
-    *,
-    model_id: uuid.UUID,
-    checkpoint_id: uuid.UUID,
-    key: str,
-    compile_config: dict[str, Any],
-) -> None:
-    session.execute(
-        update(ModelRow)
-        .where(ModelRow.id == model_id)
-        .values(weights_checkpoint_id=checkpoint_id, weights_key=key,
-                compile_config=compile_config, updated_at=utcnow())
-    )  # fmt: skip
-
-
-def set_uploaded_weights(session: Session, *, model_id: uuid.UUID, key: str) -> None:
-    session.execute(
-        update(ModelRow)
-        .where(ModelRow.id == model_id)
-        .values(weights_checkpoint_id=None, weights_key=key, updated_at=utcnow())
-    )
-
-
-def set_compile_config(
-    session: Session, *, model_id: uuid.UUID, compile_config: dict[str, Any], key: str | None
-) -> None:
-    """A new compile spec, and the weights file `key` (the same weights, without the optimizer
-    state of the spec before); where the weights come from does not change."""
-    session.execute(
-        update(ModelRow)
-        .where(ModelRow.id == model_id)
-        .values(compile_config=compile_config, weights_key=key, updated_at=utcnow())
-    )
-
-
-def set_on_batch_weights(
-    session: Session, *, model_id: uuid.UUID, key: str, compile_config: dict[str, Any]
-) -> None:
-    """Weights (and optimizer state) written by train_on_batch, under the spec it ran."""
-    session.execute(
-        update(ModelRow)
-        .where(ModelRow.id == model_id)
-        .values(weights_checkpoint_id=None, weights_key=key, compile_config=compile_config,
-                updated_at=utcnow())
-    )  # fmt: skip
+    return bool(done.rowcount)
 
 
 def request_cancel(session: Session, *, job_id: uuid.UUID) -> JobRow | None:

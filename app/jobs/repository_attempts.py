@@ -1,6 +1,7 @@
 """The SQL of what a job attempt writes and what readers read of it: epoch rows and checkpoints.
 Writes on behalf of an attempt are fenced by its attempt number; functions take a session and
-never commit. `app.jobs.repository` re-exports these, so callers use one module."""
+never commit. `app.jobs.repository` re-exports these, so the jobs domain's callers use one
+module (the models domain reads checkpoints through its own, app.models.repository)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.db.base import utcnow
 from app.db.models import CheckpointRow, EpochLogRow, JobRow, JobStatus
-from app.jobs.best import best
+from app.models.best import best
 
 _OWNED = (
     JobRow.id == bindparam("b_job_id"),

@@ -20,12 +20,14 @@ import uuid
 from sqlalchemy.exc import IntegrityError
 
 from app.core.errors import Conflict, InvalidInput, NotFound
+from app.datasets import repository as datasets_repo
 from app.db.models import CheckpointRow, JobRow, JobStatus
 from app.db.session import unit_of_work
-from app.jobs import checkpoints
 from app.jobs import repository as repo
 from app.jobs.schemas import ResumeRequest
 from app.jobs.service import dispatch
+from app.models import checkpoints
+from app.models import repository as models_repo
 from app.runtime.context import AppContext
 
 BODY = "body"
@@ -64,9 +66,9 @@ def resume_job(ctx: AppContext, *, job_id: uuid.UUID, body: ResumeRequest) -> Jo
     busy = Conflict(f"model {parent.model_id} is already training", loc=JOB)
     try:
         with unit_of_work(ctx.sessions) as session:
-            if repo.get_model_for_update(session, model_id=parent.model_id) is None:
+            if models_repo.get_model_for_update(session, model_id=parent.model_id) is None:
                 raise NotFound(f"the model of job {job_id} no longer exists", loc=JOB)
-            if repo.active_job_of_model(session, model_id=parent.model_id) is not None:
+            if models_repo.active_job_of_model(session, model_id=parent.model_id) is not None:
                 raise busy
             job = repo.add_job(session, row=JobRow(
                 id=uuid.uuid4(), model_id=parent.model_id, request={**parent.request, "fit": fit},
@@ -74,6 +76,14 @@ def resume_job(ctx: AppContext, *, job_id: uuid.UUID, body: ResumeRequest) -> Jo
                 epochs_done=initial_epoch, max_attempts=ctx.settings.job_max_attempts,
                 parent_job_id=parent.id, start_checkpoint_id=ckpt.id,
             ))  # fmt: skip
+            # The parent's datasets, which must still exist: the child reads the same rows.
+            read = {uuid.UUID(r["dataset"]): r["sha256"]
+                    for r in parent.request.get("data_refs", {}).values()}  # fmt: skip
+            present = {r.id for r in datasets_repo.lock_datasets(session, dataset_ids=read)}
+            for gone in sorted(set(read) - present):
+                raise Conflict(f"job {job_id} reads dataset {gone}, which no longer exists",
+                               loc=JOB)  # fmt: skip
+            datasets_repo.link_job(session, job_id=job.id, datasets=read)
     except IntegrityError as exc:  # the one-active-job-per-model index caught a race
         raise busy from exc
     dispatch(ctx, job.id)

@@ -10,6 +10,9 @@ import socket
 import threading
 import uuid
 
+import numpy as np
+
+from app.datasets.refs import DatasetMissing, open_refs
 from app.db.models import JobRow, JobStatus
 from app.db.session import unit_of_work
 from app.engine import callbacks as engine_callbacks
@@ -22,9 +25,12 @@ from app.engine.fit_args import FitArgs, FitPlan
 from app.engine.inference import resolve_device
 from app.engine.trainer import Trainer
 from app.jobs import repository as repo
-from app.jobs.loading import build_model, model_tensors, read_checkpoint, read_inputs
+from app.jobs.inference_runner import run_inference
+from app.jobs.inputs import read_inputs
 from app.jobs.recorder import CANCELLED, Heartbeat, Recorder, write_checkpoint
-from app.jobs.weights_files import discard, replaced_file
+from app.models import repository as models_repo
+from app.models.loading import build_model, model_tensors, read_checkpoint
+from app.models.weights_files import discard, replaced_file
 from app.runtime.context import AppContext
 
 log = logging.getLogger(__name__)
@@ -45,13 +51,18 @@ def run_fit_job(ctx: AppContext, job_id: uuid.UUID) -> None:
     heartbeat = Heartbeat(ctx, job_id, attempt)
     heartbeat.start()
     try:
-        _train(ctx, job_id, attempt, heartbeat)
+        with unit_of_work(ctx.sessions) as session:
+            job = repo.get_job(session, job_id=job_id)
+        if job is not None and job.kind != "fit":
+            run_inference(ctx, job, attempt, heartbeat)
+        else:
+            _train(ctx, job_id, attempt, heartbeat)
     except TrainingInterrupted as exc:
         if exc.reason == CANCELLED:
             _finish(ctx, job_id, attempt, JobStatus.cancelled)
         else:
             log.warning("job %s attempt %s lost its lease; stopping", job_id, attempt)
-    except EngineError as exc:
+    except (EngineError, DatasetMissing) as exc:
         _finish(ctx, job_id, attempt, JobStatus.failed, type(exc).__name__, str(exc))
     except Exception as exc:
         log.exception("job %s attempt %s failed", job_id, attempt)
@@ -93,7 +104,7 @@ def _train(ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbea
     with unit_of_work(ctx.sessions) as session:
         job = repo.get_job(session, job_id=job_id)
         assert job is not None
-        model_row = repo.get_model(session, model_id=job.model_id)
+        model_row = models_repo.get_model(session, model_id=job.model_id)
         assert model_row is not None
         resume = repo.latest_checkpoint(session, job_id=job_id)
         if resume is None and job.start_checkpoint_id is not None:
@@ -119,7 +130,8 @@ def _train(ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbea
         args.initial_epoch = resume.epoch + 1
     elif job.base_weights_key is not None:
         _start_from_model(ctx, trainer, job)
-    arrays = read_inputs(ctx.store, job.data_key)
+    arrays: dict[str, np.ndarray] = read_inputs(ctx.store, job.data_key)
+    arrays.update(open_refs(ctx, job.request.get("data_refs", {})))
     callbacks = [
         engine_callbacks.get(c, ("callbacks", i)) for i, c in enumerate(job.request["callbacks"])
     ]
@@ -142,8 +154,10 @@ def _train(ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbea
         plan = FitPlan(args, train, validation, [*callbacks, recorder])
         trainer.run_fit(plan)
         recorder.writer.flush()  # every epoch row is committed before the job can succeed
-    except TrainingInterrupted:
-        recorder.writer.queue.join()  # keep what was logged before a cancel
+    except (TrainingInterrupted, EngineError):
+        # Keep what was logged before a cancel, or before the epoch a fit failed at (a
+        # schedule that ReduceLROnPlateau cannot lower): those rows are committed first.
+        recorder.writer.queue.join()
         raise
     finally:
         recorder.writer.close()
@@ -164,11 +178,13 @@ def _train(ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbea
         if not repo.add_checkpoint(session, row=ckpt):
             return
         repo.finish_job(session, job_id=job_id, attempt=attempt, status=JobStatus.succeeded)
-        before = repo.get_model_for_update(session, model_id=job.model_id)
+        before = models_repo.get_model_for_update(session, model_id=job.model_id)
         replaced = replaced_file(session, model_id=job.model_id, new=ckpt.key,
                                  old=None if before is None else before.weights_key)  # fmt: skip
-        repo.set_model_weights(session, model_id=job.model_id, checkpoint_id=ckpt.id,
-                               key=ckpt.key, compile_config=job.request["compile"])  # fmt: skip
+        models_repo.set_model_weights(
+            session, model_id=job.model_id, checkpoint_id=ckpt.id, key=ckpt.key,
+            compile_config=job.request["compile"],
+        )  # fmt: skip
     discard(ctx, replaced)
 
 

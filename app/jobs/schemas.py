@@ -1,4 +1,5 @@
-"""Request and response bodies of the models and jobs routes (the OpenAPI contract)."""
+"""Request and response bodies of the jobs routes (the OpenAPI contract): fit, resume, a job
+with its history, its epoch rows and its checkpoints."""
 
 from __future__ import annotations
 
@@ -6,98 +7,12 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, Field, StrictInt
 
-from app.db.models import CheckpointRow, EpochLogRow, JobRow, ModelRow
-from app.jobs import examples
-
-
-class Strict(BaseModel):
-    # Unknown fields are errors, and NaN/Infinity are refused in every number field.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-def strict_with_example(example: dict[str, Any]) -> ConfigDict:
-    """Strict's configuration, with `example` as the body's example in the OpenAPI document."""
-    return ConfigDict(
-        extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [example]}
-    )
-
-
-# -- models ------------------------------------------------------------------------------------
-class ModelCreate(Strict):
-    model_config = strict_with_example({"config": examples.SEED_MODEL, "seed": 42})
-    config: dict[str, Any] = Field(description="A Keras model JSON, as `model.to_json()` writes it")
-    name: str | None = Field(default=None, max_length=200)
-    seed: int | None = Field(
-        default=None, ge=0, le=2**63 - 1, description="Seeds the initial weights; random if unset"
-    )
-
-
-class LayerSummary(BaseModel):
-    name: str
-    class_name: str
-    output_shape: list[int | None]
-    params: int
-    trainable_params: int
-    non_trainable_params: int
-
-
-class TensorSummary(BaseModel):
-    name: str
-    shape: list[int | None]
-
-
-class ModelSummary(BaseModel):
-    name: str
-    kind: str = Field(default="Sequential", description="`Sequential` or `Functional`")
-    inputs: list[TensorSummary] = Field(default_factory=list)
-    outputs: list[TensorSummary] = Field(default_factory=list)
-    input_shape: list[int | None] | None = Field(description="The one input's shape (null when "
-                                                 "the model has several)")  # fmt: skip
-    output_shape: list[int | None] | None = Field(description="The one output's shape (null "
-                                                  "when the model has several)")  # fmt: skip
-    layers: list[LayerSummary]
-    total_params: int
-    trainable_params: int
-    non_trainable_params: int
-
-
-class ModelOut(BaseModel):
-    id: uuid.UUID
-    name: str
-    seed: int
-    summary: ModelSummary
-    config: dict[str, Any]
-    compile: dict[str, Any] | None = Field(
-        description="The model's compile spec: set by POST /compile, a successful fit and "
-        "train_on_batch; used by fit, evaluate and the *_on_batch routes given none"
-    )
-    weights: str = Field(
-        description="Where the model's weights come from: `initial` (seeded), `trained` (a fit's "
-        "final checkpoint, `weights_checkpoint_id`), `uploaded` (PUT /weights, or weights "
-        "adapted by POST /adapt) or `on_batch` (POST /train_on_batch)"
-    )
-    weights_checkpoint_id: uuid.UUID | None = Field(
-        description="The checkpoint whose weights the model holds, when they come from a fit"
-    )
-    created_at: datetime
-    updated_at: datetime
-
-
-class ModelList(BaseModel):
-    items: list[ModelOut]
-    total: int
-    limit: int
-    offset: int
-
-
-X_DOC = ("Inputs: nested lists, batch dimension first. A model with several inputs takes an "
-         "object keyed by input name or a list in input order")  # fmt: skip
-Y_DOC = ("Targets: nested lists. A model with several outputs takes an object keyed by output "
-         "name (outputs without a loss may be left out) or a list in output order")  # fmt: skip
-SW_DOC = ("One weight per sample (for every output), or an object keyed by output name with one "
-          "such list per output")  # fmt: skip
+from app.db.models import CheckpointRow, EpochLogRow, JobRow
+from app.models import examples
+from app.models.schemas import SW_DOC, X_DOC, Y_DOC
+from app.runtime.schemas import Strict, strict_with_example
 
 
 # -- fit ---------------------------------------------------------------------------------------
@@ -182,7 +97,8 @@ class JobError(BaseModel):
 class JobOut(BaseModel):
     id: uuid.UUID
     model_id: uuid.UUID
-    kind: str
+    kind: str = Field(description="fit, predict or evaluate (a predict or evaluate over more "
+                      "rows than PREDICT_SYNC_MAX_ROWS)")  # fmt: skip
     status: str = Field(description="queued, running, succeeded, failed or cancelled")
     attempt: int
     max_attempts: int
@@ -200,6 +116,14 @@ class JobOut(BaseModel):
     start_checkpoint_id: uuid.UUID | None = Field(
         default=None,
         description="The parent's checkpoint whose training state this job starts from",
+    )
+    result: dict[str, float | None] | None = Field(
+        default=None, description="An evaluate job's loss and metrics, once it has succeeded"
+    )
+    result_dataset_id: uuid.UUID | None = Field(
+        default=None,
+        description="A predict job's outputs, once it has succeeded: a dataset with one array "
+        "per output name (GET /v1/datasets/{id}/arrays/{name})",
     )
     created_at: datetime
     started_at: datetime | None
@@ -250,62 +174,6 @@ class CheckpointList(BaseModel):
     items: list[CheckpointOut]
 
 
-# -- adapt -------------------------------------------------------------------------------------
-class AdaptRequest(Strict):
-    model_config = strict_with_example(examples.SEED_ADAPT)
-    x: Any = Field(description=X_DOC)
-    layers: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
-        default=None,
-        min_length=1,
-        max_length=1000,
-        description="The Normalization layers to adapt, by name; by default every one without "
-        "mean and variance in its config",
-    )
-    batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
-
-
-class AdaptOut(BaseModel):
-    adapted: list[str] = Field(description="The adapted layers, in the order the model calls them")
-    model: ModelOut
-
-
-# -- predict ---------------------------------------------------------------------------------------
-class PredictOut(BaseModel):
-    predictions: list[Any] | dict[str, list[Any]] = Field(
-        description="Nested lists; for a model with several outputs, an object keyed by output name"
-    )
-
-
-# -- errors ------------------------------------------------------------------------------------
-class ErrorItem(BaseModel):
-    loc: list[str | int] = Field(description="Where the problem is, e.g. body.config.layers.2")
-    msg: str
-    type: str
-
-
-class ErrorOut(BaseModel):
-    detail: list[ErrorItem]
-
-
-def model_out(row: ModelRow) -> ModelOut:
-    return ModelOut(
-        id=row.id, name=row.name, seed=row.seed, summary=ModelSummary(**row.summary),
-        config=row.config, compile=row.compile_config,
-        weights_checkpoint_id=row.weights_checkpoint_id,
-        weights=weights_source(row),
-        created_at=row.created_at, updated_at=row.updated_at,
-    )  # fmt: skip
-
-
-def weights_source(row: ModelRow) -> str:
-    if row.weights_key is None:
-        return "initial"
-    if row.weights_checkpoint_id is not None:
-        return "trained"
-    # train_on_batch names its files so (see app.jobs.on_batch)
-    return "on_batch" if f"models/{row.id}/on-batch-" in row.weights_key else "uploaded"
-
-
 def job_out(row: JobRow, history: dict[str, list[float | None]]) -> JobOut:
     error = None if row.error_type is None else JobError(
         type=row.error_type, message=row.error_message or ""
@@ -315,6 +183,7 @@ def job_out(row: JobRow, history: dict[str, list[float | None]]) -> JobOut:
         max_attempts=row.max_attempts, epochs=row.epochs, epochs_done=row.epochs_done,
         cancel_requested=row.cancel_requested, history=history, error=error,
         parent_job_id=row.parent_job_id, start_checkpoint_id=row.start_checkpoint_id,
+        result=row.result, result_dataset_id=row.result_dataset_id,
         created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
     )  # fmt: skip
 

@@ -1,124 +1,44 @@
-"""Use cases of the models and jobs domain. Each opens one unit of work that commits once;
-a job is dispatched only after its row is committed. Engine errors become 422s that name the
-field, and every check runs before anything is written."""
+"""Use cases of the jobs domain: submit a fit, read, list and cancel jobs, their epoch rows and
+their checkpoints. Each opens one unit of work that commits once; a job is dispatched only after
+its row is committed. Engine errors become 422s that name the field, and every check runs before
+anything is written."""
 
 from __future__ import annotations
 
 import logging
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, InvalidInput, NotFound
-from app.db.models import EpochLogRow, JobRow, JobStatus, ModelRow
+from app.datasets import repository as datasets_repo
+from app.datasets.refs import Resolver
+from app.db.models import CheckpointRow, EpochLogRow, JobRow, JobStatus
 from app.db.session import unit_of_work
 from app.engine import callbacks as engine_callbacks
 from app.engine.adapt import check_adapt_size
-from app.engine.compile import CompileSpec
 from app.engine.errors import EngineError
 from app.engine.fit_args import FitArgs
 from app.engine.inference import resolve_device
-from app.engine.models import Model
 from app.engine.trainer import Trainer
 from app.jobs import repository as repo
-from app.jobs.jsonsafe import check_storable
-from app.jobs.loading import build_model, model_limits, write_inputs
-from app.jobs.schemas import FitRequest, ModelCreate
-from app.jobs.weights_files import load_or_changed, model_lock, model_prefix
+from app.jobs.inputs import write_inputs
+from app.jobs.schemas import FitRequest
+from app.models import repository as models_repo
+from app.models.loading import build_model
+from app.models.service import BODY, compile_spec, get_model, invalid
+from app.models.weights_files import model_lock
 from app.runtime.context import AppContext
+from app.runtime.jsonsafe import check_storable
 from app.runtime.storage import job_data_key, job_prefix
 
 log = logging.getLogger(__name__)
-BODY = "body"
-
-
-def invalid(exc: EngineError, *prefix: str | int) -> InvalidInput:
-    return InvalidInput(exc.message, loc=[*prefix, *exc.loc])
-
-
-# -- models ------------------------------------------------------------------------------------
-def create_model(ctx: AppContext, *, body: ModelCreate) -> ModelRow:
-    seed = body.seed if body.seed is not None else int.from_bytes(os.urandom(4), "little")
-    check_storable(body.config, [BODY, "config"])
-    check_storable(body.name, [BODY, "name"])
-    try:  # a dry run: shapes, counts and limits, no weights allocated
-        model = Model.dry_run(body.config, limits=model_limits(ctx.settings))
-    except EngineError as exc:
-        raise invalid(exc, BODY, "config") from exc
-    row = ModelRow(
-        name=body.name or model.name, config=body.config, seed=seed, summary=model.summary()
-    )
-    with unit_of_work(ctx.sessions) as session:
-        repo.add_model(session, row=row)
-    return row
-
-
-def list_models(ctx: AppContext, *, limit: int, offset: int) -> tuple[Sequence[ModelRow], int]:
-    with unit_of_work(ctx.sessions) as session:
-        return repo.list_models(session, limit=limit, offset=offset)
-
-
-def get_model(ctx: AppContext, *, model_id: uuid.UUID) -> ModelRow:
-    with unit_of_work(ctx.sessions) as session:
-        row = repo.get_model(session, model_id=model_id)
-    if row is None:
-        raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
-    return row
-
-
-def delete_model(ctx: AppContext, *, model_id: uuid.UUID) -> None:
-    with unit_of_work(ctx.sessions) as session:
-        # Locked like submit_fit locks it: a fit and a delete of one model do not interleave.
-        if repo.get_model_for_update(session, model_id=model_id) is None:
-            raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
-        active = repo.active_job_of_model(session, model_id=model_id)
-        if active is not None:
-            raise Conflict(
-                f"model {model_id} has a {active.status} job {active.id}; cancel it first",
-                loc=["path", "model_id"],
-            )
-        job_ids = repo.job_ids_of_model(session, model_id=model_id)
-        repo.delete_model(session, model_id=model_id)
-    # Files go only after the rows are gone: a crash here leaves orphan files, never rows
-    # pointing at missing files.
-    for job_id in job_ids:
-        ctx.store.delete_prefix(job_prefix(job_id))
-    ctx.store.delete_prefix(model_prefix(model_id))
-    ctx.cache.drop_model(model_id)
-
-
-def model_with_weights(ctx: AppContext, row: ModelRow) -> Model:
-    return model_at(ctx, row, row.weights_key)
-
-
-def model_at(ctx: AppContext, row: ModelRow, key: str | None) -> Model:
-    """The model of `row` with the weights of file `key` (None: its seeded weights), from the
-    cache when it is there. Cached models are shared: read them, never train them. Raises
-    WeightsChanged when the file was replaced since `row` was read (see weights_files)."""
-    model = ctx.cache.get((row.id, key))
-    if model is None:
-        model = build_model(ctx.settings, row.config, row.seed)
-        model = load_or_changed(ctx.store, model, key, model_id=row.id)
-        model.to(resolve_device(ctx.settings.device))
-        ctx.cache.put((row.id, key), model)
-    return model
-
-
-def compile_spec(row: ModelRow, given: dict[str, Any] | None) -> CompileSpec:
-    config = given if given is not None else row.compile_config
-    if config is None:
-        raise InvalidInput(
-            "the model has not been compiled: give a compile spec (optimizer, loss, metrics)",
-            loc=[BODY, "compile"],
-        )
-    try:
-        return CompileSpec.parse(config, ("compile",))
-    except EngineError as exc:
-        raise invalid(exc, BODY) from exc
 
 
 # -- fit ---------------------------------------------------------------------------------------
@@ -142,14 +62,23 @@ def submit_fit(ctx: AppContext, *, model_id: uuid.UUID, body: FitRequest) -> Job
         validation_steps=body.validation_steps,
     )
     vd = body.validation_data
+    # References to datasets become memory maps of their rows: checked like inline arrays, read
+    # by nobody here.
+    refs = Resolver(ctx)
+    x, y = refs.resolve(body.x, [BODY, "x"]), refs.resolve(body.y, [BODY, "y"])
+    sample_weight = refs.resolve(body.sample_weight, [BODY, "sample_weight"])
+    validation = None
+    if vd is not None:
+        vloc: list[str | int] = [BODY, "validation_data"]
+        validation = (refs.resolve(vd.x, [*vloc, "x"]), refs.resolve(vd.y, [*vloc, "y"]),
+                      refs.resolve(vd.sample_weight, [*vloc, "sample_weight"]))  # fmt: skip
     try:
         trainer = Trainer(
             build_model(ctx.settings, row.config, row.seed), spec, device=resolve_device("cpu")
         )
         cbs = [engine_callbacks.get(c, ("callbacks", i)) for i, c in enumerate(body.callbacks)]
         plan = trainer.plan_fit(
-            body.x, body.y, args=args, sample_weight=body.sample_weight,
-            validation_data=None if vd is None else (vd.x, vd.y, vd.sample_weight),
+            x, y, args=args, sample_weight=sample_weight, validation_data=validation,
             callbacks=cbs,
         )  # fmt: skip
         if body.adapt:
@@ -160,42 +89,83 @@ def submit_fit(ctx: AppContext, *, model_id: uuid.UUID, body: FitRequest) -> Job
     arrays: dict[str, np.ndarray | None] = dict(plan.train.to_arrays())
     if plan.validation is not None:
         arrays.update(plan.validation.to_arrays("val_"))
+    data_key, data_refs = store_inputs(ctx, job_id, arrays, refs)
+    read = {uuid.UUID(r["dataset"]): r["sha256"] for r in data_refs.values()}
     # The split and the class weights are already applied to the stored arrays, and the batch
     # size is resolved (plan.args).
     fit = {**plan.args.__dict__, "validation_split": 0.0, "adapt": body.adapt}
     # Without a compile spec the fit continues the model's optimizer, as a second Keras fit
     # does; with one it starts a fresh optimizer, as compile() then fit() does.
     request = {"compile": spec.to_config(), "fit": fit, "callbacks": body.callbacks,
-               "continue_optimizer": body.compile is None}  # fmt: skip
-    data_key = job_data_key(job_id)
-    # The inputs are durable before the row that points at them is committed.
-    write_inputs(ctx.store, data_key, arrays)
+               "continue_optimizer": body.compile is None,
+               "data_refs": data_refs}  # fmt: skip
     busy = Conflict(f"model {model_id} is already training", loc=["path", "model_id"])
+    # Locked and read again: the job starts from the weights the model holds now, which a
+    # change of its weights cannot delete while the job is active (see weights_files).
+    with (
+        inputs_until_committed(ctx, job_id, busy),
+        model_lock(model_id),
+        unit_of_work(ctx.sessions) as session,
+    ):
+        current = models_repo.get_model_for_update(session, model_id=model_id)
+        if current is None:
+            raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
+        if models_repo.active_job_of_model(session, model_id=model_id) is not None:
+            raise busy
+        if body.compile is None and current.compile_config != row.compile_config:
+            raise Conflict(f"the compile spec of model {model_id} changed while this fit "
+                           "was being checked; try again", loc=[BODY, "compile"])  # fmt: skip
+        job = repo.add_job(session, row=JobRow(
+            id=job_id, model_id=model_id, request=request, data_key=data_key,
+            base_weights_key=current.weights_key, epochs=args.epochs,
+            epochs_done=args.initial_epoch, max_attempts=ctx.settings.job_max_attempts,
+        ))  # fmt: skip
+        link_datasets(session, job_id=job_id, read=read)
+    dispatch(ctx, job.id)
+    return job
+
+
+@contextmanager
+def inputs_until_committed(ctx: AppContext, job_id: uuid.UUID, busy: Conflict) -> Iterator[None]:
+    """The job's input files go again unless its row commits; a race that the
+    one-active-job-per-model index caught is `busy`."""
     try:
-        # Locked and read again: the job starts from the weights the model holds now, which a
-        # change of its weights cannot delete while the job is active (see weights_files).
-        with model_lock(model_id), unit_of_work(ctx.sessions) as session:
-            current = repo.get_model_for_update(session, model_id=model_id)
-            if current is None:
-                raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
-            if repo.active_job_of_model(session, model_id=model_id) is not None:
-                raise busy
-            if body.compile is None and current.compile_config != row.compile_config:
-                raise Conflict(f"the compile spec of model {model_id} changed while this fit "
-                               "was being checked; try again", loc=[BODY, "compile"])  # fmt: skip
-            job = repo.add_job(session, row=JobRow(
-                id=job_id, model_id=model_id, request=request, data_key=data_key,
-                base_weights_key=current.weights_key, epochs=args.epochs,
-                epochs_done=args.initial_epoch, max_attempts=ctx.settings.job_max_attempts,
-            ))  # fmt: skip
-    except IntegrityError as exc:  # the one-active-job-per-model index caught a race
+        yield
+    except IntegrityError as exc:
         ctx.store.delete_prefix(job_prefix(job_id))
         raise busy from exc
     except BaseException:
         ctx.store.delete_prefix(job_prefix(job_id))
         raise
-    dispatch(ctx, job.id)
-    return job
+
+
+def store_inputs(
+    ctx: AppContext, job_id: uuid.UUID, arrays: dict[str, np.ndarray | None], refs: Resolver
+) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Write a job's arrays (slot -> array) to its inputs file, durable before the job's row is
+    committed; an array that is still rows of a dataset (a split takes rows of it) is kept as
+    that reference instead. Returns the file's key and the references by slot."""
+    data_refs: dict[str, dict[str, Any]] = {}
+    inline: dict[str, np.ndarray | None] = {}
+    for slot, arr in arrays.items():
+        ref = refs.ref_of(arr)
+        if ref is not None:
+            data_refs[slot] = ref.to_json()
+        else:
+            inline[slot] = arr
+    data_key = job_data_key(job_id)
+    write_inputs(ctx.store, data_key, inline)
+    return data_key, data_refs
+
+
+def link_datasets(session: Session, *, job_id: uuid.UUID, read: dict[uuid.UUID, str]) -> None:
+    """Record the datasets a job reads, locked so none is deleted before the job commits; one
+    deleted since its reference was checked is a 422."""
+    present = {r.id for r in datasets_repo.lock_datasets(session, dataset_ids=read)}
+    for dataset_id in sorted(set(read) - present):
+        raise InvalidInput(f"dataset {dataset_id} was deleted while the request was checked",
+                           loc=[BODY])  # fmt: skip
+    datasets_repo.link_job(session, job_id=job_id, datasets=read)
 
 
 def dispatch(ctx: AppContext, job_id: uuid.UUID) -> None:
@@ -252,3 +222,13 @@ def cancel_job(ctx: AppContext, *, job_id: uuid.UUID) -> JobRow:
         job = repo.request_cancel(session, job_id=job_id)
         assert job is not None
         return job
+
+
+def list_checkpoints(
+    ctx: AppContext, *, job_id: uuid.UUID
+) -> tuple[JobRow, Sequence[CheckpointRow]]:
+    with unit_of_work(ctx.sessions) as session:
+        job = repo.get_job(session, job_id=job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} does not exist", loc=["path", "job_id"])
+        return job, repo.list_checkpoints(session, job_id=job_id)

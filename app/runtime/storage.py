@@ -33,12 +33,35 @@ class ArtifactStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(path.parent)
         return len(data)
+
+    def path(self, key: str) -> Path:
+        """Where `key` lives, for readers that map a file rather than read it whole."""
+        return self._path(key)
+
+    def temp_path(self, prefix: str) -> Path:
+        """A new, empty file under `incoming/`, for an upload being streamed in; the caller
+        renames it into place or deletes it."""
+        folder = self.root / "incoming"
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".tmp-{prefix}-")
+        os.close(fd)
+        return Path(tmp)
+
+    def temp_dir(self, prefix: str) -> Path:
+        folder = self.root / "incoming"
+        folder.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=folder, prefix=f".tmp-{prefix}-"))
+
+    def commit_dir(self, tmp: Path, key: str) -> None:
+        """Move a folder of fsynced files into place as `key`, atomically, and make the rename
+        durable."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fsync_dir(tmp)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
 
     def read(self, key: str) -> bytes:
         return self._path(key).read_bytes()
@@ -56,6 +79,14 @@ class ArtifactStore:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+
+
+def fsync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def job_prefix(job_id: object) -> str:

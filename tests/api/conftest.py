@@ -12,6 +12,8 @@ from sqlalchemy import create_engine, text
 from app.core.config import Settings
 from app.main import create_app
 
+TRUNCATE = "TRUNCATE models, jobs, epoch_logs, checkpoints, datasets, job_datasets CASCADE"
+
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
@@ -30,7 +32,7 @@ def serve(tmp_path: Path, database_url: str | None = None, **settings: Any) -> I
     if database_url is not None:
         engine = create_engine(database_url)
         with engine.begin() as conn:
-            conn.execute(text("TRUNCATE models, jobs, epoch_logs, checkpoints CASCADE"))
+            conn.execute(text(TRUNCATE))
         engine.dispose()
     options: dict[str, Any] = {"job_heartbeat_s": 0.2, "checkpoint_every_s": 0.0,
                                "max_request_bytes": 2_000_000, **settings}  # fmt: skip

@@ -75,41 +75,53 @@ PLAIN_FIT: dict[str, Any] = {"x": X.tolist(), "y": Y.tolist(), "batch_size": 8, 
                              "shuffle": False, "validation_split": 0.25}  # fmt: skip
 
 
+def _keras_three_fits(keras: Any, weights: list[np.ndarray]) -> tuple[list[Any], list[Any]]:
+    """Keras from `weights`: compile, fit; fit again (the optimizer carries on); compile again,
+    fit (a fresh optimizer). Each fit's History and the final weights."""
+    km = keras.models.model_from_json(keras_json(PLAIN))
+    km.set_weights(weights)
+
+    def compile_and_fit(compile_first: bool) -> dict[str, list[float]]:
+        if compile_first:
+            km.compile(optimizer=keras.optimizers.get(COMPILE["optimizer"]),
+                       loss=COMPILE["loss"], metrics=COMPILE["metrics"])  # fmt: skip
+        return dict(km.fit(X, Y, batch_size=8, epochs=3, shuffle=False, validation_split=0.25,
+                           verbose=0).history)  # fmt: skip
+
+    histories = [compile_and_fit(True), compile_and_fit(False), compile_and_fit(True)]
+    return histories, km.get_weights()
+
+
 def test_a_second_fit_continues_the_optimizer_unless_compiled_again(client: TestClient) -> None:
     """Keras's optimizer carries on into a second fit (Adam's moments and step count), and a
     compile() before it starts a fresh one: a fit without `compile` is the former, with one the
     latter. Compared with Keras itself from the same initial weights."""
     keras = import_keras()
     keras.utils.set_random_seed(0)
-    km = keras.models.model_from_json(keras_json(PLAIN))
+    initial = keras.models.model_from_json(keras_json(PLAIN)).get_weights()
     model = client.post("/v1/models", json={"config": PLAIN, "seed": 1}).json()["id"]
     put = client.put(f"/v1/models/{model}/weights",
-                     json={"weights": [w.tolist() for w in km.get_weights()]})  # fmt: skip
+                     json={"weights": [w.tolist() for w in initial]})  # fmt: skip
     assert put.status_code == 200, put.text
-
-    def keras_compile() -> None:
-        km.compile(optimizer=keras.optimizers.get(COMPILE["optimizer"]),
-                   loss=COMPILE["loss"], metrics=COMPILE["metrics"])  # fmt: skip
 
     def fit(**extra: Any) -> dict[str, list[float]]:
         r = client.post(f"/v1/models/{model}/fit", json={**PLAIN_FIT, **extra})
         assert r.status_code == 202, r.text
         return dict(wait_for(client, r.json()["id"], {"succeeded"})["history"])
 
-    keras_compile()
-    steps = [(km.fit(X, Y, batch_size=8, epochs=3, shuffle=False, validation_split=0.25,
-                     verbose=0).history, fit(compile=COMPILE))]  # fmt: skip
-    # A second fit, no compile: the optimizer carries on.
-    steps.append((km.fit(X, Y, batch_size=8, epochs=3, shuffle=False, validation_split=0.25,
-                         verbose=0).history, fit()))  # fmt: skip
-    # compile() again, then fit: a fresh optimizer on the trained weights.
-    keras_compile()
-    steps.append((km.fit(X, Y, batch_size=8, epochs=3, shuffle=False, validation_split=0.25,
-                         verbose=0).history, fit(compile=COMPILE)))  # fmt: skip
-    for theirs, ours in steps:
+    ours_histories = [fit(compile=COMPILE), fit(), fit(compile=COMPILE)]
+    theirs_histories, theirs_weights = _keras_three_fits(keras, initial)
+    for theirs, ours in zip(theirs_histories, ours_histories, strict=True):
         assert sorted(ours) == sorted(theirs)
         for key, values in theirs.items():
             np.testing.assert_allclose(ours[key], values, rtol=1e-6, atol=1e-6, err_msg=key)
+    # Nine epochs of Adam at a high rate amplify roundoff: the weights are held to Keras's own
+    # drift when its initial weights move by one ulp (measured here, on this CPU), with a factor
+    # of 4 for the two independent roundoff streams, ours and Keras's, and never tighter than
+    # 1e-6.
+    _, nudged = _keras_three_fits(keras, [np.nextafter(w, np.float32(np.inf)) for w in initial])
+    drift = max(float(np.abs(a - b).max()) for a, b in zip(theirs_weights, nudged, strict=True))
+    atol = max(1e-6, 4 * drift)
     with np.load(io.BytesIO(client.get(f"/v1/models/{model}/weights").content)) as npz:
-        for i, theirs_w in enumerate(km.get_weights()):
-            np.testing.assert_allclose(npz[f"arr_{i}"], theirs_w, rtol=1e-6, atol=1e-6)
+        for i, theirs_w in enumerate(theirs_weights):
+            np.testing.assert_allclose(npz[f"arr_{i}"], theirs_w, rtol=0, atol=atol)

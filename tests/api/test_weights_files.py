@@ -19,9 +19,11 @@ from fastapi.testclient import TestClient
 
 from app.db.models import JobRow
 from app.db.session import unit_of_work
-from app.jobs import checkpoints, service, weights, weights_files
 from app.jobs import repository as repo
-from app.jobs.loading import load_weights
+from app.jobs import service
+from app.models import checkpoints, weights, weights_files
+from app.models import service as models
+from app.models.loading import load_weights
 from app.runtime.context import AppContext
 from tests.api.conftest import serve
 from tests.e2e.scenario_checks import wait_for
@@ -56,7 +58,7 @@ def _model(client: TestClient, compile_cfg: dict[str, Any] | None = SGD) -> uuid
 
 
 def _key(client: TestClient, model_id: uuid.UUID) -> str | None:
-    return service.get_model(_ctx(client), model_id=model_id).weights_key
+    return models.get_model(_ctx(client), model_id=model_id).weights_key
 
 
 def _own_files(client: TestClient, model_id: uuid.UUID) -> list[str]:
@@ -298,7 +300,7 @@ def test_a_checkpoint_export_racing_a_delete_gets_a_404(
     def deleting(store: Any, model: Any, key: str | None) -> Any:
         if not deleted:
             deleted.append(1)
-            service.delete_model(ctx, model_id=model_id)
+            models.delete_model(ctx, model_id=model_id)
         return load_weights(store, model, key)
 
     monkeypatch.setattr(checkpoints, "load_weights", deleting)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import signal
 import uuid
 from collections.abc import Callable, Iterator
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.e2e.harness import Process, poll, start_api, start_worker
@@ -130,3 +132,39 @@ def test_second_fit_while_training_is_a_conflict(stack: Stack) -> None:
     assert r.status_code == 409, r.text
     client.post(f"/v1/jobs/{job['id']}/cancel")
     wait_for(client, job["id"], {"cancelled"})
+
+
+def test_a_fit_from_a_dataset_resumes_on_another_worker_exactly(stack: Stack) -> None:
+    """Uploaded once, referenced by id; a worker killed mid-fit is replaced and the resumed
+    attempt reads the same dataset: the same history and weights as the inline fit."""
+    client = stack.client
+    buf = io.BytesIO()
+    np.savez(buf, x=scenario.X, y=scenario.Y)
+    r = client.post("/v1/datasets", content=buf.getvalue(),
+                    headers={"content-type": "application/x-npz"})  # fmt: skip
+    assert r.status_code == 201, r.text
+    ds = r.json()["id"]
+    refs = {"x": {"dataset": ds, "array": "x"}, "y": {"dataset": ds, "array": "y"},
+            "validation_data": {"x": {"dataset": ds, "array": "x"},
+                                "y": {"dataset": ds, "array": "y"}}}  # fmt: skip
+    body = {**scenario.fit_body(epochs=200, callbacks=[], seed=5), **refs}
+    first = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 2}).json()
+    job = client.post(f"/v1/models/{first['id']}/fit", json=body).json()
+    poll(lambda: client.get(f"/v1/jobs/{job['id']}").json()["epochs_done"] >= 20, "20 epochs")
+    assert client.delete(f"/v1/datasets/{ds}").status_code == 409  # read by a running job
+    worker = stack.workers[-1]
+    worker.proc.send_signal(signal.SIGKILL)
+    worker.proc.wait()
+    stack.workers.append(start_worker(stack.env, stack.tmp, name="worker3"))
+    resumed = wait_for(client, job["id"], {"succeeded", "failed", "cancelled"}, timeout=180)
+    assert resumed["status"] == "succeeded" and resumed["attempt"] == 2, resumed
+
+    inline = scenario.fit_body(epochs=200, callbacks=[], seed=5)
+    second = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 2}).json()
+    job2 = client.post(f"/v1/models/{second['id']}/fit", json=inline).json()
+    straight = wait_for(client, job2["id"], {"succeeded", "failed"}, timeout=180)
+    assert straight["history"] == resumed["history"]
+    w1 = client.get(f"/v1/models/{first['id']}/weights").content
+    w2 = client.get(f"/v1/models/{second['id']}/weights").content
+    assert w1 == w2
+    assert client.delete(f"/v1/datasets/{ds}").status_code == 204

@@ -212,7 +212,10 @@ def _mutations() -> list[tuple[Callable[[dict[str, Any]], None], str]]:
         _layer(c, "reg")["inbound_nodes"][0]["args"][0]["config"]["keras_history"] = ["nope", 0, 0]
 
     def kwarg(c: dict[str, Any]) -> None:
-        _layer(c, "reg")["inbound_nodes"][0]["kwargs"] = {"training": True}
+        _layer(c, "reg")["inbound_nodes"][0]["kwargs"] = {"scale": 2.0}
+
+    def training_not_bool(c: dict[str, Any]) -> None:
+        _layer(c, "reg")["inbound_nodes"][0]["kwargs"] = {"training": "yes"}
 
     def unlisted_input(c: dict[str, Any]) -> None:
         c["config"]["input_layers"] = [["a", 0, 0]]
@@ -229,7 +232,8 @@ def _mutations() -> list[tuple[Callable[[dict[str, Any]], None], str]]:
     def lambda_layer(c: dict[str, Any]) -> None:
         _layer(c, "reg")["class_name"] = "Lambda"
 
-    return [(cycle, "cycle"), (missing, "no layer produces"), (kwarg, "training"),
+    return [(cycle, "cycle"), (missing, "no layer produces"), (kwarg, "no call argument 'scale'"),
+            (training_not_bool, "true, false or null"),
             (unlisted_input, "not in input_layers"), (second_output, "first output"),
             (never_called, "never called"), (same_output_twice, "must differ"),
             (lambda_layer, "Python code")]  # fmt: skip

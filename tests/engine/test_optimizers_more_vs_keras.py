@@ -93,6 +93,7 @@ def _fit_both(keras: ModuleType, class_name: str, config: dict[str, Any]) -> Non
     """Fit the same model from the same weights here and in Keras; compare History and weights."""
     compile_cfg = {"optimizer": {"class_name": class_name, "config": config},
                    "loss": "categorical_crossentropy", "metrics": ["accuracy"]}  # fmt: skip
+    keras.utils.set_random_seed(0)  # the same initial weights whatever ran before
     km = keras.models.model_from_json(keras_json(MODEL))
     km.compile(optimizer=_keras_optimizer(keras, class_name, config),
                loss="categorical_crossentropy", metrics=["accuracy"])  # fmt: skip

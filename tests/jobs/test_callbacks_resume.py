@@ -21,7 +21,9 @@ from app.jobs import service
 from app.jobs.recorder import Recorder
 from app.jobs.resume import resume_job
 from app.jobs.runner import run_fit_job
-from app.jobs.schemas import FitRequest, ModelCreate, ResumeRequest
+from app.jobs.schemas import FitRequest, ResumeRequest
+from app.models import service as models
+from app.models.schemas import ModelCreate
 from tests.support import scenario
 
 CALLBACKS: list[dict[str, Any]] = [
@@ -43,7 +45,7 @@ def _job(
 ) -> tuple[Any, list[Any], dict[str, torch.Tensor]]:  # fmt: skip
     """Run a job to the end; with `interrupt_after`, its first attempt leaves right after that
     epoch's checkpoint (as a process that is shutting down does) and a second one resumes."""
-    model = service.create_model(ctx, body=ModelCreate(config=scenario.MODEL, seed=3))
+    model = models.create_model(ctx, body=ModelCreate(config=scenario.MODEL, seed=3))
     body = scenario.fit_body(epochs=epochs, callbacks=callbacks, seed=5)
     job = service.submit_fit(ctx, model_id=model.id, body=FitRequest(**body))
     if interrupt_after is not None:
@@ -72,7 +74,7 @@ def _job(
     run_fit_job(ctx, job.id)
     done, rows = service.get_job(ctx, job_id=job.id)
     assert done.status == "succeeded", done.error_message
-    stored = service.get_model(ctx, model_id=model.id)
+    stored = models.get_model(ctx, model_id=model.id)
     assert stored.weights_key is not None
     tensors, _ = checkpoint.from_bytes(ctx.store.read(stored.weights_key))
     return done, rows, {k: t for k, t in tensors.items() if k.startswith("model/")}

@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from app.jobs import checkpoints, service
+from app.jobs import service
 from app.jobs.resume import resume_job
 from app.jobs.runner import run_fit_job
 from app.jobs.schemas import FitRequest, ResumeRequest
+from app.models import checkpoints
 from tests.jobs.test_resume import COMPILE, X, Y, _assert_same_weights, _logs, _model, _weights
 
 SAVE_EVERY_OTHER_EPOCH = {"class_name": "ModelCheckpoint",
@@ -32,7 +33,7 @@ def _fit(ctx: Any, epochs: int, **extra: Any) -> Any:
 def test_only_the_newest_periodic_checkpoints_are_kept(pg_ctx: Any) -> None:
     pg_ctx.settings.checkpoint_keep = 2
     _, job = _fit(pg_ctx, 6, callbacks=[SAVE_EVERY_OTHER_EPOCH])  # 3 batches an epoch
-    _, rows = checkpoints.list_checkpoints(pg_ctx, job_id=job.id)
+    _, rows = service.list_checkpoints(pg_ctx, job_id=job.id)
     periodic = sorted(r.epoch for r in rows if r.trigger == "periodic")
     assert periodic == [4, 5]
     assert sorted(r.epoch for r in rows if r.trigger == "model_checkpoint") == [1, 3, 5]
@@ -46,7 +47,7 @@ def test_a_job_resumes_exactly_from_a_kept_checkpoint(pg_ctx: Any) -> None:
     straight_model, straight = _fit(pg_ctx, 6)
     pg_ctx.settings.checkpoint_keep = 1
     model_id, parent = _fit(pg_ctx, 4)
-    _, rows = checkpoints.list_checkpoints(pg_ctx, job_id=parent.id)
+    _, rows = service.list_checkpoints(pg_ctx, job_id=parent.id)
     assert sorted((r.trigger, r.epoch) for r in rows) == [("final", 3), ("periodic", 3)]
     child = resume_job(pg_ctx, job_id=parent.id, body=ResumeRequest(epochs=6))
     run_fit_job(pg_ctx, child.id)
@@ -72,7 +73,7 @@ def test_the_best_periodic_checkpoint_is_kept(pg_ctx: Any) -> None:
     assert best_epoch < 4  # not among the newest periodic checkpoint and the final
     _, best = checkpoints.resolve(pg_ctx, job_id=job.id, selector="best")
     assert (best.epoch, best.trigger) == (best_epoch, "periodic")
-    _, rows = checkpoints.list_checkpoints(pg_ctx, job_id=job.id)
+    _, rows = service.list_checkpoints(pg_ctx, job_id=job.id)
     assert sorted((r.trigger, r.epoch) for r in rows) == sorted(
         [("final", 5), ("periodic", 5), ("periodic", best_epoch)]
     )

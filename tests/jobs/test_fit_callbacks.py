@@ -14,17 +14,20 @@ import pytest
 
 from app.core.errors import NotFound
 from app.db.session import unit_of_work
-from app.jobs import checkpoints, events, service
+from app.jobs import events, service
 from app.jobs import repository as repo
 from app.jobs.runner import run_fit_job
-from app.jobs.schemas import FitRequest, ModelCreate
+from app.jobs.schemas import FitRequest
+from app.models import checkpoints
+from app.models import service as models
+from app.models.schemas import ModelCreate
 from app.runtime.progress import RedisBus
 from tests.support import scenario
 from tests.support.sse import parse_events
 
 
 def _run(ctx: Any, callbacks: list[dict[str, Any]], **fit: Any) -> Any:
-    model = service.create_model(ctx, body=ModelCreate(config=scenario.MODEL, seed=3))
+    model = models.create_model(ctx, body=ModelCreate(config=scenario.MODEL, seed=3))
     body = scenario.fit_body(callbacks=callbacks, **fit)
     job = service.submit_fit(ctx, model_id=model.id, body=FitRequest(**body))
     run_fit_job(ctx, job.id)
@@ -34,7 +37,7 @@ def _run(ctx: Any, callbacks: list[dict[str, Any]], **fit: Any) -> Any:
 
 
 def _checkpoints(ctx: Any, job_id: uuid.UUID) -> list[Any]:
-    rows = checkpoints.list_checkpoints(ctx, job_id=job_id)[1]
+    rows = service.list_checkpoints(ctx, job_id=job_id)[1]
     return sorted(rows, key=lambda r: (r.epoch, -1 if r.batch is None else r.batch, r.created_at))
 
 
@@ -112,7 +115,7 @@ def test_terminate_on_nan_with_raise_error_fails_the_job(pg_ctx: Any) -> None:
     linear = {"class_name": "Sequential", "config": {"layers": [
         {"class_name": "InputLayer", "config": {"batch_shape": [None, 1]}},
         {"class_name": "Dense", "config": {"units": 1}}]}}  # fmt: skip
-    model = service.create_model(pg_ctx, body=ModelCreate(config=linear, seed=3))
+    model = models.create_model(pg_ctx, body=ModelCreate(config=linear, seed=3))
     job = service.submit_fit(pg_ctx, model_id=model.id, body=FitRequest(**body))
     run_fit_job(pg_ctx, job.id)
     failed, _ = service.get_job(pg_ctx, job_id=job.id)
@@ -129,7 +132,7 @@ def test_reduce_lr_on_plateau_logs_the_rate_in_the_epoch_rows(pg_ctx: Any) -> No
 
 def test_progress_events_arrive_on_the_stream(pg_ctx: Any) -> None:
     pg_ctx.settings.events_progress_s = 0.0  # every batch
-    model = service.create_model(pg_ctx, body=ModelCreate(config=scenario.MODEL, seed=3))
+    model = models.create_model(pg_ctx, body=ModelCreate(config=scenario.MODEL, seed=3))
     body = scenario.fit_body(epochs=3, callbacks=[], batch_size=100)
     job = service.submit_fit(pg_ctx, model_id=model.id, body=FitRequest(**body))
 

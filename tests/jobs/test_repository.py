@@ -13,11 +13,12 @@ from app.db.base import utcnow
 from app.db.models import CheckpointRow, JobRow, JobStatus, ModelRow
 from app.db.session import unit_of_work
 from app.jobs import repository as repo
+from app.models import repository as models_repo
 
 
 def _job(ctx: Any, **fields: Any) -> uuid.UUID:
     with unit_of_work(ctx.sessions) as s:
-        model = repo.add_model(s, row=ModelRow(name="m", config={}, seed=1, summary={}))
+        model = models_repo.add_model(s, row=ModelRow(name="m", config={}, seed=1, summary={}))
         attempts = fields.pop("max_attempts", 3)
         row = JobRow(
             model_id=model.id, request={}, data_key="k", epochs=5, max_attempts=attempts, **fields

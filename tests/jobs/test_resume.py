@@ -18,11 +18,15 @@ from app.core.errors import Conflict, InvalidInput, NotFound
 from app.db.base import utcnow
 from app.db.models import JobRow
 from app.db.session import unit_of_work
-from app.jobs import checkpoints, recorder, service
+from app.jobs import recorder, service
 from app.jobs import repository as repo
 from app.jobs.resume import resume_job
 from app.jobs.runner import run_fit_job
-from app.jobs.schemas import FitRequest, ModelCreate, ResumeRequest
+from app.jobs.schemas import FitRequest, ResumeRequest
+from app.models import checkpoints
+from app.models import repository as models_repo
+from app.models import service as models
+from app.models.schemas import ModelCreate
 from tests.support.keras_fit import sequential
 
 RNG = np.random.default_rng(7)
@@ -43,7 +47,7 @@ def _body(epochs: int, **extra: Any) -> FitRequest:
 
 
 def _model(ctx: Any) -> uuid.UUID:
-    return service.create_model(ctx, body=ModelCreate(config=MODEL, seed=4)).id
+    return models.create_model(ctx, body=ModelCreate(config=MODEL, seed=4)).id
 
 
 def _fit(ctx: Any, model_id: uuid.UUID, epochs: int, **extra: Any) -> JobRow:
@@ -63,8 +67,8 @@ def _logs(ctx: Any, job_id: uuid.UUID) -> dict[int, dict[str, float | None]]:
 
 
 def _weights(ctx: Any, model_id: uuid.UUID) -> list[np.ndarray]:
-    row = service.get_model(ctx, model_id=model_id)
-    return service.model_with_weights(ctx, row).get_weights()
+    row = models.get_model(ctx, model_id=model_id)
+    return models.model_with_weights(ctx, row).get_weights()
 
 
 def _assert_same_weights(a: list[np.ndarray], b: list[np.ndarray]) -> None:
@@ -105,7 +109,7 @@ def test_fit_to_k_then_resume_to_n_is_the_uninterrupted_fit(
     _assert_same_weights(_weights(pg_ctx, model_id), straight_weights)
     with unit_of_work(pg_ctx.sessions) as s:  # the model holds the child's final checkpoint
         final = repo.latest_checkpoint(s, job_id=child.id)
-        model = repo.get_model(s, model_id=model_id)
+        model = models_repo.get_model(s, model_id=model_id)
     assert final is not None and model is not None and model.weights_checkpoint_id == final.id
     assert _logs(pg_ctx, parent.id) == {e: straight_logs[e] for e in range(k)}  # untouched
 
@@ -149,7 +153,7 @@ def test_resume_a_cancelled_job_from_its_latest_checkpoint(pg_ctx: Any, straight
     _done(pg_ctx, child.id)
     assert _logs(pg_ctx, child.id) == {e: straight_logs[e] for e in range(3, N)}
     _assert_same_weights(_weights(pg_ctx, model_id), straight_weights)
-    service.delete_model(pg_ctx, model_id=model_id)  # the parent and its child go together
+    models.delete_model(pg_ctx, model_id=model_id)  # the parent and its child go together
     with pytest.raises(NotFound):
         service.get_job(pg_ctx, job_id=child.id)
 
@@ -206,7 +210,7 @@ def test_an_active_parent_or_a_busy_model_is_409(pg_ctx: Any, monkeypatch: Any) 
     with pytest.raises(Conflict, match="already training"):
         resume_job(pg_ctx, job_id=parent.id, body=ResumeRequest(epochs=5))
     # A race the check loses: the one-active-job-per-model index refuses the row.
-    monkeypatch.setattr(repo, "active_job_of_model", lambda *a, **k: None)
+    monkeypatch.setattr(models_repo, "active_job_of_model", lambda *a, **k: None)
     with pytest.raises(Conflict, match="already training"):
         resume_job(pg_ctx, job_id=parent.id, body=ResumeRequest(epochs=5))
     monkeypatch.undo()
@@ -223,7 +227,7 @@ def test_bad_checkpoints_and_no_epochs_left_are_422(pg_ctx: Any) -> None:
     each_epoch = {"class_name": "ModelCheckpoint", "config": {"monitor": "loss"}}
     model_id = _model(pg_ctx)
     parent = _fit(pg_ctx, model_id, 3, callbacks=[mid_epoch, each_epoch])  # 3 batches an epoch
-    rows = checkpoints.list_checkpoints(pg_ctx, job_id=parent.id)[1]
+    rows = service.list_checkpoints(pg_ctx, job_id=parent.id)[1]
     mid = next(r for r in rows if r.batch is not None)
     cases = [
         (ResumeRequest(checkpoint="nope"), "body.checkpoint", "not a checkpoint selector"),

@@ -13,10 +13,11 @@ import pytest
 
 from app.db.models import JobRow
 from app.engine import checkpoint
-from app.jobs import checkpoints, service
+from app.jobs import service
 from app.jobs.resume import resume_job
 from app.jobs.runner import run_fit_job
 from app.jobs.schemas import FitRequest, ResumeRequest
+from app.models import checkpoints
 from tests.jobs.test_resume import COMPILE, X, Y, _assert_same_weights, _logs, _model, _weights
 
 N, K = 6, 3

@@ -14,13 +14,16 @@ from app.engine import checkpoint
 from app.jobs import repository as repo
 from app.jobs import service
 from app.jobs.runner import run_fit_job
-from app.jobs.schemas import FitRequest, ModelCreate
+from app.jobs.schemas import FitRequest
+from app.models import repository as models_repo
+from app.models import service as models
+from app.models.schemas import ModelCreate
 from tests.e2e.harness import poll
 from tests.support import scenario
 
 
 def _submit(ctx: Any, **fit: Any) -> tuple[Any, Any]:
-    model = service.create_model(ctx, body=ModelCreate(config=scenario.MODEL, seed=3))
+    model = models.create_model(ctx, body=ModelCreate(config=scenario.MODEL, seed=3))
     job = service.submit_fit(ctx, model_id=model.id, body=FitRequest(**scenario.fit_body(**fit)))
     return model, job
 
@@ -34,7 +37,7 @@ def test_a_fit_job_commits_rows_checkpoint_and_weights(pg_ctx: Any) -> None:
     assert [r.epoch for r in rows] == [0, 1, 2, 3]
     with unit_of_work(pg_ctx.sessions) as s:
         ckpt = repo.latest_checkpoint(s, job_id=job.id)
-        stored = repo.get_model(s, model_id=model.id)
+        stored = models_repo.get_model(s, model_id=model.id)
     assert ckpt is not None and stored is not None
     assert stored.weights_checkpoint_id == ckpt.id and stored.weights_key == ckpt.key
     tensors, meta = checkpoint.from_bytes(pg_ctx.store.read(ckpt.key))
@@ -80,7 +83,7 @@ def test_cancel_stops_a_running_fit_between_batches(pg_ctx: Any) -> None:
     done, rows = service.get_job(pg_ctx, job_id=job.id)
     assert done.status == "cancelled" and done.finished_at is not None
     assert [r.epoch for r in rows] == list(range(done.epochs_done))
-    assert service.get_model(pg_ctx, model_id=model.id).weights_key is None
+    assert models.get_model(pg_ctx, model_id=model.id).weights_key is None
 
 
 def test_an_unexpected_error_fails_the_job_with_its_type_and_message(pg_ctx: Any) -> None:
@@ -99,7 +102,7 @@ def test_a_diverged_fit_finishes_with_null_losses(pg_ctx: Any) -> None:
     linear = {"class_name": "Sequential", "config": {"layers": [
         {"class_name": "InputLayer", "config": {"batch_shape": [None, 1]}},
         {"class_name": "Dense", "config": {"units": 1}}]}}  # fmt: skip
-    model = service.create_model(pg_ctx, body=ModelCreate(config=linear, seed=3))
+    model = models.create_model(pg_ctx, body=ModelCreate(config=linear, seed=3))
     job = service.submit_fit(pg_ctx, model_id=model.id, body=FitRequest(**body))
     run_fit_job(pg_ctx, job.id)
     done, rows = service.get_job(pg_ctx, job_id=job.id)

@@ -16,13 +16,15 @@ from app.db.models import JobRow, JobStatus
 from app.db.session import unit_of_work
 from app.jobs import events, service
 from app.jobs import repository as repo
-from app.jobs.schemas import FitRequest, ModelCreate
+from app.jobs.schemas import FitRequest
+from app.models import service as models
+from app.models.schemas import ModelCreate
 from tests.support import scenario
 from tests.support.sse import parse_events
 
 
 def _job(ctx: Any) -> uuid.UUID:
-    model = service.create_model(ctx, body=ModelCreate(config=scenario.MODEL, seed=3))
+    model = models.create_model(ctx, body=ModelCreate(config=scenario.MODEL, seed=3))
     body = FitRequest(**scenario.fit_body(epochs=6, callbacks=[]))
     return service.submit_fit(ctx, model_id=model.id, body=body).id
 

@@ -7,6 +7,7 @@ Keras's initial weights); `assert_same_fit` compares the History values and the 
 
 from __future__ import annotations
 
+import copy
 from types import ModuleType
 from typing import Any
 
@@ -51,7 +52,8 @@ def keras_and_ours(
     keras.utils.set_random_seed(keras_seed)
     km = keras.models.model_from_json(keras_json(config))
     km.compile(
-        optimizer=keras.optimizers.get(compile_cfg["optimizer"]),
+        # Keras deserializes a schedule in its optimizer's config in place: give it a copy.
+        optimizer=keras.optimizers.get(copy.deepcopy(compile_cfg["optimizer"])),
         loss=compile_cfg["loss"],
         metrics=compile_cfg.get("metrics"),
         weighted_metrics=compile_cfg.get("weighted_metrics"),

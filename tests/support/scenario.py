@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from app.jobs.examples import SEED_COMPILE, SEED_MODEL
+from app.models.examples import SEED_COMPILE, SEED_MODEL
 
 X = np.round(np.arange(-20.0, 30.0, 0.1), 1).astype(np.float32).reshape(-1, 1)
 Y = (X[:, 0] >= 10.0).astype(np.float32)

@@ -1,4 +1,6 @@
-"""Routes of /v1/jobs: status and history, epoch logs, the live event stream, cancel, resume."""
+"""Routes of the jobs domain: POST /v1/models/{id}/fit, which starts a fit job, and /v1/jobs
+(status and history, epoch logs, the live event stream, cancel, the checkpoint listing, resume).
+A checkpoint's export as a model file is the models domain's (routes/checkpoint_exports.py)."""
 
 from __future__ import annotations
 
@@ -6,17 +8,17 @@ import uuid
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import Ctx
-from app.api.responses import OCTET, attachment
-from app.jobs import checkpoints, events, resume, service
+from app.api.errors import ErrorOut
+from app.jobs import events, resume, service
 from app.jobs.schemas import (
     CheckpointList,
     CheckpointOut,
     EpochLogList,
-    ErrorOut,
+    FitRequest,
     JobList,
     JobOut,
     ResumeRequest,
@@ -24,12 +26,32 @@ from app.jobs.schemas import (
     job_out,
 )
 
+# The fit route starts a job, so it is this domain's, but it lives under its model's path (and,
+# in the OpenAPI document, beside the other model routes).
+fit_router = APIRouter(tags=["models"])
+FIT_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "No such model"},
+    409: {"model": ErrorOut, "description": "Conflict"},
+    422: {"model": ErrorOut, "description": "Invalid input; `loc` names the field"},
+}
+
+
+@fit_router.post(
+    "/v1/models/{model_id}/fit",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses=FIT_ERRORS,
+    summary="Start a fit job (Keras's model.fit)",
+)
+def fit(ctx: Ctx, model_id: uuid.UUID, body: FitRequest) -> JobOut:
+    """Everything is checked before the job is queued. The job trains from the model's current
+    weights; when it succeeds the model holds the trained weights, as after Keras's fit."""
+    return job_out(service.submit_fit(ctx, model_id=model_id, body=body), {})
+
+
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MAX_EPOCH = 2**31 - 1
 E404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "No such job"}}
-GONE: dict[int | str, dict[str, Any]] = {
-    409: {"model": ErrorOut, "description": "The checkpoint's file is no longer stored"}
-}
 
 
 @router.get("", response_model=JobList, summary="List jobs, newest first")
@@ -105,9 +127,6 @@ def cancel_job(ctx: Ctx, job_id: uuid.UUID) -> JobOut:
     return job_out(job, {})
 
 
-Selector = Annotated[str, Path(max_length=64, description=checkpoints.SELECTOR_DOC)]
-
-
 @router.get(
     "/{job_id}/checkpoints",
     response_model=CheckpointList,
@@ -115,34 +134,8 @@ Selector = Annotated[str, Path(max_length=64, description=checkpoints.SELECTOR_D
     summary="The job's checkpoints: epoch, attempt and logs of each",
 )
 def list_checkpoints(ctx: Ctx, job_id: uuid.UUID) -> CheckpointList:
-    job, rows = checkpoints.list_checkpoints(ctx, job_id=job_id)
+    job, rows = service.list_checkpoints(ctx, job_id=job_id)
     return CheckpointList(job_id=job.id, items=[CheckpointOut.of(r) for r in rows])
-
-
-@router.get(
-    "/{job_id}/checkpoints/{checkpoint}/model.keras",
-    response_class=Response,
-    responses={**E404, **GONE, 200: {"content": {OCTET: {}}, "description": "Opens with Keras"}},
-    summary="A checkpoint as a Keras .keras file",
-)
-def checkpoint_keras(ctx: Ctx, job_id: uuid.UUID, checkpoint: Selector) -> Response:
-    data = checkpoints.export_keras(ctx, job_id=job_id, selector=checkpoint)
-    return attachment(data, f"{job_id}-{checkpoint.replace(':', '-')}.keras")
-
-
-@router.get(
-    "/{job_id}/checkpoints/{checkpoint}/model.safetensors",
-    response_class=Response,
-    responses={
-        **E404,
-        **GONE,
-        200: {"content": {OCTET: {}}, "description": "Weights by layer/name"},
-    },
-    summary="A checkpoint's weights as safetensors (`<layer>/<weight>`, Keras order in metadata)",
-)
-def checkpoint_safetensors(ctx: Ctx, job_id: uuid.UUID, checkpoint: Selector) -> Response:
-    data = checkpoints.export_safetensors(ctx, job_id=job_id, selector=checkpoint)
-    return attachment(data, f"{job_id}-{checkpoint.replace(':', '-')}.safetensors")
 
 
 @router.post(

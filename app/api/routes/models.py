@@ -1,5 +1,8 @@
-"""Routes of /v1/models: create, list, read, delete, compile, fit, evaluate, predict, the
-*_on_batch family, adapt, weights."""
+"""Routes of /v1/models, the models domain: create, list, read, delete, compile, the
+*_on_batch family, adapt, weights, .keras import and exports. The fit route, POST
+/v1/models/{id}/fit, is the jobs domain's (app.api.routes.jobs); a fit checkpoint's exports as a
+model file are in app.api.routes.checkpoint_exports; evaluate and predict, which may run as jobs,
+in app.api.routes.inference."""
 
 from __future__ import annotations
 
@@ -11,28 +14,21 @@ import anyio
 from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api.deps import Ctx
+from app.api.errors import ErrorOut
 from app.api.responses import OCTET, attachment
 from app.core.errors import InvalidInput
-from app.jobs import checkpoints, inference, on_batch, service, weights
-from app.jobs.batch_schemas import (
-    CompileRequest,
-    EvaluateRequest,
-    PredictOnBatchRequest,
-    PredictRequest,
-    TestOnBatchRequest,
-    TrainOnBatchRequest,
-)
-from app.jobs.schemas import (
+from app.models import checkpoints, inference, on_batch, service, weights
+from app.models.schemas import (
     AdaptOut,
     AdaptRequest,
-    ErrorOut,
-    FitRequest,
-    JobOut,
+    CompileRequest,
     ModelCreate,
     ModelList,
     ModelOut,
+    PredictOnBatchRequest,
     PredictOut,
-    job_out,
+    TestOnBatchRequest,
+    TrainOnBatchRequest,
     model_out,
 )
 
@@ -84,19 +80,6 @@ def delete_model(ctx: Ctx, model_id: uuid.UUID) -> Response:
 
 
 @router.post(
-    "/{model_id}/fit",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=JobOut,
-    responses={**E404, **E409, **E422},
-    summary="Start a fit job (Keras's model.fit)",
-)
-def fit(ctx: Ctx, model_id: uuid.UUID, body: FitRequest) -> JobOut:
-    """Everything is checked before the job is queued. The job trains from the model's current
-    weights; when it succeeds the model holds the trained weights, as after Keras's fit."""
-    return job_out(service.submit_fit(ctx, model_id=model_id, body=body), {})
-
-
-@router.post(
     "/{model_id}/compile",
     response_model=ModelOut,
     responses={**E404, **E409, **E422},
@@ -107,29 +90,6 @@ def compile_model(ctx: Ctx, model_id: uuid.UUID, body: CompileRequest) -> ModelO
     use it when their request has no `compile`. As recompiling does in Keras, the next
     train_on_batch starts a fresh optimizer; the weights stay."""
     return model_out(on_batch.compile_model(ctx, model_id=model_id, body=body))
-
-
-@router.post(
-    "/{model_id}/evaluate",
-    response_model=dict[str, float | None],
-    responses={**E404, **E409, **E422},
-    summary="Keras's evaluate(..., return_dict=True)",
-)
-def evaluate(ctx: Ctx, model_id: uuid.UUID, body: EvaluateRequest) -> dict[str, float | None]:
-    """Loss and metrics on the model's current weights, or a checkpoint's (`checkpoint`). With
-    the fit's batch size this runs the very code the fit's validation ran, so on an epoch's
-    checkpoint it reproduces that epoch's val_ values."""
-    return inference.evaluate(ctx, model_id=model_id, body=body)
-
-
-@router.post(
-    "/{model_id}/predict",
-    response_model=PredictOut,
-    responses={**E404, **E409, **E422},
-    summary="Keras's predict",
-)
-def predict(ctx: Ctx, model_id: uuid.UUID, body: PredictRequest) -> PredictOut:
-    return PredictOut(predictions=inference.predict_model(ctx, model_id=model_id, body=body))
 
 
 @router.post(

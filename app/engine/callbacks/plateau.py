@@ -1,6 +1,10 @@
 """ReduceLROnPlateau with Keras 3's rules: the rate is logged as `learning_rate` before any
 reduction, and reduced by `factor` after `patience` epochs without improvement (then a
-`cooldown`), never below `min_lr`."""
+`cooldown`), never below `min_lr`.
+
+With a schedule as the optimizer's learning rate, Keras's fit runs (logging the schedule's
+current rate) until the first epoch that calls for a reduction, and fails there, since a
+schedule cannot be set: so does this one, with `LearningRateNotSettable`."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from app.engine.callbacks.base import Logs
 from app.engine.callbacks.monitor import MODES, MonitorCallback
 from app.engine.callbacks.registry import CALLBACKS
 from app.engine.callbacks.state import decode_float, encode_float
-from app.engine.errors import ConfigError, Loc
+from app.engine.errors import ConfigError, LearningRateNotSettable, Loc
 from app.engine.params import get_float, get_int, get_str
 from app.engine.registry import known_keys
 
@@ -41,6 +45,7 @@ class ReduceLROnPlateau(MonitorCallback):
         self.best: float | None = None
         self.wait = 0
         self.cooldown_counter = 0
+        self._loc: Loc = ()  # where the callback is in the request, for its error
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc) -> ReduceLROnPlateau:
@@ -50,7 +55,7 @@ class ReduceLROnPlateau(MonitorCallback):
         factor = get_float(config, "factor", loc, 0.1, min_value=0.0)
         if factor >= 1.0:
             raise ConfigError((*loc, "factor"), f"must be < 1.0 (a reduction), got {factor}")
-        return cls(
+        callback = cls(
             monitor=get_str(config, "monitor", loc, "val_loss"),
             factor=factor,
             patience=get_int(config, "patience", loc, 10, min_value=0),
@@ -59,6 +64,8 @@ class ReduceLROnPlateau(MonitorCallback):
             cooldown=get_int(config, "cooldown", loc, 0, min_value=0),
             min_lr=get_float(config, "min_lr", loc, 0.0, min_value=0.0),
         )
+        callback._loc = loc[:-1] if loc and loc[-1] == "config" else loc
+        return callback
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -68,13 +75,7 @@ class ReduceLROnPlateau(MonitorCallback):
         }  # fmt: skip
 
     def check(self, log_keys: set[str], loc: Loc) -> None:
-        if self.trainer.optimizer.schedule is not None:
-            raise ConfigError(
-                loc,
-                "ReduceLROnPlateau sets the optimizer's learning rate, but the compiled "
-                "optimizer's learning_rate is a schedule; use a constant learning_rate or "
-                "drop this callback",
-            )
+        self._loc = loc
         super().check(log_keys, loc)
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
@@ -106,5 +107,13 @@ class ReduceLROnPlateau(MonitorCallback):
             # Keras holds min_lr against the float32 rate.
             old = optimizer.learning_rate
             if self.wait >= self.patience and old > np.float32(self.min_lr):
+                if optimizer.schedule is not None:
+                    raise LearningRateNotSettable(
+                        self._loc, f"ReduceLROnPlateau reduces the learning rate at epoch "
+                        f"{epoch}, but the optimizer's learning_rate is a schedule "
+                        f"({type(optimizer.schedule).__name__}), which cannot be set (Keras's fit "
+                        "fails here too); compile with a number as learning_rate for the "
+                        "callback to change it", epoch=epoch,
+                    )  # fmt: skip
                 optimizer.learning_rate = max(old * self.factor, self.min_lr)
                 self.cooldown_counter, self.wait = self.cooldown, 0

@@ -89,6 +89,13 @@ class Layer(nn.Module):
     #: The weights that take `<option>_regularizer` / `<option>_constraint` (see
     #: `option_weights`); their keys must also be in `config_keys`.
     weight_options: ClassVar[Mapping[str, str]] = MappingProxyType({})
+    #: How the layer reads an integer or bool tensor, as Keras's own call does (see
+    #: app.engine.dtypes): "cast" (converted to float32 first), "as_is", "shape" (moved, the
+    #: output keeping the dtype) or None (refused).
+    integer_input: ClassVar[str | None] = None
+    #: False where Keras computes on a float16 or bfloat16 tensor in that type rather than
+    #: autocasting it to float32 (refused).
+    half_float_input: ClassVar[bool] = True
 
     def __init__(self, *, name: str, trainable: bool = True) -> None:
         super().__init__()
@@ -267,6 +274,10 @@ class Layer(nn.Module):
         self.activity_regularizer = regularizer
         if self._activity_hook is None:
             self._activity_hook = self.register_forward_hook(_record_activity)
+
+    def integer_input_rule(self) -> str | None:
+        """`integer_input` for this layer as configured."""
+        return self.integer_input
 
     def check_input(self, x: np.ndarray, loc: Loc) -> None:
         """For a first layer: refuse raw inputs it cannot take (a DataError at `loc`), before

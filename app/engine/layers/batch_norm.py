@@ -33,6 +33,7 @@ _INITIALIZERS = {
 @LAYERS.register("BatchNormalization")
 class BatchNormalization(Layer):
     class_name = "BatchNormalization"
+    integer_input = "cast"  # Keras computes in float32 (the result type with its weights)
     supports_masking = True
     uses_mask = True
     weight_options = option_weights("beta", "gamma")

@@ -21,6 +21,7 @@ MAX_UNITS = 1 << 20
 @LAYERS.register("Dense")
 class Dense(KernelLayer):
     class_name = "Dense"
+    integer_input = "cast"  # Keras promotes the matmul to float32
     supports_masking = True
     weight_options = option_weights("kernel", "bias")
     config_keys = (
@@ -144,6 +145,7 @@ class Dropout(Layer):
 @LAYERS.register("Flatten")
 class Flatten(Layer):
     class_name = "Flatten"
+    integer_input = "shape"
     config_keys = ("data_format",)
 
     def __init__(self, *, name: str, data_format: str = "channels_last") -> None:

@@ -1,9 +1,10 @@
 """Keras's Embedding: a `(input_dim, output_dim)` table looked up by integer ids.
 
-Inputs reach the engine as float32, so ids are cast to integers as Keras does (truncating toward
-zero). An id outside `[0, input_dim)` is a DataError rather than a crashed lookup; Keras's torch
-backend would wrap negative ids around (`ops.take`), which is refused here as well. `input_dim` is
-capped at 2**24 so every valid id is exact in float32. With `mask_zero`, id 0 is padding: the
+Ids come in the input's dtype: integers (an int32, int64, uint8 or bool input) are taken as they
+are, floats are cast to integers as Keras does (truncating toward zero). An id outside
+`[0, input_dim)` is a DataError rather than a crashed lookup; Keras's torch backend would wrap
+negative ids around (`ops.take`), which is refused here as well. `input_dim` is capped at 2**24
+so every valid id is exact in float32 too. With `mask_zero`, id 0 is padding: the
 output carries the mask `ids != 0` for the layers after it (recurrent layers, losses, metrics).
 """
 
@@ -29,6 +30,7 @@ MAX_OUTPUT_DIM = 1 << 20
 @LAYERS.register("Embedding")
 class Embedding(Layer):
     class_name = "Embedding"
+    integer_input = "as_is"
     config_keys = (
         "input_dim", "output_dim", "embeddings_initializer", "embeddings_regularizer",
         "activity_regularizer", "embeddings_constraint", "mask_zero", "input_length",
@@ -92,12 +94,19 @@ class Embedding(Layer):
         return x != 0 if self.mask_zero else None
 
     def check_input(self, x: np.ndarray, loc: Loc) -> None:
-        if np.any(x <= -1) or np.any(x >= self.input_dim):
+        # Integers are compared as int64: a uint8 array would wrap -1 around.
+        ids = x.astype(np.int64) if x.dtype.kind in "iub" else x
+        if np.any(ids <= -1) or np.any(ids >= self.input_dim):
             raise DataError(loc, f"{self.name}: ids must be integers in [0, {self.input_dim})")
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+        ids = x.to(torch.int64)
         # Every entry point checks ids with check_input first; on the CPU, checking again here
         # costs nothing, while on an accelerator it would read the device on every batch.
-        if x.device.type == "cpu" and bool(torch.logical_or(x <= -1, x >= self.input_dim).any()):
-            raise DataError(("x",), f"{self.name}: ids must be integers in [0, {self.input_dim})")
-        return F.embedding(x.to(torch.int64), self.embeddings)
+        # (Floats are checked before truncation: -0.5 is id 0, as Keras casts it.)
+        if x.device.type == "cpu":
+            raw = x if x.is_floating_point() else ids
+            if bool(torch.logical_or(raw <= -1, raw >= self.input_dim).any()):
+                raise DataError(("x",), f"{self.name}: ids must be integers in [0, "
+                                f"{self.input_dim})")  # fmt: skip
+        return F.embedding(ids, self.embeddings)

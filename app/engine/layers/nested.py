@@ -22,6 +22,8 @@ class _Nested(Layer):
     supports_masking = True
     uses_mask = True
     keras_module = "keras"
+    # The inner model converts what it gets to its float32 inputs, as Keras's does.
+    integer_input = "cast"
 
     def __init__(self, *, name: str, config: Mapping[str, Any]) -> None:
         super().__init__(name=name, trainable=bool(config.get("trainable", True)))
@@ -52,6 +54,8 @@ class _Nested(Layer):
         except EngineError as exc:
             raise exc.prefixed(*loc[:-1]) from None
         model = Model(graph)
+        if any(d != torch.float32 for d in model.input_dtypes):
+            raise ConfigError(loc, "a nested model's inputs must be float32 for now")
         given = input_shape if isinstance(input_shape, list) else [input_shape]
         if len(given) != len(model.input_shapes) or any(
             len(g) != len(w) or any(a is not None and b is not None and a != b

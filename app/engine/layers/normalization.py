@@ -35,6 +35,7 @@ def _constant(value: Any, loc: Loc) -> np.ndarray:
 @LAYERS.register("Normalization")
 class Normalization(Layer):
     class_name = "Normalization"
+    integer_input = "as_is"  # converted here, as Keras's call converts it (adapt sees it raw)
     supports_masking = True
     config_keys = ("axis", "mean", "variance", "invert")
     mean: torch.Tensor
@@ -140,6 +141,8 @@ class Normalization(Layer):
         return self._mean_const, self._variance_const
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+        if x.dtype != torch.float32:  # an integer input (app.engine.dtypes)
+            x = x.to(torch.float32)
         mean, variance = self._stats()
         if self.invert:
             return mean + x * torch.sqrt(variance).clamp_min(_EPSILON)

@@ -53,6 +53,8 @@ class _Affine(Layer):
     gamma: torch.Tensor
     beta: torch.Tensor
     weight_options = option_weights("beta", "gamma")
+    # Keras's LayerNormalization and GroupNormalization compute on a half-float input in it.
+    half_float_input = False
 
     def __init__(
         self, *, name: str, config: Mapping[str, Any], loc: Loc, trainable: bool = True

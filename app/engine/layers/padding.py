@@ -23,6 +23,7 @@ class _Spatial(Layer):
     sign: ClassVar[int]
     key: ClassVar[str]
     has_data_format: ClassVar[bool] = True
+    integer_input = "shape"
 
     def __init__(self, *, name: str, amounts: Pairs, data_format: str) -> None:
         super().__init__(name=name)

@@ -54,6 +54,7 @@ class Recurrent(Layer):
 
     supports_masking = True
     uses_mask = True
+    integer_input = "cast"  # Keras's kernels promote the step's matmul to float32
     #: How many blocks of `units` columns the kernels have (gates in Keras's order).
     gates: ClassVar[int]
     #: How many state tensors the recurrence carries (LSTM: h and c).
@@ -164,6 +165,10 @@ class Recurrent(Layer):
 
     def initial_bias(self, generator: torch.Generator) -> Tensor:
         return self.inits["bias_initializer"][1]((self.gates * self.units,), generator)
+
+    def integer_input_rule(self) -> str | None:
+        # Keras's input dropout cannot multiply an integer tensor: its fit fails there.
+        return None if self.dropout else self.integer_input
 
     def compute_mask(self, x: Any, mask: Any) -> Tensor | None:
         return mask if self.return_sequences else None

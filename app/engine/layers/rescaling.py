@@ -17,6 +17,7 @@ from app.engine.registry import known_keys
 @LAYERS.register("Rescaling")
 class Rescaling(Layer):
     class_name = "Rescaling"
+    integer_input = "cast"  # Keras casts its input to float32 first
     supports_masking = True
     config_keys = ("scale", "offset")
     _scale: torch.Tensor

@@ -39,6 +39,7 @@ def _int_list(value: Any, loc: Loc) -> list[int]:
 @LAYERS.register("Reshape")
 class Reshape(Layer):
     class_name = "Reshape"
+    integer_input = "shape"
     config_keys = ("target_shape",)
 
     def __init__(self, *, name: str, target_shape: tuple[int, ...]) -> None:
@@ -81,6 +82,7 @@ class Reshape(Layer):
 @LAYERS.register("Permute")
 class Permute(Layer):
     class_name = "Permute"
+    integer_input = "shape"
     config_keys = ("dims",)
 
     def __init__(self, *, name: str, dims: tuple[int, ...]) -> None:
@@ -115,6 +117,7 @@ class Permute(Layer):
 @LAYERS.register("RepeatVector")
 class RepeatVector(Layer):
     class_name = "RepeatVector"
+    integer_input = "shape"
     config_keys = ("n",)
 
     def __init__(self, *, name: str, n: int) -> None:
@@ -141,6 +144,7 @@ class RepeatVector(Layer):
 @LAYERS.register("UpSampling1D")
 class UpSampling1D(Layer):
     class_name = "UpSampling1D"
+    integer_input = "shape"
     config_keys = ("size",)
 
     def __init__(self, *, name: str, size: int) -> None:

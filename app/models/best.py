@@ -1,7 +1,8 @@
 """Which of a job's checkpoints `best` names: the monitor and mode of the job's (first)
 ModelCheckpoint callback, which its checkpoints record, else `val_loss` (min) when some
 checkpoint logged it, else `loss` (min); ties go to the earliest. Shared by the checkpoint
-selectors and by the pruning of periodic checkpoints, which keeps the one `best` names."""
+selectors (app.models.checkpoints) and by the jobs domain's pruning of periodic checkpoints,
+which keeps the one `best` names."""
 
 from __future__ import annotations
 

@@ -33,8 +33,8 @@ from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict
 from app.engine.models import Model
-from app.jobs import repository as repo
-from app.jobs.loading import load_weights
+from app.models import repository as repo
+from app.models.loading import load_weights
 from app.runtime.context import AppContext
 from app.runtime.storage import ArtifactStore
 

@@ -25,6 +25,7 @@ import torch
 from sqlalchemy.orm import Session
 
 from app.core.errors import InvalidInput, NotFound
+from app.datasets.refs import Resolver, in_memory
 from app.db.models import ModelRow
 from app.db.session import unit_of_work
 from app.engine import checkpoint
@@ -35,15 +36,15 @@ from app.engine.heads import check_outputs
 from app.engine.inference import resolve_device
 from app.engine.models import Model
 from app.engine.trainer import Trainer
-from app.jobs import repository as repo
-from app.jobs.batch_schemas import CompileRequest, TrainOnBatchRequest
-from app.jobs.inference import checkpoint_key
-from app.jobs.jsonsafe import check_storable, safe_logs
-from app.jobs.loading import build_model, model_limits, model_tensors, read_checkpoint
-from app.jobs.service import BODY, compile_spec, get_model, invalid
-from app.jobs.weights import check_not_training, model_weights_key
-from app.jobs.weights_files import discard, model_lock, replaced_file
+from app.models import repository as repo
+from app.models.checkpoints import checkpoint_key
+from app.models.loading import build_model, model_limits, model_tensors, read_checkpoint
+from app.models.schemas import CompileRequest, TrainOnBatchRequest
+from app.models.service import BODY, compile_spec, get_model, invalid
+from app.models.weights import check_not_training, model_weights_key
+from app.models.weights_files import discard, model_lock, replaced_file
 from app.runtime.context import AppContext
+from app.runtime.jsonsafe import check_storable, safe_logs
 
 ON_BATCH = "on-batch"
 
@@ -114,6 +115,9 @@ def train_on_batch(
     row = get_model(ctx, model_id=model_id)
     check_storable(body.compile, [BODY, "compile"])
     start = checkpoint_key(ctx, row, body)  # checkpoints never change: resolved before the lock
+    refs = Resolver(ctx)
+    x, y, sw = (in_memory(refs.resolve(getattr(body, k), [BODY, k]))
+                for k in ("x", "y", "sample_weight"))  # fmt: skip
     device = resolve_device(ctx.settings.device)
     key = model_weights_key(model_id, ON_BATCH)
     with model_lock(model_id):
@@ -129,7 +133,7 @@ def train_on_batch(
                         _load(trainer, spec, *read_checkpoint(ctx.store, source),
                               fresh=body.compile is not None)  # fmt: skip
                     logs = engine_on_batch.train_on_batch(
-                        trainer, body.x, body.y, sample_weight=body.sample_weight,
+                        trainer, x, y, sample_weight=sw,
                         class_weight=body.class_weight,
                     )  # fmt: skip
                 except EngineError as exc:

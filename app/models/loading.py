@@ -1,14 +1,12 @@
-"""Building models and reading/writing job artifacts (inputs, checkpoints) through the store."""
+"""Building models (within the configured limits) and reading weights files and checkpoints
+through the store: the weights, and the optimizer's part a weights file may carry."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
-from safetensors.numpy import load as np_load
-from safetensors.numpy import save as np_save
 
 from app.core.config import Settings
 from app.engine import checkpoint
@@ -44,15 +42,6 @@ def read_checkpoint(
     store: ArtifactStore, key: str
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return checkpoint.from_bytes(store.read(key))
-
-
-def write_inputs(store: ArtifactStore, key: str, arrays: Mapping[str, np.ndarray | None]) -> None:
-    present = {k: np.ascontiguousarray(v) for k, v in arrays.items() if v is not None}
-    store.write(key, np_save(present))
-
-
-def read_inputs(store: ArtifactStore, key: str) -> dict[str, np.ndarray]:
-    return dict(np_load(store.read(key)))
 
 
 def model_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,5 +1,5 @@
-"""The scenario our users bring first, used as OpenAPI examples: a one-feature binary classifier
-(x = -20.0 ... 29.9, y = x >= 10)."""
+"""The scenario our users bring first, used as the OpenAPI examples of the models routes and of
+the jobs routes (fit, resume): a one-feature binary classifier (x = -20.0 ... 29.9, y = x >= 10)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from app.engine.models import Model
-from app.jobs import keras_files
+from app.models import keras_files
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 

@@ -16,6 +16,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, InvalidInput
+from app.datasets.refs import Resolver
 from app.db.models import ModelRow
 from app.db.session import unit_of_work
 from app.engine import checkpoint
@@ -24,13 +25,12 @@ from app.engine.compile import CompileSpec
 from app.engine.errors import EngineError
 from app.engine.inference import resolve_device
 from app.engine.models import Model
-from app.jobs import keras_files
-from app.jobs import repository as repo
-from app.jobs.jsonsafe import check_storable
-from app.jobs.loading import build_model, read_checkpoint, training_part
-from app.jobs.schemas import AdaptRequest
-from app.jobs.service import get_model, model_with_weights
-from app.jobs.weights_files import (
+from app.models import keras_files
+from app.models import repository as repo
+from app.models.loading import build_model, read_checkpoint, training_part
+from app.models.schemas import AdaptRequest
+from app.models.service import get_model, model_with_weights
+from app.models.weights_files import (
     discard,
     load_or_changed,
     model_lock,
@@ -39,6 +39,7 @@ from app.jobs.weights_files import (
     retried,
 )
 from app.runtime.context import AppContext
+from app.runtime.jsonsafe import check_storable
 
 log = logging.getLogger(__name__)
 MAX_ARRAYS = 10_000
@@ -131,7 +132,8 @@ def adapt_weights(
                             row.weights_key, model_id=row.id)  # fmt: skip
     model.to(resolve_device(ctx.settings.device))
     try:
-        names = adapt_model(model, body.x, layers=body.layers, batch_size=body.batch_size)
+        x = Resolver(ctx).resolve(body.x, [BODY, "x"])
+        names = adapt_model(model, x, layers=body.layers, batch_size=body.batch_size)
     except EngineError as exc:
         raise InvalidInput(exc.message, loc=[BODY, *exc.loc]) from exc
     return names, _store_weights(ctx, row=row, model=model, from_current=True)

@@ -1,5 +1,8 @@
-"""A job's checkpoints: listed, addressed (an id, `epoch:N`, `latest` or `best`) and exported
-as a Keras `.keras` file or as safetensors; the model's current weights as safetensors too.
+"""Fit checkpoints as models see them: addressed among a job's checkpoints by a selector (an id,
+`epoch:N`, `latest` or `best`), taken as the weights that evaluate, predict and the *_on_batch
+calls run on (a checkpoint of the model's most recent job by default), and exported as a Keras
+`.keras` file or as safetensors; the model's current weights as safetensors too. The jobs domain
+writes, lists and prunes them (app.jobs).
 
 `best` is the checkpoint whose logs hold the best value of the monitor: the monitor and mode of
 the job's (first) ModelCheckpoint callback, which its checkpoints record, else `val_loss` (min)
@@ -22,15 +25,16 @@ import torch
 from safetensors.torch import save
 
 from app.core.errors import InvalidInput, NotFound
-from app.db.models import CheckpointRow, JobRow
+from app.db.models import CheckpointRow, JobRow, ModelRow
 from app.db.session import unit_of_work
 from app.engine.models import Model
-from app.jobs import keras_files
-from app.jobs import repository as repo
-from app.jobs.best import best, selection
-from app.jobs.loading import build_model, load_weights
-from app.jobs.service import get_model, model_with_weights
-from app.jobs.weights_files import WeightsChanged, retried
+from app.models import keras_files
+from app.models import repository as repo
+from app.models.best import best, selection
+from app.models.loading import build_model, load_weights
+from app.models.schemas import AtCheckpoint
+from app.models.service import BODY, get_model, model_with_weights
+from app.models.weights_files import WeightsChanged, retried
 from app.runtime.context import AppContext
 
 _EPOCH = re.compile(r"epoch:(\d{1,9})")
@@ -40,14 +44,12 @@ SELECTOR_DOC = (
 )
 
 
-def list_checkpoints(
-    ctx: AppContext, *, job_id: uuid.UUID
-) -> tuple[JobRow, Sequence[CheckpointRow]]:
+def _job_checkpoints(ctx: AppContext, job_id: uuid.UUID) -> tuple[JobRow, Sequence[CheckpointRow]]:
     with unit_of_work(ctx.sessions) as session:
         job = repo.get_job(session, job_id=job_id)
         if job is None:
             raise NotFound(f"job {job_id} does not exist", loc=["path", "job_id"])
-        return job, repo.list_checkpoints(session, job_id=job_id)
+        return job, repo.checkpoints_of_job(session, job_id=job_id)
 
 
 def resolve(
@@ -58,7 +60,7 @@ def resolve(
     loc: Sequence[str | int] = ("path", "checkpoint"),
 ) -> tuple[JobRow, CheckpointRow]:
     """The checkpoint `selector` names among the job's; errors name `loc`."""
-    job, rows = list_checkpoints(ctx, job_id=job_id)
+    job, rows = _job_checkpoints(ctx, job_id)
     ordered = sorted(rows, key=lambda r: (r.epoch, r.created_at))
     found: CheckpointRow | None
     if selector == "latest":
@@ -83,6 +85,32 @@ def resolve(
     if found is None:
         raise NotFound(f"job {job_id} has no checkpoint {selector!r}", loc=loc)
     return job, found
+
+
+def checkpoint_key(ctx: AppContext, row: ModelRow, body: AtCheckpoint) -> str | None:
+    """The weights file of the checkpoint a request selects; None when it selects none."""
+    if body.checkpoint is None:
+        if body.job_id is not None:
+            raise InvalidInput("names a job but no checkpoint: give `checkpoint` too (an id, "
+                               "epoch:N, latest or best)", loc=[BODY, "job_id"])  # fmt: skip
+        return None
+    job_id = body.job_id
+    with unit_of_work(ctx.sessions) as session:
+        if job_id is None:
+            latest = repo.latest_job_of_model(session, model_id=row.id)
+            if latest is None:
+                raise NotFound(f"model {row.id} has no fit job to take a checkpoint from",
+                               loc=[BODY, "checkpoint"])  # fmt: skip
+            job_id = latest.id
+        else:
+            job = repo.get_job(session, job_id=job_id)
+            if job is None:
+                raise NotFound(f"job {job_id} does not exist", loc=[BODY, "job_id"])
+            if job.model_id != row.id:
+                raise InvalidInput(f"job {job_id} is a job of model {job.model_id}, not of "
+                                   f"model {row.id}", loc=[BODY, "job_id"])  # fmt: skip
+    _, found = resolve(ctx, job_id=job_id, selector=body.checkpoint, loc=[BODY, "checkpoint"])
+    return found.key
 
 
 def _checkpoint_model(ctx: AppContext, job: JobRow, ckpt: CheckpointRow) -> Model:

@@ -1,0 +1,173 @@
+"""Routes of evaluate and predict on a model: answered at once, or (over
+PREDICT_SYNC_MAX_ROWS rows) run as a job, which is why they sit above both the models and the
+jobs domains. predict also takes an `.npy` or `.npz` body and answers in `.npy` (`.npz` for
+several outputs) when `Accept` asks for it."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import anyio
+import numpy as np
+from fastapi import APIRouter, Request, Response, status
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from app.api.deps import Ctx
+from app.api.errors import ErrorOut
+from app.api.middleware import BodyTooLarge
+from app.core.errors import InvalidInput, PayloadTooLarge
+from app.datasets.service import BodyArrays
+from app.jobs import inference_jobs
+from app.jobs.schemas import JobOut, job_out
+from app.models.inference import outputs_json
+from app.models.schemas import EvaluateRequest, PredictOut, PredictRequest
+from app.runtime.context import AppContext
+
+NPY, NPZ = "application/x-npy", "application/x-npz"
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+E404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "No such model"}}
+E409: dict[int | str, dict[str, Any]] = {409: {"model": ErrorOut, "description": "Conflict"}}
+E422: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorOut, "description": "Invalid input; `loc` names the field"}
+}
+JOB: dict[int | str, dict[str, Any]] = {
+    202: {"model": JobOut, "description": "Over PREDICT_SYNC_MAX_ROWS rows: the queued job"}
+}
+BINARY_MEDIA = {NPY: "npy", "application/npy": "npy", NPZ: "npz", "application/zip": "npz",
+                "application/octet-stream": None}  # fmt: skip
+
+
+def _media(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+class BinaryBodyRoute(APIRoute):
+    """A route whose endpoint also takes an `.npy`/`.npz` body: such a request goes to the
+    handler `binary_handlers` names for the endpoint; JSON goes the usual way."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        json_handler = super().get_route_handler()
+        name = self.name
+
+        async def handler(request: Request) -> Response:
+            binary = BINARY_HANDLERS.get(name)  # defined below the routes
+            if binary is not None and _media(request) in BINARY_MEDIA:
+                return await binary(request)
+            return await json_handler(request)
+
+        return handler
+
+
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=BinaryBodyRoute)
+
+
+def _job_response(row: Any) -> JSONResponse:
+    body = job_out(row, {}).model_dump(mode="json")
+    return JSONResponse(body, status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.post(
+    "/{model_id}/evaluate",
+    response_model=dict[str, float | None],
+    responses={**JOB, **E404, **E409, **E422},
+    summary="Keras's evaluate(..., return_dict=True)",
+)
+def evaluate(ctx: Ctx, model_id: uuid.UUID, body: EvaluateRequest) -> Any:
+    """Loss and metrics on the model's current weights, or a checkpoint's (`checkpoint`). With
+    the fit's batch size this runs the very code the fit's validation ran, so on an epoch's
+    checkpoint it reproduces that epoch's val_ values. Over PREDICT_SYNC_MAX_ROWS rows, a 202
+    with an evaluate job, whose `result` holds the same once it has succeeded."""
+    logs, job = inference_jobs.evaluate_or_job(ctx, model_id=model_id, body=body)
+    return _job_response(job) if job is not None else logs
+
+
+def _encode(outputs: dict[str, np.ndarray], accept: str) -> Response:
+    """The predictions in the form `accept` asks for: .npy (one output), .npz (several, or
+    asked for), else JSON."""
+    wants_npy, wants_npz = NPY in accept, NPZ in accept
+    if not (wants_npy or wants_npz):
+        return JSONResponse(PredictOut(predictions=outputs_json(outputs)).model_dump(mode="json"))
+    buf = io.BytesIO()
+    if wants_npy and len(outputs) == 1:
+        np.save(buf, next(iter(outputs.values())), allow_pickle=False)
+        return Response(buf.getvalue(), media_type=NPY)
+    np.savez(buf, **outputs)  # type: ignore[arg-type]
+    return Response(buf.getvalue(), media_type=NPZ)
+
+
+def _predict(ctx: AppContext, model_id: uuid.UUID, body: PredictRequest, accept: str) -> Response:
+    outputs, job = inference_jobs.predict(ctx, model_id=model_id, body=body)
+    if job is not None:
+        return _job_response(job)
+    assert outputs is not None
+    return _encode(outputs, accept)
+
+
+@router.post(
+    "/{model_id}/predict",
+    response_model=PredictOut,
+    responses={
+        200: {"content": {NPY: BINARY, NPZ: BINARY},
+              "description": "Predictions: JSON, or .npy/.npz as `Accept` asks"},
+        **JOB, **E404, **E409, **E422,
+    },
+    summary="Keras's predict",
+    openapi_extra={"requestBody": {"content": {NPY: BINARY, NPZ: BINARY}}},
+)  # fmt: skip
+def predict(ctx: Ctx, model_id: uuid.UUID, body: PredictRequest, request: Request) -> Response:
+    """`x` as JSON (nested lists or dataset references), or the body an `.npy` file (the one
+    input) or `.npz` (arrays named by input name, or one array), with `batch_size`,
+    `checkpoint` and `job_id` in the query string. `Accept: application/x-npy` (or
+    `application/x-npz`) answers in that form. Over PREDICT_SYNC_MAX_ROWS rows, a 202 with a
+    predict job, whose outputs become a dataset (`result_dataset_id`)."""
+    return _predict(ctx, model_id, body, request.headers.get("accept", ""))
+
+
+async def predict_binary(request: Request) -> Response:
+    ctx: AppContext = request.app.state.ctx
+    try:
+        model_id = uuid.UUID(request.path_params["model_id"])
+    except ValueError:
+        raise InvalidInput("must be a UUID", loc=["path", "model_id"]) from None
+    query = dict(request.query_params)
+    unknown = sorted(set(query) - {"batch_size", "checkpoint", "job_id"})
+    if unknown:
+        raise InvalidInput("unknown query parameter; they are batch_size, checkpoint, job_id",
+                           loc=["query", unknown[0]])  # fmt: skip
+    try:
+        data = await request.body()
+    except BodyTooLarge as exc:
+        raise PayloadTooLarge(str(exc), loc=["body"]) from exc
+    fmt = BINARY_MEDIA[_media(request)]
+    if fmt is None:
+        fmt = "npy" if data.startswith(b"\x93NUMPY") else "npz"
+    accept = request.headers.get("accept", "")
+
+    fields: dict[str, Any] = dict(query)
+    if "batch_size" in fields:
+        try:
+            fields["batch_size"] = int(fields["batch_size"])
+        except ValueError:
+            raise InvalidInput("must be an integer", loc=["query", "batch_size"]) from None
+
+    def run() -> Response:
+        arrays = BodyArrays(ctx, data, fmt)
+        try:
+            one = len(arrays.arrays) == 1
+            x: Any = next(iter(arrays.arrays.values())) if one else arrays.arrays
+            try:
+                body = PredictRequest.model_validate({**fields, "x": x})
+            except ValueError as exc:
+                raise InvalidInput(f"bad query parameters: {exc}", loc=["query"]) from None
+            return _predict(ctx, model_id, body, accept)
+        finally:
+            arrays.close()
+
+    return await anyio.to_thread.run_sync(run)
+
+
+BINARY_HANDLERS: dict[str, Callable[[Request], Awaitable[Response]]] = {"predict": predict_binary}

@@ -1,0 +1,153 @@
+"""Use cases of the datasets domain: store an upload (converted to one `.npy` file per array,
+durable before its row is committed), read, list, download and delete datasets. A dataset is
+immutable; a queued or running job that reads it keeps it from being deleted."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from app.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from app.datasets import repository as repo
+from app.datasets.formats import ArrayInfo, ConvertLimits, FormatError, convert
+from app.db.models import DatasetRow
+from app.db.session import unit_of_work
+from app.runtime.context import AppContext
+from app.runtime.jsonsafe import check_storable
+
+log = logging.getLogger(__name__)
+NAME_MAX = 200
+
+
+def dataset_prefix(dataset_id: object) -> str:
+    return f"datasets/{dataset_id}"
+
+
+def array_key(dataset_id: object, name: str) -> str:
+    return f"{dataset_prefix(dataset_id)}/{name}.npy"
+
+
+def convert_limits(ctx: AppContext) -> ConvertLimits:
+    return ConvertLimits(max_bytes=ctx.settings.dataset_max_bytes)
+
+
+def array_record(info: ArrayInfo) -> dict[str, object]:
+    return {"name": info.name, "dtype": info.dtype, "shape": list(info.shape),
+            "bytes": info.nbytes, "min": info.min, "max": info.max,
+            "columns": info.columns}  # fmt: skip
+
+
+def create_dataset(
+    ctx: AppContext,
+    *,
+    raw: Path,
+    fmt: str,
+    sha256: str,
+    size: int,
+    array: str,
+    label: str | None,
+    name: str | None,
+    description: str | None,
+) -> DatasetRow:
+    """Convert the uploaded file `raw` (consumed) into the dataset's arrays, make them durable,
+    then commit the row. Nothing stays behind on any error."""
+    check_storable(name, ["query", "name"])
+    check_storable(description, ["query", "description"])
+    dataset_id = uuid.uuid4()
+    out = ctx.store.temp_dir("dataset")
+    committed = False
+    try:
+        try:
+            infos = convert(raw, fmt, out, array=array, label=label, limits=convert_limits(ctx))
+        except FormatError as exc:
+            error = PayloadTooLarge if exc.status == 413 else InvalidInput
+            raise error(exc.message, loc=exc.loc) from exc
+        ctx.store.commit_dir(out, dataset_prefix(dataset_id))
+        committed = True
+        row = DatasetRow(
+            id=dataset_id, name=name, description=description, format=fmt, sha256=sha256,
+            size_bytes=size, arrays=[array_record(i) for i in infos],
+        )  # fmt: skip
+        with unit_of_work(ctx.sessions) as session:
+            repo.add_dataset(session, row=row)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        if committed:
+            ctx.store.delete_prefix(dataset_prefix(dataset_id))
+        raise
+    finally:
+        raw.unlink(missing_ok=True)
+    log.info("dataset %s stored: %s, %d arrays", dataset_id, fmt, len(infos))
+    return row
+
+
+def get_dataset(ctx: AppContext, *, dataset_id: uuid.UUID) -> DatasetRow:
+    with unit_of_work(ctx.sessions) as session:
+        row = repo.get_dataset(session, dataset_id=dataset_id)
+    if row is None:
+        raise NotFound(f"dataset {dataset_id} does not exist", loc=["path", "dataset_id"])
+    return row
+
+
+def list_datasets(ctx: AppContext, *, limit: int, offset: int) -> tuple[Sequence[DatasetRow], int]:
+    with unit_of_work(ctx.sessions) as session:
+        return repo.list_datasets(session, limit=limit, offset=offset)
+
+
+def array_file(ctx: AppContext, *, dataset_id: uuid.UUID, name: str) -> Path:
+    """The stored `.npy` file of one array, for download."""
+    row = get_dataset(ctx, dataset_id=dataset_id)
+    if name not in {a["name"] for a in row.arrays}:
+        names = [a["name"] for a in row.arrays]
+        raise NotFound(f"dataset {dataset_id} has no array {name!r}; it has {names}",
+                       loc=["path", "name"])  # fmt: skip
+    path = ctx.store.path(array_key(dataset_id, name))
+    if not path.is_file():
+        log.error("dataset %s: array %r is missing from the artifact store", dataset_id, name)
+        raise Conflict(f"the file of array {name!r} of dataset {dataset_id} is not in the "
+                       "artifact store", loc=["path", "name"])  # fmt: skip
+    return path
+
+
+def delete_dataset(ctx: AppContext, *, dataset_id: uuid.UUID) -> None:
+    with unit_of_work(ctx.sessions) as session:
+        if repo.get_dataset_for_update(session, dataset_id=dataset_id) is None:
+            raise NotFound(f"dataset {dataset_id} does not exist", loc=["path", "dataset_id"])
+        readers = repo.active_jobs_reading(session, dataset_id=dataset_id)
+        if readers:
+            raise Conflict(f"dataset {dataset_id} is read by the queued or running job "
+                           f"{readers[0]}; cancel it or wait for it to end",
+                           loc=["path", "dataset_id"])  # fmt: skip
+        repo.delete_dataset(session, dataset_id=dataset_id)
+    # Files go only after the row: a crash here leaves orphan files, never a row without them.
+    ctx.store.delete_prefix(dataset_prefix(dataset_id))
+
+
+class BodyArrays:
+    """The arrays of an `.npy` or `.npz` request body (predict's binary input), checked as an
+    upload is (no pickle, sizes that add up, finite values) and memory-mapped from a scratch
+    folder that `close` removes."""
+
+    def __init__(self, ctx: AppContext, data: bytes, fmt: str) -> None:
+        self.folder = ctx.store.temp_dir("body")
+        raw = self.folder / "body"
+        raw.write_bytes(data)
+        try:
+            infos = convert(raw, fmt, self.folder / "arrays", limits=convert_limits(ctx))
+        except FormatError as exc:
+            self.close()
+            error = PayloadTooLarge if exc.status == 413 else InvalidInput
+            raise error(exc.message, loc=exc.loc) from exc
+        except BaseException:
+            self.close()
+            raise
+        self.arrays = {i.name: np.load(self.folder / "arrays" / f"{i.name}.npy", mmap_mode="r")
+                       for i in infos}  # fmt: skip
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

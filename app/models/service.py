@@ -1,0 +1,112 @@
+"""Use cases of the models domain: create, list, read and delete a model; the model of a row
+with the weights of a file (from the cache); the compile spec a call runs under. Each opens one
+unit of work that commits once. Engine errors become 422s that name the field, and every check
+runs before anything is written."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.db.models import ModelRow
+from app.db.session import unit_of_work
+from app.engine.compile import CompileSpec
+from app.engine.errors import EngineError
+from app.engine.inference import resolve_device
+from app.engine.models import Model
+from app.models import repository as repo
+from app.models.loading import build_model, model_limits
+from app.models.schemas import ModelCreate
+from app.models.weights_files import load_or_changed, model_prefix
+from app.runtime.context import AppContext
+from app.runtime.jsonsafe import check_storable
+from app.runtime.storage import job_prefix
+
+BODY = "body"
+
+
+def invalid(exc: EngineError, *prefix: str | int) -> InvalidInput:
+    return InvalidInput(exc.message, loc=[*prefix, *exc.loc])
+
+
+def create_model(ctx: AppContext, *, body: ModelCreate) -> ModelRow:
+    seed = body.seed if body.seed is not None else int.from_bytes(os.urandom(4), "little")
+    check_storable(body.config, [BODY, "config"])
+    check_storable(body.name, [BODY, "name"])
+    try:  # a dry run: shapes, counts and limits, no weights allocated
+        model = Model.dry_run(body.config, limits=model_limits(ctx.settings))
+    except EngineError as exc:
+        raise invalid(exc, BODY, "config") from exc
+    row = ModelRow(
+        name=body.name or model.name, config=body.config, seed=seed, summary=model.summary()
+    )
+    with unit_of_work(ctx.sessions) as session:
+        repo.add_model(session, row=row)
+    return row
+
+
+def list_models(ctx: AppContext, *, limit: int, offset: int) -> tuple[Sequence[ModelRow], int]:
+    with unit_of_work(ctx.sessions) as session:
+        return repo.list_models(session, limit=limit, offset=offset)
+
+
+def get_model(ctx: AppContext, *, model_id: uuid.UUID) -> ModelRow:
+    with unit_of_work(ctx.sessions) as session:
+        row = repo.get_model(session, model_id=model_id)
+    if row is None:
+        raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
+    return row
+
+
+def delete_model(ctx: AppContext, *, model_id: uuid.UUID) -> None:
+    with unit_of_work(ctx.sessions) as session:
+        # Locked like submit_fit locks it: a fit and a delete of one model do not interleave.
+        if repo.get_model_for_update(session, model_id=model_id) is None:
+            raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
+        active = repo.active_job_of_model(session, model_id=model_id)
+        if active is not None:
+            raise Conflict(
+                f"model {model_id} has a {active.status} job {active.id}; cancel it first",
+                loc=["path", "model_id"],
+            )
+        job_ids = repo.job_ids_of_model(session, model_id=model_id)
+        repo.delete_model(session, model_id=model_id)
+    # Files go only after the rows are gone: a crash here leaves orphan files, never rows
+    # pointing at missing files.
+    for job_id in job_ids:
+        ctx.store.delete_prefix(job_prefix(job_id))
+    ctx.store.delete_prefix(model_prefix(model_id))
+    ctx.cache.drop_model(model_id)
+
+
+def model_with_weights(ctx: AppContext, row: ModelRow) -> Model:
+    return model_at(ctx, row, row.weights_key)
+
+
+def model_at(ctx: AppContext, row: ModelRow, key: str | None) -> Model:
+    """The model of `row` with the weights of file `key` (None: its seeded weights), from the
+    cache when it is there. Cached models are shared: read them, never train them. Raises
+    WeightsChanged when the file was replaced since `row` was read (see weights_files)."""
+    model = ctx.cache.get((row.id, key))
+    if model is None:
+        model = build_model(ctx.settings, row.config, row.seed)
+        model = load_or_changed(ctx.store, model, key, model_id=row.id)
+        model.to(resolve_device(ctx.settings.device))
+        ctx.cache.put((row.id, key), model)
+    return model
+
+
+def compile_spec(row: ModelRow, given: dict[str, Any] | None) -> CompileSpec:
+    config = given if given is not None else row.compile_config
+    if config is None:
+        raise InvalidInput(
+            "the model has not been compiled: give a compile spec (optimizer, loss, metrics)",
+            loc=[BODY, "compile"],
+        )
+    try:
+        return CompileSpec.parse(config, ("compile",))
+    except EngineError as exc:
+        raise invalid(exc, BODY) from exc

@@ -1,0 +1,198 @@
+"""Datasets, measured side by side in one run:
+
+1. upload rate of an `.npy` over loopback (POST /v1/datasets to uvicorn) beside writing the
+   same bytes to a file (with fsync) on the same disk;
+2. MLP 784-256-128-10 on 60,000 rows, batch 128, Adam, 2 epochs: samples/s of the engine
+   reading a stored dataset from disk (and from memory) beside a raw torch loop over in-memory
+   tensors (fused cross-entropy on logits, torch.optim.Adam), in this process;
+3. the same fit end to end through the service, from POST fit to `succeeded`, by reference to
+   uploaded datasets: embedded (SQLite, in-process executor), and distributed (uvicorn and a
+   Celery worker on Postgres and Redis) when DATABASE_URL and REDIS_URL are set;
+4. the peak resident memory of the process that trained (the worker), beside the dataset's size.
+
+    python -m bench.bench_data [--device cpu|cuda]
+    DATABASE_URL=postgresql+psycopg://... REDIS_URL=redis://... python -m bench.bench_data
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from app.engine.compile import CompileSpec
+from app.engine.fit_args import FitArgs
+from app.engine.models import Model
+from app.engine.trainer import Trainer
+from tests.e2e.harness import Process, start_api, start_worker
+
+ROWS, FEATURES, CLASSES, BATCH, EPOCHS = 60_000, 784, 10, 128, 2
+MLP: dict[str, Any] = {"class_name": "Sequential", "config": {"name": "mlp", "layers": [
+    {"class_name": "InputLayer", "config": {"batch_shape": [None, FEATURES]}},
+    {"class_name": "Dense", "config": {"units": 256, "activation": "relu"}},
+    {"class_name": "Dense", "config": {"units": 128, "activation": "relu"}},
+    {"class_name": "Dense", "config": {"units": CLASSES, "activation": "softmax"}}]}}  # fmt: skip
+COMPILE = {"optimizer": "adam", "loss": "sparse_categorical_crossentropy",
+           "metrics": ["accuracy"]}  # fmt: skip
+MB = 1e6
+
+
+def make_data(folder: Path) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    x = rng.random((ROWS, FEATURES), dtype=np.float32)
+    y = rng.integers(0, CLASSES, ROWS).astype(np.int64)
+    np.save(folder / "x.npy", x)
+    np.save(folder / "y.npy", y)
+    return folder / "x.npy", folder / "y.npy"
+
+
+def raw_loop(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
+    """Samples per second of a hand-written loop over in-memory tensors."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(FEATURES, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128),
+        torch.nn.ReLU(), torch.nn.Linear(128, CLASSES),
+    ).to(device)  # fmt: skip
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7)
+    x, y = x.to(device), y.to(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    start = time.perf_counter()
+    for _ in range(EPOCHS):
+        order = torch.randperm(ROWS, generator=gen, device=device)
+        total = torch.zeros(2, device=device)
+        for lo in range(0, ROWS, BATCH):
+            idx = order[lo : lo + BATCH]
+            logits = net(x[idx])
+            loss = F.cross_entropy(logits, y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                total[0] += loss * len(idx)
+                total[1] += (logits.argmax(1) == y[idx]).sum()
+        total.tolist()  # one host read per epoch, as the engine's logs
+    return ROWS * EPOCHS / (time.perf_counter() - start)
+
+
+def engine_fit(x: np.ndarray, y: np.ndarray, device: torch.device) -> float:
+    trainer = Trainer(Model.from_config(MLP, seed=0), CompileSpec.parse(COMPILE), device=device)
+    start = time.perf_counter()
+    trainer.fit(x, y, args=FitArgs(batch_size=BATCH, epochs=EPOCHS, seed=0))
+    return ROWS * EPOCHS / (time.perf_counter() - start)
+
+
+def file_write_rate(source: Path, folder: Path) -> float:
+    data = source.read_bytes()
+    start = time.perf_counter()
+    with (folder / "copy.bin").open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    rate = len(data) / (time.perf_counter() - start) / MB
+    (folder / "copy.bin").unlink()
+    return rate
+
+
+def upload(client: httpx.Client, path: Path, array: str) -> tuple[str, float]:
+    def chunks() -> Iterator[bytes]:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                yield chunk
+
+    start = time.perf_counter()
+    r = client.post(f"/v1/datasets?format=npy&array={array}", content=chunks())
+    elapsed = time.perf_counter() - start
+    r.raise_for_status()
+    return str(r.json()["id"]), path.stat().st_size / elapsed / MB
+
+
+def peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def service_fit(env: dict[str, str], folder: Path, distributed: bool) -> dict[str, float]:
+    api, base = start_api(env, folder)
+    procs: list[Process] = [api]
+    if distributed:
+        procs.append(start_worker(env, folder))
+    trainer_pid = procs[-1].proc.pid
+    try:
+        with httpx.Client(base_url=base, timeout=600) as client:
+            x_id, up_rate = upload(client, folder / "x.npy", "x")
+            y_id, _ = upload(client, folder / "y.npy", "y")
+            model = client.post("/v1/models", json={"config": MLP, "seed": 0}).json()["id"]
+            body = {"compile": COMPILE, "x": {"dataset": x_id, "array": "x"},
+                    "y": {"dataset": y_id, "array": "y"}, "batch_size": BATCH,
+                    "epochs": EPOCHS, "seed": 0}  # fmt: skip
+            start = time.perf_counter()
+            job = client.post(f"/v1/models/{model}/fit", json=body).json()
+            while job["status"] in ("queued", "running"):
+                time.sleep(0.05)
+                job = client.get(f"/v1/jobs/{job['id']}").json()
+            elapsed = time.perf_counter() - start
+            assert job["status"] == "succeeded", job
+            return {"upload_mb_s": up_rate, "samples_s": ROWS * EPOCHS / elapsed,
+                    "peak_rss": peak_rss(trainer_pid)}  # fmt: skip
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    distributed = bool(os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        x_path, y_path = make_data(folder)
+        size = x_path.stat().st_size
+        x_map = np.load(x_path, mmap_mode="r")
+        y_map = np.load(y_path, mmap_mode="r")
+        raw = raw_loop(torch.from_numpy(np.load(x_path)), torch.from_numpy(np.load(y_path)),
+                       device)  # fmt: skip
+        on_disk = engine_fit(x_map, y_map, device)
+        in_memory = engine_fit(np.load(x_path), np.load(y_path), device)
+        write = file_write_rate(x_path, folder)
+        queue = f"fitapi-bench-{uuid.uuid4().hex[:8]}"
+        embedded = service_fit({"DATA_DIR": str(folder / "embedded"), "CELERY_QUEUE": queue,
+                                "DATABASE_URL": "", "REDIS_URL": ""}, folder, False)  # fmt: skip
+        dist: dict[str, float] | None = None
+        if distributed:
+            from app.db.migrate import upgrade_head
+
+            upgrade_head(os.environ["DATABASE_URL"])
+            dist = service_fit({"DATA_DIR": str(folder / "distributed"), "CELERY_QUEUE": queue},
+                               folder, True)  # fmt: skip
+    print(f"device={device} rows={ROWS} features={FEATURES} batch={BATCH} epochs={EPOCHS} "
+          f"dataset={size / MB:.0f} MB")  # fmt: skip
+    print(f"upload over loopback   : {embedded['upload_mb_s']:8.0f} MB/s   file write + fsync: "
+          f"{write:8.0f} MB/s   ratio {embedded['upload_mb_s'] / write:.2f}x")  # fmt: skip
+    print(f"raw torch loop, memory : {raw:8.0f} samples/s")
+    print(f"engine, dataset on disk: {on_disk:8.0f} samples/s   ratio {on_disk / raw:.2f}x")
+    print(f"engine, arrays in memory: {in_memory:7.0f} samples/s   ratio {in_memory / raw:.2f}x")
+    rows = [("embedded", embedded)] + ([("distributed", dist)] if dist else [])
+    for name, r in rows:
+        print(f"service {name:<11}: {r['samples_s']:8.0f} samples/s   ratio "
+              f"{r['samples_s'] / raw:.2f}x   peak RSS of the process that trained "
+              f"{r['peak_rss'] / MB:.0f} MB (dataset {size / MB:.0f} MB)")  # fmt: skip
+    if dist is None:
+        print("service distributed: skipped (set DATABASE_URL and REDIS_URL)")
+
+
+if __name__ == "__main__":
+    main()
