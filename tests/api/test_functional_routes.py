@@ -51,8 +51,8 @@ def test_functional_model_over_http(client: TestClient) -> None:
     model = r.json()
     summary = model["summary"]
     assert summary["kind"] == "Functional"
-    assert summary["inputs"] == [{"name": "a", "shape": [None, 3]},
-                                 {"name": "b", "shape": [None, 2]}]  # fmt: skip
+    assert summary["inputs"] == [{"name": "a", "shape": [None, 3], "dtype": "float32"},
+                                 {"name": "b", "shape": [None, 2], "dtype": "float32"}]  # fmt: skip
     assert [o["name"] for o in summary["outputs"]] == ["cls", "reg"]
     assert summary["input_shape"] is None and summary["total_params"] == 6 + 12
     url = f"/v1/models/{model['id']}"

@@ -135,3 +135,63 @@ def test_a_dataset_in_use_is_not_deleted_and_a_vanished_one_fails_the_job(
     assert job["error"]["type"] == "DatasetMissing"
     assert "shared" in job["error"]["message"] and str(tmp_path) not in job["error"]["message"]
     assert client.delete(f"/v1/datasets/{ds}").status_code == 204
+
+
+def test_a_resumed_fit_reads_the_same_dataset_and_needs_it(client: TestClient) -> None:
+    ds = upload(client, x=X, y=Y)
+    refs = {"x": {"dataset": ds, "array": "x"}, "y": {"dataset": ds, "array": "y"}}
+    model = new_model(client)
+    r = client.post(f"/v1/models/{model}/fit", json={**FIT, **refs})
+    parent = wait_for(client, r.json()["id"], {"succeeded", "failed"})
+    assert parent["status"] == "succeeded", parent
+    r = client.post(f"/v1/jobs/{parent['id']}/resume", json={"checkpoint": "epoch:1",
+                                                              "epochs": 5})  # fmt: skip
+    assert r.status_code == 202, r.text
+    child = wait_for(client, r.json()["id"], {"succeeded", "failed"})
+    straight, _ = fit(client, {**FIT, **refs, "epochs": 5})
+    assert child["history"] == {k: v[2:] for k, v in straight.items()}
+    assert client.delete(f"/v1/datasets/{ds}").status_code == 204
+    r = client.post(f"/v1/jobs/{parent['id']}/resume", json={"checkpoint": "epoch:1"})
+    assert r.status_code == 409 and ds in r.json()["detail"][0]["msg"], r.text
+
+
+TEXT = {"class_name": "Sequential", "config": {"name": "text", "layers": [
+    {"class_name": "InputLayer", "config": {"batch_shape": [None, 8], "dtype": "int32"}},
+    {"class_name": "Embedding", "config": {"input_dim": 20, "output_dim": 4, "mask_zero": True}},
+    {"class_name": "LSTM", "config": {"units": 3}},
+    {"class_name": "Dense", "config": {"units": 1, "activation": "sigmoid"}}]}}  # fmt: skip
+
+
+def test_token_ids_from_a_dataset_equal_inline_ones(client: TestClient) -> None:
+    """int32 token ids stay integers from the file to the Embedding: the same fit as the JSON
+    integers inline, bit for bit; an id the Embedding cannot take is a 422, as inline."""
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(0, 20, (120, 8)).astype(np.int32)
+    tokens[:, 6:] = 0  # padding
+    labels = (tokens[:, 0] > 9).astype(np.int64)
+    ds = upload(client, x=tokens, y=labels)
+    body = {**FIT, "epochs": 2}
+    results = []
+    for data in ({"x": {"dataset": ds, "array": "x"}, "y": {"dataset": ds, "array": "y"}},
+                 {"x": tokens.tolist(), "y": labels.tolist()}):  # fmt: skip
+        model = client.post("/v1/models", json={"config": TEXT, "seed": 5}).json()["id"]
+        r = client.post(f"/v1/models/{model}/fit", json={**body, **data})
+        assert r.status_code == 202, r.text
+        job = wait_for(client, r.json()["id"], {"succeeded", "failed"})
+        assert job["status"] == "succeeded", job
+        results.append((job["history"], client.get(f"/v1/models/{model}/weights").content))
+    assert results[0] == results[1]
+    bad = tokens.copy()
+    bad[7, 3] = 25
+    ds_bad = upload(client, x=bad, y=labels)
+    r = client.post(
+        f"/v1/models/{model}/fit",
+        json={
+            **body,
+            "x": {"dataset": ds_bad, "array": "x"},
+            "y": {"dataset": ds_bad, "array": "y"},
+        },
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "x"], r.text
+    assert "[0, 20)" in r.json()["detail"][0]["msg"]

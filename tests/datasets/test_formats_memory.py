@@ -25,6 +25,7 @@ SCRIPT = """
 import json, sys
 from pathlib import Path
 from app.datasets.formats import ConvertLimits, convert
+import app.datasets.csvfile, app.datasets.parquetfile  # pyarrow is loaded on first use
 
 def peak():
     with open("/proc/self/status") as status:
