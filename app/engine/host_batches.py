@@ -25,6 +25,7 @@ import torch
 from app.engine.data import XY, Arrays, cast_input
 
 Index = torch.Tensor | slice
+IN_MEMORY_BYTES = 64 << 20
 
 
 def is_mapped(data: XY) -> bool:
@@ -66,9 +67,12 @@ class FileRows:
         else:
             out = np.empty((len(index), *self.shape), dtype=self.dtype)
             flat = _bytes(out)
-            rb, base = self.row_bytes, self.offset
-            for i, row in enumerate(index.tolist()):
-                self._pread(flat[i * rb : (i + 1) * rb], base + row * rb)
+            rb, fd, preadv = self.row_bytes, self.fd, os.preadv
+            offsets = (index * rb + self.offset).tolist()
+            for i, offset in enumerate(offsets):
+                view = flat[i * rb : (i + 1) * rb]
+                if preadv(fd, [view], offset) != rb:  # short: read the rest
+                    self._pread(view, offset)
         return torch.from_numpy(out)
 
     def _pread(self, buf: memoryview, offset: int) -> None:
@@ -97,19 +101,28 @@ class HostBatches:
         self.device = device
         self.n = int(data.x[0].shape[0])
         self.input_dtypes = list(input_dtypes)
-        self.x = [self._source(a) for a in data.x]
-        self.y = [self._source(a) for a in data.y]
-        self.sample_weight = [self._source(a) for a in data.sample_weight]
+        # The smallest arrays (labels, weights), up to IN_MEMORY_BYTES together, are read into
+        # memory once: a few bytes a row are not worth a read each.
+        budget, small = IN_MEMORY_BYTES, set()
+        for a in sorted((a for a in [*data.x, *data.y, *data.sample_weight]
+                         if isinstance(a, np.memmap)), key=lambda a: a.nbytes):  # fmt: skip
+            if a.nbytes > budget:
+                break
+            budget -= a.nbytes
+            small.add(id(a))
+        self.x = [self._source(a, small) for a in data.x]
+        self.y = [self._source(a, small) for a in data.y]
+        self.sample_weight = [self._source(a, small) for a in data.sample_weight]
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="gather")
         self._pending: tuple[Any, Future[Arrays]] | None = None
 
     @staticmethod
-    def _source(a: np.ndarray | None) -> FileRows | torch.Tensor | None:
+    def _source(a: np.ndarray | None, small: set[int]) -> FileRows | torch.Tensor | None:
         if a is None:
             return None
-        if isinstance(a, np.memmap):
+        if isinstance(a, np.memmap) and id(a) not in small:
             return FileRows.of(a)
-        return torch.from_numpy(np.ascontiguousarray(a))
+        return torch.from_numpy(np.array(a))  # a copy: torch keeps no read-only tensors
 
     @property
     def size(self) -> int:
