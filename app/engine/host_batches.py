@@ -42,6 +42,7 @@ class FileRows:
     row_bytes: int
     shape: tuple[int, ...]  # of one row
     dtype: np.dtype[Any]
+    buffer: np.ndarray | None = None
 
     @classmethod
     def of(cls, a: np.memmap) -> FileRows:
@@ -57,15 +58,22 @@ class FileRows:
         fd = os.open(str(root.filename), os.O_RDONLY)
         return cls(fd, offset, row_bytes, tuple(a.shape[1:]), a.dtype)
 
+    def _buffer(self, rows: int) -> np.ndarray:
+        """The reused read buffer, `rows` long (a batch is copied out of it before the next
+        read starts, so one is enough; no allocation per batch)."""
+        if self.buffer is None or self.buffer.shape[0] < rows:
+            self.buffer = np.empty((rows, *self.shape), dtype=self.dtype)
+        return self.buffer[:rows]
+
     def read(self, index: np.ndarray | slice, n: int) -> torch.Tensor:
-        """Rows `index` (a slice, or row numbers) in a new CPU tensor."""
+        """Rows `index` (a slice, or row numbers) in the read buffer, as a CPU tensor valid
+        until the next read."""
         if isinstance(index, slice):
             lo, hi, _ = index.indices(n)
-            rows = max(0, hi - lo)
-            out = np.empty((rows, *self.shape), dtype=self.dtype)
+            out = self._buffer(max(0, hi - lo))
             self._pread(_bytes(out), self.offset + lo * self.row_bytes)
         else:
-            out = np.empty((len(index), *self.shape), dtype=self.dtype)
+            out = self._buffer(len(index))
             flat = _bytes(out)
             rb, fd, preadv = self.row_bytes, self.fd, os.preadv
             offsets = (index * rb + self.offset).tolist()
@@ -114,7 +122,7 @@ class HostBatches:
         self.y = [self._source(a, small) for a in data.y]
         self.sample_weight = [self._source(a, small) for a in data.sample_weight]
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="gather")
-        self._pending: tuple[Any, Future[Arrays]] | None = None
+        self._pending: tuple[Any, Future[list[torch.Tensor | None]]] | None = None
 
     @staticmethod
     def _source(a: np.ndarray | None, small: set[int]) -> FileRows | torch.Tensor | None:
@@ -134,26 +142,44 @@ class HostBatches:
             return ("slice", index.start, index.stop)
         return ("index", index.data_ptr(), tuple(index.shape))
 
-    def _gather(self, index: Index) -> Arrays:
+    def _read(self, index: Index) -> list[torch.Tensor | None]:
+        """The batch's rows on the host, every source in order (x, y, sample weights): read on
+        the worker thread. On CUDA they are copied into pinned memory here."""
         rows: np.ndarray | slice = (
             index.to("cpu", torch.int64).numpy() if isinstance(index, torch.Tensor) else index
         )
         pin = self.device.type == "cuda"
-
-        def move(source: FileRows | torch.Tensor | None, dtype: torch.dtype) -> Any:
+        parts: list[torch.Tensor | None] = []
+        for source in [*self.x, *self.y, *self.sample_weight]:
             if source is None:
-                return None
+                parts.append(None)
+                continue
             if isinstance(source, FileRows):
                 part = source.read(rows, self.n)
             else:
                 part = source[rows] if isinstance(rows, slice) else source[torch.from_numpy(rows)]
-            if pin:
-                part = part.pin_memory()
-            return cast_input(part.to(self.device, non_blocking=pin), dtype)
+            parts.append(part.pin_memory() if pin else part)
+        return parts
 
-        xs = [move(s, d) for s, d in zip(self.x, self.input_dtypes, strict=True)]
-        return Arrays(xs, [move(s, torch.float32) for s in self.y],
-                      [move(s, torch.float32) for s in self.sample_weight])  # fmt: skip
+    def _finish(self, parts: list[torch.Tensor | None]) -> Arrays:
+        """The host parts on the device, cast: done on the caller's thread, so the batch's
+        memory is allocated and freed by one thread, and copied off the read buffers."""
+        pin = self.device.type == "cuda"
+        dtypes = [*self.input_dtypes, *[torch.float32] * (len(self.y) + len(self.sample_weight))]
+        out: list[torch.Tensor | None] = []
+        for part, dtype in zip(parts, dtypes, strict=True):
+            if part is None:
+                out.append(None)
+                continue
+            moved = cast_input(part.to(self.device, non_blocking=pin), dtype)
+            if moved.data_ptr() == part.data_ptr():  # neither moved nor cast: still the buffer
+                moved = moved.clone()
+            out.append(moved)
+        nx, ny = len(self.x), len(self.y)
+        return Arrays([t for t in out[:nx] if t is not None], out[nx : nx + ny], out[nx + ny :])
+
+    def _gather(self, index: Index) -> Arrays:
+        return self._finish(self._read(index))
 
     def take(self, index: Index) -> Arrays:
         pending, self._pending = self._pending, None
@@ -162,7 +188,7 @@ class HostBatches:
             key, future = pending
             ready = future.result()
             if key == self._key(index):
-                batch = ready
+                batch = self._finish(ready)
         if batch is None:
             batch = self._gather(index)
         # Read on ahead: the next slice of the same length (the order of validation, evaluate,
@@ -177,7 +203,7 @@ class HostBatches:
             return
         if self._pending is not None:
             self._pending[1].result()
-        self._pending = (self._key(index), self._pool.submit(self._gather, index))
+        self._pending = (self._key(index), self._pool.submit(self._read, index))
 
     def close(self) -> None:
         if self._pending is not None:
