@@ -87,10 +87,13 @@ def carry(nodes: Sequence[Node], input_dtypes: Sequence[torch.dtype]) -> list[to
         got = [dtypes[s] for s in slots if s is not None]
         while len(dtypes) <= node.out:
             dtypes.append(torch.float32)
+        layer = node.layer
+        if layer.output_dtype is not None:  # a Keras op: reads any tensor as it is
+            dtypes[node.out] = layer.output_dtype
+            continue
         odd = [d for d in got if d != torch.float32]
         if not odd:
             continue
-        layer = node.layer
         rule = layer.integer_input_rule()
         for dtype in odd:
             if dtype in HALF_FLOATS and not layer.half_float_input:

@@ -3,45 +3,34 @@
 Each layer entry lists the calls made to it (`inbound_nodes`, in call order); a call's tensor
 arguments name the tensors they consume by `keras_history` = [layer, node index, tensor index].
 Merge layers get a list of tensors as their one argument; layers with named tensor arguments
-(MultiHeadAttention's query, value, key) get them positionally or by keyword. The nodes are put in
-an order where every input comes first (a cycle or a missing tensor is a ConfigError), and each
-layer is built at its first call.
+(MultiHeadAttention's query, value, key) get them positionally or by keyword. A call's `mask`
+argument names the tensor Keras uses as that call's mask; Keras's op nodes that make such masks
+are read by app.engine.op_nodes. The nodes are put in an order where every input comes first (a
+cycle or a missing tensor is a ConfigError), and each layer is built at its first call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from app.engine import dtypes
 from app.engine.errors import ConfigError, Loc
+from app.engine.graph_order import Key, RawNode, Refs, keras_order, run_order
 from app.engine.layers import Layer, Shape
+from app.engine.mask_ops import Op
 from app.engine.model_config import (
     MAX_NODES,
     Graph,
     Node,
-    NodeInputs,
     entry_config,
     input_layer,
     make_layer,
 )
+from app.engine.op_nodes import check_reads, is_op_entry, make_op
 from app.engine.params import get_str
-
-Key = tuple[str, int]  # (layer name, node index): one tensor of the graph
-# Call keyword arguments Keras records that carry nothing when null.
-_NULL_KWARGS = ("mask",)
-
-
-@dataclass
-class _RawNode:
-    layer: Layer
-    index: int
-    inputs: Key | list[Key | None]
-    options: dict[str, Any]
-    loc: Loc
 
 
 def _ref(value: Any, loc: Loc) -> Key:
@@ -72,7 +61,19 @@ def _triple(value: Any, loc: Loc) -> Key:
     return value[0], value[1]
 
 
-def _call_inputs(layer: Layer, node: Any, loc: Loc) -> tuple[Key | list[Key | None], dict]:
+def _mask(layer: Layer, value: Any, loc: Loc) -> Refs:
+    """A call's `mask` argument: a tensor, or for a layer called on a list, a list of them
+    (null where an input has none)."""
+    if not (layer.uses_mask and layer.mask_argument):
+        raise ConfigError(loc, f"{layer.class_name} takes no call argument 'mask' here")
+    if not layer.multi_input:
+        return _ref(value, loc)
+    if not isinstance(value, list):
+        raise ConfigError(loc, f"{layer.class_name} takes a list of masks, one per input")
+    return [None if v is None else _ref(v, (*loc, i)) for i, v in enumerate(value)]
+
+
+def _call_inputs(layer: Layer, node: Any, loc: Loc) -> tuple[Refs, dict, Refs | None]:
     if not isinstance(node, Mapping):
         raise ConfigError(loc, "a node is an object with args and kwargs")
     unknown = set(node) - {"args", "kwargs"}
@@ -82,15 +83,21 @@ def _call_inputs(layer: Layer, node: Any, loc: Loc) -> tuple[Key | list[Key | No
     if not isinstance(args, list) or not isinstance(kwargs, Mapping):
         raise ConfigError(loc, "args must be a list and kwargs an object")
     options: dict[str, Any] = {}
+    if isinstance(layer, Op):  # NotEqual's number follows its tensor
+        args, options = layer.read_constants(args, loc)
     named: dict[str, Key | None] = {}
+    mask: Refs | None = None
     for key, value in kwargs.items():
         kloc = (*loc, "kwargs", key)
         if key in layer.input_names:
             named[key] = None if value is None else _ref(value, kloc)
         elif key in layer.call_options:
             options[key] = value
-        elif key in _NULL_KWARGS and value is None:
-            continue
+        elif key == "mask":
+            # Keras records the mask it propagated into a call whose layer takes one; given,
+            # it is that call's mask, whatever the inputs carry (Layer.__call__ fills `mask`
+            # from them only when it is None).
+            mask = None if value is None else _mask(layer, value, kloc)
         elif key == "training":
             # Keras records it at every call of a layer whose call takes it (false when the
             # caller gave none); its fit, evaluate and predict replace it with the mode they
@@ -110,14 +117,14 @@ def _call_inputs(layer: Layer, node: Any, loc: Loc) -> tuple[Key | list[Key | No
             if i < len(args):
                 raise ConfigError((*loc, "kwargs", key), "is also given positionally")
             slots[i] = ref
-        return slots, options
+        return slots, options, mask
     if len(args) != 1:
         raise ConfigError((*loc, "args"), f"{layer.class_name} takes one input, got {len(args)}")
     if layer.multi_input:
         if not isinstance(args[0], list) or not args[0]:
             raise ConfigError((*loc, "args", 0), f"{layer.class_name} takes a list of tensors")
-        return [_ref(a, (*loc, "args", 0, i)) for i, a in enumerate(args[0])], options
-    return _ref(args[0], (*loc, "args", 0)), options
+        return [_ref(a, (*loc, "args", 0, i)) for i, a in enumerate(args[0])], options, mask
+    return _ref(args[0], (*loc, "args", 0)), options, mask
 
 
 def _endpoints(value: Any, loc: Loc) -> tuple[list[str], list[Key], bool]:
@@ -143,8 +150,7 @@ def functional_graph(config: Mapping[str, Any], generator: torch.Generator) -> G
     name = get_str(config, "name", ("config",), "functional")
     used: set[str] = set()
     inputs: dict[str, tuple[Shape, torch.dtype, Loc]] = {}
-    layers: list[Layer] = []
-    raw: list[_RawNode] = []
+    raw: list[RawNode] = []
     for index, entry in enumerate(config["layers"]):
         loc: Loc = ("config", "layers", index)
         if not isinstance(entry, Mapping):
@@ -164,17 +170,19 @@ def functional_graph(config: Mapping[str, Any], generator: torch.Generator) -> G
             shape, dtype = input_layer(entry_config(entry, loc), (*loc, "config"))
             inputs[entry_name] = (shape, dtype, loc)
             continue
-        layer = make_layer(entry, loc, used, entry_name)
-        layers.append(layer)
+        if is_op_entry(entry):
+            layer: Layer = make_op(entry, loc, used, entry_name)
+        else:
+            layer = make_layer(entry, loc, used, entry_name)
         if not nodes:
             raise ConfigError((*loc, "inbound_nodes"), "the layer is never called")
         for n, node in enumerate(nodes):
             nloc = (*loc, "inbound_nodes", n)
-            refs, options = _call_inputs(layer, node, nloc)
+            refs, options, mask = _call_inputs(layer, node, nloc)
             check = getattr(layer, "check_options", None)
             if check is not None:  # call options are checked now, not in the middle of a run
                 check(options, nloc)
-            raw.append(_RawNode(layer, n, refs, options, nloc))
+            raw.append(RawNode(layer, n, refs, options, nloc, mask))
         if len(raw) > MAX_NODES:
             raise ConfigError((*loc, "inbound_nodes"), f"the limit is {MAX_NODES} layer calls")
     in_names, in_keys, dict_inputs = _endpoints(config.get("input_layers"),
@@ -190,21 +198,19 @@ def functional_graph(config: Mapping[str, Any], generator: torch.Generator) -> G
         if (input_name, 0) not in slots:
             raise ConfigError(iloc, f"InputLayer {input_name!r} is not in input_layers")
     shapes: list[Shape] = [inputs[k[0]][0] for k in in_keys]
-    ordered = _order(raw, set(slots))
+    bools = {i for i, k in enumerate(in_keys) if inputs[k[0]][1] == torch.bool}
+    masks: set[int] = set()  # the op nodes' outputs
     built: dict[str, Any] = {}
     nodes_out: list[Node] = []
-    for node in ordered:
-        node_slots: NodeInputs = (
-            [None if k is None else slots[k] for k in node.inputs]
-            if isinstance(node.inputs, list)
-            else slots[node.inputs]
-        )
+    for node in run_order(raw, set(slots)):
+        node_slots, mask_slots = _slots(node.inputs, slots), _slots(node.mask, slots)
         in_shape: Any = (
             [None if s is None else shapes[s] for s in node_slots]
             if isinstance(node_slots, list)
             else shapes[node_slots]
         )
         layer = node.layer
+        check_reads(layer, node_slots, mask_slots, shapes, bools, masks, node.loc)
         if layer.name not in built:
             layer.output_shape = layer.build(in_shape, generator, (*node.loc[:3], "config"))
             built[layer.name] = in_shape
@@ -214,10 +220,12 @@ def functional_graph(config: Mapping[str, Any], generator: torch.Generator) -> G
                 f"shared layer {layer.name!r} was built for input shape {built[layer.name]} "
                 f"and is called here on {in_shape}; a shared layer takes one shape",
             )
-        slots[(layer.name, node.index)] = len(shapes)
-        nodes_out.append(
-            Node(layer, node_slots, node.options, len(shapes), node.index, loc=node.loc)
-        )
+        slots[node.key] = len(shapes)
+        if isinstance(layer, Op):
+            masks.add(len(shapes))
+            bools.add(len(shapes))
+        nodes_out.append(Node(layer, node_slots, node.options, len(shapes), node.index,
+                              loc=node.loc, mask=mask_slots))  # fmt: skip
         shapes.append(layer.output_shape)
     out_names, out_keys, dict_outputs = _endpoints(config.get("output_layers"),
                                                    ("config", "output_layers"))  # fmt: skip
@@ -225,95 +233,26 @@ def functional_graph(config: Mapping[str, Any], generator: torch.Generator) -> G
     for i, key in enumerate(out_keys):
         if key not in slots:
             raise ConfigError(("config", "output_layers", i), f"no tensor {list(key)} exists")
+        if slots[key] in masks:
+            raise ConfigError(("config", "output_layers", i), f"{key[0]!r} is a Keras op making a "
+                              "mask; a model's outputs come from layers")  # fmt: skip
         out_slots.append(slots[key])
     if len(set(out_names)) != len(out_names):
         raise ConfigError(("config", "output_layers"), "output names must differ")
     input_dtypes = [inputs[k[0]][1] for k in in_keys]
+    operations = keras_order(raw, out_keys)
     return Graph(
         name=name, kind="Functional", input_names=in_names, input_shapes=shapes[: len(in_keys)],
-        layers=_keras_layer_order(raw, out_keys), nodes=nodes_out, output_names=out_names,
-        output_slots=out_slots,
+        layers=[op for op in operations if not isinstance(op, Op)], nodes=nodes_out,
+        output_names=out_names, output_slots=out_slots,
         shapes=shapes, dict_inputs=dict_inputs, dict_outputs=dict_outputs,
         input_dtypes=input_dtypes, dtypes=dtypes.carry(nodes_out, input_dtypes),
+        operations=operations,
     )  # fmt: skip
 
 
-def _order(raw: list[_RawNode], available: set[Key]) -> list[_RawNode]:
-    """The nodes in an order where each comes after the nodes it reads (config order kept
-    where free); a tensor that no node produces, or a cycle, is a ConfigError."""
-    produced = {(n.layer.name, n.index): n for n in raw}
-    waiting: dict[Key, list[_RawNode]] = {}
-    missing: dict[int, int] = {}
-    ready: list[_RawNode] = []
-    for node in raw:
-        deps = {k for k in (node.inputs if isinstance(node.inputs, list) else [node.inputs])
-                if k is not None and k not in available}  # fmt: skip
-        for k in deps:
-            if k not in produced:
-                raise ConfigError(node.loc, f"reads tensor {[*k, 0]}, which no layer produces")
-            waiting.setdefault(k, []).append(node)
-        missing[id(node)] = len(deps)
-        if not deps:
-            ready.append(node)
-    ordered: list[_RawNode] = []
-    while ready:
-        node = ready.pop(0)
-        ordered.append(node)
-        for follower in waiting.get((node.layer.name, node.index), []):
-            missing[id(follower)] -= 1
-            if missing[id(follower)] == 0:
-                ready.append(follower)
-    if len(ordered) != len(raw):
-        stuck = next(n for n in raw if missing[id(n)] > 0)
-        raise ConfigError(stuck.loc, "the graph has a cycle through this call")
-    return ordered
-
-
-def _keras_layer_order(raw: list[_RawNode], outputs: list[Key]) -> list[Layer]:
-    """The layers in the order Keras's Functional model lists them (its `map_graph`), which is
-    the order of `get_weights()` and of a `.keras` file's weight groups: by depth from the
-    outputs, deepest first, ties broken by when a depth-first walk from the outputs first
-    reaches the layer. Keras writes its configs in this order; a hand-written config in another
-    order still gets Keras's."""
-    by_key = {(n.layer.name, n.index): n for n in raw}
-
-    def parents(node: _RawNode) -> list[Key]:
-        refs = node.inputs if isinstance(node.inputs, list) else [node.inputs]
-        return [k for k in refs if k is not None]
-
-    first_seen: dict[str, int] = {}
-    post_order: list[Key] = []
-    done: set[Key] = set()
-
-    def walk(key: Key) -> None:  # iterative post-order DFS (graphs may be deep)
-        stack: list[tuple[Key, bool]] = [(key, False)]
-        while stack:
-            current, expanded = stack.pop()
-            if current in done:
-                continue
-            node = by_key.get(current)
-            if expanded or node is None:
-                first_seen.setdefault(current[0], len(first_seen))
-                done.add(current)
-                post_order.append(current)
-                continue
-            first_seen.setdefault(current[0], len(first_seen))
-            stack.append((current, True))
-            stack.extend((p, False) for p in reversed(parents(node)) if p not in done)
-
-    for key in outputs:
-        walk(key)
-    node_depth: dict[Key, int] = {}
-    layer_depth: dict[str, int] = {}
-    for key in reversed(post_order):
-        depth = max(node_depth.setdefault(key, 0), layer_depth.get(key[0], 0))
-        layer_depth[key[0]] = depth
-        node_depth[key] = depth
-        node = by_key.get(key)
-        for parent in parents(node) if node is not None else []:
-            node_depth[parent] = max(depth + 1, node_depth.get(parent, 0))
-    layers = {n.layer.name: n.layer for n in raw}
-    known = [name for name in layers if name in layer_depth]
-    ordered = sorted(known, key=lambda name: (-layer_depth[name], first_seen[name]))
-    unused = [name for name in layers if name not in layer_depth]  # not on a path to an output
-    return [layers[name] for name in [*ordered, *unused]]
+def _slots(refs: Refs | None, slots: dict[Key, int]) -> Any:
+    """Tensor keys as the slots they fill (None stays None)."""
+    if isinstance(refs, list):
+        return [None if k is None else slots[k] for k in refs]
+    return None if refs is None else slots[refs]

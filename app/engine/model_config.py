@@ -61,7 +61,8 @@ NodeInputs = Slot | list[Slot | None]
 @dataclass
 class Node:
     """One call of a layer: its input slots (one, or a list for list and named inputs), the
-    node's non-tensor call options, and the slot its output fills."""
+    node's non-tensor call options, the slot its output fills, and the slot(s) of its own
+    `mask` argument, which Keras uses in place of the mask its inputs carry."""
 
     layer: Layer
     inputs: NodeInputs
@@ -70,6 +71,7 @@ class Node:
     index: int = 0  # which call of the layer this is (Keras's node index)
     loc: Loc = ()  # the layer entry (or its inbound node) in the config
     cast: bool = False  # the inputs are converted to float32 first (see app.engine.dtypes)
+    mask: NodeInputs | None = None
 
 
 @dataclass
@@ -87,6 +89,8 @@ class Graph:
     dict_outputs: bool = False
     input_dtypes: list[torch.dtype] = field(default_factory=list)
     dtypes: list[torch.dtype] = field(default_factory=list)  # every slot's (dtypes.carry)
+    # Functional: the layers and Keras op nodes in Keras's order (app.engine.mask_ops).
+    operations: list[Layer] = field(default_factory=list)
 
 
 def parse_shape(value: Any, loc: Loc) -> Shape:

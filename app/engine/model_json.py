@@ -9,6 +9,7 @@ import torch
 
 from app.engine.dtypes import dtype_name
 from app.engine.layers import Layer, Shape
+from app.engine.mask_ops import Op
 
 if TYPE_CHECKING:
     from app.engine.models import Model
@@ -27,12 +28,13 @@ def _input_entry(name: str, shape: Shape, dtype: torch.dtype, functional: bool) 
 
 
 def _layer_entry(layer: Layer) -> dict[str, Any]:
-    module = getattr(layer, "keras_module", "keras.layers")  # nested models live elsewhere
+    module = getattr(layer, "keras_module", "keras.layers")  # nested models and ops elsewhere
+    registered = layer.class_name if isinstance(layer, Op) else None  # as Keras writes ops
     return {
         "module": module,
         "class_name": layer.class_name,
         "config": layer.get_config(),
-        "registered_name": "Functional" if layer.class_name == "Functional" else None,
+        "registered_name": "Functional" if layer.class_name == "Functional" else registered,
     }
 
 
@@ -79,12 +81,18 @@ def functional_json(model: Model) -> dict[str, Any]:
                     kwargs[name] = tensor(slot)
         else:
             args = [[tensor(s) for s in node.inputs if s is not None]]
+        if isinstance(node.layer, Op):  # NotEqual's number follows its tensor
+            args += [kwargs.pop(name) for name in node.layer.constants]
+        if isinstance(node.mask, int):
+            kwargs["mask"] = tensor(node.mask)
+        elif node.mask is not None:
+            kwargs["mask"] = [None if s is None else tensor(s) for s in node.mask]
         calls.setdefault(node.layer.name, []).append((node.index, {"args": args, "kwargs": kwargs}))
     layers = [
         _input_entry(n, s, d, True)
         for n, s, d in zip(graph.input_names, graph.input_shapes, graph.input_dtypes, strict=True)
     ]
-    for layer in model.layer_list():
+    for layer in graph.operations:  # layers and Keras op nodes, in Keras's order
         entry = _layer_entry(layer)
         entry.update(name=layer.name, inbound_nodes=[c for _, c in sorted(calls[layer.name])])
         layers.append(entry)

@@ -118,15 +118,22 @@ class Model(nn.Module):
         return self.forward_with_mask(x, training)[0]
 
     def forward_with_mask(
-        self, x: torch.Tensor | Sequence[torch.Tensor], training: bool = False
+        self,
+        x: torch.Tensor | Sequence[torch.Tensor],
+        training: bool = False,
+        input_mask: Any = None,
     ) -> tuple[Any, Any]:
         """The outputs and their Keras masks (from Masking or Embedding(mask_zero), carried
         through the layers that support masking), which the loss and metrics apply. One
-        output gives a tensor and a mask; several give lists in output order."""
+        output gives a tensor and a mask; several give lists in output order. `input_mask` is the
+        inputs' own (a nested model's caller passes its mask on, as Keras's does)."""
         values: list[Any] = [None] * self._n_slots
         masks: list[Any] = [None] * self._n_slots
         xs = [x] if isinstance(x, torch.Tensor) else list(x)
         values[: len(xs)] = xs
+        if input_mask is not None:
+            given = [input_mask] if isinstance(input_mask, torch.Tensor) else list(input_mask)
+            masks[: len(given)] = given
         for node in self._nodes:
             if isinstance(node.inputs, int):
                 inp, mask = values[node.inputs], masks[node.inputs]
@@ -135,6 +142,9 @@ class Model(nn.Module):
                 mask = [None if s is None else masks[s] for s in node.inputs]
                 if all(m is None for m in mask):
                     mask = None
+            if node.mask is not None:  # the call's own `mask` argument, in place of the above
+                mask = (values[node.mask] if isinstance(node.mask, int)
+                        else [None if s is None else values[s] for s in node.mask])  # fmt: skip
             if node.cast:  # an integer or half-float input the layer reads as float32
                 inp = to_float32(inp)
             values[node.out], masks[node.out] = node.layer.call_masked(

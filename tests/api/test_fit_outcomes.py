@@ -18,7 +18,7 @@ from app.engine.models import Model
 from app.engine.trainer import Trainer
 from tests.e2e.scenario_checks import wait_for
 from tests.engine.conftest import import_keras
-from tests.support.keras_fit import sequential
+from tests.support.keras_fit import keras_drift, sequential
 from tests.support.keras_json import keras_json
 
 RNG = np.random.default_rng(11)
@@ -119,8 +119,7 @@ def test_a_second_fit_continues_the_optimizer_unless_compiled_again(client: Test
     # drift when its initial weights move by one ulp (measured here, on this CPU), with a factor
     # of 4 for the two independent roundoff streams, ours and Keras's, and never tighter than
     # 1e-6.
-    _, nudged = _keras_three_fits(keras, [np.nextafter(w, np.float32(np.inf)) for w in initial])
-    drift = max(float(np.abs(a - b).max()) for a, b in zip(theirs_weights, nudged, strict=True))
+    drift = keras_drift(lambda weights: _keras_three_fits(keras, weights)[1], initial)
     atol = max(1e-6, 4 * drift)
     with np.load(io.BytesIO(client.get(f"/v1/models/{model}/weights").content)) as npz:
         for i, theirs_w in enumerate(theirs_weights):

@@ -110,8 +110,8 @@ def test_text_model_matches_keras(keras: ModuleType) -> None:
 
 def test_functional_int_input_matches_keras(keras: ModuleType) -> None:
     """Ids and float features side by side: an int32 input into an Embedding and a GRU, a
-    float16 one into a Dense, joined (no mask here: Keras writes a Functional model's masks as
-    separate op nodes, which are not read yet)."""
+    float16 one into a Dense, joined (no mask here; masks that Keras writes as op nodes are
+    tested in test_mask_ops_vs_keras.py)."""
     layers = keras.layers
     keras.utils.set_random_seed(4)
     ids = keras.Input((T,), dtype="int32", name="ids")

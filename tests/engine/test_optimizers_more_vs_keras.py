@@ -25,7 +25,7 @@ from tests.engine.test_optimizers import (
     check_resume_bit_exact,
     check_steps_match_keras,
 )
-from tests.support.keras_fit import assert_same_fit, sequential
+from tests.support.keras_fit import assert_same_fit, keras_drift, sequential
 from tests.support.keras_json import keras_json
 
 RTOL, ATOL = 1e-6, 1e-7
@@ -100,10 +100,24 @@ def _fit_both(keras: ModuleType, class_name: str, config: dict[str, Any]) -> Non
     model = Model.from_config(MODEL, seed=0)
     model.set_weights(km.get_weights())
     trainer = Trainer(model, CompileSpec.parse(compile_cfg), device=None)
+    initial = km.get_weights()
     kh = km.fit(X, Y, batch_size=16, epochs=3, shuffle=False, validation_split=0.25, verbose=0)
     args = FitArgs(batch_size=16, epochs=3, shuffle=False, validation_split=0.25)
     history = trainer.fit(X, Y, args=args)
-    assert_same_fit(history.history, kh.history, trainer, km, rtol=RTOL, atol=ATOL)
+
+    def keras_fit(weights: list[np.ndarray]) -> list[np.ndarray]:
+        other = keras.models.model_from_json(keras_json(MODEL))
+        other.set_weights(weights)
+        other.compile(optimizer=_keras_optimizer(keras, class_name, config),
+                      loss="categorical_crossentropy")  # fmt: skip
+        other.fit(X, Y, batch_size=16, epochs=3, shuffle=False, validation_split=0.25, verbose=0)
+        return list(other.get_weights())
+
+    # Weights after nine steps at rates up to 0.5: held to 4x Keras's own one-ulp drift (the
+    # two roundoff streams, ours and Keras's), never tighter than ATOL.
+    drift = keras_drift(keras_fit, initial)
+    assert_same_fit(history.history, kh.history, trainer, km, rtol=RTOL, atol=ATOL,
+                    weights_atol=4 * drift)  # fmt: skip
     assert trainer.optimizer.iterations == int(km.optimizer.iterations) == 9
 
 

@@ -8,6 +8,7 @@ Keras's initial weights); `assert_same_fit` compares the History values and the 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -71,13 +72,28 @@ def assert_same_fit(
     *,
     rtol: float,
     atol: float,
+    weights_atol: float | None = None,
 ) -> None:
-    """The same History keys and values, and the same final weights."""
+    """The same History keys and values, and the same final weights (to `weights_atol` where
+    given, e.g. from `keras_drift`)."""
     assert sorted(history) == sorted(keras_history)
     for key, theirs in keras_history.items():
         np.testing.assert_allclose(history[key], theirs, rtol=rtol, atol=atol, err_msg=key)
+    w_atol = atol if weights_atol is None else max(atol, weights_atol)
     for ours, theirs in zip(trainer.model.get_weights(), km.get_weights(), strict=True):
-        np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=atol)
+        np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=w_atol)
+
+
+def keras_drift(
+    run: Callable[[list[np.ndarray]], list[np.ndarray]], weights: list[np.ndarray]
+) -> float:
+    """Keras's own sensitivity: the largest change in the weights a Keras fit (`run`, from the
+    given initial weights to its final ones) ends with when every initial weight moves by one
+    ulp. Roundoff that differs between two correct implementations moves the result about as
+    much, so a multiple of this is a tolerance derived from the computation."""
+    a = run(weights)
+    b = run([np.nextafter(w, np.float32(np.inf)).astype(w.dtype) for w in weights])
+    return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
 
 
 def assert_same_evaluate(

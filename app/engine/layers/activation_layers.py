@@ -206,6 +206,9 @@ class Softmax(Layer):
     uses_mask = True
     config_keys = ("axis",)
 
+    def mask_shape(self, input_shape: Any) -> Any:
+        return None  # broadcast against the input from the right, checked in forward
+
     def __init__(self, *, name: str, axis: int | list[int]) -> None:
         super().__init__(name=name)
         self.axis = axis

@@ -76,6 +76,10 @@ class Layer(nn.Module):
     supports_masking: ClassVar[bool] = False
     #: The layer's forward takes `mask=` (a bool tensor, or a list of them for list inputs).
     uses_mask: ClassVar[bool] = False
+    #: With `uses_mask`: Keras's call takes `mask=` too, so a Functional node may give it (Keras
+    #: records there the mask it propagates). False where Keras reads the masks attached to the
+    #: inputs only (Maximum, Minimum, Multiply, MultiHeadAttention).
+    mask_argument: ClassVar[bool] = True
     #: The layer takes a list of tensors (merge layers): build gets a list of shapes and forward
     #: a list of tensors.
     multi_input: ClassVar[bool] = False
@@ -96,6 +100,9 @@ class Layer(nn.Module):
     #: False where Keras computes on a float16 or bfloat16 tensor in that type rather than
     #: autocasting it to float32 (refused).
     half_float_input: ClassVar[bool] = True
+    #: The output's dtype whatever the input's (bool for the mask ops); None: float32, or as
+    #: `integer_input` says.
+    output_dtype: ClassVar[torch.dtype | None] = None
 
     def __init__(self, *, name: str, trainable: bool = True) -> None:
         super().__init__()
@@ -185,6 +192,13 @@ class Layer(nn.Module):
         """The mask of this layer's output given its input and input mask (Keras's
         `compute_mask`)."""
         return mask if self.supports_masking else None
+
+    def mask_shape(self, input_shape: Any) -> Any:
+        """The shape a node's `mask=` argument must have (Keras's masks cover the input without
+        its last axis; a list for list inputs); None where the layer checks it as it runs."""
+        if isinstance(input_shape, list):
+            return [None if s is None else s[:-1] for s in input_shape]
+        return input_shape[:-1]
 
     def call_masked(
         self, x: Any, mask: Any, training: bool, options: Mapping[str, Any] | None = None

@@ -125,6 +125,7 @@ class _Extremum(_Merge):
     """Maximum and Minimum: a masked-out position of an input takes the other side's value."""
 
     uses_mask = True
+    mask_argument = False  # Keras's call reads the masks attached to its inputs
     op: ClassVar[Callable[..., Tensor]]
 
     def forward(self, x: list[Tensor], training: bool = False, mask: MaskList = None) -> Tensor:
@@ -167,6 +168,7 @@ class Multiply(_Merge):
 
     class_name = "Multiply"
     uses_mask = True
+    mask_argument = False  # Keras's call reads the masks attached to its inputs
 
     def forward(self, x: list[Tensor], training: bool = False, mask: MaskList = None) -> Tensor:
         xs = self._aligned(x)

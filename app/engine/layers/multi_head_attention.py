@@ -50,6 +50,7 @@ _SUBLAYER_OPTIONS = KERNEL_OPTION_KEYS
 class MultiHeadAttention(AttentionLayer):
     class_name = "MultiHeadAttention"
     input_names = ("query", "value", "key")
+    mask_argument = False  # Keras's call reads the masks attached to query, value and key
     config_keys = (
         "num_heads", "key_dim", "value_dim", "dropout", "use_bias", "output_shape",
         "attention_axes", "sliding_window", "flash_attention", "kernel_initializer",

@@ -77,7 +77,9 @@ class _Nested(Layer):
         return {k: v for k, v in inner.items() if k not in ("name", "trainable", "dtype")}
 
     def forward(self, x: Any, training: bool = False, mask: Any = None) -> Any:
-        out, self._mask = self._inner().forward_with_mask(x, training)
+        # Keras's nested model attaches the mask it is called with to its inputs, so its
+        # layers read it as they would an outer layer's.
+        out, self._mask = self._inner().forward_with_mask(x, training, mask)
         return out
 
     def compute_mask(self, x: Any, mask: Any) -> torch.Tensor | None:

@@ -189,6 +189,10 @@ class GlobalAveragePooling1D(_GlobalPooling):
     def compute_mask(self, x: Any, mask: Any) -> torch.Tensor | None:
         return None
 
+    def mask_shape(self, input_shape: Any) -> Any:
+        steps = 1 if self.data_format == "channels_last" else 2
+        return (input_shape[0], input_shape[steps])
+
     def forward(
         self, x: torch.Tensor, training: bool = False, mask: torch.Tensor | None = None
     ) -> torch.Tensor:

@@ -286,6 +286,9 @@ class TimeDistributed(_Wrapper):
         # layer's own activity_regularizer is accepted and written back but never applied.
         return list(self._activity_losses)
 
+    def mask_shape(self, input_shape: Any) -> Any:
+        return input_shape[:2]  # (batch, steps), whatever each step holds
+
     def forward(self, x: Tensor, training: bool = False, mask: Tensor | None = None) -> Tensor:
         batch, steps = x.shape[0], x.shape[1]
         if not self.layer.uses_mask:
