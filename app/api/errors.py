@@ -11,11 +11,24 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.api.middleware import BodyTooLarge
 from app.core.errors import AppError
 
 log = logging.getLogger(__name__)
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route accepts at this request's path, OPTIONS included. Starlette's
+    405 names only the first route whose path matched (GET and POST are separate routes)."""
+    methods = {"OPTIONS"}
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            methods.add(method)
+    return sorted(methods)
 
 
 class ErrorItem(BaseModel):
@@ -49,13 +62,20 @@ def install(app: FastAPI) -> None:
         return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if isinstance(exc.__cause__, BodyTooLarge):
             return JSONResponse(
                 error_body(["body"], str(exc.__cause__), "payload_too_large"), status_code=413
             )
         if exc.status_code in (204, 304):
             return Response(status_code=exc.status_code)
+        if exc.status_code == 405:
+            # OPTIONS is answered for every path; other methods get the full Allow list.
+            allow = {"Allow": ", ".join(allowed_methods(request))}
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers=allow)
+            return JSONResponse(error_body([], str(exc.detail), "method_not_allowed"),
+                                status_code=405, headers=allow)  # fmt: skip
         detail = exc.detail if isinstance(exc.detail, str) else "error"
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(

@@ -42,7 +42,7 @@ def _fail(message: str, *loc: str | int) -> FormatError:
     return FormatError(f"not a valid .npz file: {message}", loc=("body", *loc))
 
 
-def _check_directory_size(fd: int, size: int, max_entries: int) -> None:
+def check_directory_size(fd: int, size: int, max_entries: int) -> None:
     """Read the end-of-central-directory record and bound what zipfile will read."""
     tail_start = max(0, size - (_EOCD.size + 0xFFFF))
     tail = os.pread(fd, size - tail_start, tail_start)
@@ -154,7 +154,7 @@ class MemberStream:
             raise _fail(f"member {self.info.filename!r} fails its CRC-32 check", self.name)
 
 
-def _members(archive: zipfile.ZipFile, size: int) -> list[tuple[str, zipfile.ZipInfo]]:
+def checked_members(archive: zipfile.ZipFile, size: int) -> list[tuple[str, zipfile.ZipInfo]]:
     members: list[tuple[str, zipfile.ZipInfo]] = []
     seen: set[str] = set()
     for info in archive.infolist():
@@ -186,7 +186,7 @@ def _members(archive: zipfile.ZipFile, size: int) -> list[tuple[str, zipfile.Zip
     return members
 
 
-def _data_offset(fd: int, info: zipfile.ZipInfo, size: int, name: str) -> int:
+def data_offset(fd: int, info: zipfile.ZipInfo, size: int, name: str) -> int:
     """Where the member's data starts, from its local header (which must agree)."""
     raw = os.pread(fd, _LOCAL_HEADER.size, info.header_offset)
     if len(raw) != _LOCAL_HEADER.size or raw[:4] != b"PK\x03\x04":
@@ -208,10 +208,10 @@ def convert_npz(raw: Path, outputs: Outputs) -> list[ArrayInfo]:
     size = raw.stat().st_size
     fd = os.open(raw, os.O_RDONLY)
     try:
-        _check_directory_size(fd, size, outputs.limits.max_arrays)
+        check_directory_size(fd, size, outputs.limits.max_arrays)
         try:
             with zipfile.ZipFile(raw) as archive:
-                members = _members(archive, size)
+                members = checked_members(archive, size)
         except FormatError:
             raise
         except Exception as exc:  # zipfile reports a bad archive in many exception types
@@ -219,7 +219,7 @@ def convert_npz(raw: Path, outputs: Outputs) -> list[ArrayInfo]:
         plans: list[tuple[zipfile.ZipInfo, int, NpyHeader]] = []
         spans: list[tuple[int, int, str]] = []
         for name, info in members:
-            start = _data_offset(fd, info, size, name)
+            start = data_offset(fd, info, size, name)
             spans.append((start, start + info.compress_size, info.filename))
             header = read_header(MemberStream(fd, info, start, name), name, outputs.limits)
             check_data_size(header, info.file_size - header.data_offset, "the member")

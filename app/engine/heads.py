@@ -69,6 +69,11 @@ class Heads:
                             for m, ml in plain[i]]  # fmt: skip
             head.weighted = [metrics_mod.get(m, ml, y_true_shape=shape, y_pred_shape=p_shape)
                              for m, ml in weighted[i]]  # fmt: skip
+            for m, (_, ml) in zip([*head.metrics, *head.weighted], [*plain[i], *weighted[i]],
+                                  strict=True):  # fmt: skip
+                # Metrics sized by the output (top-k) refuse a narrower one before any data.
+                if (check := getattr(m, "check_output", None)) is not None:
+                    check(p_shape, ml)
             self.heads.append(head)
         if all(h.loss is None for h in self.heads):
             raise ConfigError((*loc, "loss"), "no output has a loss")

@@ -18,7 +18,7 @@ from app.engine.errors import Loc
 from app.engine.loss_utils import divide_no_nan
 from app.engine.metrics import METRICS
 from app.engine.metrics_confusion import _prepare, confusion_counts
-from app.engine.metrics_state import StateMetric
+from app.engine.metrics_state import MAX_THRESHOLDS, StateMetric
 from app.engine.params import get_float, get_int
 from app.engine.scalars import scalar_like
 
@@ -82,7 +82,9 @@ class _AtBase(StateMetric):
     def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
         return {
             "value": get_float(config, cls.value_key, loc, min_value=0.0, max_value=1.0),
-            "num_thresholds": get_int(config, "num_thresholds", loc, 200, min_value=1),
+            "num_thresholds": get_int(
+                config, "num_thresholds", loc, 200, min_value=1, max_value=MAX_THRESHOLDS
+            ),
             "class_id": get_int(config, "class_id", loc, None),
         }
 

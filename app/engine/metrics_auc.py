@@ -21,7 +21,7 @@ from app.engine.metrics_confusion import (
     evenly_spaced,
     threshold_tensor,
 )
-from app.engine.metrics_state import StateMetric, get_thresholds
+from app.engine.metrics_state import MAX_LABELS, MAX_THRESHOLDS, StateMetric, get_thresholds
 from app.engine.params import get_bool, get_int, get_str
 from app.engine.scalars import scalar_like
 
@@ -91,7 +91,7 @@ class AUC(StateMetric):
         if thresholds is not None and not isinstance(thresholds, list):
             thresholds = [thresholds]
         multi_label = get_bool(config, "multi_label", loc, False)
-        num_labels = get_int(config, "num_labels", loc, None, min_value=1)
+        num_labels = get_int(config, "num_labels", loc, None, min_value=1, max_value=MAX_LABELS)
         if num_labels and not multi_label:
             raise ConfigError((*loc, "num_labels"), "is needed only when multi_label is true")
         weights = config.get("label_weights")
@@ -102,7 +102,9 @@ class AUC(StateMetric):
                 raise ConfigError((*loc, "label_weights"), "must be a list of numbers")
             weights = [float(w) for w in weights]
         return {
-            "num_thresholds": get_int(config, "num_thresholds", loc, 200, min_value=2),
+            "num_thresholds": get_int(
+                config, "num_thresholds", loc, 200, min_value=2, max_value=MAX_THRESHOLDS
+            ),
             "curve": _CURVES[curve],
             "summation_method": _SUMMATIONS[summation],
             "thresholds": thresholds,

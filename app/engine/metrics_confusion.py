@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from app.engine import loss_utils
-from app.engine.errors import DataError, Loc
+from app.engine.errors import ConfigError, DataError, Loc
 from app.engine.metrics import METRICS
 from app.engine.metrics_state import StateMetric, as_float, get_thresholds, weight_tensor
 from app.engine.params import get_int
@@ -255,6 +255,14 @@ class _PrecisionRecall(_Confusion):
 
     def _top_k_class(self) -> tuple[int | None, int | None]:
         return self.top_k, self.class_id
+
+    def check_output(self, y_pred_shape: tuple[int | None, ...], loc: Loc) -> None:
+        """ConfigError when top_k exceeds the output's classes (Keras fails mid-fit)."""
+        width = y_pred_shape[-1] if y_pred_shape else 1
+        if self.top_k is not None and width is not None and self.top_k > width:
+            raise ConfigError(loc, f"{type(self).__name__} with top_k={self.top_k} needs an "
+                              f"output of at least {self.top_k} classes, got shape "
+                              f"{tuple(y_pred_shape)}")  # fmt: skip
 
     def _extra_config(self) -> dict[str, Any]:
         return {"thresholds": self.init_thresholds, "top_k": self.top_k, "class_id": self.class_id}

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 
 from app.engine import losses
-from app.engine.errors import DataError, Loc
+from app.engine.errors import ConfigError, DataError, Loc
 from app.engine.loss_base import EPSILON as EPSILON
 from app.engine.metrics import METRICS, MeanMetricWrapper
 from app.engine.metrics_regression import Float32LossMetric
@@ -164,6 +164,19 @@ class _TopK(MeanMetricWrapper):
     def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
         return {"k": get_int(config, "k", loc, 5, min_value=1)}
 
+    def check_output(self, y_pred_shape: tuple[int | None, ...], loc: Loc) -> None:
+        """ConfigError when the output has fewer than k classes: Keras's torch backend fails
+        with "selected index k out of range" at the first batch."""
+        if getattr(self, "from_sorted_ids", False):
+            return  # ids already sorted: the first k columns, however many there are
+        width = y_pred_shape[-1] if y_pred_shape else 1
+        if width is not None and self.k > width:
+            raise ConfigError(
+                loc,
+                f"{type(self).__name__} with k={self.k} needs an output of at least {self.k} "
+                f"classes, got shape {tuple(y_pred_shape)}",
+            )
+
     def _matches(self, labels: Tensor, y_pred: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -173,7 +186,7 @@ class _TopK(MeanMetricWrapper):
             y_pred = y_pred.reshape(-1, y_pred.shape[-1])
         if labels.dim() > 1:
             labels = labels.reshape(-1)
-        if y_pred.dim() != 2 or labels.shape[0] != y_pred.shape[0]:
+        if y_pred.dim() != 2 or labels.dim() != 1 or labels.shape[0] != y_pred.shape[0]:
             raise DataError(
                 ("y_pred",),
                 f"labels {tuple(shape)} do not fit top-k scores of shape {tuple(y_pred.shape)}",

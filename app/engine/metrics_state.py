@@ -13,6 +13,12 @@ import torch
 from app.engine.errors import ConfigError, DataError, Loc
 from app.engine.metrics import Metric
 
+# Bounds on the hyperparameters that size a metric's state, checked before anything is allocated:
+# generous for real use (Keras's default is 200 thresholds), far from what exhausts memory.
+MAX_THRESHOLDS = 10_000  # num_thresholds: (thresholds[, labels]) counts, bucketed per batch
+MAX_GIVEN_THRESHOLDS = 1_000  # an explicit list is compared with every prediction of a batch
+MAX_LABELS = 4_096  # AUC's num_labels with multi_label
+
 Tensor = torch.Tensor
 Shape = tuple[int, ...]
 
@@ -88,6 +94,9 @@ def get_thresholds(
         value = list(value)
     if not values:
         raise ConfigError((*loc, key), "must hold at least one threshold")
+    if len(values) > MAX_GIVEN_THRESHOLDS:
+        raise ConfigError((*loc, key), f"must hold at most {MAX_GIVEN_THRESHOLDS} thresholds, "
+                          f"got {len(values)}")  # fmt: skip
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise ConfigError((*loc, key), f"must be numbers, got {v!r}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +51,11 @@ def read_archive(data: bytes, *, max_bytes: int) -> tuple[dict[str, Any], bytes]
                 raise _bad(
                     f"unexpected member {name!r}; a .keras file holds {sorted(MEMBERS)}", name
                 )
+            if info.flag_bits & 0x41:
+                raise _bad(f"member {name!r} is encrypted", name)
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise _bad(f"member {name!r} uses compression method {info.compress_type}; only "
+                           "0 (stored) and 8 (deflated) are accepted", name)  # fmt: skip
         sizes = {i.filename: i.file_size for i in infos}
         for name in (CONFIG, WEIGHTS):
             if name not in sizes:
@@ -59,12 +65,28 @@ def read_archive(data: bytes, *, max_bytes: int) -> tuple[dict[str, Any], bytes]
         if sum(sizes.values()) > max_bytes:
             raise _bad(f"the archive expands past {max_bytes} bytes")
         try:
-            config = json.loads(archive.read(CONFIG))
+            config = json.loads(_read_member(archive, CONFIG))
+        except RecursionError:
+            raise _bad("config.json is nested too deeply", CONFIG) from None
         except ValueError as exc:
             raise _bad(f"config.json is not JSON: {exc}", CONFIG) from exc
         if not isinstance(config, dict):
             raise _bad("config.json must be an object", CONFIG)
-        return config, archive.read(WEIGHTS)
+        return config, _read_member(archive, WEIGHTS)
+
+
+def _read_member(archive: zipfile.ZipFile, name: str) -> bytes:
+    """The member's bytes; zipfile stops at its declared size and checks its CRC-32, and reports
+    a broken member in several exception types."""
+    try:
+        content = archive.read(name)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError,
+            NotImplementedError, ValueError) as exc:  # fmt: skip
+        raise _bad(f"member {name!r} cannot be read: {exc}", name) from None
+    declared = archive.getinfo(name).file_size
+    if len(content) != declared:  # zipfile stops at the declared size but not short of it
+        raise _bad(f"member {name!r} holds {len(content)} bytes but declares {declared}", name)
+    return content
 
 
 def _plain_dataset(f: h5py.File, path: str) -> h5py.Dataset | None:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, StrictInt
 
 from app.db.models import ModelRow
 from app.models import examples
+from app.runtime.jsonsafe import readable
 from app.runtime.schemas import Strict, strict_with_example
 
 
@@ -134,7 +135,8 @@ class AtCheckpoint(Strict):
         "an id, `epoch:N` (0-based), `latest` or `best` (by the job's ModelCheckpoint monitor "
         "and mode, else val_loss, else loss)",
     )  # fmt: skip
-    job_id: uuid.UUID | None = Field(
+    # A JSON string: strict mode would take only a UUID object.
+    job_id: Annotated[uuid.UUID, Field(strict=False)] | None = Field(
         default=None,
         description="The fit job whose checkpoint `checkpoint` names; by default the model's "
         "most recent job. Only with `checkpoint`",
@@ -204,9 +206,11 @@ class PredictOut(BaseModel):
 
 
 def model_out(row: ModelRow) -> ModelOut:
+    # `readable`: a row stored before lone surrogates were refused must not break a listing.
     return ModelOut(
-        id=row.id, name=row.name, seed=row.seed, summary=ModelSummary(**row.summary),
-        config=row.config, compile=row.compile_config,
+        id=row.id, name=readable(row.name), seed=row.seed,
+        summary=ModelSummary(**readable(row.summary)),
+        config=readable(row.config), compile=readable(row.compile_config),
         weights_checkpoint_id=row.weights_checkpoint_id,
         weights=weights_source(row),
         created_at=row.created_at, updated_at=row.updated_at,

@@ -1,7 +1,7 @@
 """Model weights and `.keras` files in and out, and weights changed by adapting Normalization
 layers. Weights are in the order Keras's `model.get_weights()` returns them: an `.npz` (`arr_0`,
-`arr_1`, ...) or JSON lists. Uploads are checked whole (member names, sizes, dtypes, shapes,
-finiteness) before anything changes; an `.npz` is read with pickling disabled."""
+`arr_1`, ...; read by weights_npz) or JSON lists. Uploads are checked whole (member names,
+sizes, dtypes, shapes, finiteness in float32) before anything changes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import io
 import logging
 import os
 import uuid
-import zipfile
 from typing import Any
 
 import numpy as np
@@ -38,11 +37,11 @@ from app.models.weights_files import (
     replaced_file,
     retried,
 )
+from app.models.weights_npz import MAX_ARRAYS
 from app.runtime.context import AppContext
 from app.runtime.jsonsafe import check_storable
 
 log = logging.getLogger(__name__)
-MAX_ARRAYS = 10_000
 BODY = "body"
 
 
@@ -56,33 +55,6 @@ def encode_npz(arrays: list[np.ndarray]) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, *arrays)
     return buffer.getvalue()
-
-
-def decode_npz(data: bytes, *, max_bytes: int) -> list[np.ndarray]:
-    """The arrays `arr_0..arr_N` of an npz, refusing anything else (pickles, other members,
-    archives that expand past `max_bytes`)."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            infos = archive.infolist()
-            if len(infos) > MAX_ARRAYS:
-                raise InvalidInput(f"holds {len(infos)} members; the limit is {MAX_ARRAYS}",
-                                   loc=[BODY])  # fmt: skip
-            if sum(i.file_size for i in infos) > max_bytes:
-                raise InvalidInput(f"expands past {max_bytes} bytes", loc=[BODY])
-            names = {i.filename for i in infos}
-            expected = {f"arr_{k}.npy" for k in range(len(infos))}
-            if names != expected:
-                raise InvalidInput(
-                    "an .npz of arr_0, arr_1, ... (as numpy.savez(path, *model.get_weights()) "
-                    f"writes) is expected, got members {sorted(names)[:5]}",
-                    loc=[BODY],
-                )
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            return [np.asarray(npz[f"arr_{k}"]) for k in range(len(infos))]
-    except InvalidInput:
-        raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise InvalidInput(f"not a readable .npz of numeric arrays: {exc}", loc=[BODY]) from exc
 
 
 def decode_json(body: Any) -> list[np.ndarray]:
@@ -111,12 +83,21 @@ def put_weights(ctx: AppContext, *, model_id: uuid.UUID, arrays: list[np.ndarray
     for i, arr in enumerate(arrays):
         if arr.dtype.kind not in "fiub":
             raise InvalidInput(f"must be numeric, got dtype {arr.dtype}", loc=[BODY, "weights", i])
+        if arr.dtype.kind == "f" and not _finite_in_float32(arr):
+            raise InvalidInput("numbers must be finite and within float32's range (the weights' "
+                               "type); NaN, an infinity or a larger magnitude found",
+                               loc=[BODY, "weights", i])  # fmt: skip
     model = build_model(ctx.settings, row.config, row.seed)
     try:
         model.set_weights(arrays, loc=(BODY, "weights"))
     except EngineError as exc:
         raise InvalidInput(exc.message, loc=list(exc.loc)) from exc
     return _store_weights(ctx, row=row, model=model)
+
+
+def _finite_in_float32(arr: np.ndarray) -> bool:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(arr.astype(np.float32, copy=False)).all())
 
 
 @retried
@@ -187,6 +168,7 @@ def _store_weights(
 def import_keras(ctx: AppContext, *, data: bytes, name: str | None, seed: int | None) -> ModelRow:
     """A model from a `.keras` file: its config, its weights, and its compile spec when we can
     honour it (otherwise the first fit must give one)."""
+    check_storable(name, ["query", "name"])
     config, h5 = keras_files.read_archive(data, max_bytes=4 * ctx.settings.max_request_bytes)
     check_storable(config, [BODY, keras_files.CONFIG])
     seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")

@@ -3,8 +3,9 @@ the event stream.
 
 Keras logs a diverged fit's loss as `nan`; JSON has no NaN, so non-finite numbers in logs,
 results and predictions are written as null. User-supplied JSON that will be stored (model
-configs, compile specs, callbacks) must not carry NaN, infinities or NUL characters at all:
-that is a 422, found before anything is written."""
+configs, compile specs, callbacks, names) must not carry NaN, infinities, NUL characters or lone
+surrogates (which no UTF-8 text can hold) at all: that is a 422, found before anything is written.
+Rows stored before that check are shown with such characters replaced (`readable`)."""
 
 from __future__ import annotations
 
@@ -35,13 +36,17 @@ def safe_nested(value: Any) -> Any:
 
 
 def check_storable(value: Any, loc: Sequence[str | int], depth: int = 0) -> None:
-    """Raise a 422 naming the place of a NaN, an infinity or a NUL character."""
+    """Raise a 422 naming the place of a NaN, an infinity, a NUL character or a lone
+    surrogate."""
     if depth > MAX_DEPTH:
         raise InvalidInput(f"nested deeper than {MAX_DEPTH} levels", loc=loc)
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidInput("numbers must be finite (NaN or infinity found)", loc=loc)
     if isinstance(value, str) and "\x00" in value:
         raise InvalidInput("strings must not contain NUL characters", loc=loc)
+    if isinstance(value, str) and not _is_utf8(value):
+        raise InvalidInput("strings must not contain lone surrogates (not valid Unicode text)",
+                           loc=loc)  # fmt: skip
     if isinstance(value, dict):
         for k, v in value.items():
             check_storable(k, [*loc, str(k)], depth + 1)
@@ -49,3 +54,27 @@ def check_storable(value: Any, loc: Sequence[str | int], depth: int = 0) -> None
     elif isinstance(value, list):
         for i, v in enumerate(value):
             check_storable(v, [*loc, i], depth + 1)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def readable(value: Any) -> Any:
+    """`value` with lone surrogates in its strings replaced by U+FFFD, so that a row stored
+    before `check_storable` refused them can still be sent as JSON."""
+    if isinstance(value, str):
+        return (
+            value
+            if _is_utf8(value)
+            else value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        )
+    if isinstance(value, dict):
+        return {readable(k): readable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [readable(v) for v in value]
+    return value

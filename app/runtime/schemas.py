@@ -1,5 +1,6 @@
-"""What every domain's request schemas share: the strict configuration (unknown fields and
-NaN/Infinity are errors) and the same with an OpenAPI example."""
+"""What every domain's request schemas share: the strict configuration (unknown fields,
+NaN/Infinity and loose coercions such as "1" for a number or "yes" for a boolean are errors) and
+the same with an OpenAPI example."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Strict(BaseModel):
-    # Unknown fields are errors, and NaN/Infinity are refused in every number field.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # Unknown fields are errors, NaN/Infinity are refused in every number field, and no field
+    # coerces across JSON types (a field that must parse a string, such as a UUID, says so).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 def strict_with_example(example: dict[str, Any]) -> ConfigDict:
     """Strict's configuration, with `example` as the body's example in the OpenAPI document."""
     return ConfigDict(
-        extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [example]}
+        extra="forbid", allow_inf_nan=False, strict=True, json_schema_extra={"examples": [example]}
     )

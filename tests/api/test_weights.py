@@ -73,7 +73,7 @@ def test_bad_uploads_change_nothing(client: TestClient) -> None:
     cases = [
         (_npz(wrong_shape), ["body", "weights", 6], "expected shape"),
         (_npz(good[:-1]), ["body", "weights"], "expected 7 arrays"),
-        (_npz([np.array([{"a": 1}], dtype=object)]), ["body"], "not a readable"),
+        (_npz([np.array([{"a": 1}], dtype=object)]), ["body", "arr_0"], "not a readable"),
         (_npz(good, extra=np.zeros(1)), ["body"], "arr_0, arr_1"),
         (b"not a zip", ["body"], "not a readable"),
     ]

@@ -15,8 +15,9 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api.deps import Ctx
 from app.api.errors import ErrorOut
+from app.api.middleware import BodyTooLarge
 from app.api.responses import OCTET, attachment
-from app.core.errors import InvalidInput
+from app.core.errors import InvalidInput, PayloadTooLarge
 from app.models import checkpoints, inference, on_batch, service, weights
 from app.models.schemas import (
     AdaptOut,
@@ -31,6 +32,7 @@ from app.models.schemas import (
     TrainOnBatchRequest,
     model_out,
 )
+from app.models.weights_npz import decode_npz
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 E404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "No such model"}}
@@ -178,6 +180,15 @@ def get_weights(ctx: Ctx, model_id: uuid.UUID) -> Response:
     return attachment(data, f"{model_id}.weights.npz")
 
 
+async def _body(request: Request) -> bytes:
+    """The whole body of a route that reads it itself: over the limit is a 413 (the limit's
+    BodyTooLarge is raised here when the body is chunked)."""
+    try:
+        return await request.body()
+    except BodyTooLarge as exc:
+        raise PayloadTooLarge(str(exc), loc=["body"]) from exc
+
+
 @router.put(
     "/{model_id}/weights",
     response_model=ModelOut,
@@ -186,16 +197,18 @@ def get_weights(ctx: Ctx, model_id: uuid.UUID) -> Response:
     summary="Replace the weights (Keras's set_weights); every shape is checked first",
 )
 async def put_weights(ctx: Ctx, model_id: uuid.UUID, request: Request) -> ModelOut:
-    body = await request.body()
+    body = await _body(request)
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             parsed = json.loads(body)
+        except RecursionError:
+            raise InvalidInput("the JSON is nested too deeply", loc=["body"]) from None
         except ValueError as exc:
             raise InvalidInput(f"invalid JSON: {exc}", loc=["body"]) from exc
         arrays = weights.decode_json(parsed)
     else:
         limit = 4 * ctx.settings.max_request_bytes
-        arrays = await anyio.to_thread.run_sync(lambda: weights.decode_npz(body, max_bytes=limit))
+        arrays = await anyio.to_thread.run_sync(lambda: decode_npz(body, max_bytes=limit))
     row = await anyio.to_thread.run_sync(
         lambda: weights.put_weights(ctx, model_id=model_id, arrays=arrays)
     )
@@ -220,7 +233,7 @@ async def import_keras(
 ) -> ModelOut:
     """Read with our own reader: member names and sizes are checked, only numeric datasets are
     read, and no Keras deserialization code runs."""
-    data = await request.body()
+    data = await _body(request)
     row = await anyio.to_thread.run_sync(
         lambda: weights.import_keras(ctx, data=data, name=name, seed=seed)
     )
