@@ -19,6 +19,7 @@ import numpy as np
 
 from app.core.errors import Conflict, InvalidInput
 from app.datasets import repository as repo
+from app.datasets.layout import array_key
 from app.db.models import DatasetRow
 from app.db.session import unit_of_work
 from app.runtime.context import AppContext
@@ -60,10 +61,6 @@ class ArrayRef:
     def from_json(cls, d: dict[str, Any]) -> ArrayRef:
         start, stop = d["rows"]
         return cls(uuid.UUID(d["dataset"]), d["array"], int(start), int(stop), d["sha256"])
-
-
-def array_key(dataset_id: object, name: str) -> str:
-    return f"datasets/{dataset_id}/{name}.npy"
 
 
 def open_array(store: ArtifactStore, dataset_id: uuid.UUID, name: str) -> np.memmap:

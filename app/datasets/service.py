@@ -15,6 +15,7 @@ import numpy as np
 from app.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from app.datasets import repository as repo
 from app.datasets.formats import ArrayInfo, ConvertLimits, FormatError, convert
+from app.datasets.layout import array_key, dataset_prefix
 from app.db.models import DatasetRow
 from app.db.session import unit_of_work
 from app.runtime.context import AppContext
@@ -22,14 +23,6 @@ from app.runtime.jsonsafe import check_storable
 
 log = logging.getLogger(__name__)
 NAME_MAX = 200
-
-
-def dataset_prefix(dataset_id: object) -> str:
-    return f"datasets/{dataset_id}"
-
-
-def array_key(dataset_id: object, name: str) -> str:
-    return f"{dataset_prefix(dataset_id)}/{name}.npy"
 
 
 def convert_limits(ctx: AppContext) -> ConvertLimits:

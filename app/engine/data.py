@@ -196,8 +196,11 @@ def check_same_length(arrays: Sequence[tuple[Loc, np.ndarray | None]]) -> None:
 
 def check_sample_weight(sw: np.ndarray, loc: Loc) -> None:
     """One weight per sample (N,), or per step (N, T, ...) for sequence outputs (Keras's
-    temporal weights; checked against the output when its shape is known)."""
-    if np.any(sw < 0):
+    temporal weights; checked against the output when its shape is known). A stored dataset's
+    weights are read a slab at a time."""
+    if isinstance(sw, np.memmap):
+        for_chunks(sw, loc, check_sample_weight)
+    elif np.any(sw < 0):
         raise DataError(loc, "weights must not be negative")
 
 

@@ -38,10 +38,14 @@ class Head:
     weighted: list[metrics_mod.Metric] = field(default_factory=list)
 
 
-def _labels_of_shape(
-    check: Callable[[np.ndarray, Shape, Loc], None], shape: Shape, y: np.ndarray, loc: Loc
+def _run_checks(
+    checks: Sequence[Callable[[np.ndarray, Shape, Loc], None]],
+    shape: Shape,
+    y: np.ndarray,
+    loc: Loc,
 ) -> None:
-    check(y, shape, loc)
+    for check in checks:
+        check(y, shape, loc)
 
 
 class Heads:
@@ -119,11 +123,10 @@ class Heads:
             # Metrics with class ids (IoU, F-scores) check them too.
             checks += [c for m in [*h.metrics, *h.weighted]
                        if (c := getattr(m, "check_labels", None)) is not None]  # fmt: skip
-            for check in checks:
-                if isinstance(y, np.memmap):  # a stored dataset's labels: a slab at a time
-                    for_chunks(y, yloc, partial(_labels_of_shape, check, shape))
-                else:
-                    check(y, shape, yloc)
+            if isinstance(y, np.memmap):  # a stored dataset's labels: one pass, a slab at a time
+                for_chunks(y, yloc, partial(_run_checks, checks, shape))
+            else:
+                _run_checks(checks, shape, y, yloc)
 
     def all_metrics(self) -> list[metrics_mod.Metric]:
         """Trackers and metrics in log order (the trainer puts the total loss first)."""

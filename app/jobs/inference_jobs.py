@@ -103,7 +103,6 @@ def _submit(
     job_id = uuid.uuid4()
     arrays: dict[str, np.ndarray | None] = dict(data.to_arrays())
     data_key, request["data_refs"] = store_inputs(ctx, job_id, arrays, refs)
-    read = {uuid.UUID(r["dataset"]): r["sha256"] for r in request["data_refs"].values()}
     busy = Conflict(f"model {model_id} has a queued or running job; a {kind} over more than "
                     f"{ctx.settings.predict_sync_max_rows} rows runs as a job, one at a time "
                     "per model", loc=["path", "model_id"])  # fmt: skip
@@ -117,6 +116,6 @@ def _submit(
             base_weights_key=weights_key, epochs=0, epochs_done=0,
             max_attempts=ctx.settings.job_max_attempts,
         ))  # fmt: skip
-        link_datasets(session, job_id=job_id, read=read)
+        link_datasets(session, job_id=job_id, data_refs=request["data_refs"])
     dispatch(ctx, job.id)
     return job

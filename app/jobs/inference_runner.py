@@ -15,9 +15,10 @@ from pathlib import Path
 
 from app.datasets import repository as datasets_repo
 from app.datasets.conversion import ConvertLimits, FormatError
+from app.datasets.layout import dataset_prefix
 from app.datasets.npywriter import Outputs
 from app.datasets.refs import open_refs
-from app.datasets.service import array_record, dataset_prefix
+from app.datasets.service import array_record
 from app.db.models import DatasetRow, JobRow, JobStatus
 from app.db.session import unit_of_work
 from app.engine.compile import CompileSpec

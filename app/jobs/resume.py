@@ -20,12 +20,11 @@ import uuid
 from sqlalchemy.exc import IntegrityError
 
 from app.core.errors import Conflict, InvalidInput, NotFound
-from app.datasets import repository as datasets_repo
 from app.db.models import CheckpointRow, JobRow, JobStatus
 from app.db.session import unit_of_work
 from app.jobs import repository as repo
 from app.jobs.schemas import ResumeRequest
-from app.jobs.service import dispatch
+from app.jobs.service import dispatch, link_datasets
 from app.models import checkpoints
 from app.models import repository as models_repo
 from app.runtime.context import AppContext
@@ -77,13 +76,9 @@ def resume_job(ctx: AppContext, *, job_id: uuid.UUID, body: ResumeRequest) -> Jo
                 parent_job_id=parent.id, start_checkpoint_id=ckpt.id,
             ))  # fmt: skip
             # The parent's datasets, which must still exist: the child reads the same rows.
-            read = {uuid.UUID(r["dataset"]): r["sha256"]
-                    for r in parent.request.get("data_refs", {}).values()}  # fmt: skip
-            present = {r.id for r in datasets_repo.lock_datasets(session, dataset_ids=read)}
-            for gone in sorted(set(read) - present):
-                raise Conflict(f"job {job_id} reads dataset {gone}, which no longer exists",
-                               loc=JOB)  # fmt: skip
-            datasets_repo.link_job(session, job_id=job.id, datasets=read)
+            link_datasets(session, job_id=job.id, data_refs=parent.request.get("data_refs", {}),
+                          gone=lambda ds: Conflict(f"job {job_id} reads dataset {ds}, which no "
+                                                   "longer exists", loc=JOB))  # fmt: skip
     except IntegrityError as exc:  # the one-active-job-per-model index caught a race
         raise busy from exc
     dispatch(ctx, job.id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.errors import AppError, Conflict, InvalidInput, NotFound
 from app.datasets import repository as datasets_repo
 from app.datasets.refs import Resolver
 from app.db.models import CheckpointRow, EpochLogRow, JobRow, JobStatus
@@ -90,7 +90,6 @@ def submit_fit(ctx: AppContext, *, model_id: uuid.UUID, body: FitRequest) -> Job
     if plan.validation is not None:
         arrays.update(plan.validation.to_arrays("val_"))
     data_key, data_refs = store_inputs(ctx, job_id, arrays, refs)
-    read = {uuid.UUID(r["dataset"]): r["sha256"] for r in data_refs.values()}
     # The split and the class weights are already applied to the stored arrays, and the batch
     # size is resolved (plan.args).
     fit = {**plan.args.__dict__, "validation_split": 0.0, "adapt": body.adapt}
@@ -120,7 +119,7 @@ def submit_fit(ctx: AppContext, *, model_id: uuid.UUID, body: FitRequest) -> Job
             base_weights_key=current.weights_key, epochs=args.epochs,
             epochs_done=args.initial_epoch, max_attempts=ctx.settings.job_max_attempts,
         ))  # fmt: skip
-        link_datasets(session, job_id=job_id, read=read)
+        link_datasets(session, job_id=job_id, data_refs=data_refs)
     dispatch(ctx, job.id)
     return job
 
@@ -158,11 +157,21 @@ def store_inputs(
     return data_key, data_refs
 
 
-def link_datasets(session: Session, *, job_id: uuid.UUID, read: dict[uuid.UUID, str]) -> None:
-    """Record the datasets a job reads, locked so none is deleted before the job commits; one
-    deleted since its reference was checked is a 422."""
+def link_datasets(
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    data_refs: dict[str, dict[str, Any]],
+    gone: Callable[[uuid.UUID], AppError] | None = None,
+) -> None:
+    """Record the datasets a job reads (its stored references), locked so none is deleted
+    before the job commits. One deleted since its reference was checked raises `gone(id)`, by
+    default a 422."""
+    read = {uuid.UUID(r["dataset"]): r["sha256"] for r in data_refs.values()}
     present = {r.id for r in datasets_repo.lock_datasets(session, dataset_ids=read)}
     for dataset_id in sorted(set(read) - present):
+        if gone is not None:
+            raise gone(dataset_id)
         raise InvalidInput(f"dataset {dataset_id} was deleted while the request was checked",
                            loc=[BODY])  # fmt: skip
     datasets_repo.link_job(session, job_id=job_id, datasets=read)
