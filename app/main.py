@@ -6,14 +6,20 @@ embedded default: a migrated SQLite file, a local artifact folder and an in-proc
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from app.api import errors
+from app.api import browser_safety, errors
+from app.api.audit import AuditLog
+from app.api.auth import caller
 from app.api.middleware import BodyLimit
-from app.api.routes import checkpoint_exports, datasets, inference, jobs, models
+from app.api.routes import admin, checkpoint_exports, datasets, inference, jobs, models
+from app.auth.ratelimit import RateLimiter
+from app.auth.service import AuthMode
 from app.core.config import Settings, get_settings
 from app.core.logging import configure as configure_logging
 from app.db.migrate import upgrade_head
@@ -24,6 +30,13 @@ from app.runtime.context import build_context
 DESCRIPTION = """Keras-style training as a service. Describe a model as Keras's `model.to_json()`
 writes it, compile it with Keras's optimizer, loss and metric names, and fit, evaluate and predict
 over HTTP/JSON. Every epoch's logs are stored as the epoch ends and stream live."""
+SINGLE_USER_NOTE = """**Single-user mode: authentication is off.** No API key exists and
+AUTH_REQUIRED is false, so every request acts as the one implicit admin of the `default`
+project. Create a key (`python -m app.admin keys create --project NAME --role admin`) to turn
+authentication on.
+
+"""
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -37,6 +50,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             upgrade_head(settings.resolved_database_url)
         ctx.dispatcher = make_dispatcher(ctx)
         app.state.ctx = ctx
+        app.state.auth_mode = AuthMode(settings.auth_required)
+        app.state.rate_limiter = RateLimiter(settings.quota_burst)
+        if app.state.auth_mode.enabled(ctx):
+            log.info("authentication is on: every request needs an API key")
+        else:
+            log.warning("single-user mode: authentication is off (no API key exists and "
+                        "AUTH_REQUIRED is false); every request acts as the admin of the "
+                        "default project")  # fmt: skip
         reap(ctx)  # pick up what a previous process left behind
         start_reaper(ctx)
         try:
@@ -50,18 +71,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodyLimit, max_bytes=settings.max_request_bytes,
         uploads={("POST", "/v1/datasets"): settings.dataset_max_bytes},
     )  # fmt: skip
-    app.include_router(models.router)
-    app.include_router(jobs.fit_router)
-    app.include_router(inference.router)
-    app.include_router(jobs.router)
-    app.include_router(checkpoint_exports.router)
-    app.include_router(datasets.router)
+    app.add_middleware(AuditLog)
+    # Every route but /healthz needs a caller; routes also take it (`Caller`) for its scope.
+    authenticated = [Depends(caller)]
+    for router in (models.router, jobs.fit_router, inference.router, jobs.router,
+                   checkpoint_exports.router, datasets.router, admin.router):  # fmt: skip
+        app.include_router(router, dependencies=authenticated)
+    _describe_mode(app)
 
     @app.get("/healthz", tags=["meta"], summary="Liveness")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    # Last, so that it wraps every other middleware (authentication included).
+    browser_safety.install(app, settings)
     return app
+
+
+def _describe_mode(app: FastAPI) -> None:
+    """The OpenAPI document (and so /docs) says when the server runs single-user."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = dict(build())
+        ctx = getattr(app.state, "ctx", None)
+        mode = getattr(app.state, "auth_mode", None)
+        if ctx is not None and mode is not None and not mode.enabled(ctx):
+            info = dict(schema["info"])
+            info["description"] = SINGLE_USER_NOTE + DESCRIPTION
+            schema["info"] = info
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def __getattr__(name: str) -> FastAPI:

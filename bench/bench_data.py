@@ -111,7 +111,8 @@ def upload(client: httpx.Client, path: Path, array: str) -> tuple[str, float]:
                 yield chunk
 
     start = time.perf_counter()
-    r = client.post(f"/v1/datasets?format=npy&array={array}", content=chunks())
+    r = client.post(f"/v1/datasets?format=npy&array={array}", content=chunks(),
+                    headers={"content-type": "application/x-npy"})  # fmt: skip
     elapsed = time.perf_counter() - start
     r.raise_for_status()
     return str(r.json()["id"]), path.stat().st_size / elapsed / MB

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-TRUNCATE = "TRUNCATE models, jobs, epoch_logs, checkpoints, datasets, job_datasets CASCADE"
+TRUNCATE = (
+    "TRUNCATE models, jobs, epoch_logs, checkpoints, datasets, job_datasets, api_keys, audit_log "
+    "CASCADE; DELETE FROM projects WHERE name <> 'default'; UPDATE projects SET quotas = '{}'"
+)
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 

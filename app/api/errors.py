@@ -49,7 +49,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def app_error(_: Request, exc: AppError) -> JSONResponse:
         return JSONResponse(
-            error_body(exc.loc, exc.message, exc.error_type), status_code=exc.status_code
+            error_body(exc.loc, exc.message, exc.error_type),
+            status_code=exc.status_code,
+            headers=exc.headers or None,
         )
 
     @app.exception_handler(RequestValidationError)

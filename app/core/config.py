@@ -6,11 +6,16 @@ REDIS_URL means jobs run in an in-process executor instead of Celery workers.
 
 from __future__ import annotations
 
+import json
+import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_ORIGIN = re.compile(r"https?://[^/?#\s]+")
 
 
 class Settings(BaseSettings):
@@ -49,6 +54,29 @@ class Settings(BaseSettings):
         default=0.25, ge=0, description="Least seconds between two per-batch progress events"
     )
 
+    # Authentication and quotas. Authentication is on when AUTH_REQUIRED is true or once any
+    # API key has been created; with neither, the server runs single-user (one implicit admin
+    # on the `default` project).
+    auth_required: bool = False
+    quota_models: int = Field(default=1000, ge=0, description="Models per project")
+    quota_queued_jobs: int = Field(
+        default=100, ge=0, description="Queued jobs per project (429 beyond)"
+    )
+    quota_running_jobs: int = Field(
+        default=8, ge=0, description="Jobs of one project running at once; more wait queued"
+    )
+    quota_stored_bytes: int = Field(
+        default=100 << 30, ge=0,
+        description="Datasets, uploaded weights and checkpoints per project",
+    )  # fmt: skip
+    quota_requests_per_s: float = Field(
+        default=100.0, ge=0, description="Sustained requests per second per project and API "
+        "process (429 with Retry-After beyond); 0 turns the limit off",
+    )  # fmt: skip
+    quota_burst: int = Field(
+        default=200, ge=1, description="Requests a project may send at once above the rate"
+    )
+
     # Limits
     max_request_bytes: int = 64 * 1024 * 1024
     dataset_max_bytes: int = Field(
@@ -65,6 +93,58 @@ class Settings(BaseSettings):
     model_max_tensor_elements: int = Field(
         default=1 << 26, ge=1, description="Elements of one sample's tensor anywhere in a model"
     )
+    # Cost per request, in tensor elements (app.models.cost). 2**27 elements is 512 MiB of
+    # float32 at most in the API process per synchronous request: PREDICT_SYNC_MAX_ROWS rows of
+    # the README's MNIST MLP cost about 2**24, an eighth of it, while one sample of a model at
+    # MODEL_MAX_TENSOR_ELEMENTS (2**26) still fits, so such a model's requests can be checked
+    # on one sample, and more of it goes to a job.
+    sync_max_cost: int = Field(
+        default=1 << 27, ge=1, description="Rows x estimated elements per sample that one "
+        "synchronous request may cost in the API process: predict and evaluate past it run as "
+        "a job (202); the *_on_batch routes, adapt, compile and a fit's checks are refused (413)",
+    )  # fmt: skip
+    sync_deadline_s: float = Field(
+        default=30.0, gt=0, description="Seconds a synchronous predict or evaluate may run; "
+        "past it, the loop stops between batches with a 422 (deadline_exceeded)",
+    )  # fmt: skip
+    job_max_steps: int = Field(
+        default=10_000_000, ge=1, description="Epochs x steps per epoch of one fit job (422 "
+        "naming epochs beyond)",
+    )  # fmt: skip
+    # 2**32 elements is 16 GiB of float32 per batch: a large GPU's batch of a large model, far
+    # from the terabytes a hostile batch_size could ask for.
+    job_max_batch_cost: int = Field(
+        default=1 << 32, ge=1, description="Batch size x estimated elements per sample of one "
+        "batch of a fit, predict or evaluate job (422 naming batch_size beyond)",
+    )  # fmt: skip
+
+    # Browsers. NoDecode: the environment's value is parsed by `_origins` below, so that a
+    # comma-separated list works as well as a JSON one.
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser (CORS), e.g. "
+        "`https://a.example,https://b.example` or a JSON list; empty: no CORS headers at all",
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origin_form(cls, origins: list[str]) -> list[str]:
+        # A browser's Origin is `scheme://host[:port]`, compared as an exact string: a trailing
+        # slash or a path would never match, so it is refused at start-up rather than ignored.
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin such as https://app.example:8443")
+        return origins
 
     @property
     def resolved_database_url(self) -> str:

@@ -21,6 +21,7 @@ from app.core.errors import Conflict, InvalidInput
 from app.datasets import repository as repo
 from app.datasets.layout import array_key
 from app.db.models import DatasetRow
+from app.db.scope import SYSTEM, Scope
 from app.db.session import unit_of_work
 from app.runtime.context import AppContext
 from app.runtime.storage import ArtifactStore
@@ -75,8 +76,10 @@ class Resolver:
     """Resolves the references of one request, and finds the reference behind an array the
     engine returns (a row slice of a resolved one)."""
 
-    def __init__(self, ctx: AppContext) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: AppContext, *, scope: Scope) -> None:
+        """`scope`: the project of the model the request runs (another project's dataset does
+        not exist for it)."""
+        self.ctx, self.scope = ctx, scope
         self.rows: dict[uuid.UUID, DatasetRow] = {}
         self._bases: dict[int, tuple[np.memmap, DatasetRow, str]] = {}
 
@@ -103,7 +106,7 @@ class Resolver:
         row = self.rows.get(dataset_id)
         if row is None:
             with unit_of_work(self.ctx.sessions) as session:
-                row = repo.get_dataset(session, dataset_id=dataset_id)
+                row = repo.get_dataset(session, dataset_id=dataset_id, scope=self.scope)
             if row is None:
                 raise InvalidInput(f"dataset {dataset_id} does not exist",
                                    loc=[*loc, "dataset"])  # fmt: skip
@@ -170,8 +173,9 @@ def open_refs(ctx: AppContext, refs: dict[str, dict[str, Any]]) -> dict[str, np.
     out: dict[str, np.ndarray] = {}
     parsed = {slot: ArrayRef.from_json(r) for slot, r in refs.items()}
     with unit_of_work(ctx.sessions) as session:
+        # The references were checked in the job's project when it was accepted.
         rows = {r.id: r for r in repo.lock_datasets(
-            session, dataset_ids={r.dataset for r in parsed.values()})}  # fmt: skip
+            session, dataset_ids={r.dataset for r in parsed.values()}, scope=SYSTEM)}  # fmt: skip
     for slot, ref in sorted(parsed.items()):
         row = rows.get(ref.dataset)
         if row is None or row.sha256 != ref.sha256:

@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from app.db.models import DatasetRow, JobDatasetRow, JobRow, JobStatus
+from app.db.scope import Scope
 
 ACTIVE = (JobStatus.queued, JobStatus.running)
 
@@ -20,11 +21,15 @@ def add_dataset(session: Session, *, row: DatasetRow) -> DatasetRow:
     return row
 
 
-def get_dataset(session: Session, *, dataset_id: uuid.UUID) -> DatasetRow | None:
-    return session.get(DatasetRow, dataset_id)
+def get_dataset(session: Session, *, dataset_id: uuid.UUID, scope: Scope) -> DatasetRow | None:
+    return session.scalars(
+        select(DatasetRow).where(DatasetRow.id == dataset_id, scope.where(DatasetRow.project_id))
+    ).first()
 
 
-def lock_datasets(session: Session, *, dataset_ids: Iterable[uuid.UUID]) -> list[DatasetRow]:
+def lock_datasets(
+    session: Session, *, dataset_ids: Iterable[uuid.UUID], scope: Scope
+) -> list[DatasetRow]:
     """The datasets of `dataset_ids` that still exist, share-locked until commit (Postgres;
     SQLite serialises writers anyway): a delete cannot slip between the check of a job's
     references and the commit of the job that reads them."""
@@ -32,25 +37,34 @@ def lock_datasets(session: Session, *, dataset_ids: Iterable[uuid.UUID]) -> list
     if not ids:
         return []
     return list(session.scalars(
-        select(DatasetRow).where(DatasetRow.id.in_(ids)).order_by(DatasetRow.id)
+        select(DatasetRow).where(DatasetRow.id.in_(ids), scope.where(DatasetRow.project_id))
+        .order_by(DatasetRow.id)
         .with_for_update(read=True)
     ).all())  # fmt: skip
 
 
-def get_dataset_for_update(session: Session, *, dataset_id: uuid.UUID) -> DatasetRow | None:
+def get_dataset_for_update(
+    session: Session, *, dataset_id: uuid.UUID, scope: Scope
+) -> DatasetRow | None:
     return session.scalars(
-        select(DatasetRow).where(DatasetRow.id == dataset_id).with_for_update()
+        select(DatasetRow)
+        .where(DatasetRow.id == dataset_id, scope.where(DatasetRow.project_id))
+        .with_for_update()
     ).first()
 
 
-def list_datasets(session: Session, *, limit: int, offset: int) -> tuple[Sequence[DatasetRow], int]:
+def list_datasets(
+    session: Session, *, scope: Scope, limit: int, offset: int
+) -> tuple[Sequence[DatasetRow], int]:
+    visible = scope.where(DatasetRow.project_id)
     rows = session.scalars(
         select(DatasetRow)
+        .where(visible)
         .order_by(DatasetRow.created_at.desc(), DatasetRow.id)
         .limit(limit)
         .offset(offset)
     ).all()
-    total = session.scalar(select(func.count()).select_from(DatasetRow)) or 0
+    total = session.scalar(select(func.count()).select_from(DatasetRow).where(visible)) or 0
     return rows, total
 
 

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from app.auth.quotas import require_room
 from app.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from app.datasets import repository as repo
 from app.datasets.formats import ArrayInfo, ConvertLimits, FormatError, convert
 from app.datasets.layout import array_key, dataset_prefix
 from app.db.models import DatasetRow
+from app.db.scope import Scope
 from app.db.session import unit_of_work
 from app.runtime.context import AppContext
 from app.runtime.jsonsafe import check_storable
@@ -35,9 +37,17 @@ def array_record(info: ArrayInfo) -> dict[str, object]:
             "columns": info.columns}  # fmt: skip
 
 
+def check_room(ctx: AppContext, *, scope: Scope, size: int) -> None:
+    """Refuse an upload of `size` bytes (0 when the body is chunked) before it streams, when
+    the project's stored bytes would pass its quota."""
+    with unit_of_work(ctx.sessions) as session:
+        require_room(session, settings=ctx.settings, project_id=scope.home, stored_bytes=size)
+
+
 def create_dataset(
     ctx: AppContext,
     *,
+    scope: Scope,
     raw: Path,
     fmt: str,
     sha256: str,
@@ -64,9 +74,10 @@ def create_dataset(
         committed = True
         row = DatasetRow(
             id=dataset_id, name=name, description=description, format=fmt, sha256=sha256,
-            size_bytes=size, arrays=[array_record(i) for i in infos],
+            size_bytes=size, arrays=[array_record(i) for i in infos], project_id=scope.home,
         )  # fmt: skip
         with unit_of_work(ctx.sessions) as session:
+            require_room(session, settings=ctx.settings, project_id=scope.home, stored_bytes=size)
             repo.add_dataset(session, row=row)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
@@ -79,22 +90,24 @@ def create_dataset(
     return row
 
 
-def get_dataset(ctx: AppContext, *, dataset_id: uuid.UUID) -> DatasetRow:
+def get_dataset(ctx: AppContext, *, scope: Scope, dataset_id: uuid.UUID) -> DatasetRow:
     with unit_of_work(ctx.sessions) as session:
-        row = repo.get_dataset(session, dataset_id=dataset_id)
+        row = repo.get_dataset(session, dataset_id=dataset_id, scope=scope)
     if row is None:
         raise NotFound(f"dataset {dataset_id} does not exist", loc=["path", "dataset_id"])
     return row
 
 
-def list_datasets(ctx: AppContext, *, limit: int, offset: int) -> tuple[Sequence[DatasetRow], int]:
+def list_datasets(
+    ctx: AppContext, *, scope: Scope, limit: int, offset: int
+) -> tuple[Sequence[DatasetRow], int]:
     with unit_of_work(ctx.sessions) as session:
-        return repo.list_datasets(session, limit=limit, offset=offset)
+        return repo.list_datasets(session, scope=scope, limit=limit, offset=offset)
 
 
-def array_file(ctx: AppContext, *, dataset_id: uuid.UUID, name: str) -> Path:
+def array_file(ctx: AppContext, *, scope: Scope, dataset_id: uuid.UUID, name: str) -> Path:
     """The stored `.npy` file of one array, for download."""
-    row = get_dataset(ctx, dataset_id=dataset_id)
+    row = get_dataset(ctx, scope=scope, dataset_id=dataset_id)
     if name not in {a["name"] for a in row.arrays}:
         names = [a["name"] for a in row.arrays]
         raise NotFound(f"dataset {dataset_id} has no array {name!r}; it has {names}",
@@ -107,9 +120,9 @@ def array_file(ctx: AppContext, *, dataset_id: uuid.UUID, name: str) -> Path:
     return path
 
 
-def delete_dataset(ctx: AppContext, *, dataset_id: uuid.UUID) -> None:
+def delete_dataset(ctx: AppContext, *, scope: Scope, dataset_id: uuid.UUID) -> None:
     with unit_of_work(ctx.sessions) as session:
-        if repo.get_dataset_for_update(session, dataset_id=dataset_id) is None:
+        if repo.get_dataset_for_update(session, dataset_id=dataset_id, scope=scope) is None:
             raise NotFound(f"dataset {dataset_id} does not exist", loc=["path", "dataset_id"])
         readers = repo.active_jobs_reading(session, dataset_id=dataset_id)
         if readers:

@@ -37,10 +37,87 @@ class JobStatus(StrEnum):
         return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
+# The project every resource of the single-user embedded mode (and every row older than
+# projects) belongs to.
+DEFAULT_PROJECT_ID = uuid.UUID("00000000-0000-0000-0000-000000000001")
+DEFAULT_PROJECT_NAME = "default"
+
+
+class Role(StrEnum):
+    """What a key may do: `viewer` reads its project, `member` reads and writes it, `admin`
+    does everything in every project."""
+
+    viewer = "viewer"
+    member = "member"
+    admin = "admin"
+
+    @property
+    def rank(self) -> int:
+        return ("viewer", "member", "admin").index(self.value)
+
+
+class ProjectRow(Base):
+    """A tenant: every model, dataset and job belongs to exactly one project."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    # Per-project overrides of the QUOTA_* settings: quota name -> limit.
+    quotas: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKeyRow(Base):
+    """An API key: only the sha256 of the token is stored, with its short visible prefix."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(10))
+    prefix: Mapped[str] = mapped_column(String(32), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class AuditRow(Base):
+    """Append-only: who created, changed, deleted, cancelled, ran or downloaded what, and when."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # The caller's project and key (null key: the single-user embedded mode or the admin CLI).
+    project_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None, index=True)
+    key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    key_prefix: Mapped[str | None] = mapped_column(String(32), default=None)
+    role: Mapped[str] = mapped_column(String(10))
+    # create, update, delete, cancel, run or download
+    action: Mapped[str] = mapped_column(String(20))
+    # The route (method and path template) and the resource it acted on.
+    route: Mapped[str] = mapped_column(String(200))
+    resource_type: Mapped[str] = mapped_column(String(20))
+    resource_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    status_code: Mapped[int] = mapped_column(Integer)
+
+
+def project_column() -> Mapped[uuid.UUID]:
+    # No default: a row created without its caller's project fails instead of landing in one.
+    return mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+
+
 class ModelRow(Base):
     __tablename__ = "models"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID] = project_column()
     name: Mapped[str] = mapped_column(String(200))
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     seed: Mapped[int] = mapped_column(BigInteger)
@@ -49,6 +126,9 @@ class ModelRow(Base):
     # The checkpoint whose weights the model holds now; null means the seeded initial weights.
     weights_checkpoint_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
     weights_key: Mapped[str | None] = mapped_column(String(500), default=None)
+    # Bytes of the weights file the model holds when it is not a checkpoint's (an upload, an
+    # import, train_on_batch): counted in the project's stored bytes.
+    weights_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -70,6 +150,8 @@ class JobRow(Base):
     model_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("models.id", ondelete="CASCADE"), index=True
     )
+    # Always its model's project (kept here so a job is scoped without a join).
+    project_id: Mapped[uuid.UUID] = project_column()
     kind: Mapped[str] = mapped_column(String(20), default="fit")
     status: Mapped[str] = mapped_column(String(20), default=JobStatus.queued, index=True)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
@@ -141,6 +223,7 @@ class DatasetRow(Base):
     __tablename__ = "datasets"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID] = project_column()
     name: Mapped[str | None] = mapped_column(String(200), default=None)
     description: Mapped[str | None] = mapped_column(Text, default=None)
     # How it came: the upload format (npy, npz, csv, parquet, json), or "predict" for a job's

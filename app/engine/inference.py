@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import numpy as np
@@ -79,7 +79,7 @@ def predict_batches(
     device: torch.device | None = None,
     dtype_policy: str = "float32",
     loc: Loc = (),
-) -> Iterator[list[np.ndarray]]:
+) -> Generator[list[np.ndarray], None, None]:
     """The outputs of checked inputs `xs` (as `model_inputs` returns them), one batch at a
     time, as float32 host arrays in output order. Memory-mapped inputs are read a batch at a
     time (a batch inference over a stored dataset holds a few batches, never the whole)."""

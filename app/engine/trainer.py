@@ -231,6 +231,7 @@ class Trainer:
             for lo in range(0, end, batch_size):
                 batch = data.take(slice(lo, lo + batch_size))
                 self._update(batch, *self._forward_loss(batch, training=False))
+                callbacks.on_test_batch_end(lo // batch_size)
         logs = self._logs()
         callbacks.on_test_end(logs)
         return logs

@@ -39,6 +39,7 @@ import anyio
 
 from app.core.errors import NotFound
 from app.db.models import EpochLogRow, JobStatus
+from app.db.scope import Scope
 from app.db.session import unit_of_work
 from app.jobs import repository as repo
 from app.runtime.context import AppContext
@@ -89,10 +90,10 @@ def _start(ctx: AppContext, job_id: uuid.UUID, after: int) -> _Cursor:
     return _Cursor(after) if seen is None else _Cursor(after, *seen)
 
 
-def _read(ctx: AppContext, job_id: uuid.UUID, cursor: _Cursor) -> _Snapshot | None:
+def _read(ctx: AppContext, scope: Scope, job_id: uuid.UUID, cursor: _Cursor) -> _Snapshot | None:
     with unit_of_work(ctx.sessions) as session:
         # Status first, rows second: if the job had ended, every row is already visible.
-        job = repo.get_job(session, job_id=job_id)
+        job = repo.get_job(session, job_id=job_id, scope=scope)
         if job is None:
             return None
         error = None if job.error_type is None else {"type": job.error_type,
@@ -112,30 +113,34 @@ def _read(ctx: AppContext, job_id: uuid.UUID, cursor: _Cursor) -> _Snapshot | No
         return _Snapshot(JobStatus(job.status), summary, rows, more)
 
 
-def finished_with_nothing_after(ctx: AppContext, job_id: uuid.UUID, after: int) -> bool:
+def finished_with_nothing_after(
+    ctx: AppContext, scope: Scope, job_id: uuid.UUID, after: int
+) -> bool:
     """True for a reconnect to an ended job that has nothing more to send (answered 204, which
     tells EventSource to stop reconnecting). Raises NotFound for an unknown job."""
-    snapshot = _read(ctx, job_id, _start(ctx, job_id, after))
+    snapshot = _read(ctx, scope, job_id, _start(ctx, job_id, after))
     if snapshot is None:
         raise NotFound(f"job {job_id} does not exist", loc=["path", "job_id"])
     return snapshot.status.is_terminal and not snapshot.rows
 
 
-async def stream(ctx: AppContext, *, job_id: uuid.UUID, after: int) -> AsyncIterator[str]:
+async def stream(
+    ctx: AppContext, *, scope: Scope, job_id: uuid.UUID, after: int
+) -> AsyncIterator[str]:
     async with ctx.progress.subscribe(job_id) as progress:
-        async for chunk in _stream(ctx, job_id, after, progress):
+        async for chunk in _stream(ctx, scope, job_id, after, progress):
             yield chunk
 
 
 async def _stream(
-    ctx: AppContext, job_id: uuid.UUID, after: int, progress: Subscription
+    ctx: AppContext, scope: Scope, job_id: uuid.UUID, after: int, progress: Subscription
 ) -> AsyncIterator[str]:
     settings = ctx.settings
     started = last_sent = time.monotonic()
     yield "retry: 1000\n\n"
     cursor = await anyio.to_thread.run_sync(_start, ctx, job_id, after)
     while not ctx.stopping.is_set() and time.monotonic() - started < settings.events_max_s:
-        snapshot = await anyio.to_thread.run_sync(_read, ctx, job_id, cursor)
+        snapshot = await anyio.to_thread.run_sync(_read, ctx, scope, job_id, cursor)
         if snapshot is None:
             return
         for row in snapshot.rows:

@@ -1,8 +1,9 @@
 """predict and evaluate, answered at once or run as a job: over at most PREDICT_SYNC_MAX_ROWS
-rows the models domain answers in the request; over more, a job (kind `predict` or
-`evaluate`) is queued, checked as completely as a fit first, so large batch inference is
-neither bound to one HTTP request nor able to exhaust the API process's memory. A predict
-job's outputs become a new dataset; an evaluate job's logs its `result`."""
+rows whose estimated cost is within SYNC_MAX_COST (app.models.cost) the models domain answers
+in the request; otherwise a job (kind `predict` or `evaluate`) is queued, checked as completely
+as a fit first (one batch within JOB_MAX_BATCH_COST), so large batch inference is neither bound
+to one HTTP request nor able to exhaust the API process's memory. A predict job's outputs
+become a new dataset; an evaluate job's logs its `result`."""
 
 from __future__ import annotations
 
@@ -12,20 +13,31 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from app.auth.quotas import require_room
 from app.core.errors import Conflict, NotFound
 from app.datasets.refs import Resolver
-from app.db.models import JobRow
+from app.db.models import JobRow, ModelRow
+from app.db.scope import Scope
 from app.db.session import unit_of_work
 from app.engine.data import XY
 from app.engine.errors import EngineError
+from app.engine.fit_args import DEFAULT_BATCH_SIZE
 from app.engine.inference import model_inputs, resolve_device
+from app.engine.models import Model
 from app.engine.trainer import Trainer
 from app.jobs import repository as repo
 from app.jobs.service import dispatch, inputs_until_committed, link_datasets, store_inputs
 from app.models import repository as models_repo
 from app.models.checkpoints import checkpoint_key
+from app.models.cost import (
+    Purpose,
+    check_job_batch,
+    check_one_sample,
+    over_sync_cost,
+    rows_of,
+)
 from app.models.inference import dtype_policy_of, evaluate, predict_arrays
-from app.models.loading import build_model
+from app.models.loading import build_model, model_limits
 from app.models.schemas import EvaluateRequest, PredictRequest
 from app.models.service import BODY, compile_spec, get_model, invalid
 from app.runtime.context import AppContext
@@ -33,53 +45,57 @@ from app.runtime.context import AppContext
 T = TypeVar("T")
 
 
-def rows_of(value: Any) -> int:
-    """The number of rows of x (of its first input, for several): 0 when it cannot tell (the
-    engine then says what is wrong)."""
-    if isinstance(value, dict):
-        value = next(iter(value.values()), None)
-    elif isinstance(value, list) and value and isinstance(value[0], np.ndarray):
-        value = value[0]
-    if isinstance(value, np.ndarray):
-        return int(value.shape[0]) if value.ndim else 0
-    return len(value) if isinstance(value, list) else 0
-
-
 def predict(
-    ctx: AppContext, *, model_id: uuid.UUID, body: PredictRequest
+    ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: PredictRequest
 ) -> tuple[dict[str, np.ndarray] | None, JobRow | None]:
-    """The predictions keyed by output name, or (over PREDICT_SYNC_MAX_ROWS rows) the queued
-    predict job."""
-    return _at_once_or_job(ctx, model_id, body, "predict", predict_arrays)
+    """The predictions keyed by output name, or (over PREDICT_SYNC_MAX_ROWS rows, or past
+    SYNC_MAX_COST) the queued predict job."""
+    return _at_once_or_job(ctx, scope, model_id, body, "predict", predict_arrays)
 
 
 def evaluate_or_job(
-    ctx: AppContext, *, model_id: uuid.UUID, body: EvaluateRequest
+    ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: EvaluateRequest
 ) -> tuple[dict[str, float | None] | None, JobRow | None]:
-    """The loss and metrics, or (over PREDICT_SYNC_MAX_ROWS rows) the queued evaluate job."""
-    return _at_once_or_job(ctx, model_id, body, "evaluate", evaluate)
+    """The loss and metrics, or (over PREDICT_SYNC_MAX_ROWS rows, or past SYNC_MAX_COST) the
+    queued evaluate job."""
+    return _at_once_or_job(ctx, scope, model_id, body, "evaluate", evaluate)
 
 
 def _at_once_or_job(
-    ctx: AppContext, model_id: uuid.UUID, body: Any, kind: str, at_once: Callable[..., T]
+    ctx: AppContext,
+    scope: Scope,
+    model_id: uuid.UUID,
+    body: Any,
+    kind: str,
+    at_once: Callable[..., T],
 ) -> tuple[T | None, JobRow | None]:
-    refs = Resolver(ctx)
+    row = get_model(ctx, scope=scope, model_id=model_id)
+    # The request reads, and the job writes, the model's project's data only.
+    project = Scope.of_project(row.project_id)
+    refs = Resolver(ctx, scope=project)
     x = refs.resolve(body.x, [BODY, "x"])
-    if rows_of(x) <= ctx.settings.predict_sync_max_rows:
-        return at_once(ctx, model_id=model_id, body=body), None
-    return None, _submit(ctx, model_id=model_id, kind=kind, body=body, refs=refs, x=x)
+    try:  # the estimate reads the model's graph (a dry run): nothing runs yet
+        graph = Model.dry_run(row.config, limits=model_limits(ctx.settings))
+    except EngineError as exc:
+        raise invalid(exc, BODY) from exc
+    purpose: Purpose = "predict" if kind == "predict" else "score"
+    few = rows_of(x) <= ctx.settings.predict_sync_max_rows
+    if few and not over_sync_cost(ctx.settings, graph, x, purpose=purpose):
+        return at_once(ctx, scope=project, model_id=model_id, body=body), None
+    return None, _submit(ctx, row=row, kind=kind, body=body, refs=refs, x=x)
 
 
 def _submit(
     ctx: AppContext,
     *,
-    model_id: uuid.UUID,
+    row: ModelRow,
     kind: str,
     body: PredictRequest | EvaluateRequest,
     refs: Resolver,
     x: Any,
 ) -> JobRow:
-    row = get_model(ctx, model_id=model_id)
+    model_id = row.id
+    project = Scope.of_project(row.project_id)
     weights_key = checkpoint_key(ctx, row, body)
     if weights_key is None:
         weights_key = row.weights_key
@@ -92,6 +108,7 @@ def _submit(
             trainer = Trainer(model, spec, device=resolve_device("cpu"))
             y = refs.resolve(body.y, [BODY, "y"])
             sw = refs.resolve(body.sample_weight, [BODY, "sample_weight"])
+            check_one_sample(ctx.settings, model, x, loc=["path", "model_id"])  # prepare's probe
             data = trainer.prepare(x, y, sw)
             request["compile"] = spec.to_config()
         else:
@@ -100,6 +117,10 @@ def _submit(
             request["dtype_policy"] = dtype_policy_of(row)
     except EngineError as exc:
         raise invalid(exc, BODY) from exc
+    # A worker holds one batch at a time: a predict job writes its outputs batch by batch.
+    check_job_batch(ctx.settings, model, x, batch_size=body.batch_size or DEFAULT_BATCH_SIZE,
+                    purpose="check" if kind == "predict" else "score",
+                    loc=[BODY, "batch_size"])  # fmt: skip
     job_id = uuid.uuid4()
     arrays: dict[str, np.ndarray | None] = dict(data.to_arrays())
     data_key, request["data_refs"] = store_inputs(ctx, job_id, arrays, refs)
@@ -107,15 +128,16 @@ def _submit(
                     f"{ctx.settings.predict_sync_max_rows} rows runs as a job, one at a time "
                     "per model", loc=["path", "model_id"])  # fmt: skip
     with inputs_until_committed(ctx, job_id, busy), unit_of_work(ctx.sessions) as session:
-        if models_repo.get_model_for_update(session, model_id=model_id) is None:
+        if models_repo.get_model_for_update(session, model_id=model_id, scope=project) is None:
             raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
         if models_repo.active_job_of_model(session, model_id=model_id) is not None:
             raise busy
+        require_room(session, settings=ctx.settings, project_id=row.project_id, queued_jobs=1)
         job = repo.add_job(session, row=JobRow(
-            id=job_id, model_id=model_id, kind=kind, request=request, data_key=data_key,
-            base_weights_key=weights_key, epochs=0, epochs_done=0,
+            id=job_id, model_id=model_id, project_id=row.project_id, kind=kind, request=request,
+            data_key=data_key, base_weights_key=weights_key, epochs=0, epochs_done=0,
             max_attempts=ctx.settings.job_max_attempts,
         ))  # fmt: skip
-        link_datasets(session, job_id=job_id, data_refs=request["data_refs"])
+        link_datasets(session, scope=project, job_id=job_id, data_refs=request["data_refs"])
     dispatch(ctx, job.id)
     return job

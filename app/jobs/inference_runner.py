@@ -20,6 +20,7 @@ from app.datasets.npywriter import Outputs
 from app.datasets.refs import open_refs
 from app.datasets.service import array_record
 from app.db.models import DatasetRow, JobRow, JobStatus
+from app.db.scope import SYSTEM
 from app.db.session import unit_of_work
 from app.engine.compile import CompileSpec
 from app.engine.data import XY
@@ -56,7 +57,7 @@ def _inputs(ctx: AppContext, job: JobRow) -> XY:
 
 def run_inference(ctx: AppContext, job: JobRow, attempt: int, heartbeat: Heartbeat) -> None:
     with unit_of_work(ctx.sessions) as session:
-        model_row = models_repo.get_model(session, model_id=job.model_id)
+        model_row = models_repo.get_model(session, model_id=job.model_id, scope=SYSTEM)
     if model_row is None:
         raise LookupError(f"the model of job {job.id} no longer exists")
     device = resolve_device(ctx.settings.device)
@@ -118,7 +119,7 @@ def _predict(
             datasets_repo.add_dataset(session, row=DatasetRow(
                 id=dataset_id, name=f"predictions of job {job.id}", format="predict",
                 sha256=sha, size_bytes=size, arrays=[array_record(i) for i in infos],
-                source_job_id=job.id,
+                source_job_id=job.id, project_id=job.project_id,
             ))  # fmt: skip
             if not repo.finish_job(
                 session,

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.db.base import utcnow
 from app.db.models import JobRow, JobStatus
+from app.db.scope import Scope
 from app.jobs import repository_attempts as _attempts
 
 # What a job attempt writes and readers read of it (epoch rows, checkpoints), kept apart for
@@ -39,14 +40,20 @@ def add_job(session: Session, *, row: JobRow) -> JobRow:
     return row
 
 
-def get_job(session: Session, *, job_id: uuid.UUID) -> JobRow | None:
-    return session.get(JobRow, job_id)
+def get_job(session: Session, *, job_id: uuid.UUID, scope: Scope) -> JobRow | None:
+    return session.scalars(
+        select(JobRow).where(JobRow.id == job_id, scope.where(JobRow.project_id))
+    ).first()
 
 
 def list_jobs(
-    session: Session, *, model_id: uuid.UUID | None, limit: int, offset: int
+    session: Session, *, scope: Scope, model_id: uuid.UUID | None, limit: int, offset: int
 ) -> Sequence[JobRow]:
-    query = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id)
+    query = (
+        select(JobRow)
+        .where(scope.where(JobRow.project_id))
+        .order_by(JobRow.created_at.desc(), JobRow.id)
+    )
     if model_id is not None:
         query = query.where(JobRow.model_id == model_id)
     return session.scalars(query.limit(limit).offset(offset)).all()
@@ -119,8 +126,10 @@ def finish_job(
     return bool(done.rowcount)
 
 
-def request_cancel(session: Session, *, job_id: uuid.UUID) -> JobRow | None:
+def request_cancel(session: Session, *, job_id: uuid.UUID, scope: Scope) -> JobRow | None:
     """Queued jobs are cancelled at once; running ones get the flag their worker checks."""
+    if get_job(session, job_id=job_id, scope=scope) is None:
+        return None
     now = utcnow()
     session.execute(
         update(JobRow)
@@ -132,7 +141,7 @@ def request_cancel(session: Session, *, job_id: uuid.UUID) -> JobRow | None:
         .where(JobRow.id == job_id, JobRow.status == JobStatus.running)
         .values(cancel_requested=True, updated_at=now)
     )
-    return get_job(session, job_id=job_id)
+    return get_job(session, job_id=job_id, scope=scope)
 
 
 def finish_cancelled_or_exhausted(session: Session, *, now: datetime) -> None:

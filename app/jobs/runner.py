@@ -11,9 +11,12 @@ import threading
 import uuid
 
 import numpy as np
+from sqlalchemy.orm import Session
 
+from app.auth import quotas
 from app.datasets.refs import DatasetMissing, open_refs
 from app.db.models import JobRow, JobStatus
+from app.db.scope import SYSTEM
 from app.db.session import unit_of_work
 from app.engine import callbacks as engine_callbacks
 from app.engine import training_state
@@ -42,6 +45,10 @@ def worker_name() -> str:
 
 def run_fit_job(ctx: AppContext, job_id: uuid.UUID) -> None:
     with unit_of_work(ctx.sessions) as session:
+        if not _may_start(ctx, session, job_id):
+            log.info("job %s waits: its project runs as many jobs as its quota allows; the "
+                     "reaper dispatches it again", job_id)  # fmt: skip
+            return
         attempt = repo.claim_job(
             session, job_id=job_id, owner=worker_name(), lease_s=ctx.settings.job_lease_s
         )
@@ -52,7 +59,7 @@ def run_fit_job(ctx: AppContext, job_id: uuid.UUID) -> None:
     heartbeat.start()
     try:
         with unit_of_work(ctx.sessions) as session:
-            job = repo.get_job(session, job_id=job_id)
+            job = repo.get_job(session, job_id=job_id, scope=SYSTEM)
         if job is not None and job.kind != "fit":
             run_inference(ctx, job, attempt, heartbeat)
         else:
@@ -69,6 +76,16 @@ def run_fit_job(ctx: AppContext, job_id: uuid.UUID) -> None:
         _finish(ctx, job_id, attempt, JobStatus.failed, type(exc).__name__, str(exc))
     finally:
         heartbeat.stop()
+
+
+def _may_start(ctx: AppContext, session: Session, job_id: uuid.UUID) -> bool:
+    """A queued job starts only while its project runs fewer jobs than its running_jobs quota
+    (checked under the project's lock, so two workers cannot both take the last slot). A
+    running job whose lease expired is taken over: it counts already."""
+    job = repo.get_job(session, job_id=job_id, scope=SYSTEM)
+    if job is None or job.status != JobStatus.queued:
+        return True
+    return quotas.may_run_another(session, settings=ctx.settings, project_id=job.project_id)
 
 
 def _finish(
@@ -102,9 +119,9 @@ def _start_from_model(ctx: AppContext, trainer: Trainer, job: JobRow) -> None:
 
 def _train(ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbeat) -> None:
     with unit_of_work(ctx.sessions) as session:
-        job = repo.get_job(session, job_id=job_id)
+        job = repo.get_job(session, job_id=job_id, scope=SYSTEM)
         assert job is not None
-        model_row = models_repo.get_model(session, model_id=job.model_id)
+        model_row = models_repo.get_model(session, model_id=job.model_id, scope=SYSTEM)
         assert model_row is not None
         resume = repo.latest_checkpoint(session, job_id=job_id)
         if resume is None and job.start_checkpoint_id is not None:
@@ -178,7 +195,7 @@ def _train(ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbea
         if not repo.add_checkpoint(session, row=ckpt):
             return
         repo.finish_job(session, job_id=job_id, attempt=attempt, status=JobStatus.succeeded)
-        before = models_repo.get_model_for_update(session, model_id=job.model_id)
+        before = models_repo.get_model_for_update(session, model_id=job.model_id, scope=SYSTEM)
         replaced = replaced_file(session, model_id=job.model_id, new=ckpt.key,
                                  old=None if before is None else before.weights_key)  # fmt: skip
         models_repo.set_model_weights(

@@ -16,10 +16,12 @@ import numpy as np
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.auth.quotas import require_room
 from app.core.errors import AppError, Conflict, InvalidInput, NotFound
 from app.datasets import repository as datasets_repo
 from app.datasets.refs import Resolver
 from app.db.models import CheckpointRow, EpochLogRow, JobRow, JobStatus
+from app.db.scope import Scope
 from app.db.session import unit_of_work
 from app.engine import callbacks as engine_callbacks
 from app.engine.adapt import check_adapt_size
@@ -31,6 +33,7 @@ from app.jobs import repository as repo
 from app.jobs.inputs import write_inputs
 from app.jobs.schemas import FitRequest
 from app.models import repository as models_repo
+from app.models.cost import check_fit_plan, check_one_sample
 from app.models.loading import build_model
 from app.models.service import BODY, compile_spec, get_model, invalid
 from app.models.weights_files import model_lock
@@ -42,8 +45,10 @@ log = logging.getLogger(__name__)
 
 
 # -- fit ---------------------------------------------------------------------------------------
-def submit_fit(ctx: AppContext, *, model_id: uuid.UUID, body: FitRequest) -> JobRow:
-    row = get_model(ctx, model_id=model_id)
+def submit_fit(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: FitRequest) -> JobRow:
+    row = get_model(ctx, scope=scope, model_id=model_id)
+    # What the job reads and writes is its model's project's.
+    project = Scope.of_project(row.project_id)
     check_storable(body.compile, [BODY, "compile"])
     check_storable(body.callbacks, [BODY, "callbacks"])
     spec = compile_spec(row, body.compile)
@@ -64,7 +69,7 @@ def submit_fit(ctx: AppContext, *, model_id: uuid.UUID, body: FitRequest) -> Job
     vd = body.validation_data
     # References to datasets become memory maps of their rows: checked like inline arrays, read
     # by nobody here.
-    refs = Resolver(ctx)
+    refs = Resolver(ctx, scope=project)
     x, y = refs.resolve(body.x, [BODY, "x"]), refs.resolve(body.y, [BODY, "y"])
     sample_weight = refs.resolve(body.sample_weight, [BODY, "sample_weight"])
     validation = None
@@ -73,9 +78,9 @@ def submit_fit(ctx: AppContext, *, model_id: uuid.UUID, body: FitRequest) -> Job
         validation = (refs.resolve(vd.x, [*vloc, "x"]), refs.resolve(vd.y, [*vloc, "y"]),
                       refs.resolve(vd.sample_weight, [*vloc, "sample_weight"]))  # fmt: skip
     try:
-        trainer = Trainer(
-            build_model(ctx.settings, row.config, row.seed), spec, device=resolve_device("cpu")
-        )
+        model = build_model(ctx.settings, row.config, row.seed)
+        check_one_sample(ctx.settings, model, x, loc=["path", "model_id"])  # plan_fit's probe
+        trainer = Trainer(model, spec, device=resolve_device("cpu"))
         cbs = [engine_callbacks.get(c, ("callbacks", i)) for i, c in enumerate(body.callbacks)]
         plan = trainer.plan_fit(
             x, y, args=args, sample_weight=sample_weight, validation_data=validation,
@@ -85,6 +90,7 @@ def submit_fit(ctx: AppContext, *, model_id: uuid.UUID, body: FitRequest) -> Job
             check_adapt_size(trainer.model, plan.train.size, ("adapt",))
     except EngineError as exc:
         raise invalid(exc, BODY) from exc
+    check_fit_plan(ctx.settings, model, x, plan)
     job_id = uuid.uuid4()
     arrays: dict[str, np.ndarray | None] = dict(plan.train.to_arrays())
     if plan.validation is not None:
@@ -106,20 +112,21 @@ def submit_fit(ctx: AppContext, *, model_id: uuid.UUID, body: FitRequest) -> Job
         model_lock(model_id),
         unit_of_work(ctx.sessions) as session,
     ):
-        current = models_repo.get_model_for_update(session, model_id=model_id)
+        current = models_repo.get_model_for_update(session, model_id=model_id, scope=project)
         if current is None:
             raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
         if models_repo.active_job_of_model(session, model_id=model_id) is not None:
             raise busy
+        require_room(session, settings=ctx.settings, project_id=row.project_id, queued_jobs=1)
         if body.compile is None and current.compile_config != row.compile_config:
             raise Conflict(f"the compile spec of model {model_id} changed while this fit "
                            "was being checked; try again", loc=[BODY, "compile"])  # fmt: skip
         job = repo.add_job(session, row=JobRow(
-            id=job_id, model_id=model_id, request=request, data_key=data_key,
-            base_weights_key=current.weights_key, epochs=args.epochs,
+            id=job_id, model_id=model_id, project_id=row.project_id, request=request,
+            data_key=data_key, base_weights_key=current.weights_key, epochs=args.epochs,
             epochs_done=args.initial_epoch, max_attempts=ctx.settings.job_max_attempts,
         ))  # fmt: skip
-        link_datasets(session, job_id=job_id, data_refs=data_refs)
+        link_datasets(session, scope=project, job_id=job_id, data_refs=data_refs)
     dispatch(ctx, job.id)
     return job
 
@@ -160,6 +167,7 @@ def store_inputs(
 def link_datasets(
     session: Session,
     *,
+    scope: Scope,
     job_id: uuid.UUID,
     data_refs: dict[str, dict[str, Any]],
     gone: Callable[[uuid.UUID], AppError] | None = None,
@@ -168,7 +176,7 @@ def link_datasets(
     before the job commits. One deleted since its reference was checked raises `gone(id)`, by
     default a 422."""
     read = {uuid.UUID(r["dataset"]): r["sha256"] for r in data_refs.values()}
-    present = {r.id for r in datasets_repo.lock_datasets(session, dataset_ids=read)}
+    present = {r.id for r in datasets_repo.lock_datasets(session, dataset_ids=read, scope=scope)}
     for dataset_id in sorted(set(read) - present):
         if gone is not None:
             raise gone(dataset_id)
@@ -188,9 +196,11 @@ def dispatch(ctx: AppContext, job_id: uuid.UUID) -> None:
 
 
 # -- jobs --------------------------------------------------------------------------------------
-def get_job(ctx: AppContext, *, job_id: uuid.UUID) -> tuple[JobRow, list[EpochLogRow]]:
+def get_job(
+    ctx: AppContext, *, scope: Scope, job_id: uuid.UUID
+) -> tuple[JobRow, list[EpochLogRow]]:
     with unit_of_work(ctx.sessions) as session:
-        job = repo.get_job(session, job_id=job_id)
+        job = repo.get_job(session, job_id=job_id, scope=scope)
         if job is None:
             raise NotFound(f"job {job_id} does not exist", loc=["path", "job_id"])
         rows = list(repo.epoch_logs(session, job_id=job_id))
@@ -198,10 +208,11 @@ def get_job(ctx: AppContext, *, job_id: uuid.UUID) -> tuple[JobRow, list[EpochLo
 
 
 def list_jobs(
-    ctx: AppContext, *, model_id: uuid.UUID | None, limit: int, offset: int
+    ctx: AppContext, *, scope: Scope, model_id: uuid.UUID | None, limit: int, offset: int
 ) -> list[tuple[JobRow, list[EpochLogRow]]]:
     with unit_of_work(ctx.sessions) as session:
-        jobs = repo.list_jobs(session, model_id=model_id, limit=limit, offset=offset)
+        jobs = repo.list_jobs(session, scope=scope, model_id=model_id, limit=limit,
+                              offset=offset)  # fmt: skip
         return [(j, list(repo.epoch_logs(session, job_id=j.id))) for j in jobs]
 
 
@@ -214,30 +225,30 @@ def history(rows: Sequence[EpochLogRow]) -> dict[str, list[float | None]]:
     return out
 
 
-def job_logs(ctx: AppContext, *, job_id: uuid.UUID, after: int) -> list[EpochLogRow]:
+def job_logs(ctx: AppContext, *, scope: Scope, job_id: uuid.UUID, after: int) -> list[EpochLogRow]:
     with unit_of_work(ctx.sessions) as session:
-        if repo.get_job(session, job_id=job_id) is None:
+        if repo.get_job(session, job_id=job_id, scope=scope) is None:
             raise NotFound(f"job {job_id} does not exist", loc=["path", "job_id"])
         return list(repo.epoch_logs(session, job_id=job_id, after=after))
 
 
-def cancel_job(ctx: AppContext, *, job_id: uuid.UUID) -> JobRow:
+def cancel_job(ctx: AppContext, *, scope: Scope, job_id: uuid.UUID) -> JobRow:
     with unit_of_work(ctx.sessions) as session:
-        job = repo.get_job(session, job_id=job_id)
+        job = repo.get_job(session, job_id=job_id, scope=scope)
         if job is None:
             raise NotFound(f"job {job_id} does not exist", loc=["path", "job_id"])
         if job.status in (JobStatus.succeeded, JobStatus.failed):
             raise Conflict(f"job {job_id} has already {job.status}", loc=["path", "job_id"])
-        job = repo.request_cancel(session, job_id=job_id)
+        job = repo.request_cancel(session, job_id=job_id, scope=scope)
         assert job is not None
         return job
 
 
 def list_checkpoints(
-    ctx: AppContext, *, job_id: uuid.UUID
+    ctx: AppContext, *, scope: Scope, job_id: uuid.UUID
 ) -> tuple[JobRow, Sequence[CheckpointRow]]:
     with unit_of_work(ctx.sessions) as session:
-        job = repo.get_job(session, job_id=job_id)
+        job = repo.get_job(session, job_id=job_id, scope=scope)
         if job is None:
             raise NotFound(f"job {job_id} does not exist", loc=["path", "job_id"])
         return job, repo.list_checkpoints(session, job_id=job_id)

@@ -26,6 +26,7 @@ from safetensors.torch import save
 
 from app.core.errors import InvalidInput, NotFound
 from app.db.models import CheckpointRow, JobRow, ModelRow
+from app.db.scope import Scope
 from app.db.session import unit_of_work
 from app.engine.models import Model
 from app.models import keras_files
@@ -44,9 +45,11 @@ SELECTOR_DOC = (
 )
 
 
-def _job_checkpoints(ctx: AppContext, job_id: uuid.UUID) -> tuple[JobRow, Sequence[CheckpointRow]]:
+def _job_checkpoints(
+    ctx: AppContext, scope: Scope, job_id: uuid.UUID
+) -> tuple[JobRow, Sequence[CheckpointRow]]:
     with unit_of_work(ctx.sessions) as session:
-        job = repo.get_job(session, job_id=job_id)
+        job = repo.get_job(session, job_id=job_id, scope=scope)
         if job is None:
             raise NotFound(f"job {job_id} does not exist", loc=["path", "job_id"])
         return job, repo.checkpoints_of_job(session, job_id=job_id)
@@ -55,12 +58,13 @@ def _job_checkpoints(ctx: AppContext, job_id: uuid.UUID) -> tuple[JobRow, Sequen
 def resolve(
     ctx: AppContext,
     *,
+    scope: Scope,
     job_id: uuid.UUID,
     selector: str,
     loc: Sequence[str | int] = ("path", "checkpoint"),
 ) -> tuple[JobRow, CheckpointRow]:
     """The checkpoint `selector` names among the job's; errors name `loc`."""
-    job, rows = _job_checkpoints(ctx, job_id)
+    job, rows = _job_checkpoints(ctx, scope, job_id)
     ordered = sorted(rows, key=lambda r: (r.epoch, r.created_at))
     found: CheckpointRow | None
     if selector == "latest":
@@ -95,6 +99,8 @@ def checkpoint_key(ctx: AppContext, row: ModelRow, body: AtCheckpoint) -> str | 
                                "epoch:N, latest or best)", loc=[BODY, "job_id"])  # fmt: skip
         return None
     job_id = body.job_id
+    # Only a job of the model itself, so of the model's project.
+    scope = Scope.of_project(row.project_id)
     with unit_of_work(ctx.sessions) as session:
         if job_id is None:
             latest = repo.latest_job_of_model(session, model_id=row.id)
@@ -103,18 +109,19 @@ def checkpoint_key(ctx: AppContext, row: ModelRow, body: AtCheckpoint) -> str | 
                                loc=[BODY, "checkpoint"])  # fmt: skip
             job_id = latest.id
         else:
-            job = repo.get_job(session, job_id=job_id)
+            job = repo.get_job(session, job_id=job_id, scope=scope)
             if job is None:
                 raise NotFound(f"job {job_id} does not exist", loc=[BODY, "job_id"])
             if job.model_id != row.id:
                 raise InvalidInput(f"job {job_id} is a job of model {job.model_id}, not of "
                                    f"model {row.id}", loc=[BODY, "job_id"])  # fmt: skip
-    _, found = resolve(ctx, job_id=job_id, selector=body.checkpoint, loc=[BODY, "checkpoint"])
+    _, found = resolve(ctx, scope=scope, job_id=job_id, selector=body.checkpoint,
+                       loc=[BODY, "checkpoint"])  # fmt: skip
     return found.key
 
 
 def _checkpoint_model(ctx: AppContext, job: JobRow, ckpt: CheckpointRow) -> Model:
-    row = get_model(ctx, model_id=job.model_id)
+    row = get_model(ctx, scope=Scope.of_project(job.project_id), model_id=job.model_id)
     model = build_model(ctx.settings, row.config, row.seed)
     try:
         return load_weights(ctx.store, model, ckpt.key)
@@ -124,23 +131,23 @@ def _checkpoint_model(ctx: AppContext, job: JobRow, ckpt: CheckpointRow) -> Mode
 
 
 @retried
-def export_keras(ctx: AppContext, *, job_id: uuid.UUID, selector: str) -> bytes:
-    job, ckpt = resolve(ctx, job_id=job_id, selector=selector)
+def export_keras(ctx: AppContext, *, scope: Scope, job_id: uuid.UUID, selector: str) -> bytes:
+    job, ckpt = resolve(ctx, scope=scope, job_id=job_id, selector=selector)
     compile_config = (job.request or {}).get("compile")
     return keras_files.write_archive(_checkpoint_model(ctx, job, ckpt), compile_config)
 
 
 @retried
-def export_safetensors(ctx: AppContext, *, job_id: uuid.UUID, selector: str) -> bytes:
-    job, ckpt = resolve(ctx, job_id=job_id, selector=selector)
+def export_safetensors(ctx: AppContext, *, scope: Scope, job_id: uuid.UUID, selector: str) -> bytes:
+    job, ckpt = resolve(ctx, scope=scope, job_id=job_id, selector=selector)
     meta = {"job_id": str(job.id), "checkpoint_id": str(ckpt.id), "epoch": str(ckpt.epoch),
             "attempt": str(ckpt.attempt)}  # fmt: skip
     return weights_safetensors(_checkpoint_model(ctx, job, ckpt), meta)
 
 
 @retried
-def model_safetensors(ctx: AppContext, *, model_id: uuid.UUID) -> bytes:
-    row = get_model(ctx, model_id=model_id)
+def model_safetensors(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID) -> bytes:
+    row = get_model(ctx, scope=scope, model_id=model_id)
     return weights_safetensors(model_with_weights(ctx, row), {"model_id": str(row.id)})
 
 

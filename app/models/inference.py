@@ -13,12 +13,14 @@ import numpy as np
 
 from app.datasets.refs import Resolver, in_memory
 from app.db.models import ModelRow
+from app.db.scope import Scope
 from app.engine import on_batch
 from app.engine.errors import EngineError
-from app.engine.inference import predict, resolve_device
+from app.engine.inference import model_inputs, predict_batches, resolve_device
 from app.engine.models import Model
 from app.engine.trainer import Trainer
 from app.models.checkpoints import checkpoint_key
+from app.models.cost import Deadline, check_sync_cost
 from app.models.schemas import (
     AtCheckpoint,
     EvaluateRequest,
@@ -47,12 +49,11 @@ def dtype_policy_of(row: ModelRow) -> str:
 
 def _scores(
     ctx: AppContext,
-    model_id: uuid.UUID,
+    row: ModelRow,
     body: EvaluateRequest | TestOnBatchRequest,
     run: Callable[[Trainer], dict[str, float]],
 ) -> dict[str, float | None]:
     """Loss and metrics of `run` on a trainer over the selected weights and compile spec."""
-    row = get_model(ctx, model_id=model_id)
     spec = compile_spec(row, body.compile)
     model = _model(ctx, row, body)
     try:
@@ -63,40 +64,38 @@ def _scores(
 
 def resolved(
     ctx: AppContext,
+    row: ModelRow,
     body: EvaluateRequest | TestOnBatchRequest | PredictRequest | PredictOnBatchRequest,
-    *,
-    materialize: bool = False,
 ) -> tuple[Any, Any, Any]:
-    """x, y and sample_weight of `body` with dataset references resolved: memory maps read
-    batch by batch, or (`materialize`, for the *_on_batch routes, whose data is one batch)
-    arrays in memory."""
-    refs = Resolver(ctx)
-    out = []
-    for key in ("x", "y", "sample_weight"):
-        value = refs.resolve(getattr(body, key, None), [BODY, key])
-        out.append(in_memory(value) if materialize else value)
+    """x, y and sample_weight of `body` with dataset references (of the model's project)
+    resolved to memory maps, read batch by batch (the *_on_batch routes, whose data is one
+    batch, read them into memory once their cost is known)."""
+    refs = Resolver(ctx, scope=Scope.of_project(row.project_id))
+    out = [refs.resolve(getattr(body, key, None), [BODY, key])
+           for key in ("x", "y", "sample_weight")]  # fmt: skip
     return out[0], out[1], out[2]
 
 
 @retried
 def evaluate(
-    ctx: AppContext, *, model_id: uuid.UUID, body: EvaluateRequest
+    ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: EvaluateRequest
 ) -> dict[str, float | None]:
-    x, y, sw = resolved(ctx, body)
-    return _scores(ctx, model_id, body, lambda trainer: trainer.evaluate(
-        x, y, sample_weight=sw, batch_size=body.batch_size
+    row = get_model(ctx, scope=scope, model_id=model_id)
+    x, y, sw = resolved(ctx, row, body)
+    deadline = Deadline(ctx.settings, "evaluate")
+    return _scores(ctx, row, body, lambda trainer: trainer.evaluate(
+        x, y, sample_weight=sw, batch_size=body.batch_size, callbacks=[deadline]
     ))  # fmt: skip
 
 
 def _outputs(
     ctx: AppContext,
-    model_id: uuid.UUID,
+    row: ModelRow,
     body: PredictRequest | PredictOnBatchRequest,
     run: Callable[[Model, str], np.ndarray | list[np.ndarray]],
 ) -> dict[str, np.ndarray]:
     """The outputs of `run` (given the model over the selected weights and the dtype policy of
     its compile spec), keyed by output name in output order."""
-    row = get_model(ctx, model_id=model_id)
     model = _model(ctx, row, body)
     try:
         out = run(model, dtype_policy_of(row))
@@ -107,37 +106,63 @@ def _outputs(
 
 @retried
 def predict_arrays(
-    ctx: AppContext, *, model_id: uuid.UUID, body: PredictRequest
+    ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: PredictRequest
 ) -> dict[str, np.ndarray]:
     """Keras's predict: the outputs keyed by output name, in output order."""
-    x, _, _ = resolved(ctx, body)
-    return _outputs(ctx, model_id, body, lambda model, policy: predict(
-        model, x, batch_size=body.batch_size, dtype_policy=policy
-    ))  # fmt: skip
+    row = get_model(ctx, scope=scope, model_id=model_id)
+    x, _, _ = resolved(ctx, row, body)
+    deadline = Deadline(ctx.settings, "predict")
+
+    def run(model: Model, policy: str) -> list[np.ndarray]:
+        # Keras's predict, one batch at a time, so that the deadline is checked between them.
+        batches = predict_batches(model, model_inputs(model, x, ()), batch_size=body.batch_size,
+                                  dtype_policy=policy)  # fmt: skip
+        parts = []
+        try:
+            for part in batches:
+                parts.append(part)
+                deadline.stop_if_past()
+        finally:
+            batches.close()
+        return [np.concatenate(col) for col in zip(*parts, strict=True)]
+
+    return _outputs(ctx, row, body, run)
 
 
-def predict_model(ctx: AppContext, *, model_id: uuid.UUID, body: PredictRequest) -> Outputs:
+def predict_model(
+    ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: PredictRequest
+) -> Outputs:
     """One output's predictions as nested lists; several keyed by output name."""
-    return outputs_json(predict_arrays(ctx, model_id=model_id, body=body))
+    return outputs_json(predict_arrays(ctx, scope=scope, model_id=model_id, body=body))
 
 
 @retried
 def test_on_batch(
-    ctx: AppContext, *, model_id: uuid.UUID, body: TestOnBatchRequest
+    ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: TestOnBatchRequest
 ) -> dict[str, float | None]:
-    x, y, sw = resolved(ctx, body, materialize=True)
-    return _scores(ctx, model_id, body, lambda trainer: on_batch.test_on_batch(
-        trainer, x, y, sample_weight=sw
-    ))  # fmt: skip
+    row = get_model(ctx, scope=scope, model_id=model_id)
+    x, y, sw = resolved(ctx, row, body)  # read into memory once the cost is known
+
+    def run(trainer: Trainer) -> dict[str, float]:
+        check_sync_cost(ctx.settings, trainer.model, x, route="test_on_batch", purpose="score")
+        return on_batch.test_on_batch(trainer, in_memory(x), in_memory(y),
+                                      sample_weight=in_memory(sw))  # fmt: skip
+
+    return _scores(ctx, row, body, run)
 
 
 @retried
 def predict_on_batch(
-    ctx: AppContext, *, model_id: uuid.UUID, body: PredictOnBatchRequest
+    ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: PredictOnBatchRequest
 ) -> Outputs:
-    x, _, _ = resolved(ctx, body, materialize=True)
-    return outputs_json(_outputs(ctx, model_id, body, lambda model, policy:
-        on_batch.predict_on_batch(model, x, dtype_policy=policy)))  # fmt: skip
+    row = get_model(ctx, scope=scope, model_id=model_id)
+    x, _, _ = resolved(ctx, row, body)  # read into memory once the cost is known
+
+    def run(model: Model, policy: str) -> np.ndarray | list[np.ndarray]:
+        check_sync_cost(ctx.settings, model, x, route="predict_on_batch", purpose="predict")
+        return on_batch.predict_on_batch(model, in_memory(x), dtype_policy=policy)
+
+    return outputs_json(_outputs(ctx, row, body, run))
 
 
 def outputs_json(outputs: dict[str, np.ndarray]) -> Outputs:

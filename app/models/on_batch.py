@@ -24,9 +24,11 @@ from typing import Any
 import torch
 from sqlalchemy.orm import Session
 
+from app.auth.quotas import require_room
 from app.core.errors import InvalidInput, NotFound
 from app.datasets.refs import Resolver, in_memory
 from app.db.models import ModelRow
+from app.db.scope import Scope
 from app.db.session import unit_of_work
 from app.engine import checkpoint
 from app.engine import on_batch as engine_on_batch
@@ -38,6 +40,7 @@ from app.engine.models import Model
 from app.engine.trainer import Trainer
 from app.models import repository as repo
 from app.models.checkpoints import checkpoint_key
+from app.models.cost import check_one_sample, check_sync_cost
 from app.models.loading import build_model, model_limits, model_tensors, read_checkpoint
 from app.models.schemas import CompileRequest, TrainOnBatchRequest
 from app.models.service import BODY, compile_spec, get_model, invalid
@@ -54,10 +57,12 @@ def _kind(key: str | None) -> str:
     return ON_BATCH if key is not None and f"/{ON_BATCH}-" in key else "weights"
 
 
-def compile_model(ctx: AppContext, *, model_id: uuid.UUID, body: CompileRequest) -> ModelRow:
+def compile_model(
+    ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: CompileRequest
+) -> ModelRow:
     """Keras's compile(): check the spec against the model's outputs and store it; the next
     train_on_batch starts a fresh optimizer."""
-    row = get_model(ctx, model_id=model_id)
+    row = get_model(ctx, scope=scope, model_id=model_id)
     config = body.model_dump(exclude_unset=True)
     check_storable(config, [BODY])
     try:
@@ -66,11 +71,12 @@ def compile_model(ctx: AppContext, *, model_id: uuid.UUID, body: CompileRequest)
         check_outputs(spec, model.output_names, model.output_shapes, ())
     except EngineError as exc:
         raise invalid(exc, BODY) from exc
+    check_one_sample(ctx.settings, model, loc=["path", "model_id"])
     written: str | None = None
     with model_lock(model_id):
         try:
             with unit_of_work(ctx.sessions) as session:
-                current = _locked(session, model_id)
+                current = _locked(session, model_id, scope)
                 key = current.weights_key
                 if key is not None:
                     tensors, meta = read_checkpoint(ctx.store, key)
@@ -93,12 +99,12 @@ def compile_model(ctx: AppContext, *, model_id: uuid.UUID, body: CompileRequest)
             cached = ctx.cache.get((model_id, key))
             if cached is not None:
                 ctx.cache.put((model_id, written), cached)
-    return get_model(ctx, model_id=model_id)
+    return get_model(ctx, scope=scope, model_id=model_id)
 
 
-def _locked(session: Session, model_id: uuid.UUID) -> ModelRow:
+def _locked(session: Session, model_id: uuid.UUID, scope: Scope) -> ModelRow:
     """The model row, locked; 404 if it is gone, 409 while a fit job is active."""
-    current = repo.get_model_for_update(session, model_id=model_id)
+    current = repo.get_model_for_update(session, model_id=model_id, scope=scope)
     if current is None:
         raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
     check_not_training(session, model_id)
@@ -106,24 +112,27 @@ def _locked(session: Session, model_id: uuid.UUID) -> ModelRow:
 
 
 def train_on_batch(
-    ctx: AppContext, *, model_id: uuid.UUID, body: TrainOnBatchRequest
+    ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: TrainOnBatchRequest
 ) -> dict[str, float | None]:
     """Keras's train_on_batch(..., return_dict=True): one optimizer step on the model's current
     weights, or on a checkpoint's (`checkpoint`); the result becomes the model's weights, with
     the optimizer state, and the spec it ran under becomes the model's compile spec (as a
     fit's does)."""
-    row = get_model(ctx, model_id=model_id)
+    row = get_model(ctx, scope=scope, model_id=model_id)
     check_storable(body.compile, [BODY, "compile"])
     start = checkpoint_key(ctx, row, body)  # checkpoints never change: resolved before the lock
-    refs = Resolver(ctx)
-    x, y, sw = (in_memory(refs.resolve(getattr(body, k), [BODY, k]))
-                for k in ("x", "y", "sample_weight"))  # fmt: skip
+    refs = Resolver(ctx, scope=Scope.of_project(row.project_id))
+    x, y, sw = (refs.resolve(getattr(body, k), [BODY, k]) for k in ("x", "y", "sample_weight"))
+    # Estimated on the model's graph (a dry run) before the data is read into memory.
+    model = Model.dry_run(row.config, limits=model_limits(ctx.settings))
+    check_sync_cost(ctx.settings, model, x, route="train_on_batch", purpose="train")
+    x, y, sw = in_memory(x), in_memory(y), in_memory(sw)
     device = resolve_device(ctx.settings.device)
     key = model_weights_key(model_id, ON_BATCH)
     with model_lock(model_id):
         try:
             with unit_of_work(ctx.sessions) as session:
-                current = _locked(session, model_id)
+                current = _locked(session, model_id, scope)
                 spec = compile_spec(current, body.compile)
                 source = start if start is not None else current.weights_key
                 try:  # the compile options are checked as the trainer is built (jit_compile)
@@ -141,11 +150,14 @@ def train_on_batch(
                 tensors, meta = trainer.state()
                 stored = spec.to_config()
                 meta = {**meta, "model_config": current.config, "compile_config": stored}
-                ctx.store.write(key, checkpoint.to_bytes(tensors, meta))
+                data = checkpoint.to_bytes(tensors, meta)
+                require_room(session, settings=ctx.settings, project_id=current.project_id,
+                             stored_bytes=len(data) - current.weights_bytes)  # fmt: skip
+                ctx.store.write(key, data)
                 replaced = replaced_file(session, model_id=model_id, old=current.weights_key,
                                          new=key)  # fmt: skip
                 repo.set_on_batch_weights(session, model_id=model_id, key=key,
-                                          compile_config=stored)  # fmt: skip
+                                          compile_config=stored, size_bytes=len(data))  # fmt: skip
         except BaseException:
             ctx.store.delete_prefix(key)
             raise

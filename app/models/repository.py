@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.db.base import utcnow
 from app.db.models import CheckpointRow, EpochLogRow, JobRow, JobStatus, ModelRow
+from app.db.scope import Scope
 
 ACTIVE = (JobStatus.queued, JobStatus.running)
 
@@ -24,25 +25,33 @@ def add_model(session: Session, *, row: ModelRow) -> ModelRow:
     return row
 
 
-def get_model(session: Session, *, model_id: uuid.UUID) -> ModelRow | None:
-    return session.get(ModelRow, model_id)
-
-
-def get_model_for_update(session: Session, *, model_id: uuid.UUID) -> ModelRow | None:
-    """The model row, locked until commit (Postgres; SQLite serialises writers anyway)."""
+def get_model(session: Session, *, model_id: uuid.UUID, scope: Scope) -> ModelRow | None:
     return session.scalars(
-        select(ModelRow).where(ModelRow.id == model_id).with_for_update()
+        select(ModelRow).where(ModelRow.id == model_id, scope.where(ModelRow.project_id))
     ).first()
 
 
-def list_models(session: Session, *, limit: int, offset: int) -> tuple[Sequence[ModelRow], int]:
+def get_model_for_update(session: Session, *, model_id: uuid.UUID, scope: Scope) -> ModelRow | None:
+    """The model row, locked until commit (Postgres; SQLite serialises writers anyway)."""
+    return session.scalars(
+        select(ModelRow)
+        .where(ModelRow.id == model_id, scope.where(ModelRow.project_id))
+        .with_for_update()
+    ).first()
+
+
+def list_models(
+    session: Session, *, scope: Scope, limit: int, offset: int
+) -> tuple[Sequence[ModelRow], int]:
+    visible = scope.where(ModelRow.project_id)
     rows = session.scalars(
         select(ModelRow)
+        .where(visible)
         .order_by(ModelRow.created_at.desc(), ModelRow.id)
         .limit(limit)
         .offset(offset)
     ).all()
-    total = session.scalar(select(func.count()).select_from(ModelRow)) or 0
+    total = session.scalar(select(func.count()).select_from(ModelRow).where(visible)) or 0
     return rows, total
 
 
@@ -67,17 +76,20 @@ def set_model_weights(
     session.execute(
         update(ModelRow)
         .where(ModelRow.id == model_id)
-        .values(weights_checkpoint_id=checkpoint_id, weights_key=key,
+        .values(weights_checkpoint_id=checkpoint_id, weights_key=key, weights_bytes=0,
                 compile_config=compile_config, updated_at=utcnow())
     )  # fmt: skip
 
 
-def set_uploaded_weights(session: Session, *, model_id: uuid.UUID, key: str) -> None:
+def set_uploaded_weights(
+    session: Session, *, model_id: uuid.UUID, key: str, size_bytes: int
+) -> None:
     session.execute(
         update(ModelRow)
         .where(ModelRow.id == model_id)
-        .values(weights_checkpoint_id=None, weights_key=key, updated_at=utcnow())
-    )
+        .values(weights_checkpoint_id=None, weights_key=key, weights_bytes=size_bytes,
+                updated_at=utcnow())
+    )  # fmt: skip
 
 
 def set_compile_config(
@@ -93,14 +105,19 @@ def set_compile_config(
 
 
 def set_on_batch_weights(
-    session: Session, *, model_id: uuid.UUID, key: str, compile_config: dict[str, Any]
+    session: Session,
+    *,
+    model_id: uuid.UUID,
+    key: str,
+    compile_config: dict[str, Any],
+    size_bytes: int,
 ) -> None:
     """Weights (and optimizer state) written by train_on_batch, under the spec it ran."""
     session.execute(
         update(ModelRow)
         .where(ModelRow.id == model_id)
         .values(weights_checkpoint_id=None, weights_key=key, compile_config=compile_config,
-                updated_at=utcnow())
+                weights_bytes=size_bytes, updated_at=utcnow())
     )  # fmt: skip
 
 
@@ -135,8 +152,10 @@ def latest_job_of_model(session: Session, *, model_id: uuid.UUID) -> JobRow | No
     ).first()
 
 
-def get_job(session: Session, *, job_id: uuid.UUID) -> JobRow | None:
-    return session.get(JobRow, job_id)
+def get_job(session: Session, *, job_id: uuid.UUID, scope: Scope) -> JobRow | None:
+    return session.scalars(
+        select(JobRow).where(JobRow.id == job_id, scope.where(JobRow.project_id))
+    ).first()
 
 
 def checkpoints_of_job(session: Session, *, job_id: uuid.UUID) -> Sequence[CheckpointRow]:

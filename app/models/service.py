@@ -10,8 +10,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from app.auth.quotas import require_room
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.db.models import ModelRow
+from app.db.scope import Scope
 from app.db.session import unit_of_work
 from app.engine.compile import CompileSpec
 from app.engine.errors import EngineError
@@ -32,7 +34,7 @@ def invalid(exc: EngineError, *prefix: str | int) -> InvalidInput:
     return InvalidInput(exc.message, loc=[*prefix, *exc.loc])
 
 
-def create_model(ctx: AppContext, *, body: ModelCreate) -> ModelRow:
+def create_model(ctx: AppContext, *, scope: Scope, body: ModelCreate) -> ModelRow:
     seed = body.seed if body.seed is not None else int.from_bytes(os.urandom(4), "little")
     check_storable(body.config, [BODY, "config"])
     check_storable(body.name, [BODY, "name"])
@@ -41,30 +43,38 @@ def create_model(ctx: AppContext, *, body: ModelCreate) -> ModelRow:
     except EngineError as exc:
         raise invalid(exc, BODY, "config") from exc
     row = ModelRow(
-        name=body.name or model.name, config=body.config, seed=seed, summary=model.summary()
+        name=body.name or model.name,
+        config=body.config,
+        seed=seed,
+        summary=model.summary(),
+        project_id=scope.home,
     )
     with unit_of_work(ctx.sessions) as session:
+        require_room(session, settings=ctx.settings, project_id=scope.home, models=1)
         repo.add_model(session, row=row)
     return row
 
 
-def list_models(ctx: AppContext, *, limit: int, offset: int) -> tuple[Sequence[ModelRow], int]:
+def list_models(
+    ctx: AppContext, *, scope: Scope, limit: int, offset: int
+) -> tuple[Sequence[ModelRow], int]:
     with unit_of_work(ctx.sessions) as session:
-        return repo.list_models(session, limit=limit, offset=offset)
+        return repo.list_models(session, scope=scope, limit=limit, offset=offset)
 
 
-def get_model(ctx: AppContext, *, model_id: uuid.UUID) -> ModelRow:
+def get_model(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID) -> ModelRow:
+    """The model, if `scope` sees it; another project's model does not exist (404)."""
     with unit_of_work(ctx.sessions) as session:
-        row = repo.get_model(session, model_id=model_id)
+        row = repo.get_model(session, model_id=model_id, scope=scope)
     if row is None:
         raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
     return row
 
 
-def delete_model(ctx: AppContext, *, model_id: uuid.UUID) -> None:
+def delete_model(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID) -> None:
     with unit_of_work(ctx.sessions) as session:
         # Locked like submit_fit locks it: a fit and a delete of one model do not interleave.
-        if repo.get_model_for_update(session, model_id=model_id) is None:
+        if repo.get_model_for_update(session, model_id=model_id, scope=scope) is None:
             raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
         active = repo.active_job_of_model(session, model_id=model_id)
         if active is not None:

@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from app.auth.quotas import require_room
 from app.core.errors import Conflict, InvalidInput
 from app.datasets.refs import Resolver
 from app.db.models import ModelRow
+from app.db.scope import Scope
 from app.db.session import unit_of_work
 from app.engine import checkpoint
 from app.engine.adapt import adapt_model
@@ -26,6 +28,7 @@ from app.engine.inference import resolve_device
 from app.engine.models import Model
 from app.models import keras_files
 from app.models import repository as repo
+from app.models.cost import check_sync_cost
 from app.models.loading import build_model, read_checkpoint, training_part
 from app.models.schemas import AdaptRequest
 from app.models.service import get_model, model_with_weights
@@ -73,13 +76,15 @@ def decode_json(body: Any) -> list[np.ndarray]:
 
 
 @retried
-def get_weights(ctx: AppContext, *, model_id: uuid.UUID) -> bytes:
-    model = model_with_weights(ctx, get_model(ctx, model_id=model_id))
+def get_weights(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID) -> bytes:
+    model = model_with_weights(ctx, get_model(ctx, scope=scope, model_id=model_id))
     return encode_npz(model.get_weights())
 
 
-def put_weights(ctx: AppContext, *, model_id: uuid.UUID, arrays: list[np.ndarray]) -> ModelRow:
-    row = get_model(ctx, model_id=model_id)
+def put_weights(
+    ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, arrays: list[np.ndarray]
+) -> ModelRow:
+    row = get_model(ctx, scope=scope, model_id=model_id)
     for i, arr in enumerate(arrays):
         if arr.dtype.kind not in "fiub":
             raise InvalidInput(f"must be numeric, got dtype {arr.dtype}", loc=[BODY, "weights", i])
@@ -102,18 +107,19 @@ def _finite_in_float32(arr: np.ndarray) -> bool:
 
 @retried
 def adapt_weights(
-    ctx: AppContext, *, model_id: uuid.UUID, body: AdaptRequest
+    ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: AdaptRequest
 ) -> tuple[list[str], ModelRow]:
     """Keras's Normalization.adapt on the model's current weights; the adapted weights become
     the model's weights, as an upload's do. Nothing changes on an error."""
-    row = get_model(ctx, model_id=model_id)
+    row = get_model(ctx, scope=scope, model_id=model_id)
     with unit_of_work(ctx.sessions) as session:  # refused before the forward passes run
         check_not_training(session, model_id)
     model = load_or_changed(ctx.store, build_model(ctx.settings, row.config, row.seed),
                             row.weights_key, model_id=row.id)  # fmt: skip
     model.to(resolve_device(ctx.settings.device))
     try:
-        x = Resolver(ctx).resolve(body.x, [BODY, "x"])
+        x = Resolver(ctx, scope=Scope.of_project(row.project_id)).resolve(body.x, [BODY, "x"])
+        check_sync_cost(ctx.settings, model, x, route="adapt", purpose="check")
         names = adapt_model(model, x, layers=body.layers, batch_size=body.batch_size)
     except EngineError as exc:
         raise InvalidInput(exc.message, loc=[BODY, *exc.loc]) from exc
@@ -140,9 +146,10 @@ def _store_weights(
     replaces is deleted once the change has committed (see weights_files)."""
     key = model_weights_key(row.id)
     weights = {f"model/{k}": t for k, t in model.weight_tensors().items()}
+    project = Scope.of_project(row.project_id)
     try:
         with model_lock(row.id), unit_of_work(ctx.sessions) as session:
-            current = repo.get_model_for_update(session, model_id=row.id)
+            current = repo.get_model_for_update(session, model_id=row.id, scope=project)
             if current is None:
                 raise InvalidInput(f"model {row.id} was deleted", loc=["path", "model_id"])
             check_not_training(session, row.id)
@@ -154,18 +161,23 @@ def _store_weights(
             if current.weights_key is not None:
                 tensors, meta = training_part(*read_checkpoint(ctx.store, current.weights_key))
             meta["model_config"] = row.config
-            ctx.store.write(key, checkpoint.to_bytes({**tensors, **weights}, meta))
+            data = checkpoint.to_bytes({**tensors, **weights}, meta)
+            require_room(session, settings=ctx.settings, project_id=row.project_id,
+                         stored_bytes=len(data) - current.weights_bytes)  # fmt: skip
+            ctx.store.write(key, data)
             replaced = replaced_file(session, model_id=row.id, old=current.weights_key, new=key)
-            repo.set_uploaded_weights(session, model_id=row.id, key=key)
+            repo.set_uploaded_weights(session, model_id=row.id, key=key, size_bytes=len(data))
     except BaseException:
         ctx.store.delete_prefix(key)
         raise
     discard(ctx, replaced)
-    return get_model(ctx, model_id=row.id)
+    return get_model(ctx, scope=project, model_id=row.id)
 
 
 # -- .keras files ------------------------------------------------------------------------------
-def import_keras(ctx: AppContext, *, data: bytes, name: str | None, seed: int | None) -> ModelRow:
+def import_keras(
+    ctx: AppContext, *, scope: Scope, data: bytes, name: str | None, seed: int | None
+) -> ModelRow:
     """A model from a `.keras` file: its config, its weights, and its compile spec when we can
     honour it (otherwise the first fit must give one)."""
     check_storable(name, ["query", "name"])
@@ -184,12 +196,17 @@ def import_keras(ctx: AppContext, *, data: bytes, name: str | None, seed: int | 
         except EngineError:
             log.info("the .keras file's compile_config is not supported; ignoring it")
     row = ModelRow(id=uuid.uuid4(), name=name or model.name, config=config, seed=seed,
-                   summary=model.summary(), compile_config=compile_config)  # fmt: skip
+                   summary=model.summary(), compile_config=compile_config,
+                   project_id=scope.home)  # fmt: skip
     row.weights_key = model_weights_key(row.id)
     tensors = {f"model/{k}": t for k, t in model.weight_tensors().items()}
-    ctx.store.write(row.weights_key, checkpoint.to_bytes(tensors, {"model_config": config}))
+    weights_file = checkpoint.to_bytes(tensors, {"model_config": config})
+    row.weights_bytes = len(weights_file)
     try:
         with unit_of_work(ctx.sessions) as session:
+            require_room(session, settings=ctx.settings, project_id=scope.home, models=1,
+                         stored_bytes=len(weights_file))  # fmt: skip
+            ctx.store.write(row.weights_key, weights_file)
             repo.add_model(session, row=row)
     except BaseException:
         ctx.store.delete_prefix(model_prefix(row.id))
@@ -198,6 +215,6 @@ def import_keras(ctx: AppContext, *, data: bytes, name: str | None, seed: int | 
 
 
 @retried
-def export_keras(ctx: AppContext, *, model_id: uuid.UUID) -> bytes:
-    row = get_model(ctx, model_id=model_id)
+def export_keras(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID) -> bytes:
+    row = get_model(ctx, scope=scope, model_id=model_id)
     return keras_files.write_archive(model_with_weights(ctx, row), row.compile_config)

@@ -12,7 +12,10 @@ from sqlalchemy import create_engine, text
 from app.core.config import Settings
 from app.main import create_app
 
-TRUNCATE = "TRUNCATE models, jobs, epoch_logs, checkpoints, datasets, job_datasets CASCADE"
+TRUNCATE = (
+    "TRUNCATE models, jobs, epoch_logs, checkpoints, datasets, job_datasets, api_keys, audit_log "
+    "CASCADE; DELETE FROM projects WHERE name <> 'default'; UPDATE projects SET quotas = '{}'"
+)
 
 
 @pytest.fixture

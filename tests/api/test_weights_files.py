@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.db.models import JobRow
+from app.db.models import DEFAULT_PROJECT_ID, JobRow
+from app.db.scope import SYSTEM
 from app.db.session import unit_of_work
 from app.jobs import repository as repo
 from app.jobs import service
@@ -58,7 +59,7 @@ def _model(client: TestClient, compile_cfg: dict[str, Any] | None = SGD) -> uuid
 
 
 def _key(client: TestClient, model_id: uuid.UUID) -> str | None:
-    return models.get_model(_ctx(client), model_id=model_id).weights_key
+    return models.get_model(_ctx(client), scope=SYSTEM, model_id=model_id).weights_key
 
 
 def _own_files(client: TestClient, model_id: uuid.UUID) -> list[str]:
@@ -187,12 +188,13 @@ def test_the_check_sees_queued_and_running_jobs_only(client: TestClient) -> None
     job_id = uuid.uuid4()
     with unit_of_work(ctx.sessions) as session:
         repo.add_job(session, row=JobRow(id=job_id, model_id=model_id, request={},
-                                         data_key="jobs/x", base_weights_key=key, epochs=1,
+                                         project_id=DEFAULT_PROJECT_ID, data_key="jobs/x",
+                                         base_weights_key=key, epochs=1,
                                          max_attempts=1))  # fmt: skip
     for status, kept in (("queued", True), ("running", True), ("succeeded", False),
                          ("failed", False), ("cancelled", False)):  # fmt: skip
         with unit_of_work(ctx.sessions) as session:
-            row = repo.get_job(session, job_id=job_id)
+            row = repo.get_job(session, job_id=job_id, scope=SYSTEM)
             assert row is not None
             row.status = status
             session.flush()
@@ -240,14 +242,14 @@ def _race(monkeypatch: pytest.MonkeyPatch, ctx: AppContext, model_id: uuid.UUID,
     """Every read of a weights file first replaces the model's weights (and so deletes the
     file about to be read), the first `times` times; counts the replacements."""
     done: list[int] = []
-    arrays = weights.get_weights(ctx, model_id=model_id)
+    arrays = weights.get_weights(ctx, scope=SYSTEM, model_id=model_id)
 
     def racing(store: Any, model: Any, key: str | None) -> Any:
         if len(done) < times:
             done.append(1)
             with np.load(io.BytesIO(arrays)) as npz:
                 new = [npz[f"arr_{i}"] * (1.0 + len(done)) for i in range(len(npz.files))]
-            weights.put_weights(ctx, model_id=model_id, arrays=new)
+            weights.put_weights(ctx, scope=SYSTEM, model_id=model_id, arrays=new)
         return load_weights(store, model, key)
 
     ctx.cache.drop_model(model_id)
@@ -300,7 +302,7 @@ def test_a_checkpoint_export_racing_a_delete_gets_a_404(
     def deleting(store: Any, model: Any, key: str | None) -> Any:
         if not deleted:
             deleted.append(1)
-            models.delete_model(ctx, model_id=model_id)
+            models.delete_model(ctx, scope=SYSTEM, model_id=model_id)
         return load_weights(store, model, key)
 
     monkeypatch.setattr(checkpoints, "load_weights", deleting)

@@ -14,6 +14,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 SETTINGS = {"dataset_max_bytes": 1_000_000}
+NPY = {"content-type": "application/x-npy"}
 
 
 def npy(a: np.ndarray) -> bytes:
@@ -105,7 +106,7 @@ def test_a_chunked_body_past_the_limit_is_a_413(client: TestClient, tmp_path: Pa
         for _ in range(40):
             yield os.urandom(50_000)
 
-    r = client.post("/v1/datasets?format=npy", content=chunks())
+    r = client.post("/v1/datasets?format=npy", content=chunks(), headers=NPY)
     assert r.status_code == 413, r.text
     assert "1000000" in r.json()["detail"][0]["msg"]
     assert stored_files(tmp_path) == []

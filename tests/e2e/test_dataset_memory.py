@@ -20,6 +20,7 @@ from tests.e2e.scenario_checks import wait_for
 pytestmark = pytest.mark.e2e
 ROWS, FEATURES = 1 << 20, 1024  # uint8: 1 GiB
 MB = 1 << 20
+NPY = {"content-type": "application/x-npy"}
 
 
 def status_kb(pid: int, key: str) -> int:
@@ -82,7 +83,7 @@ def test_a_1gib_upload_and_a_fit_over_it_stay_small(
                 yield chunk
 
     baseline = reset_peak(api_pid)
-    r = client.post("/v1/datasets?format=npy", content=chunks())
+    r = client.post("/v1/datasets?format=npy", content=chunks(), headers=NPY)
     assert r.status_code == 201, r.text
     upload_growth = growth(api_pid, baseline)
     source.unlink()
@@ -94,7 +95,7 @@ def test_a_1gib_upload_and_a_fit_over_it_stay_small(
     y = (np.arange(ROWS) % 3 == 0).astype(np.int64)
     body = io.BytesIO()
     np.save(body, y)
-    r = client.post("/v1/datasets?format=npy&array=y", content=body.getvalue())
+    r = client.post("/v1/datasets?format=npy&array=y", content=body.getvalue(), headers=NPY)
     assert r.status_code == 201, r.text
     y_id = r.json()["id"]
 

@@ -14,6 +14,7 @@ from sqlalchemy import update
 
 from app.db.base import utcnow
 from app.db.models import JobRow
+from app.db.scope import SYSTEM
 from app.db.session import unit_of_work
 from app.engine import checkpoint
 from app.jobs import repository as repo
@@ -45,9 +46,9 @@ def _job(
 ) -> tuple[Any, list[Any], dict[str, torch.Tensor]]:  # fmt: skip
     """Run a job to the end; with `interrupt_after`, its first attempt leaves right after that
     epoch's checkpoint (as a process that is shutting down does) and a second one resumes."""
-    model = models.create_model(ctx, body=ModelCreate(config=scenario.MODEL, seed=3))
+    model = models.create_model(ctx, scope=SYSTEM, body=ModelCreate(config=scenario.MODEL, seed=3))
     body = scenario.fit_body(epochs=epochs, callbacks=callbacks, seed=5)
-    job = service.submit_fit(ctx, model_id=model.id, body=FitRequest(**body))
+    job = service.submit_fit(ctx, scope=SYSTEM, model_id=model.id, body=FitRequest(**body))
     if interrupt_after is not None:
         original = Recorder.on_epoch_end
 
@@ -60,7 +61,7 @@ def _job(
             patch.setattr(Recorder, "on_epoch_end", leave_after)
             run_fit_job(ctx, job.id)
         ctx.stopping.clear()
-        left, rows = service.get_job(ctx, job_id=job.id)
+        left, rows = service.get_job(ctx, scope=SYSTEM, job_id=job.id)
         assert left.status == "running" and left.attempt == 1, left.error_message
         assert [r.epoch for r in rows] == list(range(interrupt_after + 1))
         with unit_of_work(ctx.sessions) as s:
@@ -72,9 +73,9 @@ def _job(
         _, meta = checkpoint.from_bytes(ctx.store.read(resume.key))
         assert [e["class_name"] for e in meta["callbacks"]] == [c["class_name"] for c in callbacks]
     run_fit_job(ctx, job.id)
-    done, rows = service.get_job(ctx, job_id=job.id)
+    done, rows = service.get_job(ctx, scope=SYSTEM, job_id=job.id)
     assert done.status == "succeeded", done.error_message
-    stored = models.get_model(ctx, model_id=model.id)
+    stored = models.get_model(ctx, scope=SYSTEM, model_id=model.id)
     assert stored.weights_key is not None
     tensors, _ = checkpoint.from_bytes(ctx.store.read(stored.weights_key))
     return done, rows, {k: t for k, t in tensors.items() if k.startswith("model/")}
@@ -135,10 +136,10 @@ def test_a_new_job_resumed_where_a_callback_stopped_its_parent_trains_on(
     with unit_of_work(pg_ctx.sessions) as s:
         (saved,) = [c for c in repo.list_checkpoints(s, job_id=parent.id)
                     if c.epoch == STOP and c.trigger == "model_checkpoint"]  # fmt: skip
-    child = resume_job(pg_ctx, job_id=parent.id,
+    child = resume_job(pg_ctx, scope=SYSTEM, job_id=parent.id,
                        body=ResumeRequest(checkpoint=str(saved.id), epochs=EPOCHS))  # fmt: skip
     run_fit_job(pg_ctx, child.id)
-    done, child_rows = service.get_job(pg_ctx, job_id=child.id)
+    done, child_rows = service.get_job(pg_ctx, scope=SYSTEM, job_id=child.id)
     assert done.status == "succeeded", done.error_message
     assert child_rows and child_rows[0].epoch == STOP + 1
     # ReduceLROnPlateau carried on from its state too: the rate is where the parent left it.

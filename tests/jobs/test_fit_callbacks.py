@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from app.core.errors import NotFound
+from app.db.scope import SYSTEM
 from app.db.session import unit_of_work
 from app.jobs import events, service
 from app.jobs import repository as repo
@@ -27,17 +28,17 @@ from tests.support.sse import parse_events
 
 
 def _run(ctx: Any, callbacks: list[dict[str, Any]], **fit: Any) -> Any:
-    model = models.create_model(ctx, body=ModelCreate(config=scenario.MODEL, seed=3))
+    model = models.create_model(ctx, scope=SYSTEM, body=ModelCreate(config=scenario.MODEL, seed=3))
     body = scenario.fit_body(callbacks=callbacks, **fit)
-    job = service.submit_fit(ctx, model_id=model.id, body=FitRequest(**body))
+    job = service.submit_fit(ctx, scope=SYSTEM, model_id=model.id, body=FitRequest(**body))
     run_fit_job(ctx, job.id)
-    done, rows = service.get_job(ctx, job_id=job.id)
+    done, rows = service.get_job(ctx, scope=SYSTEM, job_id=job.id)
     assert done.status == "succeeded", done.error_message
     return job.id, [r.logs for r in rows]
 
 
 def _checkpoints(ctx: Any, job_id: uuid.UUID) -> list[Any]:
-    rows = service.list_checkpoints(ctx, job_id=job_id)[1]
+    rows = service.list_checkpoints(ctx, scope=SYSTEM, job_id=job_id)[1]
     return sorted(rows, key=lambda r: (r.epoch, -1 if r.batch is None else r.batch, r.created_at))
 
 
@@ -66,7 +67,7 @@ def test_model_checkpoint_saves_become_rows_and_best_picks_by_its_monitor(pg_ctx
     assert [r.trigger for r in rows if r not in saved] == ["final"]
     assert all((r.monitor, r.mode, r.batch) == ("val_accuracy", "max", None) for r in rows)
     assert [r.logs for r in saved] == [logs[r.epoch] for r in saved]
-    _, best = checkpoints.resolve(pg_ctx, job_id=job_id, selector="best")
+    _, best = checkpoints.resolve(pg_ctx, scope=SYSTEM, job_id=job_id, selector="best")
     top = max(values)
     assert best.logs["val_accuracy"] == top and best.epoch == values.index(top)
     assert best.trigger == "model_checkpoint"  # the earliest of equal values: the saved one
@@ -85,7 +86,7 @@ def test_batch_saves_are_rows_but_never_resume_points(pg_ctx: Any) -> None:
     with unit_of_work(pg_ctx.sessions) as s:
         latest = repo.latest_checkpoint(s, job_id=job_id)
         assert latest is not None and latest.id == final.id and latest.batch is None
-    _, best = checkpoints.resolve(pg_ctx, job_id=job_id, selector="best")
+    _, best = checkpoints.resolve(pg_ctx, scope=SYSTEM, job_id=job_id, selector="best")
     assert best.logs["loss"] == min(r.logs["loss"] for r in rows)
 
 
@@ -93,10 +94,10 @@ def test_best_without_model_checkpoint_uses_val_loss_then_loss(pg_ctx: Any) -> N
     job_id, logs = _run(pg_ctx, [], epochs=4)  # periodic checkpoints every epoch
     rows = _checkpoints(pg_ctx, job_id)
     assert {r.trigger for r in rows} == {"periodic", "final"} and rows[0].monitor is None
-    _, best = checkpoints.resolve(pg_ctx, job_id=job_id, selector="best")
+    _, best = checkpoints.resolve(pg_ctx, scope=SYSTEM, job_id=job_id, selector="best")
     assert best.logs["val_loss"] == min(row["val_loss"] for row in logs)
     job_id, logs = _run(pg_ctx, [], epochs=3, validation_data=None)
-    _, best = checkpoints.resolve(pg_ctx, job_id=job_id, selector="best")
+    _, best = checkpoints.resolve(pg_ctx, scope=SYSTEM, job_id=job_id, selector="best")
     assert best.logs["loss"] == min(row["loss"] for row in logs) and "val_loss" not in best.logs
 
 
@@ -104,7 +105,7 @@ def test_best_is_404_when_no_checkpoint_logged_the_monitor(pg_ctx: Any) -> None:
     mc = {"class_name": "ModelCheckpoint", "config": {}}  # monitors val_loss
     job_id, _ = _run(pg_ctx, [mc], epochs=2, validation_data=None)
     with pytest.raises(NotFound, match="val_loss"):
-        checkpoints.resolve(pg_ctx, job_id=job_id, selector="best")
+        checkpoints.resolve(pg_ctx, scope=SYSTEM, job_id=job_id, selector="best")
 
 
 def test_terminate_on_nan_with_raise_error_fails_the_job(pg_ctx: Any) -> None:
@@ -115,10 +116,10 @@ def test_terminate_on_nan_with_raise_error_fails_the_job(pg_ctx: Any) -> None:
     linear = {"class_name": "Sequential", "config": {"layers": [
         {"class_name": "InputLayer", "config": {"batch_shape": [None, 1]}},
         {"class_name": "Dense", "config": {"units": 1}}]}}  # fmt: skip
-    model = models.create_model(pg_ctx, body=ModelCreate(config=linear, seed=3))
-    job = service.submit_fit(pg_ctx, model_id=model.id, body=FitRequest(**body))
+    model = models.create_model(pg_ctx, scope=SYSTEM, body=ModelCreate(config=linear, seed=3))
+    job = service.submit_fit(pg_ctx, scope=SYSTEM, model_id=model.id, body=FitRequest(**body))
     run_fit_job(pg_ctx, job.id)
-    failed, _ = service.get_job(pg_ctx, job_id=job.id)
+    failed, _ = service.get_job(pg_ctx, scope=SYSTEM, job_id=job.id)
     assert failed.status == "failed" and failed.error_type == "NonFiniteLoss"
     assert "TerminateOnNaN" in (failed.error_message or "")
 
@@ -132,14 +133,16 @@ def test_reduce_lr_on_plateau_logs_the_rate_in_the_epoch_rows(pg_ctx: Any) -> No
 
 def test_progress_events_arrive_on_the_stream(pg_ctx: Any) -> None:
     pg_ctx.settings.events_progress_s = 0.0  # every batch
-    model = models.create_model(pg_ctx, body=ModelCreate(config=scenario.MODEL, seed=3))
+    model = models.create_model(
+        pg_ctx, scope=SYSTEM, body=ModelCreate(config=scenario.MODEL, seed=3)
+    )
     body = scenario.fit_body(epochs=3, callbacks=[], batch_size=100)
-    job = service.submit_fit(pg_ctx, model_id=model.id, body=FitRequest(**body))
+    job = service.submit_fit(pg_ctx, scope=SYSTEM, model_id=model.id, body=FitRequest(**body))
 
     async def collect() -> list[str]:
         chunks: list[str] = []
         runner: threading.Thread | None = None
-        async for chunk in events.stream(pg_ctx, job_id=job.id, after=-1):
+        async for chunk in events.stream(pg_ctx, scope=SYSTEM, job_id=job.id, after=-1):
             chunks.append(chunk)
             if runner is None:  # subscribed: start training
                 runner = threading.Thread(target=run_fit_job, args=(pg_ctx, job.id))

@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import update
 
 from app.db.base import utcnow
-from app.db.models import CheckpointRow, JobRow, JobStatus, ModelRow
+from app.db.models import DEFAULT_PROJECT_ID, CheckpointRow, JobRow, JobStatus, ModelRow
+from app.db.scope import SYSTEM
 from app.db.session import unit_of_work
 from app.jobs import repository as repo
 from app.models import repository as models_repo
@@ -18,10 +19,18 @@ from app.models import repository as models_repo
 
 def _job(ctx: Any, **fields: Any) -> uuid.UUID:
     with unit_of_work(ctx.sessions) as s:
-        model = models_repo.add_model(s, row=ModelRow(name="m", config={}, seed=1, summary={}))
+        model = models_repo.add_model(
+            s, row=ModelRow(name="m", config={}, seed=1, summary={}, project_id=DEFAULT_PROJECT_ID)
+        )
         attempts = fields.pop("max_attempts", 3)
         row = JobRow(
-            model_id=model.id, request={}, data_key="k", epochs=5, max_attempts=attempts, **fields
+            model_id=model.id,
+            project_id=DEFAULT_PROJECT_ID,
+            request={},
+            data_key="k",
+            epochs=5,
+            max_attempts=attempts,
+            **fields,
         )
         job = repo.add_job(s, row=row)
         return job.id
@@ -34,7 +43,7 @@ def _claim(ctx: Any, job_id: uuid.UUID, owner: str = "w", lease_s: float = 30) -
 
 def _get(ctx: Any, job_id: uuid.UUID) -> JobRow:
     with unit_of_work(ctx.sessions) as s:
-        job = repo.get_job(s, job_id=job_id)
+        job = repo.get_job(s, job_id=job_id, scope=SYSTEM)
         assert job is not None
         return job
 
@@ -135,13 +144,13 @@ def test_reaper_selects_unclaimed_and_expired_jobs(pg_ctx: Any) -> None:
 def test_cancel(pg_ctx: Any) -> None:
     queued = _job(pg_ctx)
     with unit_of_work(pg_ctx.sessions) as s:
-        repo.request_cancel(s, job_id=queued)
+        repo.request_cancel(s, job_id=queued, scope=SYSTEM)
     assert _get(pg_ctx, queued).status == JobStatus.cancelled
     assert _claim(pg_ctx, queued) is None
     running = _job(pg_ctx)
     _claim(pg_ctx, running)
     with unit_of_work(pg_ctx.sessions) as s:
-        repo.request_cancel(s, job_id=running)
+        repo.request_cancel(s, job_id=running, scope=SYSTEM)
     job = _get(pg_ctx, running)
     assert job.status == JobStatus.running and job.cancel_requested
     with unit_of_work(pg_ctx.sessions) as s:
@@ -156,11 +165,21 @@ def test_one_active_job_per_model_is_enforced_by_the_database(pg_ctx: Any) -> No
     with unit_of_work(pg_ctx.sessions) as s:
         model_id = _get(pg_ctx, job_id).model_id
     with pytest.raises(IntegrityError), unit_of_work(pg_ctx.sessions) as s:
-        repo.add_job(s, row=JobRow(model_id=model_id, request={}, data_key="k", epochs=1))
+        repo.add_job(
+            s,
+            row=JobRow(
+                model_id=model_id, project_id=DEFAULT_PROJECT_ID, request={}, data_key="k", epochs=1
+            ),
+        )
     with unit_of_work(pg_ctx.sessions) as s:
-        repo.request_cancel(s, job_id=job_id)
+        repo.request_cancel(s, job_id=job_id, scope=SYSTEM)
     with unit_of_work(pg_ctx.sessions) as s:  # a finished job does not count
-        repo.add_job(s, row=JobRow(model_id=model_id, request={}, data_key="k", epochs=1))
+        repo.add_job(
+            s,
+            row=JobRow(
+                model_id=model_id, project_id=DEFAULT_PROJECT_ID, request={}, data_key="k", epochs=1
+            ),
+        )
 
 
 def test_a_checkpoint_of_a_stale_attempt_is_not_registered(pg_ctx: Any) -> None:

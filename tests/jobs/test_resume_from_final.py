@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from app.db.models import JobRow
+from app.db.scope import SYSTEM
 from app.engine import checkpoint
 from app.jobs import service
 from app.jobs.resume import resume_job
@@ -44,9 +45,9 @@ def _fit_with(ctx: Any, model_id: uuid.UUID, epochs: int, **extra: Any) -> JobRo
     body = FitRequest(**{"compile": COMPILE, "x": X.tolist(), "y": Y.tolist(), "batch_size": 16,
                          "epochs": epochs, "validation_split": 0.2, "shuffle": True, "seed": 11,
                          **extra})  # fmt: skip
-    job = service.submit_fit(ctx, model_id=model_id, body=body)
+    job = service.submit_fit(ctx, scope=SYSTEM, model_id=model_id, body=body)
     run_fit_job(ctx, job.id)
-    done, _ = service.get_job(ctx, job_id=job.id)
+    done, _ = service.get_job(ctx, scope=SYSTEM, job_id=job.id)
     assert done.status == "succeeded", done.error_message
     return done
 
@@ -58,7 +59,7 @@ def test_resume_from_the_final_checkpoint_is_the_longer_fit(pg_ctx: Any, case: s
     straight = _fit_with(pg_ctx, straight_model, N, **extra)
     model_id = _model(pg_ctx)
     parent = _fit_with(pg_ctx, model_id, K, **extra)
-    _, final = checkpoints.resolve(pg_ctx, job_id=parent.id, selector="latest")
+    _, final = checkpoints.resolve(pg_ctx, scope=SYSTEM, job_id=parent.id, selector="latest")
     assert final.trigger == "final"
     tensors, meta = checkpoint.from_bytes(pg_ctx.store.read(final.key))
     if case == "use_ema":  # the overwrite changed the weights: the resume point keeps them
@@ -70,19 +71,19 @@ def test_resume_from_the_final_checkpoint_is_the_longer_fit(pg_ctx: Any, case: s
     at_end = [t.numpy() for k, t in tensors.items() if k.startswith("model/")]
     assert sorted(a.tobytes() for a in at_end) == sorted(h.tobytes() for h in held)
 
-    child = resume_job(pg_ctx, job_id=parent.id, body=ResumeRequest(epochs=N))
+    child = resume_job(pg_ctx, scope=SYSTEM, job_id=parent.id, body=ResumeRequest(epochs=N))
     run_fit_job(pg_ctx, child.id)
     logs = _logs(pg_ctx, straight.id)
     assert _logs(pg_ctx, child.id) == {e: logs[e] for e in range(K, N)}
     _assert_same_weights(_weights(pg_ctx, model_id), _weights(pg_ctx, straight_model))
-    job, _ = service.get_job(pg_ctx, job_id=child.id)
+    job, _ = service.get_job(pg_ctx, scope=SYSTEM, job_id=child.id)
     assert job.status == "succeeded"
 
 
 def test_a_fit_that_changes_nothing_at_its_end_writes_no_resume_weights(pg_ctx: Any) -> None:
     model_id = _model(pg_ctx)
     parent = _fit_with(pg_ctx, model_id, 2)
-    _, final = checkpoints.resolve(pg_ctx, job_id=parent.id, selector="latest")
+    _, final = checkpoints.resolve(pg_ctx, scope=SYSTEM, job_id=parent.id, selector="latest")
     tensors, _ = checkpoint.from_bytes(pg_ctx.store.read(final.key))
     assert not any(k.startswith("resume/") for k in tensors)
     assert np.isfinite(_weights(pg_ctx, model_id)[0]).all()

@@ -13,6 +13,7 @@ from sqlalchemy import update
 
 from app.db.base import utcnow
 from app.db.models import JobRow, JobStatus
+from app.db.scope import SYSTEM
 from app.db.session import unit_of_work
 from app.jobs import events, service
 from app.jobs import repository as repo
@@ -24,9 +25,9 @@ from tests.support.sse import parse_events
 
 
 def _job(ctx: Any) -> uuid.UUID:
-    model = models.create_model(ctx, body=ModelCreate(config=scenario.MODEL, seed=3))
+    model = models.create_model(ctx, scope=SYSTEM, body=ModelCreate(config=scenario.MODEL, seed=3))
     body = FitRequest(**scenario.fit_body(epochs=6, callbacks=[]))
-    return service.submit_fit(ctx, model_id=model.id, body=body).id
+    return service.submit_fit(ctx, scope=SYSTEM, model_id=model.id, body=body).id
 
 
 def _claim(ctx: Any, job_id: uuid.UUID) -> int:
@@ -52,7 +53,7 @@ def test_rewritten_epochs_are_sent_again(pg_ctx: Any) -> None:
 
     async def collect() -> list[str]:
         chunks: list[str] = []
-        async for chunk in events.stream(pg_ctx, job_id=job_id, after=-1):
+        async for chunk in events.stream(pg_ctx, scope=SYSTEM, job_id=job_id, after=-1):
             chunks.append(chunk)
             got = parse_events(chunks)
             if [d["epoch"] for k, d in got if k == "epoch"] == [0, 1, 2, 3]:
@@ -73,9 +74,9 @@ def test_rewritten_epochs_are_sent_again(pg_ctx: Any) -> None:
 
     # A client that had everything up to epoch 3 (as written by attempt 2) gets 4 and 5 only.
     async def reconnect() -> list[str]:
-        return [c async for c in events.stream(pg_ctx, job_id=job_id, after=3)]
+        return [c async for c in events.stream(pg_ctx, scope=SYSTEM, job_id=job_id, after=3)]
 
     again = parse_events(asyncio.run(asyncio.wait_for(reconnect(), 30)))
     assert [(k, d.get("epoch")) for k, d in again] == [("epoch", 4), ("epoch", 5),
                                                        ("status", None)]  # fmt: skip
-    assert events.finished_with_nothing_after(pg_ctx, job_id, 5)
+    assert events.finished_with_nothing_after(pg_ctx, SYSTEM, job_id, 5)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
 
+from app.api.auth import Caller
 from app.api.deps import Ctx
 from app.api.errors import ErrorOut
 from app.api.responses import OCTET, attachment
@@ -28,8 +29,8 @@ Selector = Annotated[str, Path(max_length=64, description=checkpoints.SELECTOR_D
     responses={**E404, **GONE, 200: {"content": {OCTET: {}}, "description": "Opens with Keras"}},
     summary="A checkpoint as a Keras .keras file",
 )
-def checkpoint_keras(ctx: Ctx, job_id: uuid.UUID, checkpoint: Selector) -> Response:
-    data = checkpoints.export_keras(ctx, job_id=job_id, selector=checkpoint)
+def checkpoint_keras(ctx: Ctx, who: Caller, job_id: uuid.UUID, checkpoint: Selector) -> Response:
+    data = checkpoints.export_keras(ctx, scope=who.scope, job_id=job_id, selector=checkpoint)
     return attachment(data, f"{job_id}-{checkpoint.replace(':', '-')}.keras")
 
 
@@ -43,6 +44,8 @@ def checkpoint_keras(ctx: Ctx, job_id: uuid.UUID, checkpoint: Selector) -> Respo
     },
     summary="A checkpoint's weights as safetensors (`<layer>/<weight>`, Keras order in metadata)",
 )
-def checkpoint_safetensors(ctx: Ctx, job_id: uuid.UUID, checkpoint: Selector) -> Response:
-    data = checkpoints.export_safetensors(ctx, job_id=job_id, selector=checkpoint)
+def checkpoint_safetensors(
+    ctx: Ctx, who: Caller, job_id: uuid.UUID, checkpoint: Selector
+) -> Response:
+    data = checkpoints.export_safetensors(ctx, scope=who.scope, job_id=job_id, selector=checkpoint)
     return attachment(data, f"{job_id}-{checkpoint.replace(':', '-')}.safetensors")

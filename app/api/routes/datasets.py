@@ -11,14 +11,15 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 from fastapi.responses import FileResponse
 from starlette.requests import ClientDisconnect
 
+from app.api.auth import Caller
 from app.api.deps import Ctx
 from app.api.errors import ErrorOut
 from app.api.middleware import BodyTooLarge
 from app.core.errors import InvalidInput, PayloadTooLarge
 from app.datasets import service
 from app.datasets.schemas import DatasetList, DatasetOut, dataset_out
+from app.datasets.upload import CONTENT_TYPES, receive
 from app.datasets.upload import format_of as upload_format
-from app.datasets.upload import receive
 from app.db.models import DatasetRow
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -42,6 +43,10 @@ UPLOAD_BODY: dict[str, Any] = {
         },
     }
 }
+# The aliases the upload also recognises, after the types above (the first is Swagger UI's
+# default). The request guard (app.api.request_guard) accepts exactly the types declared here.
+for _media in CONTENT_TYPES:
+    UPLOAD_BODY["requestBody"]["content"].setdefault(_media, BINARY)
 
 
 @router.post(
@@ -57,6 +62,7 @@ UPLOAD_BODY: dict[str, Any] = {
 )
 async def upload_dataset(
     ctx: Ctx,
+    who: Caller,
     request: Request,
     format: Annotated[
         Literal["npy", "npz", "csv", "parquet", "json"] | None,
@@ -102,8 +108,8 @@ async def upload_dataset(
 
     def store() -> DatasetRow:
         return service.create_dataset(
-            ctx, raw=path, fmt=fmt, sha256=received.sha256, size=received.size, array=array,
-            label=label, name=name, description=description,
+            ctx, scope=who.scope, raw=path, fmt=fmt, sha256=received.sha256,
+            size=received.size, array=array, label=label, name=name, description=description,
         )  # fmt: skip
 
     row = await anyio.to_thread.run_sync(store)
@@ -113,17 +119,18 @@ async def upload_dataset(
 @router.get("", response_model=DatasetList, summary="List datasets, newest first")
 def list_datasets(
     ctx: Ctx,
+    who: Caller,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> DatasetList:
-    rows, total = service.list_datasets(ctx, limit=limit, offset=offset)
+    rows, total = service.list_datasets(ctx, scope=who.scope, limit=limit, offset=offset)
     return DatasetList(items=[dataset_out(r) for r in rows], total=total, limit=limit,
                        offset=offset)  # fmt: skip
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, responses=E404, summary="Read a dataset")
-def get_dataset(ctx: Ctx, dataset_id: uuid.UUID) -> DatasetOut:
-    return dataset_out(service.get_dataset(ctx, dataset_id=dataset_id))
+def get_dataset(ctx: Ctx, who: Caller, dataset_id: uuid.UUID) -> DatasetOut:
+    return dataset_out(service.get_dataset(ctx, scope=who.scope, dataset_id=dataset_id))
 
 
 @router.get(
@@ -134,9 +141,9 @@ def get_dataset(ctx: Ctx, dataset_id: uuid.UUID) -> DatasetOut:
     summary="Download one array as .npy",
 )  # fmt: skip
 def download_array(
-    ctx: Ctx, dataset_id: uuid.UUID, name: Annotated[str, Path(pattern=NAME)]
+    ctx: Ctx, who: Caller, dataset_id: uuid.UUID, name: Annotated[str, Path(pattern=NAME)]
 ) -> FileResponse:
-    path = service.array_file(ctx, dataset_id=dataset_id, name=name)
+    path = service.array_file(ctx, scope=who.scope, dataset_id=dataset_id, name=name)
     return FileResponse(path, media_type="application/x-npy", filename=f"{name}.npy")
 
 
@@ -146,6 +153,6 @@ def download_array(
     responses={**E404, 409: {"model": ErrorOut, "description": "A queued or running job reads it"}},
     summary="Delete a dataset and its files",
 )
-def delete_dataset(ctx: Ctx, dataset_id: uuid.UUID) -> Response:
-    service.delete_dataset(ctx, dataset_id=dataset_id)
+def delete_dataset(ctx: Ctx, who: Caller, dataset_id: uuid.UUID) -> Response:
+    service.delete_dataset(ctx, scope=who.scope, dataset_id=dataset_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,7 +1,7 @@
 """Routes of evaluate and predict on a model: answered at once, or (over
-PREDICT_SYNC_MAX_ROWS rows) run as a job, which is why they sit above both the models and the
-jobs domains. predict also takes an `.npy` or `.npz` body and answers in `.npy` (`.npz` for
-several outputs) when `Accept` asks for it."""
+PREDICT_SYNC_MAX_ROWS rows, or past SYNC_MAX_COST) run as a job, which is why they sit above
+both the models and the jobs domains. predict also takes an `.npy` or `.npz` body and answers
+in `.npy` (`.npz` for several outputs) when `Accept` asks for it."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from app.api.auth import Caller, authorize, bearer_token
 from app.api.deps import Ctx
 from app.api.errors import ErrorOut
 from app.api.middleware import BodyTooLarge
 from app.core.errors import InvalidInput, PayloadTooLarge
 from app.datasets.service import BodyArrays
+from app.db.scope import Scope
 from app.jobs import inference_jobs
 from app.jobs.schemas import JobOut, job_out
 from app.models.inference import outputs_json
@@ -35,7 +37,18 @@ E422: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorOut, "description": "Invalid input; `loc` names the field"}
 }
 JOB: dict[int | str, dict[str, Any]] = {
-    202: {"model": JobOut, "description": "Over PREDICT_SYNC_MAX_ROWS rows: the queued job"}
+    202: {
+        "model": JobOut,
+        "description": "Over PREDICT_SYNC_MAX_ROWS rows, or past SYNC_MAX_COST: the queued job",
+    }
+}
+# 422 also for a synchronous loop stopped at SYNC_DEADLINE_S (`deadline_exceeded`).
+E413: dict[int | str, dict[str, Any]] = {
+    413: {
+        "model": ErrorOut,
+        "description": "Body too large; or (evaluate) one sample of the "
+        "model is estimated past SYNC_MAX_COST (`cost_too_high`)",
+    }
 }
 BINARY_MEDIA = {NPY: "npy", "application/npy": "npy", NPZ: "npz", "application/zip": "npz",
                 "application/octet-stream": None}  # fmt: skip
@@ -73,15 +86,16 @@ def _job_response(row: Any) -> JSONResponse:
 @router.post(
     "/{model_id}/evaluate",
     response_model=dict[str, float | None],
-    responses={**JOB, **E404, **E409, **E422},
+    responses={**JOB, **E404, **E409, **E413, **E422},
     summary="Keras's evaluate(..., return_dict=True)",
 )
-def evaluate(ctx: Ctx, model_id: uuid.UUID, body: EvaluateRequest) -> Any:
+def evaluate(ctx: Ctx, who: Caller, model_id: uuid.UUID, body: EvaluateRequest) -> Any:
     """Loss and metrics on the model's current weights, or a checkpoint's (`checkpoint`). With
     the fit's batch size this runs the very code the fit's validation ran, so on an epoch's
-    checkpoint it reproduces that epoch's val_ values. Over PREDICT_SYNC_MAX_ROWS rows, a 202
-    with an evaluate job, whose `result` holds the same once it has succeeded."""
-    logs, job = inference_jobs.evaluate_or_job(ctx, model_id=model_id, body=body)
+    checkpoint it reproduces that epoch's val_ values. Over PREDICT_SYNC_MAX_ROWS rows, or past
+    SYNC_MAX_COST, a 202 with an evaluate job, whose `result` holds the same once it has
+    succeeded."""
+    logs, job = inference_jobs.evaluate_or_job(ctx, scope=who.scope, model_id=model_id, body=body)
     return _job_response(job) if job is not None else logs
 
 
@@ -99,8 +113,10 @@ def _encode(outputs: dict[str, np.ndarray], accept: str) -> Response:
     return Response(buf.getvalue(), media_type=NPZ)
 
 
-def _predict(ctx: AppContext, model_id: uuid.UUID, body: PredictRequest, accept: str) -> Response:
-    outputs, job = inference_jobs.predict(ctx, model_id=model_id, body=body)
+def _predict(
+    ctx: AppContext, scope: Scope, model_id: uuid.UUID, body: PredictRequest, accept: str
+) -> Response:
+    outputs, job = inference_jobs.predict(ctx, scope=scope, model_id=model_id, body=body)
     if job is not None:
         return _job_response(job)
     assert outputs is not None
@@ -113,22 +129,28 @@ def _predict(ctx: AppContext, model_id: uuid.UUID, body: PredictRequest, accept:
     responses={
         200: {"content": {NPY: BINARY, NPZ: BINARY},
               "description": "Predictions: JSON, or .npy/.npz as `Accept` asks"},
-        **JOB, **E404, **E409, **E422,
+        **JOB, **E404, **E409, **E413, **E422,
     },
     summary="Keras's predict",
-    openapi_extra={"requestBody": {"content": {NPY: BINARY, NPZ: BINARY}}},
+    # Also the content types the request guard accepts for this route.
+    openapi_extra={"requestBody": {"content": {media: BINARY for media in BINARY_MEDIA}}},
 )  # fmt: skip
-def predict(ctx: Ctx, model_id: uuid.UUID, body: PredictRequest, request: Request) -> Response:
+def predict(
+    ctx: Ctx, who: Caller, model_id: uuid.UUID, body: PredictRequest, request: Request
+) -> Response:
     """`x` as JSON (nested lists or dataset references), or the body an `.npy` file (the one
     input) or `.npz` (arrays named by input name, or one array), with `batch_size`,
     `checkpoint` and `job_id` in the query string. `Accept: application/x-npy` (or
-    `application/x-npz`) answers in that form. Over PREDICT_SYNC_MAX_ROWS rows, a 202 with a
-    predict job, whose outputs become a dataset (`result_dataset_id`)."""
-    return _predict(ctx, model_id, body, request.headers.get("accept", ""))
+    `application/x-npz`) answers in that form. Over PREDICT_SYNC_MAX_ROWS rows, or past
+    SYNC_MAX_COST, a 202 with a predict job, whose outputs become a dataset
+    (`result_dataset_id`)."""
+    return _predict(ctx, who.scope, model_id, body, request.headers.get("accept", ""))
 
 
 async def predict_binary(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
+    # This handler runs outside the dependency system: the caller is checked here.
+    who = await anyio.to_thread.run_sync(authorize, request, ctx, bearer_token(request))
     try:
         model_id = uuid.UUID(request.path_params["model_id"])
     except ValueError:
@@ -163,7 +185,7 @@ async def predict_binary(request: Request) -> Response:
                 body = PredictRequest.model_validate({**fields, "x": x})
             except ValueError as exc:
                 raise InvalidInput(f"bad query parameters: {exc}", loc=["query"]) from None
-            return _predict(ctx, model_id, body, accept)
+            return _predict(ctx, who.scope, model_id, body, accept)
         finally:
             arrays.close()
 

@@ -11,6 +11,7 @@ import anyio
 from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import StreamingResponse
 
+from app.api.auth import Caller
 from app.api.deps import Ctx
 from app.api.errors import ErrorOut
 from app.jobs import events, resume, service
@@ -32,6 +33,11 @@ fit_router = APIRouter(tags=["models"])
 FIT_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No such model"},
     409: {"model": ErrorOut, "description": "Conflict"},
+    413: {
+        "model": ErrorOut,
+        "description": "One sample of the model is estimated past "
+        "SYNC_MAX_COST, so the fit cannot be checked (`cost_too_high`)",
+    },
     422: {"model": ErrorOut, "description": "Invalid input; `loc` names the field"},
 }
 
@@ -43,10 +49,10 @@ FIT_ERRORS: dict[int | str, dict[str, Any]] = {
     responses=FIT_ERRORS,
     summary="Start a fit job (Keras's model.fit)",
 )
-def fit(ctx: Ctx, model_id: uuid.UUID, body: FitRequest) -> JobOut:
+def fit(ctx: Ctx, who: Caller, model_id: uuid.UUID, body: FitRequest) -> JobOut:
     """Everything is checked before the job is queued. The job trains from the model's current
     weights; when it succeeds the model holds the trained weights, as after Keras's fit."""
-    return job_out(service.submit_fit(ctx, model_id=model_id, body=body), {})
+    return job_out(service.submit_fit(ctx, scope=who.scope, model_id=model_id, body=body), {})
 
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -57,17 +63,18 @@ E404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description":
 @router.get("", response_model=JobList, summary="List jobs, newest first")
 def list_jobs(
     ctx: Ctx,
+    who: Caller,
     model_id: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_EPOCH)] = 0,
 ) -> JobList:
-    pairs = service.list_jobs(ctx, model_id=model_id, limit=limit, offset=offset)
+    pairs = service.list_jobs(ctx, scope=who.scope, model_id=model_id, limit=limit, offset=offset)
     return JobList(items=[job_out(j, service.history(rows)) for j, rows in pairs])
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=E404, summary="Job status and history")
-def get_job(ctx: Ctx, job_id: uuid.UUID) -> JobOut:
-    job, rows = service.get_job(ctx, job_id=job_id)
+def get_job(ctx: Ctx, who: Caller, job_id: uuid.UUID) -> JobOut:
+    job, rows = service.get_job(ctx, scope=who.scope, job_id=job_id)
     return job_out(job, service.history(rows))
 
 
@@ -78,9 +85,9 @@ def get_job(ctx: Ctx, job_id: uuid.UUID) -> JobOut:
     summary="One row per finished epoch (0-based, as Keras callbacks count)",
 )
 def job_logs(
-    ctx: Ctx, job_id: uuid.UUID, after: Annotated[int, Query(ge=-1, le=MAX_EPOCH)] = -1
+    ctx: Ctx, who: Caller, job_id: uuid.UUID, after: Annotated[int, Query(ge=-1, le=MAX_EPOCH)] = -1
 ) -> EpochLogList:
-    rows = service.job_logs(ctx, job_id=job_id, after=after)
+    rows = service.job_logs(ctx, scope=who.scope, job_id=job_id, after=after)
     return EpochLogList(job_id=job_id, items=[epoch_out(r) for r in rows])
 
 
@@ -99,6 +106,7 @@ def job_logs(
 )  # fmt: skip
 async def job_events(
     ctx: Ctx,
+    who: Caller,
     job_id: uuid.UUID,
     last_event_id: Annotated[int | None, Header(ge=-1, le=MAX_EPOCH)] = None,
     after: Annotated[
@@ -106,11 +114,13 @@ async def job_events(
     ] = None,
 ) -> Response:
     start = last_event_id if last_event_id is not None else (after if after is not None else -1)
-    ended = await anyio.to_thread.run_sync(events.finished_with_nothing_after, ctx, job_id, start)
+    ended = await anyio.to_thread.run_sync(
+        events.finished_with_nothing_after, ctx, who.scope, job_id, start
+    )
     if ended and start >= 0:
         return Response(status_code=204)
     return StreamingResponse(
-        events.stream(ctx, job_id=job_id, after=start),
+        events.stream(ctx, scope=who.scope, job_id=job_id, after=start),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -122,8 +132,8 @@ async def job_events(
     responses={**E404, 409: {"model": ErrorOut, "description": "Already finished"}},
     summary="Cancel: at once if queued, between batches if running",
 )
-def cancel_job(ctx: Ctx, job_id: uuid.UUID) -> JobOut:
-    job = service.cancel_job(ctx, job_id=job_id)
+def cancel_job(ctx: Ctx, who: Caller, job_id: uuid.UUID) -> JobOut:
+    job = service.cancel_job(ctx, scope=who.scope, job_id=job_id)
     return job_out(job, {})
 
 
@@ -133,8 +143,8 @@ def cancel_job(ctx: Ctx, job_id: uuid.UUID) -> JobOut:
     responses=E404,
     summary="The job's checkpoints: epoch, attempt and logs of each",
 )
-def list_checkpoints(ctx: Ctx, job_id: uuid.UUID) -> CheckpointList:
-    job, rows = service.list_checkpoints(ctx, job_id=job_id)
+def list_checkpoints(ctx: Ctx, who: Caller, job_id: uuid.UUID) -> CheckpointList:
+    job, rows = service.list_checkpoints(ctx, scope=who.scope, job_id=job_id)
     return CheckpointList(job_id=job.id, items=[CheckpointOut.of(r) for r in rows])
 
 
@@ -151,12 +161,14 @@ def list_checkpoints(ctx: Ctx, job_id: uuid.UUID) -> CheckpointList:
     },
     summary="Continue a finished job from one of its checkpoints, as a new fit job",
 )  # fmt: skip
-def resume_job(ctx: Ctx, job_id: uuid.UUID, body: ResumeRequest | None = None) -> JobOut:
+def resume_job(
+    ctx: Ctx, who: Caller, job_id: uuid.UUID, body: ResumeRequest | None = None
+) -> JobOut:
     """A new fit job on the same model with the job's compile spec, callbacks, seed, fit
     arguments and data, starting at the checkpoint's epoch + 1 from its full training state
     (weights, optimizer state and schedule position, RNG state, batch order): resuming at epoch
     k and running to N gives the epochs and final weights of an uninterrupted fit to N. Its
     history holds its own epochs only, as Keras's fit with initial_epoch returns; when it
     succeeds the model holds its final weights."""
-    job = resume.resume_job(ctx, job_id=job_id, body=body or ResumeRequest())
+    job = resume.resume_job(ctx, scope=who.scope, job_id=job_id, body=body or ResumeRequest())
     return job_out(job, {})

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Query, Request, Response, status
 
+from app.api.auth import Caller
 from app.api.deps import Ctx
 from app.api.errors import ErrorOut
 from app.api.middleware import BodyTooLarge
@@ -41,6 +42,10 @@ E422: dict[int | str, dict[str, Any]] = {
 }
 # Also on the reading routes: their weights changed twice while they were read (rare; try again).
 E409: dict[int | str, dict[str, Any]] = {409: {"model": ErrorOut, "description": "Conflict"}}
+# Past SYNC_MAX_COST: the routes that have no job form refuse (app.models.cost).
+E413: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorOut, "description": "Estimated cost past SYNC_MAX_COST (`cost_too_high`)"}
+}
 
 
 @router.post(
@@ -50,24 +55,25 @@ E409: dict[int | str, dict[str, Any]] = {409: {"model": ErrorOut, "description":
     responses=E422,
     summary="Create a model from Keras model JSON",
 )
-def create_model(ctx: Ctx, body: ModelCreate) -> ModelOut:
+def create_model(ctx: Ctx, who: Caller, body: ModelCreate) -> ModelOut:
     """Build the model (shapes, parameter counts, seeded initial weights) and store it."""
-    return model_out(service.create_model(ctx, body=body))
+    return model_out(service.create_model(ctx, scope=who.scope, body=body))
 
 
 @router.get("", response_model=ModelList, summary="List models, newest first")
 def list_models(
     ctx: Ctx,
+    who: Caller,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> ModelList:
-    rows, total = service.list_models(ctx, limit=limit, offset=offset)
+    rows, total = service.list_models(ctx, scope=who.scope, limit=limit, offset=offset)
     return ModelList(items=[model_out(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
 @router.get("/{model_id}", response_model=ModelOut, responses=E404, summary="Read a model")
-def get_model(ctx: Ctx, model_id: uuid.UUID) -> ModelOut:
-    return model_out(service.get_model(ctx, model_id=model_id))
+def get_model(ctx: Ctx, who: Caller, model_id: uuid.UUID) -> ModelOut:
+    return model_out(service.get_model(ctx, scope=who.scope, model_id=model_id))
 
 
 @router.delete(
@@ -76,84 +82,91 @@ def get_model(ctx: Ctx, model_id: uuid.UUID) -> ModelOut:
     responses={**E404, **E409},
     summary="Delete a model, its jobs and artifacts",
 )
-def delete_model(ctx: Ctx, model_id: uuid.UUID) -> Response:
-    service.delete_model(ctx, model_id=model_id)
+def delete_model(ctx: Ctx, who: Caller, model_id: uuid.UUID) -> Response:
+    service.delete_model(ctx, scope=who.scope, model_id=model_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(
     "/{model_id}/compile",
     response_model=ModelOut,
-    responses={**E404, **E409, **E422},
+    responses={**E404, **E409, **E413, **E422},
     summary="Keras's compile: store the model's compile spec",
 )
-def compile_model(ctx: Ctx, model_id: uuid.UUID, body: CompileRequest) -> ModelOut:
+def compile_model(ctx: Ctx, who: Caller, model_id: uuid.UUID, body: CompileRequest) -> ModelOut:
     """Checked against the model's outputs and stored; fit, evaluate and the *_on_batch routes
     use it when their request has no `compile`. As recompiling does in Keras, the next
     train_on_batch starts a fresh optimizer; the weights stay."""
-    return model_out(on_batch.compile_model(ctx, model_id=model_id, body=body))
+    return model_out(on_batch.compile_model(ctx, scope=who.scope, model_id=model_id, body=body))
 
 
 @router.post(
     "/{model_id}/train_on_batch",
     response_model=dict[str, float | None],
-    responses={**E404, **E409, **E422},
+    responses={**E404, **E409, **E413, **E422},
     summary="Keras's train_on_batch(..., return_dict=True): one optimizer step",
 )
 def train_on_batch(
-    ctx: Ctx, model_id: uuid.UUID, body: TrainOnBatchRequest
+    ctx: Ctx, who: Caller, model_id: uuid.UUID, body: TrainOnBatchRequest
 ) -> dict[str, float | None]:
     """One optimizer step on all of x, from the model's current weights (or a checkpoint's)
     and its optimizer state; the loss and metrics of this batch (metrics are reset per call),
     from the forward pass before the update. The new weights and optimizer state become the
     model's, so repeated calls continue as they do in Keras, and a call after a fit continues
     the fit's optimizer. Calls on one model run one at a time; refused while a fit runs."""
-    return on_batch.train_on_batch(ctx, model_id=model_id, body=body)
+    return on_batch.train_on_batch(ctx, scope=who.scope, model_id=model_id, body=body)
 
 
 @router.post(
     "/{model_id}/test_on_batch",
     response_model=dict[str, float | None],
-    responses={**E404, **E409, **E422},
+    responses={**E404, **E409, **E413, **E422},
     summary="Keras's test_on_batch(..., return_dict=True)",
 )
 def test_on_batch(
-    ctx: Ctx, model_id: uuid.UUID, body: TestOnBatchRequest
+    ctx: Ctx, who: Caller, model_id: uuid.UUID, body: TestOnBatchRequest
 ) -> dict[str, float | None]:
     """Loss and metrics of all of x as one batch, in inference mode; nothing changes."""
-    return inference.test_on_batch(ctx, model_id=model_id, body=body)
+    return inference.test_on_batch(ctx, scope=who.scope, model_id=model_id, body=body)
 
 
 @router.post(
     "/{model_id}/predict_on_batch",
     response_model=PredictOut,
-    responses={**E404, **E409, **E422},
+    responses={**E404, **E409, **E413, **E422},
     summary="Keras's predict_on_batch",
 )
-def predict_on_batch(ctx: Ctx, model_id: uuid.UUID, body: PredictOnBatchRequest) -> PredictOut:
+def predict_on_batch(
+    ctx: Ctx, who: Caller, model_id: uuid.UUID, body: PredictOnBatchRequest
+) -> PredictOut:
     """One forward pass over all of x in inference mode."""
-    return PredictOut(predictions=inference.predict_on_batch(ctx, model_id=model_id, body=body))
+    return PredictOut(
+        predictions=inference.predict_on_batch(ctx, scope=who.scope, model_id=model_id, body=body)
+    )
 
 
 @router.post(
     "/{model_id}/adapt",
     response_model=AdaptOut,
-    responses={**E404, **E409, **E422},
+    responses={**E404, **E409, **E413, **E422},
     summary="Keras's Normalization.adapt on the model's Normalization layers",
 )
-def adapt(ctx: Ctx, model_id: uuid.UUID, body: AdaptRequest) -> AdaptOut:
+def adapt(ctx: Ctx, who: Caller, model_id: uuid.UUID, body: AdaptRequest) -> AdaptOut:
     """Each layer is adapted on what it receives when the model runs on x (inference mode), in
     the order the model calls them; the adapted weights become the model's weights."""
-    names, row = weights.adapt_weights(ctx, model_id=model_id, body=body)
+    names, row = weights.adapt_weights(ctx, scope=who.scope, model_id=model_id, body=body)
     return AdaptOut(adapted=names, model=model_out(row))
 
 
 NPZ = OCTET
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+# The request guard (app.api.request_guard) accepts exactly the content types declared here.
+KERAS_TYPES = (OCTET, "application/zip", "application/x-keras")
 WEIGHTS_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            NPZ: {"schema": {"type": "string", "format": "binary"}},
+            NPZ: BINARY, "application/x-npz": BINARY, "application/zip": BINARY,
             "application/json": {"schema": {
                 "type": "object", "required": ["weights"],
                 "properties": {"weights": {"type": "array", "items": {}}},
@@ -175,8 +188,8 @@ WEIGHTS_BODY = {
     },
     summary="Download the weights (Keras's get_weights order, as an .npz)",
 )
-def get_weights(ctx: Ctx, model_id: uuid.UUID) -> Response:
-    data = weights.get_weights(ctx, model_id=model_id)
+def get_weights(ctx: Ctx, who: Caller, model_id: uuid.UUID) -> Response:
+    data = weights.get_weights(ctx, scope=who.scope, model_id=model_id)
     return attachment(data, f"{model_id}.weights.npz")
 
 
@@ -196,7 +209,7 @@ async def _body(request: Request) -> bytes:
     openapi_extra=WEIGHTS_BODY,
     summary="Replace the weights (Keras's set_weights); every shape is checked first",
 )
-async def put_weights(ctx: Ctx, model_id: uuid.UUID, request: Request) -> ModelOut:
+async def put_weights(ctx: Ctx, who: Caller, model_id: uuid.UUID, request: Request) -> ModelOut:
     body = await _body(request)
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
@@ -210,7 +223,7 @@ async def put_weights(ctx: Ctx, model_id: uuid.UUID, request: Request) -> ModelO
         limit = 4 * ctx.settings.max_request_bytes
         arrays = await anyio.to_thread.run_sync(lambda: decode_npz(body, max_bytes=limit))
     row = await anyio.to_thread.run_sync(
-        lambda: weights.put_weights(ctx, model_id=model_id, arrays=arrays)
+        lambda: weights.put_weights(ctx, scope=who.scope, model_id=model_id, arrays=arrays)
     )
     return model_out(row)
 
@@ -220,13 +233,14 @@ async def put_weights(ctx: Ctx, model_id: uuid.UUID, request: Request) -> ModelO
     status_code=status.HTTP_201_CREATED,
     response_model=ModelOut,
     responses=E422,
-    openapi_extra={"requestBody": {"required": True, "content": {
-        NPZ: {"schema": {"type": "string", "format": "binary"}}},
+    openapi_extra={"requestBody": {"required": True,
+        "content": {media: BINARY for media in KERAS_TYPES},
         "description": "A .keras file, as keras_model.save(path) writes it"}},
     summary="Create a model from a Keras .keras file (config, weights, compile spec)",
 )  # fmt: skip
 async def import_keras(
     ctx: Ctx,
+    who: Caller,
     request: Request,
     name: Annotated[str | None, Query(max_length=200)] = None,
     seed: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
@@ -235,7 +249,7 @@ async def import_keras(
     read, and no Keras deserialization code runs."""
     data = await _body(request)
     row = await anyio.to_thread.run_sync(
-        lambda: weights.import_keras(ctx, data=data, name=name, seed=seed)
+        lambda: weights.import_keras(ctx, scope=who.scope, data=data, name=name, seed=seed)
     )
     return model_out(row)
 
@@ -247,8 +261,8 @@ async def import_keras(
                                      "description": "Opens with keras.saving.load_model"}},
     summary="Download the model as a Keras .keras file",
 )  # fmt: skip
-def export_keras(ctx: Ctx, model_id: uuid.UUID) -> Response:
-    data = weights.export_keras(ctx, model_id=model_id)
+def export_keras(ctx: Ctx, who: Caller, model_id: uuid.UUID) -> Response:
+    data = weights.export_keras(ctx, scope=who.scope, model_id=model_id)
     return attachment(data, f"{model_id}.keras")
 
 
@@ -258,6 +272,6 @@ def export_keras(ctx: Ctx, model_id: uuid.UUID) -> Response:
     responses={**E404, **E409, 200: {"content": {NPZ: {}}, "description": "Weights by layer/name"}},
     summary="The model's weights as safetensors (`<layer>/<weight>`, Keras order in metadata)",
 )
-def export_safetensors(ctx: Ctx, model_id: uuid.UUID) -> Response:
-    data = checkpoints.model_safetensors(ctx, model_id=model_id)
+def export_safetensors(ctx: Ctx, who: Caller, model_id: uuid.UUID) -> Response:
+    data = checkpoints.model_safetensors(ctx, scope=who.scope, model_id=model_id)
     return attachment(data, f"{model_id}.safetensors")

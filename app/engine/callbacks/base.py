@@ -71,6 +71,7 @@ class Callback:
     def on_train_batch_begin(self, batch: int, logs: Logs | None = None) -> None: ...
     def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None: ...
     def on_test_begin(self, logs: Logs | None = None) -> None: ...
+    def on_test_batch_end(self, batch: int, logs: Logs | None = None) -> None: ...
     def on_test_end(self, logs: Logs | None = None) -> None: ...
 
 
@@ -111,6 +112,10 @@ class CallbackList(Callback):
     def on_test_begin(self, logs: Logs | None = None) -> None:
         for cb in self.callbacks:
             cb.on_test_begin(logs)
+
+    def on_test_batch_end(self, batch: int, logs: Logs | None = None) -> None:
+        for cb in self.callbacks:
+            cb.on_test_batch_end(batch, logs)
 
     def on_test_end(self, logs: Logs | None = None) -> None:
         for cb in self.callbacks:

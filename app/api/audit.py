@@ -1,0 +1,101 @@
+"""The audit log, written as responses end: every successful change (create, update, delete,
+cancel, and the POST actions such as fit or predict) and every download, with the caller's key,
+role and project, the route and the resource's id. Reads of JSON are not logged.
+
+An ASGI middleware rather than a call in each route, so that a new route cannot be missed; the
+row is written after the response, in its own transaction, so the audit never fails a request
+(a failure to write it is logged)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import anyio
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.auth import service
+from app.auth.schemas import Principal
+from app.db.models import AuditRow
+
+log = logging.getLogger(__name__)
+READS = ("GET", "HEAD", "OPTIONS")
+# Response types that are data, not a JSON view of a resource: a GET of one is a download.
+_VIEWS = ("application/json", "text/event-stream", "text/html")
+_MAX_CAPTURE = 1 << 16
+
+
+class AuditLog:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope.get("path", "").startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        seen: dict[str, Any] = {"status": 0, "type": "", "body": b""}
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+                headers = dict(message.get("headers", []))
+                seen["type"] = headers.get(b"content-type", b"").decode("latin-1")
+            elif (
+                message["type"] == "http.response.body"
+                and seen["status"] in (201, 202)
+                and len(seen["body"]) < _MAX_CAPTURE  # enough for the created resource's id
+            ):
+                seen["body"] += message.get("body", b"")
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        entry = _entry(scope, seen)
+        if entry is not None:
+            ctx = scope["app"].state.ctx
+            try:
+                await anyio.to_thread.run_sync(lambda: service.record(ctx, row=entry))
+            except Exception:
+                log.exception("could not write the audit row of %s", entry.route)
+
+
+def _entry(scope: Scope, seen: dict[str, Any]) -> AuditRow | None:
+    method, status = scope.get("method", ""), int(seen["status"])
+    principal = scope.get("state", {}).get("principal")
+    if not isinstance(principal, Principal) or not 200 <= status < 300:
+        return None
+    download = method == "GET" and not seen["type"].startswith(_VIEWS)
+    if method in READS and not download:
+        return None
+    route = getattr(scope.get("route"), "path", None) or scope.get("path", "")
+    parts = [p for p in route.split("/") if p][1:]  # after "v1"
+    params = {k: str(v) for k, v in (scope.get("path_params") or {}).items()}
+    resource_type = parts[1] if parts[:1] == ["admin"] and len(parts) > 1 else parts[0]
+    resource_id = next(iter(params.values()), None)
+    if method == "GET":
+        action = "download"
+    elif method == "DELETE":
+        action = "delete"
+    elif method in ("PUT", "PATCH"):
+        action = "update"
+    elif status == 201:
+        action = "create"
+    else:
+        action = parts[-1] if parts and not parts[-1].startswith("{") else "run"
+    if resource_id is None or status in (201, 202):
+        resource_id = _created_id(seen["body"]) or resource_id
+    return AuditRow(
+        project_id=principal.project_id, key_id=principal.key_id,
+        key_prefix=principal.key_prefix, role=principal.role.value, action=action[:20],
+        route=f"{method} {route}"[:200], resource_type=resource_type[:20],
+        resource_id=resource_id[:100] if resource_id else None, status_code=status,
+    )  # fmt: skip
+
+
+def _created_id(body: bytes) -> str | None:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    found = value.get("id") if isinstance(value, dict) else None
+    return str(found) if found is not None else None

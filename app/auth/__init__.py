@@ -1,0 +1,1 @@
+"""Who calls: projects (tenants), API keys and their roles, quotas, and the audit log."""
