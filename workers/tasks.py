@@ -9,6 +9,7 @@ from functools import lru_cache
 from app.core.celery import RUN_FIT_JOB
 from app.core.config import get_settings
 from app.core.logging import configure
+from app.jobs.queue import make_dispatcher
 from app.jobs.runner import run_fit_job
 from app.runtime.context import AppContext, build_context
 from workers.celery_app import app
@@ -17,7 +18,10 @@ from workers.celery_app import app
 @lru_cache(maxsize=1)
 def context() -> AppContext:
     configure()
-    return build_context(get_settings())
+    ctx = build_context(get_settings())
+    # A worker sends messages too: the next job of a project that waited for a running slot.
+    ctx.dispatcher = make_dispatcher(ctx)
+    return ctx
 
 
 @app.task(name=RUN_FIT_JOB)

@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Seconds a synchronous predict or evaluate may run; "
         "past it, the loop stops between batches with a 422 (deadline_exceeded)",
     )  # fmt: skip
+    # Each epoch is a durable row, a stream event and, with callbacks, a checkpoint: 10,000 is
+    # more than early-stopped fits ask for, and bounds what one job writes.
+    job_max_epochs: int = Field(
+        default=10_000, ge=1, description="Epochs of one fit job (422 naming epochs beyond)"
+    )
     job_max_steps: int = Field(
         default=10_000_000, ge=1, description="Epochs x steps per epoch of one fit job (422 "
         "naming epochs beyond)",

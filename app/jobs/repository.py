@@ -126,6 +126,15 @@ def finish_job(
     return bool(done.rowcount)
 
 
+def oldest_queued(session: Session, *, project_id: uuid.UUID) -> uuid.UUID | None:
+    return session.scalars(
+        select(JobRow.id)
+        .where(JobRow.project_id == project_id, JobRow.status == JobStatus.queued)
+        .order_by(JobRow.created_at, JobRow.id)
+        .limit(1)
+    ).first()
+
+
 def request_cancel(session: Session, *, job_id: uuid.UUID, scope: Scope) -> JobRow | None:
     """Queued jobs are cancelled at once; running ones get the flag their worker checks."""
     if get_job(session, job_id=job_id, scope=scope) is None:

@@ -57,6 +57,7 @@ def run_fit_job(ctx: AppContext, job_id: uuid.UUID) -> None:
         return
     heartbeat = Heartbeat(ctx, job_id, attempt)
     heartbeat.start()
+    job = None
     try:
         with unit_of_work(ctx.sessions) as session:
             job = repo.get_job(session, job_id=job_id, scope=SYSTEM)
@@ -76,6 +77,23 @@ def run_fit_job(ctx: AppContext, job_id: uuid.UUID) -> None:
         _finish(ctx, job_id, attempt, JobStatus.failed, type(exc).__name__, str(exc))
     finally:
         heartbeat.stop()
+        if job is not None:
+            _wake_waiting(ctx, job.project_id)
+
+
+def _wake_waiting(ctx: AppContext, project_id: uuid.UUID) -> None:
+    """A slot of the project's running_jobs quota is free: dispatch its oldest queued job now
+    rather than when the reaper next looks (a duplicate message is harmless: claims are
+    atomic)."""
+    if ctx.dispatcher is None:
+        return
+    try:
+        with unit_of_work(ctx.sessions) as session:
+            waiting = repo.oldest_queued(session, project_id=project_id)
+        if waiting is not None:
+            ctx.dispatcher.dispatch(waiting)
+    except Exception:
+        log.exception("could not dispatch the next job of project %s; the reaper will", project_id)
 
 
 def _may_start(ctx: AppContext, session: Session, job_id: uuid.UUID) -> bool:

@@ -174,7 +174,13 @@ def check_job_batch(
 def check_job_steps(
     settings: Settings, *, epochs: int, initial_epoch: int, steps: int, loc: list[str | int]
 ) -> None:
-    """A 422 at `loc` (epochs) when a fit would run more than JOB_MAX_STEPS batches."""
+    """A 422 at `loc` (epochs) when a fit would run more than JOB_MAX_EPOCHS epochs or
+    JOB_MAX_STEPS batches."""
+    if epochs - initial_epoch > settings.job_max_epochs:
+        raise InvalidInput(
+            f"{epochs - initial_epoch} epochs are past JOB_MAX_EPOCHS ({settings.job_max_epochs})",
+            loc=loc,
+        )
     total = (epochs - initial_epoch) * steps
     if total > settings.job_max_steps:
         most = initial_epoch + settings.job_max_steps // max(steps, 1)

@@ -91,7 +91,8 @@ def test_unknown_model_is_a_404(client: TestClient) -> None:
 def test_no_adapt_while_training(client: TestClient) -> None:
     model_id = _model(client)
     job = client.post(f"/v1/models/{model_id}/fit",
-                      json=scenario.fit_body(epochs=100_000, callbacks=[])).json()  # fmt: skip
+                      json=scenario.fit_body(epochs=10_000, callbacks=[],
+                                             batch_size=1)).json()  # fmt: skip
     r = client.post(f"/v1/models/{model_id}/adapt", json={"x": X.tolist()})
     assert r.status_code == 409, r.text
     assert r.json()["detail"][0]["loc"] == ["path", "model_id"]

@@ -339,7 +339,7 @@ def test_class_weight_in_train_on_batch(client: TestClient) -> None:
 def test_refused_while_a_fit_is_active(client: TestClient) -> None:
     model_id = _model(client, SGD)
     url = f"/v1/models/{model_id}"
-    body = {"x": X.tolist(), "y": Y.tolist(), "batch_size": 1, "epochs": 100_000}
+    body = {"x": X.tolist(), "y": Y.tolist(), "batch_size": 1, "epochs": 10_000}
     job = client.post(f"{url}/fit", json=body).json()
     before = client.get(url).json()
     _refused(client.post(f"{url}/compile", json=ADAM), 409, ["path", "model_id"], "training")

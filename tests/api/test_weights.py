@@ -95,7 +95,8 @@ def test_bad_uploads_change_nothing(client: TestClient) -> None:
 def test_weights_cannot_change_while_training(client: TestClient) -> None:
     model_id = _model(client)
     job = client.post(f"/v1/models/{model_id}/fit",
-                      json=scenario.fit_body(epochs=100_000, callbacks=[])).json()  # fmt: skip
+                      json=scenario.fit_body(epochs=10_000, callbacks=[],
+                                             batch_size=1)).json()  # fmt: skip
     original = client.get(f"/v1/models/{model_id}/weights").content
     r = client.put(f"/v1/models/{model_id}/weights", content=original,
                    headers={"content-type": "application/octet-stream"})  # fmt: skip

@@ -111,7 +111,7 @@ def test_a_finished_job_resumed_through_the_worker_continues_exactly(stack: Stac
 def test_cancel_a_running_job(stack: Stack) -> None:
     client = stack.client
     model = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 1}).json()
-    body = scenario.fit_body(epochs=100_000, callbacks=[])
+    body = scenario.fit_body(epochs=10_000, callbacks=[], batch_size=1)
     job = client.post(f"/v1/models/{model['id']}/fit", json=body).json()
     wait_for(client, job["id"], {"running"})
     r = client.post(f"/v1/jobs/{job['id']}/cancel")
@@ -126,7 +126,7 @@ def test_cancel_a_running_job(stack: Stack) -> None:
 def test_second_fit_while_training_is_a_conflict(stack: Stack) -> None:
     client = stack.client
     model = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 1}).json()
-    body = scenario.fit_body(epochs=100_000, callbacks=[])
+    body = scenario.fit_body(epochs=10_000, callbacks=[], batch_size=1)
     job = client.post(f"/v1/models/{model['id']}/fit", json=body).json()
     r = client.post(f"/v1/models/{model['id']}/fit", json=body)
     assert r.status_code == 409, r.text

@@ -62,7 +62,7 @@ def test_a_duplicate_delivery_changes_nothing(pg_ctx: Any) -> None:
 
 
 def test_an_attempt_that_lost_its_lease_stops_and_writes_nothing_more(pg_ctx: Any) -> None:
-    _, job = _submit(pg_ctx, epochs=100_000, callbacks=[])
+    _, job = _submit(pg_ctx, epochs=10_000, callbacks=[], batch_size=1)
     runner = threading.Thread(target=run_fit_job, args=(pg_ctx, job.id))
     runner.start()
     poll(
@@ -79,7 +79,7 @@ def test_an_attempt_that_lost_its_lease_stops_and_writes_nothing_more(pg_ctx: An
 
 
 def test_cancel_stops_a_running_fit_between_batches(pg_ctx: Any) -> None:
-    model, job = _submit(pg_ctx, epochs=100_000, callbacks=[])
+    model, job = _submit(pg_ctx, epochs=10_000, callbacks=[], batch_size=1)
     runner = threading.Thread(target=run_fit_job, args=(pg_ctx, job.id))
     runner.start()
     poll(
@@ -118,7 +118,7 @@ def test_a_diverged_fit_finishes_with_null_losses(pg_ctx: Any) -> None:
 
 
 def test_a_stopping_process_leaves_the_job_to_be_resumed(pg_ctx: Any) -> None:
-    _, job = _submit(pg_ctx, epochs=100_000, callbacks=[])
+    _, job = _submit(pg_ctx, epochs=10_000, callbacks=[], batch_size=1)
     runner = threading.Thread(target=run_fit_job, args=(pg_ctx, job.id))
     runner.start()
     poll(

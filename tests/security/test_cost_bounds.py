@@ -188,6 +188,10 @@ def test_epochs_times_steps_is_bounded(tmp_path: Path) -> None:
                      "1200 steps", "JOB_MAX_STEPS (100)", "at most 25")  # fmt: skip
         _fit_refused(c, scenario.fit_body(epochs=2, callbacks=[], steps_per_epoch=51), "epochs",
                      "102 steps")  # fmt: skip
+    # The issue's `epochs: 100000`, on default settings: past JOB_MAX_EPOCHS.
+    with serve(tmp_path / "defaults") as c:
+        _fit_refused(c, scenario.fit_body(epochs=100_000, callbacks=[]), "epochs",
+                     "JOB_MAX_EPOCHS (10000)")  # fmt: skip
 
 
 def test_a_job_batch_is_bounded(tmp_path: Path) -> None:
