@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -53,13 +54,17 @@ def add_key(session: Session, *, row: ApiKeyRow) -> ApiKeyRow:
     return row
 
 
-def key_by_digest(session: Session, *, token_sha256: str) -> tuple[ApiKeyRow, ProjectRow] | None:
+def _key_where(session: Session, condition: Any) -> tuple[ApiKeyRow, ProjectRow] | None:
     found = session.execute(
         select(ApiKeyRow, ProjectRow)
         .join(ProjectRow, ProjectRow.id == ApiKeyRow.project_id)
-        .where(ApiKeyRow.token_sha256 == token_sha256)
+        .where(condition)
     ).first()
     return (found[0], found[1]) if found is not None else None
+
+
+def key_by_digest(session: Session, *, token_sha256: str) -> tuple[ApiKeyRow, ProjectRow] | None:
+    return _key_where(session, ApiKeyRow.token_sha256 == token_sha256)
 
 
 def any_key(session: Session) -> bool:
@@ -82,12 +87,7 @@ def list_keys(
 
 
 def get_key(session: Session, *, key_id: uuid.UUID) -> tuple[ApiKeyRow, ProjectRow] | None:
-    found = session.execute(
-        select(ApiKeyRow, ProjectRow)
-        .join(ProjectRow, ProjectRow.id == ApiKeyRow.project_id)
-        .where(ApiKeyRow.id == key_id)
-    ).first()
-    return (found[0], found[1]) if found is not None else None
+    return _key_where(session, ApiKeyRow.id == key_id)
 
 
 def keys_by_prefix(session: Session, *, prefix: str) -> Sequence[ApiKeyRow]:

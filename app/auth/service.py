@@ -25,7 +25,14 @@ from app.auth.schemas import (
 )
 from app.auth.tokens import SCHEME, digest, new_token
 from app.core.errors import InvalidInput, NotFound, Unauthorized
-from app.db.models import DEFAULT_PROJECT_ID, DEFAULT_PROJECT_NAME, ApiKeyRow, AuditRow, Role
+from app.db.models import (
+    DEFAULT_PROJECT_ID,
+    DEFAULT_PROJECT_NAME,
+    ApiKeyRow,
+    AuditRow,
+    ProjectRow,
+    Role,
+)
 from app.db.session import unit_of_work
 from app.db.usage import project_usage
 from app.runtime.context import AppContext
@@ -103,14 +110,19 @@ def create_key(ctx: AppContext, *, project: str, role: Role, name: str | None) -
     return out
 
 
+def _project_id(session: Session, name: str | None) -> uuid.UUID | None:
+    """The id of the project a listing is filtered by (None: every project)."""
+    if name is None:
+        return None
+    row = repo.get_project_by_name(session, name=name)
+    if row is None:
+        raise NotFound("no such project", loc=["query", "project"])
+    return row.id
+
+
 def list_keys(ctx: AppContext, *, project: str | None) -> list[KeyOut]:
     with unit_of_work(ctx.sessions) as session:
-        project_id = None
-        if project is not None:
-            row = repo.get_project_by_name(session, name=project)
-            if row is None:
-                raise NotFound("no such project", loc=["query", "project"])
-            project_id = row.id
+        project_id = _project_id(session, project)
         return [KeyOut.of(k, p) for k, p in repo.list_keys(session, project_id=project_id)]
 
 
@@ -143,15 +155,15 @@ def _key_id(session: Session, key: str) -> uuid.UUID:
 # -- projects ----------------------------------------------------------------------------------
 def list_projects(ctx: AppContext) -> list[ProjectOut]:
     with unit_of_work(ctx.sessions) as session:
-        out = []
-        for row in repo.list_projects(session):
-            usage = project_usage(session, project_id=row.id)
-            out.append(ProjectOut(
-                id=row.id, name=row.name, created_at=row.created_at,
-                quotas=limits(ctx.settings, row), overrides=dict(row.quotas),
-                usage=UsageOut(**usage.as_dict()),
-            ))  # fmt: skip
-        return out
+        return [_project_out(ctx, session, row) for row in repo.list_projects(session)]
+
+
+def _project_out(ctx: AppContext, session: Session, row: ProjectRow) -> ProjectOut:
+    usage = project_usage(session, project_id=row.id)
+    return ProjectOut(
+        id=row.id, name=row.name, created_at=row.created_at, quotas=limits(ctx.settings, row),
+        overrides=dict(row.quotas), usage=UsageOut(**usage.as_dict()),
+    )  # fmt: skip
 
 
 def set_quotas(ctx: AppContext, *, project: str, body: QuotaUpdate) -> ProjectOut:
@@ -171,12 +183,7 @@ def set_quotas(ctx: AppContext, *, project: str, body: QuotaUpdate) -> ProjectOu
         repo.set_quotas(session, project_id=row.id, quotas=own)
         session.flush()
         session.refresh(row)
-        usage = project_usage(session, project_id=row.id)
-        return ProjectOut(
-            id=row.id, name=row.name, created_at=row.created_at,
-            quotas=limits(ctx.settings, row), overrides=dict(row.quotas),
-            usage=UsageOut(**usage.as_dict()),
-        )  # fmt: skip
+        return _project_out(ctx, session, row)
 
 
 # -- audit -------------------------------------------------------------------------------------
@@ -194,11 +201,6 @@ def audit_page(
     limit: int,
 ) -> Sequence[AuditRow]:
     with unit_of_work(ctx.sessions) as session:
-        project_id = None
-        if project is not None:
-            row = repo.get_project_by_name(session, name=project)
-            if row is None:
-                raise NotFound("no such project", loc=["query", "project"])
-            project_id = row.id
+        project_id = _project_id(session, project)
         return repo.list_audit(session, project_id=project_id, since=since,
                                before_id=before_id, limit=limit)  # fmt: skip

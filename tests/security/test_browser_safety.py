@@ -25,10 +25,10 @@ from starlette.types import Message, Receive, Scope, Send
 from app.api.security_headers import API_CSP, COMMON, SecurityHeaders
 from app.core.config import Settings
 from tests.api.conftest import serve
+from tests.security.common import new_model, total
 from tests.support import scenario
 from tests.support.sse import parse_events
 
-T = 30  # seconds; every request is bounded
 SIMPLE = ["text/plain", "multipart/form-data; boundary=x", "application/x-www-form-urlencoded"]
 ORIGIN = "https://app.example"
 
@@ -50,18 +50,6 @@ def _refused(r: Any, status: int, loc: list[str | int]) -> None:
     assert r.json()["detail"][0]["loc"] == loc, r.text
 
 
-def _total(client: TestClient, what: str) -> int:
-    r = client.get(f"/v1/{what}", timeout=T)
-    assert r.status_code == 200, r.text
-    return int(r.json()["total"])
-
-
-def _model(client: TestClient) -> str:
-    r = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 1}, timeout=T)
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
-
-
 def _npy(x: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, x)
@@ -71,7 +59,7 @@ def _npy(x: np.ndarray) -> bytes:
 # -- content types -------------------------------------------------------------------------------
 def test_every_state_changing_operation_refuses_the_simple_types(client: TestClient) -> None:
     """Walks the OpenAPI document, so a new route cannot be missed."""
-    paths = client.get("/openapi.json", timeout=T).json()["paths"]
+    paths = client.get("/openapi.json").json()["paths"]
     tried, wrong = 0, []
     for template, item in paths.items():
         path = re.sub(r"\{[^}]+\}", str(uuid.uuid4()), template)
@@ -81,14 +69,14 @@ def test_every_state_changing_operation_refuses_the_simple_types(client: TestCli
             for media in SIMPLE:
                 tried += 1
                 r = client.request(method.upper(), path, content=b'{"x": 1}',
-                                   headers={"content-type": media}, timeout=T)  # fmt: skip
+                                   headers={"content-type": media})  # fmt: skip
                 if r.status_code != 415 or r.json()["detail"][0]["loc"] != [
                     "header", "content-type",
                 ]:  # fmt: skip
                     wrong.append((method, template, media, r.status_code))
     assert tried >= 3 * 15, tried
     assert wrong == []
-    assert _total(client, "models") == 0 and _total(client, "datasets") == 0
+    assert total(client, "models") == 0 and total(client, "datasets") == 0
 
 
 UPLOADS = {
@@ -106,7 +94,7 @@ UPLOADS = {
 
 
 def test_the_upload_routes_declare_their_binary_types(client: TestClient) -> None:
-    paths = client.get("/openapi.json", timeout=T).json()["paths"]
+    paths = client.get("/openapi.json").json()["paths"]
     for (method, template), types in UPLOADS.items():
         declared = set(paths[template][method.lower()]["requestBody"]["content"])
         assert declared == types, template
@@ -119,7 +107,7 @@ def test_the_upload_routes_declare_their_binary_types(client: TestClient) -> Non
 @pytest.mark.parametrize("media", ["text/csv", "application/json", "application/xml", None])
 def test_import_takes_only_its_binary_types(client: TestClient, media: str | None) -> None:
     headers = {} if media is None else {"content-type": media}
-    r = client.post("/v1/models/import", content=b"PK\x03\x04", headers=headers, timeout=T)
+    r = client.post("/v1/models/import", content=b"PK\x03\x04", headers=headers)
     _refused(r, 415, ["header", "content-type"])
     msg = r.json()["detail"][0]["msg"]
     assert "application/octet-stream" in msg and "application/zip" in msg, msg
@@ -128,18 +116,17 @@ def test_import_takes_only_its_binary_types(client: TestClient, media: str | Non
 
 @pytest.mark.parametrize("media", ["application/octet-stream", "application/zip"])
 def test_import_reads_its_binary_types(client: TestClient, media: str) -> None:
-    r = client.post("/v1/models/import", content=b"not a zip", headers={"content-type": media},
-                    timeout=T)  # fmt: skip
+    r = client.post("/v1/models/import", content=b"not a zip", headers={"content-type": media})
     assert r.status_code == 422, r.text  # read, and refused by the reader, not by its type
 
 
 def test_a_json_body_needs_its_content_type(client: TestClient) -> None:
     body = b'{"config": {"class_name": "Sequential", "config": {"layers": []}}}'
     for headers in ({}, {"content-type": "text/plain"}, {"content-type": "application/xml"}):
-        r = client.post("/v1/models", content=body, headers=headers, timeout=T)
+        r = client.post("/v1/models", content=body, headers=headers)
         _refused(r, 415, ["header", "content-type"])
         assert "application/json" in r.json()["detail"][0]["msg"]
-    assert _total(client, "models") == 0
+    assert total(client, "models") == 0
 
 
 class Body(BaseModel):
@@ -162,44 +149,42 @@ def test_fastapi_alone_does_not_read_text_plain_as_json() -> None:
 
 
 def test_binary_predict_weights_and_datasets_still_work(client: TestClient) -> None:
-    model_id = _model(client)
+    model_id = new_model(client)
     x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(-1, 1)
     r = client.post(f"/v1/models/{model_id}/predict", content=_npy(x),
-                    headers={"content-type": "application/x-npy"}, timeout=T)  # fmt: skip
+                    headers={"content-type": "application/x-npy"})  # fmt: skip
     assert r.status_code == 200, r.text
     r = client.post(f"/v1/models/{model_id}/predict", content=_npy(x),
-                    headers={"content-type": "text/plain"}, timeout=T)  # fmt: skip
+                    headers={"content-type": "text/plain"})  # fmt: skip
     _refused(r, 415, ["header", "content-type"])
 
-    weights = client.get(f"/v1/models/{model_id}/weights", timeout=T).content
+    weights = client.get(f"/v1/models/{model_id}/weights").content
     for media in ("application/octet-stream", "application/x-npz"):
         r = client.put(f"/v1/models/{model_id}/weights", content=weights,
-                       headers={"content-type": media}, timeout=T)  # fmt: skip
+                       headers={"content-type": media})  # fmt: skip
         assert r.status_code == 200, r.text
-    r = client.put(f"/v1/models/{model_id}/weights", content=weights, timeout=T)
+    r = client.put(f"/v1/models/{model_id}/weights", content=weights)
     _refused(r, 415, ["header", "content-type"])
 
     csv = b"a,b\n1,2\n3,4\n"
-    r = client.post("/v1/datasets", content=csv, headers={"content-type": "text/csv"}, timeout=T)
+    r = client.post("/v1/datasets", content=csv, headers={"content-type": "text/csv"})
     assert r.status_code == 201, r.text
     r = client.post("/v1/datasets?format=csv", content=csv,
-                    headers={"content-type": "application/octet-stream"}, timeout=T)  # fmt: skip
+                    headers={"content-type": "application/octet-stream"})  # fmt: skip
     assert r.status_code == 201, r.text
     for media in ("text/plain", None):
         headers = {} if media is None else {"content-type": media}
-        r = client.post("/v1/datasets?format=csv", content=csv, headers=headers, timeout=T)
+        r = client.post("/v1/datasets?format=csv", content=csv, headers=headers)
         _refused(r, 415, ["header", "content-type"])
-    assert _total(client, "datasets") == 2
+    assert total(client, "datasets") == 2
 
 
 def test_routes_without_a_body_refuse_only_the_simple_types(client: TestClient) -> None:
     missing = uuid.uuid4()
-    assert client.post(f"/v1/jobs/{missing}/cancel", timeout=T).status_code == 404
-    r = client.post(f"/v1/jobs/{missing}/cancel", headers={"content-type": "application/json"},
-                    timeout=T)  # fmt: skip
+    assert client.post(f"/v1/jobs/{missing}/cancel").status_code == 404
+    r = client.post(f"/v1/jobs/{missing}/cancel", headers={"content-type": "application/json"})
     assert r.status_code == 404, r.text
-    r = client.post(f"/v1/jobs/{missing}/cancel", headers={"content-type": "text/plain"},
-                    timeout=T)  # fmt: skip
+    r = client.post(f"/v1/jobs/{missing}/cancel", headers={"content-type": "text/plain"})
     _refused(r, 415, ["header", "content-type"])
 
 
@@ -210,32 +195,31 @@ NOT_TEXT = {"NUL": "%00", "lone surrogate": "%ED%A0%80", "truncated": "%C3"}
 @pytest.mark.parametrize("bad", NOT_TEXT.values(), ids=list(NOT_TEXT))
 def test_query_values_and_names_must_be_text(client: TestClient, bad: str) -> None:
     r = client.post(f"/v1/models/import?name=a{bad}b", content=b"PK",
-                    headers={"content-type": "application/octet-stream"}, timeout=T)  # fmt: skip
+                    headers={"content-type": "application/octet-stream"})  # fmt: skip
     _refused(r, 422, ["query", "name"])
-    r = client.post(f"/v1/datasets?format=json&description={bad}", json={"arrays": {"x": [1.0]}},
-                    timeout=T)  # fmt: skip
+    r = client.post(f"/v1/datasets?format=json&description={bad}", json={"arrays": {"x": [1.0]}})
     _refused(r, 422, ["query", "description"])
-    _refused(client.get(f"/v1/models?limit=1{bad}", timeout=T), 422, ["query", "limit"])
-    r = client.get(f"/v1/models?a{bad}=1", timeout=T)
+    _refused(client.get(f"/v1/models?limit=1{bad}"), 422, ["query", "limit"])
+    r = client.get(f"/v1/models?a{bad}=1")
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][0] == "query", r.text
-    assert _total(client, "models") == 0 and _total(client, "datasets") == 0
+    assert total(client, "models") == 0 and total(client, "datasets") == 0
 
 
 def test_text_that_is_text_passes(client: TestClient) -> None:
     # U+FFFD itself and other non-ASCII UTF-8 are text.
     r = client.post("/v1/datasets?format=json&name=caf%C3%A9%EF%BF%BD",
-                    json={"arrays": {"x": [1.0]}}, timeout=T)  # fmt: skip
+                    json={"arrays": {"x": [1.0]}})  # fmt: skip
     assert r.status_code == 201, r.text
     assert r.json()["name"] == "café\ufffd"
 
 
 @pytest.mark.parametrize("bad", NOT_TEXT.values(), ids=list(NOT_TEXT))
 def test_path_parameters_must_be_text(client: TestClient, bad: str) -> None:
-    _refused(client.get(f"/v1/models/ab{bad}c", timeout=T), 422, ["path", "model_id"])
-    _refused(client.delete(f"/v1/models/ab{bad}c", timeout=T), 422, ["path", "model_id"])
-    r = client.get(f"/v1/datasets/{uuid.uuid4()}/arrays/x{bad}", timeout=T)
+    _refused(client.get(f"/v1/models/ab{bad}c"), 422, ["path", "model_id"])
+    _refused(client.delete(f"/v1/models/ab{bad}c"), 422, ["path", "model_id"])
+    r = client.get(f"/v1/datasets/{uuid.uuid4()}/arrays/x{bad}")
     _refused(r, 422, ["path", "name"])
-    _refused(client.get(f"/v1/nothing{bad}", timeout=T), 422, ["path"])
+    _refused(client.get(f"/v1/nothing{bad}"), 422, ["path"])
 
 
 def _raw(client: TestClient, method: str, path: str, headers: list[tuple[bytes, bytes]]) -> Any:
@@ -264,7 +248,7 @@ def test_header_values_the_app_reads_must_be_text(client: TestClient, bad: bytes
         status, body = _raw(client, method, path, [(name, b"Bearer " + bad)])
         assert status == 422, (name, body)
         assert body["detail"][0]["loc"] == ["header", name.decode()], body
-    assert _total(client, "models") == 0
+    assert total(client, "models") == 0
 
 
 def test_nul_in_a_header_through_the_test_client(client: TestClient) -> None:
@@ -281,14 +265,14 @@ PREFLIGHT = {
 
 
 def test_no_cors_headers_by_default(client: TestClient) -> None:
-    r = client.options("/v1/models", headers=PREFLIGHT, timeout=T)
+    r = client.options("/v1/models", headers=PREFLIGHT)
     assert not [h for h in r.headers if h.startswith("access-control-")], r.headers
-    r = client.get("/healthz", headers={"origin": ORIGIN}, timeout=T)
+    r = client.get("/healthz", headers={"origin": ORIGIN})
     assert "access-control-allow-origin" not in r.headers
 
 
 def test_cors_for_the_configured_origins(cors_client: TestClient) -> None:
-    r = cors_client.options("/v1/models/x/weights", headers=PREFLIGHT, timeout=T)
+    r = cors_client.options("/v1/models/x/weights", headers=PREFLIGHT)
     assert r.status_code == 200, r.text
     assert r.headers["access-control-allow-origin"] == ORIGIN
     assert {"PUT", "POST", "DELETE", "GET"} <= set(
@@ -305,12 +289,12 @@ def test_cors_for_the_configured_origins(cors_client: TestClient) -> None:
     )
     assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
 
-    r = cors_client.get("/healthz", headers={"origin": ORIGIN}, timeout=T)
+    r = cors_client.get("/healthz", headers={"origin": ORIGIN})
     assert r.headers["access-control-allow-origin"] == ORIGIN
     exposed = r.headers["access-control-expose-headers"].lower()
     for header in ("retry-after", "location", "www-authenticate", "content-disposition"):
         assert header in exposed
-    r = cors_client.get("/healthz", headers={"origin": "https://evil.example"}, timeout=T)
+    r = cors_client.get("/healthz", headers={"origin": "https://evil.example"})
     assert "access-control-allow-origin" not in r.headers
 
 
@@ -344,7 +328,7 @@ def _has_security_headers(r: Any, csp: str | None = API_CSP) -> None:
 
 
 def test_security_headers_on_every_kind_of_response(client: TestClient) -> None:
-    model_id = _model(client)
+    model_id = new_model(client)
     responses = [
         client.get("/healthz"),
         client.get("/openapi.json"),
@@ -379,7 +363,7 @@ def test_the_docs_pages_may_load_what_they_need(client: TestClient) -> None:
     """Each external script, stylesheet and icon that FastAPI's /docs and /redoc pages name is
     allowed by their policy; the policy still frames nothing and allows no other origin."""
     for path in ("/docs", "/redoc"):
-        r = client.get(path, timeout=T)
+        r = client.get(path)
         assert r.status_code == 200
         csp = r.headers["content-security-policy"]
         _has_security_headers(r, csp=None)
@@ -401,10 +385,10 @@ def test_the_docs_pages_may_load_what_they_need(client: TestClient) -> None:
 
 
 def test_the_event_stream_keeps_its_headers_and_streams(client: TestClient) -> None:
-    model_id = _model(client)
-    r = client.post(f"/v1/models/{model_id}/fit", json=scenario.fit_body(epochs=2), timeout=T)
+    model_id = new_model(client)
+    r = client.post(f"/v1/models/{model_id}/fit", json=scenario.fit_body(epochs=2))
     assert r.status_code == 202, r.text
-    with client.stream("GET", f"/v1/jobs/{r.json()['id']}/events", timeout=T) as stream:
+    with client.stream("GET", f"/v1/jobs/{r.json()['id']}/events") as stream:
         assert stream.status_code == 200
         assert stream.headers["cache-control"] == "no-cache"
         assert stream.headers["content-type"].startswith("text/event-stream")

@@ -20,9 +20,9 @@ from fastapi.testclient import TestClient
 from app.db.models import ModelRow
 from app.db.session import unit_of_work
 from tests.api.conftest import serve
+from tests.security.common import new_model, total
 from tests.support import scenario
 
-T = 30  # seconds; every request is bounded
 OCTET = {"content-type": "application/octet-stream"}
 JSON = {"content-type": "application/json"}
 
@@ -38,18 +38,6 @@ def _refused(r: Any, status: int, loc: list[str | int]) -> None:
     assert r.json()["detail"][0]["loc"][: len(loc)] == loc, r.text
 
 
-def _count(client: TestClient) -> int:
-    r = client.get("/v1/models", timeout=T)
-    assert r.status_code == 200, r.text
-    return int(r.json()["total"])
-
-
-def _model(client: TestClient) -> str:
-    r = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 1}, timeout=T)
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
-
-
 def _with_layer_name(name: str) -> dict[str, Any]:
     config = copy.deepcopy(scenario.MODEL)
     config["config"]["layers"][-1]["config"]["name"] = name
@@ -60,40 +48,39 @@ def _with_layer_name(name: str) -> dict[str, Any]:
 @pytest.mark.parametrize("name", ["x\ud800y", "x\x00y"])
 def test_config_strings_must_be_text(client: TestClient, name: str) -> None:
     body = json.dumps({"config": _with_layer_name(name)})  # "\ud800" is sent escaped
-    r = client.post("/v1/models", content=body, headers=JSON, timeout=T)
+    r = client.post("/v1/models", content=body, headers=JSON)
     _refused(r, 422, ["body", "config", "config", "layers"])
-    assert _count(client) == 0
+    assert total(client) == 0
 
 
 def test_query_names_must_be_text(client: TestClient) -> None:
-    data = client.get(f"/v1/models/{_model(client)}/model.keras", timeout=T).content
-    r = client.post("/v1/models/import?name=a%00b", content=data, headers=OCTET, timeout=T)
+    data = client.get(f"/v1/models/{new_model(client)}/model.keras").content
+    r = client.post("/v1/models/import?name=a%00b", content=data, headers=OCTET)
     _refused(r, 422, ["query", "name"])
-    r = client.post("/v1/datasets?format=json&name=a%00b", json={"arrays": {"x": [1.0]}},
-                    timeout=T)  # fmt: skip
+    r = client.post("/v1/datasets?format=json&name=a%00b", json={"arrays": {"x": [1.0]}})
     _refused(r, 422, ["query", "name"])
-    assert _count(client) == 1
-    assert client.get("/v1/datasets", timeout=T).json()["total"] == 0
+    assert total(client) == 1
+    assert client.get("/v1/datasets").json()["total"] == 0
 
 
 def test_keras_file_names_must_be_text(client: TestClient) -> None:
-    data = client.get(f"/v1/models/{_model(client)}/model.keras", timeout=T).content
+    data = client.get(f"/v1/models/{new_model(client)}/model.keras").content
     config = json.loads(_member(data, "config.json"))
     config["config"]["layers"][-1]["config"]["name"] = "x\ud800y"
     r = client.post("/v1/models/import", content=_keras(data, json.dumps(config).encode()),
-                    headers=OCTET, timeout=T)  # fmt: skip
+                    headers=OCTET)  # fmt: skip
     _refused(r, 422, ["body", "config.json"])
-    assert _count(client) == 1
+    assert total(client) == 1
 
 
 def test_a_bad_stored_row_does_not_break_the_listing(client: TestClient) -> None:
-    model_id = _model(client)
+    model_id = new_model(client)
     ctx = client.app.state.ctx  # type: ignore[attr-defined]
     with unit_of_work(ctx.sessions) as session:  # a row stored before the check existed
         row = session.get(ModelRow, __import__("uuid").UUID(model_id))
         row.config = _with_layer_name("x\ud800y")
     for path in ("/v1/models", "/v1/models?limit=1&offset=0", f"/v1/models/{model_id}"):
-        r = client.get(path, timeout=T)
+        r = client.get(path)
         assert r.status_code == 200, r.text
         assert "x\ufffdy" in r.text
 
@@ -145,24 +132,23 @@ def _npy(array: np.ndarray) -> bytes:
 
 
 def _weights(client: TestClient, model_id: str) -> list[np.ndarray]:
-    content = client.get(f"/v1/models/{model_id}/weights", timeout=T).content
+    content = client.get(f"/v1/models/{model_id}/weights").content
     with np.load(io.BytesIO(content)) as npz:
         return [npz[f"arr_{i}"] for i in range(len(npz.files))]
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
 def test_broken_npz_members_are_refused(client: TestClient, case: str) -> None:
-    model_id = _model(client)
+    model_id = new_model(client)
     good = _weights(client, model_id)
     data = _zip([(f"arr_{i}.npy", _npy(a)) for i, a in enumerate(good)])
-    r = client.put(f"/v1/models/{model_id}/weights", content=BROKEN[case](data), headers=OCTET,
-                   timeout=T)  # fmt: skip
+    r = client.put(f"/v1/models/{model_id}/weights", content=BROKEN[case](data), headers=OCTET)
     _refused(r, 422, ["body", "arr_0"])
-    assert client.get(f"/v1/models/{model_id}", timeout=T).json()["weights"] == "initial"
+    assert client.get(f"/v1/models/{model_id}").json()["weights"] == "initial"
 
 
 def test_a_huge_npy_header_is_refused_before_allocating(client: TestClient) -> None:
-    model_id = _model(client)
+    model_id = new_model(client)
     good = _weights(client, model_id)
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(
@@ -170,10 +156,9 @@ def test_a_huge_npy_header_is_refused_before_allocating(client: TestClient) -> N
     )
     members = [(f"arr_{i}.npy", _npy(a)) for i, a in enumerate(good)]
     members[0] = ("arr_0.npy", header.getvalue() + b"\0" * 64)
-    r = client.put(f"/v1/models/{model_id}/weights", content=_zip(members), headers=OCTET,
-                   timeout=T)  # fmt: skip
+    r = client.put(f"/v1/models/{model_id}/weights", content=_zip(members), headers=OCTET)
     _refused(r, 422, ["body", "arr_0"])
-    assert client.get(f"/v1/models/{model_id}", timeout=T).json()["weights"] == "initial"
+    assert client.get(f"/v1/models/{model_id}").json()["weights"] == "initial"
 
 
 def _member(data: bytes, name: str) -> bytes:
@@ -189,37 +174,37 @@ def _keras(data: bytes, config: bytes) -> bytes:
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
 def test_broken_keras_members_are_refused(client: TestClient, case: str) -> None:
-    data = client.get(f"/v1/models/{_model(client)}/model.keras", timeout=T).content
+    data = client.get(f"/v1/models/{new_model(client)}/model.keras").content
     broken = BROKEN[case](_keras(data, _member(data, "config.json")))
-    r = client.post("/v1/models/import", content=broken, headers=OCTET, timeout=T)
+    r = client.post("/v1/models/import", content=broken, headers=OCTET)
     _refused(r, 422, ["body", "config.json"])
-    assert _count(client) == 1
+    assert total(client) == 1
 
 
 # -- numbers, nesting, sizes --------------------------------------------------------------------
 def test_weights_past_float32_are_refused(client: TestClient) -> None:
-    model_id = _model(client)
+    model_id = new_model(client)
     arrays = [a.tolist() for a in _weights(client, model_id)]
     arrays[0] = (np.full_like(np.asarray(arrays[0]), 1e300)).tolist()
-    r = client.put(f"/v1/models/{model_id}/weights", json={"weights": arrays}, timeout=T)
+    r = client.put(f"/v1/models/{model_id}/weights", json={"weights": arrays})
     _refused(r, 422, ["body", "weights", 0])
-    assert client.get(f"/v1/models/{model_id}", timeout=T).json()["weights"] == "initial"
+    assert client.get(f"/v1/models/{model_id}").json()["weights"] == "initial"
 
 
 DEEP = "[" * 3000 + "]" * 3000
 
 
 def test_deep_json_is_refused(client: TestClient) -> None:
-    model_id = _model(client)
+    model_id = new_model(client)
     r = client.put(f"/v1/models/{model_id}/weights", content='{"weights": ' + DEEP + "}",
-                   headers=JSON, timeout=T)  # fmt: skip
+                   headers=JSON)  # fmt: skip
     _refused(r, 422, ["body"])
-    assert client.get(f"/v1/models/{model_id}", timeout=T).json()["weights"] == "initial"
-    data = client.get(f"/v1/models/{model_id}/model.keras", timeout=T).content
+    assert client.get(f"/v1/models/{model_id}").json()["weights"] == "initial"
+    data = client.get(f"/v1/models/{model_id}/model.keras").content
     deep = _keras(data, ('{"a": ' + DEEP + "}").encode())
-    r = client.post("/v1/models/import", content=deep, headers=OCTET, timeout=T)
+    r = client.post("/v1/models/import", content=deep, headers=OCTET)
     _refused(r, 422, ["body", "config.json"])
-    assert _count(client) == 1
+    assert total(client) == 1
 
 
 def _chunks() -> Iterator[bytes]:
@@ -228,10 +213,10 @@ def _chunks() -> Iterator[bytes]:
 
 
 def test_chunked_bodies_past_the_limit_are_413(client: TestClient) -> None:
-    model_id = _model(client)
-    r = client.put(f"/v1/models/{model_id}/weights", content=_chunks(), headers=OCTET, timeout=T)
+    model_id = new_model(client)
+    r = client.put(f"/v1/models/{model_id}/weights", content=_chunks(), headers=OCTET)
     _refused(r, 413, ["body"])
-    r = client.post("/v1/models/import", content=_chunks(), headers=OCTET, timeout=T)
+    r = client.post("/v1/models/import", content=_chunks(), headers=OCTET)
     _refused(r, 413, ["body"])
-    assert _count(client) == 1
-    assert client.get(f"/v1/models/{model_id}", timeout=T).json()["weights"] == "initial"
+    assert total(client) == 1
+    assert client.get(f"/v1/models/{model_id}").json()["weights"] == "initial"
