@@ -2,7 +2,8 @@
 # TORCH_INDEX picks the torch build: the CPU wheels by default; pass a CUDA index for GPU workers.
 FROM python:3.11-slim
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 DATA_DIR=/data
+# The image listens on every interface: it never runs single-user (keys from app.admin).
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 DATA_DIR=/data AUTH_REQUIRED=true
 WORKDIR /srv
 RUN pip install --no-cache-dir --index-url "$TORCH_INDEX" "torch>=2.4,<2.15"
 COPY pyproject.toml alembic.ini ./

@@ -15,7 +15,7 @@ from fastapi import Depends, FastAPI
 
 from app.api import browser_safety, errors
 from app.api.audit import AuditLog
-from app.api.auth import caller
+from app.api.auth import Authenticate, caller
 from app.api.middleware import BodyLimit
 from app.api.routes import admin, checkpoint_exports, datasets, inference, jobs, models
 from app.auth.ratelimit import RateLimiter
@@ -72,6 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         uploads={("POST", "/v1/datasets"): settings.dataset_max_bytes},
     )  # fmt: skip
     app.add_middleware(AuditLog)
+    # Outside the audit (which reads the caller it finds): every /v1 request is authenticated
+    # and rate-limited before its body is read.
+    app.add_middleware(Authenticate)
     # Every route but /healthz needs a caller; routes also take it (`Caller`) for its scope.
     authenticated = [Depends(caller)]
     for router in (models.router, jobs.fit_router, inference.router, jobs.router,

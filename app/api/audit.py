@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.auth import route_path
 from app.auth import service
 from app.auth.schemas import Principal
 from app.db.models import AuditRow
@@ -31,7 +32,7 @@ class AuditLog:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope.get("path", "").startswith("/v1/"):
+        if scope["type"] != "http" or not route_path(scope).startswith("/v1/"):
             await self.app(scope, receive, send)
             return
         seen: dict[str, Any] = {"status": 0, "type": "", "body": b""}
@@ -67,7 +68,7 @@ def _entry(scope: Scope, seen: dict[str, Any]) -> AuditRow | None:
     download = method == "GET" and not seen["type"].startswith(_VIEWS)
     if method in READS and not download:
         return None
-    route = getattr(scope.get("route"), "path", None) or scope.get("path", "")
+    route = getattr(scope.get("route"), "path", None) or route_path(scope)
     parts = [p for p in route.split("/") if p][1:]  # after "v1"
     params = {k: str(v) for k, v in (scope.get("path_params") or {}).items()}
     resource_type = parts[1] if parts[:1] == ["admin"] and len(parts) > 1 else parts[0]

@@ -58,6 +58,12 @@ def require_room(
                             used=used.stored_bytes)  # fmt: skip
 
 
+def stored_bytes_left(session: Session, *, settings: Settings, project_id: uuid.UUID) -> int:
+    """How many more bytes the project may store (0 at or over its quota)."""
+    limit = limits(settings, repo.get_project(session, project_id=project_id)).stored_bytes
+    return max(0, limit - project_usage(session, project_id=project_id).stored_bytes)
+
+
 def may_run_another(session: Session, *, settings: Settings, project_id: uuid.UUID) -> bool:
     """Whether a worker may start one more of the project's jobs now."""
     limit = limits(settings, repo.lock_project(session, project_id=project_id))

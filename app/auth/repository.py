@@ -25,11 +25,13 @@ def get_project_by_name(session: Session, *, name: str) -> ProjectRow | None:
 
 
 def lock_project(session: Session, *, project_id: uuid.UUID) -> ProjectRow | None:
-    """The project row, locked until commit: quota checks of one project run one at a time
-    (Postgres; SQLite serialises writers anyway)."""
-    return session.scalars(
-        select(ProjectRow).where(ProjectRow.id == project_id).with_for_update()
-    ).first()
+    """The project row, locked until commit, so that quota checks of one project run one at a
+    time. A write takes the lock on both databases: SQLite ignores FOR UPDATE and would let two
+    transactions read the same usage, but its write lock serialises them from here on."""
+    session.execute(
+        update(ProjectRow).where(ProjectRow.id == project_id).values(name=ProjectRow.name)
+    )
+    return session.get(ProjectRow, project_id, populate_existing=True)
 
 
 def add_project(session: Session, *, name: str) -> ProjectRow:

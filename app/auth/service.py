@@ -8,8 +8,9 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth import repository as repo
@@ -96,6 +97,13 @@ def authenticate(ctx: AppContext, *, mode: AuthMode, token: str | None) -> Princ
 # -- keys --------------------------------------------------------------------------------------
 def create_key(ctx: AppContext, *, project: str, role: Role, name: str | None) -> KeyCreated:
     """A new key of `project` (created if needed); the token is in the answer only."""
+    try:
+        return _create_key(ctx, project=project, role=role, name=name)
+    except IntegrityError:  # another request created the project meanwhile: it exists now
+        return _create_key(ctx, project=project, role=role, name=name)
+
+
+def _create_key(ctx: AppContext, *, project: str, role: Role, name: str | None) -> KeyCreated:
     token, prefix = new_token()
     with unit_of_work(ctx.sessions) as session:
         row = repo.get_project_by_name(session, name=project)
@@ -200,6 +208,11 @@ def audit_page(
     before_id: int | None,
     limit: int,
 ) -> Sequence[AuditRow]:
+    if since is not None:
+        try:
+            since = since.astimezone(UTC)
+        except OverflowError:
+            raise InvalidInput("out of range", loc=["query", "since"]) from None
     with unit_of_work(ctx.sessions) as session:
         project_id = _project_id(session, project)
         return repo.list_audit(session, project_id=project_id, since=since,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.auth.quotas import require_room
+from app.auth.quotas import require_room, stored_bytes_left
 from app.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from app.datasets import repository as repo
 from app.datasets.formats import ArrayInfo, ConvertLimits, FormatError, convert
@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 NAME_MAX = 200
 
 
-def convert_limits(ctx: AppContext) -> ConvertLimits:
-    return ConvertLimits(max_bytes=ctx.settings.dataset_max_bytes)
+def convert_limits(ctx: AppContext, max_bytes: int | None = None) -> ConvertLimits:
+    return ConvertLimits(max_bytes=max_bytes or ctx.settings.dataset_max_bytes)
 
 
 def array_record(info: ArrayInfo) -> dict[str, object]:
@@ -62,22 +62,33 @@ def create_dataset(
     check_storable(name, ["query", "name"])
     check_storable(description, ["query", "description"])
     dataset_id = uuid.uuid4()
+    # The arrays may hold far more than the upload (a compressed .npz, CSV text): converting
+    # stops once they would pass what the project may still store.
+    with unit_of_work(ctx.sessions) as session:
+        left = stored_bytes_left(session, settings=ctx.settings, project_id=scope.home)
+    check_room(ctx, scope=scope, size=1)
     out = ctx.store.temp_dir("dataset")
     committed = False
     try:
         try:
-            infos = convert(raw, fmt, out, array=array, label=label, limits=convert_limits(ctx))
+            limits = convert_limits(ctx, min(left, ctx.settings.dataset_max_bytes))
+            infos = convert(raw, fmt, out, array=array, label=label, limits=limits)
         except FormatError as exc:
+            if exc.status == 413 and left < ctx.settings.dataset_max_bytes:
+                check_room(ctx, scope=scope, size=left + 1)  # raises the quota's 409
             error = PayloadTooLarge if exc.status == 413 else InvalidInput
             raise error(exc.message, loc=exc.loc) from exc
         ctx.store.commit_dir(out, dataset_prefix(dataset_id))
         committed = True
+        stored = sum(i.nbytes for i in infos)
         row = DatasetRow(
             id=dataset_id, name=name, description=description, format=fmt, sha256=sha256,
-            size_bytes=size, arrays=[array_record(i) for i in infos], project_id=scope.home,
+            size_bytes=size, stored_bytes=stored, arrays=[array_record(i) for i in infos],
+            project_id=scope.home,
         )  # fmt: skip
         with unit_of_work(ctx.sessions) as session:
-            require_room(session, settings=ctx.settings, project_id=scope.home, stored_bytes=size)
+            require_room(session, settings=ctx.settings, project_id=scope.home,
+                         stored_bytes=stored)  # fmt: skip
             repo.add_dataset(session, row=row)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
@@ -144,7 +155,9 @@ class BodyArrays:
         raw = self.folder / "body"
         raw.write_bytes(data)
         try:
-            infos = convert(raw, fmt, self.folder / "arrays", limits=convert_limits(ctx))
+            # A request body's arrays: bounded like the request, never like a dataset upload.
+            limits = convert_limits(ctx, 4 * ctx.settings.max_request_bytes)
+            infos = convert(raw, fmt, self.folder / "arrays", limits=limits)
         except FormatError as exc:
             self.close()
             error = PayloadTooLarge if exc.status == 413 else InvalidInput

@@ -161,6 +161,9 @@ class JobRow(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     data_key: Mapped[str] = mapped_column(String(500))
+    # Bytes of the job's inputs file (counted in its project's stored bytes; a resumed job
+    # shares its parent's file and counts 0).
+    inputs_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     base_weights_key: Mapped[str | None] = mapped_column(String(500), default=None)
     epochs: Mapped[int] = mapped_column(Integer)
     epochs_done: Mapped[int] = mapped_column(Integer, default=0)
@@ -232,6 +235,9 @@ class DatasetRow(Base):
     # Of the bytes uploaded (for a predict job's outputs: of its `.npy` files in name order).
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
+    # Bytes of its arrays as stored (what a compressed or CSV upload became): counted in its
+    # project's stored bytes.
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # Per array: name, dtype, shape, nbytes, min, max (and columns, from CSV and Parquet).
     arrays: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     source_job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)

@@ -18,7 +18,7 @@ class Usage:
     models: int
     queued_jobs: int
     running_jobs: int
-    # Datasets, uploaded weights files, and checkpoints.
+    # Datasets as stored, jobs' inputs files, the models' own weights files, checkpoints.
     stored_bytes: int
 
     def as_dict(self) -> dict[str, int]:
@@ -38,8 +38,11 @@ def project_usage(session: Session, *, project_id: uuid.UUID) -> Usage:
             .group_by(JobRow.status)
         ).all()
     )  # fmt: skip
-    datasets = select(func.coalesce(func.sum(DatasetRow.size_bytes), 0)).where(
+    datasets = select(func.coalesce(func.sum(DatasetRow.stored_bytes), 0)).where(
         DatasetRow.project_id == project_id
+    )
+    inputs = select(func.coalesce(func.sum(JobRow.inputs_bytes), 0)).where(
+        JobRow.project_id == project_id
     )
     weights = select(func.coalesce(func.sum(ModelRow.weights_bytes), 0)).where(
         ModelRow.project_id == project_id
@@ -54,5 +57,5 @@ def project_usage(session: Session, *, project_id: uuid.UUID) -> Usage:
         models=_count(session, models),
         queued_jobs=int(jobs.get(JobStatus.queued, 0)),
         running_jobs=int(jobs.get(JobStatus.running, 0)),
-        stored_bytes=sum(_count(session, q) for q in (datasets, weights, checkpoints)),
+        stored_bytes=sum(_count(session, q) for q in (datasets, inputs, weights, checkpoints)),
     )

@@ -7,6 +7,7 @@ become a new dataset; an evaluate job's logs its `result`."""
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -123,7 +124,13 @@ def _submit(
                     loc=[BODY, "batch_size"])  # fmt: skip
     job_id = uuid.uuid4()
     arrays: dict[str, np.ndarray | None] = dict(data.to_arrays())
-    data_key, request["data_refs"] = store_inputs(ctx, job_id, arrays, refs)
+    data_key, request["data_refs"], inputs_bytes = store_inputs(ctx, job_id, arrays, refs)
+    # A predict job's outputs become a dataset of the project: float32, rows x output elements
+    # (an open dimension counted once).
+    outputs_bytes = 0
+    if kind == "predict":
+        per_row = sum(math.prod(d or 1 for d in shape[1:]) for shape in model.output_shapes)
+        outputs_bytes = 4 * rows_of(x) * per_row
     busy = Conflict(f"model {model_id} has a queued or running job; a {kind} over more than "
                     f"{ctx.settings.predict_sync_max_rows} rows runs as a job, one at a time "
                     "per model", loc=["path", "model_id"])  # fmt: skip
@@ -132,10 +139,12 @@ def _submit(
             raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
         if models_repo.active_job_of_model(session, model_id=model_id) is not None:
             raise busy
-        require_room(session, settings=ctx.settings, project_id=row.project_id, queued_jobs=1)
+        require_room(session, settings=ctx.settings, project_id=row.project_id, queued_jobs=1,
+                     stored_bytes=inputs_bytes + outputs_bytes)  # fmt: skip
         job = repo.add_job(session, row=JobRow(
             id=job_id, model_id=model_id, project_id=row.project_id, kind=kind, request=request,
-            data_key=data_key, base_weights_key=weights_key, epochs=0, epochs_done=0,
+            data_key=data_key, inputs_bytes=inputs_bytes, base_weights_key=weights_key,
+            epochs=0, epochs_done=0,
             max_attempts=ctx.settings.job_max_attempts,
         ))  # fmt: skip
         link_datasets(session, scope=project, job_id=job_id, data_refs=request["data_refs"])

@@ -118,8 +118,9 @@ def _predict(
         with unit_of_work(ctx.sessions) as session:
             datasets_repo.add_dataset(session, row=DatasetRow(
                 id=dataset_id, name=f"predictions of job {job.id}", format="predict",
-                sha256=sha, size_bytes=size, arrays=[array_record(i) for i in infos],
-                source_job_id=job.id, project_id=job.project_id,
+                sha256=sha, size_bytes=size, stored_bytes=size,
+                arrays=[array_record(i) for i in infos], source_job_id=job.id,
+                project_id=job.project_id,
             ))  # fmt: skip
             if not repo.finish_job(
                 session,

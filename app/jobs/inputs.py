@@ -14,9 +14,12 @@ from safetensors.numpy import save as np_save
 from app.runtime.storage import ArtifactStore
 
 
-def write_inputs(store: ArtifactStore, key: str, arrays: Mapping[str, np.ndarray | None]) -> None:
+def write_inputs(store: ArtifactStore, key: str, arrays: Mapping[str, np.ndarray | None]) -> int:
+    """Write the arrays; the bytes the file holds."""
     present = {k: np.ascontiguousarray(v) for k, v in arrays.items() if v is not None}
-    store.write(key, np_save(present))
+    data = np_save(present)
+    store.write(key, data)
+    return len(data)
 
 
 def read_inputs(store: ArtifactStore, key: str) -> dict[str, np.ndarray]:

@@ -95,7 +95,7 @@ def submit_fit(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: FitR
     arrays: dict[str, np.ndarray | None] = dict(plan.train.to_arrays())
     if plan.validation is not None:
         arrays.update(plan.validation.to_arrays("val_"))
-    data_key, data_refs = store_inputs(ctx, job_id, arrays, refs)
+    data_key, data_refs, inputs_bytes = store_inputs(ctx, job_id, arrays, refs)
     # The split and the class weights are already applied to the stored arrays, and the batch
     # size is resolved (plan.args).
     fit = {**plan.args.__dict__, "validation_split": 0.0, "adapt": body.adapt}
@@ -117,13 +117,15 @@ def submit_fit(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: FitR
             raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
         if models_repo.active_job_of_model(session, model_id=model_id) is not None:
             raise busy
-        require_room(session, settings=ctx.settings, project_id=row.project_id, queued_jobs=1)
+        require_room(session, settings=ctx.settings, project_id=row.project_id, queued_jobs=1,
+                     stored_bytes=inputs_bytes)  # fmt: skip
         if body.compile is None and current.compile_config != row.compile_config:
             raise Conflict(f"the compile spec of model {model_id} changed while this fit "
                            "was being checked; try again", loc=[BODY, "compile"])  # fmt: skip
         job = repo.add_job(session, row=JobRow(
             id=job_id, model_id=model_id, project_id=row.project_id, request=request,
-            data_key=data_key, base_weights_key=current.weights_key, epochs=args.epochs,
+            data_key=data_key, inputs_bytes=inputs_bytes, base_weights_key=current.weights_key,
+            epochs=args.epochs,
             epochs_done=args.initial_epoch, max_attempts=ctx.settings.job_max_attempts,
         ))  # fmt: skip
         link_datasets(session, scope=project, job_id=job_id, data_refs=data_refs)
@@ -147,10 +149,11 @@ def inputs_until_committed(ctx: AppContext, job_id: uuid.UUID, busy: Conflict) -
 
 def store_inputs(
     ctx: AppContext, job_id: uuid.UUID, arrays: dict[str, np.ndarray | None], refs: Resolver
-) -> tuple[str, dict[str, dict[str, Any]]]:
+) -> tuple[str, dict[str, dict[str, Any]], int]:
     """Write a job's arrays (slot -> array) to its inputs file, durable before the job's row is
     committed; an array that is still rows of a dataset (a split takes rows of it) is kept as
-    that reference instead. Returns the file's key and the references by slot."""
+    that reference instead. Returns the file's key, the references by slot and the file's
+    bytes."""
     data_refs: dict[str, dict[str, Any]] = {}
     inline: dict[str, np.ndarray | None] = {}
     for slot, arr in arrays.items():
@@ -160,8 +163,8 @@ def store_inputs(
         else:
             inline[slot] = arr
     data_key = job_data_key(job_id)
-    write_inputs(ctx.store, data_key, inline)
-    return data_key, data_refs
+    size = write_inputs(ctx.store, data_key, inline)
+    return data_key, data_refs, size
 
 
 def link_datasets(

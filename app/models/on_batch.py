@@ -78,18 +78,19 @@ def compile_model(
             with unit_of_work(ctx.sessions) as session:
                 current = _locked(session, model_id, scope)
                 key = current.weights_key
+                size = current.weights_bytes
                 if key is not None:
                     tensors, meta = read_checkpoint(ctx.store, key)
                     if meta.get("optimizer") is not None:  # the same weights, no optimizer state
                         written = model_weights_key(model_id, _kind(key))
                         weights = {f"model/{k}": t for k, t in model_tensors(tensors).items()}
-                        ctx.store.write(written, checkpoint.to_bytes(
-                            weights, {"model_config": current.config}
-                        ))  # fmt: skip
+                        data = checkpoint.to_bytes(weights, {"model_config": current.config})
+                        ctx.store.write(written, data)
+                        size = len(data)
                 replaced = replaced_file(session, model_id=model_id, old=key, new=written or key)
                 repo.set_compile_config(session, model_id=model_id,
                                         compile_config=spec.to_config(),
-                                        key=written or key)  # fmt: skip
+                                        key=written or key, size_bytes=size)  # fmt: skip
         except BaseException:
             if written is not None:
                 ctx.store.delete_prefix(written)

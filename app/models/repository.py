@@ -93,14 +93,24 @@ def set_uploaded_weights(
 
 
 def set_compile_config(
-    session: Session, *, model_id: uuid.UUID, compile_config: dict[str, Any], key: str | None
+    session: Session,
+    *,
+    model_id: uuid.UUID,
+    compile_config: dict[str, Any],
+    key: str | None,
+    size_bytes: int,
 ) -> None:
     """A new compile spec, and the weights file `key` (the same weights, without the optimizer
     state of the spec before); where the weights come from does not change."""
     session.execute(
         update(ModelRow)
         .where(ModelRow.id == model_id)
-        .values(compile_config=compile_config, weights_key=key, updated_at=utcnow())
+        .values(
+            compile_config=compile_config,
+            weights_key=key,
+            weights_bytes=size_bytes,
+            updated_at=utcnow(),
+        )
     )
 
 

@@ -21,6 +21,8 @@ depends_on: str | Sequence[str] | None = None
 
 DEFAULT_PROJECT_ID = uuid.UUID("00000000-0000-0000-0000-000000000001")
 SCOPED = ("models", "datasets", "jobs")
+# What each table stores, counted in its project's stored bytes.
+BYTES = (("models", "weights_bytes"), ("jobs", "inputs_bytes"), ("datasets", "stored_bytes"))
 
 
 def upgrade() -> None:
@@ -96,13 +98,18 @@ def upgrade() -> None:
             op.create_foreign_key(fk, table, "projects", ["project_id"], ["id"],
                                   ondelete="CASCADE")  # fmt: skip
         op.create_index(f"ix_{table}_project_id", table, ["project_id"])
-    op.add_column(
-        "models", sa.Column("weights_bytes", sa.BigInteger(), nullable=False, server_default="0")
-    )
+    for table, column in BYTES:
+        op.add_column(
+            table, sa.Column(column, sa.BigInteger(), nullable=False, server_default="0")
+        )
+    # What existing datasets hold, as near as the rows tell: the bytes uploaded.
+    datasets = sa.table("datasets", sa.column("stored_bytes"), sa.column("size_bytes"))
+    op.execute(datasets.update().values(stored_bytes=datasets.c.size_bytes))
 
 
 def downgrade() -> None:
-    op.drop_column("models", "weights_bytes")
+    for table, column in BYTES:
+        op.drop_column(table, column)
     sqlite = op.get_bind().dialect.name == "sqlite"
     for table in SCOPED:
         op.drop_index(f"ix_{table}_project_id", table_name=table)

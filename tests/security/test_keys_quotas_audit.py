@@ -189,3 +189,78 @@ def test_a_job_over_the_running_quota_waits_and_starts_when_a_slot_frees(tmp_pat
             assert now.count("running") <= 1, now
             assert time.monotonic() < deadline, f"the jobs did not both finish: {now}"
             time.sleep(0.02)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_concurrent_creations_cannot_pass_a_quota(
+    tmp_path: Path, database: str, request: pytest.FixtureRequest
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.core.errors import QuotaExceeded
+    from app.db.models import DEFAULT_PROJECT_ID
+    from app.db.scope import Scope
+    from app.models import service as models
+    from app.models.schemas import ModelCreate
+
+    url = request.getfixturevalue("pg_url") if database == "postgres" else None
+    with serve(tmp_path, url, quota_models=2) as client:
+        ctx = client.app.state.ctx  # type: ignore[attr-defined]
+        scope = Scope.of_project(DEFAULT_PROJECT_ID)
+
+        def create(_: int) -> str:
+            try:
+                models.create_model(ctx, scope=scope, body=ModelCreate(config=scenario.MODEL))
+                return "created"
+            except QuotaExceeded:
+                return "refused"
+
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(create, range(16)))
+        assert outcomes.count("created") == 2, outcomes
+        assert client.get("/v1/models").json()["total"] == 2
+
+
+def test_audit_times_and_concurrent_first_keys_are_not_500s(client: TestClient) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.auth import service
+    from app.db.models import Role
+
+    admin = client.admin  # type: ignore[attr-defined]
+    cases = (("2026-01-01T00:00:00", 422), ("9999-12-31T23:59:59-10:00", 422),
+             ("0001-01-01T00:00:00+10:00", 422), ("2026-01-01T00:00:00Z", 200))  # fmt: skip
+    for since, status in cases:
+        r = client.get("/v1/admin/audit", params={"since": since}, headers=admin)
+        assert r.status_code == status, (since, r.text)
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda _: service.create_key(
+            ctx, project="fresh", role=Role.viewer, name=None), range(8)))  # fmt: skip
+    assert len({k.token for k in made}) == 8 and {k.project for k in made} == {"fresh"}
+
+
+def _compressed_zeros(n: int) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x=np.zeros((n, 1), np.float32))
+    return buf.getvalue()
+
+
+def test_compressed_uploads_count_what_they_unpack_to(tmp_path: Path) -> None:
+    with serve(tmp_path, None, quota_stored_bytes=10_000_000) as client:
+        zeros = _compressed_zeros(10_000_000)  # 40 MB as stored, about 40 KB sent
+        assert len(zeros) < 100_000
+        r = client.post("/v1/datasets", content=zeros,
+                        headers={"Content-Type": "application/x-npz"})  # fmt: skip
+        assert r.status_code == 409 and r.json()["detail"][0]["loc"] == ["quota", "stored_bytes"]
+        ok = client.post("/v1/datasets", content=_compressed_zeros(1_000_000),
+                         headers={"Content-Type": "application/x-npz"})  # fmt: skip
+        assert ok.status_code == 201, ok.text
+        projects = client.get("/v1/admin/projects").json()["items"]
+        used = next(p for p in projects if p["name"] == "default")["usage"]["stored_bytes"]
+        assert used == 4_000_000
+        # A predict body unpacks to at most 4 x MAX_REQUEST_BYTES (2 MB here), not a dataset's.
+        model = client.post("/v1/models", json={"config": scenario.MODEL}).json()["id"]
+        r = client.post(f"/v1/models/{model}/predict", content=_compressed_zeros(3_000_000),
+                        headers={"Content-Type": "application/x-npz"})  # fmt: skip
+        assert r.status_code == 413, r.text

@@ -229,3 +229,26 @@ def test_a_revoked_key_is_refused(world: World) -> None:
     assert again.status_code == 401
     listed = world.client.get("/v1/admin/keys", headers=admin).json()["items"]
     assert all("token" not in k for k in listed) and len(listed) >= 7
+
+
+def test_roles_hold_behind_a_root_path(world: World) -> None:
+    """Behind a proxy that mounts the API under a prefix (uvicorn --root-path), the role is
+    decided by the route, not the raw path, and changes are still audited."""
+    proxied = TestClient(world.client.app, root_path="/api")
+    admin = world.auth(("alpha", "admin"))
+    for role in ("viewer", "member"):
+        h = world.auth(("alpha", role))
+        assert proxied.get("/api/v1/admin/keys", headers=h).status_code == 403
+        r = proxied.post("/api/v1/admin/keys", json={"project": "x", "role": "admin"}, headers=h)
+        assert r.status_code == 403, r.text
+    assert proxied.get("/api/v1/admin/keys", headers=admin).status_code == 200
+    model = proxied.post("/api/v1/models", json={"config": scenario.MODEL},
+                         headers=world.auth(("alpha", "member"))).json()["id"]  # fmt: skip
+    audit = world.client.get("/v1/admin/audit?limit=1", headers=admin).json()["items"]
+    assert audit[0]["resource_id"] == model and audit[0]["route"] == "POST /v1/models"
+
+
+def test_a_body_is_not_read_before_the_key_is_checked(world: World) -> None:
+    r = world.client.post("/v1/models", content=b"{not json", headers={
+        "Content-Type": "application/json"})  # fmt: skip
+    assert r.status_code == 401, r.text

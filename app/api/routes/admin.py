@@ -3,10 +3,10 @@ their quotas and usage, and the audit log."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, status
+from pydantic import AwareDatetime
 
 from app.api.auth import Caller
 from app.api.deps import Ctx
@@ -89,7 +89,9 @@ def audit(
     ctx: Ctx,
     who: Caller,
     project: ProjectQuery = None,
-    since: datetime | None = None,
+    since: Annotated[
+        AwareDatetime | None, Query(description="From this time on (with its UTC offset)")
+    ] = None,
     before_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditPage:

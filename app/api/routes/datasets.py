@@ -84,6 +84,11 @@ async def upload_dataset(
     computed; CSV and Parquet are converted once into one `.npy` per array; the row is
     committed only after the files are durable. Over DATASET_MAX_BYTES is a 413, sent as soon
     as the limit is crossed."""
+    # Refused before it streams when the project has no room for it (Content-Length, or at
+    # least one byte when the body is chunked).
+    announced = request.headers.get("content-length", "")
+    size = int(announced) if announced.isdigit() else 1
+    await anyio.to_thread.run_sync(lambda: service.check_room(ctx, scope=who.scope, size=size))
     path = ctx.store.temp_path("upload")
     try:
         received = await receive(request.stream(), path, max_bytes=ctx.settings.dataset_max_bytes)
