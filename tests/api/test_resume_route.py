@@ -30,8 +30,8 @@ def _model(client: TestClient) -> str:
     return str(r.json()["id"])
 
 
-def _fit(client: TestClient, model_id: str, epochs: int) -> dict[str, Any]:
-    body = scenario.fit_body(epochs=epochs, callbacks=[], seed=5)
+def _fit(client: TestClient, model_id: str, epochs: int, **extra: Any) -> dict[str, Any]:
+    body = scenario.fit_body(epochs=epochs, callbacks=[], seed=5, **extra)
     r = client.post(f"/v1/models/{model_id}/fit", json=body)
     assert r.status_code == 202, r.text
     return dict(r.json())
@@ -83,7 +83,7 @@ def test_resume_refusals(client: TestClient) -> None:
     _refused(client.post(f"/v1/jobs/{uuid.uuid4()}/resume", json={}), 404, ["path", "job_id"],
              "does not exist")  # fmt: skip
     model_id = _model(client)
-    running = _fit(client, model_id, 100_000)
+    running = _fit(client, model_id, 10_000)
     url = f"/v1/jobs/{running['id']}/resume"
     wait_for(client, running["id"], {"running"})
     _refused(client.post(url, json={"epochs": 9}), 409, ["path", "job_id"], "is running")
@@ -101,7 +101,7 @@ def test_resume_refusals(client: TestClient) -> None:
     ]
     for body, loc, text in bad:
         _refused(client.post(url, json=body), 422, loc, text)
-    other = _fit(client, model_id, 100_000)  # the model is busy again
+    other = _fit(client, model_id, 10_000)  # the model is busy again
     _refused(client.post(url, json={"checkpoint": "epoch:0"}), 409, ["path", "job_id"],
              "already training")  # fmt: skip
     client.post(f"/v1/jobs/{other['id']}/cancel")

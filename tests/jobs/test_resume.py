@@ -138,7 +138,7 @@ def _after_epoch(epoch: int, act: Callable[[Any], None]) -> Iterator[None]:
 def test_resume_a_cancelled_job_from_its_latest_checkpoint(pg_ctx: Any, straight: Any) -> None:
     straight_logs, straight_weights = straight
     model_id = _model(pg_ctx)
-    job = service.submit_fit(pg_ctx, scope=SYSTEM, model_id=model_id, body=_body(100_000))
+    job = service.submit_fit(pg_ctx, scope=SYSTEM, model_id=model_id, body=_body(10_000))
 
     def cancel(rec: Any) -> None:
         service.cancel_job(pg_ctx, scope=SYSTEM, job_id=job.id)
