@@ -20,9 +20,19 @@ from app.engine.callbacks import (
     TerminateOnNaN,
 )
 from app.engine.fit_args import FitArgs
+from app.engine.trainer import Trainer
 from tests.support.keras_fit import assert_same_fit, keras_and_ours, sequential
+from tests.support.tolerance import Tolerance, assert_close, step_ops
 
-RTOL, ATOL = 1e-6, 1e-6
+# A fit here is held to eps x its optimizer steps x one step's roundings (SGD, no amplification).
+PER_STEP = step_ops(fan_ins=[3, 5], batch=16)
+
+
+def _tolerance(trainer: Trainer) -> Tolerance:
+    return Tolerance.fit(steps=int(trainer.optimizer.iterations), per_step=PER_STEP,
+                         what="SGD on a 3-5-1 MLP")  # fmt: skip
+
+
 RNG = np.random.default_rng(7)
 X = RNG.normal(size=(60, 3)).astype(np.float32)
 Y = (X @ np.array([[0.5], [-1.0], [2.0]], np.float32) + 0.1).astype(np.float32)
@@ -90,7 +100,7 @@ def test_reduce_lr_on_plateau_matches_keras(
     history = trainer.fit(X, Y, args=FitArgs(batch_size=16, epochs=12, shuffle=False),
                           validation_data=val, callbacks=[ReduceLROnPlateau(**kwargs)])  # fmt: skip
     assert len(set(kh.history["learning_rate"])) > 1, "the case must reduce the rate"
-    assert_same_fit(history.history, kh.history, trainer, km, rtol=RTOL, atol=ATOL)
+    assert_same_fit(history.history, kh.history, trainer, km, floor=_tolerance(trainer))
     assert trainer.optimizer.learning_rate == pytest.approx(
         float(km.optimizer.learning_rate), rel=0, abs=0
     )
@@ -127,7 +137,7 @@ def test_terminate_on_nan_stops_at_the_same_batch(keras: ModuleType, raise_error
     assert len(kh.history["loss"]) == 4 and not np.isfinite(kh.history["loss"][-1])
     assert seen.seen[-1] == (3, 1)  # the epoch was cut short
     assert seen.seen == kseen.seen and cb.stopped_at == seen.seen[-1]
-    assert_same_fit(history.history, kh.history, trainer, km, rtol=RTOL, atol=ATOL)
+    assert_same_fit(history.history, kh.history, trainer, km, floor=_tolerance(trainer))
 
 
 _NAME = re.compile(r"e(\d+)(?:b(\d+))?\.weights\.h5")
@@ -172,7 +182,7 @@ def test_model_checkpoint_saves_where_keras_saves(
     cb = ModelCheckpoint(filepath="best.weights.h5", save_weights_only=True, **kwargs)
     history = trainer.fit(X, Y_CLASS, args=FitArgs(batch_size=8, epochs=8, shuffle=False),
                           validation_data=val, callbacks=[cb])  # fmt: skip
-    assert_same_fit(history.history, kh.history, trainer, km, rtol=RTOL, atol=ATOL)
+    assert_same_fit(history.history, kh.history, trainer, km, floor=_tolerance(trainer))
     assert cb.saves == _keras_saves(tmp_path)
     assert cb.saves and cb.last_saved is not None
     if kwargs.get("save_best_only"):
@@ -181,5 +191,6 @@ def test_model_checkpoint_saves_where_keras_saves(
     last = max(tmp_path.iterdir(), key=lambda p: p.stat().st_mtime_ns)
     km.load_weights(str(last))
     trainer.restore_weights(cb.last_saved)
-    for ours, theirs in zip(trainer.model.get_weights(), km.get_weights(), strict=True):
-        np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL)
+    for i, (ours, theirs) in enumerate(zip(trainer.model.get_weights(), km.get_weights(),
+                                           strict=True)):  # fmt: skip
+        assert_close(ours, theirs, _tolerance(trainer), what=f"saved weight {i}")

@@ -2,13 +2,14 @@
 
 `sequential` writes a Sequential config from (class_name, config) pairs (`assert_refused`: one
 we refuse, naming the field); `keras_and_ours` builds and compiles it in both (ours takes
-Keras's initial weights); `assert_same_fit` compares the History values and the final weights,
-`assert_same_evaluate` the evaluation results."""
+Keras's initial weights); `assert_same_fit` compares the History values and the final weights
+(to an eps bound, or to a multiple of Keras's own one-ulp drift measured by `fit_drift` on a
+`keras_rerun`), `assert_same_evaluate` the evaluation results. Tolerances follow CONTRIBUTING.md."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -20,6 +21,7 @@ from app.engine.errors import ConfigError
 from app.engine.models import Model
 from app.engine.trainer import Trainer
 from tests.support.keras_json import keras_json
+from tests.support.tolerance import Tolerance, assert_close, keras_drift
 
 
 def sequential(layers: list[tuple[str, dict[str, Any]]], shape: list[Any]) -> dict[str, Any]:
@@ -64,36 +66,72 @@ def keras_and_ours(
     return km, Trainer(ours, CompileSpec.parse(compile_cfg), device=None)
 
 
+FitResults = tuple[Mapping[str, list[float]], list[np.ndarray]]
+
+
+def keras_rerun(
+    keras: ModuleType,
+    config: dict[str, Any],
+    compile_cfg: dict[str, Any],
+    fit: Callable[[Any], Any],
+    *,
+    keras_seed: int = 0,
+) -> Callable[[list[np.ndarray]], FitResults]:
+    """The Keras side of a fit as a function of its initial weights, for `fit_drift`: the model
+    built and compiled as `keras_and_ours` does (the same seed, so the same seeded layers), the
+    weights set, then `fit(model)`, which returns its History."""
+
+    def run(weights: list[np.ndarray]) -> FitResults:
+        km, _ = keras_and_ours(keras, config, compile_cfg, keras_seed=keras_seed)
+        km.set_weights(weights)
+        return dict(fit(km).history), list(km.get_weights())
+
+    return run
+
+
+def fit_drift(
+    run: Callable[[list[np.ndarray]], FitResults],
+    initial: list[np.ndarray],
+    keras_history: Mapping[str, list[float]],
+    km: Any,
+) -> dict[str, float]:
+    """Keras's one-ulp drift of every History value and final weight of a fit already run from
+    `initial` (its History `keras_history`, its model `km`), keyed as `assert_same_fit` names
+    them: `run` is the same fit as a function of the initial weights (e.g. `keras_rerun`)."""
+
+    def named(results: FitResults) -> dict[str, Any]:
+        history, weights = results
+        return {**{f"history {k}": v for k, v in history.items()},
+                **{f"weight {i}": w for i, w in enumerate(weights)}}  # fmt: skip
+
+    drift = keras_drift(lambda w: named(run(w)), initial,
+                        baseline=named((keras_history, km.get_weights())))  # fmt: skip
+    assert isinstance(drift, dict)
+    return drift
+
+
 def assert_same_fit(
-    history: dict[str, list[float]],
-    keras_history: dict[str, list[float]],
+    history: Mapping[str, list[float]],
+    keras_history: Mapping[str, list[float]],
     trainer: Trainer,
     km: Any,
     *,
-    rtol: float,
-    atol: float,
-    weights_atol: float | None = None,
+    floor: Tolerance,
+    drift: Mapping[str, float] | None = None,
 ) -> None:
-    """The same History keys and values, and the same final weights (to `weights_atol` where
-    given, e.g. from `keras_drift`)."""
+    """The same History keys and values, and the same final weights: to `floor` (an eps bound
+    of the fit), or, where Keras's one-ulp `drift` of each value was measured (`fit_drift`), to
+    the multiple of it that `Tolerance.from_drift` states, never tighter than `floor`."""
+
+    def tol(name: str) -> Tolerance:
+        return floor if drift is None else Tolerance.from_drift(drift[name], floor=floor)
+
     assert sorted(history) == sorted(keras_history)
     for key, theirs in keras_history.items():
-        np.testing.assert_allclose(history[key], theirs, rtol=rtol, atol=atol, err_msg=key)
-    w_atol = atol if weights_atol is None else max(atol, weights_atol)
-    for ours, theirs in zip(trainer.model.get_weights(), km.get_weights(), strict=True):
-        np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=w_atol)
-
-
-def keras_drift(
-    run: Callable[[list[np.ndarray]], list[np.ndarray]], weights: list[np.ndarray]
-) -> float:
-    """Keras's own sensitivity: the largest change in the weights a Keras fit (`run`, from the
-    given initial weights to its final ones) ends with when every initial weight moves by one
-    ulp. Roundoff that differs between two correct implementations moves the result about as
-    much, so a multiple of this is a tolerance derived from the computation."""
-    a = run(weights)
-    b = run([np.nextafter(w, np.float32(np.inf)).astype(w.dtype) for w in weights])
-    return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
+        assert_close(history[key], theirs, tol(f"history {key}"), what=f"history {key}")
+    ours_w = trainer.model.get_weights()
+    for i, (ours, theirs) in enumerate(zip(ours_w, km.get_weights(), strict=True)):
+        assert_close(ours, theirs, tol(f"weight {i}"), what=f"weight {i}")
 
 
 def assert_same_evaluate(
@@ -103,11 +141,11 @@ def assert_same_evaluate(
     y: np.ndarray,
     *,
     batch_size: int,
-    rtol: float,
-    atol: float,
+    tol: Tolerance,
 ) -> None:
-    """Every value of Keras's evaluate, ours the same."""
+    """Every value of Keras's evaluate, ours the same to `tol`."""
     ours = trainer.evaluate(x, y, batch_size=batch_size)
     theirs = km.evaluate(x, y, batch_size=batch_size, return_dict=True, verbose=0)
+    assert sorted(ours) == sorted(theirs)
     for key, value in theirs.items():
-        np.testing.assert_allclose(ours[key], value, rtol=rtol, atol=atol, err_msg=key)
+        assert_close(ours[key], value, tol, what=f"evaluate {key}")
