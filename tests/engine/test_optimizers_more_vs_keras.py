@@ -25,9 +25,9 @@ from tests.engine.test_optimizers import (
     check_resume_bit_exact,
     check_steps_match_keras,
 )
-from tests.support.keras_fit import assert_same_fit, fit_drift, sequential
+from tests.support.keras_fit import assert_same_fit, fit_results, sequential
 from tests.support.keras_json import keras_json
-from tests.support.tolerance import Tolerance
+from tests.support.tolerance import Tolerance, keras_drift
 
 RTOL, ATOL = 1e-6, 1e-7
 
@@ -106,19 +106,20 @@ def _fit_both(keras: ModuleType, class_name: str, config: dict[str, Any]) -> Non
     args = FitArgs(batch_size=16, epochs=3, shuffle=False, validation_split=0.25)
     history = trainer.fit(X, Y, args=args)
 
-    def keras_fit(weights: list[np.ndarray]) -> tuple[dict[str, Any], list[np.ndarray]]:
+    def keras_fit(weights: list[np.ndarray]) -> dict[str, Any]:
         other = keras.models.model_from_json(keras_json(MODEL))
         other.set_weights(weights)
         other.compile(optimizer=_keras_optimizer(keras, class_name, config),
                       loss="categorical_crossentropy", metrics=["accuracy"])  # fmt: skip
         h = other.fit(X, Y, batch_size=16, epochs=3, shuffle=False, validation_split=0.25,
                       verbose=0)  # fmt: skip
-        return dict(h.history), list(other.get_weights())
+        return fit_results(h.history, other)
 
     # Nine steps at rates up to 0.5: each value held to a multiple of Keras's own one-ulp drift,
     # never tighter than one step's roundoff (fan-ins 4 and 6, a batch of 16, ~15 elementwise
     # operations of the optimizer and the softmax).
-    drift = fit_drift(keras_fit, initial, kh.history, km)
+    drift = keras_drift(keras_fit, initial, baseline=fit_results(kh.history, km))
+    assert isinstance(drift, dict)
     floor = Tolerance.eps(4 + 6 + 16 + 15, why="one step of a 4-6-3 MLP on batches of 16")
     assert_same_fit(history.history, kh.history, trainer, km, floor=floor, drift=drift)
     assert trainer.optimizer.iterations == int(km.optimizer.iterations) == 9

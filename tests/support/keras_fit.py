@@ -3,8 +3,8 @@
 `sequential` writes a Sequential config from (class_name, config) pairs (`assert_refused`: one
 we refuse, naming the field); `keras_and_ours` builds and compiles it in both (ours takes
 Keras's initial weights); `assert_same_fit` compares the History values and the final weights
-(to an eps bound, or to a multiple of Keras's own one-ulp drift measured by `fit_drift` on a
-`keras_rerun`), `assert_same_evaluate` the evaluation results. Tolerances follow CONTRIBUTING.md."""
+(to an eps bound, or to a multiple of Keras's own one-ulp drift, `measured_drift`),
+`assert_same_evaluate` the evaluation results. Tolerances follow CONTRIBUTING.md."""
 
 from __future__ import annotations
 
@@ -66,46 +66,43 @@ def keras_and_ours(
     return km, Trainer(ours, CompileSpec.parse(compile_cfg), device=None)
 
 
-FitResults = tuple[Mapping[str, list[float]], list[np.ndarray]]
+After = Callable[[Any], dict[str, Any]]
 
 
-def keras_rerun(
+def fit_results(
+    keras_history: Mapping[str, list[float]], km: Any, after: After | None = None
+) -> dict[str, Any]:
+    """A Keras fit's results by the names `assert_same_fit` and `measured_drift` use: "history KEY",
+    "weight I", and whatever `after(km)` adds (e.g. {"predict": km.predict(x)})."""
+    return {**{f"history {k}": v for k, v in keras_history.items()},
+            **{f"weight {i}": w for i, w in enumerate(km.get_weights())},
+            **(after(km) if after is not None else {})}  # fmt: skip
+
+
+def measured_drift(
     keras: ModuleType,
     config: dict[str, Any],
     compile_cfg: dict[str, Any],
-    fit: Callable[[Any], Any],
     *,
-    keras_seed: int = 0,
-) -> Callable[[list[np.ndarray]], FitResults]:
-    """The Keras side of a fit as a function of its initial weights, for `fit_drift`: the model
-    built and compiled as `keras_and_ours` does (the same seed, so the same seeded layers), the
-    weights set, then `fit(model)`, which returns its History."""
-
-    def run(weights: list[np.ndarray]) -> FitResults:
-        km, _ = keras_and_ours(keras, config, compile_cfg, keras_seed=keras_seed)
-        km.set_weights(weights)
-        return dict(fit(km).history), list(km.get_weights())
-
-    return run
-
-
-def fit_drift(
-    run: Callable[[list[np.ndarray]], FitResults],
-    initial: list[np.ndarray],
+    fit: Callable[[Any], Any],
     keras_history: Mapping[str, list[float]],
     km: Any,
+    after: After | None = None,
+    keras_seed: int = 0,
 ) -> dict[str, float]:
-    """Keras's one-ulp drift of every History value and final weight of a fit already run from
-    `initial` (its History `keras_history`, its model `km`), keyed as `assert_same_fit` names
-    them: `run` is the same fit as a function of the initial weights (e.g. `keras_rerun`)."""
+    """Keras's one-ulp drift of each result of a fit already run on `km` (built by
+    `keras_and_ours` with these arguments, then `fit(km)`, which returned `keras_history`): the
+    same fit again, the model built and compiled the same way (the same seed, so the same seeded
+    layers) from its initial weights moved by one ulp. Named as `fit_results` names them."""
 
-    def named(results: FitResults) -> dict[str, Any]:
-        history, weights = results
-        return {**{f"history {k}": v for k, v in history.items()},
-                **{f"weight {i}": w for i, w in enumerate(weights)}}  # fmt: skip
+    def run(weights: list[np.ndarray]) -> dict[str, Any]:
+        other, _ = keras_and_ours(keras, config, compile_cfg, keras_seed=keras_seed)
+        other.set_weights(weights)
+        return fit_results(fit(other).history, other, after)
 
-    drift = keras_drift(lambda w: named(run(w)), initial,
-                        baseline=named((keras_history, km.get_weights())))  # fmt: skip
+    initial, _ = keras_and_ours(keras, config, compile_cfg, keras_seed=keras_seed)
+    drift = keras_drift(run, initial.get_weights(),
+                        baseline=fit_results(keras_history, km, after))  # fmt: skip
     assert isinstance(drift, dict)
     return drift
 
@@ -120,7 +117,7 @@ def assert_same_fit(
     drift: Mapping[str, float] | None = None,
 ) -> None:
     """The same History keys and values, and the same final weights: to `floor` (an eps bound
-    of the fit), or, where Keras's one-ulp `drift` of each value was measured (`fit_drift`), to
+    of the fit), or, where Keras's one-ulp `drift` of each value was measured (`measured_drift`), to
     the multiple of it that `Tolerance.from_drift` states, never tighter than `floor`."""
 
     def tol(name: str) -> Tolerance:
@@ -134,6 +131,17 @@ def assert_same_fit(
         assert_close(ours, theirs, tol(f"weight {i}"), what=f"weight {i}")
 
 
+def keras_evaluate(x: np.ndarray, y: np.ndarray, *, batch_size: int) -> After:
+    """An `after` for `measured_drift`: Keras's evaluate results, named as
+    `assert_same_evaluate` names them."""
+
+    def after(km: Any) -> dict[str, Any]:
+        theirs = km.evaluate(x, y, batch_size=batch_size, return_dict=True, verbose=0)
+        return {f"evaluate {k}": v for k, v in theirs.items()}
+
+    return after
+
+
 def assert_same_evaluate(
     trainer: Trainer,
     km: Any,
@@ -141,11 +149,14 @@ def assert_same_evaluate(
     y: np.ndarray,
     *,
     batch_size: int,
-    tol: Tolerance,
+    floor: Tolerance,
+    drift: Mapping[str, float] | None = None,
 ) -> None:
-    """Every value of Keras's evaluate, ours the same to `tol`."""
+    """Every value of Keras's evaluate, ours the same: to `floor`, or to the multiple of the
+    measured `drift` of each (`keras_evaluate` as `measured_drift`'s `after`)."""
     ours = trainer.evaluate(x, y, batch_size=batch_size)
-    theirs = km.evaluate(x, y, batch_size=batch_size, return_dict=True, verbose=0)
-    assert sorted(ours) == sorted(theirs)
-    for key, value in theirs.items():
-        assert_close(ours[key], value, tol, what=f"evaluate {key}")
+    theirs = keras_evaluate(x, y, batch_size=batch_size)(km)
+    assert sorted(f"evaluate {k}" for k in ours) == sorted(theirs)
+    for name, value in theirs.items():
+        tol = floor if drift is None else Tolerance.from_drift(drift[name], floor=floor)
+        assert_close(ours[name.removeprefix("evaluate ")], value, tol, what=name)
