@@ -2,11 +2,23 @@
 # Install everything and run the whole suite: lint, format, types, import contracts, tests.
 # Needs PostgreSQL (127.0.0.1:5432, user postgres) and Redis (127.0.0.1:6379); under CI=true a
 # test that cannot reach them fails instead of skipping. Extra arguments go to pytest.
+# `scripts/test.sh --quick` leaves out the slowest differential fits (pytest -m "not slow").
 set -euo pipefail
+marks=()
+fit_marks="differential and fit"
+if [[ "${1:-}" == "--quick" ]]; then
+    shift
+    marks=(-m "not slow")
+    fit_marks="differential and fit and not slow"
+fi
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
 . .venv/bin/activate
 echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy"; mypy
 echo "== import-linter"; lint-imports
-echo "== pytest"; python -m pytest -q -p no:cacheprovider "$@"
+echo "== pytest"; python -m pytest -q -p no:cacheprovider "${marks[@]}" "$@"
+# The differential fits again on torch's baseline (non-vectorised) kernels: their tolerances must
+# hold whatever order a CPU's kernels sum in (CONTRIBUTING.md, "Tolerance policy").
+echo "== pytest: differential fits on the baseline kernels (ATEN_CPU_CAPABILITY=default)"
+ATEN_CPU_CAPABILITY=default python -m pytest -q -p no:cacheprovider -m "$fit_marks" "$@"

@@ -111,3 +111,38 @@ def pg_ctx(pg_url: str, tmp_path: Path) -> Iterator[object]:
         conn.execute(text(TRUNCATE))
     yield ctx
     ctx.close()
+
+
+# -- markers: differential, fit, slow (see CONTRIBUTING.md) -----------------------------------
+# A module is differential when it compares with Keras: it uses the `keras` fixture or these.
+_KERAS_NAMES = ("import_keras", "keras_and_ours", "keras_json")
+# Differential fits over many steps, whose roundoff depends on the order a CPU's kernels sum in:
+# the test command runs them again on the baseline kernels (ATEN_CPU_CAPABILITY=default).
+_FIT_MODULES = ("test_callbacks_vs_keras.py", "test_plateau_schedule_vs_keras.py")
+# The slowest differential fits (over ~1.4 s each on two cores): `-m "not slow"` leaves them out.
+_SLOW = (
+    "tests/engine/test_functional_training_arg_vs_keras.py::test_fit_runs_in_training_mode",
+    "tests/engine/test_fit_conv_vs_keras.py::test_conv_classifier_fit_matches_keras",
+    "tests/engine/test_mask_ops_vs_keras.py::test_each_masked_variant_matches_keras",
+    "tests/engine/test_fit_norm_vs_keras.py::test_fit_with_normalization_matches_keras",
+    "tests/engine/test_fit_recurrent_vs_keras.py::test_recurrent_fit_matches_keras",
+    "tests/engine/test_recurrent.py::test_dropout_in_training_is_seeded_and_reproducible",
+    "tests/engine/test_fit_execution.py::test_jit_compile_matches_keras",
+    "tests/api/test_fit_outcomes.py::test_a_second_fit_continues_the_optimizer",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        differential = "keras" in getattr(item, "fixturenames", ()) or any(
+            hasattr(module, name) for name in _KERAS_NAMES
+        )
+        if differential:
+            item.add_marker(pytest.mark.differential)
+            name = Path(item.path).name
+            fit_name = "fit" in getattr(item, "originalname", "")
+            if name.startswith("test_fit_") or name in _FIT_MODULES or fit_name:
+                item.add_marker(pytest.mark.fit)
+        if item.nodeid.startswith(_SLOW):
+            item.add_marker(pytest.mark.slow)
