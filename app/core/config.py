@@ -10,7 +10,7 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -121,6 +121,28 @@ class Settings(BaseSettings):
     job_max_batch_cost: int = Field(
         default=1 << 32, ge=1, description="Batch size x estimated elements per sample of one "
         "batch of a fit, predict or evaluate job (422 naming batch_size beyond)",
+    )  # fmt: skip
+
+    # Operations: probes, metrics and logs (README, "Operating it").
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="`text` lines, or one JSON object per line with the "
+        "request id, job id, attempt and worker where known",
+    )  # fmt: skip
+    metrics_public: bool = Field(
+        default=False, description="Serve the API's /metrics without a key even while keys "
+        "are required (for a scraper on a private network); otherwise it needs an admin key",
+    )  # fmt: skip
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="A Celery worker serves its metrics on this "
+        "port (a prefork pool's child i on METRICS_PORT + 1 + i); 0: none",
+    )  # fmt: skip
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address a worker's metrics port binds (0.0.0.0 in a "
+        "container)",
+    )  # fmt: skip
+    readiness_timeout_s: float = Field(
+        default=2.0, gt=0, description="Seconds each /readyz check may take before it counts "
+        "as failed",
     )  # fmt: skip
 
     # Browsers. NoDecode: the environment's value is parsed by `_origins` below, so that a
