@@ -103,7 +103,9 @@ def test_metrics_need_an_admin_key_once_keys_are_required(tmp_path: Path) -> Non
         assert client.get("/metrics").status_code == 401
         r = client.get("/metrics", headers={"Authorization": f"Bearer {member['token']}"})
         assert r.status_code == 403, r.text
-        scrape(client, as_admin)
+        scraped = scrape(client, as_admin)
+        # Refused before routing, and still counted under its route's template.
+        assert value(scraped, "fitapi_http_requests_total", route="/metrics", status="401") == 1
         # Probes stay open.
         assert client.get("/readyz").status_code == 200
         assert client.get("/healthz").status_code == 200
