@@ -17,7 +17,15 @@ from app.api import browser_safety, errors
 from app.api.audit import AuditLog
 from app.api.auth import Authenticate, caller
 from app.api.middleware import BodyLimit
-from app.api.routes import admin, checkpoint_exports, datasets, inference, jobs, models
+from app.api.routes import (
+    admin,
+    checkpoint_exports,
+    datasets,
+    inference,
+    jobs,
+    models,
+    webhooks,
+)
 from app.auth.ratelimit import RateLimiter
 from app.auth.service import AuthMode
 from app.core.config import Settings, get_settings
@@ -26,6 +34,7 @@ from app.db.migrate import upgrade_head
 from app.jobs.queue import make_dispatcher
 from app.jobs.reaper import reap, start_reaper
 from app.runtime.context import build_context
+from app.webhooks.sender import start_sender
 
 DESCRIPTION = """Keras-style training as a service. Describe a model as Keras's `model.to_json()`
 writes it, compile it with Keras's optimizer, loss and metric names, and fit, evaluate and predict
@@ -60,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         "default project")  # fmt: skip
         reap(ctx)  # pick up what a previous process left behind
         start_reaper(ctx)
+        start_sender(ctx)
         try:
             yield
         finally:
@@ -78,7 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Every route but /healthz needs a caller; routes also take it (`Caller`) for its scope.
     authenticated = [Depends(caller)]
     for router in (models.router, jobs.fit_router, inference.router, jobs.router,
-                   checkpoint_exports.router, datasets.router, admin.router):  # fmt: skip
+                   checkpoint_exports.router, datasets.router, webhooks.router,
+                   admin.router):  # fmt: skip
         app.include_router(router, dependencies=authenticated)
     _describe_mode(app)
 
