@@ -46,8 +46,8 @@ def _fit(client: TestClient, headers: dict[str, str] | None = None, epochs: int 
     h = headers or {}
     model = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 1}, headers=h)
     assert model.status_code == 201, model.text
-    r = client.post(f"/v1/models/{model.json()['id']}/fit",
-                    json={**XY, "compile": scenario.COMPILE, "epochs": epochs}, headers=h)  # fmt: skip
+    body = {**XY, "compile": scenario.COMPILE, "epochs": epochs}
+    r = client.post(f"/v1/models/{model.json()['id']}/fit", json=body, headers=h)
     assert r.status_code == 202, r.text
     job_id = str(r.json()["id"])
     deadline = time.monotonic() + 60
