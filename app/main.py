@@ -19,7 +19,16 @@ from app.api.audit import AuditLog
 from app.api.auth import Authenticate, caller
 from app.api.middleware import BodyLimit
 from app.api.observe import Observe
-from app.api.routes import admin, checkpoint_exports, datasets, inference, jobs, models, ops
+from app.api.routes import (
+    admin,
+    checkpoint_exports,
+    datasets,
+    inference,
+    jobs,
+    models,
+    ops,
+    webhooks,
+)
 from app.auth.ratelimit import RateLimiter
 from app.auth.service import AuthMode
 from app.core.config import Settings, get_settings
@@ -30,6 +39,7 @@ from app.jobs.reaper import reap, start_reaper
 from app.jobs.telemetry import JobsCollector
 from app.runtime.context import build_context
 from app.runtime.readiness import Readiness
+from app.webhooks.sender import start_sender
 
 DESCRIPTION = """Keras-style training as a service. Describe a model as Keras's `model.to_json()`
 writes it, compile it with Keras's optimizer, loss and metric names, and fit, evaluate and predict
@@ -68,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # /readyz says what is wrong; the reaper's next pass tries again.
             log.exception("start-up could not reach the database")
         start_reaper(ctx)
+        start_sender(ctx)
         try:
             yield
         finally:
@@ -87,7 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Every route but /healthz needs a caller; routes also take it (`Caller`) for its scope.
     authenticated = [Depends(caller)]
     for router in (models.router, jobs.fit_router, inference.router, jobs.router,
-                   checkpoint_exports.router, datasets.router, admin.router):  # fmt: skip
+                   checkpoint_exports.router, datasets.router, webhooks.router,
+                   admin.router):  # fmt: skip
         app.include_router(router, dependencies=authenticated)
     _describe_mode(app)
 
