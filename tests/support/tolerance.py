@@ -24,6 +24,10 @@ EPS32 = float(np.finfo(np.float32).eps)  # 2**-23: one rounding of a float32 in 
 # each about as large as the one-ulp perturbation measured (x2), and another CPU's kernels round
 # in another order, which moves both again (x2).
 DRIFT_FACTOR = 4.0
+# The floor under a measured drift, in float32 ulps of the compared values' magnitude: a drift can
+# measure zero where the perturbation happened to be absorbed, and two correct implementations
+# still differ there by the last rounding of each of a few operations.
+ULPS_FLOOR = 4
 
 
 def eps_bound(n_ops: float, scale: float = 1.0) -> float:
@@ -71,6 +75,14 @@ class Tolerance:
                        why=f"{steps} steps x {per_step} per step of {what}")  # fmt: skip
 
     @classmethod
+    def ulps(cls, n: float, *, scale: float, why: str = "") -> Tolerance:
+        """`n` float32 ulps of values of magnitude `scale` (absolute: n x eps32 x scale, which is
+        at least n ulps of every value up to `scale`)."""
+        because = f" ({why})" if why else ""
+        return cls(atol=eps_bound(n, scale), rtol=0.0,
+                   why=f"{n:g} ulps of the magnitude {scale:.3g}{because}")  # fmt: skip
+
+    @classmethod
     def from_drift(
         cls, drift: float, *, floor: Tolerance, factor: float = DRIFT_FACTOR
     ) -> Tolerance:
@@ -112,6 +124,24 @@ def keras_drift(
         return {k: gap(a[k], b[k]) for k in a}
     assert not isinstance(b, Mapping)
     return [gap(x, y) for x, y in zip(a, b, strict=True)]
+
+
+def drift_tolerance(drift: float, values: Any, *, ulps: float = ULPS_FLOOR) -> Tolerance:
+    """The tolerance of a fit's result (History values, final weights, what is computed from them)
+    whose Keras one-ulp `drift` was measured (`keras_drift`): DRIFT_FACTOR x that drift, never
+    tighter than `ulps` float32 ulps of the largest of `values` (Keras's result)."""
+    v = np.abs(np.asarray(values, dtype=np.float64))
+    scale = float(v[np.isfinite(v)].max(initial=0.0))
+    return Tolerance.from_drift(drift, floor=Tolerance.ulps(ulps, scale=scale))
+
+
+def assert_within_drift(
+    ours: Mapping[str, Any], theirs: Mapping[str, Any], drift: Mapping[str, float]
+) -> None:
+    """Every named result of ours as Keras's, each to `drift_tolerance` of its measured drift."""
+    assert sorted(ours) == sorted(theirs), f"results {sorted(ours)} and {sorted(theirs)}"
+    for name, value in theirs.items():
+        assert_close(ours[name], value, drift_tolerance(drift[name], value), what=name)
 
 
 def assert_close(ours: Any, theirs: Any, tol: Tolerance, *, what: str = "") -> None:
