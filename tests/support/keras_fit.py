@@ -21,7 +21,7 @@ from app.engine.errors import ConfigError
 from app.engine.models import Model
 from app.engine.trainer import Trainer
 from tests.support.keras_json import keras_json
-from tests.support.tolerance import Tolerance, assert_close, keras_drift
+from tests.support.tolerance import Tolerance, assert_close, drift_tolerance, keras_drift
 
 
 def sequential(layers: list[tuple[str, dict[str, Any]]], shape: list[Any]) -> dict[str, Any]:
@@ -107,28 +107,36 @@ def measured_drift(
     return drift
 
 
+def _tolerance(
+    name: str, theirs: Any, floor: Tolerance | None, drift: Mapping[str, float] | None
+) -> Tolerance:
+    """`floor` where given (an eps bound), else `drift_tolerance` of the value's measured drift."""
+    if floor is not None:
+        return floor
+    assert drift is not None, "a fit is held to an eps bound (floor) or its measured drift"
+    return drift_tolerance(drift[name], theirs)
+
+
 def assert_same_fit(
     history: Mapping[str, list[float]],
     keras_history: Mapping[str, list[float]],
     trainer: Trainer,
     km: Any,
     *,
-    floor: Tolerance,
+    floor: Tolerance | None = None,
     drift: Mapping[str, float] | None = None,
 ) -> None:
-    """The same History keys and values, and the same final weights: to `floor` (an eps bound
-    of the fit), or, where Keras's one-ulp `drift` of each value was measured (`measured_drift`), to
-    the multiple of it that `Tolerance.from_drift` states, never tighter than `floor`."""
-
-    def tol(name: str) -> Tolerance:
-        return floor if drift is None else Tolerance.from_drift(drift[name], floor=floor)
-
+    """The same History keys and values, and the same final weights: each to a multiple of
+    Keras's one-ulp `drift` of it (`measured_drift`; `drift_tolerance`: never tighter than a few
+    ulps of its magnitude), or, where no drift can be measured, to `floor` (an eps bound)."""
     assert sorted(history) == sorted(keras_history)
     for key, theirs in keras_history.items():
-        assert_close(history[key], theirs, tol(f"history {key}"), what=f"history {key}")
+        name = f"history {key}"
+        assert_close(history[key], theirs, _tolerance(name, theirs, floor, drift), what=name)
     ours_w = trainer.model.get_weights()
     for i, (ours, theirs) in enumerate(zip(ours_w, km.get_weights(), strict=True)):
-        assert_close(ours, theirs, tol(f"weight {i}"), what=f"weight {i}")
+        name = f"weight {i}"
+        assert_close(ours, theirs, _tolerance(name, theirs, floor, drift), what=name)
 
 
 def keras_evaluate(x: np.ndarray, y: np.ndarray, *, batch_size: int) -> After:
@@ -149,14 +157,14 @@ def assert_same_evaluate(
     y: np.ndarray,
     *,
     batch_size: int,
-    floor: Tolerance,
+    floor: Tolerance | None = None,
     drift: Mapping[str, float] | None = None,
 ) -> None:
-    """Every value of Keras's evaluate, ours the same: to `floor`, or to the multiple of the
-    measured `drift` of each (`keras_evaluate` as `measured_drift`'s `after`)."""
+    """Every value of Keras's evaluate, ours the same: to the multiple of the measured `drift` of
+    each (`keras_evaluate` as `measured_drift`'s `after`), or to `floor`."""
     ours = trainer.evaluate(x, y, batch_size=batch_size)
     theirs = keras_evaluate(x, y, batch_size=batch_size)(km)
     assert sorted(f"evaluate {k}" for k in ours) == sorted(theirs)
     for name, value in theirs.items():
-        tol = floor if drift is None else Tolerance.from_drift(drift[name], floor=floor)
+        tol = _tolerance(name, value, floor, drift)
         assert_close(ours[name.removeprefix("evaluate ")], value, tol, what=name)
