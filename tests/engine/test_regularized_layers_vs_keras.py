@@ -31,11 +31,9 @@ from tests.support.keras_fit import (
 from tests.support.keras_json import keras_json
 from tests.support.tolerance import Tolerance
 
-# 12 steps of Adam at 0.02 or SGD at 0.1 through regularized, constrained layers (recurrent,
-# convolutional, attention): held to a multiple of Keras's one-ulp drift, never tighter than one
-# forward pass's roundings (a recurrent layer's steps x (fan-in + units) or a convolution's
-# window, ~60, and ~20 elementwise operations of the penalties).
-FLOOR = Tolerance.eps(60 + 20, why="one forward pass")
+# 12 steps of Adam at 0.02 or SGD at 0.1 through regularized, constrained layers: every value held
+# to a multiple of Keras's one-ulp drift (CONTRIBUTING.md), except where binding projections make
+# the fit discontinuous in its start (below).
 
 L2 = {"class_name": "L2", "config": {"l2": 0.02}}
 L1 = {"class_name": "L1", "config": {"l1": 0.01}}
@@ -170,7 +168,7 @@ def test_regularized_constrained_fit_matches_keras(keras: ModuleType, case: str)
     else:
         drift = measured_drift(keras, config, compile_cfg, fit=fit, keras_history=kh.history,
                                km=km, after=keras_evaluate(x, Y3, batch_size=25))  # fmt: skip
-        floor = FLOOR
+        floor = None
     assert_same_fit(history.history, kh.history, trainer, km, floor=floor, drift=drift)
     assert_same_evaluate(trainer, km, x, Y3, batch_size=25, floor=floor, drift=drift)
 

@@ -29,11 +29,9 @@ from tests.support.keras_fit import (
 from tests.support.keras_json import keras_json
 from tests.support.tolerance import Tolerance
 
-# 12 steps of Adam at 0.02 or SGD at 0.1 with a max-norm constraint (an ill-conditioned model:
-# roundoff grows alike in both frameworks): held to a multiple of Keras's one-ulp drift, never
-# tighter than one forward pass's roundings (fan-ins up to 7 x 4 and 5, ~20 elementwise
-# operations of the penalties and the normalization).
-FLOOR = Tolerance.eps(28 + 5 + 20, why="one forward pass")
+# 12 steps of Adam at 0.02 or SGD at 0.1 through regularized, constrained layers: every value held
+# to a multiple of Keras's one-ulp drift (CONTRIBUTING.md), except where binding projections make
+# the fit discontinuous in its start (below).
 RNG = np.random.default_rng(7)
 W2 = RNG.normal(size=(6, 5)).astype(np.float32)
 W4 = RNG.normal(size=(3, 2, 4, 5)).astype(np.float32)
@@ -220,7 +218,7 @@ def test_regularized_constrained_fit_matches_keras(
     else:
         drift = measured_drift(keras, config, compile_cfg, fit=fit, keras_history=kh.history,
                                km=km, after=keras_evaluate(x, Y3, batch_size=25))  # fmt: skip
-        floor = FLOOR
+        floor = None
     assert_same_fit(history.history, kh.history, trainer, km, floor=floor, drift=drift)
     assert_same_evaluate(trainer, km, x, Y3, batch_size=25, floor=floor, drift=drift)
 

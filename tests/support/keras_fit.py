@@ -21,7 +21,13 @@ from app.engine.errors import ConfigError
 from app.engine.models import Model
 from app.engine.trainer import Trainer
 from tests.support.keras_json import keras_json
-from tests.support.tolerance import Tolerance, assert_close, drift_tolerance, keras_drift
+from tests.support.tolerance import (
+    Tolerance,
+    assert_close,
+    drift_tolerance,
+    keras_drift,
+    pool_weight_drifts,
+)
 
 
 def sequential(layers: list[tuple[str, dict[str, Any]]], shape: list[Any]) -> dict[str, Any]:
@@ -110,11 +116,9 @@ def measured_drift(
 def _tolerance(
     name: str, theirs: Any, floor: Tolerance | None, drift: Mapping[str, float] | None
 ) -> Tolerance:
-    """`floor` where given (an eps bound), else `drift_tolerance` of the value's measured drift."""
-    if floor is not None:
-        return floor
-    assert drift is not None, "a fit is held to an eps bound (floor) or its measured drift"
-    return drift_tolerance(drift[name], theirs)
+    """`drift_tolerance` of the value's measured drift, or `floor` (an eps bound): one of them."""
+    assert (floor is None) != (drift is None), "an eps bound (floor) or a measured drift"
+    return floor if drift is None else drift_tolerance(pool_weight_drifts(drift)[name], theirs)
 
 
 def assert_same_fit(
