@@ -9,7 +9,7 @@ Keras's initial weights); `assert_same_fit` compares the History values and the 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -73,6 +73,9 @@ def keras_and_ours(
 
 
 After = Callable[[Any], dict[str, Any]]
+# Drifts already measured, by the key a test gave `measured_drift`: one Keras fit shared by
+# several tests (parametrized on our side only) is run again once, not once per test.
+_MEASURED: dict[Hashable, dict[str, float]] = {}
 
 
 def fit_results(
@@ -95,11 +98,16 @@ def measured_drift(
     km: Any,
     after: After | None = None,
     keras_seed: int = 0,
+    key: Hashable | None = None,
 ) -> dict[str, float]:
     """Keras's one-ulp drift of each result of a fit already run on `km` (built by
     `keras_and_ours` with these arguments, then `fit(km)`, which returned `keras_history`): the
     same fit again, the model built and compiled the same way (the same seed, so the same seeded
-    layers) from its initial weights moved by one ulp. Named as `fit_results` names them."""
+    layers) from its initial weights moved by one ulp. Named as `fit_results` names them. Where
+    `key` is given, the drift is measured once per test process for that key (several tests of
+    one Keras fit give the same key)."""
+    if key is not None and key in _MEASURED:
+        return _MEASURED[key]
 
     def run(weights: list[np.ndarray]) -> dict[str, Any]:
         other, _ = keras_and_ours(keras, config, compile_cfg, keras_seed=keras_seed)
@@ -110,6 +118,8 @@ def measured_drift(
     drift = keras_drift(run, initial.get_weights(),
                         baseline=fit_results(keras_history, km, after))  # fmt: skip
     assert isinstance(drift, dict)
+    if key is not None:
+        _MEASURED[key] = drift
     return drift
 
 
