@@ -4,9 +4,10 @@ Two derivations, both stated in the failure message of `assert_close`:
 - `eps_bound(n_ops, scale)`: float32 epsilon times a bound on the roundings that can accumulate
   into one value (reduction lengths, steps x per-step operations), times the magnitude of the
   quantities rounded;
+  (for single passes: a forward value, a loss, a metric, one step);
 - `keras_drift(run, weights)`: Keras's own sensitivity, measured by running the Keras side again
-  from initial weights moved by one ulp; `Tolerance.from_drift` turns it into a tolerance with a
-  stated multiple.
+  from initial weights moved by one ulp; `drift_tolerance` turns it into a tolerance (a stated
+  multiple, floored at a few ulps of the values). Every fit over several steps uses this.
 
 A bit-exact comparison uses `assert_bit_exact` (or plain `np.testing.assert_array_equal`)."""
 
@@ -69,8 +70,9 @@ class Tolerance:
 
     @classmethod
     def fit(cls, *, steps: int, per_step: int, scale: float = 1.0, what: str) -> Tolerance:
-        """A fit's History values and final weights with no amplification of roundoff (plain
-        rates, few steps): eps x steps x per-step roundings (`step_ops`)."""
+        """The worst case of a fit: eps x steps x per-step roundings (`step_ops`). Far looser than
+        roundoff is in practice: only for a fit where no drift can be measured (one that is
+        discontinuous in its start); every other fit uses `drift_tolerance`."""
         return cls.eps(steps * per_step, scale=scale,
                        why=f"{steps} steps x {per_step} per step of {what}")  # fmt: skip
 
