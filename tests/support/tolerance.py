@@ -2,9 +2,8 @@
 
 Two derivations, both stated in the failure message of `assert_close`:
 - `eps_bound(n_ops, scale)`: float32 epsilon times a bound on the roundings that can accumulate
-  into one value (reduction lengths, steps x per-step operations), times the magnitude of the
-  quantities rounded;
-  (for single passes: a forward value, a loss, a metric, one step);
+  into one value (reduction lengths and elementwise operations), times the magnitude of the
+  quantities rounded: for single passes (a forward value, a loss, a metric, one step);
 - `keras_drift(run, weights)`: Keras's own sensitivity, measured by running the Keras side again
   from initial weights moved by one ulp; `drift_tolerance` turns it into a tolerance (a stated
   multiple, floored at a few ulps of the values). Every fit over several steps uses this.
