@@ -19,9 +19,10 @@ from app.engine.compile import CompileSpec
 from app.engine.fit_args import FitArgs
 from app.engine.models import Model
 from app.engine.trainer import Trainer
+from tests.support.keras_fit import fit_results
 from tests.support.keras_json import keras_json
+from tests.support.tolerance import assert_within_drift, keras_drift
 
-RTOL, ATOL = 1e-5, 1e-6
 K = "keras.layers"
 N, T, F = 48, 6, 3
 RNG = np.random.default_rng(0)
@@ -81,17 +82,27 @@ CASES = {
 def test_recurrent_fit_matches_keras(keras: ModuleType, case: str) -> None:
     layers, shape, x, y, loss = CASES[case]
     config = model_config(layers, shape)
-    km = keras.models.model_from_json(keras_json(config))
-    km.compile(optimizer=keras.optimizers.Adam(learning_rate=0.01), loss=loss)
+
+    def keras_run(weights: list[np.ndarray]) -> dict[str, Any]:
+        km = keras.models.model_from_json(keras_json(config))
+        km.compile(optimizer=keras.optimizers.Adam(learning_rate=0.01), loss=loss)
+        km.set_weights(weights)
+        kh = km.fit(x, y, batch_size=16, epochs=5, shuffle=False, verbose=0)
+        theirs = km.evaluate(x, y, batch_size=20, return_dict=True, verbose=0)
+        return fit_results(kh.history, km, lambda _: {"evaluate loss": theirs["loss"]})
+
+    initial = keras.models.model_from_json(keras_json(config)).get_weights()
     ours = Model.from_config(config, seed=0)
-    ours.set_weights(km.get_weights())
+    ours.set_weights(initial)
     adam = {"class_name": "Adam", "config": {"learning_rate": 0.01}}
     trainer = Trainer(ours, CompileSpec.parse({"optimizer": adam, "loss": loss}))
-    kh = km.fit(x, y, batch_size=16, epochs=5, shuffle=False, verbose=0)
     history = trainer.fit(x, y, args=FitArgs(batch_size=16, epochs=5, shuffle=False))
-    np.testing.assert_allclose(history.history["loss"], kh.history["loss"], rtol=RTOL, atol=ATOL)
-    for got, want in zip(trainer.model.get_weights(), km.get_weights(), strict=True):
-        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
-    ours_eval = trainer.evaluate(x, y, batch_size=20)
-    theirs = km.evaluate(x, y, batch_size=20, return_dict=True, verbose=0)
-    np.testing.assert_allclose(ours_eval["loss"], theirs["loss"], rtol=1e-6)
+    results = {**{f"history {k}": v for k, v in history.history.items()},
+               **{f"weight {i}": w for i, w in enumerate(trainer.model.get_weights())},
+               "evaluate loss": trainer.evaluate(x, y, batch_size=20)["loss"]}  # fmt: skip
+    # 15 Adam steps through recurrences: every value held to a multiple of Keras's own drift
+    # from initial weights moved by one ulp (CONTRIBUTING.md).
+    theirs = keras_run(initial)
+    drift = keras_drift(keras_run, initial, baseline=theirs)
+    assert isinstance(drift, dict)
+    assert_within_drift(results, theirs, drift)
