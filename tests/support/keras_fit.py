@@ -24,6 +24,7 @@ from tests.support.keras_json import keras_json
 from tests.support.tolerance import (
     Tolerance,
     assert_close,
+    assert_within_drift,
     drift_tolerance,
     keras_drift,
     pool_weight_drifts,
@@ -182,3 +183,36 @@ def assert_same_evaluate(
     for name, value in theirs.items():
         tol = _tolerance(name, value, floor, drift)
         assert_close(ours[name.removeprefix("evaluate ")], value, tol, what=name)
+
+
+def named_results(history: Mapping[str, Any], weights: list[Any], **extra: Any) -> dict[str, Any]:
+    """A fit's results by the names `fit_results` gives them: its History values, its final
+    weights and `extra` (evaluate, predict)."""
+    return {**{f"history {k}": v for k, v in history.items()},
+            **{f"weight {i}": w for i, w in enumerate(weights)}, **extra}  # fmt: skip
+
+
+def assert_fit_within_drift(
+    keras: ModuleType,
+    km: Any,
+    ours: Mapping[str, Any],
+    theirs: Mapping[str, Any],
+    *,
+    initial: list[np.ndarray],
+    replay: Callable[[Any], dict[str, Any]],
+) -> None:
+    """Our fit's results as Keras's (`theirs`, from `km` compiled and fit from `initial`; both
+    named as `named_results` names them), each to a multiple of Keras's own drift: `replay` runs
+    Keras's side again on a copy of `km` (the same graph, compiled as `km` was, its weights moved
+    by one ulp from `initial`) and returns its results."""
+    compiled = km.get_compile_config()
+
+    def again(weights: list[np.ndarray]) -> dict[str, Any]:
+        other = keras.models.clone_model(km)
+        other.compile_from_config(compiled)
+        other.set_weights(weights)
+        return replay(other)
+
+    drift = keras_drift(again, initial, baseline=theirs)
+    assert isinstance(drift, dict)
+    assert_within_drift(ours, theirs, drift)
