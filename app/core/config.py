@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     job_lease_s: float = 30.0
     job_heartbeat_s: float = 1.0
     job_max_attempts: int = 3
-    job_unclaimed_after_s: float = 60.0
+    # A job whose message nobody claimed for this long: a lease-expired one fails (WorkerLost:
+    # no worker took it), a queued one gets its message sent again (a broker may lose one).
+    job_orphaned_after_s: float = Field(default=600.0, gt=0)
     reaper_interval_s: float = 10.0
     checkpoint_every_s: float = 30.0
     checkpoint_keep: int = Field(

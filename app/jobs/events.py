@@ -165,3 +165,7 @@ async def _stream(
             if cursor.wants(int(event.get("epoch", -1)), int(event.get("attempt", 0))):
                 yield _event("progress", event)
                 last_sent = time.monotonic()
+    # The server is shutting down, or the stream has lasted EVENTS_MAX_S: the client reconnects
+    # (EventSource does by itself) with Last-Event-ID and resumes after the last epoch sent.
+    reason = "shutdown" if ctx.stopping.is_set() else "max_duration"
+    yield _event("reconnect", {"reason": reason, "after": cursor.after})

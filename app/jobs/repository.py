@@ -83,6 +83,7 @@ def claim_job(session: Session, *, job_id: uuid.UUID, owner: str, lease_s: float
             lease_expires_at=now + timedelta(seconds=lease_s),
             started_at=func.coalesce(JobRow.started_at, now),
             updated_at=now,
+            pending_dispatch_at=None,
         )
         .returning(JobRow.attempt)
     )
@@ -100,7 +101,8 @@ def renew_lease(
     now = utcnow()
     result = session.execute(
         update(JobRow)
-        .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running)
+        .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running,
+               JobRow.lease_owner.is_not(None))  # a released lease stays released
         .values(lease_expires_at=now + timedelta(seconds=lease_s))
         .returning(JobRow.cancel_requested)
     )
@@ -119,11 +121,15 @@ def finish_job(
     result_dataset_id: uuid.UUID | None = None,
 ) -> bool:
     """End the attempt's job (fenced by `attempt`); a predict or evaluate job with what it
-    produced."""
+    produced. A job whose cancel was acknowledged never ends `succeeded`: False, nothing
+    written (the caller ends it cancelled)."""
     now = utcnow()
+    fence = [JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running]
+    if status == JobStatus.succeeded:
+        fence.append(JobRow.cancel_requested.is_(False))
     done: CursorResult[Any] = session.execute(  # type: ignore[assignment]
         update(JobRow)
-        .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running)
+        .where(*fence)
         .values(status=status, error_type=error_type, error_message=error_message,
                 finished_at=now, updated_at=now, lease_owner=None, lease_expires_at=None,
                 result=result, result_dataset_id=result_dataset_id)
@@ -194,23 +200,134 @@ def count_by_status(session: Session) -> dict[str, int]:
 
 
 def jobs_to_redispatch(
-    session: Session, *, now: datetime, unclaimed_after_s: float
+    session: Session, *, now: datetime, orphaned_after_s: float
 ) -> list[uuid.UUID]:
-    """Queued jobs nobody claimed for a while, and running jobs whose lease expired."""
-    stale = now - timedelta(seconds=unclaimed_after_s)
+    """Jobs that need a message, marked as sent (the caller sends them once this commits):
+    running jobs whose lease expired and that have no message pending, and queued jobs with
+    none pending or whose message nobody claimed within `orphaned_after_s` (a broker may lose
+    one). A job never has two messages pending from here, so a queue cannot flood."""
+    stale = now - timedelta(seconds=orphaned_after_s)
     ids = session.scalars(
         select(JobRow.id).where(
             or_(
-                and_(JobRow.status == JobStatus.queued, JobRow.dispatched_at < stale),
+                and_(
+                    JobRow.status == JobStatus.queued,
+                    or_(JobRow.pending_dispatch_at.is_(None), JobRow.pending_dispatch_at < stale),
+                ),
                 and_(
                     JobRow.status == JobStatus.running,
                     JobRow.lease_expires_at < now,
                     JobRow.attempt < JobRow.max_attempts,
                     JobRow.cancel_requested.is_(False),
+                    JobRow.pending_dispatch_at.is_(None),
                 ),
             )
         )
     ).all()
     if ids:
-        session.execute(update(JobRow).where(JobRow.id.in_(ids)).values(dispatched_at=now))
+        session.execute(
+            update(JobRow)
+            .where(JobRow.id.in_(ids))
+            .values(dispatched_at=now, pending_dispatch_at=now)
+        )
     return list(ids)
+
+
+def finish_orphaned(session: Session, *, now: datetime, orphaned_after_s: float) -> int:
+    """Running jobs whose lease expired and whose message nobody claimed within
+    `orphaned_after_s` end failed: no worker is alive to take them."""
+    stale = now - timedelta(seconds=orphaned_after_s)
+    ended = session.scalars(
+        update(JobRow)
+        .where(JobRow.status == JobStatus.running, JobRow.lease_expires_at < now,
+               JobRow.pending_dispatch_at < stale)
+        .values(status=JobStatus.failed, finished_at=now, updated_at=now, lease_owner=None,
+                pending_dispatch_at=None, error_type="WorkerLost",
+                error_message=f"no worker took the job within {orphaned_after_s:g} s of its "
+                "last worker stopping")
+        .returning(JobRow.id)
+    ).all()  # fmt: skip
+    for job_id in ended:
+        outbox.record_state(session, job_id=job_id, status=JobStatus.failed)
+    return len(ended)
+
+
+def mark_dispatched(session: Session, *, job_id: uuid.UUID) -> bool:
+    """Note that a message for the job is about to be sent; False if one is pending already
+    or the job no longer waits for one."""
+    now = utcnow()
+    done: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.pending_dispatch_at.is_(None),
+               JobRow.status.in_([JobStatus.queued, JobStatus.running]))
+        .values(dispatched_at=now, pending_dispatch_at=now)
+    )  # fmt: skip
+    return bool(done.rowcount)
+
+
+def mark_undispatched(session: Session, *, job_id: uuid.UUID) -> None:
+    """The job's message was consumed without a claim (it waits for its project's running slot)
+    or could not be sent: the reaper's next pass sends another."""
+    session.execute(update(JobRow).where(JobRow.id == job_id).values(pending_dispatch_at=None))
+
+
+def forget_pending(session: Session) -> None:
+    """The in-process executor's messages died with the process: every unfinished job needs a
+    new one."""
+    session.execute(
+        update(JobRow)
+        .where(JobRow.status.in_([JobStatus.queued, JobStatus.running]))
+        .values(pending_dispatch_at=None)
+    )
+
+
+def release_lease(session: Session, *, job_id: uuid.UUID, attempt: int, spent: bool) -> bool:
+    """The attempt stops without ending the job (its process shuts down, or a transient fault
+    persisted): its lease expires now and the job is marked as sent, for the caller to send it
+    at once. An attempt that was not `spent` (a shutdown) gives its attempt back. False if the
+    attempt no longer owns the job."""
+    now = utcnow()
+    done: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running,
+               JobRow.lease_owner.is_not(None))
+        .values(lease_owner=None, lease_expires_at=now, updated_at=now, dispatched_at=now,
+                pending_dispatch_at=now,
+                max_attempts=JobRow.max_attempts + (0 if spent else 1))
+    )  # fmt: skip
+    return bool(done.rowcount)
+
+
+def cancel_acknowledged(session: Session, *, job_id: uuid.UUID, attempt: int) -> bool:
+    """Whether the attempt still owns the job and its cancel was requested."""
+    return bool(
+        session.scalar(
+            select(JobRow.cancel_requested).where(
+                JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running
+            )
+        )
+    )
+
+
+def end_attempt(
+    session: Session, *, job_id: uuid.UUID, attempt: int, error_type: str, error_message: str
+) -> str | None:
+    """A transient fault persisted through the attempt's retries: "redispatch" (the lease is
+    released and the job marked as sent, for the caller to send), or "failed" when it had no
+    attempt left; None if the attempt no longer owns the job."""
+    row = session.scalars(
+        select(JobRow)
+        .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running)
+        .with_for_update()
+    ).first()
+    if row is None:
+        return None
+    if row.cancel_requested:
+        finish_job(session, job_id=job_id, attempt=attempt, status=JobStatus.cancelled)
+        return "cancelled"
+    if row.attempt >= row.max_attempts:
+        finish_job(session, job_id=job_id, attempt=attempt, status=JobStatus.failed,
+                   error_type=error_type, error_message=error_message)  # fmt: skip
+        return "failed"
+    release_lease(session, job_id=job_id, attempt=attempt, spent=True)
+    return "redispatch"
