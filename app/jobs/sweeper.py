@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 FILE_AREAS = ("models", "jobs")
 # Areas of folders: a dataset's (referenced by its id), temp folders and files (never).
 DATASETS, INCOMING = "datasets", "incoming"
+# A claimed folder is renamed `.sweep-<unix time>-<random>`: another sweeper leaves it to its
+# claimer unless the claim is older than the grace period (its claimer died mid-removal).
 CLAIMED = ".sweep-"
 
 
@@ -115,9 +117,18 @@ def _old_entries(root: Path, cutoff: float) -> Iterator[_Candidate]:
         except FileNotFoundError:
             continue
         for entry in entries:
+            if entry.name.startswith(CLAIMED) and not _stale_claim(entry.name, cutoff):
+                continue
             newest = _newest_mtime(Path(entry.path))
             if newest is not None and newest < cutoff:
                 yield _Candidate(f"{area}/{entry.name}", folder=True)
+
+
+def _stale_claim(name: str, cutoff: float) -> bool:
+    try:
+        return int(name.removeprefix(CLAIMED).split("-")[0]) < cutoff
+    except ValueError:
+        return True
 
 
 def _mtime(path: Path) -> float | None:
@@ -152,7 +163,7 @@ def _remove(root: Path, candidate: _Candidate, cutoff: float) -> int | None:
         except FileNotFoundError:
             return None
         return st.st_size
-    claimed = path.with_name(f"{CLAIMED}{uuid.uuid4().hex}")
+    claimed = path.with_name(f"{CLAIMED}{int(time.time())}-{uuid.uuid4().hex}")
     try:
         os.rename(path, claimed)  # only one of several sweepers succeeds
     except FileNotFoundError:

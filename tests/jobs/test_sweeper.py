@@ -96,6 +96,13 @@ def test_only_old_unreferenced_files_go(ctx: AppContext, caplog: pytest.LogCaptu
     _file(ctx, "incoming/.tmp-predict-old/out.npy", size=9)
     _age(ctx.store.root / "incoming/.tmp-predict-old", 2 * HOUR)
     old_orphans["incoming/.tmp-predict-old"] = 9
+    # A folder another sweeper claimed and died removing; one another sweeper is removing now.
+    _file(ctx, "datasets/.sweep-1000-abc/x.npy", size=1)
+    _age(ctx.store.root / "datasets/.sweep-1000-abc", 2 * HOUR)
+    old_orphans["datasets/.sweep-1000-abc"] = 1
+    claimed = f"datasets/.sweep-{int(time.time())}-abc"
+    _file(ctx, f"{claimed}/x.npy")
+    _age(ctx.store.root / claimed, 2 * HOUR)
     young = [
         _file(ctx, f"models/{model}/weights-e.safetensors", age_s=0),  # its row not yet committed
         _file(ctx, f"jobs/{uuid.uuid4()}/inputs.safetensors", age_s=0),
@@ -104,6 +111,7 @@ def test_only_old_unreferenced_files_go(ctx: AppContext, caplog: pytest.LogCaptu
         _file(ctx, f"datasets/{young_dataset}/y.npy", age_s=0),
         _file(ctx, "incoming/.tmp-dataset-new/x.npy", age_s=0),
         _file(ctx, "other/notes.txt"),  # not an area the service writes: never touched
+        f"{claimed}/x.npy",
     ]
     # An empty folder just made (a write is about to land in it) stays; one long unused goes.
     (ctx.store.root / "models" / str(uuid.uuid4())).mkdir()
