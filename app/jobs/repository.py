@@ -192,3 +192,16 @@ def jobs_to_redispatch(
     if ids:
         session.execute(update(JobRow).where(JobRow.id.in_(ids)).values(dispatched_at=now))
     return list(ids)
+
+
+def holds_live_lease(session: Session, *, host: str, now: datetime) -> bool:
+    """Whether a worker process on `host` holds a running job's lease that has not expired
+    (lease owners are `host:pid:thread`)."""
+    found = session.scalar(
+        select(JobRow.id)
+        .where(JobRow.status == JobStatus.running,
+               JobRow.lease_owner.startswith(f"{host}:", autoescape=True),
+               JobRow.lease_expires_at > now)
+        .limit(1)
+    )  # fmt: skip
+    return found is not None
