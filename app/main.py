@@ -12,20 +12,34 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from prometheus_client import CollectorRegistry
 
 from app.api import browser_safety, errors
 from app.api.audit import AuditLog
 from app.api.auth import Authenticate, caller
 from app.api.middleware import BodyLimit
-from app.api.routes import admin, checkpoint_exports, datasets, inference, jobs, models
+from app.api.observe import Observe
+from app.api.routes import (
+    admin,
+    checkpoint_exports,
+    datasets,
+    inference,
+    jobs,
+    models,
+    ops,
+    webhooks,
+)
 from app.auth.ratelimit import RateLimiter
 from app.auth.service import AuthMode
 from app.core.config import Settings, get_settings
 from app.core.logging import configure as configure_logging
 from app.db.migrate import upgrade_head
-from app.jobs.queue import make_dispatcher
+from app.jobs.queue import make_dispatcher, queue_depth
 from app.jobs.reaper import reap, start_reaper
+from app.jobs.telemetry import JobsCollector
 from app.runtime.context import build_context
+from app.runtime.readiness import Readiness
+from app.webhooks.sender import start_sender
 
 DESCRIPTION = """Keras-style training as a service. Describe a model as Keras's `model.to_json()`
 writes it, compile it with Keras's optimizer, loss and metric names, and fit, evaluate and predict
@@ -44,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging()
+        configure_logging(log_format=settings.log_format)
         ctx = build_context(settings)
         if settings.should_migrate_on_start:
             upgrade_head(settings.resolved_database_url)
@@ -52,17 +66,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.ctx = ctx
         app.state.auth_mode = AuthMode(settings.auth_required)
         app.state.rate_limiter = RateLimiter(settings.quota_burst)
-        if app.state.auth_mode.enabled(ctx):
-            log.info("authentication is on: every request needs an API key")
-        else:
-            log.warning("single-user mode: authentication is off (no API key exists and "
-                        "AUTH_REQUIRED is false); every request acts as the admin of the "
-                        "default project")  # fmt: skip
-        reap(ctx)  # pick up what a previous process left behind
+        app.state.readiness = Readiness(ctx)
+        # Scrape-time metrics of this app (the process's own are in the default registry).
+        app.state.metrics_registry = CollectorRegistry()
+        app.state.metrics_registry.register(JobsCollector(ctx, queue_depth))
+        try:
+            _announce_mode(app)
+            reap(ctx)  # pick up what a previous process left behind
+        except Exception:
+            # The database is unreachable: serve anyway, so that /healthz stays live and
+            # /readyz says what is wrong; the reaper's next pass tries again.
+            log.exception("start-up could not reach the database")
         start_reaper(ctx)
+        start_sender(ctx)
         try:
             yield
         finally:
+            app.state.readiness.close()
             ctx.close()
 
     app = FastAPI(title="fitapi", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
@@ -78,7 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Every route but /healthz needs a caller; routes also take it (`Caller`) for its scope.
     authenticated = [Depends(caller)]
     for router in (models.router, jobs.fit_router, inference.router, jobs.router,
-                   checkpoint_exports.router, datasets.router, admin.router):  # fmt: skip
+                   checkpoint_exports.router, datasets.router, webhooks.router,
+                   admin.router):  # fmt: skip
         app.include_router(router, dependencies=authenticated)
     _describe_mode(app)
 
@@ -86,9 +107,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    app.include_router(ops.router)  # /readyz, /metrics: their own access rules
     # Last, so that it wraps every other middleware (authentication included).
     browser_safety.install(app, settings)
+    # Outermost of all: the request id is on every response and log record, refusals included.
+    app.add_middleware(Observe)
     return app
+
+
+def _announce_mode(app: FastAPI) -> None:
+    if app.state.auth_mode.enabled(app.state.ctx):
+        log.info("authentication is on: every request needs an API key")
+    else:
+        log.warning("single-user mode: authentication is off (no API key exists and "
+                    "AUTH_REQUIRED is false); every request acts as the admin of the "
+                    "default project")  # fmt: skip
 
 
 def _describe_mode(app: FastAPI) -> None:

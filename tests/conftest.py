@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 TRUNCATE = (
-    "TRUNCATE models, jobs, epoch_logs, checkpoints, datasets, job_datasets, api_keys, audit_log "
+    "TRUNCATE models, jobs, epoch_logs, checkpoints, datasets, job_datasets, api_keys, audit_log, "
+    "webhooks, webhook_deliveries "
     "CASCADE; DELETE FROM projects WHERE name <> 'default'; UPDATE projects SET quotas = '{}'"
 )
 

@@ -10,3 +10,5 @@ from app.core.config import get_settings
 
 app = make_celery(get_settings())
 app.conf.imports = ("workers.tasks",)
+
+from workers import signals  # noqa: E402, F401  (its receivers: logging, metrics port)

@@ -10,15 +10,16 @@ from app.core.celery import RUN_FIT_JOB
 from app.core.config import get_settings
 from app.core.logging import configure
 from app.jobs.queue import make_dispatcher
-from app.jobs.runner import run_fit_job
+from app.jobs.telemetry import run_job
 from app.runtime.context import AppContext, build_context
 from workers.celery_app import app
 
 
 @lru_cache(maxsize=1)
 def context() -> AppContext:
-    configure()
-    ctx = build_context(get_settings())
+    settings = get_settings()
+    configure(log_format=settings.log_format)
+    ctx = build_context(settings)
     # A worker sends messages too: the next job of a project that waited for a running slot.
     ctx.dispatcher = make_dispatcher(ctx)
     return ctx
@@ -26,4 +27,4 @@ def context() -> AppContext:
 
 @app.task(name=RUN_FIT_JOB)
 def run_fit_job_task(job_id: str) -> None:
-    run_fit_job(context(), uuid.UUID(job_id))
+    run_job(context(), uuid.UUID(job_id))

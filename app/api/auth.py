@@ -36,6 +36,8 @@ bearer = HTTPBearer(
 )
 READS = ("GET", "HEAD")
 ADMIN_PREFIX = "/v1/admin"
+# Outside /v1 but for admins alone: the scrape shows every project's job counts.
+ADMIN_ROUTES = ("/metrics",)
 
 
 def bearer_token(headers: Headers) -> str | None:
@@ -87,6 +89,8 @@ def required_role(request: Request) -> Role:
     template = getattr(route, "path", None) or route_path(request.scope)
     if template == ADMIN_PREFIX or template.startswith(f"{ADMIN_PREFIX}/"):
         return Role.admin
+    if template in ADMIN_ROUTES:
+        return Role.admin
     return Role.viewer if request.method in READS else Role.member
 
 
@@ -116,3 +120,10 @@ def caller(
 
 
 Caller = Annotated[Principal, Depends(caller)]
+
+
+def metrics_reader(request: Request) -> None:
+    """/metrics needs an admin key once keys are required, unless METRICS_PUBLIC opens it for
+    a scraper on a private network; single-user, it is open like every route."""
+    if not request.app.state.ctx.settings.metrics_public:
+        authorize(request)

@@ -15,6 +15,7 @@ from starlette.routing import Match
 
 from app.api.middleware import BodyTooLarge
 from app.core.errors import AppError
+from app.core.logging import log_context
 
 log = logging.getLogger(__name__)
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -85,6 +86,12 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return JSONResponse(error_body([], "internal error", "internal_error"), status_code=500)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Answered outside every middleware (Starlette's outermost layer), so the request id
+        # middleware has left: put its id back on the log record and the response.
+        request_id = getattr(request.state, "request_id", None)
+        with log_context(request_id=request_id):
+            log.exception("unhandled error", exc_info=exc)
+        headers = {"X-Request-ID": request_id} if request_id else None
+        return JSONResponse(error_body([], "internal error", "internal_error"), status_code=500,
+                            headers=headers)  # fmt: skip

@@ -10,7 +10,7 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -133,6 +133,58 @@ class Settings(BaseSettings):
         "batch of a fit, predict or evaluate job (422 naming batch_size beyond)",
     )  # fmt: skip
 
+    # Operations: probes, metrics and logs (README, "Operating it").
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="`text` lines, or one JSON object per line with the "
+        "request id, job id, attempt and worker where known",
+    )  # fmt: skip
+    metrics_public: bool = Field(
+        default=False, description="Serve the API's /metrics without a key even while keys "
+        "are required (for a scraper on a private network); otherwise it needs an admin key",
+    )  # fmt: skip
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="A Celery worker serves its metrics on this "
+        "port (a prefork pool's child i on METRICS_PORT + 1 + i); 0: none",
+    )  # fmt: skip
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address a worker's metrics port binds (0.0.0.0 in a "
+        "container)",
+    )  # fmt: skip
+    readiness_timeout_s: float = Field(
+        default=2.0, gt=0, description="Seconds each /readyz check may take before it counts "
+        "as failed",
+    )  # fmt: skip
+
+    # Webhooks (app.webhooks): sent by a thread of the API process, never inside a request.
+    webhook_max_per_project: int = Field(
+        default=20, ge=0, description="Webhooks one project may register (409 beyond)"
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, description="Tries of one delivery before it is given up (`failed`)"
+    )
+    webhook_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="Seconds one delivery's POST may take"
+    )
+    webhook_retry_base_s: float = Field(
+        default=10.0, gt=0, description="Wait after the first failed try; doubled after each "
+        "further one, up to WEBHOOK_RETRY_MAX_S",
+    )  # fmt: skip
+    webhook_retry_max_s: float = Field(
+        default=3600.0, gt=0, description="Longest wait between two tries of a delivery"
+    )
+    webhook_poll_s: float = Field(
+        default=1.0, gt=0, description="How often the sender looks for deliveries that are due"
+    )
+    # Private, loopback, link-local and reserved addresses are where a server's internal
+    # services live (a cloud's metadata endpoint, a database port): a tenant must not make the
+    # server POST to them. Unset: allowed only in the embedded mode (no DATABASE_URL), which
+    # serves one local user whose receiver is typically on the same machine (SQLite is one
+    # machine's database by construction).
+    webhook_allow_private: bool | None = Field(
+        default=None, description="Whether webhook URLs may reach private, loopback or "
+        "link-local addresses; unset: only in the embedded mode (SQLite)",
+    )  # fmt: skip
+
     # Browsers. NoDecode: the environment's value is parsed by `_origins` below, so that a
     # comma-separated list works as well as a JSON one.
     cors_origins: Annotated[list[str], NoDecode] = Field(
@@ -174,6 +226,12 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def webhooks_may_reach_private(self) -> bool:
+        if self.webhook_allow_private is None:
+            return self.is_sqlite
+        return self.webhook_allow_private
 
     @property
     def should_migrate_on_start(self) -> bool:

@@ -257,3 +257,47 @@ class JobDatasetRow(Base):
         ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     sha256: Mapped[str] = mapped_column(String(64))
+
+
+class WebhookRow(Base):
+    """A URL of a project that receives signed job events (app.webhooks)."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID] = project_column()
+    url: Mapped[str] = mapped_column(String(2048))
+    # Event names, e.g. ["job.succeeded", "job.failed"].
+    events: Mapped[list[str]] = mapped_column(JSON)
+    # The HMAC key deliveries are signed with: kept as it is, since signing needs it.
+    secret: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    description: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class WebhookDeliveryRow(Base):
+    """One event for one webhook (an outbox row written in the transaction of the change it
+    reports), and how sending it went."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    webhook_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhooks.id", ondelete="CASCADE"), index=True
+    )
+    event: Mapped[str] = mapped_column(String(40))
+    # No foreign key: a delivery outlives the job it reports (a deleted model's jobs).
+    job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None, index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # pending, delivered or failed (given up after WEBHOOK_MAX_ATTEMPTS).
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When a sender may take it next (null once delivered or given up).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(String(500), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

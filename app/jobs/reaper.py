@@ -12,6 +12,7 @@ from app.db.session import unit_of_work
 from app.jobs import repository as repo
 from app.jobs.service import dispatch
 from app.jobs.sweeper import Sweeper
+from app.runtime import metrics
 from app.runtime.context import AppContext
 
 log = logging.getLogger(__name__)
@@ -20,10 +21,12 @@ log = logging.getLogger(__name__)
 def reap(ctx: AppContext) -> int:
     now = utcnow()
     with unit_of_work(ctx.sessions) as session:
-        repo.finish_cancelled_or_exhausted(session, now=now)
+        ended = repo.finish_cancelled_or_exhausted(session, now=now)
         ids = repo.jobs_to_redispatch(
             session, now=now, unclaimed_after_s=ctx.settings.job_unclaimed_after_s
         )
+    for action, count in {**ended, "redispatched": len(ids)}.items():
+        metrics.reaper_acted(action, count)
     for job_id in ids:
         log.info("re-dispatching job %s", job_id)
         dispatch(ctx, job_id)

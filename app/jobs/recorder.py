@@ -24,6 +24,7 @@ from app.engine import checkpoint
 from app.engine.callbacks import Callback, Logs, ModelCheckpoint, ProgressReporter
 from app.engine.errors import TrainingInterrupted
 from app.jobs import repository as repo
+from app.runtime import metrics
 from app.runtime.context import AppContext
 from app.runtime.jsonsafe import safe_logs
 from app.runtime.progress import Publisher
@@ -57,7 +58,9 @@ class Heartbeat(threading.Thread):
             )
         if flag is None:
             self.lost.set()
-        elif flag:
+            return
+        metrics.heartbeat()
+        if flag:
             self.cancelled.set()
 
     def run(self) -> None:
@@ -101,7 +104,8 @@ def write_checkpoint(
     trigger = "final" if final else trigger
     key = checkpoint_key(job_id, attempt, epoch, batch=batch, final=final)
     extra = {} if batch is None else {"batch": batch}
-    size = ctx.store.write(key, checkpoint.to_bytes(tensors, {**meta, **extra, "logs": logs}))
+    with metrics.CHECKPOINT_SECONDS.time():
+        size = ctx.store.write(key, checkpoint.to_bytes(tensors, {**meta, **extra, "logs": logs}))
     monitor, mode = selection or (None, None)
     return CheckpointRow(job_id=job_id, epoch=epoch, attempt=attempt, key=key, size_bytes=size,
                          logs=logs, trigger=trigger, batch=batch, monitor=monitor,
@@ -218,6 +222,7 @@ class Recorder(Callback):
         self._save_requested = False
         self._epoch = 0
         self._epochs = 0
+        self.clock = metrics.EpochClock()
         # The training state at the last epoch's end (copied: the fit's end may change the
         # weights), which the final checkpoint keeps for resuming.
         self.end_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
@@ -252,6 +257,7 @@ class Recorder(Callback):
 
     def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
         self._epoch = epoch
+        self.clock.begin(self.trainer.batches)
         if self.progress is not None:
             self.progress.on_epoch_begin(epoch, logs)
 
@@ -296,6 +302,7 @@ class Recorder(Callback):
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         values = safe_logs(dict(logs or {}))
         self.writer.submit(epoch, values)
+        self.clock.end(self.trainer.batches)
         if epoch == self._epochs - 1 or self.trainer.stop_training:  # the fit's last epoch
             tensors, meta = self.trainer.state()
             self.end_state = ({k: t.clone() for k, t in tensors.items()}, meta)

@@ -18,6 +18,7 @@ from app.db.base import utcnow
 from app.db.models import JobRow, JobStatus
 from app.db.scope import Scope
 from app.jobs import repository_attempts as _attempts
+from app.webhooks import outbox
 
 # What a job attempt writes and readers read of it (epoch rows, checkpoints), kept apart for
 # size; callers use it through this module.
@@ -37,6 +38,7 @@ rewritten_epochs = _attempts.rewritten_epochs
 def add_job(session: Session, *, row: JobRow) -> JobRow:
     session.add(row)
     session.flush()
+    outbox.record_state(session, job_id=row.id, status=JobStatus.queued)
     return row
 
 
@@ -84,7 +86,10 @@ def claim_job(session: Session, *, job_id: uuid.UUID, owner: str, lease_s: float
         )
         .returning(JobRow.attempt)
     )
-    return result.scalar_one_or_none()
+    attempt: int | None = result.scalar_one_or_none()
+    if attempt is not None:
+        outbox.record_state(session, job_id=job_id, status=JobStatus.running)
+    return attempt
 
 
 def renew_lease(
@@ -123,6 +128,8 @@ def finish_job(
                 finished_at=now, updated_at=now, lease_owner=None, lease_expires_at=None,
                 result=result, result_dataset_id=result_dataset_id)
     )  # fmt: skip
+    if done.rowcount:
+        outbox.record_state(session, job_id=job_id, status=status)
     return bool(done.rowcount)
 
 
@@ -140,11 +147,13 @@ def request_cancel(session: Session, *, job_id: uuid.UUID, scope: Scope) -> JobR
     if get_job(session, job_id=job_id, scope=scope) is None:
         return None
     now = utcnow()
-    session.execute(
+    ended: CursorResult[Any] = session.execute(  # type: ignore[assignment]
         update(JobRow)
         .where(JobRow.id == job_id, JobRow.status == JobStatus.queued)
         .values(status=JobStatus.cancelled, cancel_requested=True, finished_at=now, updated_at=now)
     )
+    if ended.rowcount:
+        outbox.record_state(session, job_id=job_id, status=JobStatus.cancelled)
     session.execute(
         update(JobRow)
         .where(JobRow.id == job_id, JobRow.status == JobStatus.running)
@@ -153,22 +162,35 @@ def request_cancel(session: Session, *, job_id: uuid.UUID, scope: Scope) -> JobR
     return get_job(session, job_id=job_id, scope=scope)
 
 
-def finish_cancelled_or_exhausted(session: Session, *, now: datetime) -> None:
+def finish_cancelled_or_exhausted(session: Session, *, now: datetime) -> dict[str, int]:
     """Running jobs whose lease expired and cannot be claimed again end now: cancelled ones as
-    cancelled, ones out of attempts as failed."""
+    cancelled, ones out of attempts as failed. Returns how many ended each way."""
     expired = and_(JobRow.status == JobStatus.running, JobRow.lease_expires_at < now)
-    session.execute(
+    cancelled = session.scalars(
         update(JobRow)
         .where(expired, JobRow.cancel_requested.is_(True))
         .values(status=JobStatus.cancelled, finished_at=now, updated_at=now, lease_owner=None)
-    )
-    session.execute(
+        .returning(JobRow.id)
+    ).all()
+    failed = session.scalars(
         update(JobRow)
         .where(expired, JobRow.attempt >= JobRow.max_attempts)
         .values(status=JobStatus.failed, finished_at=now, updated_at=now, lease_owner=None,
                 error_type="WorkerLost",
                 error_message="the worker stopped renewing its lease and no attempts are left")
-    )  # fmt: skip
+        .returning(JobRow.id)
+    ).all()  # fmt: skip
+    for job_id in cancelled:
+        outbox.record_state(session, job_id=job_id, status=JobStatus.cancelled)
+    for job_id in failed:
+        outbox.record_state(session, job_id=job_id, status=JobStatus.failed)
+    return {"cancelled": len(cancelled), "failed": len(failed)}
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    """Jobs of every project by status, for the metrics scrape: one GROUP BY."""
+    rows = session.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).all()
+    return {str(status): int(count) for status, count in rows}
 
 
 def jobs_to_redispatch(

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from app.db.base import utcnow
 from app.db.models import CheckpointRow, EpochLogRow, JobRow, JobStatus
 from app.models.best import best
+from app.webhooks import outbox
 
 _OWNED = (
     JobRow.id == bindparam("b_job_id"),
@@ -85,6 +86,7 @@ def record_epochs(
             delete(EpochLogRow).where(EpochLogRow.job_id == job_id, EpochLogRow.epoch > last),
             execution_options={"synchronize_session": False},
         )
+    outbox.record_epochs(session, job_id=job_id, attempt=attempt, rows=rows)
     return True
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from app.auth import quotas
+from app.core.logging import bind
 from app.datasets.refs import DatasetMissing, open_refs
 from app.db.models import JobRow, JobStatus
 from app.db.scope import SYSTEM
@@ -55,6 +56,7 @@ def run_fit_job(ctx: AppContext, job_id: uuid.UUID) -> None:
     if attempt is None:
         log.info("job %s: nothing to claim (duplicate delivery, finished or owned)", job_id)
         return
+    bind(attempt=attempt, worker=worker_name())  # on every log record from here on
     heartbeat = Heartbeat(ctx, job_id, attempt)
     heartbeat.start()
     job = None

@@ -63,6 +63,18 @@ class ArtifactStore:
         os.replace(tmp, path)
         fsync_dir(path.parent)
 
+    def check_writable(self) -> None:
+        """Create, write, fsync and delete a temporary file at the root (the readiness
+        probe's check); raises OSError if the store cannot take a write."""
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-ready-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(b"ready")
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
     def read(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 

@@ -13,7 +13,8 @@ from app.core.config import Settings
 from app.main import create_app
 
 TRUNCATE = (
-    "TRUNCATE models, jobs, epoch_logs, checkpoints, datasets, job_datasets, api_keys, audit_log "
+    "TRUNCATE models, jobs, epoch_logs, checkpoints, datasets, job_datasets, api_keys, audit_log, "
+    "webhooks, webhook_deliveries "
     "CASCADE; DELETE FROM projects WHERE name <> 'default'; UPDATE projects SET quotas = '{}'"
 )
 

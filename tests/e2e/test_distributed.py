@@ -8,14 +8,16 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.harness import Process, poll, start_api, start_worker
+from tests.e2e.harness import Process, free_port, poll, start_api, start_worker
 from tests.e2e.scenario_checks import run_scenario, wait_for
 from tests.support import scenario
+from tests.support.prometheus import families, value
 
 pytestmark = pytest.mark.e2e
 
@@ -36,10 +38,11 @@ def stack(
         "CHECKPOINT_EVERY_S": "0",
     }
     api, base = start_api(env, tmp)
-    workers = [start_worker(env, tmp)]
+    metrics_port = free_port()  # the first worker's alone: the others are started without
+    workers = [start_worker({**env, "METRICS_PORT": str(metrics_port)}, tmp)]
     try:
         with httpx.Client(base_url=base, timeout=60) as client:
-            yield Stack(client, env, tmp, workers)
+            yield Stack(client, env, tmp, workers, metrics_port)
     finally:
         for worker in workers:
             worker.stop()
@@ -52,10 +55,37 @@ class Stack:
     env: dict[str, str]
     tmp: Path
     workers: list[Process]
+    metrics_port: int
 
 
 def test_scenario_through_celery_worker(stack: Stack) -> None:
     run_scenario(stack.client)
+
+
+def test_the_worker_serves_its_metrics_on_its_port(stack: Stack) -> None:
+    """The worker that ran a fit counts its epochs, samples and checkpoints and the job's
+    duration on METRICS_PORT; the API's /metrics has the jobs by status and the queue depth."""
+    client = stack.client
+    model = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 4}).json()
+    body = scenario.fit_body(epochs=3, callbacks=[])
+    job = client.post(f"/v1/models/{model['id']}/fit", json=body).json()
+    assert wait_for(client, job["id"], {"succeeded", "failed"})["status"] == "succeeded"
+    url = f"http://127.0.0.1:{stack.metrics_port}/metrics"
+
+    def observed() -> dict[str, Any] | None:
+        scraped = families(httpx.get(url, timeout=5).text)
+        done = value(scraped, "fitapi_job_duration_seconds_count", kind="fit", status="succeeded")
+        return scraped if done >= 1 else None
+
+    worker = poll(observed, "the job's duration in the worker's metrics")
+    assert value(worker, "fitapi_epoch_duration_seconds_count") >= 3
+    assert value(worker, "fitapi_train_samples_total") >= 3 * len(scenario.X)
+    assert value(worker, "fitapi_checkpoint_write_seconds_count") >= 1
+    assert "fitapi_worker_heartbeats" in worker
+    api = families(client.get("/metrics").text)
+    assert value(api, "fitapi_jobs", status="succeeded") >= 1
+    assert "fitapi_queue_depth" in api
+    assert value(api, "fitapi_http_requests_total", route="/v1/jobs/{job_id}") >= 1
 
 
 def test_a_killed_worker_is_replaced_and_the_job_resumes_exactly(stack: Stack) -> None:

@@ -38,6 +38,8 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/datasets"): "npy",
     ("POST", "/v1/admin/keys"): {"project": "third", "role": "viewer"},
     ("PATCH", "/v1/admin/projects/{project}/quotas"): {"models": 500},
+    ("POST", "/v1/webhooks"): {"url": "http://127.0.0.1:9/hook"},
+    ("PATCH", "/v1/webhooks/{webhook_id}"): {"description": "changed"},
 }
 PROJECTS = ("alpha", "beta")
 ROLES = ("viewer", "member", "admin")
@@ -50,8 +52,8 @@ def _npy() -> bytes:
 
 
 class World:
-    """Two projects, a key of each role in each, and a model, a finished fit job and a
-    dataset in each."""
+    """Two projects, a key of each role in each, and a model, a finished fit job, a dataset
+    and a webhook (with the fit's deliveries) in each."""
 
     def __init__(self, client: TestClient) -> None:
         self.client = client
@@ -74,6 +76,10 @@ class World:
     def _resources(self, project: str) -> dict[str, str]:
         h = self.auth((project, "member"))
         c = self.client
+        # Registered first, so that the fit below leaves deliveries (to a closed port).
+        hook = c.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}, headers=h)
+        assert hook.status_code == 201, hook.text
+        webhook_id = hook.json()["id"]
         model = c.post("/v1/models", json={"config": scenario.MODEL, "seed": 1}, headers=h)
         model_id = model.json()["id"]
         assert c.post(f"/v1/models/{model_id}/compile", json=scenario.COMPILE,
@@ -88,7 +94,10 @@ class World:
         ds = c.post("/v1/datasets", content=_npy(), headers={**h, "Content-Type":
                                                               "application/x-npy"})  # fmt: skip
         assert ds.status_code == 201, ds.text
+        deliveries = c.get(f"/v1/webhooks/{webhook_id}/deliveries", headers=h).json()["items"]
+        assert deliveries, "the fit left no webhook deliveries"
         return {"model_id": model_id, "job_id": job_id, "dataset_id": ds.json()["id"],
+                "webhook_id": webhook_id, "delivery_id": deliveries[0]["id"],
                 "checkpoint": "latest", "name": "x", "project": project,
                 "key": self.prefixes[project]}  # fmt: skip
 
