@@ -39,6 +39,16 @@ class Settings(BaseSettings):
     # no worker took it), a queued one gets its message sent again (a broker may lose one).
     job_orphaned_after_s: float = Field(default=600.0, gt=0)
     reaper_interval_s: float = 10.0
+    sweep_interval_s: float = Field(
+        default=900.0, ge=0, description="Seconds between two sweeps of the artifact store for "
+        "files no row references, run by the reaper (0: never)",
+    )  # fmt: skip
+    # Above the longest gap between an artifact's last write and the commit of its row (a
+    # predict's outputs are hashed in between), and above a synchronous request's deadline.
+    sweep_grace_s: float = Field(
+        default=3600.0, ge=60, description="Age (since its last write) past which an "
+        "unreferenced artifact file is swept",
+    )  # fmt: skip
     checkpoint_every_s: float = 30.0
     checkpoint_keep: int = Field(
         default=0, ge=0,

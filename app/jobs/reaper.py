@@ -13,6 +13,7 @@ from app.db.base import utcnow
 from app.db.session import unit_of_work
 from app.jobs import repository as repo
 from app.jobs.dispatch import dispatch
+from app.jobs.sweeper import Sweeper
 from app.runtime import metrics
 from app.runtime.context import AppContext
 
@@ -44,12 +45,15 @@ def reap(ctx: AppContext) -> int:
 
 
 def start_reaper(ctx: AppContext) -> threading.Thread:
+    sweeper = Sweeper(ctx)
+
     def loop() -> None:
         while not ctx.stopping.wait(ctx.settings.reaper_interval_s):
             try:
                 reap(ctx)
             except Exception:
                 log.exception("reaper pass failed")
+            sweeper.run_if_due()
 
     thread = threading.Thread(target=loop, name="fitapi-reaper", daemon=True)
     thread.start()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import CursorResult, and_, func, or_, select, update
@@ -18,6 +18,7 @@ from app.db.base import utcnow
 from app.db.models import JobRow, JobStatus
 from app.db.scope import Scope
 from app.jobs import repository_attempts as _attempts
+from app.jobs import repository_dispatch as _dispatch
 from app.webhooks import outbox
 
 # What a job attempt writes and readers read of it (epoch rows, checkpoints), kept apart for
@@ -32,6 +33,17 @@ prune_periodic = _attempts.prune_periodic
 record_epoch = _attempts.record_epoch
 record_epochs = _attempts.record_epochs
 rewritten_epochs = _attempts.rewritten_epochs
+
+# The reaper's and the dispatchers' statements (messages pending, leases released, jobs
+# nobody can run any more), kept apart for size.
+finish_cancelled_or_exhausted = _dispatch.finish_cancelled_or_exhausted
+finish_orphaned = _dispatch.finish_orphaned
+forget_pending = _dispatch.forget_pending
+holds_live_lease = _dispatch.holds_live_lease
+jobs_to_redispatch = _dispatch.jobs_to_redispatch
+mark_dispatched = _dispatch.mark_dispatched
+mark_undispatched = _dispatch.mark_undispatched
+release_lease = _dispatch.release_lease
 
 
 # -- jobs --------------------------------------------------------------------------------------
@@ -101,8 +113,12 @@ def renew_lease(
     now = utcnow()
     result = session.execute(
         update(JobRow)
-        .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running,
-               JobRow.lease_owner.is_not(None))  # a released lease stays released
+        .where(
+            JobRow.id == job_id,
+            JobRow.attempt == attempt,
+            JobRow.status == JobStatus.running,
+            JobRow.lease_owner.is_not(None),
+        )  # a released lease stays released
         .values(lease_expires_at=now + timedelta(seconds=lease_s))
         .returning(JobRow.cancel_requested)
     )
@@ -168,134 +184,10 @@ def request_cancel(session: Session, *, job_id: uuid.UUID, scope: Scope) -> JobR
     return get_job(session, job_id=job_id, scope=scope)
 
 
-def finish_cancelled_or_exhausted(session: Session, *, now: datetime) -> dict[str, int]:
-    """Running jobs whose lease expired and cannot be claimed again end now: cancelled ones as
-    cancelled, ones out of attempts as failed. Returns how many ended each way."""
-    expired = and_(JobRow.status == JobStatus.running, JobRow.lease_expires_at < now)
-    cancelled = session.scalars(
-        update(JobRow)
-        .where(expired, JobRow.cancel_requested.is_(True))
-        .values(status=JobStatus.cancelled, finished_at=now, updated_at=now, lease_owner=None)
-        .returning(JobRow.id)
-    ).all()
-    failed = session.scalars(
-        update(JobRow)
-        .where(expired, JobRow.attempt >= JobRow.max_attempts)
-        .values(status=JobStatus.failed, finished_at=now, updated_at=now, lease_owner=None,
-                error_type="WorkerLost",
-                error_message="the worker stopped renewing its lease and no attempts are left")
-        .returning(JobRow.id)
-    ).all()  # fmt: skip
-    for job_id in cancelled:
-        outbox.record_state(session, job_id=job_id, status=JobStatus.cancelled)
-    for job_id in failed:
-        outbox.record_state(session, job_id=job_id, status=JobStatus.failed)
-    return {"cancelled": len(cancelled), "failed": len(failed)}
-
-
 def count_by_status(session: Session) -> dict[str, int]:
     """Jobs of every project by status, for the metrics scrape: one GROUP BY."""
     rows = session.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).all()
     return {str(status): int(count) for status, count in rows}
-
-
-def jobs_to_redispatch(
-    session: Session, *, now: datetime, orphaned_after_s: float
-) -> list[uuid.UUID]:
-    """Jobs that need a message, marked as sent (the caller sends them once this commits):
-    running jobs whose lease expired and that have no message pending, and queued jobs with
-    none pending or whose message nobody claimed within `orphaned_after_s` (a broker may lose
-    one). A job never has two messages pending from here, so a queue cannot flood."""
-    stale = now - timedelta(seconds=orphaned_after_s)
-    ids = session.scalars(
-        select(JobRow.id).where(
-            or_(
-                and_(
-                    JobRow.status == JobStatus.queued,
-                    or_(JobRow.pending_dispatch_at.is_(None), JobRow.pending_dispatch_at < stale),
-                ),
-                and_(
-                    JobRow.status == JobStatus.running,
-                    JobRow.lease_expires_at < now,
-                    JobRow.attempt < JobRow.max_attempts,
-                    JobRow.cancel_requested.is_(False),
-                    JobRow.pending_dispatch_at.is_(None),
-                ),
-            )
-        )
-    ).all()
-    if ids:
-        session.execute(
-            update(JobRow)
-            .where(JobRow.id.in_(ids))
-            .values(dispatched_at=now, pending_dispatch_at=now)
-        )
-    return list(ids)
-
-
-def finish_orphaned(session: Session, *, now: datetime, orphaned_after_s: float) -> int:
-    """Running jobs whose lease expired and whose message nobody claimed within
-    `orphaned_after_s` end failed: no worker is alive to take them."""
-    stale = now - timedelta(seconds=orphaned_after_s)
-    ended = session.scalars(
-        update(JobRow)
-        .where(JobRow.status == JobStatus.running, JobRow.lease_expires_at < now,
-               JobRow.pending_dispatch_at < stale)
-        .values(status=JobStatus.failed, finished_at=now, updated_at=now, lease_owner=None,
-                pending_dispatch_at=None, error_type="WorkerLost",
-                error_message=f"no worker took the job within {orphaned_after_s:g} s of its "
-                "last worker stopping")
-        .returning(JobRow.id)
-    ).all()  # fmt: skip
-    for job_id in ended:
-        outbox.record_state(session, job_id=job_id, status=JobStatus.failed)
-    return len(ended)
-
-
-def mark_dispatched(session: Session, *, job_id: uuid.UUID) -> bool:
-    """Note that a message for the job is about to be sent; False if one is pending already
-    or the job no longer waits for one."""
-    now = utcnow()
-    done: CursorResult[Any] = session.execute(  # type: ignore[assignment]
-        update(JobRow)
-        .where(JobRow.id == job_id, JobRow.pending_dispatch_at.is_(None),
-               JobRow.status.in_([JobStatus.queued, JobStatus.running]))
-        .values(dispatched_at=now, pending_dispatch_at=now)
-    )  # fmt: skip
-    return bool(done.rowcount)
-
-
-def mark_undispatched(session: Session, *, job_id: uuid.UUID) -> None:
-    """The job's message was consumed without a claim (it waits for its project's running slot)
-    or could not be sent: the reaper's next pass sends another."""
-    session.execute(update(JobRow).where(JobRow.id == job_id).values(pending_dispatch_at=None))
-
-
-def forget_pending(session: Session) -> None:
-    """The in-process executor's messages died with the process: every unfinished job needs a
-    new one."""
-    session.execute(
-        update(JobRow)
-        .where(JobRow.status.in_([JobStatus.queued, JobStatus.running]))
-        .values(pending_dispatch_at=None)
-    )
-
-
-def release_lease(session: Session, *, job_id: uuid.UUID, attempt: int, spent: bool) -> bool:
-    """The attempt stops without ending the job (its process shuts down, or a transient fault
-    persisted): its lease expires now and the job is marked as sent, for the caller to send it
-    at once. An attempt that was not `spent` (a shutdown) gives its attempt back. False if the
-    attempt no longer owns the job."""
-    now = utcnow()
-    done: CursorResult[Any] = session.execute(  # type: ignore[assignment]
-        update(JobRow)
-        .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running,
-               JobRow.lease_owner.is_not(None))
-        .values(lease_owner=None, lease_expires_at=now, updated_at=now, dispatched_at=now,
-                pending_dispatch_at=now,
-                max_attempts=JobRow.max_attempts + (0 if spent else 1))
-    )  # fmt: skip
-    return bool(done.rowcount)
 
 
 def cancel_acknowledged(session: Session, *, job_id: uuid.UUID, attempt: int) -> bool:
@@ -329,5 +221,5 @@ def end_attempt(
         finish_job(session, job_id=job_id, attempt=attempt, status=JobStatus.failed,
                    error_type=error_type, error_message=error_message)  # fmt: skip
         return "failed"
-    release_lease(session, job_id=job_id, attempt=attempt, spent=True)
+    _dispatch.release_lease(session, job_id=job_id, attempt=attempt, spent=True)
     return "redispatch"
