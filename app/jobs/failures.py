@@ -101,7 +101,7 @@ def describe(exc: BaseException) -> str:
 
 
 def retried(
-    action: Callable[[], T], *, what: str, tries: int = 4, base_s: float = 0.2, max_s: float = 2.0
+    action: Callable[[], T], *, what: str, tries: int = 5, base_s: float = 0.2, max_s: float = 2.0
 ) -> T:
     """Run `action`, trying again after a transient failure with backoff (base_s, doubled, at
     most max_s), `tries` times in all; the last failure, or any other one, propagates. The action
