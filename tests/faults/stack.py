@@ -105,8 +105,9 @@ def terminate_once(
     db_url: str, *, name: str, event: str, table: str, when: str, nth: int = 1
 ) -> None:
     """A real fault: the database ends the connection of the `nth` statement that fires this
-    trigger (`event` INSERT or UPDATE on `table`, `when` its WHEN condition over NEW and OLD). The count is a sequence,
-    which a rolled-back transaction does not undo, so the fault happens once."""
+    trigger (`event` INSERT or UPDATE on `table`, `when` its WHEN condition over NEW and OLD).
+    The count is a sequence, which a rolled-back transaction does not undo, so the fault
+    happens once."""
     with psycopg.connect(sqlalchemy_to_libpq(db_url), autocommit=True) as conn:
         conn.execute(f"CREATE SEQUENCE fault_{name}")
         conn.execute(f"""
