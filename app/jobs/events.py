@@ -23,8 +23,9 @@ live only (app/runtime/progress.py): it is not stored and not replayed on reconn
 epoch whose row that attempt has already written (as far as the stream has sent) is dropped.
 
 The stream is async: it holds no worker thread while it waits, each database poll runs in a
-thread briefly. A stream lasts at most `events_max_s`; clients reconnect with Last-Event-ID (as
-EventSource does by itself), so a server can always drain its connections."""
+thread briefly. A stream lasts at most `events_max_s`, and ends early when the process shuts
+down (app.api.shutdown): its last event is then `reconnect`, and clients reconnect with
+Last-Event-ID (as EventSource does by itself), so a server can always drain its connections."""
 
 from __future__ import annotations
 

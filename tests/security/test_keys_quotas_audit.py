@@ -173,7 +173,7 @@ def test_the_audit_log_records_who_did_what(client: TestClient) -> None:
 
 def test_a_job_over_the_running_quota_waits_and_starts_when_a_slot_frees(tmp_path: Path) -> None:
     # The reaper would only re-dispatch after an hour: the finishing job wakes the waiting one.
-    settings = {"quota_running_jobs": 1, "local_workers": 2, "job_unclaimed_after_s": 3600}
+    settings = {"quota_running_jobs": 1, "local_workers": 2, "job_orphaned_after_s": 3600}
     with serve(tmp_path, None, **settings) as client:
         fit = {**XY, "epochs": 30, "compile": scenario.COMPILE}
         models = [client.post("/v1/models", json={"config": scenario.MODEL}).json()["id"]
