@@ -180,8 +180,9 @@ def test_a_job_over_the_running_quota_waits_and_starts_when_a_slot_frees(tmp_pat
                   for _ in range(2)]  # fmt: skip
         jobs = [client.post(f"/v1/models/{m}/fit", json=fit).json()["id"] for m in models]
 
-        def states() -> list[str]:
-            return [client.get(f"/v1/jobs/{j}").json()["status"] for j in jobs]
+        def states() -> list[str]:  # one query, so both statuses are of the same moment
+            listed = {j["id"]: j["status"] for j in client.get("/v1/jobs").json()["items"]}
+            return [listed[j] for j in jobs]
 
         deadline = time.monotonic() + 120
         while states() != ["succeeded", "succeeded"]:
