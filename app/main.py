@@ -29,13 +29,14 @@ from app.api.routes import (
     ops,
     webhooks,
 )
+from app.api.shutdown import stop_on_signals
 from app.auth.ratelimit import RateLimiter
 from app.auth.service import AuthMode
 from app.core.config import Settings, get_settings
 from app.core.logging import configure as configure_logging
 from app.db.migrate import upgrade_head
 from app.jobs.queue import make_dispatcher, queue_depth
-from app.jobs.reaper import reap, start_reaper
+from app.jobs.reaper import recover, start_reaper
 from app.jobs.telemetry import JobsCollector
 from app.runtime.context import build_context
 from app.runtime.readiness import Readiness
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.metrics_registry.register(JobsCollector(ctx, queue_depth))
         try:
             _announce_mode(app)
-            reap(ctx)  # pick up what a previous process left behind
+            recover(ctx)  # pick up what a previous process left behind
         except Exception:
             # The database is unreachable: serve anyway, so that /healthz stays live and
             # /readyz says what is wrong; the reaper's next pass tries again.
@@ -80,7 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         start_reaper(ctx)
         start_sender(ctx)
         try:
-            yield
+            with stop_on_signals(ctx.stopping):
+                yield
         finally:
             app.state.readiness.close()
             ctx.close()

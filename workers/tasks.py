@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import uuid
 from functools import lru_cache
+from typing import Any
+
+from celery.signals import worker_shutting_down
 
 from app.core.celery import RUN_FIT_JOB
 from app.core.config import get_settings
@@ -23,6 +26,15 @@ def context() -> AppContext:
     # A worker sends messages too: the next job of a project that waited for a running slot.
     ctx.dispatcher = make_dispatcher(ctx)
     return ctx
+
+
+@worker_shutting_down.connect
+def _stop_fits(**_: Any) -> None:
+    """A warm shutdown (SIGTERM): running fits stop between batches and give their jobs back,
+    so another worker resumes them now (README, "Shutdowns"). Seen by the process that runs
+    the fits with --pool=solo or --pool=threads, as the README runs workers."""
+    if context.cache_info().currsize:
+        context().stopping.set()
 
 
 @app.task(name=RUN_FIT_JOB)

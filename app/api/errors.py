@@ -16,6 +16,7 @@ from starlette.routing import Match
 from app.api.middleware import BodyTooLarge
 from app.core.errors import AppError
 from app.core.logging import log_context
+from app.jobs.failures import describe, is_transient
 
 log = logging.getLogger(__name__)
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -90,8 +91,15 @@ def install(app: FastAPI) -> None:
         # Answered outside every middleware (Starlette's outermost layer), so the request id
         # middleware has left: put its id back on the log record and the response.
         request_id = getattr(request.state, "request_id", None)
+        headers = {"X-Request-ID": request_id} if request_id else {}
+        if is_transient(exc):
+            # The database or the broker is down for a moment: the client may try again.
+            with log_context(request_id=request_id):
+                log.warning("transient failure: %s", type(exc).__name__, exc_info=exc)
+            body = error_body([], f"{describe(exc)}; try again", "unavailable")
+            retry = {**headers, "Retry-After": "1"}
+            return JSONResponse(body, status_code=503, headers=retry)
         with log_context(request_id=request_id):
             log.exception("unhandled error", exc_info=exc)
-        headers = {"X-Request-ID": request_id} if request_id else None
         return JSONResponse(error_body([], "internal error", "internal_error"), status_code=500,
                             headers=headers)  # fmt: skip

@@ -35,8 +35,20 @@ class Settings(BaseSettings):
     job_lease_s: float = 30.0
     job_heartbeat_s: float = 1.0
     job_max_attempts: int = 3
-    job_unclaimed_after_s: float = 60.0
+    # A job whose message nobody claimed for this long: a lease-expired one fails (WorkerLost:
+    # no worker took it), a queued one gets its message sent again (a broker may lose one).
+    job_orphaned_after_s: float = Field(default=600.0, gt=0)
     reaper_interval_s: float = 10.0
+    sweep_interval_s: float = Field(
+        default=900.0, ge=0, description="Seconds between two sweeps of the artifact store for "
+        "files no row references, run by the reaper (0: never)",
+    )  # fmt: skip
+    # Above the longest gap between an artifact's last write and the commit of its row (a
+    # predict's outputs are hashed in between), and above a synchronous request's deadline.
+    sweep_grace_s: float = Field(
+        default=3600.0, ge=60, description="Age (since its last write) past which an "
+        "unreferenced artifact file is swept",
+    )  # fmt: skip
     checkpoint_every_s: float = 30.0
     checkpoint_keep: int = Field(
         default=0, ge=0,

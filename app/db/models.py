@@ -171,6 +171,9 @@ class JobRow(Base):
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     dispatched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When the message that should start the job's next attempt was sent, while nobody has
+    # claimed it (null: no message is pending). The reaper sends no second one meanwhile.
+    pending_dispatch_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

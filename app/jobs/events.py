@@ -23,8 +23,9 @@ live only (app/runtime/progress.py): it is not stored and not replayed on reconn
 epoch whose row that attempt has already written (as far as the stream has sent) is dropped.
 
 The stream is async: it holds no worker thread while it waits, each database poll runs in a
-thread briefly. A stream lasts at most `events_max_s`; clients reconnect with Last-Event-ID (as
-EventSource does by itself), so a server can always drain its connections."""
+thread briefly. A stream lasts at most `events_max_s`, and ends early when the process shuts
+down (app.api.shutdown): its last event is then `reconnect`, and clients reconnect with
+Last-Event-ID (as EventSource does by itself), so a server can always drain its connections."""
 
 from __future__ import annotations
 
@@ -165,3 +166,7 @@ async def _stream(
             if cursor.wants(int(event.get("epoch", -1)), int(event.get("attempt", 0))):
                 yield _event("progress", event)
                 last_sent = time.monotonic()
+    # The server is shutting down, or the stream has lasted EVENTS_MAX_S: the client reconnects
+    # (EventSource does by itself) with Last-Event-ID and resumes after the last epoch sent.
+    reason = "shutdown" if ctx.stopping.is_set() else "max_duration"
+    yield _event("reconnect", {"reason": reason, "after": cursor.after})

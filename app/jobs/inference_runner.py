@@ -73,8 +73,10 @@ def run_inference(ctx: AppContext, job: JobRow, attempt: int, heartbeat: Heartbe
                                 sample_weight=data.sample_weight[0] if one else data.sample_weight,
                                 batch_size=batch_size)  # fmt: skip
         with unit_of_work(ctx.sessions) as session:
-            repo.finish_job(session, job_id=job.id, attempt=attempt, status=JobStatus.succeeded,
-                            result=safe_logs(logs))  # fmt: skip
+            if not repo.finish_job(session, job_id=job.id, attempt=attempt,
+                                   status=JobStatus.succeeded, result=safe_logs(logs)):  # fmt: skip
+                # Stale, or cancelled before this commit (the runner tells which).
+                raise TrainingInterrupted("lost")
         return
     _predict(ctx, job, attempt, heartbeat, model, data, batch_size)
 
@@ -129,7 +131,8 @@ def _predict(
                 status=JobStatus.succeeded,
                 result_dataset_id=dataset_id,
             ):
-                raise TrainingInterrupted("lost")  # a stale attempt: its dataset goes too
+                # Stale, or cancelled before this commit: its dataset goes too.
+                raise TrainingInterrupted("lost")
     except FormatError as exc:  # non-finite predictions (weights that diverged)
         outputs.discard()
         shutil.rmtree(out_dir, ignore_errors=True)

@@ -1,6 +1,8 @@
-"""The reaper: re-dispatches queued jobs nobody claimed and running jobs whose lease expired
-(they resume from their last checkpoint), and ends jobs that cannot run again. Safe to run in
-several processes at once: a duplicate dispatch claims nothing."""
+"""The reaper: sends a message to queued jobs that have none pending and to running jobs whose
+lease expired (they resume from their last checkpoint), and ends jobs that cannot run again:
+cancelled ones, ones out of attempts, and ones nobody took within JOB_ORPHANED_AFTER_S of their
+worker stopping (no worker is alive). Safe to run in several processes at once: a duplicate
+message claims nothing, and a job never has two pending."""
 
 from __future__ import annotations
 
@@ -10,20 +12,30 @@ import threading
 from app.db.base import utcnow
 from app.db.session import unit_of_work
 from app.jobs import repository as repo
-from app.jobs.service import dispatch
+from app.jobs.dispatch import dispatch
+from app.jobs.sweeper import Sweeper
 from app.runtime import metrics
 from app.runtime.context import AppContext
 
 log = logging.getLogger(__name__)
 
 
+def recover(ctx: AppContext) -> int:
+    """At start-up: the in-process executor's messages died with the last process, so its
+    unfinished jobs need new ones; then a reaper pass."""
+    if not ctx.settings.redis_url:
+        with unit_of_work(ctx.sessions) as session:
+            repo.forget_pending(session)
+    return reap(ctx)
+
+
 def reap(ctx: AppContext) -> int:
     now = utcnow()
+    orphaned_after_s = ctx.settings.job_orphaned_after_s
     with unit_of_work(ctx.sessions) as session:
         ended = repo.finish_cancelled_or_exhausted(session, now=now)
-        ids = repo.jobs_to_redispatch(
-            session, now=now, unclaimed_after_s=ctx.settings.job_unclaimed_after_s
-        )
+        ended["failed"] += repo.finish_orphaned(session, now=now, orphaned_after_s=orphaned_after_s)
+        ids = repo.jobs_to_redispatch(session, now=now, orphaned_after_s=orphaned_after_s)
     for action, count in {**ended, "redispatched": len(ids)}.items():
         metrics.reaper_acted(action, count)
     for job_id in ids:
@@ -33,12 +45,15 @@ def reap(ctx: AppContext) -> int:
 
 
 def start_reaper(ctx: AppContext) -> threading.Thread:
+    sweeper = Sweeper(ctx)
+
     def loop() -> None:
         while not ctx.stopping.wait(ctx.settings.reaper_interval_s):
             try:
                 reap(ctx)
             except Exception:
                 log.exception("reaper pass failed")
+            sweeper.run_if_due()
 
     thread = threading.Thread(target=loop, name="fitapi-reaper", daemon=True)
     thread.start()

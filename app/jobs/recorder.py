@@ -24,6 +24,7 @@ from app.engine import checkpoint
 from app.engine.callbacks import Callback, Logs, ModelCheckpoint, ProgressReporter
 from app.engine.errors import TrainingInterrupted
 from app.jobs import repository as repo
+from app.jobs.failures import retried
 from app.runtime import metrics
 from app.runtime.context import AppContext
 from app.runtime.jsonsafe import safe_logs
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 LOST = "lost"
 CANCELLED = "cancelled"
+STOPPING = "stopping"  # the process shuts down: the job is given back, not ended
 
 
 class Heartbeat(threading.Thread):
@@ -80,6 +82,8 @@ class Heartbeat(threading.Thread):
             return LOST
         if self.cancelled.is_set():
             return CANCELLED
+        if self.ctx.stopping.is_set():
+            return STOPPING
         return None
 
 
@@ -110,6 +114,14 @@ def write_checkpoint(
     return CheckpointRow(job_id=job_id, epoch=epoch, attempt=attempt, key=key, size_bytes=size,
                          logs=logs, trigger=trigger, batch=batch, monitor=monitor,
                          mode=mode)  # fmt: skip
+
+
+def unsaved_copy(row: CheckpointRow) -> CheckpointRow:
+    """The row as write_checkpoint made it, for another try at registering it (a failed
+    transaction leaves its row object unusable)."""
+    columns = CheckpointRow.__table__.columns
+    return CheckpointRow(**{c.key: getattr(row, c.key) for c in columns
+                            if c.key != "id" and getattr(row, c.key) is not None})  # fmt: skip
 
 
 class EpochWriter(threading.Thread):
@@ -264,16 +276,23 @@ class Recorder(Callback):
     def _save(self, epoch: int, values: dict[str, float | None], trigger: str,
               batch: int | None = None) -> None:  # fmt: skip
         tensors, meta = self.trainer.state()
-        row = write_checkpoint(self.ctx, job_id=self.job_id, attempt=self.attempt, epoch=epoch,
-                               logs=values, tensors=tensors, meta={**self.static_meta, **meta},
-                               trigger=trigger, batch=batch,
-                               selection=self.selection)  # fmt: skip
-        keep, pruned = self.ctx.settings.checkpoint_keep, []
-        with unit_of_work(self.ctx.sessions) as session:
-            if not repo.add_checkpoint(session, row=row):
-                raise TrainingInterrupted(LOST)
-            if keep and trigger == "periodic":
-                pruned = repo.prune_periodic(session, job_id=self.job_id, keep=keep)
+        row = retried(lambda: write_checkpoint(
+            self.ctx, job_id=self.job_id, attempt=self.attempt, epoch=epoch, logs=values,
+            tensors=tensors, meta={**self.static_meta, **meta}, trigger=trigger, batch=batch,
+            selection=self.selection,
+        ), what=f"writing a checkpoint of job {self.job_id}")  # fmt: skip
+        keep = self.ctx.settings.checkpoint_keep
+
+        def register() -> list[str]:  # a fresh row and transaction per try
+            fresh = unsaved_copy(row)
+            with unit_of_work(self.ctx.sessions) as session:
+                if not repo.add_checkpoint(session, row=fresh):
+                    raise TrainingInterrupted(LOST)
+                if keep and trigger == "periodic":
+                    return repo.prune_periodic(session, job_id=self.job_id, keep=keep)
+            return []
+
+        pruned = retried(register, what=f"registering a checkpoint of job {self.job_id}")
         for key in pruned:  # unregistered first: a reader finds no row, or a 409 for the file
             try:
                 self.ctx.store.delete_prefix(key)
@@ -283,10 +302,9 @@ class Recorder(Callback):
 
     def _check(self) -> None:
         self.writer.check()
-        if self.ctx.stopping.is_set():
-            # The process is shutting down: stop between batches; the lease expires and the
-            # job resumes from its last checkpoint elsewhere or after a restart.
-            raise TrainingInterrupted(LOST)
+        # A shutdown stops the fit between batches: the job is given back and resumes from
+        # its last epoch-end checkpoint on another worker (a mid-epoch state is no resume
+        # point: an epoch end reached while stopping is checkpointed first, see on_epoch_end).
         reason = self.heartbeat.interruption()
         if reason is not None:
             raise TrainingInterrupted(reason)
@@ -308,6 +326,8 @@ class Recorder(Callback):
             self.end_state = ({k: t.clone() for k, t in tensors.items()}, meta)
         every = self.ctx.settings.checkpoint_every_s
         due = time.monotonic() - self.last_checkpoint >= every and not self.trainer.stop_training
+        # Stopping for a shutdown at an epoch end: this epoch is the resume point.
+        due = due or (self.ctx.stopping.is_set() and epoch < self._epochs - 1)
         if due or self._save_requested:
             # Rows up to this epoch are committed before the checkpoint that follows them.
             self.writer.flush()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import CursorResult, and_, func, or_, select, update
@@ -18,6 +18,7 @@ from app.db.base import utcnow
 from app.db.models import JobRow, JobStatus
 from app.db.scope import Scope
 from app.jobs import repository_attempts as _attempts
+from app.jobs import repository_dispatch as _dispatch
 from app.webhooks import outbox
 
 # What a job attempt writes and readers read of it (epoch rows, checkpoints), kept apart for
@@ -32,6 +33,17 @@ prune_periodic = _attempts.prune_periodic
 record_epoch = _attempts.record_epoch
 record_epochs = _attempts.record_epochs
 rewritten_epochs = _attempts.rewritten_epochs
+
+# The reaper's and the dispatchers' statements (messages pending, leases released, jobs
+# nobody can run any more), kept apart for size.
+finish_cancelled_or_exhausted = _dispatch.finish_cancelled_or_exhausted
+finish_orphaned = _dispatch.finish_orphaned
+forget_pending = _dispatch.forget_pending
+holds_live_lease = _dispatch.holds_live_lease
+jobs_to_redispatch = _dispatch.jobs_to_redispatch
+mark_dispatched = _dispatch.mark_dispatched
+mark_undispatched = _dispatch.mark_undispatched
+release_lease = _dispatch.release_lease
 
 
 # -- jobs --------------------------------------------------------------------------------------
@@ -83,6 +95,7 @@ def claim_job(session: Session, *, job_id: uuid.UUID, owner: str, lease_s: float
             lease_expires_at=now + timedelta(seconds=lease_s),
             started_at=func.coalesce(JobRow.started_at, now),
             updated_at=now,
+            pending_dispatch_at=None,
         )
         .returning(JobRow.attempt)
     )
@@ -100,7 +113,12 @@ def renew_lease(
     now = utcnow()
     result = session.execute(
         update(JobRow)
-        .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running)
+        .where(
+            JobRow.id == job_id,
+            JobRow.attempt == attempt,
+            JobRow.status == JobStatus.running,
+            JobRow.lease_owner.is_not(None),
+        )  # a released lease stays released
         .values(lease_expires_at=now + timedelta(seconds=lease_s))
         .returning(JobRow.cancel_requested)
     )
@@ -119,11 +137,15 @@ def finish_job(
     result_dataset_id: uuid.UUID | None = None,
 ) -> bool:
     """End the attempt's job (fenced by `attempt`); a predict or evaluate job with what it
-    produced."""
+    produced. A job whose cancel was acknowledged never ends `succeeded`: False, nothing
+    written (the caller ends it cancelled)."""
     now = utcnow()
+    fence = [JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running]
+    if status == JobStatus.succeeded:
+        fence.append(JobRow.cancel_requested.is_(False))
     done: CursorResult[Any] = session.execute(  # type: ignore[assignment]
         update(JobRow)
-        .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running)
+        .where(*fence)
         .values(status=status, error_type=error_type, error_message=error_message,
                 finished_at=now, updated_at=now, lease_owner=None, lease_expires_at=None,
                 result=result, result_dataset_id=result_dataset_id)
@@ -162,55 +184,42 @@ def request_cancel(session: Session, *, job_id: uuid.UUID, scope: Scope) -> JobR
     return get_job(session, job_id=job_id, scope=scope)
 
 
-def finish_cancelled_or_exhausted(session: Session, *, now: datetime) -> dict[str, int]:
-    """Running jobs whose lease expired and cannot be claimed again end now: cancelled ones as
-    cancelled, ones out of attempts as failed. Returns how many ended each way."""
-    expired = and_(JobRow.status == JobStatus.running, JobRow.lease_expires_at < now)
-    cancelled = session.scalars(
-        update(JobRow)
-        .where(expired, JobRow.cancel_requested.is_(True))
-        .values(status=JobStatus.cancelled, finished_at=now, updated_at=now, lease_owner=None)
-        .returning(JobRow.id)
-    ).all()
-    failed = session.scalars(
-        update(JobRow)
-        .where(expired, JobRow.attempt >= JobRow.max_attempts)
-        .values(status=JobStatus.failed, finished_at=now, updated_at=now, lease_owner=None,
-                error_type="WorkerLost",
-                error_message="the worker stopped renewing its lease and no attempts are left")
-        .returning(JobRow.id)
-    ).all()  # fmt: skip
-    for job_id in cancelled:
-        outbox.record_state(session, job_id=job_id, status=JobStatus.cancelled)
-    for job_id in failed:
-        outbox.record_state(session, job_id=job_id, status=JobStatus.failed)
-    return {"cancelled": len(cancelled), "failed": len(failed)}
-
-
 def count_by_status(session: Session) -> dict[str, int]:
     """Jobs of every project by status, for the metrics scrape: one GROUP BY."""
     rows = session.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).all()
     return {str(status): int(count) for status, count in rows}
 
 
-def jobs_to_redispatch(
-    session: Session, *, now: datetime, unclaimed_after_s: float
-) -> list[uuid.UUID]:
-    """Queued jobs nobody claimed for a while, and running jobs whose lease expired."""
-    stale = now - timedelta(seconds=unclaimed_after_s)
-    ids = session.scalars(
-        select(JobRow.id).where(
-            or_(
-                and_(JobRow.status == JobStatus.queued, JobRow.dispatched_at < stale),
-                and_(
-                    JobRow.status == JobStatus.running,
-                    JobRow.lease_expires_at < now,
-                    JobRow.attempt < JobRow.max_attempts,
-                    JobRow.cancel_requested.is_(False),
-                ),
+def cancel_acknowledged(session: Session, *, job_id: uuid.UUID, attempt: int) -> bool:
+    """Whether the attempt still owns the job and its cancel was requested."""
+    return bool(
+        session.scalar(
+            select(JobRow.cancel_requested).where(
+                JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running
             )
         )
-    ).all()
-    if ids:
-        session.execute(update(JobRow).where(JobRow.id.in_(ids)).values(dispatched_at=now))
-    return list(ids)
+    )
+
+
+def end_attempt(
+    session: Session, *, job_id: uuid.UUID, attempt: int, error_type: str, error_message: str
+) -> str | None:
+    """A transient fault persisted through the attempt's retries: "redispatch" (the lease is
+    released and the job marked as sent, for the caller to send), or "failed" when it had no
+    attempt left; None if the attempt no longer owns the job."""
+    row = session.scalars(
+        select(JobRow)
+        .where(JobRow.id == job_id, JobRow.attempt == attempt, JobRow.status == JobStatus.running)
+        .with_for_update()
+    ).first()
+    if row is None:
+        return None
+    if row.cancel_requested:
+        finish_job(session, job_id=job_id, attempt=attempt, status=JobStatus.cancelled)
+        return "cancelled"
+    if row.attempt >= row.max_attempts:
+        finish_job(session, job_id=job_id, attempt=attempt, status=JobStatus.failed,
+                   error_type=error_type, error_message=error_message)  # fmt: skip
+        return "failed"
+    _dispatch.release_lease(session, job_id=job_id, attempt=attempt, spent=True)
+    return "redispatch"

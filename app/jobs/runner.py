@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from app.auth import quotas
 from app.core.logging import bind
 from app.datasets.refs import DatasetMissing, open_refs
-from app.db.models import JobRow, JobStatus
+from app.db.models import CheckpointRow, JobRow, JobStatus, ModelRow
 from app.db.scope import SYSTEM
 from app.db.session import unit_of_work
 from app.engine import callbacks as engine_callbacks
@@ -28,10 +28,21 @@ from app.engine.errors import EngineError, TrainingInterrupted
 from app.engine.fit_args import FitArgs, FitPlan
 from app.engine.inference import resolve_device
 from app.engine.trainer import Trainer
+from app.jobs import failures
 from app.jobs import repository as repo
+from app.jobs.dispatch import dispatch, dispatch_if_none_pending
+from app.jobs.failures import CheckpointMissing, is_transient, retried
 from app.jobs.inference_runner import run_inference
 from app.jobs.inputs import read_inputs
-from app.jobs.recorder import CANCELLED, Heartbeat, Recorder, write_checkpoint
+from app.jobs.recorder import (
+    CANCELLED,
+    LOST,
+    STOPPING,
+    Heartbeat,
+    Recorder,
+    unsaved_copy,
+    write_checkpoint,
+)
 from app.models import repository as models_repo
 from app.models.loading import build_model, model_tensors, read_checkpoint
 from app.models.weights_files import discard, replaced_file
@@ -45,55 +56,128 @@ def worker_name() -> str:
 
 
 def run_fit_job(ctx: AppContext, job_id: uuid.UUID) -> None:
-    with unit_of_work(ctx.sessions) as session:
-        if not _may_start(ctx, session, job_id):
-            log.info("job %s waits: its project runs as many jobs as its quota allows; the "
-                     "reaper dispatches it again", job_id)  # fmt: skip
-            return
-        attempt = repo.claim_job(
-            session, job_id=job_id, owner=worker_name(), lease_s=ctx.settings.job_lease_s
-        )
+    attempt = retried(lambda: _claim(ctx, job_id), what=f"claiming job {job_id}")
     if attempt is None:
-        log.info("job %s: nothing to claim (duplicate delivery, finished or owned)", job_id)
         return
     bind(attempt=attempt, worker=worker_name())  # on every log record from here on
     heartbeat = Heartbeat(ctx, job_id, attempt)
     heartbeat.start()
     job = None
     try:
-        with unit_of_work(ctx.sessions) as session:
-            job = repo.get_job(session, job_id=job_id, scope=SYSTEM)
-        if job is not None and job.kind != "fit":
+        job = retried(lambda: _job(ctx, job_id), what=f"reading job {job_id}")
+        if job.kind != "fit":
             run_inference(ctx, job, attempt, heartbeat)
         else:
             _train(ctx, job_id, attempt, heartbeat)
     except TrainingInterrupted as exc:
-        if exc.reason == CANCELLED:
-            _finish(ctx, job_id, attempt, JobStatus.cancelled)
-        else:
-            log.warning("job %s attempt %s lost its lease; stopping", job_id, attempt)
-    except (EngineError, DatasetMissing) as exc:
+        _interrupted(ctx, job_id, attempt, exc.reason)
+    except (EngineError, DatasetMissing, CheckpointMissing) as exc:  # the user's inputs
         _finish(ctx, job_id, attempt, JobStatus.failed, type(exc).__name__, str(exc))
+    except FileNotFoundError:
+        log.exception("job %s attempt %s: a file of the job is missing", job_id, attempt)
+        _finish(ctx, job_id, attempt, JobStatus.failed, "ArtifactMissing",
+                "a file of the job is missing from the artifact store (the API and every worker "
+                "must share one ARTIFACT_DIR)")  # fmt: skip
     except Exception as exc:
-        log.exception("job %s attempt %s failed", job_id, attempt)
-        _finish(ctx, job_id, attempt, JobStatus.failed, type(exc).__name__, str(exc))
+        if is_transient(exc):
+            log.warning("job %s attempt %s: %s persisted", job_id, attempt, type(exc).__name__,
+                        exc_info=True)  # fmt: skip
+            _end_attempt(ctx, job_id, attempt, failures.describe(exc))
+        else:
+            log.exception("job %s attempt %s failed", job_id, attempt)
+            _finish(ctx, job_id, attempt, JobStatus.failed, failures.INTERNAL,
+                    "an internal error ended the job; the server's log has the details under "
+                    "this job's id")  # fmt: skip
     finally:
         heartbeat.stop()
         if job is not None:
             _wake_waiting(ctx, job.project_id)
 
 
+def _claim(ctx: AppContext, job_id: uuid.UUID) -> int | None:
+    with unit_of_work(ctx.sessions) as session:
+        if not _may_start(ctx, session, job_id):
+            # Its message is used up: the reaper's next pass, or the end of one of the
+            # project's jobs, sends another.
+            repo.mark_undispatched(session, job_id=job_id)
+            log.info("job %s waits: its project runs as many jobs as its quota allows", job_id)
+            return None
+        attempt = repo.claim_job(
+            session, job_id=job_id, owner=worker_name(), lease_s=ctx.settings.job_lease_s
+        )
+    if attempt is None:
+        log.info("job %s: nothing to claim (duplicate delivery, finished or owned)", job_id)
+    return attempt
+
+
+def _job(ctx: AppContext, job_id: uuid.UUID) -> JobRow:
+    with unit_of_work(ctx.sessions) as session:
+        job = repo.get_job(session, job_id=job_id, scope=SYSTEM)
+    if job is None:
+        raise TrainingInterrupted(LOST)  # deleted with its model meanwhile
+    return job
+
+
+def _interrupted(ctx: AppContext, job_id: uuid.UUID, attempt: int, reason: str) -> None:
+    acknowledged = reason == LOST and retried(
+        lambda: _cancel_acknowledged(ctx, job_id, attempt), what=f"reading job {job_id}"
+    )
+    if reason == CANCELLED or acknowledged:
+        _finish(ctx, job_id, attempt, JobStatus.cancelled)
+    elif reason == STOPPING:
+        _give_back(ctx, job_id, attempt)
+    else:
+        log.warning("job %s attempt %s lost its lease; stopping", job_id, attempt)
+
+
+def _cancel_acknowledged(ctx: AppContext, job_id: uuid.UUID, attempt: int) -> bool:
+    with unit_of_work(ctx.sessions) as session:
+        return repo.cancel_acknowledged(session, job_id=job_id, attempt=attempt)
+
+
+def _give_back(ctx: AppContext, job_id: uuid.UUID, attempt: int) -> None:
+    """The process shuts down: the attempt gives the job back (its attempt is not spent) and
+    sends it a message at once, so another worker resumes it from its last checkpoint now,
+    not when the lease would have expired."""
+
+    def release() -> bool:
+        with unit_of_work(ctx.sessions) as session:
+            return repo.release_lease(session, job_id=job_id, attempt=attempt, spent=False)
+
+    if retried(release, what=f"releasing job {job_id}"):
+        log.info("job %s attempt %s stopped for a shutdown; dispatched again", job_id, attempt)
+        dispatch(ctx, job_id)
+
+
+def _end_attempt(ctx: AppContext, job_id: uuid.UUID, attempt: int, reason: str) -> None:
+    """A transient fault persisted: the attempt ends; the job is dispatched again if it has
+    attempts left, and fails as TransientError otherwise."""
+
+    def end() -> str | None:
+        with unit_of_work(ctx.sessions) as session:
+            return repo.end_attempt(
+                session, job_id=job_id, attempt=attempt, error_type=failures.TRANSIENT,
+                error_message=reason,
+            )  # fmt: skip
+
+    try:
+        outcome = retried(end, what=f"ending attempt {attempt} of job {job_id}", tries=6)
+    except Exception:  # still failing: the lease expires and the reaper takes the job over
+        log.exception("could not end attempt %s of job %s; the reaper will", attempt, job_id)
+        return
+    if outcome == "redispatch":
+        log.info("job %s attempt %s ended (%s); dispatched again", job_id, attempt, reason)
+        dispatch(ctx, job_id)
+
+
 def _wake_waiting(ctx: AppContext, project_id: uuid.UUID) -> None:
     """A slot of the project's running_jobs quota is free: dispatch its oldest queued job now
-    rather than when the reaper next looks (a duplicate message is harmless: claims are
-    atomic)."""
-    if ctx.dispatcher is None:
-        return
+    rather than when the reaper next looks (unless a message is pending for it already)."""
     try:
         with unit_of_work(ctx.sessions) as session:
             waiting = repo.oldest_queued(session, project_id=project_id)
         if waiting is not None:
-            ctx.dispatcher.dispatch(waiting)
+            dispatch_if_none_pending(ctx, waiting)
     except Exception:
         log.exception("could not dispatch the next job of project %s; the reaper will", project_id)
 
@@ -116,9 +200,15 @@ def _finish(
     error_type: str | None = None,
     message: str | None = None,
 ) -> None:
-    with unit_of_work(ctx.sessions) as session:
-        repo.finish_job(session, job_id=job_id, attempt=attempt, status=status,
-                        error_type=error_type, error_message=message)  # fmt: skip
+    def finish() -> None:
+        with unit_of_work(ctx.sessions) as session:
+            repo.finish_job(session, job_id=job_id, attempt=attempt, status=status,
+                            error_type=error_type, error_message=message)  # fmt: skip
+
+    try:
+        retried(finish, what=f"ending job {job_id}", tries=6)
+    except Exception:  # still failing: the lease expires and the reaper takes the job over
+        log.exception("could not end job %s as %s; the reaper will", job_id, status)
 
 
 def _start_from_model(ctx: AppContext, trainer: Trainer, job: JobRow) -> None:
@@ -137,19 +227,27 @@ def _start_from_model(ctx: AppContext, trainer: Trainer, job: JobRow) -> None:
         trainer.model.load_weight_tensors(model_tensors(tensors))
 
 
-def _train(ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbeat) -> None:
+def _rows(ctx: AppContext, job_id: uuid.UUID) -> tuple[JobRow, ModelRow, CheckpointRow | None]:
     with unit_of_work(ctx.sessions) as session:
         job = repo.get_job(session, job_id=job_id, scope=SYSTEM)
-        assert job is not None
-        model_row = models_repo.get_model(session, model_id=job.model_id, scope=SYSTEM)
-        assert model_row is not None
+        model_row = None if job is None else models_repo.get_model(
+            session, model_id=job.model_id, scope=SYSTEM
+        )  # fmt: skip
+        if job is None or model_row is None:
+            raise TrainingInterrupted(LOST)  # deleted with its model meanwhile
         resume = repo.latest_checkpoint(session, job_id=job_id)
         if resume is None and job.start_checkpoint_id is not None:
             # A job resumed from another job's checkpoint starts from its full training state
             # (its own checkpoints, once it has some, take over: a later attempt uses those).
             resume = repo.get_checkpoint(session, checkpoint_id=job.start_checkpoint_id)
             if resume is None:
-                raise LookupError(f"checkpoint {job.start_checkpoint_id} no longer exists")
+                raise CheckpointMissing(f"checkpoint {job.start_checkpoint_id}, which the job "
+                                        "resumes from, no longer exists")  # fmt: skip
+    return job, model_row, resume
+
+
+def _train(ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbeat) -> None:
+    job, model_row, resume = retried(lambda: _rows(ctx, job_id), what=f"reading job {job_id}")
     spec = CompileSpec.parse(job.request["compile"], ("compile",))
     model = build_model(ctx.settings, model_row.config, model_row.seed)
     trainer = Trainer(model, spec, device=resolve_device(ctx.settings.device))
@@ -201,27 +299,51 @@ def _train(ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbea
     # A resumed attempt that had no epoch left ends from its checkpoint's state.
     end = recorder.end_state if recorder.end_state is not None else resumed_from
     tensors, meta = training_state.with_resume_point(*trainer.state(), end)
-    final_logs = recorder_logs(ctx, job_id)
+    final_logs = retried(lambda: recorder_logs(ctx, job_id), what=f"reading job {job_id}'s logs")
     key_epoch = max(trainer.epoch, args.initial_epoch - 1)
-    ckpt = write_checkpoint(
+    ckpt = retried(lambda: write_checkpoint(
         ctx, job_id=job_id, attempt=attempt, epoch=key_epoch, logs=final_logs,
         tensors=tensors, meta={**static_meta, **meta, "final": True},
         selection=recorder.selection,
-    )  # fmt: skip
-    # The final checkpoint, the model's new weights and the status commit together: a resumed
-    # attempt never finds a final checkpoint of a job that is not finished. The model's own
-    # weights file the fit replaced goes once that has committed (see weights_files).
-    with unit_of_work(ctx.sessions) as session:
-        if not repo.add_checkpoint(session, row=ckpt):
-            return
-        repo.finish_job(session, job_id=job_id, attempt=attempt, status=JobStatus.succeeded)
-        before = models_repo.get_model_for_update(session, model_id=job.model_id, scope=SYSTEM)
-        replaced = replaced_file(session, model_id=job.model_id, new=ckpt.key,
-                                 old=None if before is None else before.weights_key)  # fmt: skip
-        models_repo.set_model_weights(
-            session, model_id=job.model_id, checkpoint_id=ckpt.id, key=ckpt.key,
-            compile_config=job.request["compile"],
-        )  # fmt: skip
+    ), what=f"writing job {job_id}'s final checkpoint")  # fmt: skip
+    _commit_final(ctx, job, attempt, ckpt)
+
+
+class _CancelledAtTheEnd(Exception):
+    """The job's cancel was acknowledged before its final commit: roll that commit back."""
+
+
+def _commit_final(ctx: AppContext, job: JobRow, attempt: int, ckpt: CheckpointRow) -> None:
+    """The final checkpoint, the model's new weights and the status commit together: a resumed
+    attempt never finds a final checkpoint of a job that is not finished. A cancel acknowledged
+    before this commit wins: the job ends cancelled and the model keeps its weights. The
+    model's own weights file the fit replaced goes once this has committed (see weights_files).
+    Retried in place on a transient fault: each try is a fresh transaction, and one whose
+    commit did land finds the job no longer running and writes nothing."""
+
+    def commit() -> str | None:
+        row = unsaved_copy(ckpt)
+        with unit_of_work(ctx.sessions) as session:
+            if not repo.add_checkpoint(session, row=row):
+                return None
+            if not repo.finish_job(session, job_id=job.id, attempt=attempt,
+                                   status=JobStatus.succeeded):  # fmt: skip
+                raise _CancelledAtTheEnd()
+            before = models_repo.get_model_for_update(session, model_id=job.model_id,
+                                                      scope=SYSTEM)  # fmt: skip
+            old = None if before is None else before.weights_key
+            replaced = replaced_file(session, model_id=job.model_id, new=row.key, old=old)
+            models_repo.set_model_weights(
+                session, model_id=job.model_id, checkpoint_id=row.id, key=row.key,
+                compile_config=job.request["compile"],
+            )  # fmt: skip
+        return replaced
+
+    try:
+        replaced = retried(commit, what=f"committing job {job.id}'s end")
+    except _CancelledAtTheEnd:
+        ctx.store.delete_prefix(ckpt.key)
+        raise TrainingInterrupted(CANCELLED) from None
     discard(ctx, replaced)
 
 

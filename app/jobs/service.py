@@ -30,6 +30,7 @@ from app.engine.fit_args import FitArgs
 from app.engine.inference import resolve_device
 from app.engine.trainer import Trainer
 from app.jobs import repository as repo
+from app.jobs.dispatch import dispatch
 from app.jobs.inputs import write_inputs
 from app.jobs.schemas import FitRequest
 from app.models import repository as models_repo
@@ -186,16 +187,6 @@ def link_datasets(
         raise InvalidInput(f"dataset {dataset_id} was deleted while the request was checked",
                            loc=[BODY])  # fmt: skip
     datasets_repo.link_job(session, job_id=job_id, datasets=read)
-
-
-def dispatch(ctx: AppContext, job_id: uuid.UUID) -> None:
-    """Ring the doorbell. A failure leaves the job queued; the reaper dispatches it again."""
-    if ctx.dispatcher is None:
-        return
-    try:
-        ctx.dispatcher.dispatch(job_id)
-    except Exception:
-        log.exception("could not dispatch job %s; the reaper will retry", job_id)
 
 
 # -- jobs --------------------------------------------------------------------------------------

@@ -181,6 +181,17 @@ def test_readyz_is_503_naming_the_database_when_it_is_unreachable(
     assert failed[0]["level"] == "WARNING" and failed[0]["logger"] == "app.runtime.readiness"
 
 
+def test_a_request_while_the_database_is_unreachable_is_a_503_to_retry(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=UNREACHABLE_PG, redis_url=None,
+                        migrate_on_start=False)  # fmt: skip
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        r = client.get("/v1/models", headers={"X-Request-ID": "retry-1"})
+    assert r.status_code == 503, r.text
+    assert r.headers["Retry-After"] == "1" and r.headers["X-Request-ID"] == "retry-1"
+    assert r.json()["detail"][0]["type"] == "unavailable"
+    assert "127.0.0.1" not in r.text and "SELECT" not in r.text
+
+
 def test_a_job_logs_its_id_attempt_and_worker(client: TestClient, json_log: io.StringIO) -> None:
     _, job = fit(client, epochs=1)
     deadline = time.monotonic() + 30

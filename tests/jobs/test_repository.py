@@ -125,20 +125,81 @@ def test_attempts_are_bounded(pg_ctx: Any) -> None:
     assert job.status == JobStatus.failed and job.error_type == "WorkerLost"
 
 
-def test_reaper_selects_unclaimed_and_expired_jobs(pg_ctx: Any) -> None:
-    stale = _job(pg_ctx, dispatched_at=utcnow() - timedelta(minutes=5))
-    fresh = _job(pg_ctx)
+def test_the_reaper_sends_one_message_per_job_at_a_time(pg_ctx: Any) -> None:
+    now = utcnow()
+    lost = _job(pg_ctx, pending_dispatch_at=now - timedelta(minutes=20))  # a broker lost it
+    waiting = _job(pg_ctx, pending_dispatch_at=now - timedelta(minutes=5))  # still pending
+    undispatched = _job(pg_ctx)  # its message came while the project had no running slot
+    with unit_of_work(pg_ctx.sessions) as s:
+        repo.mark_undispatched(s, job_id=undispatched)
     expired = _job(pg_ctx)
     _claim(pg_ctx, expired)
     _expire(pg_ctx, expired)
     running = _job(pg_ctx)
     _claim(pg_ctx, running)
+    assert _get(pg_ctx, running).pending_dispatch_at is None  # the claim used the message
     with unit_of_work(pg_ctx.sessions) as s:
-        ids = repo.jobs_to_redispatch(s, now=utcnow(), unclaimed_after_s=60)
-    assert set(ids) == {stale, expired}
-    assert fresh not in ids and running not in ids
-    with unit_of_work(pg_ctx.sessions) as s:  # dispatched_at was bumped: not picked twice
-        assert repo.jobs_to_redispatch(s, now=utcnow(), unclaimed_after_s=60) == [expired]
+        ids = repo.jobs_to_redispatch(s, now=utcnow(), orphaned_after_s=600)
+    assert set(ids) == {lost, undispatched, expired}
+    assert waiting not in ids and running not in ids
+    with unit_of_work(pg_ctx.sessions) as s:  # each has a message pending now: none again
+        assert repo.jobs_to_redispatch(s, now=utcnow(), orphaned_after_s=600) == []
+        assert not repo.mark_dispatched(s, job_id=expired)
+        repo.mark_undispatched(s, job_id=expired)
+        assert repo.mark_dispatched(s, job_id=expired)
+
+
+def test_a_job_nobody_takes_after_its_worker_stopped_fails(pg_ctx: Any) -> None:
+    job_id = _job(pg_ctx)
+    _claim(pg_ctx, job_id)
+    _expire(pg_ctx, job_id)
+    with unit_of_work(pg_ctx.sessions) as s:
+        assert repo.jobs_to_redispatch(s, now=utcnow(), orphaned_after_s=600) == [job_id]
+        assert repo.finish_orphaned(s, now=utcnow(), orphaned_after_s=600) == 0
+    later = utcnow() + timedelta(seconds=601)
+    with unit_of_work(pg_ctx.sessions) as s:
+        assert repo.jobs_to_redispatch(s, now=later, orphaned_after_s=600) == []
+        assert repo.finish_orphaned(s, now=later, orphaned_after_s=600) == 1
+    job = _get(pg_ctx, job_id)
+    assert job.status == JobStatus.failed and job.error_type == "WorkerLost"
+    assert "no worker took the job" in (job.error_message or "")
+
+
+def test_a_released_lease_is_taken_at_once_and_a_shutdown_spends_no_attempt(pg_ctx: Any) -> None:
+    job_id = _job(pg_ctx, max_attempts=2)
+    assert _claim(pg_ctx, job_id) == 1
+    with unit_of_work(pg_ctx.sessions) as s:
+        assert repo.release_lease(s, job_id=job_id, attempt=1, spent=False)
+        assert not repo.release_lease(s, job_id=job_id, attempt=1, spent=False)
+    job = _get(pg_ctx, job_id)
+    assert job.max_attempts == 3 and job.pending_dispatch_at is not None
+    assert _claim(pg_ctx, job_id) == 2  # no wait for a lease to expire
+
+
+def test_an_attempt_ended_by_a_transient_fault_is_retried_until_attempts_run_out(
+    pg_ctx: Any,
+) -> None:
+    job_id = _job(pg_ctx, max_attempts=2)
+    fault = {"error_type": "TransientError", "error_message": "the database connection failed"}
+    for attempt, outcome in ((1, "redispatch"), (2, "failed")):
+        assert _claim(pg_ctx, job_id) == attempt
+        with unit_of_work(pg_ctx.sessions) as s:
+            assert repo.end_attempt(s, job_id=job_id, attempt=attempt, **fault) == outcome
+    job = _get(pg_ctx, job_id)
+    assert job.status == JobStatus.failed and job.error_type == "TransientError"
+    assert job.error_message == "the database connection failed"
+
+
+def test_a_cancel_acknowledged_before_the_final_commit_wins(pg_ctx: Any) -> None:
+    job_id = _job(pg_ctx)
+    _claim(pg_ctx, job_id)
+    with unit_of_work(pg_ctx.sessions) as s:
+        repo.request_cancel(s, job_id=job_id, scope=SYSTEM)
+    with unit_of_work(pg_ctx.sessions) as s:
+        assert repo.cancel_acknowledged(s, job_id=job_id, attempt=1)
+        assert not repo.finish_job(s, job_id=job_id, attempt=1, status=JobStatus.succeeded)
+        assert repo.finish_job(s, job_id=job_id, attempt=1, status=JobStatus.cancelled)
+    assert _get(pg_ctx, job_id).status == JobStatus.cancelled
 
 
 def test_cancel(pg_ctx: Any) -> None:

@@ -93,13 +93,14 @@ def test_cancel_stops_a_running_fit_between_batches(pg_ctx: Any) -> None:
     assert models.get_model(pg_ctx, scope=SYSTEM, model_id=model.id).weights_key is None
 
 
-def test_an_unexpected_error_fails_the_job_with_its_type_and_message(pg_ctx: Any) -> None:
+def test_a_missing_inputs_file_fails_the_job_without_naming_a_server_path(pg_ctx: Any) -> None:
     _, job = _submit(pg_ctx, epochs=2, callbacks=[])
     pg_ctx.store.delete_prefix(job.data_key)
     run_fit_job(pg_ctx, job.id)
     failed, _ = service.get_job(pg_ctx, scope=SYSTEM, job_id=job.id)
-    assert failed.status == "failed" and failed.error_type == "FileNotFoundError"
-    assert "inputs.safetensors" in (failed.error_message or "")
+    assert failed.status == "failed" and failed.error_type == "ArtifactMissing"
+    assert "ARTIFACT_DIR" in (failed.error_message or "")
+    assert str(pg_ctx.store.root) not in (failed.error_message or "")
 
 
 def test_a_diverged_fit_finishes_with_null_losses(pg_ctx: Any) -> None:

@@ -1,0 +1,74 @@
+"""Clean shutdowns. A worker's warm shutdown (SIGTERM) stops its fit between batches and gives
+the job back at once: another worker resumes it from its last checkpoint long before the lease
+would have expired, and the job ends as an undisturbed run does. The API's SIGTERM ends its
+event streams promptly with a `reconnect` event instead of waiting for them."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.harness import poll, sse_events
+from tests.faults.stack import launch
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_worker_told_to_stop_gives_its_job_back_at_once(
+    pg_database: Callable[[], str], redis_url: str, tmp_path: Path
+) -> None:
+    db = pg_database()
+    # A lease far longer than the test waits: only the give-back lets the job move on.
+    with launch(db, redis_url, tmp_path, JOB_LEASE_S="600") as stack:
+        model_id, job_id = stack.fit(300)
+        poll(lambda: stack.job(job_id)["epochs_done"] >= 10, "10 epochs")
+        stack.worker("worker2")
+        first = stack.workers[0]
+        first.proc.send_signal(signal.SIGTERM)
+        poll(lambda: not first.alive(), "the stopped worker exiting", timeout=60)
+        poll(lambda: stack.job(job_id)["attempt"] == 2, "another worker taking the job",
+             timeout=60)  # fmt: skip
+        job = stack.wait(job_id)
+        assert job["status"] == "succeeded" and job["attempt"] == 2, job
+        assert "stopped for a shutdown" in first.output()
+        stack.assert_same_as_a_straight_run(model_id, job)
+
+
+def test_the_api_ends_its_event_streams_when_told_to_stop(
+    pg_database: Callable[[], str], redis_url: str, tmp_path: Path
+) -> None:
+    db = pg_database()
+    with launch(db, redis_url, tmp_path, EVENTS_MAX_S="300") as stack:
+        _, job_id = stack.fit(5000)
+        poll(lambda: stack.job(job_id)["epochs_done"] >= 1, "an epoch")
+        events: list[dict[str, Any]] = []
+        ended = threading.Event()
+
+        def listen() -> None:
+            with httpx.Client(base_url=str(stack.client.base_url)) as client:
+                try:
+                    events.extend(sse_events(client, f"/v1/jobs/{job_id}/events", timeout=300))
+                finally:
+                    ended.set()
+
+        threads = [threading.Thread(target=listen, daemon=True) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        poll(lambda: len(events) >= 3, "the streams' first events")
+        stack.api.proc.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        poll(lambda: not stack.api.alive(), "the API exiting", timeout=60)
+        for thread in threads:
+            thread.join(timeout=30)
+        assert not any(thread.is_alive() for thread in threads)
+        reconnects = [e for e in events if e.get("event") == "reconnect"]
+        assert len(reconnects) == 3, events[-5:]
+        assert {e["data"]["reason"] for e in reconnects} == {"shutdown"}
+        assert time.monotonic() - start < 300  # not held until EVENTS_MAX_S
