@@ -3,6 +3,8 @@
 # Needs PostgreSQL (127.0.0.1:5432, user postgres) and Redis (127.0.0.1:6379); under CI=true a
 # test that cannot reach them fails instead of skipping. Extra arguments go to pytest.
 # `scripts/test.sh --quick` leaves out the slowest differential fits (pytest -m "not slow").
+# Tests run in TEST_WORKERS processes (default: the CPU count, at most 4), a test module to a
+# process (pytest-xdist, --dist loadfile), so a module's fixtures are set up once.
 set -euo pipefail
 marks=()
 fit_marks="differential and fit"
@@ -17,8 +19,11 @@ scripts/setup.sh test
 echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy"; mypy
 echo "== import-linter"; lint-imports
-echo "== pytest"; python -m pytest -q -p no:cacheprovider "${marks[@]}" "$@"
+workers="${TEST_WORKERS:-$(python -c 'import os; print(min(4, os.cpu_count() or 1))')}"
+parallel=(-n "$workers" --dist loadfile)
+echo "== pytest ($workers processes)"
+python -m pytest -q -p no:cacheprovider "${parallel[@]}" "${marks[@]}" "$@"
 # The differential fits again on torch's baseline (non-vectorised) kernels: their tolerances must
 # hold whatever order a CPU's kernels sum in (CONTRIBUTING.md, "Tolerance policy").
 echo "== pytest: differential fits on the baseline kernels (ATEN_CPU_CAPABILITY=default)"
-ATEN_CPU_CAPABILITY=default python -m pytest -q -p no:cacheprovider -m "$fit_marks" "$@"
+ATEN_CPU_CAPABILITY=default python -m pytest -q -p no:cacheprovider "${parallel[@]}" -m "$fit_marks" "$@"
