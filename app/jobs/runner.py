@@ -107,6 +107,8 @@ def _claim(ctx: AppContext, job_id: uuid.UUID) -> int | None:
         )
     if attempt is None:
         log.info("job %s: nothing to claim (duplicate delivery, finished or owned)", job_id)
+    else:
+        log.info("job %s: attempt %s claimed by %s", job_id, attempt, worker_name())
     return attempt
 
 

@@ -26,11 +26,12 @@ def test_a_worker_told_to_stop_gives_its_job_back_at_once(
 ) -> None:
     db = pg_database()
     # A lease far longer than the test waits: only the give-back lets the job move on.
-    with launch(db, redis_url, tmp_path, JOB_LEASE_S="600") as stack:
+    with launch(db, redis_url, tmp_path, workers=2, JOB_LEASE_S="600") as stack:
         model_id, job_id = stack.fit(300)
-        poll(lambda: stack.job(job_id)["epochs_done"] >= 10, "10 epochs")
-        stack.worker("worker2")
-        first = stack.workers[0]
+        claimed = f"job {job_id}: attempt 1 claimed"
+        first = poll(lambda: next((w for w in stack.workers if claimed in w.output()), None),
+                     "a worker claiming the job")  # fmt: skip
+        poll(lambda: stack.job(job_id)["epochs_done"] >= 3, "3 epochs")
         first.proc.send_signal(signal.SIGTERM)
         poll(lambda: not first.alive(), "the stopped worker exiting", timeout=60)
         poll(lambda: stack.job(job_id)["attempt"] == 2, "another worker taking the job",
