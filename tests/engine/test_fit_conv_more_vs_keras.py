@@ -12,17 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.engine.fit_args import FitArgs
 from app.engine.models import Model
 from tests.support.keras_fit import (
     assert_refused,
-    assert_same_fit,
-    keras_and_ours,
-    measured_drift,
+    assert_split_fit_matches_keras,
     sequential,
 )
 from tests.support.keras_json import keras_json
-from tests.support.tolerance import assert_close, drift_tolerance
 
 # 32 steps of Adam or SGD with momentum 0.9 through convolutions: every value held to a multiple
 # of Keras's one-ulp drift (CONTRIBUTING.md).
@@ -57,20 +53,8 @@ def test_transpose_separable_fit_matches_keras(
     keras: ModuleType, compile_cfg: dict[str, Any]
 ) -> None:
     config = sequential(NET, [None, 5, 4, 2])
-    km, trainer = keras_and_ours(keras, config, compile_cfg)
-
-    def fit(m: Any) -> Any:
-        return m.fit(X, Y, batch_size=8, epochs=4, shuffle=False, validation_split=0.2, verbose=0)
-
-    kh = fit(km)
-    args = FitArgs(batch_size=8, epochs=4, shuffle=False, validation_split=0.2)
-    history = trainer.fit(X, Y, args=args)
-    drift = measured_drift(keras, config, compile_cfg, fit=fit, keras_history=kh.history, km=km,
-                           after=lambda m: {"predict": m.predict(X, verbose=0)})  # fmt: skip
-    assert_same_fit(history.history, kh.history, trainer, km, drift=drift)
-    theirs = km.predict(X, verbose=0)
-    assert_close(trainer.predict(X), theirs, drift_tolerance(drift["predict"], theirs),
-                 what="predict")  # fmt: skip
+    assert_split_fit_matches_keras(keras, config, compile_cfg, X, Y, batch_size=8, epochs=4,
+                                   validation_split=0.2)  # fmt: skip
 
 
 LAYERS = [

@@ -18,7 +18,6 @@ drift (CONTRIBUTING.md)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -35,7 +34,7 @@ from app.engine.errors import ConfigError, DataError
 from app.engine.fit_args import FitArgs
 from app.engine.models import Model
 from app.engine.trainer import Trainer
-from tests.support.tolerance import assert_within_drift, keras_drift
+from tests.support.keras_fit import assert_fit_within_drift, named_results
 
 RNG = np.random.default_rng(5)
 T, VOCAB = 7, 30
@@ -57,37 +56,6 @@ def _ours(keras_model: Any, compile_cfg: dict[str, Any]) -> Trainer:
 
 def _keras_compile(keras: ModuleType, km: Any, loss: str, metrics: list[str]) -> None:
     km.compile(optimizer=keras.optimizers.Adam(learning_rate=0.01), loss=loss, metrics=metrics)
-
-
-def _results(history: dict[str, Any], weights: list[Any], **extra: Any) -> dict[str, Any]:
-    """A fit's results by name: its History values, its final weights and `extra`."""
-    return {**{f"history {k}": v for k, v in history.items()},
-            **{f"weight {i}": w for i, w in enumerate(weights)}, **extra}  # fmt: skip
-
-
-def _same_fit(
-    keras: ModuleType,
-    km: Any,
-    ours: dict[str, Any],
-    theirs: dict[str, Any],
-    *,
-    initial: list[np.ndarray],
-    replay: Callable[[Any], dict[str, Any]],
-) -> None:
-    """Our fit's results as Keras's (`_results`), each to a multiple of Keras's own drift
-    (CONTRIBUTING.md): `replay` runs Keras's side again on a model like `km` (compiled as `km`
-    was, its weights moved by one ulp from `initial`) and returns its results."""
-    compiled = km.get_compile_config()
-
-    def again(weights: list[np.ndarray]) -> dict[str, Any]:
-        other = keras.models.clone_model(km)  # the same graph, new variables
-        other.compile_from_config(compiled)
-        other.set_weights(weights)
-        return replay(other)
-
-    drift = keras_drift(again, initial, baseline=theirs)
-    assert isinstance(drift, dict)
-    assert_within_drift(ours, theirs, drift)
 
 
 def _text_model(keras: ModuleType) -> Any:
@@ -122,17 +90,17 @@ def test_text_model_matches_keras(keras: ModuleType) -> None:
     def replay(m: Any) -> dict[str, Any]:
         kh = m.fit(IDS, Y3, batch_size=8, epochs=3, shuffle=False, verbose=0).history
         val = m.evaluate(IDS, Y3, batch_size=8, return_dict=True, verbose=0)
-        return _results(kh, m.get_weights(), **{f"val {k}": v for k, v in val.items()})
+        return named_results(kh, m.get_weights(), **{f"val {k}": v for k, v in val.items()})
 
     theirs = replay(km)
     history = trainer.fit(IDS.tolist(), Y3, args=FitArgs(batch_size=8, epochs=3, shuffle=False),
                           validation_data=(IDS, Y3)).history  # fmt: skip
     # The last epoch's validation is evaluate on its final weights.
-    ours = _results({k: v for k, v in history.items() if not k.startswith("val_")},
+    ours = named_results({k: v for k, v in history.items() if not k.startswith("val_")},
                     trainer.model.get_weights(),
                     **{f"val {k[4:]}": v[-1] for k, v in history.items()
                        if k.startswith("val_")})  # fmt: skip
-    _same_fit(keras, km, ours, theirs, initial=initial, replay=replay)
+    assert_fit_within_drift(keras, km, ours, theirs, initial=initial, replay=replay)
 
 
 @pytest.mark.fit  # a differential fit: run again on the baseline kernels
@@ -158,12 +126,12 @@ def test_functional_int_input_matches_keras(keras: ModuleType) -> None:
 
     def replay(m: Any) -> dict[str, Any]:
         kh = m.fit([IDS, feats], y, batch_size=12, epochs=3, shuffle=False, verbose=0)
-        return _results(kh.history, m.get_weights())
+        return named_results(kh.history, m.get_weights())
 
     theirs = replay(km)
     history = trainer.fit(x, y, args=FitArgs(batch_size=12, epochs=3, shuffle=False))
-    ours = _results(history.history, trainer.model.get_weights())
-    _same_fit(keras, km, ours, theirs, initial=initial, replay=replay)
+    ours = named_results(history.history, trainer.model.get_weights())
+    assert_fit_within_drift(keras, km, ours, theirs, initial=initial, replay=replay)
 
 
 @pytest.mark.fit  # a differential fit: run again on the baseline kernels
@@ -199,11 +167,11 @@ def test_uint8_images_match_keras(keras: ModuleType, through: str) -> None:
     def replay(m: Any) -> dict[str, Any]:  # the step on one batch, then the fit
         m.train_on_batch(part, y_part)
         kh = m.fit(IMAGES, Y1, batch_size=8, epochs=3, shuffle=False, verbose=0)
-        return _results(kh.history, m.get_weights())
+        return named_results(kh.history, m.get_weights())
 
-    theirs = _results(keras_history.history, km.get_weights())
-    ours = _results(history.history, trainer.model.get_weights())
-    _same_fit(keras, km, ours, theirs, initial=initial, replay=replay)
+    theirs = named_results(keras_history.history, km.get_weights())
+    ours = named_results(history.history, trainer.model.get_weights())
+    assert_fit_within_drift(keras, km, ours, theirs, initial=initial, replay=replay)
 
 
 def test_adapt_on_an_integer_input_matches_keras(keras: ModuleType) -> None:
@@ -286,12 +254,12 @@ def test_each_dtype_reads_as_keras_reads_it(keras: ModuleType, case: str) -> Non
 
     def replay(m: Any) -> dict[str, Any]:
         kh = m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
-        return _results(kh.history, m.get_weights())
+        return named_results(kh.history, m.get_weights())
 
     theirs = replay(km)
     history = trainer.fit(x.tolist(), y, args=FitArgs(batch_size=8, epochs=2, shuffle=False))
-    ours = _results(history.history, trainer.model.get_weights())
-    _same_fit(keras, km, ours, theirs, initial=initial, replay=replay)
+    ours = named_results(history.history, trainer.model.get_weights())
+    assert_fit_within_drift(keras, km, ours, theirs, initial=initial, replay=replay)
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import pytest
 
 from app.engine.compile import CompileSpec
 from app.engine.errors import ConfigError
+from app.engine.fit_args import FitArgs
 from app.engine.models import Model
 from app.engine.trainer import Trainer
 from tests.support.keras_json import keras_json
@@ -152,6 +153,37 @@ def assert_same_fit(
     for i, (ours, theirs) in enumerate(zip(ours_w, km.get_weights(), strict=True)):
         name = f"weight {i}"
         assert_close(ours, theirs, _tolerance(name, theirs, floor, drift), what=name)
+
+
+def assert_split_fit_matches_keras(
+    keras: ModuleType,
+    config: dict[str, Any],
+    compile_cfg: dict[str, Any],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    batch_size: int,
+    epochs: int,
+    validation_split: float,
+) -> None:
+    """The same unshuffled fit with a validation split in Keras and ours from the same weights:
+    its History, weights and predictions held to Keras's measured one-ulp drift."""
+    km, trainer = keras_and_ours(keras, config, compile_cfg)
+
+    def fit(m: Any) -> Any:
+        return m.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=False,
+                     validation_split=validation_split, verbose=0)  # fmt: skip
+
+    kh = fit(km)
+    args = FitArgs(batch_size=batch_size, epochs=epochs, shuffle=False,
+                   validation_split=validation_split)  # fmt: skip
+    history = trainer.fit(x, y, args=args)
+    drift = measured_drift(keras, config, compile_cfg, fit=fit, keras_history=kh.history, km=km,
+                           after=lambda m: {"predict": m.predict(x, verbose=0)})  # fmt: skip
+    assert_same_fit(history.history, kh.history, trainer, km, drift=drift)
+    theirs = km.predict(x, verbose=0)
+    assert_close(trainer.predict(x), theirs, drift_tolerance(drift["predict"], theirs),
+                 what="predict")  # fmt: skip
 
 
 def keras_evaluate(x: np.ndarray, y: np.ndarray, *, batch_size: int) -> After:
