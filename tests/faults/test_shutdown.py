@@ -49,27 +49,25 @@ def test_the_api_ends_its_event_streams_when_told_to_stop(
     with launch(db, redis_url, tmp_path, EVENTS_MAX_S="300") as stack:
         _, job_id = stack.fit(5000)
         poll(lambda: stack.job(job_id)["epochs_done"] >= 1, "an epoch")
-        events: list[dict[str, Any]] = []
-        ended = threading.Event()
+        streams: list[list[dict[str, Any]]] = [[], [], []]
 
-        def listen() -> None:
+        def listen(events: list[dict[str, Any]]) -> None:
             with httpx.Client(base_url=str(stack.client.base_url)) as client:
-                try:
-                    events.extend(sse_events(client, f"/v1/jobs/{job_id}/events", timeout=300))
-                finally:
-                    ended.set()
+                for event in sse_events(client, f"/v1/jobs/{job_id}/events", timeout=300):
+                    events.append(event)
 
-        threads = [threading.Thread(target=listen, daemon=True) for _ in range(3)]
+        threads = [threading.Thread(target=listen, args=(events,), daemon=True)
+                   for events in streams]  # fmt: skip
         for thread in threads:
             thread.start()
-        poll(lambda: len(events) >= 3, "the streams' first events")
+        poll(lambda: all(streams), "every stream's first event")  # all three are open
         stack.api.proc.send_signal(signal.SIGTERM)
         start = time.monotonic()
         poll(lambda: not stack.api.alive(), "the API exiting", timeout=60)
         for thread in threads:
             thread.join(timeout=30)
         assert not any(thread.is_alive() for thread in threads)
-        reconnects = [e for e in events if e.get("event") == "reconnect"]
-        assert len(reconnects) == 3, events[-5:]
-        assert {e["data"]["reason"] for e in reconnects} == {"shutdown"}
+        for events in streams:  # each ended with the event that tells its client to reconnect
+            assert events[-1]["event"] == "reconnect", events[-3:]
+            assert events[-1]["data"]["reason"] == "shutdown"
         assert time.monotonic() - start < 300  # not held until EVENTS_MAX_S
