@@ -177,6 +177,10 @@ class Settings(BaseSettings):
     webhook_poll_s: float = Field(
         default=1.0, gt=0, description="How often the sender looks for deliveries that are due"
     )
+    webhook_keep_s: float = Field(
+        default=7 * 86400.0, gt=0, description="Seconds a delivered or given-up delivery is "
+        "kept (listed under its webhook) before the sender prunes it",
+    )  # fmt: skip
     # Private, loopback, link-local and reserved addresses are where a server's internal
     # services live (a cloud's metadata endpoint, a database port): a tenant must not make the
     # server POST to them. Unset: allowed only in the embedded mode (no DATABASE_URL), which

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import WebhookDeliveryRow, WebhookRow
@@ -152,3 +152,15 @@ def record_try(
                 next_attempt_at=next_attempt_at, delivered_at=delivered_at)
         .execution_options(synchronize_session=False)
     )  # fmt: skip
+
+
+def prune_deliveries(session: Session, *, before: datetime) -> int:
+    """Delete the deliveries that are settled (delivered, or given up) and older than `before`;
+    how many went. Pending ones stay, whatever their age."""
+    gone: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        delete(WebhookDeliveryRow)
+        .where(WebhookDeliveryRow.status.in_(["delivered", "failed"]),
+               WebhookDeliveryRow.created_at < before)
+        .execution_options(synchronize_session=False)
+    )  # fmt: skip
+    return int(gone.rowcount or 0)

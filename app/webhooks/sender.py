@@ -118,11 +118,29 @@ def send_due(ctx: AppContext) -> int:
     return tries
 
 
+PRUNE_EVERY_S = 3600.0
+
+
+def prune(ctx: AppContext) -> int:
+    """Forget settled deliveries older than WEBHOOK_KEEP_S, so the table does not grow without
+    bound; logs how many went."""
+    before = utcnow() - timedelta(seconds=ctx.settings.webhook_keep_s)
+    with unit_of_work(ctx.sessions) as session:
+        gone = repo.prune_deliveries(session, before=before)
+    if gone:
+        log.info("pruned %d settled webhook deliveries older than %s", gone, before.isoformat())
+    return gone
+
+
 def start_sender(ctx: AppContext) -> threading.Thread:
     def loop() -> None:
+        pruned_at = float("-inf")
         while not ctx.stopping.wait(ctx.settings.webhook_poll_s):
             try:
                 send_due(ctx)
+                if time.monotonic() - pruned_at >= PRUNE_EVERY_S:
+                    pruned_at = time.monotonic()
+                    prune(ctx)
             except Exception:
                 log.exception("webhook sender pass failed")
 

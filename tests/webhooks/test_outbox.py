@@ -27,7 +27,7 @@ from app.db.session import unit_of_work
 from app.jobs import repository as jobs_repo
 from app.models import repository as models_repo
 from app.webhooks import repository as repo
-from app.webhooks.sender import retry_delay, send_due
+from app.webhooks.sender import prune, retry_delay, send_due
 from app.webhooks.signing import verify
 from tests.webhooks.receiver import receiving
 
@@ -172,3 +172,28 @@ def test_backoff_doubles_up_to_its_bound(pg_ctx: Any) -> None:
     settings = pg_ctx.settings.model_copy(update={"webhook_retry_base_s": 10.0,
                                                   "webhook_retry_max_s": 60.0})  # fmt: skip
     assert [retry_delay(settings, n) for n in range(1, 6)] == [10.0, 20.0, 40.0, 60.0, 60.0]
+
+
+def test_settled_deliveries_are_pruned_after_their_keep_time(pg_ctx: Any) -> None:
+    hook = _hook(pg_ctx, events=["job.queued"])
+    ids = [_job(pg_ctx) for _ in range(4)]  # one delivery each
+    old = utcnow() - timedelta(days=8)
+    with unit_of_work(pg_ctx.sessions) as s:
+        deliveries = s.scalars(
+            select(WebhookDeliveryRow.id)
+            .where(WebhookDeliveryRow.webhook_id == hook)
+            .order_by(WebhookDeliveryRow.created_at)
+        ).all()
+        assert len(deliveries) == len(ids)
+        # Old and delivered, old and given up, old and still pending, recent and delivered.
+        for delivery, status, created in zip(deliveries, ["delivered", "failed", "pending",
+                                                          "delivered"], [old, old, old, utcnow()],
+                                             strict=True):  # fmt: skip
+            s.execute(update(WebhookDeliveryRow).where(WebhookDeliveryRow.id == delivery)
+                      .values(status=status, created_at=created))  # fmt: skip
+    pg_ctx.settings.webhook_keep_s = 7 * 86400.0
+    assert prune(pg_ctx) == 2
+    with unit_of_work(pg_ctx.sessions) as s:
+        left = s.scalars(select(WebhookDeliveryRow.id).where(
+            WebhookDeliveryRow.webhook_id == hook)).all()  # fmt: skip
+    assert set(left) == {deliveries[2], deliveries[3]}
