@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from app.core.config import Settings
 from app.core.logging import FIELDS, bind, current, log_context, make_handler
 from app.main import create_app
 from tests.api.conftest import serve
+from tests.e2e.harness import poll
 from tests.support import scenario
 from tests.support.prometheus import families, value
 
@@ -41,10 +41,7 @@ def fit(client: TestClient, epochs: int = 2) -> tuple[str, str]:
     r = client.post(f"/v1/models/{model}/fit", json=body)
     assert r.status_code == 202, r.text
     job = r.json()["id"]
-    deadline = time.monotonic() + 60
-    while client.get(f"/v1/jobs/{job}").json()["status"] != "succeeded":
-        assert time.monotonic() < deadline, "the fit did not finish"
-        time.sleep(0.05)
+    poll(lambda: client.get(f"/v1/jobs/{job}").json()["status"] == "succeeded", "the fit")
     return model, job
 
 
@@ -58,15 +55,16 @@ def test_metrics_count_requests_by_route_template_and_show_the_jobs(
     client.get("/no/such/path")
 
     # The job's duration is observed just after its row says succeeded.
-    deadline = time.monotonic() + 30
-    while True:
-        after = scrape(client)
-        done = value(after, "fitapi_job_duration_seconds_count", kind="fit", status="succeeded")
-        if done > value(before, "fitapi_job_duration_seconds_count", kind="fit",
-                        status="succeeded"):  # fmt: skip
-            break
-        assert time.monotonic() < deadline, "no job duration was observed"
-        time.sleep(0.05)
+    duration = {"kind": "fit", "status": "succeeded"}
+    counted = value(before, "fitapi_job_duration_seconds_count", **duration)
+
+    def observed() -> dict[str, Any] | None:
+        now = scrape(client)
+        return (
+            now if value(now, "fitapi_job_duration_seconds_count", **duration) > counted else None
+        )
+
+    after = poll(observed, "the job's duration observed")
 
     route = "/v1/models/{model_id}"
     assert value(after, "fitapi_http_requests_total", method="GET", route=route, status="200") >= 1
@@ -194,11 +192,9 @@ def test_a_request_while_the_database_is_unreachable_is_a_503_to_retry(tmp_path:
 
 def test_a_job_logs_its_id_attempt_and_worker(client: TestClient, json_log: io.StringIO) -> None:
     _, job = fit(client, epochs=1)
-    deadline = time.monotonic() + 30
-    while not any(e.get("job_id") == job and "ended" in e["message"] for e in lines(json_log)):
-        assert time.monotonic() < deadline, json_log.getvalue()
-        time.sleep(0.05)
-    ended = next(e for e in lines(json_log) if e.get("job_id") == job and "ended" in e["message"])
+    ended = poll(lambda: next((e for e in lines(json_log)
+                               if e.get("job_id") == job and "ended" in e["message"]), None),
+                 "the job's end logged")  # fmt: skip
     assert ended["attempt"] == 1 and ended["worker"].count(":") == 2
     assert "request_id" not in ended  # the executor's thread has no request's context
 

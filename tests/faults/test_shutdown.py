@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,7 +61,6 @@ def test_the_api_ends_its_event_streams_when_told_to_stop(
             thread.start()
         poll(lambda: all(streams), "every stream's first event")  # all three are open
         stack.api.proc.send_signal(signal.SIGTERM)
-        start = time.monotonic()
         poll(lambda: not stack.api.alive(), "the API exiting", timeout=60)
         for thread in threads:
             thread.join(timeout=30)
@@ -70,4 +68,3 @@ def test_the_api_ends_its_event_streams_when_told_to_stop(
         for events in streams:  # each ended with the event that tells its client to reconnect
             assert events[-1]["event"] == "reconnect", events[-3:]
             assert events[-1]["data"]["reason"] == "shutdown"
-        assert time.monotonic() - start < 300  # not held until EVENTS_MAX_S

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.e2e.harness import poll
 
 
 @dataclass
@@ -61,11 +62,8 @@ class Receiver:
             return [r for r in self.requests if r.path == path]
 
     def wait(self, path: str, count: int, timeout_s: float = 60.0) -> list[Received]:
-        """The first `count` requests to `path`; a hang guard, not a timing assertion."""
-        deadline = time.monotonic() + timeout_s
-        while len(self.at(path)) < count:
-            assert time.monotonic() < deadline, f"{path} got {len(self.at(path))} of {count}"
-            time.sleep(0.02)
+        """The first `count` requests to `path`."""
+        poll(lambda: len(self.at(path)) >= count, f"{count} requests to {path}", timeout=timeout_s)
         return self.at(path)[:count]
 
 

@@ -5,7 +5,6 @@ redirects are not followed; bad input is a 422 naming the field; another project
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from app.webhooks.signing import verify
 from tests.api.conftest import serve
+from tests.e2e.harness import poll
 from tests.support import scenario
 from tests.webhooks.receiver import Receiver, receiving
 
@@ -50,22 +50,19 @@ def _fit(client: TestClient, headers: dict[str, str] | None = None, epochs: int 
     r = client.post(f"/v1/models/{model.json()['id']}/fit", json=body, headers=h)
     assert r.status_code == 202, r.text
     job_id = str(r.json()["id"])
-    deadline = time.monotonic() + 60
-    while client.get(f"/v1/jobs/{job_id}", headers=h).json()["status"] != "succeeded":
-        assert time.monotonic() < deadline, "the fit did not finish"
-        time.sleep(0.05)
+    poll(lambda: client.get(f"/v1/jobs/{job_id}", headers=h).json()["status"] == "succeeded",
+         "the fit")  # fmt: skip
     return job_id
 
 
 def _settled(client: TestClient, hook_id: str, count: int) -> list[dict[str, Any]]:
     """The webhook's deliveries once `count` of them are delivered or given up."""
-    deadline = time.monotonic() + 60
-    while True:
+
+    def settled() -> list[dict[str, Any]] | None:
         items = client.get(f"/v1/webhooks/{hook_id}/deliveries").json()["items"]
-        if len([d for d in items if d["status"] != "pending"]) >= count:
-            return list(items)
-        assert time.monotonic() < deadline, items
-        time.sleep(0.05)
+        return list(items) if len([d for d in items if d["status"] != "pending"]) >= count else None
+
+    return poll(settled, f"{count} deliveries settled")
 
 
 def test_a_fit_sends_signed_job_events(client: TestClient, receiver: Receiver) -> None:
