@@ -64,18 +64,21 @@ def _add(
     hooks: Sequence[uuid.UUID],
     job_id: uuid.UUID,
     event: str,
-    data: Mapping[str, Any],
+    datas: Sequence[Mapping[str, Any]],
 ) -> None:
+    """One delivery per webhook and per event's data, in one INSERT."""
     now = utcnow()
     rows = []
-    for hook_id in hooks:
-        delivery_id = uuid.uuid4()
-        payload = {"id": str(delivery_id), "type": event, "created_at": now.isoformat(),
-                   "webhook_id": str(hook_id), "data": dict(data)}  # fmt: skip
-        rows.append({"id": delivery_id, "webhook_id": hook_id, "event": event, "job_id": job_id,
-                     "payload": payload, "status": "pending", "attempts": 0,
-                     "next_attempt_at": now, "created_at": now})  # fmt: skip
-    session.execute(insert(WebhookDeliveryRow), rows)
+    for data in datas:
+        for hook_id in hooks:
+            delivery_id = uuid.uuid4()
+            payload = {"id": str(delivery_id), "type": event, "created_at": now.isoformat(),
+                       "webhook_id": str(hook_id), "data": dict(data)}  # fmt: skip
+            rows.append({"id": delivery_id, "webhook_id": hook_id, "event": event,
+                         "job_id": job_id, "payload": payload, "status": "pending",
+                         "attempts": 0, "next_attempt_at": now, "created_at": now})  # fmt: skip
+    if rows:
+        session.execute(insert(WebhookDeliveryRow), rows)
 
 
 def record(session: Session, *, job_id: uuid.UUID, event: str) -> None:
@@ -86,7 +89,7 @@ def record(session: Session, *, job_id: uuid.UUID, event: str) -> None:
         return
     job = _job(session, job_id)
     if job is not None:
-        _add(session, hooks=hooks, job_id=job_id, event=event, data={"job": job})
+        _add(session, hooks=hooks, job_id=job_id, event=event, datas=[{"job": job}])
 
 
 def record_epochs(
@@ -97,15 +100,15 @@ def record_epochs(
     rows: Sequence[tuple[int, Mapping[str, float | None]]],
 ) -> None:
     """Epoch-end events (`job.epoch`), one per row, for the webhooks that asked for them."""
-    hooks = _subscribers(session, job_id=job_id, event=EPOCH_EVENT)
-    if not hooks or not rows:
+    if not rows:
         return
-    job = _job(session, job_id)
+    hooks = _subscribers(session, job_id=job_id, event=EPOCH_EVENT)
+    job = _job(session, job_id) if hooks else None
     if job is None:
         return
-    for epoch, logs in rows:
-        data = {"job": job, "epoch": epoch, "attempt": attempt, "logs": dict(logs)}
-        _add(session, hooks=hooks, job_id=job_id, event=EPOCH_EVENT, data=data)
+    datas = [{"job": job, "epoch": epoch, "attempt": attempt, "logs": dict(logs)}
+             for epoch, logs in rows]  # fmt: skip
+    _add(session, hooks=hooks, job_id=job_id, event=EPOCH_EVENT, datas=datas)
 
 
 def record_state(session: Session, *, job_id: uuid.UUID, status: str) -> None:
