@@ -28,10 +28,10 @@ import sys
 
 digest = hashlib.sha256(sys.version.encode())
 root = pathlib.Path(".")
-files = {root / "pyproject.toml", *root.glob("*.lock"), *root.glob("pylock*.toml"),
+files = {root / "pyproject.toml", root / "client" / "pyproject.toml", *root.glob("*.lock"), *root.glob("pylock*.toml"),
          *root.glob("requirements*.txt")}
 for path in sorted(p for p in files if p.is_file()):
-    digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
 print(digest.hexdigest())
 EOF
 )"
@@ -68,6 +68,10 @@ if [ -n "$all_extras" ]; then
   python -m pip install -e ".[$all_extras]"
 else
   python -m pip install -e .
+fi
+if grep -qx test <(extras_lines "$all_extras"); then
+  # The tests drive the Python client and its command line (client/, its own distribution).
+  python -m pip install -e "./client[cli]"
 fi
 printf 'inputs %s\nextras %s\n' "$inputs" "$all_extras" >"$STAMP.tmp"
 mv "$STAMP.tmp" "$STAMP"

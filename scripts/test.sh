@@ -15,6 +15,7 @@ if [[ "${1:-}" == "--quick" ]]; then
 fi
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
+scripts/browser.sh
 . .venv/bin/activate
 echo "== ruff"; ruff check . && ruff format --check .
 echo "== mypy"; mypy

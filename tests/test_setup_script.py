@@ -54,15 +54,21 @@ def test_pip_runs_only_when_the_stamp_is_out_of_date(tmp_path: Path) -> None:
     assert not any("--quiet" in run and "-e" in run for run in first)  # the big install shows
     assert _setup(project, log) == []  # a second start runs no pip at all
 
-    assert _setup(project, log, "test")[-1] == "install -e .[test]"  # extras grew
+    # extras grew; the test extras bring the client (client/, its own distribution) too
+    assert _setup(project, log, "test")[-2:] == ["install -e .[test]", "install -e ./client[cli]"]
     assert _setup(project, log, "test") == []
     assert _setup(project, log) == []  # fewer extras: what is installed covers them
 
     pyproject = project / "pyproject.toml"
     pyproject.write_text(pyproject.read_text() + "\n# changed\n")
-    assert _setup(project, log)[-1] == "install -e .[test]"  # keeps the extras installed
+    assert _setup(project, log)[-2] == "install -e .[test]"  # keeps the extras installed
     assert _setup(project, log) == []
 
     (project / "requirements.lock").write_text("numpy==2.0.0\n")  # a lock file counts too
-    assert _setup(project, log)[-1] == "install -e .[test]"
+    assert _setup(project, log)[-2] == "install -e .[test]"
     assert _setup(project, log, "test") == []
+
+    client = project / "client" / "pyproject.toml"  # and the client's
+    client.parent.mkdir()
+    client.write_text("[project]\n")
+    assert _setup(project, log)[-1] == "install -e ./client[cli]"
