@@ -54,17 +54,19 @@ def get_dataset_for_update(
 
 
 def list_datasets(
-    session: Session, *, scope: Scope, limit: int, offset: int
+    session: Session, *, scope: Scope, limit: int, offset: int, sha256: str | None = None
 ) -> tuple[Sequence[DatasetRow], int]:
-    visible = scope.where(DatasetRow.project_id)
+    visible = [scope.where(DatasetRow.project_id)]
+    if sha256 is not None:  # the indexed column: how a client finds bytes it already sent
+        visible.append(DatasetRow.sha256 == sha256)
     rows = session.scalars(
         select(DatasetRow)
-        .where(visible)
+        .where(*visible)
         .order_by(DatasetRow.created_at.desc(), DatasetRow.id)
         .limit(limit)
         .offset(offset)
     ).all()
-    total = session.scalar(select(func.count()).select_from(DatasetRow).where(visible)) or 0
+    total = session.scalar(select(func.count()).select_from(DatasetRow).where(*visible)) or 0
     return rows, total
 
 

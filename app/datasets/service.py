@@ -110,10 +110,10 @@ def get_dataset(ctx: AppContext, *, scope: Scope, dataset_id: uuid.UUID) -> Data
 
 
 def list_datasets(
-    ctx: AppContext, *, scope: Scope, limit: int, offset: int
+    ctx: AppContext, *, scope: Scope, limit: int, offset: int, sha256: str | None = None
 ) -> tuple[Sequence[DatasetRow], int]:
     with unit_of_work(ctx.sessions) as session:
-        return repo.list_datasets(session, scope=scope, limit=limit, offset=offset)
+        return repo.list_datasets(session, scope=scope, limit=limit, offset=offset, sha256=sha256)
 
 
 def array_file(ctx: AppContext, *, scope: Scope, dataset_id: uuid.UUID, name: str) -> Path:

@@ -156,3 +156,21 @@ def test_hostile_files_through_the_route_store_nothing(client: TestClient, tmp_p
         assert r.json()["detail"][0]["loc"], r.text
     assert client.get("/v1/datasets").json()["total"] == 0
     assert stored_files(tmp_path) == []
+
+
+def test_the_list_filters_by_sha256(client: TestClient) -> None:
+    """A client looks up the bytes it is about to send, and reuses a dataset that has them."""
+    import hashlib
+
+    body = npy(np.arange(12, dtype=np.float32).reshape(6, 2))
+    first = client.post("/v1/datasets", content=body, headers=NPY).json()
+    client.post("/v1/datasets", content=npy(np.zeros(3, np.int64)), headers=NPY)
+    digest = hashlib.sha256(body).hexdigest()
+    assert first["sha256"] == digest
+    found = client.get(f"/v1/datasets?sha256={digest}").json()
+    assert found["total"] == 1 and [d["id"] for d in found["items"]] == [first["id"]]
+    none = client.get(f"/v1/datasets?sha256={'0' * 64}").json()
+    assert none["total"] == 0 and none["items"] == []
+    assert client.get("/v1/datasets").json()["total"] == 2
+    r = client.get("/v1/datasets?sha256=NOT-HEX")
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "sha256"]

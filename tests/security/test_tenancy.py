@@ -261,3 +261,15 @@ def test_a_body_is_not_read_before_the_key_is_checked(world: World) -> None:
     r = world.client.post("/v1/models", content=b"{not json", headers={
         "Content-Type": "application/json"})  # fmt: skip
     assert r.status_code == 401, r.text
+
+
+def test_the_dataset_sha256_filter_sees_only_the_callers_project(world: World) -> None:
+    """Both projects uploaded the same bytes: each finds only its own dataset by their sha256."""
+    import hashlib
+
+    digest = hashlib.sha256(_npy()).hexdigest()
+    for project in PROJECTS:
+        r = world.client.get(f"/v1/datasets?sha256={digest}",
+                             headers=world.auth((project, "viewer")))  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert [d["id"] for d in r.json()["items"]] == [world.ids[project]["dataset_id"]]

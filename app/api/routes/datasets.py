@@ -24,6 +24,7 @@ from app.db.models import DatasetRow
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+SHA256 = r"^[0-9a-f]{64}$"
 E404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "No such dataset"}}
 BINARY = {"schema": {"type": "string", "format": "binary"}}
 UPLOAD_BODY: dict[str, Any] = {
@@ -127,8 +128,18 @@ def list_datasets(
     who: Caller,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    sha256: Annotated[
+        str | None,
+        Query(
+            pattern=SHA256,
+            description="Only datasets whose uploaded bytes have this sha256 (64 lowercase hex "
+            "digits): how a client avoids uploading the same file twice",
+        ),
+    ] = None,
 ) -> DatasetList:
-    rows, total = service.list_datasets(ctx, scope=who.scope, limit=limit, offset=offset)
+    rows, total = service.list_datasets(
+        ctx, scope=who.scope, limit=limit, offset=offset, sha256=sha256
+    )
     return DatasetList(items=[dataset_out(r) for r in rows], total=total, limit=limit,
                        offset=offset)  # fmt: skip
 
