@@ -1,0 +1,5 @@
+"""`python -m fitapi.cli`."""
+
+from fitapi.cli.main import main
+
+main()
