@@ -1,0 +1,189 @@
+"""client.jobs and Job: a fit (or batch predict/evaluate) on the server; its live events
+(Server-Sent Events, followed across `reconnect` and dropped connections with Last-Event-ID),
+and `wait()`, which prints Keras's progress lines and returns the History."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
+
+import httpx
+
+from fitapi.client import RETRY_ERRORS
+from fitapi.errors import JobCancelled, JobFailed
+from fitapi.history import History
+from fitapi.progress import EpochPrinter
+
+if TYPE_CHECKING:
+    from fitapi.client import Client
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+MAX_RECONNECTS = 1000  # a stream ends every EVENTS_MAX_S: a long fit reconnects many times
+
+
+@dataclass
+class Event:
+    """One Server-Sent Event: `epoch` (id = epoch), `progress`, `status` or `reconnect`."""
+
+    event: str
+    id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[Event]:
+    kind, event_id, data = "message", None, list[str]()
+    for line in lines:
+        if line == "":
+            if data:
+                yield Event(kind, event_id, json.loads("\n".join(data)))
+            kind, event_id, data = "message", None, []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                kind = value
+            elif name == "id":
+                event_id = value
+            elif name == "data":
+                data.append(value)
+
+
+class Job:
+    """A job: `.id`, `.kind`, `.status`, `.model_id`, `.raw` (the server's JSON)."""
+
+    def __init__(self, client: Client, raw: dict[str, Any], *, steps: int | None = None) -> None:
+        self._client = client
+        self.raw = raw
+        self._steps = steps  # batches per epoch, when the client knows them
+
+    id = property(lambda self: str(self.raw["id"]))
+    kind = property(lambda self: str(self.raw.get("kind", "fit")))
+    status = property(lambda self: str(self.raw["status"]))
+    model_id = property(lambda self: str(self.raw["model_id"]))
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    def __repr__(self) -> str:
+        return f"<fitapi.Job {self.id} {self.kind} {self.status}>"
+
+    def refresh(self) -> Job:
+        self.raw = self._client.get_json(f"/v1/jobs/{self.id}")
+        return self
+
+    def events(self, after: int | None = None) -> Iterator[Event]:
+        """The job's events until its `status` event; reconnects after `reconnect` or a
+        dropped connection, from the last epoch received (as EventSource does)."""
+        last = after
+        for _ in range(MAX_RECONNECTS):
+            headers = {"Accept": "text/event-stream"}
+            if last is not None:
+                headers["Last-Event-ID"] = str(last)
+            try:
+                with self._client.http.stream(
+                    "GET", f"/v1/jobs/{self.id}/events", headers=headers,
+                    timeout=httpx.Timeout(self._client.timeout, read=max(self._client.timeout,
+                                                                          120.0)),
+                ) as response:  # fmt: skip
+                    if response.status_code == 204:  # ended, nothing after `last`
+                        yield Event("status", None, self._status_summary())
+                        return
+                    if response.status_code >= 400:
+                        response.read()
+                        self._client.request("GET", f"/v1/jobs/{self.id}")  # raises ApiError
+                        raise RuntimeError(f"events: {response.status_code}")
+                    for event in parse_sse(response.iter_lines()):
+                        if event.event == "reconnect":
+                            break
+                        if event.event == "epoch" and event.id is not None:
+                            last = int(event.id)
+                        yield event
+                        if event.event == "status":
+                            return
+            except (*RETRY_ERRORS, httpx.ReadTimeout):
+                time.sleep(0.5)
+        raise RuntimeError(f"the event stream of job {self.id} kept ending without its status")
+
+    def _status_summary(self) -> dict[str, Any]:
+        self.refresh()
+        return {k: self.raw.get(k) for k in ("status", "epochs_done", "error")}
+
+    def wait(
+        self, verbose: int | str = 1, timeout: float | None = None, *, out: TextIO | None = None
+    ) -> History:
+        """Follow the job to its end, printing Keras's progress lines (verbose 1 or 2; 0 is
+        silent); the History when it succeeded, else JobFailed or JobCancelled. `timeout`
+        (seconds) raises TimeoutError while the job still runs."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        printer = EpochPrinter(verbose, epochs=int(self.raw.get("epochs", 1)), steps=self._steps,
+                               out=out)  # fmt: skip
+        if self.done:
+            return self._finish(printer)
+        for event in self.events():
+            if event.event == "progress":
+                printer.progress(event.data)
+            elif event.event == "epoch":
+                printer.epoch(int(event.data["epoch"]), event.data.get("logs") or {})
+            elif event.event == "status":
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.id} is still {self.refresh().status}")
+        return self._finish(printer)
+
+    def _finish(self, printer: EpochPrinter) -> History:
+        self.refresh()
+        if self.status == "failed":
+            raise JobFailed(self)
+        if self.status == "cancelled":
+            raise JobCancelled(self)
+        history = self.history
+        history.params = {"verbose": printer.verbose, "epochs": int(self.raw.get("epochs", 0)),
+                          "steps": printer.steps or self._steps}  # fmt: skip
+        return history
+
+    @property
+    def history(self) -> History:
+        """The job's History so far: the server's `history`, epochs numbered from the job's
+        first (its `initial_epoch`)."""
+        raw = self.raw.get("history") or {}
+        epochs = sorted({int(row["epoch"]) for row in self.logs()})
+        n = len(next(iter(raw.values()))) if raw else 0
+        first = epochs[0] if epochs else 0
+        return History({k: list(v) for k, v in raw.items()}, list(range(first, first + n)))
+
+    def logs(self, after: int | None = None) -> list[dict[str, Any]]:
+        """One row per finished epoch: {"epoch", "logs", "attempt", "created_at"}."""
+        params = {} if after is None else {"after": after}
+        return list(self._client.get_json(f"/v1/jobs/{self.id}/logs", params)["items"])
+
+    def cancel(self) -> Job:
+        self.raw = self._client.post_json(f"/v1/jobs/{self.id}/cancel")
+        return self
+
+    def resume(self, checkpoint: str | None = None, epochs: int | None = None) -> Job:
+        """Continue this finished job as a new fit job (POST /v1/jobs/{id}/resume)."""
+        body = {k: v for k, v in (("checkpoint", checkpoint), ("epochs", epochs)) if v is not None}
+        return Job(self._client, self._client.post_json(f"/v1/jobs/{self.id}/resume", body),
+                   steps=self._steps)  # fmt: skip
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        return list(self._client.get_json(f"/v1/jobs/{self.id}/checkpoints")["items"])
+
+
+class Jobs:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def get(self, job_id: str) -> Job:
+        return Job(self._client, self._client.get_json(f"/v1/jobs/{job_id}"))
+
+    def list(self, model_id: str | None = None, limit: int = 50, offset: int = 0) -> list[Job]:
+        params = {"model_id": model_id, "limit": limit, "offset": offset}
+        body = self._client.get_json("/v1/jobs", params)
+        return [Job(self._client, raw) for raw in body["items"]]
