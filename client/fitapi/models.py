@@ -8,6 +8,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -202,7 +203,9 @@ class Model:
         import keras
 
         data = self._client.request("GET", f"/v1/models/{self.id}/model.keras").content
-        with tempfile.TemporaryDirectory() as folder:
+        with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+            # The export holds no optimizer state yet (the README says so): not worth a warning.
+            warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
             path = Path(folder) / "model.keras"
             path.write_bytes(data)
             return keras.saving.load_model(path)

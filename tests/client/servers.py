@@ -1,0 +1,50 @@
+"""Real servers for the client's tests: uvicorn on the embedded default (SQLite, in-process
+jobs), or uvicorn with a Celery worker on Postgres and Redis; each yields its base URL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.e2e.harness import start_api, start_worker
+
+
+@contextmanager
+def embedded_server(tmp: Path) -> Iterator[str]:
+    env = {"DATA_DIR": str(tmp / "data")}
+    saved = {k: os.environ.pop(k) for k in ("DATABASE_URL", "REDIS_URL") if k in os.environ}
+    try:
+        api, base = start_api(env, tmp)
+    finally:
+        os.environ.update(saved)
+    try:
+        yield base
+    finally:
+        api.stop()
+
+
+@contextmanager
+def distributed_server(tmp: Path, database_url: str, redis_url: str) -> Iterator[str]:
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CELERY_QUEUE": f"fitapi-client-test-{uuid.uuid4().hex[:8]}",
+        "DATA_DIR": str(tmp / "data"),
+        "JOB_HEARTBEAT_S": "0.2",
+        "JOB_LEASE_S": "2",
+        "REAPER_INTERVAL_S": "0.5",
+    }
+    api, base = start_api(env, tmp)
+    try:
+        worker = start_worker(env, tmp)
+    except BaseException:
+        api.stop()
+        raise
+    try:
+        yield base
+    finally:
+        worker.stop()
+        api.stop()
