@@ -35,8 +35,8 @@ OUTCOME = {
 class EpochBars:
     """One bar per running epoch, replaced by its printed line when the epoch's row lands."""
 
-    def __init__(self, console: Console, epochs: int | None) -> None:
-        self.console = console
+    def __init__(self, lines: Console, bars: Console, epochs: int | None) -> None:
+        self.lines = lines
         self.epochs = epochs
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -44,9 +44,9 @@ class EpochBars:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("{task.fields[logs]}"),
-            console=console,
+            console=bars,
             transient=True,
-            disable=not console.is_terminal,
+            disable=not bars.is_terminal,
         )
         self.tasks: dict[int, TaskID] = {}
 
@@ -75,20 +75,24 @@ class EpochBars:
         task = self.tasks.pop(epoch, None)
         if task is not None:
             self.progress.remove_task(task)
+            self.progress.refresh()  # else the line is printed above the bar's last frame
         line = render.epoch_line(
             epoch, self.epochs, data.get("logs") or {}, int(data.get("attempt") or 1)
         )
+        # Through the bars' console when it is the same stream, so that the bars stay below;
         # soft_wrap: one line per epoch however narrow the terminal or captured output.
-        self.progress.console.print(line, soft_wrap=True, markup=False, highlight=False)
+        self.lines.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 def follow(st: State, job: Job, *, lines: bool = True) -> Job:
     """Stream the job's events until it ends; return it as it ended. In json mode (or with
     `lines=False`) the epoch lines go to stderr, keeping stdout for the one document."""
-    console = st.err if (st.json or not lines) else st.out
-    epochs = job.raw.get("epochs")
+    out = st.err if (st.json or not lines) else st.out
+    # The bars go where a person watches: stdout on a terminal, else stderr if that is one.
+    bars_to = out if out.is_terminal else st.err
+    epochs = job.raw.get("epochs") if isinstance(job.raw.get("epochs"), int) else None
     try:
-        with EpochBars(console, epochs if isinstance(epochs, int) else None) as bars:
+        with EpochBars(out, bars_to, epochs) as bars:
             for event in job.events():
                 if event.event == "progress":
                     bars.on_progress(event.data)

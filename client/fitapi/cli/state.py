@@ -3,6 +3,7 @@ command's options, and the client and consoles built from them on first use."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Annotated
@@ -68,19 +69,27 @@ class State:
     def out(self) -> Console:
         """stdout: the result (tables, epoch lines, or the one JSON document)."""
         if self._out is None:
-            self._out = Console(highlight=False)
+            self._out = wide(Console(highlight=False))
         return self._out
 
     @property
     def err(self) -> Console:
         """stderr: errors, notes and live progress."""
         if self._err is None:
-            self._err = Console(stderr=True, highlight=False)
+            self._err = wide(Console(stderr=True, highlight=False))
         return self._err
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+
+def wide(console: Console) -> Console:
+    """Captured output (a pipe, a file) gets 160 columns rather than rich's 80, so that tables
+    of ids stay readable; COLUMNS still wins."""
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 160
+    return console
 
 
 def state(ctx: typer.Context, output: Output | None = None) -> State:
