@@ -5,6 +5,7 @@ same names are converted too (`spec_of`)."""
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 from fitapi.specs import plain
@@ -102,6 +103,8 @@ def spec_of(callback: Any) -> dict[str, Any] | None:
         raise TypeError(f"the service does not run the callback {name}; it runs {sorted(KNOWN)}")
     params = inspect.signature(cls.__init__).parameters
     kwargs = {p: getattr(callback, p) for p in params if p != "self" and hasattr(callback, p)}
-    if name == "ModelCheckpoint" and "initial_value_threshold" in kwargs:
-        kwargs.pop("initial_value_threshold")  # Keras keeps its running best under that name
+    if name == "ModelCheckpoint":  # Keras keeps the threshold as its running best, else ±inf
+        best = getattr(callback, "best", None)
+        finite = isinstance(best, (int, float)) and math.isfinite(best)
+        kwargs["initial_value_threshold"] = float(best) if finite and best is not None else None
     return cls(**kwargs).to_spec()

@@ -245,8 +245,9 @@ class Models:
         self._client = client
 
     def create(self, source: Any, *, name: str | None = None, seed: int | None = None) -> Model:
-        """From a keras.Model (its config and its weights), a `to_json()` dict or string, or
-        a path to a `.json` or `.keras` file."""
+        """From a keras.Model (its config and its weights), a `to_json()` dict or string (or
+        a POST /v1/models body: {"config", "seed"?, "name"?}), or a path to a `.json` or
+        `.keras` file."""
         if isinstance(source, (str, os.PathLike)) and str(source).endswith(".keras"):
             path = Path(source)
             raw = self._client.request(
@@ -269,6 +270,10 @@ class Models:
         else:
             raise TypeError(f"cannot make a model of {type(source).__name__}: give a keras.Model, "
                             "its to_json() dict or string, or a .json or .keras path")  # fmt: skip
+        if "config" in config and "class_name" not in config:  # a POST /v1/models body
+            name = name if name is not None else config.get("name")
+            seed = seed if seed is not None else config.get("seed")
+            config = config["config"]
         body = {"config": config, "name": name, "seed": seed}
         model = Model(self._client, self._client.post_json(
             "/v1/models", {k: v for k, v in body.items() if v is not None}))  # fmt: skip

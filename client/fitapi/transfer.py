@@ -1,5 +1,5 @@
-"""A progress bar for uploads on stderr: rich's when rich is installed, else a one-line bar;
-nothing when stderr is not a terminal unless asked for."""
+"""A progress bar for uploads on stderr: rich's when rich is installed and stderr is a
+terminal, else a one-line bar; nothing when stderr is not a terminal unless asked for."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ def tracked(chunks: Iterator[bytes], total: int, label: str, show: bool) -> Iter
         yield from chunks
         return
     try:
+        if not sys.stderr.isatty():  # asked for off a terminal (a log file): the plain bar
+            raise ImportError
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             DownloadColumn,
@@ -42,7 +45,7 @@ def tracked(chunks: Iterator[bytes], total: int, label: str, show: bool) -> Iter
         "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
         TransferSpeedColumn(),
     ]  # fmt: skip
-    with Progress(*columns, transient=True) as bar:
+    with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task(label, total=total)
         for chunk in chunks:
             yield chunk

@@ -5,9 +5,11 @@ progress lines."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import fitapi
 import numpy as np
@@ -37,7 +39,9 @@ def test_the_seed_scenario_gives_the_raw_http_history(client: fitapi.Client, bas
     check_same_as_raw(client, base)
 
 
-def test_a_keras_model_round_trips_through_create_and_to_keras(client: fitapi.Client) -> None:
+def test_a_keras_model_round_trips_through_create_and_to_keras(
+    client: fitapi.Client, tmp_path: Path
+) -> None:
     import keras
 
     keras.utils.set_random_seed(0)
@@ -54,6 +58,14 @@ def test_a_keras_model_round_trips_through_create_and_to_keras(client: fitapi.Cl
     expected = km.predict(x, verbose=0)
     assert np.array_equal(back.predict(x, verbose=0), expected)
     np.testing.assert_allclose(model.predict(x), expected, rtol=1e-5, atol=1e-6)
+    # A .keras file, and the JSON of a create request, make the same model.
+    km.save(tmp_path / "m.keras")
+    imported = client.models.create(tmp_path / "m.keras", name="imported")
+    assert imported.name == "imported"
+    pairs = zip(imported.get_weights(), km.get_weights(), strict=True)
+    assert all(np.array_equal(a, b) for a, b in pairs)
+    (tmp_path / "m.json").write_text(json.dumps({"config": json.loads(km.to_json()), "seed": 5}))
+    assert client.models.create(tmp_path / "m.json").raw["seed"] == 5
 
     # Keras's own objects in compile and fit become the service's specs.
     model.compile(optimizer=keras.optimizers.Adam(0.01),

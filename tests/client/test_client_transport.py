@@ -190,3 +190,17 @@ def test_a_dropped_stream_is_resumed_after_the_last_epoch() -> None:
     events = list(fitapi.Job(client_for(handler), job).events())
     assert [(e.event, e.id) for e in events] == [("epoch", "0"), ("epoch", "1"), ("status", None)]
     assert asked == [None, "0"]
+
+
+def test_an_upload_draws_its_bar_on_stderr_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"items": [], "total": 0})
+        request.read()
+        return httpx.Response(201, json={"id": "d1", "sha256": "s", "arrays": []})
+
+    client = client_for(handler)
+    client.datasets.upload(np.zeros((10, 3), np.float32), name="zeros", progress=True)
+    assert "zeros" in capsys.readouterr().err
+    client.datasets.upload(np.ones((10, 3), np.float32), progress=False)
+    assert capsys.readouterr().err == ""
