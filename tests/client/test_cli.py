@@ -52,7 +52,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     tmp = tmp_path_factory.mktemp("cli")
     saved = {k: os.environ.pop(k) for k in ("DATABASE_URL", "REDIS_URL") if k in os.environ}
     try:
-        api, base = start_api({"DATA_DIR": str(tmp / "data")}, tmp)
+        # Predicts over 200 rows run as jobs, so that the 500-row set takes that path.
+        api, base = start_api({"DATA_DIR": str(tmp / "data"), "PREDICT_SYNC_MAX_ROWS": "200"}, tmp)
     finally:
         os.environ.update(saved)
     work = tmp / "work"
@@ -60,6 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     (work / "model.json").write_text(json.dumps(scenario.MODEL))
     np.savez(work / "train.npz", x=scenario.X, y=scenario.Y)
     np.save(work / "x.npy", scenario.X)
+    np.save(work / "few.npy", scenario.X[:96])
     np.save(work / "y.npy", scenario.Y)
     (work / "compile.json").write_text(json.dumps(scenario.COMPILE))
     try:
@@ -165,21 +167,39 @@ def test_usage_errors_exit_2(cli: Cli, model_id: str) -> None:
     cli("predict", model_id, "--data", "x.npy", "--out", "preds.txt", code=USAGE)
 
 
+def http_predict(base: str, model_id: str, x: np.ndarray) -> np.ndarray:
+    r = httpx.post(f"{base}/v1/models/{model_id}/predict", json={"x": x.tolist()}, timeout=60)
+    assert r.status_code == 200, r.text
+    return np.asarray(r.json()["predictions"], np.float32)
+
+
 def test_predict_writes_what_the_http_predict_returns(
     cli: Cli, model_id: str, server: tuple[str, Path]
 ) -> None:
     base, folder = server
-    result = cli.json("predict", model_id, "--data", "x.npy", "--out", "preds.npy")
-    assert result["arrays"][0]["shape"] == [500, 1]
-    predictions = np.load(folder / "preds.npy")
-    body = httpx.post(f"{base}/v1/models/{model_id}/predict", json={"x": scenario.X.tolist()},
-                      timeout=60).json()  # fmt: skip
+    result = cli.json("predict", model_id, "--data", "few.npy", "--out", "few-preds.npy")
+    assert result["arrays"] == [{"name": "predictions", "dtype": "float32", "shape": [96, 1]}]
+    predictions = np.load(folder / "few-preds.npy")
     assert predictions.dtype == np.float32
-    np.testing.assert_array_equal(predictions, np.asarray(body["predictions"], np.float32))
+    np.testing.assert_array_equal(predictions, http_predict(base, model_id, scenario.X[:96]))
 
-    cli("predict", model_id, "--data", "x.npy", "--out", "preds.npz")
-    with np.load(folder / "preds.npz") as npz:
+    cli("predict", model_id, "--data", "few.npy", "--out", "few-preds.npz")
+    with np.load(folder / "few-preds.npz") as npz:
         np.testing.assert_array_equal(npz[npz.files[0]], predictions)
+
+
+def test_predict_over_the_sync_limit_waits_for_its_job(
+    cli: Cli, model_id: str, server: tuple[str, Path]
+) -> None:
+    base, folder = server
+    done = cli("predict", model_id, "--data", "x.npy", "--out", "preds.npy")
+    job = cli.json("jobs", "list", "--model", model_id)[0]
+    assert job["kind"] == "predict" and job["status"] == "succeeded", job
+    assert f"job {job['id']} succeeded" in done.stderr
+    # The job predicts in batches of 32; synchronous requests of 96 rows batch the same rows.
+    expected = np.concatenate([http_predict(base, model_id, scenario.X[i : i + 96])
+                               for i in range(0, 500, 96)])  # fmt: skip
+    np.testing.assert_array_equal(np.load(folder / "preds.npy"), expected)
 
 
 def test_cancel_ends_the_job_cancelled(cli: Cli, model_id: str) -> None:

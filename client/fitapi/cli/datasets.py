@@ -112,7 +112,7 @@ def list_(
 @app.command()
 def get(
     ctx: typer.Context,
-    dataset_id: Annotated[str, typer.Argument(metavar="ID")],
+    dataset_id: Annotated[str, typer.Argument(metavar="DATASET", help="The dataset's id")],
     output: OutputOption = None,
 ) -> None:
     """One dataset: its arrays' names, dtypes, shapes and ranges."""
@@ -124,7 +124,7 @@ def get(
 @app.command()
 def delete(
     ctx: typer.Context,
-    dataset_id: Annotated[str, typer.Argument(metavar="ID")],
+    dataset_id: Annotated[str, typer.Argument(metavar="DATASET", help="The dataset's id")],
     output: OutputOption = None,
 ) -> None:
     """Delete a dataset (refused while a queued or running job reads it)."""

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="List, show, follow, cancel and resume jobs.", no_args_is_help=True)
 
-JobId = Annotated[str, typer.Argument(metavar="ID", help="The job's id")]
+JobId = Annotated[str, typer.Argument(metavar="JOB", help="The job's id")]
 
 
 def tables(raw: dict[str, Any]) -> list[Table | str]:

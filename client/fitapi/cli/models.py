@@ -110,7 +110,7 @@ def list_(
 @app.command()
 def get(
     ctx: typer.Context,
-    model_id: Annotated[str, typer.Argument(metavar="ID")],
+    model_id: Annotated[str, typer.Argument(metavar="MODEL", help="The model's id")],
     output: OutputOption = None,
 ) -> None:
     """One model: its summary, layer by layer."""
@@ -122,7 +122,7 @@ def get(
 @app.command()
 def delete(
     ctx: typer.Context,
-    model_id: Annotated[str, typer.Argument(metavar="ID")],
+    model_id: Annotated[str, typer.Argument(metavar="MODEL", help="The model's id")],
     output: OutputOption = None,
 ) -> None:
     """Delete a model with its jobs and files (refused while a job runs)."""
