@@ -99,7 +99,9 @@ def test_fit_follow_prints_one_line_per_epoch(cli: Cli, model_id: str) -> None:
     assert f"val_loss: {logs[-1]['logs']['val_loss']:.4f}" in lines[-1]
 
 
-def test_upload_then_fit_by_id_with_json_output(cli: Cli, model_id: str) -> None:
+def test_upload_then_fit_by_id_with_json_output(
+    cli: Cli, model_id: str, server: tuple[str, Path]
+) -> None:
     dataset = cli.json("datasets", "upload", "train.npz", "--name", "train")
     assert sorted(a["name"] for a in dataset["arrays"]) == ["x", "y"]
     # The same bytes again: the stored dataset, not a second one.
@@ -111,6 +113,13 @@ def test_upload_then_fit_by_id_with_json_output(cli: Cli, model_id: str) -> None
                    "128", "--compile", "compile.json", "--follow")  # fmt: skip
     assert job["status"] == "succeeded" and job["epochs_done"] == 2
     assert sorted(job["history"]) == ["accuracy", "loss"]
+
+    # CSV with a label column; then deleted, after which it is a 404.
+    (server[1] / "houses.csv").write_text("rooms,area,price\n3,70.5,210\n4,92.0,280\n")
+    houses = cli.json("datasets", "upload", "houses.csv", "--label", "price")
+    assert {a["name"]: a["shape"] for a in houses["arrays"]} == {"x": [2, 2], "y": [2]}
+    assert cli.json("datasets", "delete", houses["id"]) == {"id": houses["id"], "deleted": True}
+    cli("datasets", "get", houses["id"], code=API_ERROR)
 
     # x and y as two files: x.npy with --y y.npy.
     job = cli.json("fit", model_id, "--data", "x.npy", "--y", "y.npy", "--epochs", "1")
