@@ -8,7 +8,7 @@ import inspect
 import math
 from typing import Any
 
-from fitapi.specs import plain
+from fitapi.specs import is_keras_object, plain
 
 
 class Callback:
@@ -78,6 +78,11 @@ class LearningRateScheduler(Callback):
     object) evaluated at the 0-based epoch: the server cannot run a Python function."""
 
     def __init__(self, schedule: Any, verbose: int = 0) -> None:
+        if callable(schedule) and not (isinstance(schedule, dict) or is_keras_object(schedule)):
+            raise TypeError(
+                "LearningRateScheduler: the server cannot run a Python function; give a "
+                "schedule ({class_name, config} or a Keras schedule object)"
+            )
         super().__init__(schedule=schedule, verbose=verbose)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import fitapi
 import httpx
@@ -83,7 +84,7 @@ def test_retries_are_bounded_and_errors_keep_the_servers_fields() -> None:
     assert bad.value.request_id == "r1" and "body.compile.loss" in str(bad.value)
 
 
-def test_an_upload_is_sent_whole_again_on_retry() -> None:
+def test_an_upload_is_sent_whole_again_on_retry(tmp_path: Path) -> None:
     bodies: list[bytes] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -101,6 +102,11 @@ def test_an_upload_is_sent_whole_again_on_retry() -> None:
     dataset = client_for(handler).datasets.upload(x, progress=False)
     assert dataset.id == "d1" and len(bodies) == 2 and bodies[0] == bodies[1]
     assert np.array_equal(np.load(io.BytesIO(bodies[1])), x)
+    # A file is opened again for the retry.
+    np.save(tmp_path / "x.npy", x[:10])
+    bodies.clear()
+    client_for(handler).datasets.upload(tmp_path / "x.npy", progress=False)
+    assert len(bodies) == 2 and bodies[0] == bodies[1] == (tmp_path / "x.npy").read_bytes()
 
 
 def sse(*events: tuple[str, str | None, dict]) -> bytes:
