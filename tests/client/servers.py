@@ -36,6 +36,9 @@ def distributed_server(tmp: Path, database_url: str, redis_url: str) -> Iterator
         "JOB_HEARTBEAT_S": "0.2",
         "JOB_LEASE_S": "2",
         "REAPER_INTERVAL_S": "0.5",
+        # evaluate and predict of the 500-row scenario run as jobs here (synchronously on the
+        # embedded server): the client follows both.
+        "PREDICT_SYNC_MAX_ROWS": "100",
     }
     api, base = start_api(env, tmp)
     try:

@@ -1,5 +1,6 @@
 """The Python client against uvicorn with a real Celery worker, on Postgres and Redis: the seed
-scenario equals its raw HTTP run, and a background fit is cancelled through the worker."""
+scenario equals its raw HTTP run (its evaluate and predict run as jobs here), and a background
+fit is cancelled through the worker."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ def base(
 def test_the_seed_scenario_through_a_worker(base: str) -> None:
     with fitapi.Client(base) as client:
         check_same_as_raw(client, base)
+        model = client.models.list()[0]
+        r = client.request("POST", f"/v1/models/{model.id}/predict", json={"x": [[0.0]] * 101})
+        assert r.status_code == 202, "predict of 101 rows should have run as a job here"
+        history = fitapi.Job(client, r.json()).wait(verbose=0)
+        assert history.history == {} and history.epoch == []
 
 
 def test_a_background_fit_is_cancelled_through_the_worker(base: str) -> None:
