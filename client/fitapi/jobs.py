@@ -119,7 +119,7 @@ class Job:
     ) -> History:
         """Follow the job to its end, printing Keras's progress lines (verbose 1 or 2; 0 is
         silent); the History when it succeeded, else JobFailed or JobCancelled. `timeout`
-        (seconds) raises TimeoutError while the job still runs."""
+        (seconds, checked as events arrive) raises TimeoutError while the job still runs."""
         deadline = None if timeout is None else time.monotonic() + timeout
         printer = EpochPrinter(verbose, epochs=int(self.raw.get("epochs", 1)), steps=self._steps,
                                out=out)  # fmt: skip
