@@ -1,7 +1,8 @@
 """The reaper: sends a message to queued jobs that have none pending and to running jobs whose
 lease expired (they resume from their last checkpoint), and ends jobs that cannot run again:
 cancelled ones, ones out of attempts, and ones nobody took within JOB_ORPHANED_AFTER_S of their
-worker stopping (no worker is alive). Safe to run in several processes at once: a duplicate
+worker stopping (no worker is alive). Each pass also prunes idempotency keys past their time.
+Safe to run in several processes at once: a duplicate
 message claims nothing, and a job never has two pending."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from app.auth import idempotency
 from app.db.base import utcnow
 from app.db.session import unit_of_work
 from app.jobs import repository as repo
@@ -53,6 +55,10 @@ def start_reaper(ctx: AppContext) -> threading.Thread:
                 reap(ctx)
             except Exception:
                 log.exception("reaper pass failed")
+            try:
+                idempotency.prune(ctx)
+            except Exception:
+                log.exception("pruning idempotency keys failed")
             sweeper.run_if_due()
 
     thread = threading.Thread(target=loop, name="fitapi-reaper", daemon=True)
