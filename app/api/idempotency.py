@@ -271,18 +271,36 @@ PARAMETER = {
 }  # fmt: skip
 
 
+CONFLICT = {
+    "description": "Conflict. With an Idempotency-Key: `idempotency_key_reused` (the key was "
+    "sent with another request) or `idempotency_key_in_use` (its first request still runs; "
+    "Retry-After: 1)",
+    "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/ErrorOut"},
+        "example": {"detail": [{"loc": LOC, "type": "idempotency_key_reused",
+                                "msg": "this Idempotency-Key was used with a different "
+                                "request (method, path or body); send a new key for a new "
+                                "request"}]},
+    }},
+}  # fmt: skip
+
+
 def document(app: FastAPI) -> None:
-    """Declares the optional header on every POST under /v1 of the OpenAPI document."""
+    """Declares the optional header, and the 409 it may bring, on every POST under /v1 of the
+    OpenAPI document."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         schema = build()
+        has_error = "ErrorOut" in schema.get("components", {}).get("schemas", {})
         for path, item in schema.get("paths", {}).items():
             operation = item.get("post") if path.startswith(PREFIX) else None
             if isinstance(operation, dict):
                 parameters = operation.setdefault("parameters", [])
                 if not any(p.get("name") == HEADER for p in parameters):
                     parameters.append(dict(PARAMETER))
+                if has_error:
+                    operation.setdefault("responses", {}).setdefault("409", CONFLICT)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -22,7 +22,7 @@ from sqlalchemy import text
 
 from app.auth import idempotency as keys
 from app.db.base import utcnow
-from tests.api.conftest import serve
+from tests.api.conftest import TRUNCATE, serve
 from tests.support import scenario
 
 MODEL = {"config": scenario.MODEL, "seed": 1}
@@ -70,6 +70,9 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             return _bearer(r.json()["token"])
 
         yield Api(client, key("alpha"), key("beta"), key("alpha", "viewer"))
+        if url is not None:  # the session's database goes back to single-user for later tests
+            with client.app.state.ctx.engine.begin() as conn:  # type: ignore[attr-defined]
+                conn.execute(text(TRUNCATE))
 
 
 def _new() -> str:
@@ -213,6 +216,7 @@ def test_the_openapi_document_declares_the_header_on_posts(api: Api) -> None:
         for method, op in item.items():
             names = [p["name"] for p in op.get("parameters", [])]
             assert (KEY in names) == (method == "post" and path.startswith("/v1/")), (path, method)
+            assert KEY not in names or "409" in op["responses"], (path, method)
 
 
 def _npy(size: int) -> bytes:
