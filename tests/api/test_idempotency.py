@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -286,3 +287,46 @@ def _set(api: Api, key: str, **values: Any) -> None:
 
     with api.ctx.engine.begin() as conn:
         conn.execute(update(IdempotencyKeyRow).where(IdempotencyKeyRow.key == key).values(**values))
+
+
+def test_a_long_request_renews_its_key(api: Api) -> None:
+    """A request that runs past a third of IDEMPOTENCY_IN_PROGRESS_S renews its key, so that a
+    retry is not let in as if the first request had died."""
+    import anyio
+
+    from app.api.idempotency import Idempotency
+    from app.auth.schemas import Principal
+    from app.db.models import DEFAULT_PROJECT_ID, Role
+
+    settings = api.ctx.settings.model_copy(update={"idempotency_in_progress_s": 3.0})
+    ctx = SimpleNamespace(settings=settings, sessions=api.ctx.sessions)
+    k, seen = _new(), []
+
+    def locked_until() -> Any:
+        with api.ctx.engine.connect() as conn:
+            found = conn.execute(text("SELECT locked_until FROM idempotency_keys WHERE key = :k"),
+                                 {"k": k})  # fmt: skip
+            return found.scalar_one()
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(await anyio.to_thread.run_sync(locked_until))
+        await anyio.sleep(1.6)  # past one renewal (every 1 s)
+        seen.append(await anyio.to_thread.run_sync(locked_until))
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    principal = Principal(key_id=None, key_prefix=None, role=Role.admin,
+                          project_id=DEFAULT_PROJECT_ID, project_name="default")  # fmt: skip
+    scope = {"type": "http", "method": "POST", "path": "/v1/models", "query_string": b"",
+             "headers": [(b"idempotency-key", k.encode())], "app": SimpleNamespace(
+                 state=SimpleNamespace(ctx=ctx)), "state": {"principal": principal}}  # fmt: skip
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    anyio.run(Idempotency(slow), scope, receive, send)
+    assert sent[0]["status"] == 201 and seen[1] > seen[0], seen
