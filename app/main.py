@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry
 from app.api import browser_safety, errors
 from app.api.audit import AuditLog
 from app.api.auth import Authenticate, caller
+from app.api.idempotency import Idempotency
+from app.api.idempotency import document as document_idempotency
 from app.api.middleware import BodyLimit
 from app.api.observe import Observe
 from app.api.routes import (
@@ -89,11 +91,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="fitapi", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     errors.install(app)
+    app.add_middleware(AuditLog)
+    # Inside the body limit (a retry's body is read through it), outside the audit (a replay
+    # creates nothing again).
+    app.add_middleware(Idempotency)
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_request_bytes,
         uploads={("POST", "/v1/datasets"): settings.dataset_max_bytes},
     )  # fmt: skip
-    app.add_middleware(AuditLog)
     # Outside the audit (which reads the caller it finds): every /v1 request is authenticated
     # and rate-limited before its body is read.
     app.add_middleware(Authenticate)
@@ -103,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    checkpoint_exports.router, datasets.router, webhooks.router,
                    admin.router):  # fmt: skip
         app.include_router(router, dependencies=authenticated)
+    document_idempotency(app)
     _describe_mode(app)
 
     @app.get("/healthz", tags=["meta"], summary="Liveness")

@@ -14,7 +14,7 @@ import pytest
 
 TRUNCATE = (
     "TRUNCATE models, jobs, epoch_logs, checkpoints, datasets, job_datasets, api_keys, audit_log, "
-    "webhooks, webhook_deliveries "
+    "webhooks, webhook_deliveries, idempotency_keys "
     "CASCADE; DELETE FROM projects WHERE name <> 'default'; UPDATE projects SET quotas = '{}'"
 )
 

@@ -23,6 +23,7 @@ CORS_ALLOW_HEADERS = (
 # What a script may read from a response besides the CORS-safelisted headers.
 CORS_EXPOSE_HEADERS = (
     "Retry-After", "Location", "WWW-Authenticate", "Content-Disposition", "X-Request-ID",
+    "Idempotent-Replayed",
 )  # fmt: skip
 CORS_MAX_AGE_S = 600
 

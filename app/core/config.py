@@ -191,6 +191,21 @@ class Settings(BaseSettings):
         "link-local addresses; unset: only in the embedded mode (SQLite)",
     )  # fmt: skip
 
+    # Idempotent retries (app.api.idempotency): a POST under /v1 with an Idempotency-Key.
+    idempotency_keep_s: float = Field(
+        default=86400.0, gt=0, description="Seconds a key and its stored response are kept: a "
+        "retry within it gets the first response again; after it the key is pruned and free",
+    )  # fmt: skip
+    idempotency_in_progress_s: float = Field(
+        default=60.0, ge=3, description="Seconds after the last sign of life (renewed every "
+        "third of it while the request runs) past which a key whose request never finished "
+        "(its process died) may be taken by a retry",
+    )  # fmt: skip
+    idempotency_max_response_bytes: int = Field(
+        default=1 << 20, ge=0, description="Largest response body stored for replay; a larger "
+        "response is not stored, and a retry runs again",
+    )  # fmt: skip
+
     # Browsers. NoDecode: the environment's value is parsed by `_origins` below, so that a
     # comma-separated list works as well as a JSON one.
     cors_origins: Annotated[list[str], NoDecode] = Field(

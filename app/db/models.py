@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     Uuid,
@@ -106,6 +107,38 @@ class AuditRow(Base):
     resource_type: Mapped[str] = mapped_column(String(20))
     resource_id: Mapped[str | None] = mapped_column(String(100), default=None)
     status_code: Mapped[int] = mapped_column(Integer)
+
+
+class IdempotencyState(StrEnum):
+    in_progress = "in_progress"
+    done = "done"
+
+
+class IdempotencyKeyRow(Base):
+    """A POST's `Idempotency-Key` within its caller's project: taken while the request runs,
+    then the response a retry gets again (app.api.idempotency)."""
+
+    __tablename__ = "idempotency_keys"
+
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # Which request took it: a retry must be the same one (method, path with query, body).
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(Text)
+    body_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    state: Mapped[str] = mapped_column(String(20))
+    # A random id of the request holding the key: only it renews, settles or releases it.
+    owner: Mapped[str] = mapped_column(String(32))
+    # While in progress: renewed as the request runs; past it, the key counts as abandoned.
+    locked_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    # [[name, value], ...]: the few response headers a replay repeats.
+    response_headers: Mapped[list[list[str]] | None] = mapped_column(JSON, default=None)
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 def project_column() -> Mapped[uuid.UUID]:

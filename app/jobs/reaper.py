@@ -1,14 +1,17 @@
 """The reaper: sends a message to queued jobs that have none pending and to running jobs whose
 lease expired (they resume from their last checkpoint), and ends jobs that cannot run again:
 cancelled ones, ones out of attempts, and ones nobody took within JOB_ORPHANED_AFTER_S of their
-worker stopping (no worker is alive). Safe to run in several processes at once: a duplicate
-message claims nothing, and a job never has two pending."""
+worker stopping (no worker is alive). Every few minutes it also prunes the idempotency keys past
+their time. Safe to run in several processes at once: a duplicate message claims nothing, and a
+job never has two pending."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
+from app.auth import idempotency
 from app.db.base import utcnow
 from app.db.session import unit_of_work
 from app.jobs import repository as repo
@@ -18,6 +21,8 @@ from app.runtime import metrics
 from app.runtime.context import AppContext
 
 log = logging.getLogger(__name__)
+# A key past its time is already ignored (a retry takes it over): pruning only bounds the table.
+PRUNE_KEYS_EVERY_S = 300.0
 
 
 def recover(ctx: AppContext) -> int:
@@ -46,13 +51,21 @@ def reap(ctx: AppContext) -> int:
 
 def start_reaper(ctx: AppContext) -> threading.Thread:
     sweeper = Sweeper(ctx)
+    pruned_at = float("-inf")
 
     def loop() -> None:
+        nonlocal pruned_at
         while not ctx.stopping.wait(ctx.settings.reaper_interval_s):
             try:
                 reap(ctx)
             except Exception:
                 log.exception("reaper pass failed")
+            if time.monotonic() - pruned_at >= PRUNE_KEYS_EVERY_S:
+                pruned_at = time.monotonic()
+                try:
+                    idempotency.prune(ctx)
+                except Exception:
+                    log.exception("pruning idempotency keys failed")
             sweeper.run_if_due()
 
     thread = threading.Thread(target=loop, name="fitapi-reaper", daemon=True)
