@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.client.flows import check_same_as_raw
+from tests.client.lossy_proxy import lossy_proxy
 from tests.client.servers import embedded_server
 from tests.e2e.harness import poll
 from tests.support import scenario
@@ -100,9 +101,6 @@ def test_a_background_fit_is_cancelled(client: fitapi.Client) -> None:
     assert history.epoch[0] == job.raw["epochs_done"] and len(history.epoch) >= 1
 
 
-# Server-side Idempotency-Key support is built separately (issue 12); on a server without it
-# the second request creates a second model. Remove this marker once both are merged.
-@pytest.mark.xfail(reason="needs the server's Idempotency-Key support", strict=False)
 def test_a_retried_create_with_the_same_key_creates_once(client: fitapi.Client) -> None:
     key = str(uuid.uuid4())
     name = f"once-{key[:8]}"
@@ -110,7 +108,18 @@ def test_a_retried_create_with_the_same_key_creates_once(client: fitapi.Client) 
     first = client.request("POST", "/v1/models", json=body, headers={"Idempotency-Key": key})
     again = client.request("POST", "/v1/models", json=body, headers={"Idempotency-Key": key})
     assert first.json()["id"] == again.json()["id"]
+    assert again.headers["idempotent-replayed"] == "true"
     assert [m.id for m in client.models.list(limit=100) if m.name == name] == [first.json()["id"]]
+
+
+def test_a_create_whose_answer_is_lost_is_retried_and_creates_once(base: str) -> None:
+    # The server creates the model, the answer never arrives: the client retries with the same
+    # key and gets the first answer back, so exactly one model exists.
+    name = f"lost-{uuid.uuid4().hex[:8]}"
+    with lossy_proxy(base, lose_posts=2) as proxy, fitapi.Client(proxy.url) as client:
+        model = client.models.create(scenario.MODEL, seed=3, name=name)
+        assert len(proxy.lost) == 2 and len(set(proxy.seen_keys)) == 1  # three tries, one key
+        assert [m.id for m in client.models.list(limit=100) if m.name == name] == [model.id]
 
 
 def test_errors_carry_the_field_and_the_reason(client: fitapi.Client) -> None:
