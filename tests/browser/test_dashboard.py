@@ -21,8 +21,9 @@ pytestmark = pytest.mark.e2e
 
 
 def _serve(tmp: Path) -> Iterator[httpx.Client]:
-    # A checkpoint every second, so the job page lists some while the slow fit runs.
-    env = {"DATA_DIR": str(tmp / "data"), "CHECKPOINT_EVERY_S": "1"}
+    # A checkpoint every second, so the job page lists some while the slow fit runs; streams
+    # that end after 3 s, so the page must reconnect (with Last-Event-ID) to keep up.
+    env = {"DATA_DIR": str(tmp / "data"), "CHECKPOINT_EVERY_S": "1", "EVENTS_MAX_S": "3"}
     saved = {k: os.environ.pop(k) for k in ("DATABASE_URL", "REDIS_URL") if k in os.environ}
     try:
         api, base = start_api(env, tmp)
@@ -70,6 +71,12 @@ def alert_free(page: Any) -> bool:
     return True
 
 
+def reconnected(page: Any, streams: list[str | None]) -> str | None:
+    """The Last-Event-ID of the latest stream request once there has been more than one."""
+    page.wait_for_timeout(50)  # Playwright delivers the request events while it waits
+    return streams[-1] if len(streams) > 1 else None
+
+
 def points(page: Any) -> int:
     return int(page.get_attribute("#charts", "data-points") or 0)
 
@@ -79,35 +86,49 @@ def test_a_running_jobs_chart_gains_points_as_epochs_land(
 ) -> None:
     # Small batches make each epoch take a moment, so the page sees them arrive one by one.
     job = start_fit(server, epochs=2000, batch_size=2)
-    page = offline_page.page
-    page.goto(f"{server.base_url}/ui#/jobs/{job['id']}")
-    first = poll(lambda: points(page) or None, "the first epoch on the chart", timeout=60)
-    second = poll(lambda: points(page) > first and points(page), "a second epoch", timeout=60)
-    poll(lambda: points(page) > second, "a third epoch", timeout=60)
+    try:
+        page = offline_page.page
+        streams: list[str | None] = []  # each event-stream request's Last-Event-ID
+        page.on("request", lambda request: streams.append(request.headers.get("last-event-id"))
+                if request.url.endswith("/events") else None)  # fmt: skip
+        page.goto(f"{server.base_url}/ui#/jobs/{job['id']}")
+        first = poll(lambda: points(page) or None, "the first epoch on the chart", timeout=60)
+        second = poll(lambda: points(page) > first and points(page), "a second epoch", timeout=60)
+        poll(lambda: points(page) > second, "a third epoch", timeout=60)
+        # The stream ended (EVENTS_MAX_S) and the page picked it up after the last epoch it had.
+        resumed_at = poll(lambda: reconnected(page, streams), "a reconnect", timeout=60)
+        assert streams[0] is None and int(resumed_at) >= 0
+        poll(lambda: points(page) > int(resumed_at) + 1, "an epoch after the reconnect", timeout=60)
+        rows = page.eval_on_selector_all("#epoch-table tbody tr", "rows => rows.length")
+        epochs = server.get(f"/v1/jobs/{job['id']}/logs").json()["items"]
+        assert rows <= len(epochs)  # one row per epoch: nothing doubled by the reconnect
 
-    # Training beside validation: one chart per metric, each with both series in its legend.
-    metrics = page.eval_on_selector_all(".chart", "boxes => boxes.map(b => b.dataset.metric)")
-    assert metrics == ["loss", "accuracy"]
-    legend = page.text_content(".chart[data-metric=loss] .u-legend") or ""
-    assert "training (loss)" in legend and "validation (val_loss)" in legend
-    headings = page.eval_on_selector_all("#epoch-table th", "cells => cells.map(c => c.textContent)")
-    assert headings == ["epoch", "attempt", "accuracy", "loss", "val_accuracy", "val_loss"]
-    poll(lambda: "batch" in page.inner_text("#progress-text"), "the batch progress bar")
-    poll(lambda: page.query_selector("[data-download='model.keras']"), "a checkpoint listed")
-    offline_page.screenshot("dashboard-job.png")
+        # Training beside validation: one chart per metric, each with both series in its legend.
+        metrics = page.eval_on_selector_all(".chart", "boxes => boxes.map(b => b.dataset.metric)")
+        assert metrics == ["loss", "accuracy"]
+        legend = page.text_content(".chart[data-metric=loss] .u-legend") or ""
+        assert "training (loss)" in legend and "validation (val_loss)" in legend
+        headings = page.eval_on_selector_all(
+            "#epoch-table th", "cells => cells.map(c => c.textContent)"
+        )
+        assert headings == ["epoch", "attempt", "accuracy", "loss", "val_accuracy", "val_loss"]
+        poll(lambda: "batch" in page.inner_text("#progress-text"), "the batch progress bar")
+        poll(lambda: page.query_selector("[data-download='model.keras']"), "a checkpoint listed")
+        offline_page.screenshot("dashboard-job.png")
 
-    # Cancel from the page; then resume the cancelled job, which opens the new job's page.
-    page.click("#cancel")
-    poll(lambda: page.get_attribute(".job-header", "data-status") == "cancelled",
-         "the page showing the job cancelled")  # fmt: skip
-    wait_for(server, job["id"], {"cancelled"})
-    page.click("#resume")
-    poll(lambda: alert_free(page) and job["id"] not in page.url, "the resumed job's page")
-    resumed = page.url.rsplit("/", 1)[1]
-    assert server.get(f"/v1/jobs/{resumed}").json()["parent_job_id"] == job["id"]
-    server.post(f"/v1/jobs/{resumed}/cancel")
-    wait_for(server, resumed, {"cancelled"})
-
+        # Cancel from the page; then resume the cancelled job, which opens the new job's page.
+        page.click("#cancel")
+        poll(lambda: page.get_attribute(".job-header", "data-status") == "cancelled",
+             "the page showing the job cancelled")  # fmt: skip
+        wait_for(server, job["id"], {"cancelled"})
+        page.click("#resume")
+        poll(lambda: alert_free(page) and job["id"] not in page.url, "the resumed job's page")
+        resumed = page.url.rsplit("/", 1)[1]
+        assert server.get(f"/v1/jobs/{resumed}").json()["parent_job_id"] == job["id"]
+        server.post(f"/v1/jobs/{resumed}/cancel")
+        wait_for(server, resumed, {"cancelled"})
+    finally:  # the in-process executor runs one job at a time: stop this one whatever happens
+        server.post(f"/v1/jobs/{job['id']}/cancel")
     assert offline_page.blocked == []
     assert offline_page.errors == []
 

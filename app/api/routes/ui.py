@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
+
+from app.api.errors import error_body
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 UI_DIR = STATIC / "ui"
@@ -25,10 +27,24 @@ PREFIX = "/ui"
 # Python's mimetypes may read an older table from the system; a module script must be served
 # with a JavaScript type (nosniff is on).
 MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+ALLOW = {"Allow": "GET, HEAD, OPTIONS"}
 
 
 class Revalidated(StaticFiles):
-    """StaticFiles whose answers are revalidated on each use and typed by suffix."""
+    """StaticFiles whose answers are revalidated on each use and typed by suffix. Other methods
+    are answered here, as the API answers them elsewhere (OPTIONS a 204, the rest a 405, both
+    with Allow): inside a mount the application's handler would not see the full path."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope.get("method")
+        if scope["type"] != "http" or method in ("GET", "HEAD"):
+            await super().__call__(scope, receive, send)
+            return
+        response: Response = Response(status_code=204, headers=ALLOW)
+        if method != "OPTIONS":
+            body = error_body([], "Method Not Allowed", "method_not_allowed")
+            response = JSONResponse(body, status_code=405, headers=ALLOW)
+        await response(scope, receive, send)
 
     def file_response(self, full_path: Any, stat_result: Any, scope: Scope,
                       status_code: int = 200) -> Response:  # fmt: skip

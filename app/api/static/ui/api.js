@@ -79,7 +79,9 @@ export async function download(path, filename) {
 // else an async iterator of {id, event, data} with `data` parsed as JSON.
 export async function openEvents(path, { lastEventId, signal } = {}) {
   const h = headers({ Accept: "text/event-stream" });
-  if (lastEventId !== undefined && lastEventId !== null) h.set("Last-Event-ID", String(lastEventId));
+  if (lastEventId !== undefined && lastEventId !== null) {
+    h.set("Last-Event-ID", String(lastEventId));
+  }
   const response = await fetch(new URL(path, BASE), { headers: h, signal, cache: "no-store" });
   if (response.status === 204) return null;
   if (!response.ok) throw await apiError(response);
@@ -111,8 +113,11 @@ async function* parseEvents(text) {
         const field = colon < 0 ? line : line.slice(0, colon);
         let content = colon < 0 ? "" : line.slice(colon + 1);
         if (content.startsWith(" ")) content = content.slice(1);
-        if (field === "data") event.data = event.data === undefined ? content : `${event.data}\n${content}`;
-        else if (field === "id" || field === "event") event[field] = content;
+        if (field === "data") {
+          event.data = event.data === undefined ? content : `${event.data}\n${content}`;
+        } else if (field === "id" || field === "event") {
+          event[field] = content;
+        }
       }
     }
   } finally {

@@ -46,11 +46,14 @@ document.getElementById("key-forget").addEventListener("click", () => {
 function showError(err) {
   if (err instanceof ApiError && err.status === 401) {
     askForKey(getKey() ? `This key was refused: ${err.message}` : "This server needs an API key.");
-    view.replaceChildren(el("p", { class: "muted", id: "needs-key" }, "Enter an API key to continue."));
+    view.replaceChildren(
+      el("p", { class: "muted", id: "needs-key" }, "Enter an API key to continue."),
+    );
     return;
   }
   if (err?.name === "AbortError") return;
-  const text = err instanceof ApiError ? `${err.type}: ${err.message}` : String(err?.message || err);
+  const text =
+    err instanceof ApiError ? `${err.type}: ${err.message}` : String(err?.message || err);
   view.prepend(el("div", { class: "error-box", role: "alert" }, text));
 }
 
@@ -103,7 +106,9 @@ async function modelsPage(_params, { signal }) {
       ? table(["name", "id (its jobs)", "kind", "parameters", "weights", "loss", "created"], rows,
               { id: "models" })
       : el("p", { class: "muted" }, "No models yet."),
-    total > items.length ? el("p", { class: "muted" }, `The newest ${items.length} of ${total}.`) : null,
+    total > items.length
+      ? el("p", { class: "muted" }, `The newest ${items.length} of ${total}.`)
+      : null,
   );
 }
 
@@ -119,9 +124,13 @@ async function route() {
   }
   view.replaceChildren(el("p", { class: "muted" }, "Loading…"));
   try {
-    if (parts[0] === "jobs" && parts[1]) await jobPage(view, parts[1], { signal, onError: showError });
-    else if (parts[0] === "models") await modelsPage(params, { signal });
-    else await jobsPage(params, { signal });
+    if (parts[0] === "jobs" && parts[1]) {
+      await jobPage(view, parts[1], { signal, onError: showError });
+    } else if (parts[0] === "models") {
+      await modelsPage(params, { signal });
+    } else {
+      await jobsPage(params, { signal });
+    }
   } catch (err) {
     if (!signal.aborted) showError(err);
   }

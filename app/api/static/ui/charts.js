@@ -6,6 +6,7 @@
 const TRAIN = "#2563eb";
 const VALIDATION = "#ea580c";
 const HEIGHT = 220;
+const EPOCH_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000];
 
 function baseName(key) {
   return key.startsWith("val_") ? key.slice(4) : key;
@@ -67,8 +68,8 @@ export class MetricCharts {
       width: this.width(box),
       height: HEIGHT,
       scales: { x: { time: false } },
-      // Whole epochs only on the x axis.
-      axes: [{ label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000] }, { size: 60 }],
+      // Ticks at whole epochs only.
+      axes: [{ label: "epoch", incrs: EPOCH_STEPS }, { size: 60 }],
       series: [
         { label: "epoch" },
         ...series.map((key) => ({

@@ -67,7 +67,8 @@ class JobView {
         fact("epochs", `${job.epochs_done} / ${job.epochs}`),
         fact("attempt", `${job.attempt} / ${job.max_attempts}`),
         job.parent_job_id &&
-          fact("resumes", el("a", { href: `#/jobs/${job.parent_job_id}` }, shortId(job.parent_job_id))),
+          fact("resumes",
+            el("a", { href: `#/jobs/${job.parent_job_id}` }, shortId(job.parent_job_id))),
         fact("created", when(job.created_at)),
         fact("started", when(job.started_at)),
         fact("finished", when(job.finished_at)),
@@ -83,8 +84,10 @@ class JobView {
     if (!this.buttons) {
       // Made once and updated in place, so a refresh never swaps a button under a click.
       this.buttons = {
-        cancel: el("button", { id: "cancel", type: "button", onclick: () => this.cancel() }, "Cancel"),
-        resume: el("button", { id: "resume", type: "button", onclick: () => this.resume() }, "Resume"),
+        cancel: el("button", { id: "cancel", type: "button", onclick: () => this.cancel() },
+          "Cancel"),
+        resume: el("button", { id: "resume", type: "button", onclick: () => this.resume() },
+          "Resume"),
       };
       actions.replaceChildren(this.buttons.cancel, this.buttons.resume);
     }
@@ -150,8 +153,9 @@ class JobView {
   downloadButton(checkpoint, file) {
     const path = `jobs/${this.jobId}/checkpoints/${checkpoint.id}/${file}`;
     const name = `${shortId(this.jobId)}-epoch${checkpoint.epoch + 1}-${file}`;
-    return el("button", { type: "button", class: "link", "data-download": file,
-                          onclick: () => download(path, name).catch((err) => this.onError(err)) }, file);
+    const save = () => download(path, name).catch((err) => this.onError(err));
+    return el("button", { type: "button", class: "link", "data-download": file, onclick: save },
+      file);
   }
 
   async follow() {
@@ -195,14 +199,15 @@ class JobView {
     const bar = this.parts.progress;
     bar.max = p.steps || 1;
     bar.value = Math.min(p.batch + 1, bar.max);
-    const logs = Object.entries(p.logs || {}).map(([k, v]) => `${k} ${fmt(v)}`).join(" · ");
-    this.parts.progressText.textContent =
-      `epoch ${p.epoch + 1}/${p.epochs} · batch ${p.batch + 1}/${p.steps}${logs ? ` · ${logs}` : ""}`;
+    const logs = Object.entries(p.logs || {}).map(([k, v]) => `${k} ${fmt(v)}`);
+    const where = [`epoch ${p.epoch + 1}/${p.epochs}`, `batch ${p.batch + 1}/${p.steps}`];
+    this.parts.progressText.textContent = [...where, ...logs].join(" · ");
   }
 
   finishProgress() {
     const done = this.job;
-    this.parts.progressText.textContent = `${done.status}: ${done.epochs_done} of ${done.epochs} epochs`;
+    this.parts.progressText.textContent =
+      `${done.status}: ${done.epochs_done} of ${done.epochs} epochs`;
     if (done.status === "succeeded") this.parts.progress.value = this.parts.progress.max;
   }
 
@@ -225,7 +230,9 @@ class JobView {
     });
     this.parts.epochs.replaceChildren(
       table(["epoch", "attempt", ...keys], shown, { id: "epoch-table" }),
-      epochs.length > TABLE_ROWS ? el("p", { class: "muted" }, `The last ${TABLE_ROWS} of ${epochs.length} epochs.`) : null,
+      epochs.length > TABLE_ROWS
+        ? el("p", { class: "muted" }, `The last ${TABLE_ROWS} of ${epochs.length} epochs.`)
+        : null,
     );
   }
 }
