@@ -54,6 +54,7 @@ function showError(err) {
   if (err?.name === "AbortError") return;
   const text =
     err instanceof ApiError ? `${err.type}: ${err.message}` : String(err?.message || err);
+  view.querySelector("[role=alert]")?.remove(); // one at a time: the newest
   view.prepend(el("div", { class: "error-box", role: "alert" }, text));
 }
 
@@ -64,7 +65,7 @@ function every(ms, signal, fn) {
 
 async function jobsPage(params, { signal }) {
   const modelId = params.get("model");
-  const query = new URLSearchParams({ limit: "100" });
+  const query = new URLSearchParams({ limit: "50" });
   if (modelId) query.set("model_id", modelId);
   const heading = el("h1", {}, modelId ? `Jobs of model ${shortId(modelId)}` : "Jobs");
   const holder = el("div", { id: "jobs" });

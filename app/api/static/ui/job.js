@@ -53,6 +53,7 @@ class JobView {
     this.refreshTimer = null;
     this.job = null;
     this.buttons = null;
+    this.drawTimer = null;
   }
 
   showJob(job) {
@@ -188,11 +189,21 @@ class JobView {
   epoch(row) {
     this.rows.set(row.epoch, row);
     this.charts.add(row.epoch, row.logs);
-    this.charts.render();
-    this.renderEpochs();
+    this.drawSoon();
     const bar = this.parts.progress;
     bar.value = bar.max;
     this.refreshSoon();
+  }
+
+  // Charts and table drawn once for a burst of epochs (a replay sends hundreds at once).
+  drawSoon() {
+    if (this.drawTimer) return;
+    this.drawTimer = setTimeout(() => {
+      this.drawTimer = null;
+      if (this.signal.aborted) return;
+      this.charts.render();
+      this.renderEpochs();
+    }, 50);
   }
 
   progress(p) {
