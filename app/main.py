@@ -29,6 +29,7 @@ from app.api.routes import (
     jobs,
     models,
     ops,
+    ui,
     webhooks,
 )
 from app.api.shutdown import stop_on_signals
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     app.include_router(ops.router)  # /readyz, /metrics: their own access rules
+    ui.install(app)  # /ui, the dashboard: static files, no key (its calls to /v1 carry one)
     # Last, so that it wraps every other middleware (authentication included).
     browser_safety.install(app, settings)
     # Outermost of all: the request id is on every response and log record, refusals included.

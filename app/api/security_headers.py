@@ -3,7 +3,8 @@ middleware, so streamed bodies such as the event stream pass through untouched).
 
 API responses get a Content-Security-Policy that allows nothing: they are data, never pages. The
 documentation pages (/docs, /redoc) load Swagger UI and ReDoc from their CDN and run an inline
-start-up script, so they get a policy that allows exactly that. Tenant data under /v1 is not kept
+start-up script, so they get a policy that allows exactly that. The dashboard (/ui) runs its own
+scripts and styles from this origin alone and calls the API there. Tenant data under /v1 is not kept
 by caches (`no-store`) unless the route set its own Cache-Control (the event stream's no-cache)
 or an ETag, which asks for revalidation instead. A header the route set itself is never
 replaced."""
@@ -38,7 +39,29 @@ DOCS_CSP = "; ".join([
     "base-uri 'self'",
     "form-action 'self'",
 ])  # fmt: skip
+# The dashboard (app.api.routes.ui): its own files and uPlot's, all from this origin, no inline
+# script or style (uPlot sizes its elements through the style property, which CSP does not
+# govern); the empty data: icon keeps the browser from asking for /favicon.ico; calls go to /v1.
+UI_CSP = "; ".join([
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "connect-src 'self'",
+    "frame-ancestors 'none'",
+    "base-uri 'none'",
+    "form-action 'none'",
+])  # fmt: skip
+UI_PREFIX = "/ui"
 TENANT_PREFIX = "/v1/"
+
+
+def policy(path: str, docs_paths: frozenset[str]) -> str:
+    if path in docs_paths:
+        return DOCS_CSP
+    if path == UI_PREFIX or path.startswith(f"{UI_PREFIX}/"):
+        return UI_CSP
+    return API_CSP
 
 
 class SecurityHeaders:
@@ -56,7 +79,7 @@ class SecurityHeaders:
         root: str = scope.get("root_path", "")
         if root and path.startswith(root):  # served under a prefix (uvicorn --root-path)
             path = path[len(root) :]
-        csp = DOCS_CSP if path in self.docs_paths else API_CSP
+        csp = policy(path, self.docs_paths)
         tenant = path.startswith(TENANT_PREFIX)
 
         async def with_headers(message: Message) -> None:
