@@ -19,6 +19,7 @@ from app.api.audit import AuditLog
 from app.api.auth import Authenticate, caller
 from app.api.middleware import BodyLimit
 from app.api.observe import Observe
+from app.api.protocol_errors import ProtocolErrors
 from app.api.routes import (
     admin,
     checkpoint_exports,
@@ -27,6 +28,7 @@ from app.api.routes import (
     jobs,
     models,
     ops,
+    serving,
     webhooks,
 )
 from app.api.shutdown import stop_on_signals
@@ -99,9 +101,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(Authenticate)
     # Every route but /healthz needs a caller; routes also take it (`Caller`) for its scope.
     authenticated = [Depends(caller)]
-    for router in (models.router, jobs.fit_router, inference.router, jobs.router,
-                   checkpoint_exports.router, datasets.router, webhooks.router,
-                   admin.router):  # fmt: skip
+    for router in (models.router, jobs.fit_router, inference.router, serving.tf_router,
+                   jobs.router, checkpoint_exports.router, datasets.router, webhooks.router,
+                   admin.router, serving.v2_router):  # fmt: skip
         app.include_router(router, dependencies=authenticated)
     _describe_mode(app)
 
@@ -110,8 +112,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     app.include_router(ops.router)  # /readyz, /metrics: their own access rules
+    app.include_router(serving.public_router)  # /v2 health and server metadata: public
     # Last, so that it wraps every other middleware (authentication included).
     browser_safety.install(app, settings)
+    # Around every refusal: the predict protocols' errors carry their `error` field.
+    app.add_middleware(ProtocolErrors)
     # Outermost of all: the request id is on every response and log record, refusals included.
     app.add_middleware(Observe)
     return app

@@ -32,8 +32,13 @@ JSON = "application/json"
 # The request headers the app reads, authentication included.
 READ_HEADERS = frozenset({
     b"content-type", b"accept", b"authorization", b"idempotency-key", b"last-event-id",
-    b"x-request-id",
+    b"x-request-id", b"inference-header-content-length",
 })  # fmt: skip
+# The Open Inference Protocol's binary extension: a body that this header frames may come
+# without a Content-Type (as some of its clients send it) where the route takes
+# application/octet-stream. A browser cannot send it to another origin without a preflight.
+FRAMED_BY = b"inference-header-content-length"
+OCTET = "application/octet-stream"
 
 # (path regex, method -> the content types its requestBody declares; empty: it takes none)
 Operations = list[tuple[re.Pattern[str], dict[str, frozenset[str]]]]
@@ -145,6 +150,8 @@ class RequestGuard:
         media = media_type(headers.get(b"content-type", b"").decode("latin-1"))
         has_body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
         accepted = self._accepted(scope, method)
+        if not media and FRAMED_BY in headers and OCTET in accepted:
+            return None
         if media in SIMPLE_TYPES or (accepted and has_body and media not in accepted):
             shown = sorted(accepted or {JSON})
             if media:

@@ -3,9 +3,10 @@ middleware, so streamed bodies such as the event stream pass through untouched).
 
 API responses get a Content-Security-Policy that allows nothing: they are data, never pages. The
 documentation pages (/docs, /redoc) load Swagger UI and ReDoc from their CDN and run an inline
-start-up script, so they get a policy that allows exactly that. Tenant data under /v1 is not kept
-by caches (`no-store`) unless the route set its own Cache-Control (the event stream's no-cache)
-or an ETag, which asks for revalidation instead. A header the route set itself is never
+start-up script, so they get a policy that allows exactly that. Tenant data under /v1 and
+/v2/models (the Open Inference Protocol's model routes) is not kept by caches (`no-store`) unless
+the route set its own Cache-Control (the event stream's no-cache) or an ETag, which asks for
+revalidation instead. A header the route set itself is never
 replaced."""
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ DOCS_CSP = "; ".join([
     "base-uri 'self'",
     "form-action 'self'",
 ])  # fmt: skip
-TENANT_PREFIX = "/v1/"
+TENANT_PREFIXES = ("/v1/", "/v2/models/")
 
 
 class SecurityHeaders:
@@ -57,7 +58,7 @@ class SecurityHeaders:
         if root and path.startswith(root):  # served under a prefix (uvicorn --root-path)
             path = path[len(root) :]
         csp = DOCS_CSP if path in self.docs_paths else API_CSP
-        tenant = path.startswith(TENANT_PREFIX)
+        tenant = path.startswith(TENANT_PREFIXES)
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
