@@ -75,17 +75,21 @@ def predict_now(
 
 
 @contextmanager
-def named_as(field: list[str | int], names: dict[str, int] | None = None) -> Iterator[None]:
-    """Errors about `body.x` renamed to the protocol's `field`; with `names`, an input's name
-    after `x` becomes that index of `field` (a V2 tensor, or a TF instance's key moved after
-    its row)."""
+def named_as(
+    field: list[str | int], names: dict[str, int] | None = None, *, rows: bool = False
+) -> Iterator[None]:
+    """Errors about `body.x` renamed to the protocol's `field`: with `names` (V2), an input's
+    name after `x` becomes its tensor's index; with `rows` (TF's instances, an object per row),
+    an input's name and a row index swap."""
     try:
         yield
     except AppError as exc:
         loc = exc.loc
         if loc[:2] == [BODY, "x"]:
             rest = loc[2:]
-            if names is not None and rest and isinstance(rest[0], str) and rest[0] in names:
+            if rows and len(rest) > 1 and isinstance(rest[0], str):
+                rest = [rest[1], rest[0], *rest[2:]]  # instances.<row>.<input>
+            elif names is not None and rest and isinstance(rest[0], str) and rest[0] in names:
                 rest = [names[rest[0]], "data", *rest[1:]]
             elif names is not None and len(names) == 1 and field[-1] == "inputs":
                 rest = [0, "data", *rest]
@@ -108,6 +112,9 @@ def _columns(instances: Any) -> Any:
         return instances
     keys = list(instances[0]) if isinstance(instances[0], dict) else []
     for i, inst in enumerate(instances):
+        if _is_b64(inst):
+            raise InvalidInput("binary (b64) values are not accepted: inputs are numeric",
+                               loc=[*where, i])  # fmt: skip
         if not isinstance(inst, dict) or set(inst) != set(keys):
             raise InvalidInput(f"every instance must be an object with the keys of the first "
                                f"({', '.join(keys) or 'none'})", loc=[*where, i])  # fmt: skip
@@ -131,7 +138,7 @@ def tf_predict(
     if body.instances is not None:
         x = _columns(body.instances)
         field: list[str | int] = [BODY, "instances"]
-        with named_as(field):
+        with named_as(field, rows=isinstance(x, dict)):
             outputs = predict_now(ctx, scope=scope, model_id=model_id, x=x, field=field)
         answer = outputs_json(outputs)
         if isinstance(answer, dict):  # several outputs: an object per instance
