@@ -43,6 +43,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ProtocolErrorOut, "description": "Body too large, or more rows than "
           "PREDICT_SYNC_MAX_ROWS or past SYNC_MAX_COST (these protocols queue no job)"},
 }  # fmt: skip
+READ_ERRORS = {code: ERRORS[code] for code in (400, 404)}
 TF_EXAMPLES: dict[str, Any] = {
     "row": {"summary": "Row format", "value": {"instances": SEED_ROWS}},
     "columnar": {"summary": "Columnar format", "value": {"inputs": SEED_ROWS}},
@@ -123,7 +124,10 @@ def v2_server_metadata(request: Request) -> Any:
 
 
 @v2_router.get(
-    "/{model_id}", response_model=V2ModelMetadata, responses=ERRORS, summary="V2 model metadata"
+    "/{model_id}",
+    response_model=V2ModelMetadata,
+    responses=READ_ERRORS,
+    summary="V2 model metadata",
 )
 def v2_model_metadata(ctx: Ctx, who: Caller, model_id: uuid.UUID) -> Any:
     """The model's inputs and outputs with their names, datatypes (FP32, INT64, ... from the
@@ -132,7 +136,10 @@ def v2_model_metadata(ctx: Ctx, who: Caller, model_id: uuid.UUID) -> Any:
 
 
 @v2_router.get(
-    "/{model_id}/ready", response_model=V2ModelReady, responses=ERRORS, summary="V2 model ready"
+    "/{model_id}/ready",
+    response_model=V2ModelReady,
+    responses=READ_ERRORS,
+    summary="V2 model ready",
 )
 def v2_model_ready(ctx: Ctx, who: Caller, model_id: uuid.UUID) -> Any:
     """A model that exists is ready: it answers on its current weights."""
@@ -143,7 +150,7 @@ def v2_model_ready(ctx: Ctx, who: Caller, model_id: uuid.UUID) -> Any:
 def _answer(header: dict[str, Any], blob: bytes) -> Response:
     if not blob and not any("parameters" in out for out in header["outputs"]):
         return JSONResponse(header)
-    head = JSONResponse(header).body
+    head = bytes(JSONResponse(header).body)
     return Response(head + blob, media_type=OCTET, headers={HEADER_LENGTH: str(len(head))})
 
 
