@@ -6,6 +6,7 @@ resource is a 404 (never a 403: existence does not leak), a role too weak is a 4
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -270,3 +271,33 @@ def test_a_body_is_not_read_before_the_key_is_checked(world: World) -> None:
     r = world.client.post("/v1/models", content=b"{not json", headers={
         "Content-Type": "application/json"})  # fmt: skip
     assert r.status_code == 401, r.text
+
+
+def test_the_predict_protocols_hold_keys_roles_and_projects(world: World) -> None:
+    """V2's binary infer (its own handler) checks the caller as every route does; both
+    protocols' predictions are audited like /v1 predict."""
+    x = np.asarray(X, dtype="<f4")
+    head = json.dumps({"inputs": [{"name": "input_layer", "shape": [4, 1], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+    framing = {"Content-Type": "application/octet-stream",
+               "Inference-Header-Content-Length": str(len(head))}  # fmt: skip
+
+    def infer(owner: str, who: tuple[str, str] | None) -> Any:
+        url = f"/v2/models/{world.ids[owner]['model_id']}/infer"
+        return world.client.post(url, content=head + x.tobytes(),
+                                 headers={**framing, **world.auth(who)})  # fmt: skip
+
+    assert infer("alpha", None).status_code == 401
+    assert infer("alpha", ("alpha", "viewer")).status_code == 403
+    assert infer("beta", ("alpha", "member")).status_code == 404
+    assert infer("alpha", ("alpha", "member")).status_code == 200
+    model = world.ids["alpha"]["model_id"]
+    tf = world.client.post(f"/v1/models/{model}:predict", json={"instances": X},
+                           headers=world.auth(("alpha", "member")))  # fmt: skip
+    assert tf.status_code == 200, tf.text
+    admin = world.auth(("alpha", "admin"))
+    audit = world.client.get("/v1/admin/audit?limit=2", headers=admin).json()["items"]
+    assert [(a["action"], a["route"], a["resource_id"]) for a in audit] == [
+        ("predict", "POST /v1/models/{model_id}:predict", model),
+        ("infer", "POST /v2/models/{model_id}/infer", model),
+    ]
