@@ -264,6 +264,13 @@ def test_v2_binary_tensor_data_equals_v1_predict(client: TestClient, models: dic
     got = np.frombuffer(rest, dtype="<f4").reshape(2, 2)
     assert got.tobytes() == want["output0"].astype("<f4").tobytes()
     assert out1["data"] == want["output1"].ravel().tolist()
+    # Triton's client sends JSON with no Content-Type at all.
+    plain = {"inputs": [{"name": "signal", "shape": [2, 5], "datatype": "FP32", "data": SIGNAL},
+                        {"name": "sensor", "shape": [2, 2, 2], "datatype": "FP32",
+                         "data": SENSOR}]}  # fmt: skip
+    r = client.post(f"/v2/models/{model}/infer", content=json.dumps(plain).encode())
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["data"] == want["output0"].ravel().tolist()
     # Every output in binary, asked once in the request's parameters; no Content-Type needed
     # where the header frames the body.
     signal = np.asarray(SIGNAL, dtype="<f8")

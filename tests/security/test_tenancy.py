@@ -277,8 +277,9 @@ def test_the_predict_protocols_hold_keys_roles_and_projects(world: World) -> Non
     """V2's binary infer (its own handler) checks the caller as every route does; both
     protocols' predictions are audited like /v1 predict."""
     x = np.asarray(X, dtype="<f4")
-    head = json.dumps({"inputs": [{"name": "input_layer", "shape": [4, 1], "datatype": "FP32",
-                                   "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+    tensor = {"name": "input_layer", "shape": [4, 1], "datatype": "FP32",
+              "parameters": {"binary_data_size": x.nbytes}}  # fmt: skip
+    head = json.dumps({"inputs": [tensor]}).encode()
     framing = {"Content-Type": "application/octet-stream",
                "Inference-Header-Content-Length": str(len(head))}  # fmt: skip
 

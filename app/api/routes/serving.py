@@ -17,6 +17,7 @@ from fastapi.routing import APIRoute
 from app.api.auth import Caller, authorize
 from app.api.deps import Ctx
 from app.api.middleware import BodyTooLarge
+from app.api.request_guard import UNTYPED_BODY
 from app.core.errors import InvalidInput, PayloadTooLarge
 from app.models import serving
 from app.models.serving_schemas import (
@@ -55,12 +56,13 @@ TF_EXAMPLES: dict[str, Any] = {
 
 def _binary(request: Request) -> bool:
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    return media == OCTET or HEADER_LENGTH.lower() in request.headers
+    return media in (OCTET, "") or HEADER_LENGTH.lower() in request.headers
 
 
 class V2Route(APIRoute):
     """infer's route: a body in the binary tensor data extension (`Inference-Header-Content-Length`,
-    or Content-Type application/octet-stream) goes to `v2_infer_binary`; JSON the usual way."""
+    or Content-Type application/octet-stream), or without a type, goes to `v2_infer_binary`;
+    JSON the usual way."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         json_handler = super().get_route_handler()
@@ -165,9 +167,10 @@ def _answer(header: dict[str, Any], blob: bytes) -> Response:
         **ERRORS,
     },
     summary="V2 inference",
-    # Also the content type the request guard accepts for this route.
+    # Also the content types the request guard accepts for this route; and a body without one
+    # (app.api.request_guard), as the protocol's own clients send it.
     openapi_extra={"requestBody": {"content": {OCTET: {
-        "schema": {"type": "string", "format": "binary"}}}}},
+        "schema": {"type": "string", "format": "binary"}}}}, UNTYPED_BODY: True},
 )  # fmt: skip
 def v2_infer(ctx: Ctx, who: Caller, model_id: uuid.UUID, body: V2InferRequest) -> Response:
     """Tensors in JSON (`data`, flat or nested, row-major), or with the binary tensor data
