@@ -130,6 +130,11 @@ def test_tfserving_named_inputs_and_outputs(client: TestClient, models: dict) ->
                     json={"inputs": {"signal": SIGNAL, "sensor": SENSOR}})  # fmt: skip
     assert r.status_code == 200, r.text
     assert r.json() == {"outputs": v1}
+    # An error names the instance, then the input.
+    bad = [instances[0], {**instances[1], "signal": [1, 2, float("nan"), 4, 5]}]
+    r = client.post(f"/v1/models/{model}:predict", content=json.dumps({"instances": bad}),
+                    headers={"Content-Type": "application/json"})  # fmt: skip
+    _error(r, 400, "body.instances.1.signal.2", "finite")
     # The document's example as published also sends a string input, `tag`.
     tagged = [{"tag": t, **i} for t, i in zip(("foo", "bar"), instances, strict=True)]
     r = client.post(f"/v1/models/{model}:predict", json={"instances": tagged})

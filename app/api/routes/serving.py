@@ -44,7 +44,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ProtocolErrorOut, "description": "Body too large, or more rows than "
           "PREDICT_SYNC_MAX_ROWS or past SYNC_MAX_COST (these protocols queue no job)"},
 }  # fmt: skip
-READ_ERRORS = {code: ERRORS[code] for code in (400, 404)}
+READ_ERRORS: dict[int | str, dict[str, Any]] = {code: ERRORS[code] for code in (400, 404)}
 TF_EXAMPLES: dict[str, Any] = {
     "row": {"summary": "Row format", "value": {"instances": SEED_ROWS}},
     "columnar": {"summary": "Columnar format", "value": {"inputs": SEED_ROWS}},
