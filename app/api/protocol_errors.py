@@ -1,9 +1,10 @@
 """Errors in the standard predict protocols' shape. TensorFlow Serving's and the Open Inference
 Protocol's clients read a refusal's message from `error`; this middleware gives every error
 response on their paths (the routes' own, and the refusals of authentication, the body limit
-and the request guard) an `error` of "loc: msg" beside the API's `detail`, and answers an invalid
-request with the 400 those protocols use instead of a 422. A pure ASGI middleware that holds only
-error responses, which are small."""
+and the request guard) an `error` of "loc: msg" beside the API's `detail`, and answers an
+invalid request with the 400 those protocols use instead of a 422 (the 500 and 503 of the
+outermost handler add `error` themselves). A pure ASGI middleware that holds only error
+responses, which are small."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.auth import route_path
 
-
-def speaks_protocol(path: str) -> bool:
-    """TensorFlow Serving's predict, and everything under /v2."""
+def speaks_protocol(path: str, root_path: str = "") -> bool:
+    """TensorFlow Serving's predict, and everything under /v2 (`path` within `root_path`, the
+    prefix a proxy mounts the API under)."""
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path) :]
     return path == "/v2" or path.startswith("/v2/") or (
         path.startswith("/v1/models/") and path.endswith(":predict")
     )  # fmt: skip
@@ -40,7 +42,9 @@ class ProtocolErrors:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not speaks_protocol(route_path(scope)):
+        if scope["type"] != "http" or not speaks_protocol(
+            scope.get("path", ""), scope.get("root_path", "")
+        ):
             await self.app(scope, receive, send)
             return
         start: Message | None = None

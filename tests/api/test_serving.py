@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.models import serving
 from tests.api.conftest import serve
 from tests.e2e.scenario_checks import wait_for
 from tests.support import scenario
@@ -336,3 +337,16 @@ def test_v2_errors_name_the_field(client: TestClient, models: dict) -> None:
     _error(client.post(url, content=content, headers=headers), 400, "not a JSON inference")
     r = client.post(url, content=b"x", headers={"Content-Type": "text/plain"})
     _error(r, 415, "application/octet-stream")
+
+
+def test_an_unexpected_failure_keeps_the_protocol_shape(
+    client: TestClient, models: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("/secret/path in a message that must not leak")
+
+    monkeypatch.setattr(serving, "v2_metadata", broken)
+    quiet = TestClient(client.app, raise_server_exceptions=False)
+    r = quiet.get(f"/v2/models/{models['seed']}")
+    assert r.status_code == 500 and r.json()["error"] == "internal error", r.text
+    assert "secret" not in r.text
