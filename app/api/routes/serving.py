@@ -43,8 +43,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ProtocolErrorOut, "description": "No such model"},
     413: {"model": ProtocolErrorOut, "description": "Body too large, or more rows than "
           "PREDICT_SYNC_MAX_ROWS or past SYNC_MAX_COST (these protocols queue no job)"},
+    # Declared, so that no 422 is: these protocols answer invalid input with a 400.
+    "4XX": {"model": ProtocolErrorOut, "description": "No key (401), a role too weak (403), "
+            "a Content-Type not taken (415), too many requests (429)"},
 }  # fmt: skip
-READ_ERRORS: dict[int | str, dict[str, Any]] = {code: ERRORS[code] for code in (400, 404)}
+READ_ERRORS: dict[int | str, dict[str, Any]] = {code: ERRORS[code] for code in (400, 404, "4XX")}
 TF_EXAMPLES: dict[str, Any] = {
     "row": {"summary": "Row format", "value": {"instances": SEED_ROWS}},
     "columnar": {"summary": "Columnar format", "value": {"inputs": SEED_ROWS}},
