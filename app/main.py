@@ -21,6 +21,7 @@ from app.api.idempotency import Idempotency
 from app.api.idempotency import document as document_idempotency
 from app.api.middleware import BodyLimit
 from app.api.observe import Observe
+from app.api.protocol_errors import ProtocolErrors
 from app.api.routes import (
     admin,
     checkpoint_exports,
@@ -29,6 +30,7 @@ from app.api.routes import (
     jobs,
     models,
     ops,
+    serving,
     ui,
     webhooks,
 )
@@ -105,9 +107,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(Authenticate)
     # Every route but /healthz needs a caller; routes also take it (`Caller`) for its scope.
     authenticated = [Depends(caller)]
-    for router in (models.router, jobs.fit_router, inference.router, jobs.router,
-                   checkpoint_exports.router, datasets.router, webhooks.router,
-                   admin.router):  # fmt: skip
+    for router in (models.router, jobs.fit_router, inference.router, serving.tf_router,
+                   jobs.router, checkpoint_exports.router, datasets.router, webhooks.router,
+                   admin.router, serving.v2_router):  # fmt: skip
         app.include_router(router, dependencies=authenticated)
     document_idempotency(app)
     _describe_mode(app)
@@ -118,8 +120,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(ops.router)  # /readyz, /metrics: their own access rules
     ui.install(app)  # /ui, the dashboard: static files, no key (its calls to /v1 carry one)
+    app.include_router(serving.public_router)  # /v2 health and server metadata: public
     # Last, so that it wraps every other middleware (authentication included).
     browser_safety.install(app, settings)
+    # Around every refusal: the predict protocols' errors carry their `error` field.
+    app.add_middleware(ProtocolErrors)
     # Outermost of all: the request id is on every response and log record, refusals included.
     app.add_middleware(Observe)
     return app

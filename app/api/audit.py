@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.auth import route_path
+from app.api.auth import TENANT_PREFIXES, route_path
 from app.auth import service
 from app.auth.schemas import Principal
 from app.db.models import AuditRow
@@ -32,7 +32,7 @@ class AuditLog:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not route_path(scope).startswith("/v1/"):
+        if scope["type"] != "http" or not route_path(scope).startswith(TENANT_PREFIXES):
             await self.app(scope, receive, send)
             return
         seen: dict[str, Any] = {"status": 0, "type": "", "body": b""}
@@ -69,7 +69,7 @@ def _entry(scope: Scope, seen: dict[str, Any]) -> AuditRow | None:
     if method in READS and not download:
         return None
     route = getattr(scope.get("route"), "path", None) or route_path(scope)
-    parts = [p for p in route.split("/") if p][1:]  # after "v1"
+    parts = [p for p in route.split("/") if p][1:]  # after "v1" (or "v2")
     params = {k: str(v) for k, v in (scope.get("path_params") or {}).items()}
     resource_type = parts[1] if parts[:1] == ["admin"] and len(parts) > 1 else parts[0]
     resource_id = next(iter(params.values()), None)
@@ -82,7 +82,8 @@ def _entry(scope: Scope, seen: dict[str, Any]) -> AuditRow | None:
     elif status == 201:
         action = "create"
     else:
-        action = parts[-1] if parts and not parts[-1].startswith("{") else "run"
+        last = parts[-1].rpartition(":")[2] if parts else ""  # `{model_id}:predict` too
+        action = last if last and not last.startswith("{") else "run"
     if resource_id is None or status in (201, 202):
         resource_id = _created_id(seen["body"]) or resource_id
     return AuditRow(

@@ -1,8 +1,9 @@
 """Who calls, and whether they may.
 
-`Authenticate`, an ASGI middleware, checks the bearer key of every `/v1` request and the
-project's request rate before anything reads the body (a client without a key cannot make the
-server parse megabytes of JSON first). The `caller` dependency, on every router, then checks the
+`Authenticate`, an ASGI middleware, checks the bearer key of every `/v1` and `/v2/models` (the
+Open Inference Protocol's model routes; its health and server metadata are public) request and
+the project's request rate before anything reads the body (a client without a key cannot make
+the server parse megabytes of JSON first). The `caller` dependency, on every router, then checks the
 role the route needs: GET and HEAD read, so a viewer may; every other method writes, so it needs
 a member; the admin routes need an admin. The role is decided by the matched route's template,
 never by the raw path (which a root path prefixes). Routes take the caller as `Caller` and hand
@@ -36,6 +37,8 @@ bearer = HTTPBearer(
 )
 READS = ("GET", "HEAD")
 ADMIN_PREFIX = "/v1/admin"
+# Tenant data: every request under these needs a key.
+TENANT_PREFIXES = ("/v1/", "/v2/models/")
 # Outside /v1 but for admins alone: the scrape shows every project's job counts.
 ADMIN_ROUTES = ("/metrics",)
 
@@ -68,7 +71,7 @@ class Authenticate:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not route_path(scope).startswith("/v1/"):
+        if scope["type"] != "http" or not route_path(scope).startswith(TENANT_PREFIXES):
             await self.app(scope, receive, send)
             return
         state = scope["app"].state
@@ -98,7 +101,7 @@ def authorize(request: Request) -> Principal:
     """The caller of `request` (authenticated by the middleware), once its role allows the
     route; else a 403."""
     principal = getattr(request.state, "principal", None)
-    if not isinstance(principal, Principal):  # a route outside /v1: authenticate here
+    if not isinstance(principal, Principal):  # a route outside them: authenticate here
         state = request.app.state
         principal = _authenticate(state, state.ctx, bearer_token(request.headers))
         request.state.principal = principal

@@ -19,11 +19,13 @@ from app.core.config import Settings
 CORS_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 CORS_ALLOW_HEADERS = (
     "Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID", "X-Request-ID",
+    "Inference-Header-Content-Length",
 )  # fmt: skip
 # What a script may read from a response besides the CORS-safelisted headers.
 CORS_EXPOSE_HEADERS = (
     "Retry-After", "Location", "WWW-Authenticate", "Content-Disposition", "X-Request-ID",
     "Idempotent-Replayed",
+    "Inference-Header-Content-Length",
 )  # fmt: skip
 CORS_MAX_AGE_S = 600
 

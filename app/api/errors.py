@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app.api.middleware import BodyTooLarge
+from app.api.protocol_errors import speaks_protocol, with_error
 from app.core.errors import AppError
 from app.core.logging import log_context
 from app.jobs.failures import describe, is_transient
@@ -96,10 +97,18 @@ def install(app: FastAPI) -> None:
             # The database or the broker is down for a moment: the client may try again.
             with log_context(request_id=request_id):
                 log.warning("transient failure: %s", type(exc).__name__, exc_info=exc)
-            body = error_body([], f"{describe(exc)}; try again", "unavailable")
+            unavailable = error_body([], f"{describe(exc)}; try again", "unavailable")
             retry = {**headers, "Retry-After": "1"}
-            return JSONResponse(body, status_code=503, headers=retry)
+            return JSONResponse(_shaped(request, unavailable), status_code=503, headers=retry)
         with log_context(request_id=request_id):
             log.exception("unhandled error", exc_info=exc)
-        return JSONResponse(error_body([], "internal error", "internal_error"), status_code=500,
-                            headers=headers)  # fmt: skip
+        body = _shaped(request, error_body([], "internal error", "internal_error"))
+        return JSONResponse(body, status_code=500, headers=headers)
+
+
+def _shaped(request: Request, body: dict[str, object]) -> object:
+    """`body` with the predict protocols' `error` on their paths: answered outside every
+    middleware, the 500 and 503 do not pass through ProtocolErrors."""
+    if speaks_protocol(request.scope.get("path", ""), request.scope.get("root_path", "")):
+        return with_error(body)
+    return body

@@ -8,7 +8,11 @@ preflight), and a body with no Content-Type at all (a Blob of no type) likewise;
 three are refused on every POST, PUT, PATCH and DELETE, and a body must name a type that its
 route accepts. A route accepts the types its OpenAPI requestBody declares (FastAPI declares
 application/json for a JSON body; the upload routes declare theirs in `openapi_extra`), so the
-document and the check cannot disagree.
+document and the check cannot disagree. One exception, marked `x-untyped-body` in the document:
+the Open Inference Protocol's infer takes a body without a type, as its own clients send it
+(Triton's); that body is read as JSON, or framed by `Inference-Header-Content-Length`. Without
+a key such a request could come from any page, but it only computes an answer that the page
+cannot read; with keys, the Authorization header needs a preflight anyway.
 
 Text. NUL, and percent-encoded bytes that are not UTF-8 (a lone surrogate such as %ED%A0%80),
 would otherwise arrive as NUL or silently as U+FFFD, and be stored or matched as such."""
@@ -32,8 +36,11 @@ JSON = "application/json"
 # The request headers the app reads, authentication included.
 READ_HEADERS = frozenset({
     b"content-type", b"accept", b"authorization", b"idempotency-key", b"last-event-id",
-    b"x-request-id",
+    b"x-request-id", b"inference-header-content-length",
 })  # fmt: skip
+# An operation marked so in the OpenAPI document takes a body without a Content-Type as JSON:
+# the Open Inference Protocol's infer, whose own clients send none.
+UNTYPED_BODY = "x-untyped-body"
 
 # (path regex, method -> the content types its requestBody declares; empty: it takes none)
 Operations = list[tuple[re.Pattern[str], dict[str, frozenset[str]]]]
@@ -47,6 +54,7 @@ def operations(openapi: Mapping[str, Any]) -> Operations:
         regex, _, _ = compile_path(path)
         methods = {
             method.upper(): frozenset(op.get("requestBody", {}).get("content", {}))
+            | ({""} if op.get(UNTYPED_BODY) else set())
             for method, op in item.items()
             if method.upper() in STATE_CHANGING and isinstance(op, dict)
         }
@@ -146,7 +154,7 @@ class RequestGuard:
         has_body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
         accepted = self._accepted(scope, method)
         if media in SIMPLE_TYPES or (accepted and has_body and media not in accepted):
-            shown = sorted(accepted or {JSON})
+            shown = sorted(accepted - {""} or {JSON})
             if media:
                 msg = f"Content-Type {media} is not accepted here; send one of: {', '.join(shown)}"
             else:

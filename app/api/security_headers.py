@@ -4,9 +4,10 @@ middleware, so streamed bodies such as the event stream pass through untouched).
 API responses get a Content-Security-Policy that allows nothing: they are data, never pages. The
 documentation pages (/docs, /redoc) load Swagger UI and ReDoc from their CDN and run an inline
 start-up script, so they get a policy that allows exactly that. The dashboard (/ui) runs its own
-scripts and styles from this origin alone and calls the API there. Tenant data under /v1 is not kept
-by caches (`no-store`) unless the route set its own Cache-Control (the event stream's no-cache)
-or an ETag, which asks for revalidation instead. A header the route set itself is never
+scripts and styles from this origin alone and calls the API there. Tenant data under /v1 and
+/v2/models (the Open Inference Protocol's model routes) is not kept by caches (`no-store`) unless
+the route set its own Cache-Control (the event stream's no-cache) or an ETag, which asks for
+revalidation instead. A header the route set itself is never
 replaced."""
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ UI_CSP = "; ".join([
     "form-action 'none'",
 ])  # fmt: skip
 UI_PREFIX = "/ui"
-TENANT_PREFIX = "/v1/"
+TENANT_PREFIXES = ("/v1/", "/v2/models/")
 
 
 def policy(path: str, docs_paths: frozenset[str]) -> str:
@@ -80,7 +81,7 @@ class SecurityHeaders:
         if root and path.startswith(root):  # served under a prefix (uvicorn --root-path)
             path = path[len(root) :]
         csp = policy(path, self.docs_paths)
-        tenant = path.startswith(TENANT_PREFIX)
+        tenant = path.startswith(TENANT_PREFIXES)
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

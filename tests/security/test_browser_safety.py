@@ -90,6 +90,8 @@ UPLOADS = {
         "application/json", "application/x-npy", "application/npy", "application/x-npz",
         "application/zip", "application/octet-stream",
     },
+    # The Open Inference Protocol's binary tensor data (and, marked, a body of no type).
+    ("POST", "/v2/models/{model_id}/infer"): {"application/json", "application/octet-stream"},
 }  # fmt: skip
 
 

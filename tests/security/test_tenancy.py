@@ -6,6 +6,7 @@ resource is a 404 (never a 403: existence does not leak), a role too weak is a 4
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,10 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/models/{model_id}/fit"): {**XY, "epochs": 1},
     ("POST", "/v1/models/{model_id}/evaluate"): XY,
     ("POST", "/v1/models/{model_id}/predict"): {"x": X},
+    ("POST", "/v1/models/{model_id}:predict"): {"instances": X},
+    ("POST", "/v2/models/{model_id}/infer"): {
+        "inputs": [{"name": "input_layer", "shape": [4, 1], "datatype": "FP32", "data": X}]
+    },
     ("POST", "/v1/jobs/{job_id}/resume"): {"epochs": 2},
     ("POST", "/v1/datasets"): "npy",
     ("POST", "/v1/admin/keys"): {"project": "third", "role": "viewer"},
@@ -42,6 +47,8 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/v1/webhooks/{webhook_id}"): {"description": "changed"},
 }
 PROJECTS = ("alpha", "beta")
+# Open to anyone: liveness, and the Open Inference Protocol's health and server metadata.
+PUBLIC = ("/healthz", "/v2", "/v2/health/live", "/v2/health/ready")
 ROLES = ("viewer", "member", "admin")
 
 
@@ -133,7 +140,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 def _operations(client: TestClient) -> list[tuple[str, str]]:
     spec = client.get("/openapi.json").json()
-    ops = [(m.upper(), p) for p, o in spec["paths"].items() for m in o if p != "/healthz"]
+    ops = [(m.upper(), p) for p, o in spec["paths"].items() for m in o if p not in PUBLIC]
     assert len(ops) >= 37
     return ops
 
@@ -147,7 +154,7 @@ def test_the_openapi_document_declares_the_bearer_scheme(world: World) -> None:
     }
     for path, operations in spec["paths"].items():
         for method, op in operations.items():
-            if path != "/healthz":
+            if path not in PUBLIC:
                 assert op.get("security") == [{"APIKey": []}], (method, path)
     # Authentication is on now: /docs no longer says single-user.
     assert "Single-user mode" not in spec["info"]["description"]
@@ -158,10 +165,13 @@ def test_no_key_is_401_with_www_authenticate(world: World) -> None:
         r = world.request(method, path, "alpha", None)
         assert r.status_code == 401, (method, path, r.status_code, r.text)
         assert r.headers["WWW-Authenticate"].startswith("Bearer"), (method, path)
+        if path.startswith("/v2/") or path.endswith(":predict"):  # the protocols' error shape
+            assert r.json()["error"].startswith("header.Authorization"), (method, path, r.text)
         bad = world.client.request(method, path.format(**world.ids["alpha"]),
                                    headers={"Authorization": "Bearer fitapi_nope_x"})  # fmt: skip
         assert bad.status_code == 401 and "invalid_token" in bad.headers["WWW-Authenticate"]
-    assert world.client.get("/healthz").status_code == 200
+    for path in PUBLIC:
+        assert world.client.get(path).status_code == 200, path
 
 
 def test_a_weak_role_is_403(world: World) -> None:
@@ -273,3 +283,34 @@ def test_the_dataset_sha256_filter_sees_only_the_callers_project(world: World) -
                              headers=world.auth((project, "viewer")))  # fmt: skip
         assert r.status_code == 200, r.text
         assert [d["id"] for d in r.json()["items"]] == [world.ids[project]["dataset_id"]]
+
+
+def test_the_predict_protocols_hold_keys_roles_and_projects(world: World) -> None:
+    """V2's binary infer (its own handler) checks the caller as every route does; both
+    protocols' predictions are audited like /v1 predict."""
+    x = np.asarray(X, dtype="<f4")
+    tensor = {"name": "input_layer", "shape": [4, 1], "datatype": "FP32",
+              "parameters": {"binary_data_size": x.nbytes}}  # fmt: skip
+    head = json.dumps({"inputs": [tensor]}).encode()
+    framing = {"Content-Type": "application/octet-stream",
+               "Inference-Header-Content-Length": str(len(head))}  # fmt: skip
+
+    def infer(owner: str, who: tuple[str, str] | None) -> Any:
+        url = f"/v2/models/{world.ids[owner]['model_id']}/infer"
+        return world.client.post(url, content=head + x.tobytes(),
+                                 headers={**framing, **world.auth(who)})  # fmt: skip
+
+    assert infer("alpha", None).status_code == 401
+    assert infer("alpha", ("alpha", "viewer")).status_code == 403
+    assert infer("beta", ("alpha", "member")).status_code == 404
+    assert infer("alpha", ("alpha", "member")).status_code == 200
+    model = world.ids["alpha"]["model_id"]
+    tf = world.client.post(f"/v1/models/{model}:predict", json={"instances": X},
+                           headers=world.auth(("alpha", "member")))  # fmt: skip
+    assert tf.status_code == 200, tf.text
+    admin = world.auth(("alpha", "admin"))
+    audit = world.client.get("/v1/admin/audit?limit=2", headers=admin).json()["items"]
+    assert [(a["action"], a["route"], a["resource_id"]) for a in audit] == [
+        ("predict", "POST /v1/models/{model_id}:predict", model),
+        ("infer", "POST /v2/models/{model_id}/infer", model),
+    ]
