@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, StrictInt
 from app.db.models import ModelRow
 from app.models import examples
 from app.runtime.jsonsafe import readable
-from app.runtime.schemas import Strict, strict_with_example
+from app.runtime.schemas import Strict, strict_with_example, with_example
 
 
 class ModelCreate(Strict):
@@ -56,6 +56,7 @@ class ModelSummary(BaseModel):
 
 
 class ModelOut(BaseModel):
+    model_config = with_example(examples.MODEL_OUT)
     id: uuid.UUID
     name: str
     seed: int
@@ -78,6 +79,8 @@ class ModelOut(BaseModel):
 
 
 class ModelList(BaseModel):
+    model_config = with_example({"items": [examples.MODEL_OUT], "total": 1, "limit": 20,
+                                 "offset": 0})  # fmt: skip
     items: list[ModelOut]
     total: int
     limit: int
@@ -194,15 +197,21 @@ class AdaptRequest(Strict):
 
 
 class AdaptOut(BaseModel):
+    model_config = with_example({"adapted": ["normalization"], "model": examples.MODEL_OUT})
     adapted: list[str] = Field(description="The adapted layers, in the order the model calls them")
     model: ModelOut
 
 
 # -- predict ---------------------------------------------------------------------------------------
 class PredictOut(BaseModel):
+    model_config = with_example(examples.PREDICT_OUT)
     predictions: list[Any] | dict[str, list[Any]] = Field(
         description="Nested lists; for a model with several outputs, an object keyed by output name"
     )
+
+
+# What evaluate, test_on_batch and train_on_batch answer: Keras's logs, return_dict=True.
+Logs = Annotated[dict[str, float | None], Field(examples=[examples.LOGS])]
 
 
 def model_out(row: ModelRow) -> ModelOut:
