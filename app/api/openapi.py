@@ -1,6 +1,7 @@
 """The OpenAPI document's conventions, applied to every route at once: each operation's
-`operationId` is its endpoint function's name, and every error, binary and event-stream response
-(and binary request body) that declares no example gets one.
+`operationId` is its endpoint function's name; every error, binary and event-stream response
+(and binary request body) that declares no example gets one; and the typed schemas of Keras
+objects (app.models.json_schemas) are added to the components the fields refer to.
 
 Success bodies and JSON request bodies carry their examples on their schemas (the pydantic
 models' `json_schema_extra`); what is filled in here is what is the same across routes: the
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from app.api.errors import error_body
+from app.models import json_schemas
 
 ERROR_SCHEMAS = frozenset({"#/components/schemas/ErrorOut",
                            "#/components/schemas/HTTPValidationError"})  # fmt: skip
@@ -122,13 +124,23 @@ def add_examples(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+def add_components(document: dict[str, Any]) -> dict[str, Any]:
+    """The typed schemas of Keras objects (app.models.json_schemas) that fields refer to, in
+    place; returns `document`."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in json_schemas.components().items():
+        schemas.setdefault(name, schema)
+    return document
+
+
 def install(app: FastAPI) -> None:
-    """The document FastAPI builds (and caches), with the shared examples filled in."""
+    """The document FastAPI builds (and caches), with the shared examples and the typed schemas
+    of Keras objects added."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = add_examples(build())
+            app.openapi_schema = add_components(add_examples(build()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -7,11 +7,12 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, Field, StrictInt, WithJsonSchema
 
 from app.db.models import CheckpointRow, EpochLogRow, JobRow
 from app.models import examples
-from app.models.schemas import SW_DOC, X_DOC, Y_DOC
+from app.models.json_schemas import ref
+from app.models.schemas import SW_DOC, X_DOC, Y_DOC, Arrays, CompileSpec, SampleWeight
 from app.runtime.schemas import Strict, strict_with_example, with_example
 
 # A fit of the seed model (app.models.examples) that has run two of its epochs.
@@ -37,21 +38,28 @@ CHECKPOINT_EXAMPLE: dict[str, Any] = {
 
 
 # -- fit ---------------------------------------------------------------------------------------
+# Typed in the OpenAPI document only: each callback's class and config are the engine's to check.
+Callbacks = Annotated[
+    list[dict[str, Any]],
+    WithJsonSchema({"type": "array", "items": ref("Callback"), "maxItems": 32}),
+]
+
+
 class ValidationData(Strict):
-    x: Any
-    y: Any
-    sample_weight: Any = None
+    x: Arrays
+    y: Arrays
+    sample_weight: SampleWeight = None
 
 
 class FitRequest(Strict):
     model_config = strict_with_example(examples.SEED_FIT)
-    compile: dict[str, Any] | None = Field(
+    compile: CompileSpec = Field(
         default=None,
         description="Keras compile arguments; if omitted, the model's last compile spec is used",
     )
-    x: Any = Field(description=X_DOC)
-    y: Any = Field(description=Y_DOC)
-    sample_weight: Any = Field(default=None, description=SW_DOC)
+    x: Arrays = Field(description=X_DOC)
+    y: Arrays = Field(description=Y_DOC)
+    sample_weight: SampleWeight = Field(default=None, description=SW_DOC)
     validation_data: ValidationData | None = None
     validation_split: float = Field(default=0.0, ge=0.0, lt=1.0)
     batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
@@ -83,7 +91,7 @@ class FitRequest(Strict):
     validation_freq: StrictInt | Annotated[list[StrictInt], Field(min_length=1)] = Field(
         default=1, description="Validate every N epochs, or at these 1-based epochs"
     )
-    callbacks: list[dict[str, Any]] = Field(default_factory=list, max_length=32)
+    callbacks: Callbacks = Field(default_factory=list, max_length=32)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1, description="Shuffle/dropout seed")
     adapt: bool = Field(
         default=False,
