@@ -12,6 +12,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
+from app.api.docs import DOCS_URL, REDOC_URL
 from app.api.request_guard import RequestGuard
 from app.api.security_headers import SecurityHeaders
 from app.core.config import Settings
@@ -45,5 +46,4 @@ def install(app: FastAPI, settings: Settings) -> None:
             allow_credentials=False,
             max_age=CORS_MAX_AGE_S,
         )
-    docs = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
-    app.add_middleware(SecurityHeaders, docs_paths=docs)
+    app.add_middleware(SecurityHeaders, docs_paths=(DOCS_URL, REDOC_URL))

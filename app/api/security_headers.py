@@ -2,13 +2,12 @@
 middleware, so streamed bodies such as the event stream pass through untouched).
 
 API responses get a Content-Security-Policy that allows nothing: they are data, never pages. The
-documentation pages (/docs, /redoc) load Swagger UI and ReDoc from their CDN and run an inline
-start-up script, so they get a policy that allows exactly that. The dashboard (/ui) runs its own
-scripts and styles from this origin alone and calls the API there. Tenant data under /v1 and
-/v2/models (the Open Inference Protocol's model routes) is not kept by caches (`no-store`) unless
-the route set its own Cache-Control (the event stream's no-cache) or an ETag, which asks for
-revalidation instead. A header the route set itself is never
-replaced."""
+documentation pages (/docs, /redoc) load Swagger UI and ReDoc from this server and run no inline
+script, so their policy allows scripts and styles from this origin only. The dashboard (/ui) runs
+its own scripts and styles from this origin alone and calls the API there. Tenant data under /v1
+and /v2/models (the Open Inference Protocol's model routes) is not kept by caches (`no-store`)
+unless the route set its own Cache-Control (the event stream's no-cache) or an ETag, which asks
+for revalidation instead. A header the route set itself is never replaced."""
 
 from __future__ import annotations
 
@@ -25,15 +24,16 @@ COMMON = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
-# FastAPI's Swagger UI and ReDoc pages: scripts and styles from the jsDelivr CDN plus one inline
-# script each, ReDoc's fonts from Google Fonts and its web worker from a blob, the favicon from
-# FastAPI's site, and the OpenAPI document (and "Try it out") from this origin.
+# The /docs and /redoc pages (app.api.docs): scripts, stylesheets and the icon from this origin
+# only, and no inline script. Inline styles stay allowed: Swagger UI sets style attributes and
+# ReDoc inserts its styles as <style> elements. ReDoc runs its search index in a web worker made
+# from a blob; both fetch the OpenAPI document (and "Try it out" calls the API) on this origin.
 DOCS_CSP = "; ".join([
     "default-src 'none'",
-    "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net",
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com",
-    "font-src https://fonts.gstatic.com",
-    "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly",
+    "script-src 'self'",
+    "style-src 'self' 'unsafe-inline'",
+    "img-src 'self' data:",
+    "font-src 'self' data:",
     "connect-src 'self'",
     "worker-src blob:",
     "frame-ancestors 'none'",

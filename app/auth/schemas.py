@@ -6,13 +6,34 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field
 
 from app.db.models import ApiKeyRow, AuditRow, ProjectRow, Role
 from app.db.scope import Scope
-from app.runtime.schemas import Strict, strict_with_example
+from app.runtime.schemas import Strict, strict_with_example, with_example
+
+KEY_EXAMPLE: dict[str, Any] = {
+    "id": "81978593-5cd2-4b81-9c30-d10106daf6ee", "prefix": "fitapi_cyh7yvbm",
+    "project": "vision", "role": "member", "name": "ci",
+    "created_at": "2026-12-07T14:35:16.878470Z", "revoked_at": None,
+}  # fmt: skip
+PROJECT_EXAMPLE: dict[str, Any] = {
+    "id": "5c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f", "name": "vision",
+    "created_at": "2026-12-07T14:35:16.878470Z",
+    "quotas": {"models": 200, "queued_jobs": 20, "running_jobs": 2,
+               "stored_bytes": 10_000_000_000, "requests_per_s": 20.0},
+    "overrides": {"models": 200, "running_jobs": 2},
+    "usage": {"models": 12, "queued_jobs": 1, "running_jobs": 2, "stored_bytes": 48_213_004},
+}  # fmt: skip
+AUDIT_EXAMPLE: dict[str, Any] = {
+    "id": 1042, "at": "2026-12-07T14:36:01.220931Z",
+    "project_id": PROJECT_EXAMPLE["id"], "key_id": KEY_EXAMPLE["id"],
+    "key_prefix": KEY_EXAMPLE["prefix"], "role": "member", "action": "fit",
+    "route": "POST /v1/models/{model_id}/fit", "resource_type": "models",
+    "resource_id": "c4609ebc-eb79-4c9c-a959-be9e773d1c57", "status_code": 202,
+}  # fmt: skip
 
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 QUOTAS = ("models", "queued_jobs", "running_jobs", "stored_bytes", "requests_per_s")
@@ -58,6 +79,8 @@ class KeyCreate(Strict):
 
 
 class KeyOut(BaseModel):
+    model_config = with_example(KEY_EXAMPLE)
+
     id: uuid.UUID
     prefix: str = Field(description="The token's visible start, to tell keys apart")
     project: str
@@ -73,10 +96,16 @@ class KeyOut(BaseModel):
 
 
 class KeyCreated(KeyOut):
+    model_config = with_example(
+        {**KEY_EXAMPLE, "token": "fitapi_cyh7yvbm_OO0maC49y3kvM8yFYbKGgIhKDfQBPUEFv4LT_s5m9lM"}
+    )
+
     token: str = Field(description="The key itself: shown once, stored only as a hash")
 
 
 class KeyList(BaseModel):
+    model_config = with_example({"items": [KEY_EXAMPLE]})
+
     items: list[KeyOut]
 
 
@@ -96,6 +125,8 @@ class UsageOut(BaseModel):
 
 
 class ProjectOut(BaseModel):
+    model_config = with_example(PROJECT_EXAMPLE)
+
     id: uuid.UUID
     name: str
     created_at: datetime
@@ -105,6 +136,8 @@ class ProjectOut(BaseModel):
 
 
 class ProjectList(BaseModel):
+    model_config = with_example({"items": [PROJECT_EXAMPLE]})
+
     items: list[ProjectOut]
 
 
@@ -121,6 +154,8 @@ class QuotaUpdate(Strict):
 
 
 class AuditOut(BaseModel):
+    model_config = with_example(AUDIT_EXAMPLE)
+
     id: int
     at: datetime
     project_id: uuid.UUID | None
@@ -139,5 +174,7 @@ class AuditOut(BaseModel):
 
 
 class AuditPage(BaseModel):
+    model_config = with_example({"items": [AUDIT_EXAMPLE], "next_before_id": 1041})
+
     items: list[AuditOut]
     next_before_id: int | None = Field(description="Pass as before_id for the next page")

@@ -10,8 +10,22 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from app.db.models import DatasetRow
+from app.runtime.schemas import with_example
 
 FORMATS = ("npy", "npz", "csv", "parquet", "json")
+DATASET_EXAMPLE: dict[str, Any] = {
+    "id": "3f2b9c1e-0000-4000-8000-000000000000", "name": "toy", "description": None,
+    "format": "npz",
+    "sha256": "f178357e3d1128263ddf7ffdce73921dea995ce0c8b728ef2723d4d25c2f5db3",
+    "size_bytes": 554,
+    "arrays": [
+        {"name": "x", "dtype": "float32", "shape": [4, 2], "bytes": 32, "min": -1.5, "max": 2.0,
+         "columns": None},
+        {"name": "y", "dtype": "int64", "shape": [4], "bytes": 32, "min": 0.0, "max": 1.0,
+         "columns": None},
+    ],
+    "source_job_id": None, "created_at": "2026-12-07T14:35:16.820071Z",
+}  # fmt: skip
 
 
 class ArrayOut(BaseModel):
@@ -27,6 +41,7 @@ class ArrayOut(BaseModel):
 
 
 class DatasetOut(BaseModel):
+    model_config = with_example(DATASET_EXAMPLE)
     id: uuid.UUID
     name: str | None
     description: str | None
@@ -40,6 +55,8 @@ class DatasetOut(BaseModel):
 
 
 class DatasetList(BaseModel):
+    model_config = with_example({"items": [DATASET_EXAMPLE], "total": 1, "limit": 20,
+                                 "offset": 0})  # fmt: skip
     items: list[DatasetOut]
     total: int
     limit: int

@@ -7,30 +7,59 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, Field, StrictInt, WithJsonSchema
 
 from app.db.models import CheckpointRow, EpochLogRow, JobRow
 from app.models import examples
-from app.models.schemas import SW_DOC, X_DOC, Y_DOC
-from app.runtime.schemas import Strict, strict_with_example
+from app.models.json_schemas import ref
+from app.models.schemas import SW_DOC, X_DOC, Y_DOC, Arrays, CompileSpec, SampleWeight
+from app.runtime.schemas import Strict, strict_with_example, with_example
+
+# A fit of the seed model (app.models.examples) that has run two of its epochs.
+JOB_ID = "c4609ebc-eb79-4c9c-a959-be9e773d1c57"
+_LOGS = [
+    {"accuracy": 0.5714, "loss": 0.6931, "val_accuracy": 0.7143, "val_loss": 0.5874},
+    {"accuracy": 0.7143, "loss": 0.5874, "val_accuracy": 0.8571, "val_loss": 0.4809},
+]
+_AT = "2026-12-07T14:35:16.505970Z"
+JOB_EXAMPLE: dict[str, Any] = {
+    "id": JOB_ID, "model_id": examples.MODEL_ID, "kind": "fit", "status": "running",
+    "attempt": 1, "max_attempts": 3, "epochs": 300, "epochs_done": 2, "cancel_requested": False,
+    "history": {key: [logs[key] for logs in _LOGS] for key in _LOGS[0]}, "error": None,
+    "parent_job_id": None, "start_checkpoint_id": None, "result": None,
+    "result_dataset_id": None, "created_at": "2026-12-07T14:35:16.461341Z",
+    "started_at": "2026-12-07T14:35:16.474096Z", "finished_at": None,
+}  # fmt: skip
+CHECKPOINT_EXAMPLE: dict[str, Any] = {
+    "id": "60c8bf53-b65d-4643-be1e-a19955e67f59", "job_id": JOB_ID, "epoch": 1, "attempt": 1,
+    "logs": _LOGS[1], "size_bytes": 8008, "created_at": _AT, "trigger": "periodic",
+    "batch": None, "monitor": None, "mode": None,
+}  # fmt: skip
 
 
 # -- fit ---------------------------------------------------------------------------------------
+# Typed in the OpenAPI document only: each callback's class and config are the engine's to check.
+Callbacks = Annotated[
+    list[dict[str, Any]],
+    WithJsonSchema({"type": "array", "items": ref("Callback"), "maxItems": 32}),
+]
+
+
 class ValidationData(Strict):
-    x: Any
-    y: Any
-    sample_weight: Any = None
+    x: Arrays
+    y: Arrays
+    sample_weight: SampleWeight = None
 
 
 class FitRequest(Strict):
     model_config = strict_with_example(examples.SEED_FIT)
-    compile: dict[str, Any] | None = Field(
+    compile: CompileSpec = Field(
         default=None,
         description="Keras compile arguments; if omitted, the model's last compile spec is used",
     )
-    x: Any = Field(description=X_DOC)
-    y: Any = Field(description=Y_DOC)
-    sample_weight: Any = Field(default=None, description=SW_DOC)
+    x: Arrays = Field(description=X_DOC)
+    y: Arrays = Field(description=Y_DOC)
+    sample_weight: SampleWeight = Field(default=None, description=SW_DOC)
     validation_data: ValidationData | None = None
     validation_split: float = Field(default=0.0, ge=0.0, lt=1.0)
     batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
@@ -62,7 +91,7 @@ class FitRequest(Strict):
     validation_freq: StrictInt | Annotated[list[StrictInt], Field(min_length=1)] = Field(
         default=1, description="Validate every N epochs, or at these 1-based epochs"
     )
-    callbacks: list[dict[str, Any]] = Field(default_factory=list, max_length=32)
+    callbacks: Callbacks = Field(default_factory=list, max_length=32)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1, description="Shuffle/dropout seed")
     adapt: bool = Field(
         default=False,
@@ -89,12 +118,22 @@ class ResumeRequest(Strict):
     )  # fmt: skip
 
 
+# The resume route's body is optional, so its examples are the route's, not the schema's.
+RESUME_EXAMPLES: dict[str, Any] = {
+    "latest": {"summary": "From the last epoch's checkpoint, up to 600 epochs",
+               "value": examples.SEED_RESUME},
+    "best": {"summary": "From the best checkpoint, to the parent's epochs",
+             "value": {"checkpoint": "best"}},
+}  # fmt: skip
+
+
 class JobError(BaseModel):
     type: str
     message: str
 
 
 class JobOut(BaseModel):
+    model_config = with_example(JOB_EXAMPLE)
     id: uuid.UUID
     model_id: uuid.UUID
     kind: str = Field(description="fit, predict or evaluate (a predict or evaluate over more "
@@ -131,6 +170,7 @@ class JobOut(BaseModel):
 
 
 class JobList(BaseModel):
+    model_config = with_example({"items": [JOB_EXAMPLE]})
     items: list[JobOut]
 
 
@@ -142,6 +182,10 @@ class EpochLog(BaseModel):
 
 
 class EpochLogList(BaseModel):
+    model_config = with_example({"job_id": JOB_ID, "items": [
+        {"epoch": epoch, "logs": logs, "attempt": 1, "created_at": _AT}
+        for epoch, logs in enumerate(_LOGS)
+    ]})  # fmt: skip
     job_id: uuid.UUID
     items: list[EpochLog]
 
@@ -170,6 +214,7 @@ class CheckpointOut(BaseModel):
 
 
 class CheckpointList(BaseModel):
+    model_config = with_example({"job_id": JOB_ID, "items": [CHECKPOINT_EXAMPLE]})
     job_id: uuid.UUID
     items: list[CheckpointOut]
 

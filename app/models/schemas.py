@@ -8,17 +8,28 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, Field, StrictInt, WithJsonSchema
 
 from app.db.models import ModelRow
 from app.models import examples
+from app.models.json_schemas import compile_field, described
 from app.runtime.jsonsafe import readable
-from app.runtime.schemas import Strict, strict_with_example
+from app.runtime.schemas import Strict, strict_with_example, with_example
+
+# Typed in the OpenAPI document only (app.models.json_schemas): the engine checks the values.
+ModelConfig = Annotated[dict[str, Any], described("ModelConfig")]
+CompileSpec = Annotated[dict[str, Any] | None, described("CompileRequest", nullable=True)]
+Arrays = Annotated[Any, described("Arrays")]
+SampleWeight = Annotated[Any, described("Arrays", nullable=True)]
+
+
+def _arg(name: str) -> WithJsonSchema:
+    return WithJsonSchema(compile_field(name))
 
 
 class ModelCreate(Strict):
     model_config = strict_with_example({"config": examples.SEED_MODEL, "seed": 42})
-    config: dict[str, Any] = Field(description="A Keras model JSON, as `model.to_json()` writes it")
+    config: ModelConfig = Field(description="A Keras model JSON, as `model.to_json()` writes it")
     name: str | None = Field(default=None, max_length=200)
     seed: int | None = Field(
         default=None, ge=0, le=2**63 - 1, description="Seeds the initial weights; random if unset"
@@ -56,12 +67,13 @@ class ModelSummary(BaseModel):
 
 
 class ModelOut(BaseModel):
+    model_config = with_example(examples.MODEL_OUT)
     id: uuid.UUID
     name: str
     seed: int
     summary: ModelSummary
-    config: dict[str, Any]
-    compile: dict[str, Any] | None = Field(
+    config: ModelConfig
+    compile: CompileSpec = Field(
         description="The model's compile spec: set by POST /compile, a successful fit and "
         "train_on_batch; used by fit, evaluate and the *_on_batch routes given none"
     )
@@ -78,6 +90,8 @@ class ModelOut(BaseModel):
 
 
 class ModelList(BaseModel):
+    model_config = with_example({"items": [examples.MODEL_OUT], "total": 1, "limit": 20,
+                                 "offset": 0})  # fmt: skip
     items: list[ModelOut]
     total: int
     limit: int
@@ -109,23 +123,25 @@ class CompileRequest(Strict):
     `{class_name, config}` objects."""
 
     model_config = strict_with_example(examples.SEED_COMPILE)
-    optimizer: Any = Field(default=None, description="A name or {class_name, config}; rmsprop")
-    loss: Any = Field(
+    optimizer: Annotated[Any, _arg("optimizer")] = Field(
+        default=None, description="A name or {class_name, config}; rmsprop"
+    )
+    loss: Annotated[Any, _arg("loss")] = Field(
         default=None,
         description="A loss, a list with one per output, or an object keyed by output name",
     )
-    loss_weights: Any = None
-    metrics: Any = Field(
+    loss_weights: Annotated[Any, _arg("loss_weights")] = None
+    metrics: Annotated[Any, _arg("metrics")] = Field(
         default=None,
         description="Metrics: a list; with several outputs, one entry per output (a list in "
         "output order or an object keyed by output name)",
     )
-    weighted_metrics: Any = None
-    steps_per_execution: Any = None
-    jit_compile: Any = None
-    run_eagerly: Any = None
-    auto_scale_loss: Any = None
-    dtype_policy: Any = None
+    weighted_metrics: Annotated[Any, _arg("weighted_metrics")] = None
+    steps_per_execution: Annotated[Any, _arg("steps_per_execution")] = None
+    jit_compile: Annotated[Any, _arg("jit_compile")] = None
+    run_eagerly: Annotated[Any, _arg("run_eagerly")] = None
+    auto_scale_loss: Annotated[Any, _arg("auto_scale_loss")] = None
+    dtype_policy: Annotated[Any, _arg("dtype_policy")] = None
 
 
 class AtCheckpoint(Strict):
@@ -145,27 +161,27 @@ class AtCheckpoint(Strict):
 
 class EvaluateRequest(AtCheckpoint):
     model_config = strict_with_example(examples.SEED_EVALUATE)
-    compile: dict[str, Any] | None = Field(default=None, description=COMPILE_DOC)
-    x: Any = Field(description=X_DOC)
-    y: Any = Field(description=Y_DOC)
-    sample_weight: Any = Field(default=None, description=SW_DOC)
+    compile: CompileSpec = Field(default=None, description=COMPILE_DOC)
+    x: Arrays = Field(description=X_DOC)
+    y: Arrays = Field(description=Y_DOC)
+    sample_weight: SampleWeight = Field(default=None, description=SW_DOC)
     batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
     verbose: int | str | None = None
 
 
 class PredictRequest(AtCheckpoint):
     model_config = strict_with_example(examples.SEED_PREDICT)
-    x: Any = Field(description=X_DOC)
+    x: Arrays = Field(description=X_DOC)
     batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
     verbose: int | str | None = None
 
 
 class TestOnBatchRequest(AtCheckpoint):
     model_config = strict_with_example(examples.SEED_ON_BATCH)
-    compile: dict[str, Any] | None = Field(default=None, description=COMPILE_DOC)
-    x: Any = Field(description=X_DOC + "; all of it is one batch")
-    y: Any = Field(description=Y_DOC)
-    sample_weight: Any = Field(default=None, description=SW_DOC)
+    compile: CompileSpec = Field(default=None, description=COMPILE_DOC)
+    x: Arrays = Field(description=X_DOC + "; all of it is one batch")
+    y: Arrays = Field(description=Y_DOC)
+    sample_weight: SampleWeight = Field(default=None, description=SW_DOC)
 
 
 class TrainOnBatchRequest(TestOnBatchRequest):
@@ -176,13 +192,13 @@ class TrainOnBatchRequest(TestOnBatchRequest):
 
 class PredictOnBatchRequest(AtCheckpoint):
     model_config = strict_with_example(examples.SEED_PREDICT)
-    x: Any = Field(description=X_DOC + "; all of it is one batch")
+    x: Arrays = Field(description=X_DOC + "; all of it is one batch")
 
 
 # -- adapt -------------------------------------------------------------------------------------
 class AdaptRequest(Strict):
     model_config = strict_with_example(examples.SEED_ADAPT)
-    x: Any = Field(description=X_DOC)
+    x: Arrays = Field(description=X_DOC)
     layers: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
         default=None,
         min_length=1,
@@ -194,15 +210,21 @@ class AdaptRequest(Strict):
 
 
 class AdaptOut(BaseModel):
+    model_config = with_example({"adapted": ["normalization"], "model": examples.MODEL_OUT})
     adapted: list[str] = Field(description="The adapted layers, in the order the model calls them")
     model: ModelOut
 
 
 # -- predict ---------------------------------------------------------------------------------------
 class PredictOut(BaseModel):
+    model_config = with_example(examples.PREDICT_OUT)
     predictions: list[Any] | dict[str, list[Any]] = Field(
         description="Nested lists; for a model with several outputs, an object keyed by output name"
     )
+
+
+# What evaluate, test_on_batch and train_on_batch answer: Keras's logs, return_dict=True.
+Logs = Annotated[dict[str, float | None], Field(examples=[examples.LOGS])]
 
 
 def model_out(row: ModelRow) -> ModelOut:

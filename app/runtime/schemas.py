@@ -20,3 +20,8 @@ def strict_with_example(example: dict[str, Any]) -> ConfigDict:
     return ConfigDict(
         extra="forbid", allow_inf_nan=False, strict=True, json_schema_extra={"examples": [example]}
     )
+
+
+def with_example(example: dict[str, Any]) -> ConfigDict:
+    """A response schema's configuration: `example` as its example in the OpenAPI document."""
+    return ConfigDict(json_schema_extra={"examples": [example]})

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, cast
 from pydantic import AfterValidator, BaseModel, Field
 
 from app.db.models import WebhookDeliveryRow, WebhookRow
-from app.runtime.schemas import Strict, strict_with_example
+from app.runtime.schemas import Strict, strict_with_example, with_example
 from app.webhooks.outbox import STATE_EVENTS
 from app.webhooks.urls import URL_MAX, check_url
 
@@ -69,7 +69,28 @@ class WebhookUpdate(Strict):
     description: str | None = Field(default=None, max_length=200)
 
 
+WEBHOOK_EXAMPLE: dict[str, Any] = {
+    "id": "a4180523-d638-4cb6-a064-4be66266a6d8", "url": "https://hooks.example.com/fitapi",
+    "events": ["job.succeeded", "job.failed"], "active": True, "description": None,
+    "created_at": "2026-12-07T14:35:16.836677Z", "updated_at": "2026-12-07T14:35:16.836677Z",
+}  # fmt: skip
+DELIVERY_EXAMPLE: dict[str, Any] = {
+    "id": "0b6f4d0e-8f7a-4a53-9c1f-6f7b0e2d9a10", "webhook_id": WEBHOOK_EXAMPLE["id"],
+    "event": "job.succeeded", "job_id": "c4609ebc-eb79-4c9c-a959-be9e773d1c57",
+    "status": "delivered", "attempts": 1, "next_attempt_at": None, "last_status_code": 200,
+    "last_error": None, "created_at": "2026-12-07T14:40:02.113204Z",
+    "delivered_at": "2026-12-07T14:40:02.390511Z",
+    "payload": {"id": "0b6f4d0e-8f7a-4a53-9c1f-6f7b0e2d9a10", "type": "job.succeeded",
+                "created_at": "2026-12-07T14:40:02.113204+00:00",
+                "webhook_id": "a4180523-d638-4cb6-a064-4be66266a6d8",
+                "data": {"job": {"id": "c4609ebc-eb79-4c9c-a959-be9e773d1c57",
+                                 "kind": "fit", "status": "succeeded", "epochs": 300,
+                                 "epochs_done": 300, "error": None}}},
+}  # fmt: skip
+
+
 class WebhookOut(BaseModel):
+    model_config = with_example(WEBHOOK_EXAMPLE)
     id: uuid.UUID
     url: str
     events: list[str]
@@ -80,10 +101,15 @@ class WebhookOut(BaseModel):
 
 
 class WebhookCreated(WebhookOut):
+    model_config = with_example(
+        {**WEBHOOK_EXAMPLE, "secret": "whsec_n8EdMExi-PbWJQREIWQfyrkKkp8j-CV43LtO_6DMkCw"}
+    )
     secret: str = Field(description="The signing key: shown once, in this response only")
 
 
 class WebhookList(BaseModel):
+    model_config = with_example({"items": [WEBHOOK_EXAMPLE], "total": 1, "limit": 20,
+                                 "offset": 0})  # fmt: skip
     items: list[WebhookOut]
     total: int
     limit: int
@@ -91,6 +117,7 @@ class WebhookList(BaseModel):
 
 
 class DeliveryOut(BaseModel):
+    model_config = with_example(DELIVERY_EXAMPLE)
     id: uuid.UUID = Field(description="Sent as the Webhook-Id header and the payload's `id`")
     webhook_id: uuid.UUID
     event: str
@@ -106,6 +133,8 @@ class DeliveryOut(BaseModel):
 
 
 class DeliveryList(BaseModel):
+    model_config = with_example({"items": [DELIVERY_EXAMPLE], "total": 1, "limit": 20,
+                                 "offset": 0})  # fmt: skip
     items: list[DeliveryOut]
     total: int
     limit: int

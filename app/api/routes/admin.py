@@ -70,7 +70,7 @@ def list_projects(ctx: Ctx, who: Caller) -> ProjectList:
     responses=E404,
     summary="Set a project's own quotas (null: back to the setting)",
 )
-def set_quotas(
+def set_project_quotas(
     ctx: Ctx,
     who: Caller,
     project: Annotated[str, Path(pattern=PROJECT_NAME.pattern)],
@@ -85,7 +85,7 @@ def set_quotas(
     responses=E404,
     summary="The audit log, newest first: who created, changed, deleted, ran or downloaded what",
 )
-def audit(
+def list_audit_entries(
     ctx: Ctx,
     who: Caller,
     project: ProjectQuery = None,

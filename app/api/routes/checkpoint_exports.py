@@ -29,7 +29,9 @@ Selector = Annotated[str, Path(max_length=64, description=checkpoints.SELECTOR_D
     responses={**E404, **GONE, 200: {"content": {OCTET: {}}, "description": "Opens with Keras"}},
     summary="A checkpoint as a Keras .keras file",
 )
-def checkpoint_keras(ctx: Ctx, who: Caller, job_id: uuid.UUID, checkpoint: Selector) -> Response:
+def export_checkpoint_keras(
+    ctx: Ctx, who: Caller, job_id: uuid.UUID, checkpoint: Selector
+) -> Response:
     data = checkpoints.export_keras(ctx, scope=who.scope, job_id=job_id, selector=checkpoint)
     return attachment(data, f"{job_id}-{checkpoint.replace(':', '-')}.keras")
 
@@ -44,7 +46,7 @@ def checkpoint_keras(ctx: Ctx, who: Caller, job_id: uuid.UUID, checkpoint: Selec
     },
     summary="A checkpoint's weights as safetensors (`<layer>/<weight>`, Keras order in metadata)",
 )
-def checkpoint_safetensors(
+def export_checkpoint_safetensors(
     ctx: Ctx, who: Caller, job_id: uuid.UUID, checkpoint: Selector
 ) -> Response:
     data = checkpoints.export_safetensors(ctx, scope=who.scope, job_id=job_id, selector=checkpoint)

@@ -26,7 +26,7 @@ from app.db.scope import Scope
 from app.jobs import inference_jobs
 from app.jobs.schemas import JobOut, job_out
 from app.models.inference import outputs_json
-from app.models.schemas import EvaluateRequest, PredictOut, PredictRequest
+from app.models.schemas import EvaluateRequest, Logs, PredictOut, PredictRequest
 from app.runtime.context import AppContext
 
 NPY, NPZ = "application/x-npy", "application/x-npz"
@@ -85,11 +85,11 @@ def _job_response(row: Any) -> JSONResponse:
 
 @router.post(
     "/{model_id}/evaluate",
-    response_model=dict[str, float | None],
+    response_model=Logs,
     responses={**JOB, **E404, **E409, **E413, **E422},
     summary="Keras's evaluate(..., return_dict=True)",
 )
-def evaluate(ctx: Ctx, who: Caller, model_id: uuid.UUID, body: EvaluateRequest) -> Any:
+def evaluate_model(ctx: Ctx, who: Caller, model_id: uuid.UUID, body: EvaluateRequest) -> Any:
     """Loss and metrics on the model's current weights, or a checkpoint's (`checkpoint`). With
     the fit's batch size this runs the very code the fit's validation ran, so on an epoch's
     checkpoint it reproduces that epoch's val_ values. Over PREDICT_SYNC_MAX_ROWS rows, or past
@@ -135,7 +135,7 @@ def _predict(
     # Also the content types the request guard accepts for this route.
     openapi_extra={"requestBody": {"content": {media: BINARY for media in BINARY_MEDIA}}},
 )  # fmt: skip
-def predict(
+def predict_model(
     ctx: Ctx, who: Caller, model_id: uuid.UUID, body: PredictRequest, request: Request
 ) -> Response:
     """`x` as JSON (nested lists or dataset references), or the body an `.npy` file (the one
@@ -192,4 +192,6 @@ async def predict_binary(request: Request) -> Response:
     return await anyio.to_thread.run_sync(run)
 
 
-BINARY_HANDLERS: dict[str, Callable[[Request], Awaitable[Response]]] = {"predict": predict_binary}
+BINARY_HANDLERS: dict[str, Callable[[Request], Awaitable[Response]]] = {
+    "predict_model": predict_binary
+}

@@ -8,7 +8,7 @@ import uuid
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Body, Header, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from app.api.auth import Caller
@@ -16,6 +16,7 @@ from app.api.deps import Ctx
 from app.api.errors import ErrorOut
 from app.jobs import events, resume, service
 from app.jobs.schemas import (
+    RESUME_EXAMPLES,
     CheckpointList,
     CheckpointOut,
     EpochLogList,
@@ -49,7 +50,7 @@ FIT_ERRORS: dict[int | str, dict[str, Any]] = {
     responses=FIT_ERRORS,
     summary="Start a fit job (Keras's model.fit)",
 )
-def fit(ctx: Ctx, who: Caller, model_id: uuid.UUID, body: FitRequest) -> JobOut:
+def fit_model(ctx: Ctx, who: Caller, model_id: uuid.UUID, body: FitRequest) -> JobOut:
     """Everything is checked before the job is queued. The job trains from the model's current
     weights; when it succeeds the model holds the trained weights, as after Keras's fit."""
     return job_out(service.submit_fit(ctx, scope=who.scope, model_id=model_id, body=body), {})
@@ -58,6 +59,8 @@ def fit(ctx: Ctx, who: Caller, model_id: uuid.UUID, body: FitRequest) -> JobOut:
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MAX_EPOCH = 2**31 - 1
 E404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "No such job"}}
+# The body is optional (the latest checkpoint, the parent's epochs).
+ResumeBody = Annotated[ResumeRequest | None, Body(openapi_examples=RESUME_EXAMPLES)]
 
 
 @router.get("", response_model=JobList, summary="List jobs, newest first")
@@ -84,7 +87,7 @@ def get_job(ctx: Ctx, who: Caller, job_id: uuid.UUID) -> JobOut:
     responses=E404,
     summary="One row per finished epoch (0-based, as Keras callbacks count)",
 )
-def job_logs(
+def list_job_logs(
     ctx: Ctx, who: Caller, job_id: uuid.UUID, after: Annotated[int, Query(ge=-1, le=MAX_EPOCH)] = -1
 ) -> EpochLogList:
     rows = service.job_logs(ctx, scope=who.scope, job_id=job_id, after=after)
@@ -104,7 +107,7 @@ def job_logs(
     summary="Live Server-Sent Events; reconnect with Last-Event-ID to resume",
     response_class=StreamingResponse,
 )  # fmt: skip
-async def job_events(
+async def stream_job_events(
     ctx: Ctx,
     who: Caller,
     job_id: uuid.UUID,
@@ -161,9 +164,7 @@ def list_checkpoints(ctx: Ctx, who: Caller, job_id: uuid.UUID) -> CheckpointList
     },
     summary="Continue a finished job from one of its checkpoints, as a new fit job",
 )  # fmt: skip
-def resume_job(
-    ctx: Ctx, who: Caller, job_id: uuid.UUID, body: ResumeRequest | None = None
-) -> JobOut:
+def resume_job(ctx: Ctx, who: Caller, job_id: uuid.UUID, body: ResumeBody = None) -> JobOut:
     """A new fit job on the same model with the job's compile spec, callbacks, seed, fit
     arguments and data, starting at the checkpoint's epoch + 1 from its full training state
     (weights, optimizer state and schedule position, RNG state, batch order): resuming at epoch

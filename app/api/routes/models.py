@@ -24,6 +24,7 @@ from app.models.schemas import (
     AdaptOut,
     AdaptRequest,
     CompileRequest,
+    Logs,
     ModelCreate,
     ModelList,
     ModelOut,
@@ -102,7 +103,7 @@ def compile_model(ctx: Ctx, who: Caller, model_id: uuid.UUID, body: CompileReque
 
 @router.post(
     "/{model_id}/train_on_batch",
-    response_model=dict[str, float | None],
+    response_model=Logs,
     responses={**E404, **E409, **E413, **E422},
     summary="Keras's train_on_batch(..., return_dict=True): one optimizer step",
 )
@@ -119,7 +120,7 @@ def train_on_batch(
 
 @router.post(
     "/{model_id}/test_on_batch",
-    response_model=dict[str, float | None],
+    response_model=Logs,
     responses={**E404, **E409, **E413, **E422},
     summary="Keras's test_on_batch(..., return_dict=True)",
 )
@@ -151,7 +152,7 @@ def predict_on_batch(
     responses={**E404, **E409, **E413, **E422},
     summary="Keras's Normalization.adapt on the model's Normalization layers",
 )
-def adapt(ctx: Ctx, who: Caller, model_id: uuid.UUID, body: AdaptRequest) -> AdaptOut:
+def adapt_model(ctx: Ctx, who: Caller, model_id: uuid.UUID, body: AdaptRequest) -> AdaptOut:
     """Each layer is adapted on what it receives when the model runs on x (inference mode), in
     the order the model calls them; the adapted weights become the model's weights."""
     names, row = weights.adapt_weights(ctx, scope=who.scope, model_id=model_id, body=body)
@@ -159,6 +160,9 @@ def adapt(ctx: Ctx, who: Caller, model_id: uuid.UUID, body: AdaptRequest) -> Ada
 
 
 NPZ = OCTET
+# The seed model's (app.models.examples): Normalization's mean, variance and count, then each
+# Dense's kernel and bias.
+SEED_WEIGHTS = [[0.0], [1.0], 0, [[0.8413]], [0.0], [[-1.2061]], [0.0]]
 BINARY = {"schema": {"type": "string", "format": "binary"}}
 # The request guard (app.api.request_guard) accepts exactly the content types declared here.
 KERAS_TYPES = (OCTET, "application/zip", "application/x-keras")
@@ -170,7 +174,7 @@ WEIGHTS_BODY = {
             "application/json": {"schema": {
                 "type": "object", "required": ["weights"],
                 "properties": {"weights": {"type": "array", "items": {}}},
-            }},
+            }, "example": {"weights": SEED_WEIGHTS}},
         },
         "description": "The arrays in Keras's get_weights() order: an .npz of arr_0, arr_1, "
         "... (numpy.savez(f, *model.get_weights())) or JSON lists",

@@ -103,6 +103,8 @@ def list_deliveries(
     responses={404: {"model": ErrorOut, "description": "No such webhook or delivery"}},
     summary="Send a delivery again (same id and body, a fresh count of tries)",
 )
-def redeliver(ctx: Ctx, who: Caller, webhook_id: uuid.UUID, delivery_id: uuid.UUID) -> DeliveryOut:
+def redeliver_delivery(
+    ctx: Ctx, who: Caller, webhook_id: uuid.UUID, delivery_id: uuid.UUID
+) -> DeliveryOut:
     row = service.redeliver(ctx, scope=who.scope, webhook_id=webhook_id, delivery_id=delivery_id)
     return delivery_out(row)
