@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 import httpx
@@ -125,11 +126,19 @@ class Job:
                                out=out)  # fmt: skip
         if self.done:
             return self._finish(printer)
+        previous = _instant(self.raw.get("started_at"))
         for event in self.events():
             if event.event == "progress":
                 printer.progress(event.data)
             elif event.event == "epoch":
-                printer.epoch(int(event.data["epoch"]), event.data.get("logs") or {})
+                # The epoch's time as the server saw it: from the previous epoch's row (or the
+                # job's start) to this one's.
+                at = _instant(event.data.get("created_at"))
+                if previous is None and at is not None:  # it was queued when the wait began
+                    previous = _instant(self.refresh().raw.get("started_at"))
+                seconds = (at - previous).total_seconds() if at and previous else None
+                previous = at
+                printer.epoch(int(event.data["epoch"]), event.data.get("logs") or {}, seconds)
             elif event.event == "status":
                 break
             if deadline is not None and time.monotonic() > deadline:
@@ -187,3 +196,13 @@ class Jobs:
         params = {"model_id": model_id, "limit": limit, "offset": offset}
         body = self._client.get_json("/v1/jobs", params)
         return [Job(self._client, raw) for raw in body["items"]]
+
+
+def _instant(value: Any) -> datetime | None:
+    """An ISO 8601 time from the server, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None

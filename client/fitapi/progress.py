@@ -1,8 +1,9 @@
 """Keras's progress lines for a fit, drawn from the job's events: `Epoch 3/10` (when there is
 more than one epoch), then, with verbose=1, a bar redrawn from `progress` events on a terminal
 and finished by the epoch's logs, or, with verbose=2, one line per epoch; 0 prints nothing.
-The time per step is the client's view: the wall time since the previous epoch's line (or
-since the wait began), over the epoch's steps."""
+The time per step is the server's: the time between the epoch's row and the previous one's (or
+the job's start), over the epoch's steps; where the server gave no times, the client's wall time
+since the previous epoch's line."""
 
 from __future__ import annotations
 
@@ -81,11 +82,14 @@ class EpochPrinter:
             self._width = len(line)
             self._write("\r" + line + " " * pad)
 
-    def epoch(self, epoch: int, logs: Mapping[str, Any]) -> None:
-        """An `epoch` event: the epoch's final logs (validation included)."""
+    def epoch(self, epoch: int, logs: Mapping[str, Any], seconds: float | None = None) -> None:
+        """An `epoch` event: the epoch's final logs (validation included), and how long the
+        server took over it when known."""
         if not self.verbose:
             return
         self._begin(epoch)
+        if seconds is not None:
+            self.started = time.monotonic() - max(0.0, seconds)
         target = self.steps or self.seen or None
         if self.verbose == 1:
             line = self._bar_line(target or 0, logs, final=True)
