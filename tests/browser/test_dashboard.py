@@ -4,7 +4,6 @@ and with keys on the page asks for one and then works. Saves the README's screen
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import httpx
 import pytest
 
 from tests.browser.conftest import OfflinePage
-from tests.e2e.harness import poll, start_api
+from tests.e2e.harness import poll, start_embedded_api
 from tests.e2e.scenario_checks import wait_for
 from tests.support import scenario
 
@@ -24,11 +23,7 @@ def _serve(tmp: Path) -> Iterator[httpx.Client]:
     # A checkpoint every second, so the job page lists some while the slow fit runs; streams
     # that end after 3 s, so the page must reconnect (with Last-Event-ID) to keep up.
     env = {"DATA_DIR": str(tmp / "data"), "CHECKPOINT_EVERY_S": "1", "EVENTS_MAX_S": "3"}
-    saved = {k: os.environ.pop(k) for k in ("DATABASE_URL", "REDIS_URL") if k in os.environ}
-    try:
-        api, base = start_api(env, tmp)
-    finally:
-        os.environ.update(saved)
+    api, base = start_embedded_api(env, tmp)
     try:
         with httpx.Client(base_url=base, timeout=60) as client:
             yield client

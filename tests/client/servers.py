@@ -3,23 +3,18 @@ jobs), or uvicorn with a Celery worker on Postgres and Redis; each yields its ba
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.e2e.harness import start_api, start_worker
+from tests.e2e.harness import start_api, start_embedded_api, start_worker
 
 
 @contextmanager
 def embedded_server(tmp: Path) -> Iterator[str]:
     env = {"DATA_DIR": str(tmp / "data")}
-    saved = {k: os.environ.pop(k) for k in ("DATABASE_URL", "REDIS_URL") if k in os.environ}
-    try:
-        api, base = start_api(env, tmp)
-    finally:
-        os.environ.update(saved)
+    api, base = start_embedded_api(env, tmp)
     try:
         yield base
     finally:

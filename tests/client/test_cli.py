@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.harness import ROOT, start_api
+from tests.e2e.harness import ROOT, start_embedded_api
 from tests.support import scenario
 
 pytestmark = pytest.mark.e2e
@@ -50,12 +50,9 @@ class Cli:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     tmp = tmp_path_factory.mktemp("cli")
-    saved = {k: os.environ.pop(k) for k in ("DATABASE_URL", "REDIS_URL") if k in os.environ}
-    try:
-        # Predicts over 200 rows run as jobs, so that the 500-row set takes that path.
-        api, base = start_api({"DATA_DIR": str(tmp / "data"), "PREDICT_SYNC_MAX_ROWS": "200"}, tmp)
-    finally:
-        os.environ.update(saved)
+    # Predicts over 200 rows run as jobs, so that the 500-row set takes that path.
+    env = {"DATA_DIR": str(tmp / "data"), "PREDICT_SYNC_MAX_ROWS": "200"}
+    api, base = start_embedded_api(env, tmp)
     work = tmp / "work"
     work.mkdir()
     (work / "model.json").write_text(json.dumps(scenario.MODEL))
@@ -213,7 +210,7 @@ def test_predict_over_the_sync_limit_waits_for_its_job(
 
 def test_cancel_ends_the_job_cancelled(cli: Cli, model_id: str) -> None:
     job = cli.json("fit", model_id, "--data", "train.npz", "--epochs", "10000",
-                   "--batch-size", "8")  # fmt: skip
+                   "--batch-size", "8", "--compile", "compile.json")  # fmt: skip
     assert job["status"] in ("queued", "running")
     cancelled = cli.json("jobs", "cancel", job["id"])
     assert cancelled["id"] == job["id"]

@@ -91,6 +91,16 @@ def start_api(env: Mapping[str, str], log_dir: Path) -> tuple[Process, str]:
     return proc, base
 
 
+def start_embedded_api(env: Mapping[str, str], log_dir: Path) -> tuple[Process, str]:
+    """uvicorn on the embedded default (SQLite, in-process jobs): the server process must not
+    inherit a DATABASE_URL or REDIS_URL from the test's environment."""
+    saved = {k: os.environ.pop(k) for k in ("DATABASE_URL", "REDIS_URL") if k in os.environ}
+    try:
+        return start_api(env, log_dir)
+    finally:
+        os.environ.update(saved)
+
+
 def start_worker(env: Mapping[str, str], log_dir: Path, name: str = "worker") -> Process:
     queue = env["CELERY_QUEUE"]
     proc = Process(

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.e2e.harness import start_api
+from tests.e2e.harness import start_embedded_api
 from tests.e2e.scenario_checks import run_scenario
 
 pytestmark = pytest.mark.e2e
@@ -19,11 +18,7 @@ pytestmark = pytest.mark.e2e
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     tmp = tmp_path_factory.mktemp("embedded")
     env = {"DATA_DIR": str(tmp / "data")}
-    saved = {k: os.environ.pop(k) for k in ("DATABASE_URL", "REDIS_URL") if k in os.environ}
-    try:
-        api, base = start_api(env, tmp)
-    finally:
-        os.environ.update(saved)
+    api, base = start_embedded_api(env, tmp)
     try:
         with httpx.Client(base_url=base, timeout=60) as client:
             yield client
