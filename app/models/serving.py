@@ -44,8 +44,10 @@ V2_NUMPY: dict[str, np.dtype[Any]] = {
                        ("INT64", "i8"), ("FP16", "f2"), ("FP32", "f4"), ("FP64", "f8"))
 }  # fmt: skip
 V2_OF_NUMPY = {dtype.name: name for name, dtype in V2_NUMPY.items()}
+# A bfloat16 input is advertised as FP32: numpy has no bfloat16, so infer takes FP32 data and
+# the model casts it, as /v1 predict does with JSON numbers.
 KERAS_V2 = {"bool": "BOOL", "uint8": "UINT8", "int32": "INT32", "int64": "INT64",
-            "float16": "FP16", "bfloat16": "BF16", "float32": "FP32",
+            "float16": "FP16", "bfloat16": "FP32", "float32": "FP32",
             "float64": "FP64"}  # fmt: skip
 
 

@@ -350,3 +350,21 @@ def test_an_unexpected_failure_keeps_the_protocol_shape(
     r = quiet.get(f"/v2/models/{models['seed']}")
     assert r.status_code == 500 and r.json()["error"] == "internal error", r.text
     assert "secret" not in r.text
+
+
+def test_a_bfloat16_input_is_advertised_and_taken_as_fp32(client: TestClient) -> None:
+    """numpy has no bfloat16: the metadata says FP32, which infer takes and the model casts."""
+    config = {"class_name": "Sequential", "config": {"name": "bf16", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 2], "dtype": "bfloat16"}},
+        {"class_name": "Dense", "config": {"units": 1}},
+    ]}}  # fmt: skip
+    r = client.post("/v1/models", json={"config": config, "seed": 1})
+    assert r.status_code == 201, r.text
+    model = r.json()["id"]
+    meta = client.get(f"/v2/models/{model}").json()
+    assert meta["inputs"][0]["datatype"] == "FP32"
+    tensor = {**meta["inputs"][0], "shape": [2, 2], "data": [0.5, 1.0, -2.0, 3.0]}
+    infer = client.post(f"/v2/models/{model}/infer", json={"inputs": [tensor]})
+    assert infer.status_code == 200, infer.text
+    v1 = _v1(client, model, [[0.5, 1.0], [-2.0, 3.0]])
+    assert infer.json()["outputs"][0]["data"] == [v for row in v1 for v in row]
