@@ -18,7 +18,7 @@ from app.api import browser_safety, docs, errors, openapi
 from app.api.audit import AuditLog
 from app.api.auth import Authenticate, caller
 from app.api.idempotency import Idempotency
-from app.api.idempotency import document as document_idempotency
+from app.api.idempotency_openapi import document as document_idempotency
 from app.api.middleware import BodyLimit
 from app.api.observe import Observe
 from app.api.protocol_errors import ProtocolErrors

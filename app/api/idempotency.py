@@ -1,5 +1,5 @@
 """Idempotent retries: a POST under /v1 that carries an `Idempotency-Key` header runs once per
-key and project; a retry with the same key gets the first response again.
+key and project; a retry with the same key, by the same caller, gets the first response again.
 
 A pure ASGI middleware, inside authentication (the key belongs to the caller's project) and the
 body limit, outside the audit log (a replay creates nothing, so it is not audited again). The
@@ -7,24 +7,28 @@ body is hashed as it streams to the route, never held: a dataset upload of gigab
 SHA-256 and no memory. The first request takes the key (a row in progress, renewed while it
 runs), and its response is stored before its last byte is sent, so a client that has the
 response will find it stored. Kept: 2xx responses and the 4xx a retry would get again (400,
-404, 413, 422), when the route read the whole body and the response is not an event stream and
-fits IDEMPOTENCY_MAX_RESPONSE_BYTES. Anything else (401, 403, 409, 429, a 5xx, a crash) frees
-the key, so a retry runs again.
+404, 413, 422), when the route read the whole body and the response is not an event stream.
+Such a response that is over IDEMPOTENCY_MAX_RESPONSE_BYTES, or the success of a route that
+shows a secret (`reveals_secret`: a token must not sit in the table), settles the key without
+its response: a retry is a 409 `idempotency_response_not_kept` and never runs again. Anything
+else (401, 403, 409, 429, a 5xx, a crash) frees the key, so a retry runs again.
 
-A retry is replayed only when it is the same request: the same method, path and query, and a
-body of the same SHA-256 (its body is read, hashed and dropped first). Another request with the
-key is a 409 `idempotency_key_reused`; a retry while the first still runs is a 409
-`idempotency_key_in_use` with Retry-After: 1."""
+A retry is replayed only when it is the same request from the same caller (its API key; the
+single-user mode's implicit admin is one caller): the same method, path and query, Content-Type
+and Accept, and a body of the same SHA-256 (its body is read, hashed and dropped first). Another
+request or caller with the key is a 409 `idempotency_key_reused`; a retry while the first still
+runs is a 409 `idempotency_key_in_use` with Retry-After: 1."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from typing import Any
 
 import anyio
-from fastapi import FastAPI
+from fastapi import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -49,6 +53,19 @@ KEPT_HEADERS = frozenset({
     b"content-type", b"content-disposition", b"location", b"etag", b"cache-control",
 })  # fmt: skip
 EVENT_STREAM = "text/event-stream"
+# The flag, in the request's state, of a route whose success shows a secret (reveals_secret).
+SECRET = "reveals_secret"
+# Renewing and settling a held key run on threads of their own. On the default pool (40 threads,
+# shared with every sync route) a saturated server could hold a renewal back past
+# IDEMPOTENCY_IN_PROGRESS_S: the key would count as abandoned and a retry would run the request
+# a second time.
+KEY_THREADS = 8
+
+
+def reveals_secret(request: Request) -> None:
+    """A route's dependency: its successful response shows a secret once (an API key's token, a
+    webhook's signing secret), so it is never stored for a replay."""
+    setattr(request.state, SECRET, True)
 
 
 def _key(scope: Scope) -> tuple[bool, str | None]:
@@ -68,6 +85,20 @@ def _target(scope: Scope) -> str:
     return f"{path}?{query.decode('latin-1')}" if query else path
 
 
+def _fingerprint(scope: Scope, body_sha256: str) -> str:
+    """The request a key was used with: method, path and query, Content-Type, Accept (a retry
+    asking for another form of the answer is another request) and the body's SHA-256."""
+    headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+
+    def header(name: bytes, absent: str) -> str:
+        values = [value.decode("latin-1") for key, value in headers if key == name]
+        return ", ".join(values) if values else absent
+
+    parts = [scope["method"], _target(scope), header(b"content-type", ""),
+             header(b"accept", "*/*"), body_sha256]  # fmt: skip
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
 def _no_body(scope: Scope) -> bool:
     headers = dict(scope.get("headers", []))
     return headers.get(b"content-length", b"0") == b"0" and b"transfer-encoding" not in headers
@@ -78,9 +109,19 @@ def _refusal(status: int, msg: str, kind: str, **headers: str) -> JSONResponse:
 
 
 def _reused() -> JSONResponse:
-    msg = ("this Idempotency-Key was used with a different request (method, path or body); "
-           "send a new key for a new request")  # fmt: skip
+    msg = (
+        "this Idempotency-Key was used with a different request (method, path, body, "
+        "Content-Type or Accept) or by another API key; send a new key for a new request"
+    )
     return _refusal(409, msg, "idempotency_key_reused")
+
+
+def _not_kept(status: int) -> JSONResponse:
+    ended = "succeeded" if 200 <= status < 300 else "failed"
+    msg = (f"the first request with this Idempotency-Key {ended} (status {status}); its response "
+           "was not kept (it showed a secret, or was too large) and cannot be shown again. Send "
+           "a new key to run a new request")  # fmt: skip
+    return _refusal(409, msg, "idempotency_response_not_kept")
 
 
 class _BodyHash:
@@ -103,6 +144,7 @@ class _BodyHash:
 class Idempotency:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.limiter: anyio.CapacityLimiter | None = None  # made in the event loop
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = scope.get("state", {}).get("principal")
@@ -123,22 +165,24 @@ class Idempotency:
         ident: dict[str, Any] = {"project_id": principal.project_id, "key": key}
         method, target = scope["method"], _target(scope)
         found = await anyio.to_thread.run_sync(
-            lambda: keys.claim(ctx, method=method, path=target, **ident)
+            lambda: keys.claim(ctx, key_id=principal.key_id, method=method, path=target, **ident)
         )
         if isinstance(found, keys.InUse):
             msg = "a request with this Idempotency-Key is still running; retry when it has ended"
             refusal = _refusal(409, msg, "idempotency_key_in_use", **{"Retry-After": "1"})
             await refusal(scope, receive, send)
         elif isinstance(found, keys.Stored):
-            await self._replay(scope, receive, send, found)
+            await self._replay(scope, receive, send, found, principal)
         else:
-            call = _Call(ctx, ident | {"owner": found.owner})
+            self.limiter = self.limiter or anyio.CapacityLimiter(KEY_THREADS)
+            call = _Call(ctx, ident | {"owner": found.owner}, scope, self.limiter)
             await call.run(self.app, scope, receive, send)
 
     async def _replay(
-        self, scope: Scope, receive: Receive, send: Send, stored: keys.Stored
+        self, scope: Scope, receive: Receive, send: Send, stored: keys.Stored, who: Principal
     ) -> None:
-        if (stored.method, stored.path) != (scope["method"], _target(scope)):
+        if (stored.key_id, stored.method, stored.path) != (who.key_id, scope["method"],
+                                                           _target(scope)):  # fmt: skip
             await _reused()(scope, receive, send)
             return
         body = _BodyHash(scope)
@@ -152,29 +196,36 @@ class Idempotency:
             refusal = JSONResponse(error_body(["body"], str(exc), "payload_too_large"), 413)
             await refusal(scope, receive, send)
             return
-        if body.digest != stored.body_sha256:
+        first = stored.outcome
+        if _fingerprint(scope, body.digest) != first.fingerprint:
             await _reused()(scope, receive, send)
             return
+        if first.body is None:
+            await _not_kept(first.status_code)(scope, receive, send)
+            return
         headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in
-                   stored.headers] + [(b"content-length", str(len(stored.body)).encode()),
-                                      (REPLAYED.lower().encode(), b"true")]  # fmt: skip
-        await send({"type": "http.response.start", "status": stored.status_code,
+                   first.headers] + [(b"content-length", str(len(first.body)).encode()),
+                                     (REPLAYED.lower().encode(), b"true")]  # fmt: skip
+        await send({"type": "http.response.start", "status": first.status_code,
                     "headers": headers})  # fmt: skip
-        await send({"type": "http.response.body", "body": stored.body})
+        await send({"type": "http.response.body", "body": first.body})
 
 
 class _Call:
     """One request that holds its key: runs the app, renews the key while it runs, then
-    settles it with the response or frees it."""
+    settles it with the response (or without it) or frees it."""
 
-    def __init__(self, ctx: Any, ident: dict[str, Any]) -> None:
-        self.ctx, self.ident = ctx, ident
+    def __init__(
+        self, ctx: Any, ident: dict[str, Any], scope: Scope, limiter: anyio.CapacityLimiter
+    ) -> None:
+        self.ctx, self.ident, self.scope, self.limiter = ctx, ident, scope, limiter
         self.settings = ctx.settings
         self.ended = False
         self.status = 0
         self.headers: list[tuple[str, str]] = []
         self.body = bytearray()
-        self.keep = False
+        self.keep = False  # a status and a form that a retry is answered with
+        self.withheld = False  # kept without its body: it shows a secret or is too large
 
     async def run(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         body = _BodyHash(scope)
@@ -216,25 +267,30 @@ class _Call:
             if name.lower() in KEPT_HEADERS:
                 self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
         media = dict(self.headers).get("content-type", "")
-        self.keep = (200 <= self.status < 300 or self.status in KEPT_ERRORS) and not (
-            media.startswith(EVENT_STREAM)
-        )
+        success = 200 <= self.status < 300
+        self.keep = (success or self.status in KEPT_ERRORS) and not media.startswith(EVENT_STREAM)
+        # Set by the route (reveals_secret) before it answers; its errors show no secret.
+        self.withheld = success and bool(self.scope.get("state", {}).get(SECRET))
 
     def _chunk(self, data: bytes) -> None:
-        if self.keep and len(self.body) + len(data) > self.settings.idempotency_max_response_bytes:
-            self.keep = False
-            self.body = bytearray()
-        if self.keep:
+        if not self.keep or self.withheld:
+            return
+        if len(self.body) + len(data) > self.settings.idempotency_max_response_bytes:
+            self.withheld, self.body = True, bytearray()
+        else:
             self.body += data
 
     async def _end(self, body: _BodyHash | None) -> None:
-        """Settles the key with the response when it is kept and the whole body was hashed
-        (`body`); otherwise frees it. A failure is logged: the key then lapses on its own."""
+        """Settles the key with the response when it is kept and the whole request body was
+        hashed (`body`), without it when it is withheld; otherwise frees it. A failure is
+        logged: the key then lapses on its own."""
         self.ended = True
         outcome = None
         if body is not None and self.keep:
-            outcome = keys.Outcome(body_sha256=body.digest, status_code=self.status,
-                                   headers=self.headers, body=bytes(self.body))  # fmt: skip
+            kept = None if self.withheld else bytes(self.body)
+            outcome = keys.Outcome(fingerprint=_fingerprint(self.scope, body.digest),
+                                   status_code=self.status, body=kept,
+                                   headers=self.headers if kept is not None else [])  # fmt: skip
 
         def work() -> None:
             if outcome is not None:
@@ -244,7 +300,7 @@ class _Call:
 
         with anyio.CancelScope(shield=True):
             try:
-                await anyio.to_thread.run_sync(work)
+                await anyio.to_thread.run_sync(work, limiter=self.limiter)
             except Exception:
                 log.exception("could not settle an idempotency key")
 
@@ -253,54 +309,8 @@ class _Call:
         while True:
             await anyio.sleep(every)
             try:
-                await anyio.to_thread.run_sync(lambda: keys.renew(self.ctx, **self.ident))
+                await anyio.to_thread.run_sync(
+                    lambda: keys.renew(self.ctx, **self.ident), limiter=self.limiter
+                )
             except Exception:
                 log.exception("could not renew an idempotency key")
-
-
-PARAMETER = {
-    "name": HEADER, "in": "header", "required": False,
-    "description": "Any unique string (a UUID) that makes a retried POST safe: the same key "
-    "with the same request replays the first response (with `Idempotent-Replayed: true`) "
-    "instead of running again; the key with another request is a 409 "
-    "`idempotency_key_reused`, and while the first is still running a 409 "
-    "`idempotency_key_in_use`. Keys are kept IDEMPOTENCY_KEEP_S (24 h) per project.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY,
-               "pattern": r"^[!-~]([ -~]*[!-~])?$", "title": HEADER},
-    "example": "5f0c2d9e-8a41-4b7e-9c3a-2e6f1b7d4a90",
-}  # fmt: skip
-
-
-CONFLICT = {
-    "description": "Conflict. With an Idempotency-Key: `idempotency_key_reused` (the key was "
-    "sent with another request) or `idempotency_key_in_use` (its first request still runs; "
-    "Retry-After: 1)",
-    "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/ErrorOut"},
-        "example": {"detail": [{"loc": LOC, "type": "idempotency_key_reused",
-                                "msg": "this Idempotency-Key was used with a different "
-                                "request (method, path or body); send a new key for a new "
-                                "request"}]},
-    }},
-}  # fmt: skip
-
-
-def document(app: FastAPI) -> None:
-    """Declares the optional header, and the 409 it may bring, on every POST under /v1 of the
-    OpenAPI document."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        schema = build()
-        has_error = "ErrorOut" in schema.get("components", {}).get("schemas", {})
-        for path, item in schema.get("paths", {}).items():
-            operation = item.get("post") if path.startswith(PREFIX) else None
-            if isinstance(operation, dict):
-                parameters = operation.setdefault("parameters", [])
-                if not any(p.get("name") == HEADER for p in parameters):
-                    parameters.append(dict(PARAMETER))
-                if has_error:
-                    operation.setdefault("responses", {}).setdefault("409", CONFLICT)
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

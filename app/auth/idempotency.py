@@ -3,10 +3,11 @@
 
 A key belongs to its caller's project. `claim` takes it for a request (a new row in progress, or
 one whose request died or whose time is up, taken over atomically), or says that another request
-holds it, or returns the response stored for it. The holder renews it while it runs, then
-settles it with its response or releases it (deletes the row) so that a retry runs again. Every
-change after the claim names the holder (`owner`), so a request that lost its key to a takeover
-cannot overwrite the new holder's row."""
+holds it, or returns the outcome stored for it. The holder renews it while it runs, then
+settles it with its response (or with its status alone, when the response is not kept) or
+releases it (deletes the row) so that a retry runs again. Every change after the claim names the
+holder (`owner`), so a request that lost its key to a takeover cannot overwrite the new holder's
+row."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from app.db.session import unit_of_work
 from app.runtime.context import AppContext
 
 IN_PROGRESS, DONE = IdempotencyState.in_progress.value, IdempotencyState.done.value
+NOT_KEPT = IdempotencyState.not_kept.value
 
 
 @dataclass(frozen=True)
@@ -39,23 +41,24 @@ class InUse:
 
 
 @dataclass(frozen=True)
-class Stored:
-    """The outcome of the request that used the key first."""
+class Outcome:
+    """How the request that took the key ended: `fingerprint` names that request; `body` is
+    None when its response is not kept (then `headers` is empty)."""
 
-    method: str
-    path: str
-    body_sha256: str
+    fingerprint: str
     status_code: int
     headers: list[tuple[str, str]]
-    body: bytes
+    body: bytes | None
 
 
 @dataclass(frozen=True)
-class Outcome:
-    body_sha256: str
-    status_code: int
-    headers: list[tuple[str, str]]
-    body: bytes
+class Stored:
+    """The outcome of the request that used the key first, and who sent it."""
+
+    key_id: uuid.UUID | None
+    method: str
+    path: str
+    outcome: Outcome
 
 
 Claim = Held | InUse | Stored
@@ -69,17 +72,21 @@ def _free(now: datetime) -> ColumnElement[bool]:
     """A row another request may take (or the pruner delete): settled and past its time, or in
     progress and abandoned (not renewed in time: its process died)."""
     return or_(
-        (IdempotencyKeyRow.state == DONE) & (IdempotencyKeyRow.expires_at <= now),
+        IdempotencyKeyRow.state.in_((DONE, NOT_KEPT)) & (IdempotencyKeyRow.expires_at <= now),
         (IdempotencyKeyRow.state == IN_PROGRESS) & (IdempotencyKeyRow.locked_until <= now),
     )
 
 
-def claim(ctx: AppContext, *, project_id: uuid.UUID, key: str, method: str, path: str) -> Claim:
+def claim(
+    ctx: AppContext, *, project_id: uuid.UUID, key: str, key_id: uuid.UUID | None, method: str,
+    path: str,
+) -> Claim:  # fmt: skip
     settings = ctx.settings
     now, owner = utcnow(), secrets.token_hex(16)
     values = {
-        "method": method, "path": path, "body_sha256": None, "state": IN_PROGRESS,
-        "owner": owner, "locked_until": now + timedelta(seconds=settings.idempotency_in_progress_s),
+        "key_id": key_id, "method": method, "path": path, "fingerprint": None,
+        "state": IN_PROGRESS, "owner": owner,
+        "locked_until": now + timedelta(seconds=settings.idempotency_in_progress_s),
         "status_code": None, "response_headers": None, "response_body": None, "created_at": now,
         "expires_at": now + timedelta(seconds=settings.idempotency_keep_s),
     }  # fmt: skip
@@ -97,13 +104,15 @@ def claim(ctx: AppContext, *, project_id: uuid.UUID, key: str, method: str, path
         if taken:
             return Held(owner)
         row = session.scalars(select(IdempotencyKeyRow).where(_pk(project_id, key))).first()
-        if row is None or row.state != DONE or row.status_code is None:
+        if row is None or row.state == IN_PROGRESS or row.status_code is None:
             return InUse()  # (a row just released: the client's next retry takes it)
-        return Stored(
-            method=row.method, path=row.path, body_sha256=row.body_sha256 or "",
-            status_code=row.status_code, body=row.response_body or b"",
+        kept = row.state == DONE
+        outcome = Outcome(
+            fingerprint=row.fingerprint or "", status_code=row.status_code,
             headers=[(name, value) for name, value in row.response_headers or []],
+            body=(row.response_body or b"") if kept else None,
         )  # fmt: skip
+        return Stored(key_id=row.key_id, method=row.method, path=row.path, outcome=outcome)
 
 
 def renew(ctx: AppContext, *, project_id: uuid.UUID, key: str, owner: str) -> None:
@@ -124,11 +133,11 @@ def settle(
             update(IdempotencyKeyRow)
             .where(_pk(project_id, key), IdempotencyKeyRow.owner == owner)
             .values(
-                state=DONE,
-                body_sha256=outcome.body_sha256,
+                state=DONE if outcome.body is not None else NOT_KEPT,
+                fingerprint=outcome.fingerprint,
                 status_code=outcome.status_code,
                 response_body=outcome.body,
-                response_headers=[list(p) for p in outcome.headers],
+                response_headers=[list(p) for p in outcome.headers] or None,
             )
         )
 

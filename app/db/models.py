@@ -112,6 +112,9 @@ class AuditRow(Base):
 class IdempotencyState(StrEnum):
     in_progress = "in_progress"
     done = "done"
+    # Ended, but its response is not stored (it showed a secret, or was too large): a retry
+    # is told so and does not run again.
+    not_kept = "not_kept"
 
 
 class IdempotencyKeyRow(Base):
@@ -124,10 +127,14 @@ class IdempotencyKeyRow(Base):
         ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
     )
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    # Which request took it: a retry must be the same one (method, path with query, body).
+    # Which caller took it: its API key (None: the single-user mode's implicit admin). Another
+    # caller of the project gets no replay.
+    key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
+    # Which request took it: a retry must be the same one. The fingerprint, set when it ends,
+    # is the SHA-256 of its method, path with query, Content-Type, Accept and body SHA-256.
     method: Mapped[str] = mapped_column(String(10))
     path: Mapped[str] = mapped_column(Text)
-    body_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    fingerprint: Mapped[str | None] = mapped_column(String(64), default=None)
     state: Mapped[str] = mapped_column(String(20))
     # A random id of the request holding the key: only it renews, settles or releases it.
     owner: Mapped[str] = mapped_column(String(32))

@@ -1,10 +1,13 @@
-"""Idempotency-Key on POST: the same key and request run once and replay; another request with
-the key is a 409; failures a retry would not repeat free the key; keys are per project, expire,
-and a key whose request died is taken over. On SQLite and on Postgres, one server per database."""
+"""Idempotency-Key on POST: the same key and request run once and replay; another request or
+caller with the key is a 409; failures a retry would not repeat free the key; a secret or a
+response too large is not kept, and its retry is a 409 that runs nothing; keys are per project,
+expire, and a key whose request died is taken over. On SQLite and on Postgres, one server per
+database."""
 
 from __future__ import annotations
 
 import io
+import json
 import threading
 import tracemalloc
 import uuid
@@ -37,6 +40,8 @@ class Api:
     alpha: dict[str, str]  # a member of project alpha
     beta: dict[str, str]  # a member of project beta
     alpha_viewer: dict[str, str]
+    alpha_other: dict[str, str]  # another member key of project alpha
+    admin: dict[str, str]  # an admin of project ops
 
     @property
     def ctx(self) -> Any:
@@ -70,7 +75,7 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             assert r.status_code == 201, r.text
             return _bearer(r.json()["token"])
 
-        yield Api(client, key("alpha"), key("beta"), key("alpha", "viewer"))
+        yield Api(client, key("alpha"), key("beta"), key("alpha", "viewer"), key("alpha"), admin)
         if url is not None:  # the session's database goes back to single-user for later tests
             with client.app.state.ctx.engine.begin() as conn:  # type: ignore[attr-defined]
                 conn.execute(text(TRUNCATE))
@@ -100,6 +105,103 @@ def test_the_key_with_another_request_is_a_409(api: Api) -> None:
         (item,) = r.json()["detail"]
         assert item["type"] == "idempotency_key_reused" and item["loc"] == ["header", KEY]
         assert "different request" in item["msg"]
+
+
+def _type(r: Any) -> str:
+    (item,) = r.json()["detail"]
+    assert item["loc"] == ["header", KEY], r.text
+    return str(item["type"])
+
+
+def test_another_caller_with_the_key_gets_no_replay(api: Api) -> None:
+    """A stored response is its caller's: another key of the project, whatever its role, gets a
+    409 and not the response (an admin's new token must not reach a viewer)."""
+    k, body = _new(), {"project": "alpha", "role": "admin", "name": "x"}
+    made = api.post("/v1/admin/keys", api.admin, json=body)
+    alpha_admin = _bearer(made.json()["token"])
+    assert api.post("/v1/admin/keys", alpha_admin, k, json=body).status_code == 201
+    r = api.post("/v1/admin/keys", api.alpha_viewer, k, json=body)
+    assert r.status_code == 409 and "token" not in r.text and _type(r) == "idempotency_key_reused"
+    k = _new()
+    first = api.post("/v1/models", api.alpha, k, json=MODEL)
+    for other in (api.alpha_other, api.alpha_viewer):
+        r = api.post("/v1/models", other, k, json=MODEL)
+        assert r.status_code == 409 and _type(r) == "idempotency_key_reused", r.text
+        assert "another API key" in r.json()["detail"][0]["msg"]
+    assert api.post("/v1/models", api.alpha, k, json=MODEL).json() == first.json()
+
+
+def test_accept_and_content_type_are_part_of_the_request(api: Api) -> None:
+    model = api.post("/v1/models", api.alpha, json=MODEL).json()["id"]
+    k, x = _new(), {"x": [[1.0]]}
+    path = f"/v1/models/{model}/predict"
+    npy = api.post(path, api.alpha, k, json=x, headers={"Accept": "application/x-npy"})
+    assert npy.status_code == 200 and npy.headers["content-type"] == "application/x-npy"
+    r = api.post(path, api.alpha, k, json=x, headers={"Accept": "application/json"})
+    assert r.status_code == 409 and _type(r) == "idempotency_key_reused", r.text
+    again = api.post(path, api.alpha, k, json=x, headers={"Accept": "application/x-npy"})
+    assert again.headers[REPLAYED] == "true" and again.content == npy.content
+    k, raw = _new(), json.dumps(MODEL).encode()
+    plain = {"Content-Type": "application/json"}
+    assert api.post("/v1/models", api.alpha, k, content=raw, headers=plain).status_code == 201
+    r = api.post("/v1/models", api.alpha, k, content=raw,
+                 headers={"Content-Type": "application/json; charset=utf-8"})  # fmt: skip
+    assert r.status_code == 409 and _type(r) == "idempotency_key_reused", r.text
+
+
+def _row(api: Api, key: str) -> Any:
+    with api.ctx.engine.connect() as conn:
+        found = conn.execute(text("SELECT state, status_code, response_body, response_headers "
+                                  "FROM idempotency_keys WHERE key = :k"), {"k": key})  # fmt: skip
+        return found.one()
+
+
+def test_a_secret_is_not_kept_and_its_retry_runs_nothing(api: Api) -> None:
+    """A new API key's token and a new webhook's secret are not stored: a retry is a 409 that
+    says the first request succeeded, and creates nothing."""
+
+    def count(what: str) -> int:
+        return len(api.client.get(f"/v1/admin/{what}", headers=api.admin).json()["items"])
+
+    k, body = _new(), {"project": "gamma", "role": "member"}
+    before = count("keys")
+    first = api.post("/v1/admin/keys", api.admin, k, json=body)
+    assert first.status_code == 201 and first.json()["token"]
+    row = _row(api, k)
+    assert (row.state, row.status_code, row.response_body) == ("not_kept", 201, None)
+    assert first.json()["token"] not in str(row)
+    again = api.post("/v1/admin/keys", api.admin, k, json=body)
+    assert again.status_code == 409 and _type(again) == "idempotency_response_not_kept"
+    assert "succeeded (status 201)" in again.json()["detail"][0]["msg"]
+    assert first.json()["token"] not in again.text and count("keys") == before + 1
+    # An error of such a route shows no secret: kept and replayed.
+    k, bad = _new(), {"project": "gamma", "role": "owner"}
+    assert api.post("/v1/admin/keys", api.admin, k, json=bad).status_code == 422
+    assert api.post("/v1/admin/keys", api.admin, k, json=bad).headers[REPLAYED] == "true"
+
+    k, hook = _new(), {"url": "http://127.0.0.1:9/secret"}
+    made = api.post("/v1/webhooks", api.alpha, k, json=hook)
+    assert made.status_code == 201 and _row(api, k).response_body is None
+    r = api.post("/v1/webhooks", api.alpha, k, json=hook)
+    assert r.status_code == 409 and _type(r) == "idempotency_response_not_kept"
+    assert made.json()["secret"] not in r.text
+    api.client.delete(f"/v1/webhooks/{made.json()['id']}", headers=api.alpha)
+
+
+def test_a_response_over_the_limit_is_not_kept_and_not_run_again(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        api.ctx,
+        "settings",
+        api.ctx.settings.model_copy(update={"idempotency_max_response_bytes": 64}),
+    )
+    before, k = api.total(api.alpha), _new()
+    assert api.post("/v1/models", api.alpha, k, json=MODEL).status_code == 201
+    assert _row(api, k).response_body is None
+    r = api.post("/v1/models", api.alpha, k, json=MODEL)
+    assert r.status_code == 409 and _type(r) == "idempotency_response_not_kept", r.text
+    assert api.total(api.alpha) == before + 1
 
 
 def test_other_keys_and_no_key_create_each_time(api: Api) -> None:
@@ -177,7 +279,8 @@ def test_concurrent_requests_with_one_key_create_once(api: Api) -> None:
 def test_a_running_key_is_busy_and_an_abandoned_one_is_taken_over(api: Api) -> None:
     pid = _project_id(api, "alpha")
     k = _new()
-    held = keys.claim(api.ctx, project_id=pid, key=k, method="POST", path="/v1/models")
+    held = keys.claim(api.ctx, project_id=pid, key=k, key_id=None, method="POST",
+                      path="/v1/models")  # fmt: skip
     assert isinstance(held, keys.Held)
     r = api.post("/v1/models", api.alpha, k, json=MODEL)
     assert r.status_code == 409 and r.headers["retry-after"] == "1", r.text
@@ -291,7 +394,8 @@ def _set(api: Api, key: str, **values: Any) -> None:
 
 def test_a_long_request_renews_its_key(api: Api) -> None:
     """A request that runs past a third of IDEMPOTENCY_IN_PROGRESS_S renews its key, so that a
-    retry is not let in as if the first request had died."""
+    retry is not let in as if the first request had died; even while every thread of the
+    default pool (which runs the sync routes) is busy."""
     import anyio
 
     from app.api.idempotency import Idempotency
@@ -309,9 +413,12 @@ def test_a_long_request_renews_its_key(api: Api) -> None:
             return found.scalar_one()
 
     async def slow(scope: Any, receive: Any, send: Any) -> None:
-        seen.append(await anyio.to_thread.run_sync(locked_until))
-        await anyio.sleep(1.6)  # past one renewal (every 1 s)
-        seen.append(await anyio.to_thread.run_sync(locked_until))
+        seen.append(locked_until())
+        pool = anyio.to_thread.current_default_thread_limiter()
+        pool.total_tokens = 1
+        async with pool:  # the pool is full
+            await anyio.sleep(1.6)  # past one renewal (every 1 s)
+            seen.append(locked_until())
         await send({"type": "http.response.start", "status": 201, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 

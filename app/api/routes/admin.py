@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query, status
 from pydantic import AwareDatetime
 
 from app.api.auth import Caller
 from app.api.deps import Ctx
 from app.api.errors import ErrorOut
+from app.api.idempotency import reveals_secret
 from app.auth import service
 from app.auth.schemas import (
     PROJECT_NAME,
@@ -37,6 +38,7 @@ ProjectQuery = Annotated[
     status_code=status.HTTP_201_CREATED,
     response_model=KeyCreated,
     summary="Create an API key (and its project, if new); the token is shown only here",
+    dependencies=[Depends(reveals_secret)],
 )
 def create_key(ctx: Ctx, who: Caller, body: KeyCreate) -> KeyCreated:
     return service.create_key(ctx, project=body.project, role=body.role, name=body.name)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.api.auth import Caller
 from app.api.deps import Ctx
 from app.api.errors import ErrorOut
+from app.api.idempotency import reveals_secret
 from app.webhooks import service
 from app.webhooks.schemas import (
     DeliveryList,
@@ -40,6 +41,7 @@ Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
     response_model=WebhookCreated,
     responses={**E422, 409: {"model": ErrorOut, "description": "Over WEBHOOK_MAX_PER_PROJECT"}},
     summary="Register a webhook (its secret is shown only in this response)",
+    dependencies=[Depends(reveals_secret)],
 )
 def create_webhook(ctx: Ctx, who: Caller, body: WebhookCreate) -> WebhookCreated:
     """Job events of the caller's project are POSTed to `url`, signed with the secret
