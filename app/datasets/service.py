@@ -112,6 +112,10 @@ def get_dataset(ctx: AppContext, *, scope: Scope, dataset_id: uuid.UUID) -> Data
 def list_datasets(
     ctx: AppContext, *, scope: Scope, limit: int, offset: int, sha256: str | None = None
 ) -> tuple[Sequence[DatasetRow], int]:
+    if sha256 is not None:
+        # A look-up for bytes to reuse: only the caller's own project's datasets, even for an
+        # admin, since a job reads only its model's project's datasets.
+        scope = scope.within(scope.home)
     with unit_of_work(ctx.sessions) as session:
         return repo.list_datasets(session, scope=scope, limit=limit, offset=offset, sha256=sha256)
 

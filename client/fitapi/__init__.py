@@ -8,6 +8,8 @@ from fitapi.datasets import Dataset
 from fitapi.errors import (
     ApiError,
     Conflict,
+    EventStreamError,
+    FitapiError,
     InvalidRequest,
     JobCancelled,
     JobFailed,
@@ -22,7 +24,7 @@ from fitapi.models import Model
 
 __version__ = "0.1.0"
 __all__ = [
-    "ApiError", "Client", "Conflict", "Dataset", "Event", "History", "InvalidRequest", "Job",
-    "JobCancelled", "JobFailed", "Model", "NotFound", "RateLimited", "ServerError",
-    "Unauthorized", "callbacks", "progress",
+    "ApiError", "Client", "Conflict", "Dataset", "Event", "EventStreamError", "FitapiError",
+    "History", "InvalidRequest", "Job", "JobCancelled", "JobFailed", "Model", "NotFound",
+    "RateLimited", "ServerError", "Unauthorized", "callbacks", "progress",
 ]  # fmt: skip

@@ -1,5 +1,6 @@
-"""The client's exceptions: the server's errors (status, `type`, `loc`, `msg`) as ApiError and
-its subclasses, and a job that ends failed or cancelled."""
+"""The client's exceptions, all FitapiError: the server's errors (status, `type`, `loc`, `msg`)
+as ApiError and its subclasses, a job that ends failed or cancelled, and a job's event stream
+that cannot be followed."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ if TYPE_CHECKING:
     from fitapi.jobs import Job
 
 
-class ApiError(Exception):
+class FitapiError(Exception):
+    """What the client raises on purpose (connection failures stay httpx.TransportError)."""
+
+
+class ApiError(FitapiError):
     """A 4xx or 5xx answer: `detail` is the server's list of errors, and `loc`, `msg` and `type`
     those of the first (`loc` names the field, e.g. ["body", "compile", "loss"])."""
 
@@ -52,7 +57,9 @@ class NotFound(ApiError):
 
 
 class Conflict(ApiError):
-    """409: the resource is in a state that forbids it now (a fit running, a quota reached)."""
+    """409: the resource is in a state that forbids it now (a fit running, a quota reached).
+    `type` "idempotency_response_not_kept": a retry whose first try was carried out but whose
+    answer the server did not keep; the first try's effect stands (look the resource up)."""
 
 
 class RateLimited(ApiError):
@@ -104,7 +111,7 @@ def error_from_response(response: httpx.Response) -> ApiError:
     )
 
 
-class JobFailed(Exception):
+class JobFailed(FitapiError):
     """The job ended `failed`: `type` and `message` are the job's `error`."""
 
     def __init__(self, job: Job) -> None:
@@ -115,9 +122,21 @@ class JobFailed(Exception):
         super().__init__(f"job {job.id} failed: {self.type}: {self.message}")
 
 
-class JobCancelled(Exception):
+class JobCancelled(FitapiError):
     """The job ended `cancelled` (POST /v1/jobs/{id}/cancel)."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
         super().__init__(f"job {job.id} was cancelled")
+
+
+class EventStreamError(FitapiError):
+    """A job's event stream kept ending without the job's outcome (the job itself goes on:
+    follow it again, or poll it with `job.refresh()`)."""
+
+    def __init__(self, job_id: str, reopened: int) -> None:
+        self.job_id = job_id
+        self.reopened = reopened
+        super().__init__(
+            f"the event stream of job {job_id} ended {reopened} times without the job's status"
+        )

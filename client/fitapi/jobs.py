@@ -1,20 +1,21 @@
 """client.jobs and Job: a fit (or batch predict/evaluate) on the server; its live events
-(Server-Sent Events, followed across `reconnect` and dropped connections with Last-Event-ID),
-and `wait()`, which prints Keras's progress lines and returns the History."""
+(Server-Sent Events, followed across `reconnect` and dropped connections with Last-Event-ID,
+reopened with backoff), and `wait()`, which prints Keras's progress lines and returns the
+History."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 import httpx
 
-from fitapi.client import RETRY_ERRORS
-from fitapi.errors import JobCancelled, JobFailed
+from fitapi.client import RETRY_ERRORS, RETRY_STATUSES, backoff_delay
+from fitapi.errors import EventStreamError, JobCancelled, JobFailed, error_from_response
 from fitapi.history import History
 from fitapi.progress import EpochPrinter
 
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
     from fitapi.client import Client
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-MAX_RECONNECTS = 1000  # a stream ends every EVENTS_MAX_S: a long fit reconnects many times
+# Reopenings in a row that brought no event (a stream that ended early or broke off); a
+# `reconnect` (every EVENTS_MAX_S of a long fit) is reopened at once and counts as an event.
+MAX_QUIET_REOPENS = 100
 
 
 @dataclass
@@ -34,7 +37,10 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_sse(lines: Iterator[str]) -> Iterator[Event]:
+def parse_sse(
+    lines: Iterator[str], on_retry: Callable[[int], None] | None = None
+) -> Iterator[Event]:
+    """The events of a stream's lines; `on_retry` gets each `retry:` field (milliseconds)."""
     kind, event_id, data = "message", None, list[str]()
     for line in lines:
         if line == "":
@@ -52,6 +58,8 @@ def parse_sse(lines: Iterator[str]) -> Iterator[Event]:
                 event_id = value
             elif name == "data":
                 data.append(value)
+            elif name == "retry" and value.isdigit() and on_retry is not None:
+                on_retry(int(value))
 
 
 class Job:
@@ -79,37 +87,60 @@ class Job:
         return self
 
     def events(self, after: int | None = None) -> Iterator[Event]:
-        """The job's events until its `status` event; reconnects after `reconnect` or a
-        dropped connection, from the last epoch received (as EventSource does)."""
+        """The job's events until its `status` event, from the last epoch received (as
+        EventSource does, with Last-Event-ID). A `reconnect` reopens the stream at once; a
+        dropped connection, a stream that ended early, a 502, 503, 504 or 429 reopen it after
+        a growing wait (from the server's SSE `retry:` when it sent one), back to the first
+        after each event. More errors in a row than the client's `retries` raise (ServerError,
+        RateLimited, the httpx error), another error answer at once (NotFound, ...); a stream
+        that keeps ending with nothing raises EventStreamError."""
+        client = self._client
         last = after
-        for _ in range(MAX_RECONNECTS):
+        retry_ms: list[int] = []  # the server's SSE `retry:`, once sent
+        quiet = 0  # reopenings since the last event
+        failures = 0  # errors in a row since the last event
+        while quiet < MAX_QUIET_REOPENS:
             headers = {"Accept": "text/event-stream"}
             if last is not None:
                 headers["Last-Event-ID"] = str(last)
+            retry_after: str | None = None
             try:
-                with self._client.http.stream(
+                with client.http.stream(
                     "GET", f"/v1/jobs/{self.id}/events", headers=headers,
-                    timeout=httpx.Timeout(self._client.timeout, read=max(self._client.timeout,
-                                                                          120.0)),
+                    timeout=httpx.Timeout(client.timeout, read=max(client.timeout, 120.0)),
                 ) as response:  # fmt: skip
                     if response.status_code == 204:  # ended, nothing after `last`
                         yield Event("status", None, self._status_summary())
                         return
                     if response.status_code >= 400:
                         response.read()
-                        self._client.request("GET", f"/v1/jobs/{self.id}")  # raises ApiError
-                        raise RuntimeError(f"events: {response.status_code}")
-                    for event in parse_sse(response.iter_lines()):
-                        if event.event == "reconnect":
-                            break
-                        if event.event == "epoch" and event.id is not None:
-                            last = int(event.id)
-                        yield event
-                        if event.event == "status":
-                            return
+                        if response.status_code not in RETRY_STATUSES or failures >= client.retries:
+                            raise error_from_response(response)
+                        failures += 1
+                        retry_after = response.headers.get("retry-after")
+                    else:
+                        reopen_now = False
+                        for event in parse_sse(response.iter_lines(), retry_ms.append):
+                            quiet = failures = 0
+                            if event.event == "reconnect":
+                                reopen_now = True
+                                break
+                            if event.event == "epoch" and event.id is not None:
+                                last = int(event.id)
+                            yield event
+                            if event.event == "status":
+                                return
+                        if reopen_now:
+                            continue
             except (*RETRY_ERRORS, httpx.ReadTimeout):
-                time.sleep(0.5)
-        raise RuntimeError(f"the event stream of job {self.id} kept ending without its status")
+                if failures >= client.retries:
+                    raise
+                failures += 1
+            # The server's reconnection time is the least wait; it doubles while nothing comes.
+            floor = retry_ms[-1] / 1000 if retry_ms else 0.0
+            time.sleep(max(floor, backoff_delay(floor or client.backoff, quiet, retry_after)))
+            quiet += 1
+        raise EventStreamError(self.id, quiet)
 
     def _status_summary(self) -> dict[str, Any]:
         self.refresh()

@@ -283,6 +283,16 @@ def test_the_dataset_sha256_filter_sees_only_the_callers_project(world: World) -
                              headers=world.auth((project, "viewer")))  # fmt: skip
         assert r.status_code == 200, r.text
         assert [d["id"] for d in r.json()["items"]] == [world.ids[project]["dataset_id"]]
+    # An admin sees every project's datasets, but looks up bytes to reuse only in its own:
+    # its jobs could not read another project's.
+    admin = world.auth(("alpha", "admin"))
+    listed = {d["id"] for d in world.client.get("/v1/datasets?limit=100",
+                                                 headers=admin).json()["items"]}  # fmt: skip
+    assert {world.ids[p]["dataset_id"] for p in PROJECTS} <= listed
+    r = world.client.get(f"/v1/datasets?sha256={digest}", headers=admin)
+    assert r.status_code == 200, r.text
+    assert [d["id"] for d in r.json()["items"]] == [world.ids["alpha"]["dataset_id"]]
+    assert r.json()["total"] == 1
 
 
 def test_the_predict_protocols_hold_keys_roles_and_projects(world: World) -> None:

@@ -133,7 +133,8 @@ def list_datasets(
         Query(
             pattern=SHA256,
             description="Only datasets whose uploaded bytes have this sha256 (64 lowercase hex "
-            "digits): how a client avoids uploading the same file twice",
+            "digits), of the caller's own project even for an admin key: how a client avoids "
+            "uploading the same file twice",
         ),
     ] = None,
 ) -> DatasetList:

@@ -14,7 +14,14 @@ from typer.core import TyperGroup
 from fitapi import __version__
 from fitapi.cli import datasets, jobs, models, render, training
 from fitapi.cli.state import ExitCode, Output, State
-from fitapi.errors import ApiError
+from fitapi.errors import ApiError, EventStreamError, FitapiError, JobCancelled, JobFailed
+
+# The client's other errors: their exit code and the `type` of the JSON document's detail.
+OTHER_ERRORS: dict[type[FitapiError], tuple[ExitCode, str]] = {
+    JobFailed: (ExitCode.JOB_FAILED, "job_failed"),
+    JobCancelled: (ExitCode.JOB_CANCELLED, "job_cancelled"),
+    EventStreamError: (ExitCode.EVENTS_LOST, "event_stream_ended"),
+}
 
 
 class Root(TyperGroup):
@@ -35,6 +42,13 @@ class Root(TyperGroup):
                 [f"error: no answer from {url}: {exc}"],
                 {"status": None, "detail": detail},
             )
+        except FitapiError as exc:
+            code, kind = next(
+                (v for t, v in OTHER_ERRORS.items() if isinstance(exc, t)),
+                (ExitCode.INTERNAL, "client_error"),
+            )
+            detail = [{"loc": [], "msg": str(exc), "type": kind}]
+            fail(ctx, code, [f"error: {exc}"], {"status": None, "detail": detail})
 
 
 def fail(ctx: Any, code: ExitCode, lines: list[str], document: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
     JOB_CANCELLED = 3  # the job ended `cancelled`
     API_ERROR = 4  # the server refused the request (4xx, or 5xx after retries)
     UNREACHABLE = 5  # no answer from the server (after retries)
+    EVENTS_LOST = 6  # a followed job's event stream kept ending early; the job goes on
     INTERNAL = 70  # a bug in the command line itself
     INTERRUPTED = 130  # Ctrl-C: a followed job keeps running
 
