@@ -21,24 +21,74 @@ _ORIGIN = re.compile(r"https?://[^/?#\s]+")
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
-    data_dir: Path = Field(default=Path("data"), description="Embedded database and artifacts")
-    database_url: str | None = None
-    redis_url: str | None = None
-    artifact_dir: Path | None = Field(default=None, description="Defaults to DATA_DIR/artifacts")
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Folder (relative to the working directory, or absolute) of the "
+        "embedded SQLite database (`fitapi.db`) and, unless ARTIFACT_DIR is set, of the artifacts",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the database (`postgresql+psycopg://...` in production); "
+        "unset: the SQLite file DATA_DIR/fitapi.db",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Celery broker (`redis://host:6379/0`): jobs go to Celery workers; unset: "
+        "jobs run in the API process's in-process executor",
+    )
+    artifact_dir: Path | None = Field(
+        default=None,
+        description="Datasets, job inputs, weights and checkpoints: one folder shared by the API "
+        "and every worker; unset: DATA_DIR/artifacts",
+    )
 
     # Celery
-    celery_queue: str = "fitapi"
-    celery_visibility_timeout_s: int = 3600
+    celery_queue: str = Field(
+        default="fitapi",
+        description="Celery queue the API sends jobs to and workers read (GPU and CPU workers "
+        "can take different queues)",
+    )
+    celery_visibility_timeout_s: int = Field(
+        default=3600,
+        description="Seconds Redis holds a delivered, unacknowledged message before it hands it "
+        "to another worker (Celery's visibility_timeout); a second delivery of a job that runs "
+        "claims nothing and is dropped",
+    )
 
     # Jobs
-    device: str = "auto"
-    job_lease_s: float = 30.0
-    job_heartbeat_s: float = 1.0
-    job_max_attempts: int = 3
+    device: str = Field(
+        default="auto",
+        description="Where workers train and the API evaluates and predicts (a torch device "
+        "such as `cpu` or `cuda:0`); `auto`: CUDA when present, else the CPU",
+    )
+    job_lease_s: float = Field(
+        default=30.0,
+        description="Seconds a worker's claim on a job lasts without renewal; a job whose lease "
+        "expired is resumed by another worker from its last checkpoint",
+    )
+    job_heartbeat_s: float = Field(
+        default=1.0,
+        description="Seconds between two renewals of a running job's lease; also how soon a "
+        "cancel reaches the fit",
+    )
+    job_max_attempts: int = Field(
+        default=3,
+        description="Claims a job may have; after that many, a job whose worker was lost fails "
+        "with WorkerLost",
+    )
     # A job whose message nobody claimed for this long: a lease-expired one fails (WorkerLost:
     # no worker took it), a queued one gets its message sent again (a broker may lose one).
-    job_orphaned_after_s: float = Field(default=600.0, gt=0)
-    reaper_interval_s: float = 10.0
+    job_orphaned_after_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds after which a job whose lease expired and that no worker takes "
+        "fails with WorkerLost, and a queued job's unclaimed message is sent again",
+    )
+    reaper_interval_s: float = Field(
+        default=10.0,
+        description="Seconds between two passes of the reaper (in every API process), which "
+        "sends messages to waiting and lease-expired jobs",
+    )
     sweep_interval_s: float = Field(
         default=900.0, ge=0, description="Seconds between two sweeps of the artifact store for "
         "files no row references, run by the reaper (0: never)",
@@ -46,22 +96,43 @@ class Settings(BaseSettings):
     # Above the longest gap between an artifact's last write and the commit of its row (a
     # predict's outputs are hashed in between), and above a synchronous request's deadline.
     sweep_grace_s: float = Field(
-        default=3600.0, ge=60, description="Age (since its last write) past which an "
-        "unreferenced artifact file is swept",
+        default=3600.0, ge=60, description="Seconds since its last write past which "
+        "an unreferenced artifact file is swept",
     )  # fmt: skip
-    checkpoint_every_s: float = 30.0
+    checkpoint_every_s: float = Field(
+        default=30.0,
+        description="Seconds between two periodic checkpoints while a job trains (one is "
+        "always written at the end)",
+    )
     checkpoint_keep: int = Field(
         default=0, ge=0,
-        description="Periodic checkpoints kept per job, the newest (0 keeps every one); "
-        "ModelCheckpoint saves and the final checkpoint are always kept",
+        description="Periodic checkpoints kept per job, the newest (0 keeps every one); older "
+        "ones are unregistered, then their files deleted. ModelCheckpoint saves, the final "
+        "checkpoint and the periodic one that `best` names are always kept",
     )  # fmt: skip
-    local_workers: int = 1
-    migrate_on_start: bool | None = None  # default: only for the embedded SQLite database
+    local_workers: int = Field(
+        default=1, description="Threads of the in-process executor (without REDIS_URL)"
+    )
+    migrate_on_start: bool | None = Field(
+        default=None,
+        description="Run `alembic upgrade head` as the API starts; unset: only on the embedded "
+        "SQLite database",
+    )
 
     # Streams
-    events_poll_s: float = 0.2
-    events_keepalive_s: float = 15.0
-    events_max_s: float = 300.0
+    events_poll_s: float = Field(
+        default=0.2, description="Seconds between two looks of an event stream for new rows"
+    )
+    events_keepalive_s: float = Field(
+        default=15.0,
+        description="Seconds of silence after which an event stream sends a keep-alive comment, "
+        "so proxies do not close it",
+    )
+    events_max_s: float = Field(
+        default=300.0,
+        description="Seconds one event stream lasts; it then ends with a `reconnect` event and "
+        "the client reconnects with Last-Event-ID",
+    )
     events_progress_s: float = Field(
         default=0.25, ge=0, description="Least seconds between two per-batch progress events"
     )
@@ -69,7 +140,11 @@ class Settings(BaseSettings):
     # Authentication and quotas. Authentication is on when AUTH_REQUIRED is true or once any
     # API key has been created; with neither, the server runs single-user (one implicit admin
     # on the `default` project).
-    auth_required: bool = False
+    auth_required: bool = Field(
+        default=False,
+        description="Require an API key even before one exists (true in the image and the "
+        "compose file); false: single-user until the first key is created",
+    )
     quota_models: int = Field(default=1000, ge=0, description="Models per project")
     quota_queued_jobs: int = Field(
         default=100, ge=0, description="Queued jobs per project (429 beyond)"
@@ -79,7 +154,7 @@ class Settings(BaseSettings):
     )
     quota_stored_bytes: int = Field(
         default=100 << 30, ge=0,
-        description="Datasets, uploaded weights and checkpoints per project",
+        description="Bytes of datasets, weights files, job inputs and checkpoints per project",
     )  # fmt: skip
     quota_requests_per_s: float = Field(
         default=100.0, ge=0, description="Sustained requests per second per project and API "
@@ -90,18 +165,30 @@ class Settings(BaseSettings):
     )
 
     # Limits
-    max_request_bytes: int = 64 * 1024 * 1024
+    max_request_bytes: int = Field(
+        default=64 * 1024 * 1024, description="Largest request body (413 beyond)"
+    )
     dataset_max_bytes: int = Field(
-        default=20 << 30, ge=1, description="One dataset upload (413 beyond), apart from the "
-        "request body limit",
+        default=20 << 30, ge=1, description="Bytes of one dataset upload (413 beyond, sent "
+        "while the body streams in), apart from the request body limit",
     )  # fmt: skip
     predict_sync_max_rows: int = Field(
         default=10_000, ge=1, description="A predict or evaluate over more rows runs as a job",
     )  # fmt: skip
-    model_cache_size: int = 16
-    model_max_params: int = Field(default=50_000_000, ge=1, description="Weights in one model")
+    model_cache_size: int = Field(
+        default=16,
+        description="Built models, with their weights loaded, that each process keeps for "
+        "evaluate and predict (least recently used go first)",
+    )
+    model_max_params: int = Field(
+        default=50_000_000,
+        ge=1,
+        description="Weights in one model, checked by a dry run before any is allocated",
+    )
     model_max_layers: int = Field(default=1000, ge=1, description="Layers, nested ones included")
-    model_max_depth: int = Field(default=8, ge=1, description="Nesting of wrapper layers")
+    model_max_depth: int = Field(
+        default=8, ge=1, description="Layers inside layers (wrappers, nested models)"
+    )
     model_max_tensor_elements: int = Field(
         default=1 << 26, ge=1, description="Elements of one sample's tensor anywhere in a model"
     )
@@ -112,8 +199,9 @@ class Settings(BaseSettings):
     # on one sample, and more of it goes to a job.
     sync_max_cost: int = Field(
         default=1 << 27, ge=1, description="Rows x estimated elements per sample that one "
-        "synchronous request may cost in the API process: predict and evaluate past it run as "
-        "a job (202); the *_on_batch routes, adapt, compile and a fit's checks are refused (413)",
+        "synchronous request may cost in the API process (2^27: 512 MiB of float32): predict "
+        "and evaluate past it run as a job (202); the *_on_batch routes, adapt, compile and a "
+        "fit's checks are refused (413)",
     )  # fmt: skip
     sync_deadline_s: float = Field(
         default=30.0, gt=0, description="Seconds a synchronous predict or evaluate may run; "
@@ -122,7 +210,10 @@ class Settings(BaseSettings):
     # Each epoch is a durable row, a stream event and, with callbacks, a checkpoint: 10,000 is
     # more than early-stopped fits ask for, and bounds what one job writes.
     job_max_epochs: int = Field(
-        default=10_000, ge=1, description="Epochs of one fit job (422 naming epochs beyond)"
+        default=10_000,
+        ge=1,
+        description="Epochs of one fit job or resume (422 naming epochs beyond): each is a "
+        "durable row and a stream event",
     )
     job_max_steps: int = Field(
         default=10_000_000, ge=1, description="Epochs x steps per epoch of one fit job (422 "
@@ -132,10 +223,11 @@ class Settings(BaseSettings):
     # from the terabytes a hostile batch_size could ask for.
     job_max_batch_cost: int = Field(
         default=1 << 32, ge=1, description="Batch size x estimated elements per sample of one "
-        "batch of a fit, predict or evaluate job (422 naming batch_size beyond)",
+        "batch of a fit, predict or evaluate job (2^32: 16 GiB of float32; 422 naming batch_size "
+        "beyond)",
     )  # fmt: skip
 
-    # Operations: probes, metrics and logs (README, "Operating it").
+    # Operations: probes, metrics and logs (docs/operations.md).
     log_format: Literal["text", "json"] = Field(
         default="text", description="`text` lines, or one JSON object per line with the "
         "request id, job id, attempt and worker where known",
@@ -168,18 +260,18 @@ class Settings(BaseSettings):
         default=5.0, gt=0, le=60, description="Seconds one delivery's POST may take"
     )
     webhook_retry_base_s: float = Field(
-        default=10.0, gt=0, description="Wait after the first failed try; doubled after each "
-        "further one, up to WEBHOOK_RETRY_MAX_S",
+        default=10.0, gt=0, description="Seconds to wait after a delivery's first failed "
+        "try; doubled after each further one, up to WEBHOOK_RETRY_MAX_S",
     )  # fmt: skip
     webhook_retry_max_s: float = Field(
-        default=3600.0, gt=0, description="Longest wait between two tries of a delivery"
+        default=3600.0, gt=0, description="Longest wait, in seconds, between two tries"
     )
     webhook_poll_s: float = Field(
-        default=1.0, gt=0, description="How often the sender looks for deliveries that are due"
+        default=1.0, gt=0, description="Seconds between two looks for due deliveries"
     )
     webhook_keep_s: float = Field(
         default=7 * 86400.0, gt=0, description="Seconds a delivered or given-up delivery is "
-        "kept (listed under its webhook) before the sender prunes it",
+        "kept (listed under its webhook) before the sender prunes it; pending ones stay",
     )  # fmt: skip
     # Private, loopback, link-local and reserved addresses are where a server's internal
     # services live (a cloud's metadata endpoint, a database port): a tenant must not make the
@@ -187,8 +279,8 @@ class Settings(BaseSettings):
     # serves one local user whose receiver is typically on the same machine (SQLite is one
     # machine's database by construction).
     webhook_allow_private: bool | None = Field(
-        default=None, description="Whether webhook URLs may reach private, loopback or "
-        "link-local addresses; unset: only in the embedded mode (SQLite)",
+        default=None, description="Whether webhook URLs may reach private, loopback, "
+        "link-local or other non-public addresses; unset: only in the embedded mode (SQLite)",
     )  # fmt: skip
 
     # Idempotent retries (app.api.idempotency): a POST under /v1 with an Idempotency-Key.
