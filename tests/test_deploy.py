@@ -1,5 +1,5 @@
 """The container files. Without a Docker engine: the compose files parse, have the services the
-README describes, set only settings that exist, run commands and modules that exist, keep
+docs describe, set only settings that exist, run commands and modules that exist, keep
 credentials out of the files, give every long-running service a restart policy and a health
 check, and reserve GPUs only in the GPU override; the image installs its dependencies before it
 copies the code. Where Docker Compose is installed, `docker compose config` accepts both files;

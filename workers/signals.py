@@ -3,10 +3,10 @@ handler and LOG_FORMAT rather than Celery's, so records carry the job id, attemp
 its metrics port.
 
 Metrics are per process: each process that runs fits serves its own on a port. With
-`--pool=solo` (one job at a time per process, as the README runs workers) or `--pool=threads`,
-that is the worker's process, on METRICS_PORT. A prefork pool runs jobs in child processes:
-child i serves METRICS_PORT + 1 + i (its index in the pool, reused by its replacement), which
-spares Prometheus's multiprocess mode and its shared files."""
+`--pool=solo` (one job at a time per process, as docs/operations.md runs workers) or
+`--pool=threads`, that is the worker's process, on METRICS_PORT. A prefork pool runs jobs in
+child processes: child i serves METRICS_PORT + 1 + i (its index in the pool, reused by its
+replacement), which spares Prometheus's multiprocess mode and its shared files."""
 
 from __future__ import annotations
 

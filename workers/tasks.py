@@ -31,8 +31,8 @@ def context() -> AppContext:
 @worker_shutting_down.connect
 def _stop_fits(**_: Any) -> None:
     """A warm shutdown (SIGTERM): running fits stop between batches and give their jobs back,
-    so another worker resumes them now (README, "Shutdowns"). Seen by the process that runs
-    the fits with --pool=solo or --pool=threads, as the README runs workers."""
+    so another worker resumes them now (docs/operations.md, "Shutdowns"). Seen by the process
+    that runs the fits with --pool=solo or --pool=threads, as docs/operations.md runs workers."""
     if context.cache_info().currsize:
         context().stopping.set()
 

@@ -1,5 +1,5 @@
-"""Failure classes of a job attempt, and what each does (README, "Failures, and what each does
-to a job"):
+"""Failure classes of a job attempt, and what each does (docs/operations.md, "Failures, and what
+each does to a job"):
 
 - transient: the database dropped the connection or refused a serialization, the broker
   hiccuped, the disk is full, read-only or failing. Retried in place with bounded backoff

@@ -23,6 +23,7 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def verify(secret: str, timestamp: int, body: bytes, header: str) -> bool:
-    """What a receiver does (the README shows it); kept here so the tests check the same."""
+    """What a receiver does (docs/operations.md, "Webhooks", shows it); kept here so the tests
+    check the same."""
     expected = signature(secret, timestamp, body)
     return any(hmac.compare_digest(expected, part.strip()) for part in header.split(","))

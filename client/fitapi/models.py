@@ -204,7 +204,7 @@ class Model:
 
         data = self._client.request("GET", f"/v1/models/{self.id}/model.keras").content
         with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
-            # The export holds no optimizer state yet (the README says so): not worth a warning.
+            # The export holds no optimizer state yet (docs/api.md says so): not worth a warning.
             warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
             path = Path(folder) / "model.keras"
             path.write_bytes(data)
