@@ -29,8 +29,8 @@ from app.engine.inference import model_inputs, predict_batches, resolve_device
 from app.engine.models import Model
 from app.engine.trainer import Trainer
 from app.jobs import repository as repo
+from app.jobs.heartbeat import Heartbeat
 from app.jobs.inputs import read_inputs
-from app.jobs.recorder import Heartbeat
 from app.models import repository as models_repo
 from app.models.loading import build_model, load_weights
 from app.runtime.context import AppContext

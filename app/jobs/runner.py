@@ -22,6 +22,7 @@ from app.db.session import unit_of_work
 from app.engine import callbacks as engine_callbacks
 from app.engine import training_state
 from app.engine.adapt import adapt_before_fit
+from app.engine.callbacks import ModelCheckpoint
 from app.engine.compile import CompileSpec
 from app.engine.data import XY
 from app.engine.errors import EngineError, TrainingInterrupted
@@ -30,19 +31,20 @@ from app.engine.inference import resolve_device
 from app.engine.trainer import Trainer
 from app.jobs import failures
 from app.jobs import repository as repo
-from app.jobs.dispatch import dispatch, dispatch_if_none_pending
-from app.jobs.failures import CheckpointMissing, is_transient, retried
-from app.jobs.inference_runner import run_inference
-from app.jobs.inputs import read_inputs
-from app.jobs.recorder import (
-    CANCELLED,
-    LOST,
-    STOPPING,
-    Heartbeat,
-    Recorder,
+from app.jobs.callbacks import (
+    AttemptContext,
+    CancellationCheck,
+    CheckpointSaver,
+    EpochLogSink,
+    ProgressPublisher,
     unsaved_copy,
     write_checkpoint,
 )
+from app.jobs.dispatch import dispatch, dispatch_if_none_pending
+from app.jobs.failures import CheckpointMissing, is_transient, retried
+from app.jobs.heartbeat import CANCELLED, LOST, STOPPING, Heartbeat
+from app.jobs.inference_runner import run_inference
+from app.jobs.inputs import read_inputs
 from app.models import repository as models_repo
 from app.models.loading import build_model, model_tensors, read_checkpoint
 from app.models.weights_files import discard, replaced_file
@@ -274,8 +276,16 @@ def _train(ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbea
     ]
     static_meta = {"model_config": model_row.config, "seed": model_row.seed,
                    "compile_config": job.request["compile"], "job_id": str(job_id)}  # fmt: skip
-    recorder = Recorder(ctx, job_id, attempt, heartbeat, static_meta)
-    recorder.watch(callbacks, epochs=args.epochs)
+    # After the job's own callbacks, so they see what those added to the logs; a save of the
+    # job's ModelCheckpoint callbacks is written in CheckpointSaver's hook, after its epoch row.
+    this = AttemptContext(ctx, job_id, attempt)
+    epoch_log = EpochLogSink(this)
+    saver = CheckpointSaver(
+        this, static_meta=static_meta, epochs=args.epochs, flush_epochs=epoch_log.flush,
+        model_checkpoints=[cb for cb in callbacks if isinstance(cb, ModelCheckpoint)],
+    )  # fmt: skip
+    progress = ProgressPublisher(this, epochs=args.epochs)
+    attempt_callbacks = [epoch_log, saver, progress, CancellationCheck(heartbeat, epoch_log)]
     n_in, n_out = len(model.input_names), len(model.output_names)
     train = XY.from_arrays(arrays, n_in, n_out)
     validation = XY.from_arrays(arrays, n_in, n_out, "val_")
@@ -288,25 +298,25 @@ def _train(ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbea
         # Also when the checkpoint is the last epoch's: the fit then runs no epoch but still
         # ends as the uninterrupted one did (EarlyStopping's best weights, the EMA overwrite).
         trainer.prepare_arrays(train)
-        plan = FitPlan(args, train, validation, [*callbacks, recorder])
+        plan = FitPlan(args, train, validation, [*callbacks, *attempt_callbacks])
         trainer.run_fit(plan)
-        recorder.writer.flush()  # every epoch row is committed before the job can succeed
+        epoch_log.flush()  # every epoch row is committed before the job can succeed
     except (TrainingInterrupted, EngineError):
         # Keep what was logged before a cancel, or before the epoch a fit failed at (a
         # schedule that ReduceLROnPlateau cannot lower): those rows are committed first.
-        recorder.writer.queue.join()
+        epoch_log.drain()
         raise
     finally:
-        recorder.writer.close()
+        epoch_log.close()
     # A resumed attempt that had no epoch left ends from its checkpoint's state.
-    end = recorder.end_state if recorder.end_state is not None else resumed_from
+    end = saver.end_state if saver.end_state is not None else resumed_from
     tensors, meta = training_state.with_resume_point(*trainer.state(), end)
-    final_logs = retried(lambda: recorder_logs(ctx, job_id), what=f"reading job {job_id}'s logs")
+    final_logs = retried(lambda: last_logs(ctx, job_id), what=f"reading job {job_id}'s logs")
     key_epoch = max(trainer.epoch, args.initial_epoch - 1)
     ckpt = retried(lambda: write_checkpoint(
         ctx, job_id=job_id, attempt=attempt, epoch=key_epoch, logs=final_logs,
         tensors=tensors, meta={**static_meta, **meta, "final": True},
-        selection=recorder.selection,
+        selection=saver.selection,
     ), what=f"writing job {job_id}'s final checkpoint")  # fmt: skip
     _commit_final(ctx, job, attempt, ckpt)
 
@@ -349,7 +359,7 @@ def _commit_final(ctx: AppContext, job: JobRow, attempt: int, ckpt: CheckpointRo
     discard(ctx, replaced)
 
 
-def recorder_logs(ctx: AppContext, job_id: uuid.UUID) -> dict[str, float | None]:
+def last_logs(ctx: AppContext, job_id: uuid.UUID) -> dict[str, float | None]:
     with unit_of_work(ctx.sessions) as session:
         rows = repo.epoch_logs(session, job_id=job_id, after=-1)
         return dict(rows[-1].logs) if rows else {}

@@ -127,7 +127,7 @@ def test_reduce_lr_on_plateau_accepts_a_schedule_at_plan_time() -> None:
 def test_model_checkpoint_calls_its_sink_instead_of_keeping_weights() -> None:
     calls: list[tuple[int, dict[str, float], int | None]] = []
     cb = ModelCheckpoint(monitor="loss", save_freq=3)
-    cb.sink = lambda epoch, logs, batch: calls.append((epoch, dict(logs), batch))
+    cb.set_sink(lambda epoch, logs, batch: calls.append((epoch, dict(logs), batch)))
     _trainer().fit(X, Y, args=FitArgs(batch_size=2, epochs=2, shuffle=False), callbacks=[cb])
     assert [(e, b) for e, _, b in calls] == [(0, 2), (1, 0), (1, 3)] == cb.saves
     assert all(set(logs) == {"loss", "mae"} for _, logs, _ in calls)

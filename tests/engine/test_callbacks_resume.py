@@ -56,7 +56,7 @@ def _callbacks() -> list[Callback]:
 
 class Capture(Callback):
     """Last in the list: takes the checkpoint (through its bytes) at every epoch end, after the
-    other callbacks' on_epoch_end, as the job's recorder does; records their counters too."""
+    other callbacks' on_epoch_end, as the job's CheckpointSaver does; records their counters too."""
 
     def __init__(self) -> None:
         self.states: dict[int, tuple[dict[str, torch.Tensor], dict[str, Any]]] = {}

@@ -19,7 +19,7 @@ from app.db.session import unit_of_work
 from app.engine import checkpoint
 from app.jobs import repository as repo
 from app.jobs import service
-from app.jobs.recorder import Recorder
+from app.jobs.callbacks import EpochLogSink
 from app.jobs.resume import resume_job
 from app.jobs.runner import run_fit_job
 from app.jobs.schemas import FitRequest, ResumeRequest
@@ -50,15 +50,15 @@ def _job(
     body = scenario.fit_body(epochs=epochs, callbacks=callbacks, seed=5)
     job = service.submit_fit(ctx, scope=SYSTEM, model_id=model.id, body=FitRequest(**body))
     if interrupt_after is not None:
-        original = Recorder.on_epoch_end
+        original = EpochLogSink.on_epoch_end
 
-        def leave_after(self: Recorder, epoch: int, logs: Any = None) -> None:
+        def leave_after(self: EpochLogSink, epoch: int, logs: Any = None) -> None:
             if epoch == interrupt_after:
-                ctx.stopping.set()  # the recorder checkpoints this epoch, then stops the fit
+                ctx.stopping.set()  # the job checkpoints this epoch, then stops the fit
             original(self, epoch, logs)
 
         with monkeypatch.context() as patch:
-            patch.setattr(Recorder, "on_epoch_end", leave_after)
+            patch.setattr(EpochLogSink, "on_epoch_end", leave_after)
             run_fit_job(ctx, job.id)
         ctx.stopping.clear()
         left, rows = service.get_job(ctx, scope=SYSTEM, job_id=job.id)

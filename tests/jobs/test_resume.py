@@ -19,8 +19,9 @@ from app.db.base import utcnow
 from app.db.models import JobRow
 from app.db.scope import SYSTEM
 from app.db.session import unit_of_work
-from app.jobs import recorder, service
 from app.jobs import repository as repo
+from app.jobs import service
+from app.jobs.callbacks import CancellationCheck
 from app.jobs.resume import resume_job
 from app.jobs.runner import run_fit_job
 from app.jobs.schemas import FitRequest, ResumeRequest
@@ -119,20 +120,20 @@ def test_fit_to_k_then_resume_to_n_is_the_uninterrupted_fit(
 
 @contextmanager
 def _after_epoch(epoch: int, act: Callable[[Any], None]) -> Iterator[None]:
-    """Run `act(recorder)` as the job's Recorder reaches the end of `epoch` (before it checks
-    for a cancel or a shutdown): an interruption at a known point, without timing."""
-    original = recorder.Recorder.on_epoch_end
+    """Run `act(check)` as the job's CancellationCheck reaches the end of `epoch` (before it
+    checks for a cancel or a shutdown): an interruption at a known point, without timing."""
+    original = CancellationCheck.on_epoch_end
 
     def on_epoch_end(self: Any, at: int, logs: Any = None) -> None:
         if at == epoch:
             act(self)
         original(self, at, logs)
 
-    recorder.Recorder.on_epoch_end = on_epoch_end  # type: ignore[method-assign]
+    CancellationCheck.on_epoch_end = on_epoch_end  # type: ignore[method-assign]
     try:
         yield
     finally:
-        recorder.Recorder.on_epoch_end = original  # type: ignore[method-assign]
+        CancellationCheck.on_epoch_end = original  # type: ignore[method-assign]
 
 
 def test_resume_a_cancelled_job_from_its_latest_checkpoint(pg_ctx: Any, straight: Any) -> None:
@@ -140,9 +141,9 @@ def test_resume_a_cancelled_job_from_its_latest_checkpoint(pg_ctx: Any, straight
     model_id = _model(pg_ctx)
     job = service.submit_fit(pg_ctx, scope=SYSTEM, model_id=model_id, body=_body(10_000))
 
-    def cancel(rec: Any) -> None:
+    def cancel(check: Any) -> None:
         service.cancel_job(pg_ctx, scope=SYSTEM, job_id=job.id)
-        rec.heartbeat.beat()  # the worker sees the flag now, not at its next heartbeat
+        check.heartbeat.beat()  # the worker sees the flag now, not at its next heartbeat
 
     with _after_epoch(2, cancel):
         run_fit_job(pg_ctx, job.id)

@@ -1,7 +1,8 @@
 """ModelCheckpoint: when to save, by Keras 3's rules (every epoch or every `save_freq`
 batches, counted across epochs; with `save_best_only`, only on a strict improvement of
-`monitor`). Where to save is not its business: it calls `sink(epoch, logs, batch)` (the service
-stores the checkpoint), or, without a sink, keeps the last saved weights in memory."""
+`monitor`). Where to save is not its business: given a sink (`set_sink`), it calls
+`sink(epoch, logs, batch)` and the sink's owner stores the checkpoint; without one, it keeps the
+last saved weights in memory."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class ModelCheckpoint(MonitorCallback):
         self.save_freq, self.initial_value_threshold = save_freq, initial_value_threshold
         # As in Keras, the best value is not reset between fits.
         self.best: float | None = initial_value_threshold
-        self.sink: Sink | None = None
+        self._sink: Sink | None = None
         self.saves: list[tuple[int, int | None]] = []  # (epoch, batch or None) of each save
         self.last_saved: dict[str, torch.Tensor] | None = None
         self._epoch = 0
@@ -80,6 +81,11 @@ class ModelCheckpoint(MonitorCallback):
             "mode": self.mode, "save_freq": self.save_freq,
             "initial_value_threshold": self.initial_value_threshold,
         }  # fmt: skip
+
+    def set_sink(self, sink: Sink | None) -> None:
+        """Where each save goes: `sink(epoch, logs, batch)` is called instead of keeping the
+        weights in memory (None: back to keeping them)."""
+        self._sink = sink
 
     @property
     def batch_level(self) -> bool:
@@ -143,8 +149,8 @@ class ModelCheckpoint(MonitorCallback):
                     return
                 self.best = current
         self.saves.append((epoch, batch))
-        if self.sink is not None:
-            self.sink(epoch, logs, batch)
+        if self._sink is not None:
+            self._sink(epoch, logs, batch)
         else:
             self.last_saved = self.trainer.snapshot_weights()
 
