@@ -119,10 +119,13 @@ def keras_drift(
         same = (x == y) | (np.isnan(x) & np.isnan(y))  # a NaN both runs reach is no drift
         with np.errstate(invalid="ignore"):  # inf - inf where both runs overflowed
             d = float(np.where(same, 0.0, np.abs(x - y)).max())
-        # A one-ulp start moves a fit by roundoff, not by per mille: a larger change means the
-        # two runs differ in more than their weights (an unseeded layer, a changed order).
+        # A one-ulp start moves a fit by amplified roundoff, not by percents: a larger change
+        # means the two runs differ in more than their weights (an unseeded layer, a changed
+        # order). Amplified roundoff reaches per mille: the first scenario's 32 Adam(0.1) steps
+        # moved a weight by 1.4e-3, and its accuracy by one sample of 500 (2e-3), from a one-ulp
+        # start (from some of its random initial weights, not from most).
         scale = max(1.0, float(np.nanmax(np.abs(x), initial=0.0)))
-        assert d <= 1e-3 * scale, f"Keras's runs differ by {d:.3g}"
+        assert d <= 1e-2 * scale, f"Keras's runs differ by {d:.3g}"
         return d
 
     if isinstance(a, Mapping):
