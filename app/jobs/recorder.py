@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 
 from app.db.models import CheckpointRow
 from app.db.session import unit_of_work
-from app.engine import checkpoint
 from app.engine.callbacks import Callback, Logs, ModelCheckpoint, ProgressReporter
-from app.engine.errors import TrainingInterrupted
+from app.engine.config.errors import TrainingInterrupted
+from app.engine.training import checkpoint
 from app.jobs import repository as repo
 from app.jobs.failures import retried
 from app.runtime import metrics
@@ -32,7 +32,7 @@ from app.runtime.progress import Publisher
 from app.runtime.storage import checkpoint_key
 
 if TYPE_CHECKING:
-    from app.engine.trainer import Trainer
+    from app.engine.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
