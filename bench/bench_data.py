@@ -31,10 +31,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from app.engine.compile import CompileSpec
-from app.engine.fit_args import FitArgs
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.models.model import Model
+from app.engine.training.compile import CompileSpec
+from app.engine.training.fit_args import FitArgs
+from app.engine.training.trainer import Trainer
 from tests.e2e.harness import Process, start_api, start_worker
 
 ROWS, FEATURES, CLASSES, BATCH, EPOCHS = 60_000, 784, 10, 128, 2

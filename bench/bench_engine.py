@@ -14,10 +14,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from app.engine.compile import CompileSpec
-from app.engine.fit_args import FitArgs
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.models.model import Model
+from app.engine.training.compile import CompileSpec
+from app.engine.training.fit_args import FitArgs
+from app.engine.training.trainer import Trainer
 from tests.support import scenario
 
 

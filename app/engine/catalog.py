@@ -1,19 +1,20 @@
-"""What the engine supports, read from its registries: the README's list is generated from this
-(`python -m app.engine.catalog`), and a test keeps the two equal."""
+"""What the engine supports, read from its registries: the list in app/engine/README.md is generated
+from this (`python -m app.engine.catalog`), and a test keeps the two equal."""
 
 from __future__ import annotations
 
-from app.engine.activations import ACTIVATIONS
 from app.engine.callbacks import CALLBACKS
-from app.engine.constraints import CONSTRAINTS
-from app.engine.initializers import initializer_names
+from app.engine.config.registry import Registry
 from app.engine.layers import LAYERS
+from app.engine.layers.activations import ACTIVATIONS
 from app.engine.losses import LOSSES
 from app.engine.metrics import METRICS
+from app.engine.models import nested  # noqa: F401  (registers Sequential/Functional as layers)
 from app.engine.optimizers import OPTIMIZERS
-from app.engine.registry import Registry
-from app.engine.regularizers import REGULARIZERS
-from app.engine.schedules import SCHEDULES
+from app.engine.optimizers.schedules import SCHEDULES
+from app.engine.weights.constraints import CONSTRAINTS
+from app.engine.weights.initializers import initializer_names
+from app.engine.weights.regularizers import REGULARIZERS
 
 START = "<!-- catalog:start -->"
 END = "<!-- catalog:end -->"

@@ -20,12 +20,12 @@ from app.datasets.refs import Resolver
 from app.db.models import JobRow, ModelRow
 from app.db.scope import Scope
 from app.db.session import unit_of_work
-from app.engine.data import XY
-from app.engine.errors import EngineError
-from app.engine.fit_args import DEFAULT_BATCH_SIZE
-from app.engine.inference import model_inputs, resolve_device
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.arrays.checks import XY
+from app.engine.config.errors import EngineError
+from app.engine.models.model import Model
+from app.engine.training.fit_args import DEFAULT_BATCH_SIZE
+from app.engine.training.inference import model_inputs, resolve_device
+from app.engine.training.trainer import Trainer
 from app.jobs import repository as repo
 from app.jobs.service import dispatch, inputs_until_committed, link_datasets, store_inputs
 from app.models import repository as models_repo

@@ -22,12 +22,12 @@ from app.datasets.service import array_record
 from app.db.models import DatasetRow, JobRow, JobStatus
 from app.db.scope import SYSTEM
 from app.db.session import unit_of_work
-from app.engine.compile import CompileSpec
-from app.engine.data import XY
-from app.engine.errors import DataError, TrainingInterrupted
-from app.engine.inference import model_inputs, predict_batches, resolve_device
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.arrays.checks import XY
+from app.engine.config.errors import DataError, TrainingInterrupted
+from app.engine.models.model import Model
+from app.engine.training.compile import CompileSpec
+from app.engine.training.inference import model_inputs, predict_batches, resolve_device
+from app.engine.training.trainer import Trainer
 from app.jobs import repository as repo
 from app.jobs.heartbeat import Heartbeat
 from app.jobs.inputs import read_inputs

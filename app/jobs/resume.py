@@ -25,7 +25,7 @@ from app.core.errors import Conflict, InvalidInput, NotFound
 from app.db.models import CheckpointRow, JobRow, JobStatus
 from app.db.scope import Scope
 from app.db.session import unit_of_work
-from app.engine.fit_args import DEFAULT_BATCH_SIZE
+from app.engine.training.fit_args import DEFAULT_BATCH_SIZE
 from app.jobs import repository as repo
 from app.jobs.inputs import stored_rows
 from app.jobs.schemas import ResumeRequest

@@ -20,15 +20,15 @@ from app.db.models import CheckpointRow, JobRow, JobStatus, ModelRow
 from app.db.scope import SYSTEM
 from app.db.session import unit_of_work
 from app.engine import callbacks as engine_callbacks
-from app.engine import training_state
-from app.engine.adapt import adapt_before_fit
+from app.engine.arrays.checks import XY
 from app.engine.callbacks import ModelCheckpoint
-from app.engine.compile import CompileSpec
-from app.engine.data import XY
-from app.engine.errors import EngineError, TrainingInterrupted
-from app.engine.fit_args import FitArgs, FitPlan
-from app.engine.inference import resolve_device
-from app.engine.trainer import Trainer
+from app.engine.config.errors import EngineError, TrainingInterrupted
+from app.engine.training import state as training_state
+from app.engine.training.adapt import adapt_before_fit
+from app.engine.training.compile import CompileSpec
+from app.engine.training.fit_args import FitArgs, FitPlan
+from app.engine.training.inference import resolve_device
+from app.engine.training.trainer import Trainer
 from app.jobs import failures
 from app.jobs import repository as repo
 from app.jobs.callbacks import (

@@ -24,11 +24,11 @@ from app.db.models import CheckpointRow, EpochLogRow, JobRow, JobStatus
 from app.db.scope import Scope
 from app.db.session import unit_of_work
 from app.engine import callbacks as engine_callbacks
-from app.engine.adapt import check_adapt_size
-from app.engine.errors import EngineError
-from app.engine.fit_args import FitArgs
-from app.engine.inference import resolve_device
-from app.engine.trainer import Trainer
+from app.engine.config.errors import EngineError
+from app.engine.training.adapt import check_adapt_size
+from app.engine.training.fit_args import FitArgs
+from app.engine.training.inference import resolve_device
+from app.engine.training.trainer import Trainer
 from app.jobs import repository as repo
 from app.jobs.dispatch import dispatch
 from app.jobs.inputs import write_inputs

@@ -28,7 +28,7 @@ from app.core.errors import InvalidInput, NotFound
 from app.db.models import CheckpointRow, JobRow, ModelRow
 from app.db.scope import Scope
 from app.db.session import unit_of_work
-from app.engine.models import Model
+from app.engine.models.model import Model
 from app.models import keras_files
 from app.models import repository as repo
 from app.models.best import best, selection

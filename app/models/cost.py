@@ -1,5 +1,5 @@
-"""What one request may cost: the engine's per-sample estimate (app.engine.cost) times the rows a
-request sends, held against SYNC_MAX_COST for work done in the API process, and against
+"""What one request may cost: the engine's per-sample estimate (app.engine.models.cost) times the
+rows a request sends, held against SYNC_MAX_COST for work done in the API process, and against
 JOB_MAX_BATCH_COST and JOB_MAX_STEPS for a job; and the deadline of the synchronous loops
 (SYNC_DEADLINE_S).
 
@@ -22,9 +22,9 @@ import numpy as np
 from app.core.config import Settings
 from app.core.errors import AppError, InvalidInput, PayloadTooLarge
 from app.engine.callbacks import Callback, Logs
-from app.engine.cost import sample_cost
-from app.engine.fit_args import DEFAULT_BATCH_SIZE, FitPlan
-from app.engine.models import Model
+from app.engine.models.cost import sample_cost
+from app.engine.models.model import Model
+from app.engine.training.fit_args import DEFAULT_BATCH_SIZE, FitPlan
 
 Purpose = Literal["predict", "score", "train", "check"]
 

@@ -14,11 +14,11 @@ import numpy as np
 from app.datasets.refs import Resolver, in_memory
 from app.db.models import ModelRow
 from app.db.scope import Scope
-from app.engine import on_batch
-from app.engine.errors import EngineError
-from app.engine.inference import model_inputs, predict_batches, resolve_device
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.config.errors import EngineError
+from app.engine.models.model import Model
+from app.engine.training import on_batch
+from app.engine.training.inference import model_inputs, predict_batches, resolve_device
+from app.engine.training.trainer import Trainer
 from app.models.checkpoints import checkpoint_key
 from app.models.cost import Deadline, check_sync_cost
 from app.models.schemas import (

@@ -19,11 +19,11 @@ from pydantic import WithJsonSchema
 from app.datasets.schemas import REF_EXAMPLE
 from app.engine import optimizers
 from app.engine.callbacks.monitor import MODES
-from app.engine.compile import DTYPE_POLICIES, MAX_STEPS_PER_EXECUTION
 from app.engine.losses import LOSSES
 from app.engine.metrics import METRICS
 from app.engine.optimizers import OPTIMIZERS
-from app.engine.schedules import SCHEDULES
+from app.engine.optimizers.schedules import SCHEDULES
+from app.engine.training.compile import DTYPE_POLICIES, MAX_STEPS_PER_EXECUTION
 
 Schema = dict[str, Any]
 NULL: Schema = {"type": "null"}

@@ -20,9 +20,9 @@ import h5py
 import numpy as np
 
 from app.core.errors import InvalidInput
-from app.engine.compile import CompileSpec
-from app.engine.models import Model
+from app.engine.models.model import Model
 from app.engine.optimizers import OPTIMIZERS
+from app.engine.training.compile import CompileSpec
 
 CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
 MEMBERS = {CONFIG, METADATA, WEIGHTS}

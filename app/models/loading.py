@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from app.core.config import Settings
-from app.engine import checkpoint
-from app.engine.model_config import Limits
-from app.engine.models import Model
+from app.engine.models.from_json import Limits
+from app.engine.models.model import Model
+from app.engine.training import checkpoint
 from app.runtime.storage import ArtifactStore
 
 

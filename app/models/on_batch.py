@@ -30,14 +30,14 @@ from app.datasets.refs import Resolver, in_memory
 from app.db.models import ModelRow
 from app.db.scope import Scope
 from app.db.session import unit_of_work
-from app.engine import checkpoint
-from app.engine import on_batch as engine_on_batch
-from app.engine.compile import CompileSpec
-from app.engine.errors import EngineError
-from app.engine.heads import check_outputs
-from app.engine.inference import resolve_device
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.config.errors import EngineError
+from app.engine.models.model import Model
+from app.engine.training import checkpoint
+from app.engine.training import on_batch as engine_on_batch
+from app.engine.training.compile import CompileSpec
+from app.engine.training.heads import check_outputs
+from app.engine.training.inference import resolve_device
+from app.engine.training.trainer import Trainer
 from app.models import repository as repo
 from app.models.checkpoints import checkpoint_key
 from app.models.cost import check_one_sample, check_sync_cost

@@ -15,10 +15,10 @@ from app.core.errors import Conflict, InvalidInput, NotFound
 from app.db.models import ModelRow
 from app.db.scope import Scope
 from app.db.session import unit_of_work
-from app.engine.compile import CompileSpec
-from app.engine.errors import EngineError
-from app.engine.inference import resolve_device
-from app.engine.models import Model
+from app.engine.config.errors import EngineError
+from app.engine.models.model import Model
+from app.engine.training.compile import CompileSpec
+from app.engine.training.inference import resolve_device
 from app.models import repository as repo
 from app.models.loading import build_model, model_limits
 from app.models.schemas import ModelCreate

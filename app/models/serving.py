@@ -22,8 +22,8 @@ from pydantic import ValidationError
 from app.core.errors import AppError, InvalidInput, PayloadTooLarge
 from app.datasets.refs import Resolver
 from app.db.scope import Scope
-from app.engine.errors import EngineError
-from app.engine.models import Model
+from app.engine.config.errors import EngineError
+from app.engine.models.model import Model
 from app.models.cost import CostTooHigh, over_sync_cost, rows_of
 from app.models.inference import outputs_json, predict_arrays
 from app.models.loading import model_limits

@@ -20,12 +20,12 @@ from app.datasets.refs import Resolver
 from app.db.models import ModelRow
 from app.db.scope import Scope
 from app.db.session import unit_of_work
-from app.engine import checkpoint
-from app.engine.adapt import adapt_model
-from app.engine.compile import CompileSpec
-from app.engine.errors import EngineError
-from app.engine.inference import resolve_device
-from app.engine.models import Model
+from app.engine.config.errors import EngineError
+from app.engine.models.model import Model
+from app.engine.training import checkpoint
+from app.engine.training.adapt import adapt_model
+from app.engine.training.compile import CompileSpec
+from app.engine.training.inference import resolve_device
 from app.models import keras_files
 from app.models import repository as repo
 from app.models.cost import check_sync_cost

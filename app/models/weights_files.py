@@ -32,7 +32,7 @@ from typing import ParamSpec, TypeVar
 from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict
-from app.engine.models import Model
+from app.engine.models.model import Model
 from app.models import repository as repo
 from app.models.loading import load_weights
 from app.runtime.context import AppContext

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
 from app.db.session import make_engine, make_session_factory
-from app.engine.models import Model
+from app.engine.models.model import Model
 from app.runtime.progress import LocalBus, ProgressBus, make_bus
 from app.runtime.storage import ArtifactStore
 

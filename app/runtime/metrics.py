@@ -30,7 +30,7 @@ from prometheus_client import (
 )
 
 if TYPE_CHECKING:
-    from app.engine.batches import BatchIterator
+    from app.engine.training.batches import BatchIterator
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from app.engine import jit
-from app.engine.errors import ConfigError
+from app.engine.config.errors import ConfigError
+from app.engine.training import jit
 from app.jobs import service
 from tests.api.conftest import serve
 from tests.support import scenario

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from fastapi.testclient import TestClient
 
-from app.engine import checkpoint
-from app.engine.compile import CompileSpec
 from app.engine.losses import BinaryCrossentropy, BinaryFocalCrossentropy
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.models.model import Model
+from app.engine.training import checkpoint
+from app.engine.training.compile import CompileSpec
+from app.engine.training.trainer import Trainer
 from tests.support import scenario
 
 X = scenario.X[::10].tolist()

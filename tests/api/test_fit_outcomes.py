@@ -12,10 +12,10 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from app.engine import callbacks
-from app.engine.compile import CompileSpec
-from app.engine.fit_args import FitArgs
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.models.model import Model
+from app.engine.training.compile import CompileSpec
+from app.engine.training.fit_args import FitArgs
+from app.engine.training.trainer import Trainer
 from tests.e2e.scenario_checks import wait_for
 from tests.engine.conftest import import_keras
 from tests.support.keras_fit import sequential

@@ -18,11 +18,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
-from app.engine import on_batch
-from app.engine.compile import CompileSpec
-from app.engine.fit_args import FitArgs
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.models.model import Model
+from app.engine.training import on_batch
+from app.engine.training.compile import CompileSpec
+from app.engine.training.fit_args import FitArgs
+from app.engine.training.trainer import Trainer
 from app.main import create_app
 from tests.api.conftest import serve
 from tests.e2e.scenario_checks import wait_for

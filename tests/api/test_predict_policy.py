@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from fastapi.testclient import TestClient
 
-from app.engine.inference import predict
-from app.engine.models import Model
+from app.engine.models.model import Model
+from app.engine.training.inference import predict
 from tests.support import scenario
 
 

@@ -9,9 +9,9 @@ import io
 import numpy as np
 from fastapi.testclient import TestClient
 
-from app.engine.compile import CompileSpec
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.models.model import Model
+from app.engine.training.compile import CompileSpec
+from app.engine.training.trainer import Trainer
 from tests.datasets.test_fit_from_dataset import COMPILE, MODEL, X, Y, new_model, upload
 from tests.e2e.scenario_checks import wait_for
 

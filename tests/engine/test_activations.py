@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine import activations
-from app.engine.errors import ConfigError
+from app.engine.config.errors import ConfigError
+from app.engine.layers import activations
 
 _NOISE = np.random.default_rng(0).normal(scale=3.0, size=(4, 60))
 X = np.concatenate([_NOISE, np.linspace(-2, 2, 80).reshape(4, 20)], axis=1).astype(np.float32)

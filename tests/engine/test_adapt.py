@@ -13,18 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine.adapt import (
+from app.engine.config.errors import ConfigError, DataError
+from app.engine.layers.normalization import Normalization
+from app.engine.models.model import Model
+from app.engine.training.adapt import (
     adapt_before_fit,
     adapt_model,
     check_adapt_size,
     normalization_layers,
 )
-from app.engine.compile import CompileSpec
-from app.engine.errors import ConfigError, DataError
-from app.engine.fit_args import FitArgs
-from app.engine.layers.normalization import Normalization
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.training.compile import CompileSpec
+from app.engine.training.fit_args import FitArgs
+from app.engine.training.trainer import Trainer
 from tests.support.keras_json import keras_json
 
 RNG = np.random.default_rng(3)

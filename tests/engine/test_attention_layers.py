@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine.errors import ConfigError
+from app.engine.config.errors import ConfigError
 from app.engine.layers import LAYERS, Layer
-from app.engine.models import Model
+from app.engine.models.model import Model
 
 #: The layers this file compares with Keras (they cannot sit in a Sequential layer case).
 COVERED = ("MultiHeadAttention", "Attention", "AdditiveAttention")

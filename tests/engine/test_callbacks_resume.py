@@ -21,11 +21,11 @@ from app.engine.callbacks import (
     ThresholdStopping,
 )
 from app.engine.callbacks import state as callback_state
-from app.engine.checkpoint import from_bytes, to_bytes
-from app.engine.compile import CompileSpec
-from app.engine.fit_args import FitArgs
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.models.model import Model
+from app.engine.training.checkpoint import from_bytes, to_bytes
+from app.engine.training.compile import CompileSpec
+from app.engine.training.fit_args import FitArgs
+from app.engine.training.trainer import Trainer
 from tests.support.keras_fit import sequential
 
 RNG = np.random.default_rng(7)

@@ -19,7 +19,7 @@ from app.engine.callbacks import (
     ReduceLROnPlateau,
     TerminateOnNaN,
 )
-from app.engine.fit_args import FitArgs
+from app.engine.training.fit_args import FitArgs
 from tests.support.keras_fit import assert_same_fit, keras_and_ours, measured_drift, sequential
 from tests.support.tolerance import assert_within_drift
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.engine.cost import sample_cost
-from app.engine.models import Model
+from app.engine.models.cost import sample_cost
+from app.engine.models.model import Model
 
 
 def _seq(shape: list[Any], *layers: tuple[str, dict[str, Any]]) -> dict[str, Any]:

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.engine.compile import CompileSpec
-from app.engine.errors import ConfigError, DataError
-from app.engine.fit_args import FitArgs
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.config.errors import ConfigError, DataError
+from app.engine.models.model import Model
+from app.engine.training.compile import CompileSpec
+from app.engine.training.fit_args import FitArgs
+from app.engine.training.trainer import Trainer
 from tests.support.keras_fit import assert_same_fit, keras_and_ours, measured_drift, sequential
 
 # Every fit here is held to a multiple of Keras's own drift from initial weights moved by one ulp

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.engine.models import Model
+from app.engine.models.model import Model
 from tests.support.keras_fit import (
     assert_refused,
     assert_split_fit_matches_keras,

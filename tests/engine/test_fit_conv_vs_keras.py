@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine.models import Model
+from app.engine.models.model import Model
 from tests.support.keras_fit import (
     assert_refused,
     assert_split_fit_matches_keras,

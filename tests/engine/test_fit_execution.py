@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine import jit
-from app.engine.batches import BatchIterator
 from app.engine.callbacks import Callback
-from app.engine.checkpoint import from_bytes, to_bytes
-from app.engine.compile import CompileSpec
-from app.engine.errors import ConfigError
-from app.engine.fit_args import FitArgs
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.config.errors import ConfigError
+from app.engine.models.model import Model
+from app.engine.training import jit
+from app.engine.training.batches import BatchIterator
+from app.engine.training.checkpoint import from_bytes, to_bytes
+from app.engine.training.compile import CompileSpec
+from app.engine.training.fit_args import FitArgs
+from app.engine.training.trainer import Trainer
 from tests.support.keras_fit import assert_same_fit, keras_and_ours, measured_drift, sequential
 
 RNG = np.random.default_rng(3)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine.compile import CompileSpec
-from app.engine.fit_args import FitArgs
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.models.model import Model
+from app.engine.training.compile import CompileSpec
+from app.engine.training.fit_args import FitArgs
+from app.engine.training.trainer import Trainer
 from tests.support import scenario
 
 pytestmark = [
@@ -43,7 +43,7 @@ def test_training_steps_do_not_sync_with_the_host() -> None:
     trainer = Trainer(model, CompileSpec.parse(scenario.COMPILE), device=torch.device("cuda"))
     plan = trainer.plan_fit(scenario.X, scenario.Y, args=FitArgs(batch_size=128, epochs=1))
     trainer.run_fit(plan)  # warm up: lazy state, kernels
-    from app.engine.data import Arrays
+    from app.engine.arrays.checks import Arrays
 
     data = Arrays.from_numpy(*plan.train, torch.device("cuda"))
     params = trainer.model.trainable_parameters()
@@ -59,7 +59,8 @@ def test_training_steps_do_not_sync_with_the_host() -> None:
 def test_a_resume_point_from_a_stored_state_on_cuda() -> None:
     """A resumed attempt with no epoch left takes the resume point from the checkpoint it read
     (on the CPU) and compares it with the trainer's weights (on CUDA)."""
-    from app.engine import checkpoint, training_state
+    from app.engine.training import checkpoint
+    from app.engine.training import state as training_state
 
     model = Model.from_config(scenario.MODEL, seed=1)
     trainer = Trainer(model, CompileSpec.parse(scenario.COMPILE), device=torch.device("cuda"))

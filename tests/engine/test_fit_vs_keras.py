@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.engine.compile import CompileSpec
-from app.engine.fit_args import FitArgs
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.models.model import Model
+from app.engine.training.compile import CompileSpec
+from app.engine.training.fit_args import FitArgs
+from app.engine.training.trainer import Trainer
 from tests.support import scenario
 from tests.support.keras_json import keras_json
 from tests.support.tolerance import assert_within_drift, keras_drift

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine.compile import CompileSpec
-from app.engine.fit_args import FitArgs
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.models.model import Model
+from app.engine.training.compile import CompileSpec
+from app.engine.training.fit_args import FitArgs
+from app.engine.training.trainer import Trainer
 from tests.support.keras_fit import assert_fit_within_drift, named_results
 
 RNG = np.random.default_rng(9)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine import initializers
-from app.engine.errors import ConfigError
-from app.engine.registry import to_snake_case
+from app.engine.config.errors import ConfigError
+from app.engine.config.registry import to_snake_case
+from app.engine.weights import initializers
 
 SHAPE = (300, 200)
 DETERMINISTIC = ("Zeros", "Ones", "Constant", "IdentityInitializer")

@@ -25,15 +25,15 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine import on_batch
-from app.engine.adapt import adapt_model
-from app.engine.compile import CompileSpec
-from app.engine.data import XY, Arrays, cast_input, read_inputs, to_array
-from app.engine.dtypes import INPUT_DTYPES
-from app.engine.errors import ConfigError, DataError
-from app.engine.fit_args import FitArgs
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.arrays.checks import XY, Arrays, cast_input, read_inputs, to_array
+from app.engine.arrays.dtypes import INPUT_DTYPES
+from app.engine.config.errors import ConfigError, DataError
+from app.engine.models.model import Model
+from app.engine.training import on_batch
+from app.engine.training.adapt import adapt_model
+from app.engine.training.compile import CompileSpec
+from app.engine.training.fit_args import FitArgs
+from app.engine.training.trainer import Trainer
 from tests.support.keras_fit import assert_fit_within_drift, named_results
 
 RNG = np.random.default_rng(5)

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine.compile import CompileSpec
-from app.engine.errors import ConfigError, DataError
-from app.engine.fit_args import FitArgs
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.config.errors import ConfigError, DataError
+from app.engine.models.model import Model
+from app.engine.training.compile import CompileSpec
+from app.engine.training.fit_args import FitArgs
+from app.engine.training.trainer import Trainer
 from tests.support.keras_json import keras_json
 
 RTOL, ATOL = 1e-6, 1e-6  # as in test_fit_vs_keras.py

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from app.engine.errors import ConfigError
-from app.engine.model_config import Limits
-from app.engine.models import Model
+from app.engine.config.errors import ConfigError
+from app.engine.models.from_json import Limits
+from app.engine.models.model import Model
 from tests.support import scenario
 from tests.support.layer_cases import all_cases
 

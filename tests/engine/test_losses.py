@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from app.engine import losses
-from app.engine.errors import ConfigError, DataError
+from app.engine.config.errors import ConfigError, DataError
 from tests.support.loss_checks import assert_bad_config_names, assert_check_labels
 
 RTOL, ATOL = 1e-6, 1e-7

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from app.engine import losses
-from app.engine.errors import ConfigError, DataError
+from app.engine.config.errors import ConfigError, DataError
 from tests.engine.test_losses import ATOL, RTOL, _compare, _keras_loss
 from tests.support.loss_checks import assert_bad_config_names, assert_check_labels
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from app.engine import metrics
-from app.engine.errors import ConfigError, DataError
+from app.engine.config.errors import ConfigError, DataError
 from tests.support.metric_checks import assert_runs_like_keras
 
 RTOL, ATOL = 1e-6, 1e-7

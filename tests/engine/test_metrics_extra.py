@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine import metrics, metrics_iou
-from app.engine.errors import ConfigError, DataError
-from app.engine.metrics_confusion import FalseNegatives, Precision, Recall, TruePositives
-from app.engine.metrics_fscore import F1Score, FBetaScore
-from app.engine.metrics_iou import OneHotMeanIoU
+from app.engine import metrics
+from app.engine.config.errors import ConfigError, DataError
+from app.engine.metrics import iou as metrics_iou
+from app.engine.metrics.confusion import FalseNegatives, Precision, Recall, TruePositives
+from app.engine.metrics.fscore import F1Score, FBetaScore
+from app.engine.metrics.iou import OneHotMeanIoU
 from tests.support.metric_checks import assert_runs_like_keras
 
 RTOL, ATOL = 1e-6, 1e-7

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine.compile import CompileSpec
-from app.engine.fit_args import FitArgs
-from app.engine.inference import predict
-from app.engine.models import Model
-from app.engine.on_batch import predict_on_batch
-from app.engine.precision import LossScaler
-from app.engine.trainer import Trainer
+from app.engine.models.model import Model
+from app.engine.training.compile import CompileSpec
+from app.engine.training.fit_args import FitArgs
+from app.engine.training.inference import predict
+from app.engine.training.on_batch import predict_on_batch
+from app.engine.training.precision import LossScaler
+from app.engine.training.trainer import Trainer
 from tests.support.keras_fit import sequential
 from tests.support.keras_json import keras_json
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine.errors import ConfigError, DataError
+from app.engine.config.errors import ConfigError, DataError
 from app.engine.layers import LAYERS
-from app.engine.models import Model
+from app.engine.models.model import Model
 from tests.engine.test_attention_layers import COVERED as ATTENTION_LAYERS
 from tests.engine.test_functional import MERGE_LAYERS
 from tests.support import scenario

@@ -18,11 +18,11 @@ import torch
 from app.engine import callbacks as engine_callbacks
 from app.engine import optimizers
 from app.engine.callbacks import Callback, Logs
-from app.engine.compile import CompileSpec
-from app.engine.errors import ConfigError
-from app.engine.fit_args import FitArgs
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.config.errors import ConfigError
+from app.engine.models.model import Model
+from app.engine.training.compile import CompileSpec
+from app.engine.training.fit_args import FitArgs
+from app.engine.training.trainer import Trainer
 from tests.engine.test_optimizers import _gradients, _initial, _params, _step
 from tests.support.keras_fit import assert_same_fit, fit_results, sequential
 from tests.support.keras_json import keras_json

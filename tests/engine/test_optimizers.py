@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from app.engine import optimizers
-from app.engine.errors import ConfigError
+from app.engine.config.errors import ConfigError
 
 SHAPES = [(3, 4), (4,), (2, 2, 3), (1,)]
 STEPS = 6

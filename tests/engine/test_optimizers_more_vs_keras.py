@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from app.engine import optimizers
-from app.engine.compile import CompileSpec
-from app.engine.errors import ConfigError
-from app.engine.fit_args import FitArgs
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.config.errors import ConfigError
+from app.engine.models.model import Model
+from app.engine.training.compile import CompileSpec
+from app.engine.training.fit_args import FitArgs
+from app.engine.training.trainer import Trainer
 from tests.engine.test_optimizers import (
     _keras_config,
     _params,

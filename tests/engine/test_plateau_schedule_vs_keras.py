@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from app.engine.callbacks import Callback, ReduceLROnPlateau
-from app.engine.errors import LearningRateNotSettable
-from app.engine.fit_args import FitArgs
+from app.engine.config.errors import LearningRateNotSettable
+from app.engine.training.fit_args import FitArgs
 from tests.support.keras_fit import keras_and_ours, sequential
 
 RTOL, ATOL = 1e-6, 1e-6

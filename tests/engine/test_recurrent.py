@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine import loss_utils, losses
+from app.engine import losses
 from app.engine import metrics as metrics_mod
-from app.engine.compile import CompileSpec
-from app.engine.errors import ConfigError, DataError
-from app.engine.fit_args import FitArgs
+from app.engine.config.errors import ConfigError, DataError
 from app.engine.layers.recurrent import GRU, LSTM
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.losses import reduction as loss_utils
+from app.engine.models.model import Model
+from app.engine.training.compile import CompileSpec
+from app.engine.training.fit_args import FitArgs
+from app.engine.training.trainer import Trainer
 from tests.engine.test_fit_recurrent_vs_keras import model_config, padded_ids
 from tests.support.keras_json import keras_json
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine.compile import CompileSpec
-from app.engine.fit_args import FitArgs
-from app.engine.models import Model
-from app.engine.trainer import Trainer
+from app.engine.models.model import Model
+from app.engine.training.compile import CompileSpec
+from app.engine.training.fit_args import FitArgs
+from app.engine.training.trainer import Trainer
 from tests.support.keras_json import keras_json
 
 
@@ -122,7 +122,7 @@ def test_keras_loads_our_canonical_configs(keras: ModuleType) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_regularized_training_steps_do_not_sync_with_the_host() -> None:
-    from app.engine.data import Arrays
+    from app.engine.arrays.checks import Arrays
 
     spec = [
         ("Dense", {"units": 8, "activation": "relu", "kernel_regularizer": "l1l2",

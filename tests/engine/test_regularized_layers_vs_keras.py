@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine.errors import ConfigError
-from app.engine.fit_args import FitArgs
+from app.engine.config.errors import ConfigError
 from app.engine.layers import Layer
-from app.engine.models import Model
+from app.engine.models.model import Model
+from app.engine.training.fit_args import FitArgs
 from tests.engine.test_attention_layers import build_ours, set_keras_weights
 from tests.support.keras_fit import (
     assert_same_evaluate,

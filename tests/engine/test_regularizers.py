@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine import constraints, regularizers
-from app.engine.errors import ConfigError
-from app.engine.fit_args import FitArgs
-from app.engine.models import Model
+from app.engine.config.errors import ConfigError
+from app.engine.models.model import Model
+from app.engine.training.fit_args import FitArgs
+from app.engine.weights import constraints, regularizers
 from tests.support.keras_fit import (
     assert_refused,
     assert_same_evaluate,

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from app.engine import schedules
-from app.engine.errors import ConfigError
+from app.engine.config.errors import ConfigError
+from app.engine.optimizers import schedules
 
 CASES = [
     ("ExponentialDecay", {"initial_learning_rate": 0.1, "decay_steps": 3, "decay_rate": 0.7}),

@@ -16,7 +16,7 @@ from app.db.base import utcnow
 from app.db.models import JobRow
 from app.db.scope import SYSTEM
 from app.db.session import unit_of_work
-from app.engine import checkpoint
+from app.engine.training import checkpoint
 from app.jobs import repository as repo
 from app.jobs import service
 from app.jobs.callbacks import EpochLogSink

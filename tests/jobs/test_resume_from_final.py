@@ -13,7 +13,7 @@ import pytest
 
 from app.db.models import JobRow
 from app.db.scope import SYSTEM
-from app.engine import checkpoint
+from app.engine.training import checkpoint
 from app.jobs import service
 from app.jobs.resume import resume_job
 from app.jobs.runner import run_fit_job

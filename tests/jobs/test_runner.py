@@ -11,7 +11,7 @@ from sqlalchemy import update
 from app.db.models import JobRow
 from app.db.scope import SYSTEM
 from app.db.session import unit_of_work
-from app.engine import checkpoint
+from app.engine.training import checkpoint
 from app.jobs import repository as repo
 from app.jobs import service
 from app.jobs.runner import run_fit_job

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.engine.models import Model
+from app.engine.models.model import Model
 from app.models import keras_files
 
 os.environ.setdefault("KERAS_BACKEND", "torch")

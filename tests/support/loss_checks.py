@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app.engine import losses
-from app.engine.errors import ConfigError, DataError
+from app.engine.config.errors import ConfigError, DataError
 
 
 def assert_bad_config_names(identifier: Any, loc: tuple[Any, ...]) -> None:

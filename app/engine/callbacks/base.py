@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from app.engine.errors import Loc
+from app.engine.config.errors import Loc
 
 if TYPE_CHECKING:
-    from app.engine.trainer import Trainer
+    from app.engine.training.trainer import Trainer
 
 Logs = Mapping[str, float]
 

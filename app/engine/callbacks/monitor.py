@@ -12,9 +12,9 @@ import torch
 from app.engine.callbacks.base import Callback, Logs
 from app.engine.callbacks.registry import CALLBACKS
 from app.engine.callbacks.state import decode_float, encode_float, prefixed, unprefixed
-from app.engine.errors import ConfigError, Loc
-from app.engine.params import get_bool, get_float, get_int, get_str
-from app.engine.registry import known_keys
+from app.engine.config.errors import ConfigError, Loc
+from app.engine.config.readers import get_bool, get_float, get_int, get_str
+from app.engine.config.registry import known_keys
 
 MODES = ["auto", "min", "max"]
 

@@ -18,9 +18,9 @@ from app.engine.callbacks.base import Logs
 from app.engine.callbacks.monitor import MODES, MonitorCallback
 from app.engine.callbacks.registry import CALLBACKS
 from app.engine.callbacks.state import decode_float, encode_float
-from app.engine.errors import ConfigError, LearningRateNotSettable, Loc
-from app.engine.params import get_float, get_int, get_str
-from app.engine.registry import known_keys
+from app.engine.config.errors import ConfigError, LearningRateNotSettable, Loc
+from app.engine.config.readers import get_float, get_int, get_str
+from app.engine.config.registry import known_keys
 
 
 @CALLBACKS.register("ReduceLROnPlateau")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from app.engine.errors import Loc
-from app.engine.registry import Registry
+from app.engine.config.errors import Loc
+from app.engine.config.registry import Registry
 
 if TYPE_CHECKING:
     from app.engine.callbacks.base import Callback

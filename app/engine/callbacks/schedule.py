@@ -13,13 +13,13 @@ import math
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from app.engine import schedules
 from app.engine.callbacks.base import Callback, Logs
 from app.engine.callbacks.registry import CALLBACKS
-from app.engine.errors import ConfigError, Loc
-from app.engine.params import get_int
-from app.engine.registry import known_keys
-from app.engine.schedules import LearningRateSchedule
+from app.engine.config.errors import ConfigError, Loc
+from app.engine.config.readers import get_int
+from app.engine.config.registry import known_keys
+from app.engine.optimizers import schedules
+from app.engine.optimizers.schedules import LearningRateSchedule
 
 
 @CALLBACKS.register("LearningRateScheduler")

@@ -10,9 +10,9 @@ import torch
 
 from app.engine.callbacks.base import Callback, Logs
 from app.engine.callbacks.registry import CALLBACKS
-from app.engine.errors import EngineError, Loc
-from app.engine.params import get_bool
-from app.engine.registry import known_keys
+from app.engine.config.errors import EngineError, Loc
+from app.engine.config.readers import get_bool
+from app.engine.config.registry import known_keys
 
 
 class NonFiniteLoss(EngineError, RuntimeError):

@@ -1,12 +1,68 @@
-"""Keras layers implemented on torch. Importing this package imports every module in it, which
-fills the LAYERS registry (a closed registry: only the modules shipped here)."""
+"""Keras layers implemented on torch: the LAYERS registry (a closed registry: only the modules
+shipped here) and the Layer base. Importing this package imports every layer module below, which
+registers its layers; a new layer module is added to this list. (Sequential and Functional used as
+layers live in `app.engine.models.nested`, registered when `app.engine.models` is imported.)"""
 
-import importlib
-import pkgutil
-
+from app.engine.layers import (
+    activation_layers,
+    activations,
+    attention,
+    attention_ops,
+    batch_norm,
+    conv_depthwise,
+    conv_transpose,
+    convolutional,
+    core,
+    einsum_dense,
+    embedding,
+    kernel,
+    masking,
+    merging,
+    multi_head_attention,
+    noise,
+    normalization,
+    normalization_layers,
+    padding,
+    pooling,
+    recurrent,
+    recurrent_base,
+    regularization,
+    rescaling,
+    reshaping,
+    spatial,
+    wrappers,
+)
 from app.engine.layers.base import LAYERS, Layer, Shape
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
-
-__all__ = ["LAYERS", "Layer", "Shape"]
+__all__ = [
+    "LAYERS",
+    "Layer",
+    "Shape",
+    "activation_layers",
+    "activations",
+    "attention",
+    "attention_ops",
+    "batch_norm",
+    "conv_depthwise",
+    "conv_transpose",
+    "convolutional",
+    "core",
+    "einsum_dense",
+    "embedding",
+    "kernel",
+    "masking",
+    "merging",
+    "multi_head_attention",
+    "noise",
+    "normalization",
+    "normalization_layers",
+    "padding",
+    "pooling",
+    "recurrent",
+    "recurrent_base",
+    "regularization",
+    "rescaling",
+    "reshaping",
+    "spatial",
+    "wrappers",
+]

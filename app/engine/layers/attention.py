@@ -14,12 +14,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from app.engine import initializers
-from app.engine.errors import ConfigError, Loc
+from app.engine.config.errors import ConfigError, Loc
+from app.engine.config.readers import get_bool, get_float, get_int, get_str
+from app.engine.config.registry import known_keys
 from app.engine.layers.attention_ops import attention_dropout, causal_mask
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
-from app.engine.params import get_bool, get_float, get_int, get_str
-from app.engine.registry import known_keys
+from app.engine.weights import initializers
 
 # Keras subtracts this from masked scores (its float32 "max value").
 _MASKED_SCORE = 1.0e9

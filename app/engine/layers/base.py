@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.engine import constraints, regularizers
-from app.engine.errors import ConfigError, Loc
-from app.engine.registry import Registry
+from app.engine.config.errors import ConfigError, Loc
+from app.engine.config.registry import Registry
+from app.engine.weights import constraints, regularizers
 
 Shape = tuple[int | None, ...]
 
@@ -94,7 +94,7 @@ class Layer(nn.Module):
     #: `option_weights`); their keys must also be in `config_keys`.
     weight_options: ClassVar[Mapping[str, str]] = MappingProxyType({})
     #: How the layer reads an integer or bool tensor, as Keras's own call does (see
-    #: app.engine.dtypes): "cast" (converted to float32 first), "as_is", "shape" (moved, the
+    #: app.engine.arrays.dtypes): "cast" (converted to float32 first), "as_is", "shape" (moved, the
     #: output keeping the dtype) or None (refused).
     integer_input: ClassVar[str | None] = None
     #: False where Keras computes on a float16 or bfloat16 tensor in that type rather than

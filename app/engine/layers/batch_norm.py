@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from app.engine import initializers
-from app.engine.errors import ConfigError, DataError, Loc
+from app.engine.config.errors import ConfigError, DataError, Loc
+from app.engine.config.readers import get_bool, get_float, get_int
+from app.engine.config.registry import known_keys
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights, require_null
-from app.engine.params import get_bool, get_float, get_int
-from app.engine.registry import known_keys
+from app.engine.weights import initializers
 
 _INITIALIZERS = {
     "beta_initializer": "zeros",

@@ -16,8 +16,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from app.engine import activations, initializers
-from app.engine.errors import Loc
+from app.engine.config.errors import Loc
+from app.engine.config.readers import get_bool, get_int
+from app.engine.config.registry import known_keys
+from app.engine.layers import activations
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights
 from app.engine.layers.convolutional import (
     MAX_FILTERS,
@@ -30,8 +32,7 @@ from app.engine.layers.convolutional import (
     window_config,
 )
 from app.engine.layers.spatial import join_shape
-from app.engine.params import get_bool, get_int
-from app.engine.registry import known_keys
+from app.engine.weights import initializers
 
 _DEPTHWISE_KEYS = (
     "depth_multiplier", "kernel_size", "strides", "padding", "data_format", "dilation_rate",

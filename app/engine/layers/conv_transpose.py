@@ -18,7 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from app.engine.errors import ConfigError, Loc
+from app.engine.config.errors import ConfigError, Loc
+from app.engine.config.readers import get_int
+from app.engine.config.registry import known_keys
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer
 from app.engine.layers.convolutional import (
     MAX_FILTERS,
@@ -33,8 +35,6 @@ from app.engine.layers.spatial import (
     to_channels_first,
     to_channels_last,
 )
-from app.engine.params import get_int
-from app.engine.registry import known_keys
 
 _CONV_T_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 

@@ -19,7 +19,9 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from app.engine.errors import ConfigError, Loc
+from app.engine.config.errors import ConfigError, Loc
+from app.engine.config.readers import get_int
+from app.engine.config.registry import known_keys
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights, require_null
 from app.engine.layers.kernel import KERNEL_OPTION_KEYS, KernelLayer, read_kernel_args
 from app.engine.layers.spatial import (
@@ -33,8 +35,6 @@ from app.engine.layers.spatial import (
     to_channels_first,
     to_channels_last,
 )
-from app.engine.params import get_int
-from app.engine.registry import known_keys
 
 MAX_FILTERS = 1 << 16
 

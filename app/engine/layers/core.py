@@ -8,12 +8,12 @@ from typing import Any
 
 import torch
 
-from app.engine import activations
-from app.engine.errors import ConfigError, Loc
+from app.engine.config.errors import ConfigError, Loc
+from app.engine.config.readers import get_float, get_int, get_str
+from app.engine.config.registry import known_keys
+from app.engine.layers import activations
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights, require_null
 from app.engine.layers.kernel import KernelLayer, read_kernel_args
-from app.engine.params import get_float, get_int, get_str
-from app.engine.registry import known_keys
 
 MAX_UNITS = 1 << 20
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from app.engine.errors import ConfigError, Loc
+from app.engine.config.errors import ConfigError, Loc
+from app.engine.config.readers import get_bool
+from app.engine.config.registry import known_keys
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights, require_null
 from app.engine.layers.kernel import KERNEL_OPTION_KEYS, KernelLayer
-from app.engine.params import get_bool
-from app.engine.registry import known_keys
 
 MAX_EQUATION = 64
 MAX_DIM = 1 << 20

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from app.engine import initializers
-from app.engine.errors import DataError, Loc
+from app.engine.config.errors import DataError, Loc
+from app.engine.config.readers import get_bool, get_int
+from app.engine.config.registry import known_keys
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights, require_null
-from app.engine.params import get_bool, get_int
-from app.engine.registry import known_keys
+from app.engine.weights import initializers
 
 MAX_INPUT_DIM = 1 << 24
 MAX_OUTPUT_DIM = 1 << 20

@@ -8,10 +8,11 @@ from typing import Any
 
 import torch
 
-from app.engine import activations, initializers
-from app.engine.errors import Loc
+from app.engine.config.errors import Loc
+from app.engine.config.readers import get_bool
+from app.engine.layers import activations
 from app.engine.layers.base import Layer
-from app.engine.params import get_bool
+from app.engine.weights import initializers
 
 # The regularizer and constraint keys of a kernel layer, in Keras's config order (the base class
 # reads them and fills them in).

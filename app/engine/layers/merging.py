@@ -14,11 +14,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from app.engine.errors import ConfigError, Loc
+from app.engine.config.errors import ConfigError, Loc
+from app.engine.config.readers import get_bool, get_int
+from app.engine.config.registry import known_keys
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
-from app.engine.losses_regression import l2_normalize
-from app.engine.params import get_bool, get_int
-from app.engine.registry import known_keys
+from app.engine.losses.regression import l2_normalize
 
 Tensor = torch.Tensor
 MaskList = Sequence[Tensor | None] | None

@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
-from app.engine import initializers
-from app.engine.errors import ConfigError, Loc
+from app.engine.config.errors import ConfigError, Loc
+from app.engine.config.readers import get_bool, get_int
+from app.engine.config.registry import known_keys
 from app.engine.layers.attention import AttentionLayer, read_dropout
 from app.engine.layers.attention_ops import (
     DotProductAttention,
@@ -31,8 +32,7 @@ from app.engine.layers.attention_ops import (
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
 from app.engine.layers.einsum_dense import EinsumDense, parse_equation
 from app.engine.layers.kernel import KERNEL_OPTION_KEYS
-from app.engine.params import get_bool, get_int
-from app.engine.registry import known_keys
+from app.engine.weights import initializers
 
 MAX_HEADS = 1024
 MAX_HEAD_DIM = 1 << 16

@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from app.engine.errors import ConfigError, Loc
+from app.engine.config.errors import ConfigError, Loc
+from app.engine.config.readers import get_float, get_int, get_str
+from app.engine.config.registry import known_keys
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
-from app.engine.params import get_float, get_int, get_str
-from app.engine.registry import known_keys
 
 
 class _Random(Layer):

@@ -2,9 +2,8 @@
 
 With `mean` and `variance` in its config the constants live in the config and the layer has no
 weights; without them it holds `[mean, variance, count]` weights initialised to 0, 1 and 0, so an
-unadapted layer is the identity, as in Keras. `adapt` is Keras's adapt on one array (the
-model-level version, which feeds each layer what it sees inside a model, is app.engine.adapt).
-"""
+unadapted layer is the identity, as in Keras. `adapt` is Keras's adapt on one array (the model-level
+version, which feeds each layer what it sees inside a model, is app.engine.training.adapt)."""
 
 from __future__ import annotations
 
@@ -14,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.engine.errors import ConfigError, DataError, Loc
+from app.engine.config.errors import ConfigError, DataError, Loc
+from app.engine.config.readers import get_bool
+from app.engine.config.registry import known_keys
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
-from app.engine.params import get_bool
-from app.engine.registry import known_keys
 
 _EPSILON = 1e-7
 
@@ -141,7 +140,7 @@ class Normalization(Layer):
         return self._mean_const, self._variance_const
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
-        if x.dtype != torch.float32:  # an integer input (app.engine.dtypes)
+        if x.dtype != torch.float32:  # an integer input (app.engine.arrays.dtypes)
             x = x.to(torch.float32)
         mean, variance = self._stats()
         if self.invert:

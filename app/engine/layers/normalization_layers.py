@@ -14,11 +14,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from app.engine import initializers
-from app.engine.errors import ConfigError, Loc
+from app.engine.config.errors import ConfigError, Loc
+from app.engine.config.readers import get_axes, get_bool, get_float, get_int
+from app.engine.config.registry import known_keys
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights
-from app.engine.params import get_axes, get_bool, get_float, get_int
-from app.engine.registry import known_keys
+from app.engine.weights import initializers
 
 _REG_KEYS = ("beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint")
 _AFFINE_KEYS = ("epsilon", "center", "scale", "beta_initializer", "gamma_initializer", *_REG_KEYS)

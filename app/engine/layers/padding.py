@@ -8,10 +8,10 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from app.engine.errors import ConfigError, Loc
+from app.engine.config.errors import ConfigError, Loc
+from app.engine.config.registry import known_keys
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
 from app.engine.layers.spatial import get_data_format, get_int_tuple, get_pairs, split_shape
-from app.engine.registry import known_keys
 
 Pairs = tuple[tuple[int, int], ...]
 

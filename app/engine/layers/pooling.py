@@ -16,7 +16,9 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from app.engine.errors import Loc
+from app.engine.config.errors import Loc
+from app.engine.config.readers import get_bool
+from app.engine.config.registry import known_keys
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
 from app.engine.layers.spatial import (
     apply_same_padding,
@@ -29,8 +31,6 @@ from app.engine.layers.spatial import (
     to_channels_first,
     to_channels_last,
 )
-from app.engine.params import get_bool
-from app.engine.registry import known_keys
 
 _MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}

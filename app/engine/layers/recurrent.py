@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from app.engine import activations
-from app.engine.errors import ConfigError, Loc
+from app.engine.config.errors import ConfigError, Loc
+from app.engine.config.readers import get_bool, get_int
+from app.engine.layers import activations
 from app.engine.layers.base import LAYERS
 from app.engine.layers.recurrent_base import RNN_KEYS, Recurrent, State, Tensor
-from app.engine.params import get_bool, get_int
 
 _GATED_KEYS = (*RNN_KEYS, "recurrent_activation", "use_cudnn", "implementation")
 

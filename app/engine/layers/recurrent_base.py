@@ -19,11 +19,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from app.engine import activations, initializers
-from app.engine.errors import ConfigError, Loc
+from app.engine.config.errors import ConfigError, Loc
+from app.engine.config.readers import get_bool, get_float, get_int
+from app.engine.config.registry import known_keys
+from app.engine.layers import activations
 from app.engine.layers.base import BASE_KEYS, Layer, Shape, option_weights
-from app.engine.params import get_bool, get_float, get_int
-from app.engine.registry import known_keys
+from app.engine.weights import initializers
 
 Tensor = torch.Tensor
 State = tuple[Tensor, ...]

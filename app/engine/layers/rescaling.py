@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from app.engine.errors import ConfigError, Loc
+from app.engine.config.errors import ConfigError, Loc
+from app.engine.config.readers import get_float
+from app.engine.config.registry import known_keys
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer
-from app.engine.params import get_float
-from app.engine.registry import known_keys
 
 
 @LAYERS.register("Rescaling")

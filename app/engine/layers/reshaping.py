@@ -14,11 +14,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from app.engine.errors import ConfigError, Loc
+from app.engine.config.errors import ConfigError, Loc
+from app.engine.config.readers import get_int, get_str
+from app.engine.config.registry import known_keys
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
 from app.engine.layers.spatial import MAX_SIZE, get_data_format, get_int_tuple, split_shape
-from app.engine.params import get_int, get_str
-from app.engine.registry import known_keys
 
 MAX_DIMS = 16
 

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.engine.errors import ConfigError, Loc
+from app.engine.config.errors import ConfigError, Loc
+from app.engine.config.readers import get_bool, get_str
+from app.engine.config.registry import known_keys, to_snake_case
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, check_dtype
 from app.engine.layers.recurrent import _Gated
 from app.engine.layers.recurrent_base import Recurrent
-from app.engine.params import get_bool, get_str
-from app.engine.registry import known_keys, to_snake_case
 
 Tensor = torch.Tensor
 _ENTRY_KEYS = ("module", "class_name", "config", "registered_name", "build_config")

@@ -5,7 +5,7 @@ shuts down, or its epoch rows could not be committed."""
 from __future__ import annotations
 
 from app.engine.callbacks import Callback, Logs
-from app.engine.errors import TrainingInterrupted
+from app.engine.config.errors import TrainingInterrupted
 from app.jobs.callbacks.epoch_log import EpochLogSink
 from app.jobs.heartbeat import Heartbeat
 

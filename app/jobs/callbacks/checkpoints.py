@@ -16,9 +16,9 @@ import torch
 
 from app.db.models import CheckpointRow
 from app.db.session import unit_of_work
-from app.engine import checkpoint
 from app.engine.callbacks import Callback, Logs, ModelCheckpoint
-from app.engine.errors import TrainingInterrupted
+from app.engine.config.errors import TrainingInterrupted
+from app.engine.training import checkpoint
 from app.jobs import repository as repo
 from app.jobs.callbacks.attempt import AttemptContext
 from app.jobs.failures import retried

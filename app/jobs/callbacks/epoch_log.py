@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.db.session import unit_of_work
 from app.engine.callbacks import Callback, Logs
-from app.engine.errors import TrainingInterrupted
+from app.engine.config.errors import TrainingInterrupted
 from app.jobs import repository as repo
 from app.jobs.callbacks.attempt import AttemptContext
 from app.jobs.heartbeat import LOST
