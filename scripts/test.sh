@@ -18,12 +18,21 @@ scripts/setup.sh test
 scripts/browser.sh
 . .venv/bin/activate
 echo "== ruff"; ruff check . && ruff format --check .
-echo "== mypy"; mypy
 echo "== import-linter"; lint-imports
+# mypy runs beside the tests (they often wait on servers and timers); its report follows theirs.
+mypy_log="$(mktemp)"
+mypy >"$mypy_log" 2>&1 &
+mypy_pid=$!
+trap 'kill "$mypy_pid" 2>/dev/null || true; rm -f "$mypy_log"' EXIT
 workers="${TEST_WORKERS:-$(python -c 'import os; print(min(4, os.cpu_count() or 1))')}"
 parallel=(-n "$workers" --dist loadfile)
-echo "== pytest ($workers processes)"
-python -m pytest -q -p no:cacheprovider "${parallel[@]}" "${marks[@]}" "$@"
+echo "== pytest ($workers processes; the 15 slowest tests are listed at the end)"
+python -m pytest -q -p no:cacheprovider --durations=15 "${parallel[@]}" "${marks[@]}" "$@"
+echo "== mypy"
+mypy_status=0
+wait "$mypy_pid" || mypy_status=$?
+cat "$mypy_log"
+[ "$mypy_status" = 0 ]
 # The differential fits again on torch's baseline (non-vectorised) kernels: their tolerances must
 # hold whatever order a CPU's kernels sum in (CONTRIBUTING.md, "Tolerance policy").
 echo "== pytest: differential fits on the baseline kernels (ATEN_CPU_CAPABILITY=default)"
