@@ -27,7 +27,7 @@ from app.engine.config.errors import EngineError, TrainingInterrupted
 from app.engine.training.adapt import adapt_before_fit
 from app.engine.training.checkpoint import Checkpoint, CheckpointInfo
 from app.engine.training.compile import CompileSpec
-from app.engine.training.fit_args import FitArgs, FitPlan
+from app.engine.training.fit_args import FitPlan
 from app.engine.training.inference import resolve_device
 from app.engine.training.state import LoopState
 from app.engine.training.trainer import Trainer
@@ -47,6 +47,7 @@ from app.jobs.failures import CheckpointMissing, is_transient, retried
 from app.jobs.heartbeat import CANCELLED, LOST, STOPPING, Heartbeat
 from app.jobs.inference_runner import run_inference
 from app.jobs.inputs import read_inputs
+from app.jobs.spec import FitJobSpec
 from app.models import repository as models_repo
 from app.models.loading import build_model, load_checkpoint
 from app.models.weights_files import discard, replaced_file
@@ -217,16 +218,16 @@ def _finish(
         log.exception("could not end job %s as %s; the reaper will", job_id, status)
 
 
-def _start_from_model(ctx: AppContext, trainer: Trainer, job: JobRow) -> None:
+def _start_from_model(ctx: AppContext, trainer: Trainer, job: JobRow, spec: FitJobSpec) -> None:
     """The weights the model held when the fit was submitted; when the request gave no compile
     spec (a second `fit` on a compiled Keras model), also the optimizer state they were trained
     with under that same spec, which Keras's optimizer carries into the next fit."""
     assert job.base_weights_key is not None
     base = load_checkpoint(ctx.store, job.base_weights_key)
     if (
-        job.request.get("continue_optimizer")
+        spec.continue_optimizer
         and base.state.optimizer_meta is not None
-        and base.info.compile_config == job.request["compile"]
+        and base.info.compile_config == spec.compile
     ):
         trainer.carry_over(base.state)
     else:
@@ -254,12 +255,11 @@ def _rows(ctx: AppContext, job_id: uuid.UUID) -> tuple[JobRow, ModelRow, Checkpo
 
 def _train(ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbeat) -> None:
     job, model_row, resume = retried(lambda: _rows(ctx, job_id), what=f"reading job {job_id}")
-    spec = CompileSpec.parse(job.request["compile"], ("compile",))
+    job_spec = FitJobSpec.from_request(job.request)
+    spec = CompileSpec.parse(job_spec.compile, ("compile",))
     model = build_model(ctx.settings, model_row.config, model_row.seed)
     trainer = Trainer(model, spec, device=resolve_device(ctx.settings.device))
-    fit = dict(job.request["fit"])
-    adapt = bool(fit.pop("adapt", False))  # a step before Keras's fit, not one of its arguments
-    args = FitArgs(**fit)
+    args = replace(job_spec.fit)
     resumed_from: LoopState | None = None
     if resume is not None:
         # Continue from the last durable checkpoint of an earlier attempt.
@@ -268,13 +268,13 @@ def _train(ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbea
             resumed_from.stop_training = False
         args.initial_epoch = resume.epoch + 1
     elif job.base_weights_key is not None:
-        _start_from_model(ctx, trainer, job)
+        _start_from_model(ctx, trainer, job, job_spec)
     arrays: dict[str, np.ndarray] = read_inputs(ctx.store, job.data_key)
-    arrays.update(open_refs(ctx, job.request.get("data_refs", {})))
+    arrays.update(open_refs(ctx, job_spec.data_refs))
     callbacks = [
-        engine_callbacks.get(c, ("callbacks", i)) for i, c in enumerate(job.request["callbacks"])
+        engine_callbacks.get(c, ("callbacks", i)) for i, c in enumerate(job_spec.callbacks)
     ]
-    info = CheckpointInfo(model_config=model_row.config, compile_config=job.request["compile"],
+    info = CheckpointInfo(model_config=model_row.config, compile_config=job_spec.compile,
                           job_id=str(job_id))  # fmt: skip
     # After the job's own callbacks, so they see what those added to the logs; a save of the
     # job's ModelCheckpoint callbacks is written in CheckpointSaver's hook, after its epoch row.
@@ -292,7 +292,7 @@ def _train(ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbea
     assert train is not None
     args = args.resolved(train.size)  # the service stores it resolved; older requests may not
     assert args.batch_size is not None
-    if adapt and resume is None:  # a resumed attempt's checkpoint holds the adapted values
+    if job_spec.adapt and resume is None:  # a resumed attempt's checkpoint holds the adapted values
         adapt_before_fit(model, train, batch_size=args.batch_size)
     try:
         # Also when the checkpoint is the last epoch's: the fit then runs no epoch but still
