@@ -30,6 +30,7 @@ from app.jobs import repository as repo
 from app.jobs.inputs import stored_rows
 from app.jobs.schemas import ResumeRequest
 from app.jobs.service import dispatch, link_datasets
+from app.jobs.spec import FitJobSpec
 from app.models import checkpoints
 from app.models import repository as models_repo
 from app.models.cost import check_job_steps
@@ -70,7 +71,9 @@ def resume_job(ctx: AppContext, *, scope: Scope, job_id: uuid.UUID, body: Resume
             raise Conflict(f"job {job_id}: its {what} file is no longer stored", loc=JOB)
     check_job_steps(ctx.settings, epochs=epochs, initial_epoch=initial_epoch,
                     steps=_steps_per_epoch(ctx, parent), loc=[BODY, "epochs"])  # fmt: skip
-    fit = {**parent.request["fit"], "epochs": epochs, "initial_epoch": initial_epoch}
+    child = FitJobSpec.from_request(parent.request).resumed(
+        epochs=epochs, initial_epoch=initial_epoch
+    )
     busy = Conflict(f"model {parent.model_id} is already training", loc=JOB)
     try:
         with unit_of_work(ctx.sessions) as session:
@@ -85,14 +88,14 @@ def resume_job(ctx: AppContext, *, scope: Scope, job_id: uuid.UUID, body: Resume
                          queued_jobs=1)  # fmt: skip
             job = repo.add_job(session, row=JobRow(
                 id=uuid.uuid4(), model_id=parent.model_id, project_id=parent.project_id,
-                request={**parent.request, "fit": fit},
+                request=child.to_request(),
                 data_key=parent.data_key, base_weights_key=ckpt.key, epochs=epochs,
                 epochs_done=initial_epoch, max_attempts=ctx.settings.job_max_attempts,
                 parent_job_id=parent.id, start_checkpoint_id=ckpt.id,
             ))  # fmt: skip
             # The parent's datasets, which must still exist: the child reads the same rows.
             link_datasets(session, scope=project, job_id=job.id,
-                          data_refs=parent.request.get("data_refs", {}),
+                          data_refs=child.data_refs,
                           gone=lambda ds: Conflict(f"job {job_id} reads dataset {ds}, which no "
                                                    "longer exists", loc=JOB))  # fmt: skip
     except IntegrityError as exc:  # the one-active-job-per-model index caught a race
@@ -129,12 +132,13 @@ def _start_checkpoint(
 def _steps_per_epoch(ctx: AppContext, parent: JobRow) -> int:
     """Batches an epoch of the parent's fit runs: its stored arguments, and its training rows (a
     dataset reference's, or those of its inputs file, read from the file's header)."""
-    fit = parent.request["fit"]
-    if fit.get("steps_per_epoch"):
-        return int(fit["steps_per_epoch"])
-    ref = parent.request.get("data_refs", {}).get("x.0")
+    spec = FitJobSpec.from_request(parent.request)
+    fit = spec.fit
+    if fit.steps_per_epoch:
+        return int(fit.steps_per_epoch)
+    ref = spec.data_refs.get("x.0")
     if ref is not None:
         rows = ref["rows"][1] - ref["rows"][0]
     else:
         rows = stored_rows(ctx.store, parent.data_key, "x.0") or 0
-    return math.ceil(rows / (fit.get("batch_size") or DEFAULT_BATCH_SIZE))
+    return math.ceil(rows / (fit.batch_size or DEFAULT_BATCH_SIZE))

@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 import uuid
+from dataclasses import replace
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -23,11 +24,12 @@ from app.engine import callbacks as engine_callbacks
 from app.engine.arrays.checks import XY
 from app.engine.callbacks import ModelCheckpoint
 from app.engine.config.errors import EngineError, TrainingInterrupted
-from app.engine.training import state as training_state
 from app.engine.training.adapt import adapt_before_fit
+from app.engine.training.checkpoint import Checkpoint, CheckpointInfo
 from app.engine.training.compile import CompileSpec
-from app.engine.training.fit_args import FitArgs, FitPlan
+from app.engine.training.fit_args import FitPlan
 from app.engine.training.inference import resolve_device
+from app.engine.training.state import LoopState
 from app.engine.training.trainer import Trainer
 from app.jobs import failures
 from app.jobs import repository as repo
@@ -45,8 +47,9 @@ from app.jobs.failures import CheckpointMissing, is_transient, retried
 from app.jobs.heartbeat import CANCELLED, LOST, STOPPING, Heartbeat
 from app.jobs.inference_runner import run_inference
 from app.jobs.inputs import read_inputs
+from app.jobs.spec import FitJobSpec
 from app.models import repository as models_repo
-from app.models.loading import build_model, model_tensors, read_checkpoint
+from app.models.loading import build_model, load_checkpoint
 from app.models.weights_files import discard, replaced_file
 from app.runtime.context import AppContext
 
@@ -215,20 +218,20 @@ def _finish(
         log.exception("could not end job %s as %s; the reaper will", job_id, status)
 
 
-def _start_from_model(ctx: AppContext, trainer: Trainer, job: JobRow) -> None:
+def _start_from_model(ctx: AppContext, trainer: Trainer, job: JobRow, spec: FitJobSpec) -> None:
     """The weights the model held when the fit was submitted; when the request gave no compile
     spec (a second `fit` on a compiled Keras model), also the optimizer state they were trained
     with under that same spec, which Keras's optimizer carries into the next fit."""
     assert job.base_weights_key is not None
-    tensors, meta = read_checkpoint(ctx.store, job.base_weights_key)
+    base = load_checkpoint(ctx.store, job.base_weights_key)
     if (
-        job.request.get("continue_optimizer")
-        and meta.get("optimizer") is not None
-        and meta.get("compile_config") == job.request["compile"]
+        spec.continue_optimizer
+        and base.state.optimizer_meta is not None
+        and base.info.compile_config == spec.compile
     ):
-        trainer.load_optimizer_state(tensors, meta)
+        trainer.carry_over(base.state)
     else:
-        trainer.model.load_weight_tensors(model_tensors(tensors))
+        trainer.model.load_weight_tensors(base.state.weights)
 
 
 def _rows(ctx: AppContext, job_id: uuid.UUID) -> tuple[JobRow, ModelRow, CheckpointRow | None]:
@@ -252,36 +255,33 @@ def _rows(ctx: AppContext, job_id: uuid.UUID) -> tuple[JobRow, ModelRow, Checkpo
 
 def _train(ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbeat) -> None:
     job, model_row, resume = retried(lambda: _rows(ctx, job_id), what=f"reading job {job_id}")
-    spec = CompileSpec.parse(job.request["compile"], ("compile",))
+    job_spec = FitJobSpec.from_request(job.request)
+    spec = CompileSpec.parse(job_spec.compile, ("compile",))
     model = build_model(ctx.settings, model_row.config, model_row.seed)
     trainer = Trainer(model, spec, device=resolve_device(ctx.settings.device))
-    fit = dict(job.request["fit"])
-    adapt = bool(fit.pop("adapt", False))  # a step before Keras's fit, not one of its arguments
-    args = FitArgs(**fit)
-    resumed_from = None
+    args = replace(job_spec.fit)
+    resumed_from: LoopState | None = None
     if resume is not None:
         # Continue from the last durable checkpoint of an earlier attempt.
-        tensors, meta = read_checkpoint(ctx.store, resume.key)
-        resumed_from = (tensors, meta)
+        resumed_from = load_checkpoint(ctx.store, resume.key).state
         if resume.job_id != job_id:  # a parent's: if a callback stopped it there, this fit goes on
-            meta["stop_training"] = False
-        trainer.load_state(tensors, meta)
+            resumed_from.stop_training = False
         args.initial_epoch = resume.epoch + 1
     elif job.base_weights_key is not None:
-        _start_from_model(ctx, trainer, job)
+        _start_from_model(ctx, trainer, job, job_spec)
     arrays: dict[str, np.ndarray] = read_inputs(ctx.store, job.data_key)
-    arrays.update(open_refs(ctx, job.request.get("data_refs", {})))
+    arrays.update(open_refs(ctx, job_spec.data_refs))
     callbacks = [
-        engine_callbacks.get(c, ("callbacks", i)) for i, c in enumerate(job.request["callbacks"])
+        engine_callbacks.get(c, ("callbacks", i)) for i, c in enumerate(job_spec.callbacks)
     ]
-    static_meta = {"model_config": model_row.config, "seed": model_row.seed,
-                   "compile_config": job.request["compile"], "job_id": str(job_id)}  # fmt: skip
+    info = CheckpointInfo(model_config=model_row.config, compile_config=job_spec.compile,
+                          job_id=str(job_id))  # fmt: skip
     # After the job's own callbacks, so they see what those added to the logs; a save of the
     # job's ModelCheckpoint callbacks is written in CheckpointSaver's hook, after its epoch row.
     this = AttemptContext(ctx, job_id, attempt)
     epoch_log = EpochLogSink(this)
     saver = CheckpointSaver(
-        this, static_meta=static_meta, epochs=args.epochs, flush_epochs=epoch_log.flush,
+        this, info=info, epochs=args.epochs, flush_epochs=epoch_log.flush,
         model_checkpoints=[cb for cb in callbacks if isinstance(cb, ModelCheckpoint)],
     )  # fmt: skip
     progress = ProgressPublisher(this, epochs=args.epochs)
@@ -292,14 +292,14 @@ def _train(ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbea
     assert train is not None
     args = args.resolved(train.size)  # the service stores it resolved; older requests may not
     assert args.batch_size is not None
-    if adapt and resume is None:  # a resumed attempt's checkpoint holds the adapted values
+    if job_spec.adapt and resume is None:  # a resumed attempt's checkpoint holds the adapted values
         adapt_before_fit(model, train, batch_size=args.batch_size)
     try:
         # Also when the checkpoint is the last epoch's: the fit then runs no epoch but still
         # ends as the uninterrupted one did (EarlyStopping's best weights, the EMA overwrite).
         trainer.prepare_arrays(train)
         plan = FitPlan(args, train, validation, [*callbacks, *attempt_callbacks])
-        trainer.run_fit(plan)
+        trainer.run_fit(plan, resume=resumed_from)
         epoch_log.flush()  # every epoch row is committed before the job can succeed
     except (TrainingInterrupted, EngineError):
         # Keep what was logged before a cancel, or before the epoch a fit failed at (a
@@ -310,12 +310,12 @@ def _train(ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbea
         epoch_log.close()
     # A resumed attempt that had no epoch left ends from its checkpoint's state.
     end = saver.end_state if saver.end_state is not None else resumed_from
-    tensors, meta = training_state.with_resume_point(*trainer.state(), end)
+    state = trainer.loop_state().with_resume_point(end)
     final_logs = retried(lambda: last_logs(ctx, job_id), what=f"reading job {job_id}'s logs")
+    final = Checkpoint(state, replace(info, logs=final_logs, final=True))
     key_epoch = max(trainer.epoch, args.initial_epoch - 1)
     ckpt = retried(lambda: write_checkpoint(
-        ctx, job_id=job_id, attempt=attempt, epoch=key_epoch, logs=final_logs,
-        tensors=tensors, meta={**static_meta, **meta, "final": True},
+        ctx, job_id=job_id, attempt=attempt, epoch=key_epoch, ckpt=final,
         selection=saver.selection,
     ), what=f"writing job {job_id}'s final checkpoint")  # fmt: skip
     _commit_final(ctx, job, attempt, ckpt)

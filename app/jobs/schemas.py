@@ -4,16 +4,20 @@ with its history, its epoch rows and its checkpoints."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import fields
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictInt, WithJsonSchema
 
 from app.db.models import CheckpointRow, EpochLogRow, JobRow
+from app.engine.training.fit_args import FitArgs
 from app.models import examples
 from app.models.json_schemas import ref
 from app.models.schemas import SW_DOC, X_DOC, Y_DOC, Arrays, CompileSpec, SampleWeight
 from app.runtime.schemas import Strict, strict_with_example, with_example
+
+FIT_ARG_NAMES = tuple(f.name for f in fields(FitArgs))
 
 # A fit of the seed model (app.models.examples) that has run two of its epochs.
 JOB_ID = "c4609ebc-eb79-4c9c-a959-be9e773d1c57"
@@ -100,6 +104,11 @@ class FitRequest(Strict):
         "call layer.adapt(x_train) before fit",
     )
     verbose: int | str | None = Field(default=None, description="Accepted for Keras parity")
+
+    def fit_args(self, *, seed: int) -> FitArgs:
+        """The engine's fit arguments, taken from this body by the engine's own field names
+        (each declared above with its bounds and documentation for the API)."""
+        return FitArgs(**{**{name: getattr(self, name) for name in FIT_ARG_NAMES}, "seed": seed})
 
 
 class ResumeRequest(Strict):

@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -26,13 +27,13 @@ from app.db.session import unit_of_work
 from app.engine import callbacks as engine_callbacks
 from app.engine.config.errors import EngineError
 from app.engine.training.adapt import check_adapt_size
-from app.engine.training.fit_args import FitArgs
 from app.engine.training.inference import resolve_device
 from app.engine.training.trainer import Trainer
 from app.jobs import repository as repo
 from app.jobs.dispatch import dispatch
 from app.jobs.inputs import write_inputs
 from app.jobs.schemas import FitRequest
+from app.jobs.spec import FitJobSpec
 from app.models import repository as models_repo
 from app.models.cost import check_fit_plan, check_one_sample
 from app.models.loading import build_model
@@ -54,19 +55,7 @@ def submit_fit(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: FitR
     check_storable(body.callbacks, [BODY, "callbacks"])
     spec = compile_spec(row, body.compile)
     seed = body.seed if body.seed is not None else int.from_bytes(os.urandom(4), "little")
-    args = FitArgs(
-        batch_size=body.batch_size,
-        epochs=body.epochs,
-        shuffle=body.shuffle,
-        validation_split=body.validation_split,
-        initial_epoch=body.initial_epoch,
-        validation_batch_size=body.validation_batch_size,
-        validation_freq=body.validation_freq,
-        seed=seed,
-        class_weight=body.class_weight,
-        steps_per_epoch=body.steps_per_epoch,
-        validation_steps=body.validation_steps,
-    )
+    args = body.fit_args(seed=seed)
     vd = body.validation_data
     # References to datasets become memory maps of their rows: checked like inline arrays, read
     # by nobody here.
@@ -98,13 +87,14 @@ def submit_fit(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: FitR
         arrays.update(plan.validation.to_arrays("val_"))
     data_key, data_refs, inputs_bytes = store_inputs(ctx, job_id, arrays, refs)
     # The split and the class weights are already applied to the stored arrays, and the batch
-    # size is resolved (plan.args).
-    fit = {**plan.args.__dict__, "validation_split": 0.0, "adapt": body.adapt}
-    # Without a compile spec the fit continues the model's optimizer, as a second Keras fit
-    # does; with one it starts a fresh optimizer, as compile() then fit() does.
-    request = {"compile": spec.to_config(), "fit": fit, "callbacks": body.callbacks,
-               "continue_optimizer": body.compile is None,
-               "data_refs": data_refs}  # fmt: skip
+    # size is resolved (plan.args). Without a compile spec the fit continues the model's
+    # optimizer, as a second Keras fit does; with one it starts a fresh optimizer, as compile()
+    # then fit() does.
+    job_spec = FitJobSpec(
+        compile=spec.to_config(), fit=replace(plan.args, validation_split=0.0),
+        adapt=body.adapt, callbacks=body.callbacks, continue_optimizer=body.compile is None,
+        data_refs=data_refs,
+    )  # fmt: skip
     busy = Conflict(f"model {model_id} is already training", loc=["path", "model_id"])
     # Locked and read again: the job starts from the weights the model holds now, which a
     # change of its weights cannot delete while the job is active (see weights_files).
@@ -124,7 +114,7 @@ def submit_fit(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: FitR
             raise Conflict(f"the compile spec of model {model_id} changed while this fit "
                            "was being checked; try again", loc=[BODY, "compile"])  # fmt: skip
         job = repo.add_job(session, row=JobRow(
-            id=job_id, model_id=model_id, project_id=row.project_id, request=request,
+            id=job_id, model_id=model_id, project_id=row.project_id, request=job_spec.to_request(),
             data_key=data_key, inputs_bytes=inputs_bytes, base_weights_key=current.weights_key,
             epochs=args.epochs,
             epochs_done=args.initial_epoch, max_attempts=ctx.settings.job_max_attempts,

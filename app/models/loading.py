@@ -44,6 +44,11 @@ def read_checkpoint(
     return checkpoint.from_bytes(store.read(key))
 
 
+def load_checkpoint(store: ArtifactStore, key: str) -> checkpoint.Checkpoint:
+    """Checkpoint `key`, typed (any format this version reads)."""
+    return checkpoint.Checkpoint.from_bytes(store.read(key))
+
+
 def model_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A checkpoint's weights, by the model's own names."""
     return {k.removeprefix("model/"): t for k, t in tensors.items() if k.startswith("model/")}

@@ -25,6 +25,7 @@ from app.engine.models.model import Model
 from app.engine.training.checkpoint import from_bytes, to_bytes
 from app.engine.training.compile import CompileSpec
 from app.engine.training.fit_args import FitArgs
+from app.engine.training.state import LoopState
 from app.engine.training.trainer import Trainer
 from tests.support.keras_fit import sequential
 
@@ -73,9 +74,10 @@ def _trainer() -> Trainer:
     return Trainer(Model.from_config(MODEL, seed=0), CompileSpec.parse(COMPILE))
 
 
-def _fit(trainer: Trainer, cbs: list[Callback], **args: Any) -> Any:
+def _fit(trainer: Trainer, cbs: list[Callback], resume: LoopState | None = None,
+         **args: Any) -> Any:  # fmt: skip
     return trainer.fit(X, Y, validation_data=(VX, VY), args=FitArgs(**{**ARGS, **args}),
-                       callbacks=cbs)  # fmt: skip
+                       callbacks=cbs, resume=resume)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +91,7 @@ def _resume(
     state: tuple[dict[str, torch.Tensor], dict[str, Any]], k: int, cbs: list[Callback]
 ) -> tuple[Trainer, Any]:
     trainer = _trainer()
-    trainer.load_state(*state)
-    return trainer, _fit(trainer, cbs, initial_epoch=k + 1)
+    return trainer, _fit(trainer, cbs, LoopState.from_checkpoint(*state), initial_epoch=k + 1)
 
 
 def _assert_same_weights(a: Trainer, b: Trainer) -> None:
@@ -179,10 +180,9 @@ def test_callbacks_of_another_class_or_config_start_afresh(straight: Any) -> Non
         EarlyStopping(monitor="val_loss", patience=7, restore_best_weights=True),  # config
         ModelCheckpoint(monitor="val_loss", save_best_only=True),  # class at index 1
     ]
-    trainer = _trainer()
-    trainer.load_state(*capture.states[k])
-    assert trainer._callbacks_state is not None
-    tensors, entries, _ = trainer._callbacks_state
+    saved = LoopState.from_checkpoint(*capture.states[k]).callbacks
+    assert saved is not None
+    tensors, entries = saved.tensors, saved.entries
     restored = callback_state.restore(other, tensors, entries)
     assert restored == [] and other[0].best is None and other[1].best is None  # type: ignore[attr-defined]
     same = _callbacks()

@@ -18,6 +18,7 @@ from app.engine.training.batches import BatchIterator
 from app.engine.training.checkpoint import from_bytes, to_bytes
 from app.engine.training.compile import CompileSpec
 from app.engine.training.fit_args import FitArgs
+from app.engine.training.state import LoopState
 from app.engine.training.trainer import Trainer
 from tests.support.keras_fit import assert_same_fit, keras_and_ours, measured_drift, sequential
 
@@ -215,8 +216,12 @@ def test_resuming_at_an_epoch_boundary_equals_an_uninterrupted_fit(shuffle: bool
     tensors, meta = from_bytes(to_bytes(*first.state()))  # as a checkpoint stores it
     assert meta["data"]["in_pass"] and meta["data"]["seen"] == 4
     resumed = trainer()
-    resumed.load_state(tensors, meta)
-    tail = resumed.fit(X, Y, args=FitArgs(epochs=6, initial_epoch=3, **args)).history
+    tail = resumed.fit(
+        X,
+        Y,
+        args=FitArgs(epochs=6, initial_epoch=3, **args),
+        resume=LoopState.from_checkpoint(tensors, meta),
+    ).history
     for key in full:
         assert head[key] + tail[key] == full[key], key
     for a, b in zip(resumed.model.get_weights(), whole.model.get_weights(), strict=True):

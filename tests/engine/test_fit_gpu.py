@@ -51,7 +51,7 @@ def test_training_steps_do_not_sync_with_the_host() -> None:
     torch.cuda.set_sync_debug_mode("error")
     try:
         for lo in range(0, data.size, 128):
-            trainer._train_step(data.take(slice(lo, lo + 128)), params)
+            trainer.train_step(data.take(slice(lo, lo + 128)), params)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
@@ -60,13 +60,15 @@ def test_a_resume_point_from_a_stored_state_on_cuda() -> None:
     """A resumed attempt with no epoch left takes the resume point from the checkpoint it read
     (on the CPU) and compares it with the trainer's weights (on CUDA)."""
     from app.engine.training import checkpoint
-    from app.engine.training import state as training_state
+    from app.engine.training.state import LoopState
 
     model = Model.from_config(scenario.MODEL, seed=1)
     trainer = Trainer(model, CompileSpec.parse(scenario.COMPILE), device=torch.device("cuda"))
     trainer.fit(scenario.X, scenario.Y, args=FitArgs(batch_size=128, epochs=1))
-    stored = checkpoint.from_bytes(checkpoint.to_bytes(*trainer.state()))
+    stored = LoopState.from_checkpoint(
+        *checkpoint.from_bytes(checkpoint.to_bytes(*trainer.state()))
+    )
     with torch.no_grad():  # the fit's end changes one weight (as the EMA overwrite does)
         next(iter(trainer.model.parameters())).add_(1.0)
-    tensors, _ = training_state.with_resume_point(*trainer.state(), stored)
-    assert len([k for k in tensors if k.startswith(training_state.RESUME)]) == 1
+    final = trainer.loop_state().with_resume_point(stored)
+    assert len(final.resume_weights) == 1

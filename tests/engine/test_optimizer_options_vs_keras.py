@@ -22,6 +22,7 @@ from app.engine.config.errors import ConfigError
 from app.engine.models.model import Model
 from app.engine.training.compile import CompileSpec
 from app.engine.training.fit_args import FitArgs
+from app.engine.training.state import LoopState
 from app.engine.training.trainer import Trainer
 from tests.engine.test_optimizers import _gradients, _initial, _params, _step
 from tests.support.keras_fit import assert_same_fit, fit_results, sequential
@@ -277,9 +278,8 @@ def test_resume_with_ema_accumulation_and_schedule_is_bit_exact(keras):
     assert meta["optimizer"]["steps"] == 12 and meta["optimizer"]["iterations"] == 2
 
     _, resumed = _pair(keras, optimizer)
-    resumed.load_state(tensors, meta)
     args = FitArgs(batch_size=BATCH, epochs=4, shuffle=False, initial_epoch=2)
-    rest = resumed.fit(x, y, args=args).history
+    rest = resumed.fit(x, y, args=args, resume=LoopState.from_checkpoint(tensors, meta)).history
     assert rest == {k: v[2:] for k, v in full.items()}
     for a, b in zip(resumed.model.get_weights(), straight.model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -153,6 +153,6 @@ def test_regularized_training_steps_do_not_sync_with_the_host() -> None:
     torch.cuda.set_sync_debug_mode("error")
     try:
         for lo in range(0, data.size, 64):
-            cuda._train_step(data.take(slice(lo, lo + 64)), params)
+            cuda.train_step(data.take(slice(lo, lo + 64)), params)
     finally:
         torch.cuda.set_sync_debug_mode("default")

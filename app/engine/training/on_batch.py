@@ -22,6 +22,7 @@ from app.engine.models.model import Model
 from app.engine.training import precision
 from app.engine.training.fit_args import MAX_BATCH_SIZE, apply_class_weight
 from app.engine.training.inference import model_device, model_inputs
+from app.engine.training.loop import run_test
 
 if TYPE_CHECKING:
     from app.engine.training.trainer import Trainer
@@ -53,15 +54,15 @@ def train_on_batch(
 ) -> dict[str, float]:
     """One optimizer step on the whole of (x, y); the batch's loss and metrics."""
     batch = _batch(trainer, x, y, sample_weight, class_weight, loc)
-    if trainer.seed is None and not trainer._resumed:
-        trainer._seed(None)  # as fit seeds it; a restored state continues its own
-    trainer._reset_metrics()
+    if trainer.seed is None and not trainer.rng_restored:
+        trainer.seed_generator(None)  # as fit seeds it; a restored state continues its own
+    trainer.reset_metrics()
     trainer.model.set_generator(trainer.generator)
     try:
-        trainer._train_step(batch, trainer.model.trainable_parameters())
+        trainer.train_step(batch)
     finally:
         trainer.model.set_generator(None)
-    return trainer._logs()
+    return trainer.get_metrics_result()
 
 
 def test_on_batch(
@@ -71,7 +72,7 @@ def test_on_batch(
     data = trainer.prepare(x, y, sample_weight, loc)
     _check_size(data.size, (*loc, "x"))
     arrays = trainer.to_device(data)
-    return trainer._test_loop(arrays, arrays.size, CallbackList([]))
+    return run_test(trainer, arrays, arrays.size, CallbackList([]))
 
 
 def predict_on_batch(

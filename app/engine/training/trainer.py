@@ -1,8 +1,11 @@
 """fit, evaluate and predict with Keras's semantics.
 
-The loop is Keras's (`loop`): named callback hooks in Keras's order, running-average
-training logs, the only early exit is `stop_training`. Validation inside fit and `evaluate` run
-the very same `_test_loop`, so evaluating the weights an epoch ended with, on the same data and
+The steps are public, as in Keras's torch trainer: `train_step` (one optimizer step on a batch),
+`test_step` (a batch's loss and metrics in inference mode) and `predict_step` (a batch's
+outputs); `reset_metrics` and `get_metrics_result` frame them. The loop is Keras's (`loop`),
+written against those alone: named callback hooks in Keras's order, running-average training
+logs, the only early exit is `stop_training`. Validation inside fit and `evaluate` run the very
+same `loop.run_test`, so evaluating the weights an epoch ended with, on the same data and
 batch size, reproduces that epoch's `val_` values exactly. Loss and metrics accumulate on the
 device; the host reads them once per epoch (or when a callback asks for batch logs).
 """
@@ -31,11 +34,11 @@ from app.engine.arrays.checks import (
 )
 from app.engine.arrays.host_batches import HostBatches, is_mapped
 from app.engine.callbacks import Callback, CallbackList, History
+from app.engine.callbacks import state as callback_state
 from app.engine.config.errors import ConfigError, Loc
 from app.engine.models.model import Model
 from app.engine.optimizers import Optimizer
 from app.engine.training import jit, precision
-from app.engine.training import state as training_state
 from app.engine.training.batches import BatchIterator
 from app.engine.training.compile import CompileSpec
 from app.engine.training.fit_args import (
@@ -46,7 +49,8 @@ from app.engine.training.fit_args import (
 )
 from app.engine.training.heads import Heads
 from app.engine.training.inference import predict, resolve_device
-from app.engine.training.loop import run_epochs
+from app.engine.training.loop import run_epochs, run_test
+from app.engine.training.state import BatchPosition, CallbackStates, LoopState
 
 
 class Trainer:
@@ -70,13 +74,12 @@ class Trainer:
         self.stop_training = False
         self.generator = torch.Generator(device=self.device)
         self.seed: int | None = None
-        self._resumed = False
+        # The generator holds a restored state (which train_on_batch continues) and no fit
+        # has seeded it since.
+        self.rng_restored = False
         self.epoch = -1  # the last finished epoch
         self.batches: BatchIterator | None = None  # the last fit's, for its checkpoints
-        self._batches_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
         self.callbacks: list[Callback] | None = None  # the running fit's, for its checkpoints
-        # A checkpoint's callback tensors and entries, and whether a callback had stopped it.
-        self._callbacks_state: tuple[dict[str, torch.Tensor], list[Any], bool] | None = None
         # Keras wraps the optimizer in a LossScaleOptimizer for mixed_float16.
         self.loss_scaler: precision.LossScaler | None = None
         if compile_spec.dtype_policy == "mixed_float16" and compile_spec.auto_scale_loss:
@@ -163,9 +166,16 @@ class Trainer:
     def _all_metrics(self) -> list[metrics_mod.Metric]:
         return [self.loss_tracker, *(self.heads.all_metrics() if self.heads else [])]
 
-    def _reset_metrics(self) -> None:
+    def reset_metrics(self) -> None:
+        """Zero the loss tracker and every metric (at each epoch's and each test's start)."""
         for m in self._all_metrics():
             m.reset_state()
+
+    def get_metrics_result(self) -> dict[str, float]:
+        """One host sync: the current value of the loss and every metric, keys sorted."""
+        ms = self._all_metrics()
+        values = torch.stack([m.result().float() for m in ms]).tolist()
+        return dict(sorted(zip((m.name for m in ms), values, strict=True)))
 
     def _update(
         self,
@@ -178,12 +188,6 @@ class Trainer:
         assert self.heads is not None
         self.loss_tracker.update_state(loss, sample_weight=batch.size)
         self.heads.update(batch.y, y_preds, masks, batch.sample_weight, each, batch.size)
-
-    def _logs(self) -> dict[str, float]:
-        """One host sync: the current value of the loss and every metric, keys sorted."""
-        ms = self._all_metrics()
-        values = torch.stack([m.result().float() for m in ms]).tolist()
-        return dict(sorted(zip((m.name for m in ms), values, strict=True)))
 
     def _forward_loss(
         self, batch: Arrays, training: bool
@@ -202,7 +206,13 @@ class Trainer:
             loss = torch.stack([loss, *added]).sum()
         return y_preds, masks, loss, each
 
-    def _train_step(self, batch: Arrays, params: list[torch.nn.Parameter]) -> None:
+    def train_step(self, batch: Arrays, params: list[torch.nn.Parameter] | None = None) -> None:
+        """One optimizer step on `batch` (a non-finite step under loss scaling is skipped);
+        the loss and metrics take in its forward pass, read with `get_metrics_result`.
+        `params` are the model's trainable parameters, passed by a loop that steps many
+        times."""
+        if params is None:
+            params = self.model.trainable_parameters()
         y_preds, masks, loss, each = self._train_forward(batch, True)
         for p in params:
             p.grad = None
@@ -220,22 +230,17 @@ class Trainer:
             [None if e is None else e.detach() for e in each],
         )
 
-    def _test_loop(
-        self, data: BatchSource, batch_size: int, callbacks: Callback, steps: int | None = None
-    ) -> dict[str, float]:
-        """The one evaluation path: evaluate() and fit's validation both run this. `steps`
-        batches at most, from the first (Keras restarts validation data every time)."""
-        self._reset_metrics()
-        callbacks.on_test_begin()
-        end = data.size if steps is None else min(data.size, steps * batch_size)
+    def test_step(self, batch: Arrays) -> None:
+        """`batch`'s loss and metrics in inference mode, taken into the running values."""
         with torch.no_grad():
-            for lo in range(0, end, batch_size):
-                batch = data.take(slice(lo, lo + batch_size))
-                self._update(batch, *self._forward_loss(batch, training=False))
-                callbacks.on_test_batch_end(lo // batch_size)
-        logs = self._logs()
-        callbacks.on_test_end(logs)
-        return logs
+            self._update(batch, *self._forward_loss(batch, training=False))
+
+    def predict_step(self, inputs: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
+        """The model's outputs for a batch of inputs in inference mode, under the dtype policy,
+        as float32, one per output in output order."""
+        with torch.no_grad(), precision.compute(self.spec.dtype_policy, self.device):
+            out = self.model(inputs, training=False)
+        return [o.float() for o in (out if isinstance(out, list) else [out])]
 
     # -- public API ----------------------------------------------------------------------------
     def plan_fit(
@@ -280,27 +285,34 @@ class Trainer:
         sample_weight: Any = None,
         validation_data: Sequence[Any] | None = None,
         callbacks: Sequence[Callback] = (),
+        resume: LoopState | None = None,
         loc: Loc = (),
     ) -> History:
-        """Keras's `fit`; returns the History."""
+        """Keras's `fit`; returns the History. With `resume` (a checkpoint's state, taken by
+        `loop_state`), the fit continues from it: weights, optimizer, RNG, batch position and
+        callbacks, as if the fit that state was taken from had gone on; `args.initial_epoch`
+        says where."""
         plan = self.plan_fit(
             x, y, args=args, sample_weight=sample_weight, validation_data=validation_data,
             callbacks=callbacks, loc=loc,
         )  # fmt: skip
-        return self.run_fit(plan)
+        return self.run_fit(plan, resume=resume)
 
-    def run_fit(self, plan: FitPlan) -> History:
+    def run_fit(self, plan: FitPlan, *, resume: LoopState | None = None) -> History:
+        """Run a checked fit; `resume` as for `fit`."""
         train = self.to_device(plan.train)
         val = None if plan.validation is None else self.to_device(plan.validation)
         history = History()
         cbs = CallbackList([*plan.callbacks, history])
         cbs.set_trainer(self)
-        if not self._resumed:  # a restored RNG state continues where the checkpoint left it
-            self._seed(plan.args.seed)
-        self._resumed = False
+        if resume is not None:  # the restored RNG state continues where the state left it
+            self.restore(resume)
+        else:
+            self.seed_generator(plan.args.seed)
+        self.rng_restored = False
         self.callbacks = list(plan.callbacks)
         try:
-            run_epochs(self, train, val, plan.args.resolved(train.size), cbs)
+            run_epochs(self, train, val, plan.args.resolved(train.size), cbs, resume)
         finally:
             self.callbacks = None
             train.close()
@@ -308,7 +320,8 @@ class Trainer:
                 val.close()
         return history
 
-    def _seed(self, seed: int | None) -> None:
+    def seed_generator(self, seed: int | None) -> None:
+        """Seed the trainer's generator (shuffles, dropout); None draws a seed."""
         if seed is None:
             seed = int.from_bytes(os.urandom(4), "little")
         self.seed = seed
@@ -329,7 +342,7 @@ class Trainer:
         cbs = CallbackList(callbacks)
         cbs.set_trainer(self)
         try:
-            return self._test_loop(data, batch_size or DEFAULT_BATCH_SIZE, cbs)
+            return run_test(self, data, batch_size or DEFAULT_BATCH_SIZE, cbs)
         finally:
             data.close()
 
@@ -347,17 +360,62 @@ class Trainer:
             for k, t in self.model.weight_tensors().items():
                 t.copy_(snapshot[k])
 
-    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def loop_state(self) -> LoopState:
         """Everything needed to continue training: weights, optimizer slots, RNG state, the
-        position in the batch order and the loss scale."""
-        return training_state.state_of(self)
+        loss scale and, during a fit, the position in the batch order and the callbacks'
+        state (tensors not copied: `clone` it to keep it while training goes on)."""
+        opt_tensors, opt_meta = self.optimizer.state_dict()
+        state = LoopState(
+            weights={k: t.detach() for k, t in self.model.weight_tensors().items()},
+            optimizer={k: t.detach() for k, t in opt_tensors.items()},
+            optimizer_meta=opt_meta,
+            rng=self.generator.get_state(),
+            seed=self.seed,
+            epoch=self.epoch,
+            loss_scale=None if self.loss_scaler is None else self.loss_scaler.state(),
+        )
+        if self.batches is not None:
+            state.batches = BatchPosition(*self.batches.state())
+        if self.callbacks is not None:
+            state.callbacks = CallbackStates(*callback_state.collect(self.callbacks))
+            state.stop_training = self.stop_training
+        return state
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """`loop_state()` as a checkpoint's tensors and JSON entries."""
+        return self.loop_state().to_checkpoint()
+
+    def restore(self, state: LoopState) -> None:
+        """The trainer's part of `state`: the weights to resume from, the optimizer, loss
+        scale, RNG state, seed and last finished epoch. The fit's part (batch position,
+        callbacks, stop flag) only `fit(..., resume=state)` restores."""
+        self.carry_over(state, rng=True)
+        if state.resume_weights:  # a final state: continue from the last epoch's end
+            self.model.load_weight_tensors(state.weights_to_resume())
+        self.seed = state.seed
+        self.epoch = state.epoch
+        self.rng_restored = True
 
     def load_state(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
-        training_state.load_into(self, tensors, meta)
+        """`restore` from a checkpoint's tensors and JSON entries."""
+        self.restore(LoopState.from_checkpoint(tensors, meta))
+
+    def carry_over(self, state: LoopState, *, rng: bool = False) -> None:
+        """The weights (as the fit left them), the optimizer's slots and scalars and the loss
+        scale: what a compiled Keras model carries from one `fit` (or `train_on_batch`) into
+        the next; with `rng`, the random generator's state too (a fit draws from its own
+        seed). Not the batch order or the callbacks, which belong to one fit."""
+        self.model.load_weight_tensors(state.weights)
+        if state.optimizer_meta is not None:
+            opt = {k: t.to(self.device) for k, t in state.optimizer.items()}
+            self.optimizer.load_state_dict(opt, state.optimizer_meta)
+        if self.loss_scaler is not None and state.loss_scale is not None:
+            self.loss_scaler.load_state(dict(state.loss_scale))
+        if rng and state.rng is not None:
+            self.generator.set_state(state.rng.cpu())
 
     def load_optimizer_state(
         self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any], *, rng: bool = False
     ) -> None:
-        """Weights and optimizer state (and with `rng` the generator's), as a compiled Keras
-        model carries them into its next fit or train_on_batch."""
-        training_state.load_optimizer_into(self, tensors, meta, rng=rng)
+        """`carry_over` from a checkpoint's tensors and JSON entries."""
+        self.carry_over(LoopState.from_checkpoint(tensors, meta), rng=rng)

@@ -10,15 +10,14 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import torch
+from dataclasses import replace
 
 from app.db.models import CheckpointRow
 from app.db.session import unit_of_work
 from app.engine.callbacks import Callback, Logs, ModelCheckpoint
 from app.engine.config.errors import TrainingInterrupted
-from app.engine.training import checkpoint
+from app.engine.training.checkpoint import Checkpoint, CheckpointInfo
+from app.engine.training.state import LoopState
 from app.jobs import repository as repo
 from app.jobs.callbacks.attempt import AttemptContext
 from app.jobs.failures import retried
@@ -37,27 +36,23 @@ def write_checkpoint(
     job_id: uuid.UUID,
     attempt: int,
     epoch: int,
-    logs: dict[str, float | None],
-    tensors: dict[str, Any],
-    meta: dict[str, Any],
+    ckpt: Checkpoint,
     trigger: str = "periodic",
-    batch: int | None = None,
     selection: tuple[str, str] | None = None,
 ) -> CheckpointRow:
     """Write the file atomically and return its row, not yet registered: the caller registers
     it (fenced) in the transaction it belongs to. `selection` is the (monitor, mode) that
-    selects the job's `best` checkpoint; a checkpoint whose meta says `final` is the final
-    one."""
-    final = bool(meta.get("final"))
-    trigger = "final" if final else trigger
-    key = checkpoint_key(job_id, attempt, epoch, batch=batch, final=final)
-    extra = {} if batch is None else {"batch": batch}
+    selects the job's `best` checkpoint; a checkpoint whose info says `final` is the final
+    one, one with a `batch` a mid-epoch save."""
+    info = ckpt.info
+    trigger = "final" if info.final else trigger
+    key = checkpoint_key(job_id, attempt, epoch, batch=info.batch, final=info.final)
     with metrics.CHECKPOINT_SECONDS.time():
-        size = ctx.store.write(key, checkpoint.to_bytes(tensors, {**meta, **extra, "logs": logs}))
+        size = ctx.store.write(key, ckpt.to_bytes())
     monitor, mode = selection or (None, None)
     return CheckpointRow(job_id=job_id, epoch=epoch, attempt=attempt, key=key, size_bytes=size,
-                         logs=logs, trigger=trigger, batch=batch, monitor=monitor,
-                         mode=mode)  # fmt: skip
+                         logs=info.logs or {}, trigger=trigger, batch=info.batch,
+                         monitor=monitor, mode=mode)  # fmt: skip
 
 
 def unsaved_copy(row: CheckpointRow) -> CheckpointRow:
@@ -77,10 +72,11 @@ class CheckpointSaver(Callback):
     epoch-end checkpoint, `flush_epochs` commits the epoch rows up to it."""
 
     def __init__(
-        self, attempt: AttemptContext, *, static_meta: dict[str, Any], epochs: int,
+        self, attempt: AttemptContext, *, info: CheckpointInfo, epochs: int,
         model_checkpoints: Sequence[ModelCheckpoint], flush_epochs: Callable[[], None],
     ) -> None:  # fmt: skip
-        self.attempt, self.static_meta, self.epochs = attempt, static_meta, epochs
+        # `info`: what every checkpoint of the job says about itself (configs, job id).
+        self.attempt, self.info, self.epochs = attempt, info, epochs
         self.flush_epochs = flush_epochs
         self.model_checkpoints = list(model_checkpoints)
         for cb in self.model_checkpoints:
@@ -89,7 +85,7 @@ class CheckpointSaver(Callback):
         self.last_checkpoint = time.monotonic()
         # The training state at the last epoch's end (copied: the fit's end may change the
         # weights), which the final checkpoint keeps for resuming.
-        self.end_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+        self.end_state: LoopState | None = None
         self._save_requested = False
         self._epoch = 0
 
@@ -113,8 +109,7 @@ class CheckpointSaver(Callback):
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         trainer, ctx = self.trainer, self.attempt.ctx
         if epoch == self.epochs - 1 or trainer.stop_training:  # the fit's last epoch
-            tensors, meta = trainer.state()
-            self.end_state = ({k: t.clone() for k, t in tensors.items()}, meta)
+            self.end_state = trainer.loop_state().clone()
         every = ctx.settings.checkpoint_every_s
         due = time.monotonic() - self.last_checkpoint >= every and not trainer.stop_training
         # Stopping for a shutdown at an epoch end: this epoch is the resume point.
@@ -129,10 +124,9 @@ class CheckpointSaver(Callback):
     def _save(self, epoch: int, values: dict[str, float | None], trigger: str,
               batch: int | None = None) -> None:  # fmt: skip
         ctx, job_id, attempt = self.attempt.ctx, self.attempt.job_id, self.attempt.attempt
-        tensors, meta = self.trainer.state()
+        ckpt = Checkpoint(self.trainer.loop_state(), replace(self.info, logs=values, batch=batch))
         row = retried(lambda: write_checkpoint(
-            ctx, job_id=job_id, attempt=attempt, epoch=epoch, logs=values, tensors=tensors,
-            meta={**self.static_meta, **meta}, trigger=trigger, batch=batch,
+            ctx, job_id=job_id, attempt=attempt, epoch=epoch, ckpt=ckpt, trigger=trigger,
             selection=self.selection,
         ), what=f"writing a checkpoint of job {job_id}")  # fmt: skip
         keep = ctx.settings.checkpoint_keep

@@ -1,0 +1,58 @@
+"""A fit job's typed, versioned spec: a row's `request` stored before the spec existed
+(tests/fixtures/job_request_fit.json, written by the earlier code) reads as the same values
+and writes back as the same JSON plus its version; a newer version is refused; and the fit
+request declares every engine fit argument, which the service takes over by name."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from app.engine.training.fit_args import FitArgs
+from app.jobs.schemas import FIT_ARG_NAMES, FitRequest
+from app.jobs.spec import SPEC_VERSION, FitJobSpec, UnknownSpecVersion
+
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "job_request_fit.json"
+
+
+def _stored() -> dict[str, object]:
+    return dict(json.loads(FIXTURE.read_text()))
+
+
+def test_a_stored_request_reads_as_a_spec_and_writes_back_the_same() -> None:
+    stored = _stored()
+    spec = FitJobSpec.from_request(stored)
+    assert spec.fit == FitArgs(batch_size=10, epochs=5, shuffle=True, seed=3, steps_per_epoch=3)
+    assert spec.adapt is False and spec.continue_optimizer is False and spec.data_refs == {}
+    assert [c["class_name"] for c in spec.callbacks] == ["EarlyStopping", "ReduceLROnPlateau"]
+    assert spec.compile["optimizer"]["class_name"] == "Adam"
+    assert spec.to_request() == {**stored, "version": SPEC_VERSION}
+    assert FitJobSpec.from_request(json.loads(json.dumps(spec.to_request()))) == spec
+
+
+def test_a_resumed_spec_changes_the_epochs_only() -> None:
+    spec = FitJobSpec.from_request(_stored())
+    child = spec.resumed(epochs=9, initial_epoch=4)
+    assert child.fit == dataclasses.replace(spec.fit, epochs=9, initial_epoch=4)
+    assert dataclasses.replace(child, fit=spec.fit) == spec
+    assert spec.fit.epochs == 5  # the parent's is untouched
+
+
+def test_a_newer_spec_is_refused() -> None:
+    with pytest.raises(UnknownSpecVersion, match="version 2"):
+        FitJobSpec.from_request({**_stored(), "version": 2})
+
+
+def test_the_fit_request_declares_every_fit_argument() -> None:
+    assert set(FIT_ARG_NAMES) <= set(FitRequest.model_fields)
+    body = FitRequest.model_validate(
+        {"x": [[0.0]], "y": [[1.0]], "epochs": 3, "batch_size": 4, "shuffle": "batch",
+         "validation_freq": [1, 3], "class_weight": {"0": 2.0}, "steps_per_epoch": 2}
+    )  # fmt: skip
+    assert body.fit_args(seed=7) == FitArgs(
+        batch_size=4, epochs=3, shuffle="batch", validation_freq=[1, 3], seed=7,
+        class_weight={"0": 2.0}, steps_per_epoch=2,
+    )  # fmt: skip
