@@ -101,7 +101,7 @@ def _optimizer() -> Schema:
             names.extend(spellings)
         variants.append(_object({
             "class_name": {"type": "string", "enum": spellings},
-            "config": _optimizer_config(cls.hyperparameters),
+            "config": _optimizer_config(cls.hyperparameters()),
             **KERAS_MODULE,
         }, ("class_name",), title=canonical))  # fmt: skip
     name: Schema = {"type": "string", "enum": sorted(names), "description": "Any case"}
