@@ -101,7 +101,7 @@ def _optimizer() -> Schema:
             names.extend(spellings)
         variants.append(_object({
             "class_name": {"type": "string", "enum": spellings},
-            "config": _optimizer_config(cls.hyperparameters),
+            "config": _optimizer_config(cls.hyperparameters()),
             **KERAS_MODULE,
         }, ("class_name",), title=canonical))  # fmt: skip
     name: Schema = {"type": "string", "enum": sorted(names), "description": "Any case"}
@@ -117,7 +117,7 @@ def _schedule() -> Schema:
     variants = [
         _object({
             "class_name": {"type": "string", "const": SCHEDULES.canonical_name(cls)},
-            "config": _object({key: kinds.get(key, NUMBER) for key in cls.keys}),
+            "config": _object({key: kinds.get(key, NUMBER) for key in cls.declared_keys}),
             **KERAS_MODULE,
         }, ("class_name", "config"), title=SCHEDULES.canonical_name(cls))
         for cls in sorted(SCHEDULES.classes(), key=SCHEDULES.canonical_name)

@@ -76,12 +76,12 @@ def test_every_schedule_round_trips_with_keras_defaults(keras, cls):
     required = {"boundaries": [2], "values": [0.1, 0.01]} if name == "PiecewiseConstantDecay" else {
         "initial_learning_rate": 0.1,
         ("first_decay_steps" if name == "CosineDecayRestarts" else "decay_steps"): 5,
-        **({"decay_rate": 0.5} if "decay_rate" in cls.keys else {}),
+        **({"decay_rate": 0.5} if "decay_rate" in cls.config_keys() else {}),
     }  # fmt: skip
     ours = cls.from_config(required, ())
     assert ours.get_config() == _keras(keras, name, required).get_config()
     assert cls.from_config(ours.get_config(), ()).get_config() == ours.get_config()
-    assert tuple(ours.get_config()) == cls.keys
+    assert tuple(ours.get_config()) == cls.config_keys()
 
 
 @pytest.mark.parametrize(

@@ -12,39 +12,45 @@ from typing import Any
 import torch
 
 from app.engine.callbacks.base import Logs
-from app.engine.callbacks.monitor import MODES, MonitorCallback
+from app.engine.callbacks.monitor import MonitorCallback, mode_key
 from app.engine.callbacks.registry import CALLBACKS
 from app.engine.callbacks.state import decode_float, encode_float, prefixed, unprefixed
+from app.engine.config.declared import Key, boolean, integer, number_or_none, string, string_or_none
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_bool, get_float, get_int, get_str
-from app.engine.config.registry import known_keys
 
 Sink = Callable[[int, Logs, "int | None"], None]
 MAX_SAVE_FREQ = 1 << 30
 
 
-@CALLBACKS.register("ModelCheckpoint")
+def _read_save_freq(config: Mapping[str, Any], key: str, loc: Loc, default: str) -> str | int:
+    value = config.get(key, default)
+    if value == "epoch":
+        return "epoch"
+    if isinstance(value, float) and value.is_integer():  # JSON writers may emit 3.0
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SAVE_FREQ:
+        return value
+    raise ConfigError((*loc, key), f"must be 'epoch' or a number of batches >= 1, got {value!r}")
+
+
+@CALLBACKS.add()
 class ModelCheckpoint(MonitorCallback):
     """Save at the end of every epoch (`save_freq="epoch"`) or every `save_freq` batches;
     with `save_best_only`, only when `monitor` beats the best so far (which starts at
     `initial_value_threshold`). `filepath` is a label only: nothing is written to a path."""
 
-    def __init__(
-        self,
-        *,
-        filepath: str | None = None,
-        monitor: str = "val_loss",
-        save_best_only: bool = False,
-        save_weights_only: bool = False,
-        mode: str = "auto",
-        save_freq: str | int = "epoch",
-        initial_value_threshold: float | None = None,
-    ) -> None:
-        self.filepath, self.monitor, self.mode = filepath, monitor, mode
-        self.save_best_only, self.save_weights_only = save_best_only, save_weights_only
-        self.save_freq, self.initial_value_threshold = save_freq, initial_value_threshold
+    filepath = string_or_none()
+    monitor = string("val_loss")
+    verbose = integer(0, saved=False)  # accepted for Keras's sake; nothing is printed
+    save_best_only = boolean(False)
+    save_weights_only = boolean(False)
+    mode = mode_key()
+    save_freq = Key[str | int](_read_save_freq, "epoch")
+    initial_value_threshold = number_or_none()
+
+    def __post_init__(self) -> None:
         # As in Keras, the best value is not reset between fits.
-        self.best: float | None = initial_value_threshold
+        self.best: float | None = self.initial_value_threshold
         self._sink: Sink | None = None
         self.saves: list[tuple[int, int | None]] = []  # (epoch, batch or None) of each save
         self.last_saved: dict[str, torch.Tensor] | None = None
@@ -53,34 +59,9 @@ class ModelCheckpoint(MonitorCallback):
         self._last_batch: int | None = None
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> ModelCheckpoint:
-        known_keys(config, ("filepath", "monitor", "verbose", "save_best_only",
-                            "save_weights_only", "mode", "save_freq",
-                            "initial_value_threshold"), loc)  # fmt: skip
-        get_int(config, "verbose", loc, 0)  # accepted for Keras's sake; nothing is printed
-        weights_only = get_bool(config, "save_weights_only", loc, False)
-        filepath = get_str(config, "filepath", loc, None, allow_none=True)
-        if filepath is not None:
-            _check_filepath(filepath, weights_only, (*loc, "filepath"))
-        return cls(
-            filepath=filepath,
-            monitor=get_str(config, "monitor", loc, "val_loss"),
-            save_best_only=get_bool(config, "save_best_only", loc, False),
-            save_weights_only=weights_only,
-            mode=get_str(config, "mode", loc, "auto", choices=MODES),
-            save_freq=_save_freq(config, (*loc, "save_freq")),
-            initial_value_threshold=get_float(
-                config, "initial_value_threshold", loc, None, allow_none=True
-            ),
-        )
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "filepath": self.filepath, "monitor": self.monitor,
-            "save_best_only": self.save_best_only, "save_weights_only": self.save_weights_only,
-            "mode": self.mode, "save_freq": self.save_freq,
-            "initial_value_threshold": self.initial_value_threshold,
-        }  # fmt: skip
+    def _validate(cls, values: dict[str, Any], loc: Loc) -> None:
+        if values["filepath"] is not None:
+            _check_filepath(values["filepath"], values["save_weights_only"], (*loc, "filepath"))
 
     def set_sink(self, sink: Sink | None) -> None:
         """Where each save goes: `sink(epoch, logs, batch)` is called instead of keeping the
@@ -153,17 +134,6 @@ class ModelCheckpoint(MonitorCallback):
             self._sink(epoch, logs, batch)
         else:
             self.last_saved = self.trainer.snapshot_weights()
-
-
-def _save_freq(config: Mapping[str, Any], loc: Loc) -> str | int:
-    value = config.get("save_freq", "epoch")
-    if value == "epoch":
-        return "epoch"
-    if isinstance(value, float) and value.is_integer():  # JSON writers may emit 3.0
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SAVE_FREQ:
-        return value
-    raise ConfigError(loc, f"must be 'epoch' or a number of batches >= 1, got {value!r}")
 
 
 def _check_filepath(filepath: str, weights_only: bool, loc: Loc) -> None:

@@ -12,33 +12,45 @@ import torch
 from app.engine.callbacks.base import Callback, Logs
 from app.engine.callbacks.registry import CALLBACKS
 from app.engine.callbacks.state import decode_float, encode_float, prefixed, unprefixed
+from app.engine.config.declared import (
+    Declared,
+    Key,
+    anything,
+    boolean,
+    integer,
+    number,
+    number_or_none,
+    string,
+)
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_bool, get_float, get_int, get_str
-from app.engine.config.registry import known_keys
 
 MODES = ["auto", "min", "max"]
 
 
-class MonitorCallback(Callback):
-    """Resolves `mode` the way Keras 3 does: `loss`/`val_loss` is min, otherwise the direction
-    of the compiled metric with that name; anything else cannot be `auto`."""
+def mode_key() -> Key[str]:
+    return string("auto", choices=MODES)
 
-    monitor: str
-    mode: str
-    min_delta: float = 0.0
+
+class MonitorCallback(Declared, Callback):
+    """Resolves `mode` the way Keras 3 does: `loss`/`val_loss` is min, otherwise the direction
+    of the compiled metric with that name; anything else cannot be `auto`. Each subclass
+    declares `monitor` and `mode` where Keras's config order puts them."""
 
     def check(self, log_keys: set[str], loc: Loc) -> None:
-        if self.monitor not in log_keys:
+        monitor: str = self._value("monitor")
+        if monitor not in log_keys:
             raise ConfigError(
                 (*loc, "config", "monitor"),
-                f"{self.monitor!r} is not among the logs this fit produces: {sorted(log_keys)}",
+                f"{monitor!r} is not among the logs this fit produces: {sorted(log_keys)}",
             )
         self.resolved_mode(loc)
 
     def resolved_mode(self, loc: Loc = ()) -> str:
-        if self.mode != "auto":
-            return self.mode
-        base = self.monitor.removeprefix("val_")
+        mode: str = self._value("mode")
+        monitor: str = self._value("monitor")
+        if mode != "auto":
+            return mode
+        base = monitor.removeprefix("val_")
         if base == "loss":
             return "min"
         direction = self.trainer.metric_direction(base) if hasattr(self, "trainer") else None
@@ -48,7 +60,7 @@ class MonitorCallback(Callback):
             return "min"
         raise ConfigError(
             (*loc, "config", "mode"),
-            f"mode 'auto' cannot tell whether {self.monitor!r} should go up or down; "
+            f"mode 'auto' cannot tell whether {monitor!r} should go up or down; "
             "set mode to 'min' or 'max'",
         )
 
@@ -61,51 +73,25 @@ class MonitorCallback(Callback):
         return bool(np.float32(current - abs(min_delta)) > np.float32(reference))
 
 
-@CALLBACKS.register("EarlyStopping")
+@CALLBACKS.add()
 class EarlyStopping(MonitorCallback):
     """Stop when `monitor` has not improved for `patience` epochs (never at epoch 0)."""
 
-    def __init__(
-        self,
-        *,
-        monitor: str = "val_loss",
-        min_delta: float = 0.0,
-        patience: int = 0,
-        mode: str = "auto",
-        baseline: float | None = None,
-        restore_best_weights: bool = False,
-        start_from_epoch: int = 0,
-    ) -> None:
-        self.monitor, self.min_delta, self.patience, self.mode = monitor, min_delta, patience, mode
-        self.baseline, self.restore_best_weights = baseline, restore_best_weights
-        self.start_from_epoch = start_from_epoch
+    monitor = string("val_loss")
+    min_delta = number(0.0)
+    patience = integer(0, min_value=0)
+    verbose = anything(0, saved=False)  # accepted for Keras's sake; nothing is printed
+    mode = mode_key()
+    baseline = number_or_none()
+    restore_best_weights = boolean(False)
+    start_from_epoch = integer(0, min_value=0)
+
+    def __post_init__(self) -> None:
         self.wait = 0
         self.best: float | None = None
         self.best_epoch = 0
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.stopped_epoch = 0
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> EarlyStopping:
-        known_keys(config, ("monitor", "min_delta", "patience", "verbose", "mode", "baseline",
-                            "restore_best_weights", "start_from_epoch"), loc)  # fmt: skip
-        return cls(
-            monitor=get_str(config, "monitor", loc, "val_loss"),
-            min_delta=get_float(config, "min_delta", loc, 0.0),
-            patience=get_int(config, "patience", loc, 0, min_value=0),
-            mode=get_str(config, "mode", loc, "auto", choices=MODES),
-            baseline=get_float(config, "baseline", loc, None, allow_none=True),
-            restore_best_weights=get_bool(config, "restore_best_weights", loc, False),
-            start_from_epoch=get_int(config, "start_from_epoch", loc, 0, min_value=0),
-        )
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "monitor": self.monitor, "min_delta": self.min_delta, "patience": self.patience,
-            "mode": self.mode, "baseline": self.baseline,
-            "restore_best_weights": self.restore_best_weights,
-            "start_from_epoch": self.start_from_epoch,
-        }  # fmt: skip
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
         self.wait, self.stopped_epoch, self.best_epoch = 0, 0, 0
@@ -146,26 +132,17 @@ class EarlyStopping(MonitorCallback):
             self.trainer.restore_weights(self.best_weights)
 
 
-@CALLBACKS.register("ThresholdStopping")
+@CALLBACKS.add()
 class ThresholdStopping(MonitorCallback):
     """Stop at the end of the first epoch whose `monitor` reaches `threshold` (>= for max,
     <= for min)."""
 
-    def __init__(self, *, monitor: str, threshold: float, mode: str = "auto") -> None:
-        self.monitor, self.threshold, self.mode = monitor, threshold, mode
+    monitor = string()
+    threshold = number()
+    mode = mode_key()
+
+    def __post_init__(self) -> None:
         self.stopped_epoch: int | None = None
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> ThresholdStopping:
-        known_keys(config, ("monitor", "threshold", "mode"), loc)
-        return cls(
-            monitor=get_str(config, "monitor", loc),
-            threshold=get_float(config, "threshold", loc),
-            mode=get_str(config, "mode", loc, "auto", choices=MODES),
-        )
-
-    def get_config(self) -> dict[str, Any]:
-        return {"monitor": self.monitor, "threshold": self.threshold, "mode": self.mode}
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
         self.stopped_epoch = None

@@ -9,70 +9,53 @@ schedule cannot be set: so does this one, with `LearningRateNotSettable`."""
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
 
 from app.engine.callbacks.base import Logs
-from app.engine.callbacks.monitor import MODES, MonitorCallback
+from app.engine.callbacks.monitor import MonitorCallback, mode_key
 from app.engine.callbacks.registry import CALLBACKS
 from app.engine.callbacks.state import decode_float, encode_float
+from app.engine.config.declared import Key, integer, number, string
 from app.engine.config.errors import ConfigError, LearningRateNotSettable, Loc
-from app.engine.config.readers import get_float, get_int, get_str
-from app.engine.config.registry import known_keys
+from app.engine.config.readers import get_float
 
 
-@CALLBACKS.register("ReduceLROnPlateau")
+def _read_factor(config: Mapping[str, Any], key: str, loc: Loc, default: float) -> float:
+    factor = float(get_float(config, key, loc, default, min_value=0.0))
+    if factor >= 1.0:
+        raise ConfigError((*loc, key), f"must be < 1.0 (a reduction), got {factor}")
+    return factor
+
+
+@CALLBACKS.add()
 class ReduceLROnPlateau(MonitorCallback):
     """Multiply the optimizer's learning rate by `factor` when `monitor` stops improving."""
 
-    def __init__(
-        self,
-        *,
-        monitor: str = "val_loss",
-        factor: float = 0.1,
-        patience: int = 10,
-        mode: str = "auto",
-        min_delta: float = 1e-4,
-        cooldown: int = 0,
-        min_lr: float = 0.0,
-    ) -> None:
-        if factor >= 1.0:
-            raise ConfigError(("factor",), f"must be < 1.0 (a reduction), got {factor}")
-        self.monitor, self.factor, self.patience, self.mode = monitor, factor, patience, mode
-        self.min_delta, self.cooldown, self.min_lr = min_delta, cooldown, min_lr
+    monitor = string("val_loss")
+    factor = Key[float](_read_factor, 0.1)
+    patience = integer(10, min_value=0)
+    verbose = integer(0, saved=False)  # accepted for Keras's sake; nothing is printed
+    mode = mode_key()
+    min_delta = number(1e-4)
+    cooldown = integer(0, min_value=0)
+    min_lr = number(0.0, min_value=0.0)
+
+    def __post_init__(self) -> None:
+        if self.factor >= 1.0:
+            raise ConfigError(("factor",), f"must be < 1.0 (a reduction), got {self.factor}")
         self.best: float | None = None
         self.wait = 0
         self.cooldown_counter = 0
         self._loc: Loc = ()  # where the callback is in the request, for its error
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> ReduceLROnPlateau:
-        known_keys(config, ("monitor", "factor", "patience", "verbose", "mode", "min_delta",
-                            "cooldown", "min_lr"), loc)  # fmt: skip
-        get_int(config, "verbose", loc, 0)  # accepted for Keras's sake; nothing is printed
-        factor = get_float(config, "factor", loc, 0.1, min_value=0.0)
-        if factor >= 1.0:
-            raise ConfigError((*loc, "factor"), f"must be < 1.0 (a reduction), got {factor}")
-        callback = cls(
-            monitor=get_str(config, "monitor", loc, "val_loss"),
-            factor=factor,
-            patience=get_int(config, "patience", loc, 10, min_value=0),
-            mode=get_str(config, "mode", loc, "auto", choices=MODES),
-            min_delta=get_float(config, "min_delta", loc, 1e-4),
-            cooldown=get_int(config, "cooldown", loc, 0, min_value=0),
-            min_lr=get_float(config, "min_lr", loc, 0.0, min_value=0.0),
-        )
+    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> Self:
+        callback = super().from_config(config, loc)
         callback._loc = loc[:-1] if loc and loc[-1] == "config" else loc
         return callback
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "monitor": self.monitor, "factor": self.factor, "patience": self.patience,
-            "mode": self.mode, "min_delta": self.min_delta, "cooldown": self.cooldown,
-            "min_lr": self.min_lr,
-        }  # fmt: skip
 
     def check(self, log_keys: set[str], loc: Loc) -> None:
         self._loc = loc

@@ -15,35 +15,28 @@ from typing import Any
 
 from app.engine.callbacks.base import Callback, Logs
 from app.engine.callbacks.registry import CALLBACKS
+from app.engine.config.declared import Declared, Key, integer
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_int
-from app.engine.config.registry import known_keys
 from app.engine.optimizers import schedules
 from app.engine.optimizers.schedules import LearningRateSchedule
 
 
-@CALLBACKS.register("LearningRateScheduler")
-class LearningRateScheduler(Callback):
+def _read_schedule(config: Mapping[str, Any], key: str, loc: Loc) -> LearningRateSchedule:
+    if key not in config:
+        raise ConfigError((*loc, key), "is required: a learning-rate schedule object")
+    return schedules.get(config[key], (*loc, key))
+
+
+@CALLBACKS.add()
+class LearningRateScheduler(Declared, Callback):
     """Set the optimizer's learning rate to `schedule(epoch)` before each epoch."""
 
-    def __init__(self, schedule: LearningRateSchedule, *, verbose: int = 0) -> None:
-        self.schedule = schedule
-        self.verbose = verbose
+    schedule = Key[LearningRateSchedule](_read_schedule, dump=schedules.serialize)
+    verbose = integer(0, min_value=0)  # accepted for Keras's sake; nothing is printed
+
+    def __init__(self, schedule: LearningRateSchedule, **values: Any) -> None:
+        super().__init__(schedule=schedule, **values)
         self._loc: Loc = ()
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> LearningRateScheduler:
-        known_keys(config, ("schedule", "verbose"), loc)
-        if "schedule" not in config:
-            raise ConfigError((*loc, "schedule"), "is required: a learning-rate schedule object")
-        return cls(
-            schedules.get(config["schedule"], (*loc, "schedule")),
-            # Accepted for Keras's sake; nothing is printed.
-            verbose=get_int(config, "verbose", loc, 0, min_value=0),
-        )
-
-    def get_config(self) -> dict[str, Any]:
-        return {"schedule": schedules.serialize(self.schedule), "verbose": self.verbose}
 
     def check(self, log_keys: set[str], loc: Loc) -> None:
         self._loc = loc

@@ -10,9 +10,8 @@ import torch
 
 from app.engine.callbacks.base import Callback, Logs
 from app.engine.callbacks.registry import CALLBACKS
-from app.engine.config.errors import EngineError, Loc
-from app.engine.config.readers import get_bool
-from app.engine.config.registry import known_keys
+from app.engine.config.declared import Declared, boolean
+from app.engine.config.errors import EngineError
 
 
 class NonFiniteLoss(EngineError, RuntimeError):
@@ -20,25 +19,18 @@ class NonFiniteLoss(EngineError, RuntimeError):
     Keras raises, and an EngineError, so a job fails with this message."""
 
 
-@CALLBACKS.register("TerminateOnNaN")
-class TerminateOnNaN(Callback):
+@CALLBACKS.add()
+class TerminateOnNaN(Declared, Callback):
     """Stop (or, with `raise_error`, fail) the fit once the running loss is NaN or Inf.
 
     Stopping cuts the epoch short; its validation and `on_epoch_end` still run, as in Keras.
     Reading the running loss costs one host sync per batch."""
 
-    def __init__(self, *, raise_error: bool = False) -> None:
-        self.raise_error = raise_error
+    raise_error = boolean(False)
+
+    def __post_init__(self) -> None:
         self.stopped_at: tuple[int, int] | None = None  # (epoch, batch)
         self._epoch = 0
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> TerminateOnNaN:
-        known_keys(config, ("raise_error",), loc)
-        return cls(raise_error=get_bool(config, "raise_error", loc, False))
-
-    def get_config(self) -> dict[str, Any]:
-        return {"raise_error": self.raise_error}
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
         self.stopped_at = None

@@ -75,6 +75,14 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def add(self, *aliases: str) -> Callable[[type[T]], type[T]]:
+        """Register a class under its own name (Keras's class name) and `aliases`."""
+
+        def decorator(cls: type[T]) -> type[T]:
+            return self.register(cls.__name__, *aliases)(cls)
+
+        return decorator
+
     def names(self) -> list[str]:
         """Canonical names, one per registered class, sorted."""
         return sorted(self._canonical.values())

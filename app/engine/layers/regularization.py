@@ -31,7 +31,7 @@ class ActivityRegularization(Layer):
         # Written back as given (null too), as Keras does; null penalizes nothing.
         self.l1 = l1
         self.l2 = l2
-        penalty = regularizers.L1L2(loc, l1 or 0.0, l2 or 0.0)
+        penalty = regularizers.L1L2(loc, l1=l1 or 0.0, l2=l2 or 0.0)
         self.set_activity_regularizer(penalty, loc)
 
     @classmethod

@@ -4,8 +4,8 @@ The Loss base lives in `base`, Keras's shape, reduction and label-check helpers 
 and the losses one module per kind: `crossentropy`, `regression`, `probabilistic`, `hinge`,
 `segmentation`, `sequence` (CTC) and `metric_learning` (Circle). Importing this package imports
 each of them, which registers their losses. A new loss is a subclass with `fn`, `_check` and, if it
-has arguments, `hyperparameters` and `_parse`, registered under Keras's class name, function name
-and aliases, in the module of its kind (imported below).
+has arguments, their declared keys (`app.engine.config.declared`), registered (`LOSSES.add`) under
+its class name, Keras's function name and aliases, in the module of its kind (imported below).
 """
 
 from __future__ import annotations

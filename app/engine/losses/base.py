@@ -12,9 +12,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from app.engine.config.declared import Declared, Derived, Key, string
 from app.engine.config.errors import ConfigError, Loc
 from app.engine.config.readers import get_str
-from app.engine.config.registry import Registry, known_keys, set_hyperparameters
+from app.engine.config.registry import Registry
 from app.engine.losses.reduction import (
     Shape,
     apply_mask,
@@ -31,23 +32,27 @@ EPSILON = 1e-7  # keras.backend.epsilon()
 REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight")
 
 
-class Loss:
-    """A Keras loss: `call` gives per-sample values, `__call__` reduces them to a scalar."""
+def _read_reduction(config: Mapping[str, Any], key: str, loc: Loc, default: str) -> str:
+    if config.get(key, "") in (None, "none"):
+        raise ConfigError((*loc, key), "reduction 'none' is not supported: training needs a scalar")
+    reduction: str = get_str(config, key, loc, default, choices=REDUCTIONS)
+    return reduction
+
+
+def _read_dtype(config: Mapping[str, Any], key: str, loc: Loc, default: None) -> None:
+    check_float32_dtype(config, loc)
+
+
+class Loss(Declared):
+    """A Keras loss: `call` gives per-sample values, `__call__` reduces them to a scalar. Its
+    config is `name`, `reduction` and the keys a subclass declares (`saved=False` for those
+    Keras accepts but leaves out of its config)."""
 
     default_name: ClassVar[str]
-    hyperparameters: ClassVar[dict[str, Any]] = {}  # a subclass's own config keys and defaults
-    # Arguments a loss takes but Keras leaves out of its config (Huber's delta, CosineSimilarity's
-    # axis): kept on the instance, read from a config, never written to one.
-    unsaved_hyperparameters: ClassVar[dict[str, Any]] = {}
-    _also_accepted: ClassVar[tuple[str, ...]] = ()  # keys read by `_parse` but not kept
-
-    def __init__(
-        self, name: str | None = None, reduction: str = "sum_over_batch_size", **hyper: Any
-    ) -> None:
-        declared = {**self.hyperparameters, **self.unsaved_hyperparameters}
-        set_hyperparameters(self, declared, hyper)
-        self.name = name if name is not None else self.default_name
-        self.reduction = reduction
+    name = string(Derived(lambda cls: cls.default_name))
+    reduction = Key[str](_read_reduction, REDUCTIONS[0])
+    # Accepted when it says float32; never written back.
+    dtype = Key[None](_read_dtype, None, saved=False)
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         raise NotImplementedError
@@ -80,31 +85,6 @@ class Loss:
 
     def _check(self, y: np.ndarray, out_shape: Shape, loc: Loc) -> None:
         check_same_shape(y.shape, out_shape, loc)
-
-    def get_config(self) -> dict[str, Any]:
-        hyper = {key: getattr(self, key) for key in self.hyperparameters}
-        return {"name": self.name, "reduction": self.reduction, **hyper}
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        """Constructor arguments beyond name and reduction, read from `config`."""
-        return {}
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> Loss:
-        keys = (
-            "name", "reduction", "dtype", *cls.hyperparameters, *cls.unsaved_hyperparameters,
-            *cls._also_accepted,
-        )  # fmt: skip
-        config = known_keys(config, keys, loc)
-        check_float32_dtype(config, loc)
-        name = get_str(config, "name", loc, cls.default_name)
-        if config.get("reduction", "") in (None, "none"):
-            raise ConfigError(
-                (*loc, "reduction"), "reduction 'none' is not supported: training needs a scalar"
-            )
-        reduction = get_str(config, "reduction", loc, REDUCTIONS[0], choices=REDUCTIONS)
-        return cls(name=name, reduction=reduction, **cls._parse(config, loc))
 
 
 LOSSES: Registry[Loss] = Registry("loss")

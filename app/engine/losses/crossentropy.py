@@ -15,8 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from app.engine.config.declared import Key, boolean, integer, must_be_null, number
 from app.engine.config.errors import ConfigError, DataError, Loc
-from app.engine.config.readers import get_bool, get_float, get_int
+from app.engine.config.readers import get_int
 from app.engine.losses.base import EPSILON, LOSSES, Loss
 from app.engine.losses.reduction import (
     Shape,
@@ -34,24 +35,16 @@ from app.engine.scalars import scalar_like
 Tensor = torch.Tensor
 
 
-class _Crossentropy(Loss):
-    hyperparameters = {"from_logits": False, "label_smoothing": 0.0, "axis": -1}
-    from_logits: bool
-    label_smoothing: float
-    axis: int
+class CrossentropyLoss(Loss):
+    """The keys Keras's crossentropy losses (and its focal ones) share."""
 
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        smoothing = get_float(config, "label_smoothing", loc, 0.0, min_value=0.0, max_value=1.0)
-        return {
-            "from_logits": get_bool(config, "from_logits", loc, False),
-            "label_smoothing": smoothing,
-            "axis": get_int(config, "axis", loc, -1),
-        }
+    from_logits = boolean(False)
+    label_smoothing = number(0.0, min_value=0.0, max_value=1.0)
+    axis = integer(-1)
 
 
-@LOSSES.register("BinaryCrossentropy", "binary_crossentropy", "bce", "BCE")
-class BinaryCrossentropy(_Crossentropy):
+@LOSSES.add("binary_crossentropy", "bce", "BCE")
+class BinaryCrossentropy(CrossentropyLoss):
     default_name = "binary_crossentropy"
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
@@ -71,8 +64,8 @@ class BinaryCrossentropy(_Crossentropy):
         check_unit_interval(y, loc, "binary crossentropy")
 
 
-@LOSSES.register("CategoricalCrossentropy", "categorical_crossentropy")
-class CategoricalCrossentropy(_Crossentropy):
+@LOSSES.add("categorical_crossentropy")
+class CategoricalCrossentropy(CrossentropyLoss):
     default_name = "categorical_crossentropy"
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
@@ -94,21 +87,19 @@ class CategoricalCrossentropy(_Crossentropy):
         check_axis(self.axis, same_rank_shapes(y.shape, out_shape)[1], loc)
 
 
-@LOSSES.register("SparseCategoricalCrossentropy", "sparse_categorical_crossentropy")
+def _read_last_axis(config: Mapping[str, Any], key: str, loc: Loc, default: int) -> int:
+    if get_int(config, key, loc, default) != -1:
+        raise ConfigError((*loc, key), "only axis -1 is supported yet")
+    return -1
+
+
+@LOSSES.add("sparse_categorical_crossentropy")
 class SparseCategoricalCrossentropy(Loss):
     default_name = "sparse_categorical_crossentropy"
+    from_logits = boolean(False)
+    ignore_class = must_be_null("ignore_class is not supported yet", saved=True)
     # Keras accepts `axis` but leaves it out of its config.
-    hyperparameters = {"from_logits": False, "ignore_class": None}
-    _also_accepted = ("axis",)
-    from_logits: bool
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        if config.get("ignore_class") is not None:
-            raise ConfigError((*loc, "ignore_class"), "ignore_class is not supported yet")
-        if get_int(config, "axis", loc, -1) != -1:
-            raise ConfigError((*loc, "axis"), "only axis -1 is supported yet")
-        return {"from_logits": get_bool(config, "from_logits", loc, False)}
+    axis = Key[int](_read_last_axis, -1, saved=False)
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         target = y_true.to(torch.long)

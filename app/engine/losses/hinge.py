@@ -25,7 +25,7 @@ def hinge_labels(y_true: Tensor) -> Tensor:
     return torch.where(is_binary, 2.0 * y_true - 1.0, y_true)
 
 
-@LOSSES.register("Hinge", "hinge")
+@LOSSES.add("hinge")
 class Hinge(Loss):
     """mean(max(1 - y·p, 0)) over the last axis, labels in {-1, 1} (or {0, 1}, mapped)."""
 
@@ -36,7 +36,7 @@ class Hinge(Loss):
         return torch.mean(torch.maximum(margin, scalar_like(0.0, y_pred)), dim=-1)
 
 
-@LOSSES.register("SquaredHinge", "squared_hinge")
+@LOSSES.add("squared_hinge")
 class SquaredHinge(Loss):
     """mean(max(1 - y·p, 0)²) over the last axis, labels as for Hinge."""
 
@@ -47,7 +47,7 @@ class SquaredHinge(Loss):
         return torch.mean(torch.square(torch.maximum(margin, scalar_like(0.0, y_pred))), dim=-1)
 
 
-@LOSSES.register("CategoricalHinge", "categorical_hinge")
+@LOSSES.add("categorical_hinge")
 class CategoricalHinge(Loss):
     """max(max((1 - y)·p) - Σ y·p + 1, 0) over the last axis, for one-hot labels."""
 

@@ -12,15 +12,12 @@ average over the remaining samples only; `Circle.__call__` does the same.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from app.engine.config.declared import boolean, number
 from app.engine.config.errors import DataError, Loc
-from app.engine.config.readers import get_bool, get_float
 from app.engine.losses.base import LOSSES, Loss
 from app.engine.losses.reduction import (
     Shape,
@@ -48,24 +45,15 @@ def _labels_column(y_true: Tensor, y_pred: Tensor) -> Tensor:
     return y_true.to(torch.int32).reshape(-1, 1)
 
 
-@LOSSES.register("Circle", "circle")
+@LOSSES.add("circle")
 class Circle(Loss):
     """softplus(logsumexp of the weighted positive terms + that of the negative terms), per row
     of the batch's similarity matrix."""
 
     default_name = "circle"
-    hyperparameters = {"gamma": 80.0, "margin": 0.4, "remove_diagonal": True}
-    gamma: float
-    margin: float
-    remove_diagonal: bool
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            "gamma": get_float(config, "gamma", loc, 80.0, min_value=0.0),
-            "margin": get_float(config, "margin", loc, 0.4),
-            "remove_diagonal": get_bool(config, "remove_diagonal", loc, True),
-        }
+    gamma = number(80.0, min_value=0.0)
+    margin = number(0.4)
+    remove_diagonal = boolean(True)
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         labels = _labels_column(y_true, y_pred)

@@ -18,9 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from app.engine.config.declared import Key, boolean, number
 from app.engine.config.errors import ConfigError, DataError, Loc
-from app.engine.config.readers import get_bool, get_float, get_int
+from app.engine.config.readers import get_float
 from app.engine.losses.base import EPSILON, LOSSES, Loss
+from app.engine.losses.crossentropy import CrossentropyLoss
 from app.engine.losses.reduction import (
     Shape,
     binary_crossentropy_elems,
@@ -36,7 +38,7 @@ from app.engine.scalars import scalar_like
 Tensor = torch.Tensor
 
 
-@LOSSES.register("KLDivergence", "kl_divergence", "kld", "KLD")
+@LOSSES.add("kl_divergence", "kld", "KLD")
 class KLDivergence(Loss):
     """Σ y·log(y/p) over the last axis, both clipped to [ε, 1]."""
 
@@ -49,7 +51,7 @@ class KLDivergence(Loss):
         return torch.sum(y_true * torch.log(y_true / y_pred), dim=-1)
 
 
-@LOSSES.register("Poisson", "poisson")
+@LOSSES.add("poisson")
 class Poisson(Loss):
     """mean(p - y·log(p + ε)) over the last axis."""
 
@@ -60,38 +62,16 @@ class Poisson(Loss):
         return torch.mean(y_pred - y_true * torch.log(y_pred + eps), dim=-1)
 
 
-def _focal_args(config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-    return {
-        "from_logits": get_bool(config, "from_logits", loc, False),
-        "label_smoothing": get_float(
-            config, "label_smoothing", loc, 0.0, min_value=0.0, max_value=1.0
-        ),
-        "axis": get_int(config, "axis", loc, -1),
-        "gamma": get_float(config, "gamma", loc, 2.0, min_value=0.0),
-    }
+def _gamma() -> Key[float]:
+    return number(2.0, min_value=0.0)
 
 
-@LOSSES.register("BinaryFocalCrossentropy", "binary_focal_crossentropy")
-class BinaryFocalCrossentropy(Loss):
+@LOSSES.add("binary_focal_crossentropy")
+class BinaryFocalCrossentropy(CrossentropyLoss):
     default_name = "binary_focal_crossentropy"
-    hyperparameters = {
-        "from_logits": False, "label_smoothing": 0.0, "axis": -1,
-        "apply_class_balancing": False, "alpha": 0.25, "gamma": 2.0,
-    }  # fmt: skip
-    from_logits: bool
-    label_smoothing: float
-    axis: int
-    apply_class_balancing: bool
-    alpha: float
-    gamma: float
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            **_focal_args(config, loc),
-            "apply_class_balancing": get_bool(config, "apply_class_balancing", loc, False),
-            "alpha": get_float(config, "alpha", loc, 0.25, min_value=0.0, max_value=1.0),
-        }
+    apply_class_balancing = boolean(False)
+    alpha = number(0.25, min_value=0.0, max_value=1.0)
+    gamma = _gamma()
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         if self.label_smoothing:
@@ -114,32 +94,27 @@ class BinaryFocalCrossentropy(Loss):
         check_unit_interval(y, loc, "binary focal crossentropy")
 
 
-@LOSSES.register("CategoricalFocalCrossentropy", "categorical_focal_crossentropy")
-class CategoricalFocalCrossentropy(Loss):
+def _read_class_weights(
+    config: Mapping[str, Any], key: str, loc: Loc, default: float
+) -> float | list[float]:
+    """A number, or a non-empty list of them (one per class)."""
+    alpha = config.get(key, default)
+    if not isinstance(alpha, list | tuple):
+        return float(get_float(config, key, loc, default))
+    if not alpha:
+        raise ConfigError((*loc, key), "must be a number or a non-empty list")
+    items = {str(i): a for i, a in enumerate(alpha)}
+    return [get_float(items, str(i), (*loc, key)) for i in range(len(alpha))]
+
+
+@LOSSES.add("categorical_focal_crossentropy")
+class CategoricalFocalCrossentropy(CrossentropyLoss):
     """Σ alpha·(1 - p)^gamma·(-y·log p) over the class axis. `alpha` is a number or, as in
     Keras, a list with one weight per class (it then lines up with the *last* axis)."""
 
     default_name = "categorical_focal_crossentropy"
-    hyperparameters = {
-        "from_logits": False, "label_smoothing": 0.0, "axis": -1, "alpha": 0.25, "gamma": 2.0,
-    }  # fmt: skip
-    from_logits: bool
-    label_smoothing: float
-    axis: int
-    alpha: float | list[float]
-    gamma: float
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        alpha = config.get("alpha", 0.25)
-        if isinstance(alpha, list | tuple):
-            if not alpha:
-                raise ConfigError((*loc, "alpha"), "must be a number or a non-empty list")
-            items = {str(i): a for i, a in enumerate(alpha)}
-            alpha = [get_float(items, str(i), (*loc, "alpha")) for i in range(len(alpha))]
-        else:
-            alpha = get_float(config, "alpha", loc, 0.25)
-        return {**_focal_args(config, loc), "alpha": alpha}
+    alpha = Key[float | list[float]](_read_class_weights, 0.25)
+    gamma = _gamma()
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         if self.label_smoothing:

@@ -10,15 +10,12 @@ CosineSimilarity's `axis` out of its configs; so does `get_config` here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from app.engine.config.declared import integer, number
 from app.engine.config.errors import Loc
-from app.engine.config.readers import get_float, get_int
 from app.engine.losses.base import EPSILON, LOSSES, Loss
 from app.engine.losses.reduction import Shape, check_axis, check_same_shape, same_rank_shapes
 from app.engine.scalars import scalar_like
@@ -26,7 +23,7 @@ from app.engine.scalars import scalar_like
 Tensor = torch.Tensor
 
 
-@LOSSES.register("MeanSquaredError", "mean_squared_error", "mse", "MSE")
+@LOSSES.add("mean_squared_error", "mse", "MSE")
 class MeanSquaredError(Loss):
     default_name = "mean_squared_error"
 
@@ -34,7 +31,7 @@ class MeanSquaredError(Loss):
         return torch.mean(torch.square(y_true - y_pred), dim=-1)
 
 
-@LOSSES.register("MeanAbsoluteError", "mean_absolute_error", "mae", "MAE")
+@LOSSES.add("mean_absolute_error", "mae", "MAE")
 class MeanAbsoluteError(Loss):
     default_name = "mean_absolute_error"
 
@@ -45,7 +42,7 @@ class MeanAbsoluteError(Loss):
 _LOG2 = float(torch.log(torch.tensor(2.0)))  # Keras's log 2, computed in float32
 
 
-@LOSSES.register("MeanAbsolutePercentageError", "mean_absolute_percentage_error", "mape", "MAPE")
+@LOSSES.add("mean_absolute_percentage_error", "mape", "MAPE")
 class MeanAbsolutePercentageError(Loss):
     default_name = "mean_absolute_percentage_error"
 
@@ -54,7 +51,7 @@ class MeanAbsolutePercentageError(Loss):
         return 100.0 * torch.mean(torch.abs((y_true - y_pred) / floor), dim=-1)
 
 
-@LOSSES.register("MeanSquaredLogarithmicError", "mean_squared_logarithmic_error", "msle", "MSLE")
+@LOSSES.add("mean_squared_logarithmic_error", "msle", "MSLE")
 class MeanSquaredLogarithmicError(Loss):
     default_name = "mean_squared_logarithmic_error"
 
@@ -71,17 +68,12 @@ def l2_normalize(x: Tensor, axis: int) -> Tensor:
     return x * torch.minimum(inv_norm, scalar_like(1.0 / EPSILON, x))
 
 
-@LOSSES.register("CosineSimilarity", "cosine_similarity")
+@LOSSES.add("cosine_similarity")
 class CosineSimilarity(Loss):
     """-Σ normalize(y)·normalize(p) along `axis`: -1 for identical directions."""
 
     default_name = "cosine_similarity"
-    unsaved_hyperparameters = {"axis": -1}
-    axis: int
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {"axis": get_int(config, "axis", loc, -1)}
+    axis = integer(-1, saved=False)
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         y_pred = l2_normalize(y_pred, self.axis)
@@ -93,18 +85,13 @@ class CosineSimilarity(Loss):
         check_axis(self.axis, same_rank_shapes(y.shape, out_shape)[1], loc)
 
 
-@LOSSES.register("Huber", "huber")
+@LOSSES.add("huber")
 class Huber(Loss):
     """½e² where |e| ≤ δ, else δ|e| - ½δ², averaged over the last axis (e = p - y). Keras names
     it "huber_loss" but does not accept that string as a loss."""
 
     default_name = "huber_loss"
-    unsaved_hyperparameters = {"delta": 1.0}
-    delta: float
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {"delta": get_float(config, "delta", loc, 1.0, min_value=0.0)}
+    delta = number(1.0, min_value=0.0, saved=False)
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         delta = scalar_like(self.delta, y_pred)
@@ -115,7 +102,7 @@ class Huber(Loss):
         return torch.mean(torch.where(abs_error <= delta, half * torch.square(error), linear), -1)
 
 
-@LOSSES.register("LogCosh", "log_cosh")
+@LOSSES.add("log_cosh")
 class LogCosh(Loss):
     """log(cosh(p - y)) as x + softplus(-2x) - log 2, averaged over the last axis."""
 

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.engine.config.declared import Key, number
 from app.engine.config.errors import ConfigError, DataError, Loc
-from app.engine.config.readers import get_float, get_int
+from app.engine.config.readers import get_int
 from app.engine.losses.base import EPSILON, LOSSES, Loss
 from app.engine.losses.reduction import Shape, check_same_shape, same_rank_shapes
 
@@ -27,16 +28,22 @@ def _sum(x: Tensor, axis: Axis) -> Tensor:
     return torch.sum(x) if axis is None else torch.sum(x, dim=axis)
 
 
-def parse_axis(config: Mapping[str, Any], loc: Loc) -> Axis:
+def _read_axis(config: Mapping[str, Any], key: str, loc: Loc, default: None) -> Axis:
     """None, an integer, or a non-empty list of integers (a tuple stays a tuple)."""
-    axis = config.get("axis")
+    axis = config.get(key)
     if not isinstance(axis, list | tuple):
-        return get_int(config, "axis", loc, None, allow_none=True)
+        value: int | None = get_int(config, key, loc, None, allow_none=True)
+        return value
     if not axis:
-        raise ConfigError((*loc, "axis"), "must be null, an integer or a non-empty list")
+        raise ConfigError((*loc, key), "must be null, an integer or a non-empty list")
     items = {str(i): a for i, a in enumerate(axis)}
-    ints = [get_int(items, str(i), (*loc, "axis")) for i in range(len(axis))]
+    ints = [get_int(items, str(i), (*loc, key)) for i in range(len(axis))]
     return tuple(ints) if isinstance(axis, tuple) else ints
+
+
+def _axis() -> Key[Axis]:
+    """The axes summed over (None: all of them); Keras writes it last."""
+    return Key(_read_axis, None)
 
 
 def check_sum_axes(axis: Axis, out_shape: Shape, loc: Loc) -> None:
@@ -51,23 +58,20 @@ def check_sum_axes(axis: Axis, out_shape: Shape, loc: Loc) -> None:
 
 
 class _Overlap(Loss):
-    axis: Axis
+    """Each subclass declares `axis` last, in Keras's order."""
 
     def _check(self, y: np.ndarray, out_shape: Shape, loc: Loc) -> None:
+        axis: Axis = self.__dict__["axis"]
         check_same_shape(y.shape, out_shape, loc)
-        check_sum_axes(self.axis, same_rank_shapes(y.shape, out_shape)[1], loc)
+        check_sum_axes(axis, same_rank_shapes(y.shape, out_shape)[1], loc)
 
 
-@LOSSES.register("Dice", "dice")
+@LOSSES.add("dice")
 class Dice(_Overlap):
     """1 - 2·Σ(y·p) / (Σy + Σp + ε) over `axis`."""
 
     default_name = "dice"
-    hyperparameters = {"axis": None}
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {"axis": parse_axis(config, loc)}
+    axis = _axis()
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         intersection = _sum(y_true * y_pred, self.axis)
@@ -75,22 +79,14 @@ class Dice(_Overlap):
         return 1 - torch.divide(2.0 * intersection, union)
 
 
-@LOSSES.register("Tversky", "tversky")
+@LOSSES.add("tversky")
 class Tversky(_Overlap):
     """1 - TP / (TP + alpha·Σ((1 - p)·y) + beta·Σ(p·(1 - y)) + ε) over `axis`."""
 
     default_name = "tversky"
-    hyperparameters = {"alpha": 0.5, "beta": 0.5, "axis": None}
-    alpha: float
-    beta: float
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            "alpha": get_float(config, "alpha", loc, 0.5, min_value=0.0),
-            "beta": get_float(config, "beta", loc, 0.5, min_value=0.0),
-            "axis": parse_axis(config, loc),
-        }
+    alpha = number(0.5, min_value=0.0)
+    beta = number(0.5, min_value=0.0)
+    axis = _axis()
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         intersection = _sum(y_true * y_pred, self.axis)

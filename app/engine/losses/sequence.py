@@ -28,7 +28,7 @@ _BLANK = 0
 _EXPECTED = "integer label sequences (N, L), zero-padded, against logits (N, T, C)"
 
 
-@LOSSES.register("CTC", "ctc")
+@LOSSES.add("ctc")
 class CTC(Loss):
     """The negative log-likelihood of each row's labels under CTC, from logits."""
 

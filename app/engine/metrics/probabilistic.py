@@ -101,8 +101,9 @@ class SparseCategoricalCrossentropy(MeanMetricWrapper):
 
     @classmethod
     def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        # The loss's keys and limits (ignore_class unset, axis -1): both give {"from_logits"}.
-        return losses.SparseCategoricalCrossentropy._parse(config, loc)
+        # The loss's keys and limits (ignore_class unset, axis -1).
+        values = losses.SparseCategoricalCrossentropy.read_values(config, loc)
+        return {"from_logits": values["from_logits"]}
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         # Keras's metric wraps the bare function (no loss-class rank alignment): `fn`, not `call`.

@@ -22,23 +22,27 @@ from app.engine.optimizers.sgd import SGD
 from app.engine.optimizers.tensorwise import Adafactor, Ftrl, Lamb
 
 __all__ = [
-    "OPTIMIZERS", "SGD", "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "Ftrl",
-    "Lamb", "Lion", "Nadam", "Optimizer", "RMSprop", "get",
-]  # fmt: skip
+    "OPTIMIZERS",
+    "SGD",
+    "Adadelta",
+    "Adafactor",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "Ftrl",
+    "Lamb",
+    "Lion",
+    "Nadam",
+    "Optimizer",
+    "RMSprop",
+    "get",
+]
 
 OPTIMIZERS: Registry[Optimizer] = Registry("optimizer", case_insensitive=True)
-OPTIMIZERS.register("SGD")(SGD)
-OPTIMIZERS.register("RMSprop")(RMSprop)
-OPTIMIZERS.register("Adam")(Adam)
-OPTIMIZERS.register("AdamW")(AdamW)
-OPTIMIZERS.register("Adagrad")(Adagrad)
-OPTIMIZERS.register("Adadelta")(Adadelta)
-OPTIMIZERS.register("Adamax")(Adamax)
-OPTIMIZERS.register("Nadam")(Nadam)
-OPTIMIZERS.register("Lion")(Lion)
-OPTIMIZERS.register("Ftrl")(Ftrl)
-OPTIMIZERS.register("Adafactor")(Adafactor)
-OPTIMIZERS.register("Lamb")(Lamb)
+_ALL = (SGD, RMSprop, Adam, AdamW, Adagrad, Adadelta, Adamax, Nadam, Lion, Ftrl, Adafactor, Lamb)
+for _optimizer in _ALL:
+    OPTIMIZERS.add()(_optimizer)
 
 # Keras exports Lamb but leaves it out of its string lookup: only {"class_name": "Lamb"} works.
 _NO_STRING_ID = (Lamb,)

@@ -10,10 +10,11 @@ from typing import Any
 
 import torch
 
+from app.engine.config.declared import Key, boolean, number
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_bool, get_float
-from app.engine.optimizers.adaptive import step_count
-from app.engine.optimizers.base import Optimizer, Slots, _fraction
+from app.engine.config.readers import get_float
+from app.engine.optimizers.adaptive import epsilon_key, step_count
+from app.engine.optimizers.base import Optimizer, Slots, fraction
 from app.engine.scalars import scalar_like
 
 Tensor = torch.Tensor
@@ -23,23 +24,13 @@ class Adam(Optimizer):
     """Keras Adam: bias corrections folded into the step size (the paper's epsilon-hat form)."""
 
     default_learning_rate = 0.001
-    hyperparameters = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False}
-    beta_1: float
-    beta_2: float
-    epsilon: float
-    amsgrad: bool
+    beta_1 = fraction(0.9)
+    beta_2 = fraction(0.999)
+    epsilon = epsilon_key()
+    amsgrad = boolean(False)
 
     def slot_names(self) -> tuple[str, ...]:
         return ("m", "v", "v_hat") if self.amsgrad else ("m", "v")
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            "beta_1": _fraction(config, "beta_1", loc, 0.9),
-            "beta_2": _fraction(config, "beta_2", loc, 0.999),
-            "epsilon": get_float(config, "epsilon", loc, 1e-7, min_value=0.0),
-            "amsgrad": get_bool(config, "amsgrad", loc, False),
-        }
 
     def _update(self, grads: list[Tensor], params: list[Tensor], slots: Slots) -> None:
         like = params[0]
@@ -63,29 +54,21 @@ class Adam(Optimizer):
         torch._foreach_add_(params, steps, alpha=-1)
 
 
-_ADAMW_WEIGHT_DECAY = 0.004
+def _read_weight_decay(config: Mapping[str, Any], key: str, loc: Loc, default: float) -> float:
+    if key in config and config[key] is None:
+        raise ConfigError((*loc, key), "must be a number >= 0 for AdamW, got None")
+    return float(get_float(config, key, loc, default, min_value=0.0))
 
 
 class AdamW(Adam):
     """Keras AdamW: Adam with the base's decoupled weight decay on by default (0.004); Keras
     refuses a null weight_decay here."""
 
-    def __init__(
-        self,
-        learning_rate: float | None = None,
-        *,
-        weight_decay: float | None = _ADAMW_WEIGHT_DECAY,
-        **kwargs: Any,
-    ) -> None:
-        if weight_decay is None:
-            raise ValueError("AdamW needs a weight_decay, got None")
-        super().__init__(learning_rate, weight_decay=weight_decay, **kwargs)
+    weight_decay: Key[float | None] = Key(_read_weight_decay, 0.004)
 
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> Optimizer:
-        if "weight_decay" in config and config["weight_decay"] is None:
-            raise ConfigError((*loc, "weight_decay"), "must be a number >= 0 for AdamW, got None")
-        return super().from_config({"weight_decay": _ADAMW_WEIGHT_DECAY, **config}, loc)
+    def __post_init__(self) -> None:
+        if self.weight_decay is None:
+            raise ValueError("AdamW needs a weight_decay, got None")
 
 
 class Adamax(Optimizer):
@@ -93,21 +76,12 @@ class Adamax(Optimizer):
     bias-corrected."""
 
     default_learning_rate = 0.001
-    hyperparameters = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
-    beta_1: float
-    beta_2: float
-    epsilon: float
+    beta_1 = fraction(0.9)
+    beta_2 = number(0.999, min_value=0.0, max_value=1.0)
+    epsilon = epsilon_key()
 
     def slot_names(self) -> tuple[str, ...]:
         return ("momentum", "norm")
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            "beta_1": _fraction(config, "beta_1", loc, 0.9),
-            "beta_2": get_float(config, "beta_2", loc, 0.999, min_value=0.0, max_value=1.0),
-            "epsilon": get_float(config, "epsilon", loc, 1e-7, min_value=0.0),
-        }
 
     def _update(self, grads: list[Tensor], params: list[Tensor], slots: Slots) -> None:
         like = params[0]
@@ -132,25 +106,15 @@ class Nadam(Optimizer):
     (saved with the slots as `nadam.u_product`)."""
 
     default_learning_rate = 0.001
-    hyperparameters = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
-    beta_1: float
-    beta_2: float
-    epsilon: float
+    beta_1 = number(0.9, min_value=0.0, max_value=1.0)
+    beta_2 = fraction(0.999)
+    epsilon = epsilon_key()
 
-    def __init__(self, learning_rate: float | None = None, **kwargs: Any) -> None:
-        super().__init__(learning_rate, **kwargs)
+    def __post_init__(self) -> None:
         self._u_product = torch.ones(())
 
     def slot_names(self) -> tuple[str, ...]:
         return ("momentum", "velocity")
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            "beta_1": get_float(config, "beta_1", loc, 0.9, min_value=0.0, max_value=1.0),
-            "beta_2": _fraction(config, "beta_2", loc, 0.999),
-            "epsilon": get_float(config, "epsilon", loc, 1e-7, min_value=0.0),
-        }
 
     def build(self, params: list[torch.nn.Parameter]) -> None:
         fresh = self._params is None

@@ -6,13 +6,9 @@ registers them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 
-from app.engine.config.errors import Loc
-from app.engine.config.readers import get_bool, get_float
+from app.engine.config.declared import Key, boolean, number
 from app.engine.optimizers.base import Optimizer, Slots
 from app.engine.scalars import scalar_like
 
@@ -25,42 +21,41 @@ def step_count(value: int, like: Tensor) -> Tensor:
     return torch.full((), float(value), dtype=like.dtype, device=like.device)
 
 
-class InitialAccumulator(Optimizer):
-    """An optimizer whose "accumulator" slot starts at `initial_accumulator_value`, not zero."""
+def epsilon_key() -> Key[float]:
+    return number(1e-7, min_value=0.0)
 
-    initial_accumulator_value: float
+
+def initial_accumulator_key() -> Key[float]:
+    # Keras takes a negative start too; its square root can then be NaN.
+    return number(0.1, min_value=0.0)
+
+
+class InitialAccumulator(Optimizer):
+    """An optimizer whose "accumulator" slot starts at `initial_accumulator_value` (a key each
+    subclass declares, where Keras's order puts it), not zero."""
 
     def build(self, params: list[torch.nn.Parameter]) -> None:
         fresh = self._params is None
         super().build(params)
         if fresh:
+            start = self._value("initial_accumulator_value")
             with torch.no_grad():
                 for accumulator in self._slots["accumulator"]:
-                    accumulator.fill_(self.initial_accumulator_value)
+                    accumulator.fill_(start)
 
 
 class RMSprop(Optimizer):
     """Keras RMSprop: epsilon inside the square root; optional centring and momentum."""
 
     default_learning_rate = 0.001
-    hyperparameters = {"rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": False}
-    rho: float
-    momentum: float
-    epsilon: float
-    centered: bool
+    rho = number(0.9, min_value=0.0, max_value=1.0)
+    momentum = number(0.0, min_value=0.0)
+    epsilon = epsilon_key()
+    centered = boolean(False)
 
     def slot_names(self) -> tuple[str, ...]:
         momentum = ("momentum",) if self.momentum > 0 else ()
         return ("velocity", *momentum, *(("average_gradient",) if self.centered else ()))
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            "rho": get_float(config, "rho", loc, 0.9, min_value=0.0, max_value=1.0),
-            "momentum": get_float(config, "momentum", loc, 0.0, min_value=0.0),
-            "epsilon": get_float(config, "epsilon", loc, 1e-7, min_value=0.0),
-            "centered": get_bool(config, "centered", loc, False),
-        }
 
     def _update(self, grads: list[Tensor], params: list[Tensor], slots: Slots) -> None:
         lr = scalar_like(self.learning_rate, params[0])
@@ -90,21 +85,11 @@ class Adagrad(InitialAccumulator):
     the square root."""
 
     default_learning_rate = 0.001
-    hyperparameters = {"initial_accumulator_value": 0.1, "epsilon": 1e-7}
-    epsilon: float
+    initial_accumulator_value = initial_accumulator_key()
+    epsilon = epsilon_key()
 
     def slot_names(self) -> tuple[str, ...]:
         return ("accumulator",)
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            # Keras takes a negative start too; its square root can then be NaN.
-            "initial_accumulator_value": get_float(
-                config, "initial_accumulator_value", loc, 0.1, min_value=0.0
-            ),
-            "epsilon": get_float(config, "epsilon", loc, 1e-7, min_value=0.0),
-        }
 
     def _update(self, grads: list[Tensor], params: list[Tensor], slots: Slots) -> None:
         lr = scalar_like(self.learning_rate, params[0])
@@ -120,19 +105,11 @@ class Adadelta(Optimizer):
     learning rate (0.001 by default in Keras, not the paper's 1.0)."""
 
     default_learning_rate = 0.001
-    hyperparameters = {"rho": 0.95, "epsilon": 1e-7}
-    rho: float
-    epsilon: float
+    rho = number(0.95, min_value=0.0, max_value=1.0)
+    epsilon = epsilon_key()
 
     def slot_names(self) -> tuple[str, ...]:
         return ("accumulated_grad", "accumulated_delta_var")
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            "rho": get_float(config, "rho", loc, 0.95, min_value=0.0, max_value=1.0),
-            "epsilon": get_float(config, "epsilon", loc, 1e-7, min_value=0.0),
-        }
 
     def _rms(self, values: list[Tensor]) -> list[Tensor]:
         return list(torch._foreach_sqrt(torch._foreach_add(values, self.epsilon)))

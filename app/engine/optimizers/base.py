@@ -22,10 +22,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from app.engine.config.declared import Declared, Derived, Key, number_or_none
 from app.engine.config.errors import ConfigError, Loc
 from app.engine.config.readers import get_float, get_str
-from app.engine.config.registry import known_keys, set_hyperparameters, to_snake_case
-from app.engine.optimizers import options as optimizer_options
+from app.engine.config.registry import to_snake_case
 from app.engine.optimizers import schedules
 from app.engine.optimizers.options import Options
 from app.engine.optimizers.schedules import LearningRateSchedule
@@ -35,34 +35,41 @@ Tensor = torch.Tensor
 Slots = dict[str, list[Tensor]]
 
 _CLIP_KEYS = ("clipnorm", "global_clipnorm", "clipvalue")
-_BASE_KEYS = ("name", "learning_rate", "weight_decay", *_CLIP_KEYS, *optimizer_options.KEYS)
 
 
-class Optimizer:
+def _read_name(config: Mapping[str, Any], key: str, loc: Loc, default: str) -> str:
+    name: str | None = get_str(config, key, loc, None)
+    return default if name is None else name
+
+
+def _clip() -> Key[float | None]:
+    return number_or_none(min_value=0.0)
+
+
+class Optimizer(Declared):
     """Hyperparameters, slots (one zeroed tensor per parameter and slot name), clipping, weight
-    decay and step bookkeeping around the update rule a subclass supplies in `_update`."""
+    decay and step bookkeeping around the update rule a subclass supplies in `_update`.
+
+    Its config: `name`, `learning_rate` (a number or a schedule), the keys declared here, the
+    options' keys (`Options`), then a subclass's own declared keys (its hyperparameters)."""
 
     default_learning_rate: ClassVar[float]
-    hyperparameters: ClassVar[dict[str, Any]] = {}  # a subclass's own config keys and defaults
+    name = Key[str](_read_name, Derived(lambda cls: to_snake_case(cls.__name__)))
+    weight_decay = number_or_none(min_value=0.0)
+    clipnorm = _clip()
+    global_clipnorm = _clip()
+    clipvalue = _clip()
 
     def __init__(
         self,
         learning_rate: float | LearningRateSchedule | None = None,
         *,
-        name: str | None = None,
-        weight_decay: float | None = None,
-        clipnorm: float | None = None,
-        global_clipnorm: float | None = None,
-        clipvalue: float | None = None,
         options: Options | None = None,
-        **hyper: Any,
+        **values: Any,
     ) -> None:
-        set_hyperparameters(self, self.hyperparameters, hyper)
-        self.name = name if name is not None else to_snake_case(type(self).__name__)
-        self.weight_decay = weight_decay
-        self.clipnorm = clipnorm
-        self.global_clipnorm = global_clipnorm
-        self.clipvalue = clipvalue
+        if values.get("name", "") is None:
+            del values["name"]
+        super().__init__(**values)
         self.options = options or Options()
         self.steps = 0  # Keras's raw `_iterations`: every apply, updating or accumulating
         # A LearningRateSchedule evaluated at `steps`, or None for a constant rate.
@@ -232,52 +239,64 @@ class Optimizer:
         else:
             self.learning_rate = float(meta["learning_rate"])
 
-    def get_config(self) -> dict[str, Any]:
-        schedule = self.schedule
+    @classmethod
+    def hyperparameters(cls) -> dict[str, Any]:
+        """A subclass's own keys (its update rule's), with their defaults."""
         return {
-            "name": self.name,
+            name: key.default
+            for name, key in cls.declared_keys.items()
+            if name not in Optimizer.declared_keys
+        }
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        schedule = self.schedule
+        head = {
+            "name": config.pop("name"),
             "learning_rate": self.learning_rate
             if schedule is None
             else schedules.serialize(schedule),
-            "weight_decay": self.weight_decay,
-            "clipnorm": self.clipnorm,
-            "global_clipnorm": self.global_clipnorm,
-            "clipvalue": self.clipvalue,
-            **self.options.get_config(),
-            **{key: getattr(self, key) for key in self.hyperparameters},
         }
+        common = {key: config.pop(key) for key in ("weight_decay", *_CLIP_KEYS)}
+        return {**head, **common, **self.options.get_config(), **config}
 
     @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {}
+    def config_keys(cls) -> tuple[str, ...]:
+        return (*cls.declared_keys, "learning_rate", *Options.declared_keys)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> Optimizer:
-        config = known_keys(config, (*_BASE_KEYS, *cls.hyperparameters), loc)
+    def read_values(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
         lr: float | LearningRateSchedule
         if isinstance(config.get("learning_rate"), Mapping):
             lr = schedules.get(config["learning_rate"], (*loc, "learning_rate"))
         else:
             # Keras rejects a Python int here, but JSON clients cannot always choose to send 1.0.
-            lr = get_float(config, "learning_rate", loc, cls.default_learning_rate, min_value=0,
-                           min_exclusive=True, max_value=schedules.FLOAT32_MAX)  # fmt: skip
-        options = Options.parse(config, loc)
-        clips = {k: get_float(config, k, loc, None, min_value=0.0) for k in _CLIP_KEYS}
-        given = [k for k, v in clips.items() if v is not None]
+            lr = get_float(
+                config,
+                "learning_rate",
+                loc,
+                cls.default_learning_rate,
+                min_value=0,
+                min_exclusive=True,
+                max_value=schedules.FLOAT32_MAX,
+            )
+        options = Options(**Options.read_values(config, loc))
+        return {"learning_rate": lr, "options": options, **super().read_values(config, loc)}
+
+    @classmethod
+    def _validate(cls, values: dict[str, Any], loc: Loc) -> None:
+        given = [key for key in _CLIP_KEYS if values[key] is not None]
         if len(given) > 1:
             raise ConfigError((*loc, given[1]), f"only one of {', '.join(_CLIP_KEYS)} can be set")
-        return cls(
-            lr,
-            name=get_str(config, "name", loc, None),
-            weight_decay=get_float(config, "weight_decay", loc, None, min_value=0.0),
-            **clips,
-            options=options,
-            **cls._parse(config, loc),
-        )
 
 
-def _fraction(config: Mapping[str, Any], key: str, loc: Loc, default: float) -> float:
+def _read_fraction(config: Mapping[str, Any], key: str, loc: Loc, default: float) -> float:
     value = float(get_float(config, key, loc, default, min_value=0.0, max_value=1.0))
     if value == 1.0:
         raise ConfigError((*loc, key), "must be < 1, got 1.0")
     return value
+
+
+def fraction(default: float) -> Key[float]:
+    """A number in [0, 1)."""
+    return Key(_read_fraction, default)

@@ -5,13 +5,9 @@ match Keras to float32 rounding. `app.engine.optimizers` registers it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 
-from app.engine.config.errors import Loc
-from app.engine.config.readers import get_float
+from app.engine.config.declared import number
 from app.engine.optimizers.base import Optimizer, Slots
 from app.engine.scalars import scalar_like
 
@@ -23,22 +19,12 @@ class Lion(Optimizer):
     afterwards with beta_2."""
 
     default_learning_rate = 0.001
-    hyperparameters = {"beta_1": 0.9, "beta_2": 0.99}
-    beta_1: float
-    beta_2: float
+    # Keras: with beta_1 = 0 Lion degenerates to signSGD, so (0, 1].
+    beta_1 = number(0.9, min_value=0.0, min_exclusive=True, max_value=1.0)
+    beta_2 = number(0.99, min_value=0.0, max_value=1.0)
 
     def slot_names(self) -> tuple[str, ...]:
         return ("momentum",)
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            # Keras: with beta_1 = 0 Lion degenerates to signSGD, so (0, 1].
-            "beta_1": get_float(
-                config, "beta_1", loc, 0.9, min_value=0.0, min_exclusive=True, max_value=1.0
-            ),
-            "beta_2": get_float(config, "beta_2", loc, 0.99, min_value=0.0, max_value=1.0),
-        }
 
     def _update(self, grads: list[Tensor], params: list[Tensor], slots: Slots) -> None:
         lr = scalar_like(self.learning_rate, params[0])

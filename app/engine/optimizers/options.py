@@ -17,63 +17,29 @@ Keras's rules (`BaseOptimizer.apply` and `_backend_apply_gradients`):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
-
 import torch
 
-from app.engine.config.errors import Loc
-from app.engine.config.readers import get_bool, get_float, get_int
+from app.engine.config.declared import Declared, boolean, integer_or_none, number, number_or_none
 from app.engine.scalars import scalar_like
 
 Tensor = torch.Tensor
 
-KEYS = (
-    "use_ema",
-    "ema_momentum",
-    "ema_overwrite_frequency",
-    "loss_scale_factor",
-    "gradient_accumulation_steps",
-)
 _MAX_ACCUMULATION = 1_000_000
 
 
-@dataclass
-class Options:
-    """The options' settings and, once built, their tensors (one per parameter)."""
+class Options(Declared):
+    """The options' settings (config keys an optimizer accepts beside its own) and, once built,
+    their tensors (one per parameter)."""
 
-    use_ema: bool = False
-    ema_momentum: float = 0.99
-    ema_overwrite_frequency: int | None = None
-    loss_scale_factor: float | None = None
-    gradient_accumulation_steps: int | None = None
-    averages: list[Tensor] = field(default_factory=list, repr=False)
-    accumulators: list[Tensor] = field(default_factory=list, repr=False)
+    use_ema = boolean(False)
+    ema_momentum = number(0.99, min_value=0.0, max_value=1.0)
+    ema_overwrite_frequency = integer_or_none(min_value=1)
+    loss_scale_factor = number_or_none(min_value=0.0, min_exclusive=True)
+    gradient_accumulation_steps = integer_or_none(min_value=2, max_value=_MAX_ACCUMULATION)
 
-    @classmethod
-    def parse(cls, config: Mapping[str, Any], loc: Loc) -> Options:
-        return cls(
-            use_ema=get_bool(config, "use_ema", loc, False),
-            ema_momentum=get_float(config, "ema_momentum", loc, 0.99, min_value=0.0, max_value=1.0),
-            ema_overwrite_frequency=get_int(
-                config, "ema_overwrite_frequency", loc, None, min_value=1
-            ),
-            loss_scale_factor=get_float(
-                config, "loss_scale_factor", loc, None, min_value=0.0, min_exclusive=True
-            ),
-            gradient_accumulation_steps=get_int(
-                config,
-                "gradient_accumulation_steps",
-                loc,
-                None,
-                min_value=2,
-                max_value=_MAX_ACCUMULATION,
-            ),
-        )
-
-    def get_config(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in KEYS}
+    def __post_init__(self) -> None:
+        self.averages: list[Tensor] = []
+        self.accumulators: list[Tensor] = []
 
     def build(self, params: list[torch.nn.Parameter]) -> None:
         self.averages = (

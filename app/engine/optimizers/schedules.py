@@ -13,13 +13,22 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
+from app.engine.config.declared import (
+    REQUIRED,
+    Declared,
+    Derived,
+    Key,
+    boolean,
+    number,
+    number_or_none,
+    string,
+)
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_bool, get_float, get_str
-from app.engine.config.registry import Registry, known_keys
+from app.engine.config.registry import Registry
 
 Tensor = torch.Tensor
 _MAX_PIECES = 1000
@@ -31,47 +40,24 @@ def _f32(value: float) -> Tensor:
     return torch.tensor(value, dtype=torch.float32)
 
 
-def _number(
-    config: Mapping[str, Any], key: str, loc: Loc, default: Any = ..., **limits: Any
-) -> Any:
-    """A finite number, kept an int when given as one (Keras echoes a config as given)."""
-    value = get_float(config, key, loc, *(() if default is ... else (default,)), **limits)
-    raw = config.get(key, default)
-    return raw if isinstance(raw, int) and not isinstance(raw, bool) else value
+# Numbers are kept as given (an int stays an int): Keras echoes a schedule's config as given.
+def _rate(default: Any = REQUIRED) -> Key[float]:
+    """A learning rate: a float32 in Keras, so one past float32's range would be infinite."""
+    return number(default, min_value=0.0, max_value=FLOAT32_MAX, keep_int=True)
 
 
-def _rate(config: Mapping[str, Any], key: str, loc: Loc, default: Any = ...) -> Any:
-    # A rate is a float32 in Keras: one past float32's range would be infinite.
-    return _number(config, key, loc, default, min_value=0.0, max_value=FLOAT32_MAX)
+def _steps() -> Key[float]:
+    return number(min_value=0.0, min_exclusive=True, keep_int=True)
 
 
-def _steps(config: Mapping[str, Any], key: str, loc: Loc) -> Any:
-    return _number(config, key, loc, min_value=0.0, min_exclusive=True)
-
-
-class LearningRateSchedule:
-    """A learning rate per step; `keys` are the config keys, in Keras's order."""
-
-    keys: ClassVar[tuple[str, ...]]
-    name: str
+class LearningRateSchedule(Declared):
+    """A learning rate per step; its declared keys are the config keys, in Keras's order."""
 
     def __call__(self, step: int) -> float:
         return float(self.rate(_f32(step)).item())
 
     def rate(self, step: Tensor) -> Tensor:
         raise NotImplementedError
-
-    def get_config(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self.keys}
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        raise NotImplementedError
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> LearningRateSchedule:
-        known_keys(config, cls.keys, loc)
-        return cls(**cls._parse(config, loc))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.get_config()})"
@@ -84,69 +70,24 @@ class _StepDecay(LearningRateSchedule):
     """The decays of `step / decay_steps` (floored if `staircase`) at `decay_rate`: Keras's
     ExponentialDecay and InverseTimeDecay share their config and their progress."""
 
-    keys = ("initial_learning_rate", "decay_steps", "decay_rate", "staircase", "name")
-
-    def __init__(self, initial_learning_rate: float, decay_steps: float, decay_rate: float,
-                 staircase: bool = False, name: str | None = None) -> None:  # fmt: skip
-        self.initial_learning_rate, self.decay_steps = initial_learning_rate, decay_steps
-        self.decay_rate, self.staircase = decay_rate, staircase
-        self.name = type(self).__name__ if name is None else name
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            "initial_learning_rate": _rate(config, "initial_learning_rate", loc),
-            "decay_steps": _steps(config, "decay_steps", loc),
-            "decay_rate": _number(config, "decay_rate", loc, min_value=0.0),
-            "staircase": get_bool(config, "staircase", loc, False),
-            "name": get_str(config, "name", loc, cls.__name__),
-        }
+    initial_learning_rate = _rate()
+    decay_steps = _steps()
+    decay_rate = number(min_value=0.0, keep_int=True)
+    staircase = boolean(False)
+    name = string(Derived(lambda cls: cls.__name__))
 
     def _progress(self, step: Tensor) -> Tensor:
         p = step / _f32(self.decay_steps)
         return torch.floor(p) if self.staircase else p
 
 
-@SCHEDULES.register("ExponentialDecay")
+@SCHEDULES.add()
 class ExponentialDecay(_StepDecay):
     """`lr0 * decay_rate ** (step / decay_steps)`, the exponent floored if `staircase`."""
 
     def rate(self, step: Tensor) -> Tensor:
         p = self._progress(step)
         return _f32(self.initial_learning_rate) * torch.pow(_f32(self.decay_rate), p)
-
-
-@SCHEDULES.register("PiecewiseConstantDecay")
-class PiecewiseConstantDecay(LearningRateSchedule):
-    """`values[i]` for `boundaries[i-1] < step <= boundaries[i]`."""
-
-    keys = ("boundaries", "values", "name")
-
-    def __init__(self, boundaries: list[int], values: list[float],
-                 name: str = "PiecewiseConstant") -> None:  # fmt: skip
-        self.boundaries, self.values, self.name = list(boundaries), list(values), name
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        boundaries = [_element(b, (*loc, "boundaries", i), integer=True)
-                      for i, b in enumerate(_list(config, "boundaries", loc))]  # fmt: skip
-        for i in range(1, len(boundaries)):
-            if boundaries[i] <= boundaries[i - 1]:
-                raise ConfigError(
-                    (*loc, "boundaries", i),
-                    f"must be strictly increasing, got {boundaries[i - 1]} then {boundaries[i]}",
-                )
-        values = [_element(v, (*loc, "values", i), integer=False)
-                  for i, v in enumerate(_list(config, "values", loc))]  # fmt: skip
-        if len(values) != len(boundaries) + 1:
-            raise ConfigError((*loc, "values"), f"needs one more entry than boundaries "
-                              f"({len(boundaries) + 1}), got {len(values)}")  # fmt: skip
-        return {"boundaries": boundaries, "values": values,
-                "name": get_str(config, "name", loc, "PiecewiseConstant")}  # fmt: skip
-
-    def __call__(self, step: int) -> float:
-        # Keras sums value * indicator over the pieces: exactly the one selected value.
-        return float(_f32(self.values[bisect.bisect_left(self.boundaries, step)]).item())
 
 
 def _element(value: Any, loc: Loc, *, integer: bool) -> Any:
@@ -173,30 +114,59 @@ def _list(config: Mapping[str, Any], key: str, loc: Loc) -> list[Any]:
     return list(value)
 
 
-@SCHEDULES.register("PolynomialDecay")
+def _read_boundaries(config: Mapping[str, Any], key: str, loc: Loc) -> list[int]:
+    given = _list(config, key, loc)
+    boundaries = [_element(b, (*loc, key, i), integer=True) for i, b in enumerate(given)]
+    for i in range(1, len(boundaries)):
+        if boundaries[i] <= boundaries[i - 1]:
+            raise ConfigError(
+                (*loc, key, i),
+                f"must be strictly increasing, got {boundaries[i - 1]} then {boundaries[i]}",
+            )
+    return boundaries
+
+
+def _read_values(config: Mapping[str, Any], key: str, loc: Loc) -> list[float]:
+    given = _list(config, key, loc)
+    return [_element(v, (*loc, key, i), integer=False) for i, v in enumerate(given)]
+
+
+@SCHEDULES.add()
+class PiecewiseConstantDecay(LearningRateSchedule):
+    """`values[i]` for `boundaries[i-1] < step <= boundaries[i]`."""
+
+    boundaries = Key[list[int]](_read_boundaries)
+    values = Key[list[float]](_read_values)
+    name = string("PiecewiseConstant")
+
+    @classmethod
+    def _validate(cls, values: dict[str, Any], loc: Loc) -> None:
+        count, pieces = len(values["values"]), len(values["boundaries"]) + 1
+        if count != pieces:
+            raise ConfigError(
+                (*loc, "values"),
+                f"needs one more entry than boundaries ({pieces}), got {count}",
+            )
+
+    def __post_init__(self) -> None:
+        self.boundaries, self.values = list(self.boundaries), list(self.values)
+
+    def __call__(self, step: int) -> float:
+        # Keras sums value * indicator over the pieces: exactly the one selected value.
+        return float(_f32(self.values[bisect.bisect_left(self.boundaries, step)]).item())
+
+
+@SCHEDULES.add()
 class PolynomialDecay(LearningRateSchedule):
     """`(lr0 - end) * (1 - step / decay_steps) ** power + end`; the step is capped at
     `decay_steps`, or with `cycle` the period grows to the next multiple of `decay_steps`."""
 
-    keys = ("initial_learning_rate", "decay_steps", "end_learning_rate", "power", "cycle", "name")
-
-    def __init__(self, initial_learning_rate: float, decay_steps: float,
-                 end_learning_rate: float = 0.0001, power: float = 1.0, cycle: bool = False,
-                 name: str = "PolynomialDecay") -> None:  # fmt: skip
-        self.initial_learning_rate, self.decay_steps = initial_learning_rate, decay_steps
-        self.end_learning_rate, self.power = end_learning_rate, power
-        self.cycle, self.name = cycle, name
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            "initial_learning_rate": _rate(config, "initial_learning_rate", loc),
-            "decay_steps": _steps(config, "decay_steps", loc),
-            "end_learning_rate": _rate(config, "end_learning_rate", loc, 0.0001),
-            "power": _number(config, "power", loc, 1.0, min_value=0.0),
-            "cycle": get_bool(config, "cycle", loc, False),
-            "name": get_str(config, "name", loc, "PolynomialDecay"),
-        }
+    initial_learning_rate = _rate()
+    decay_steps = _steps()
+    end_learning_rate = _rate(0.0001)
+    power = number(1.0, min_value=0.0, keep_int=True)
+    cycle = boolean(False)
+    name = string("PolynomialDecay")
 
     def rate(self, step: Tensor) -> Tensor:
         lr0 = _f32(self.initial_learning_rate)
@@ -212,7 +182,7 @@ class PolynomialDecay(LearningRateSchedule):
         return (lr0 - end) * torch.pow(1 - p, _f32(self.power)) + end
 
 
-@SCHEDULES.register("InverseTimeDecay")
+@SCHEDULES.add()
 class InverseTimeDecay(_StepDecay):
     """`lr0 / (1 + decay_rate * step / decay_steps)`, the ratio floored if `staircase`."""
 
@@ -226,31 +196,17 @@ def _cosine(step: Tensor, decay_steps: Tensor, alpha: float, lr: Tensor) -> Tens
     return lr * ((1 - alpha) * cosine + alpha)
 
 
-@SCHEDULES.register("CosineDecay")
+@SCHEDULES.add()
 class CosineDecay(LearningRateSchedule):
     """Cosine from `lr0` to `alpha * lr0` over `decay_steps`; with `warmup_target`, first a
     linear warmup from `lr0` to it over `warmup_steps`, then the cosine from the target."""
 
-    keys = ("initial_learning_rate", "decay_steps", "alpha", "name", "warmup_target",
-            "warmup_steps")  # fmt: skip
-
-    def __init__(self, initial_learning_rate: float, decay_steps: float, alpha: float = 0.0,
-                 name: str = "CosineDecay", warmup_target: float | None = None,
-                 warmup_steps: float = 0) -> None:  # fmt: skip
-        self.initial_learning_rate, self.decay_steps = initial_learning_rate, decay_steps
-        self.alpha, self.name = alpha, name
-        self.warmup_target, self.warmup_steps = warmup_target, warmup_steps
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            "initial_learning_rate": _rate(config, "initial_learning_rate", loc),
-            "decay_steps": _steps(config, "decay_steps", loc),
-            "alpha": _number(config, "alpha", loc, 0.0, min_value=0.0, max_value=1.0),
-            "name": get_str(config, "name", loc, "CosineDecay"),
-            "warmup_target": _rate(config, "warmup_target", loc, None),
-            "warmup_steps": _number(config, "warmup_steps", loc, 0, min_value=0.0),
-        }
+    initial_learning_rate = _rate()
+    decay_steps = _steps()
+    alpha = number(0.0, min_value=0.0, max_value=1.0, keep_int=True)
+    name = string("CosineDecay")
+    warmup_target = number_or_none(min_value=0.0, max_value=FLOAT32_MAX, keep_int=True)
+    warmup_steps = number(0, min_value=0.0, keep_int=True)
 
     def rate(self, step: Tensor) -> Tensor:
         lr0 = _f32(self.initial_learning_rate)
@@ -265,31 +221,18 @@ class CosineDecay(LearningRateSchedule):
         return _cosine(step - warmup, decay_steps, self.alpha, target)
 
 
-@SCHEDULES.register("CosineDecayRestarts")
+@SCHEDULES.add()
 class CosineDecayRestarts(LearningRateSchedule):
     """SGDR: cosine periods, the i-th `first_decay_steps * t_mul**i` steps long and scaled by
     `m_mul**i`."""
 
-    keys = ("initial_learning_rate", "first_decay_steps", "t_mul", "m_mul", "alpha", "name")
-
-    def __init__(self, initial_learning_rate: float, first_decay_steps: float,
-                 t_mul: float = 2.0, m_mul: float = 1.0, alpha: float = 0.0,
-                 name: str = "SGDRDecay") -> None:  # fmt: skip
-        self.initial_learning_rate = initial_learning_rate
-        self.first_decay_steps = first_decay_steps
-        self.t_mul, self.m_mul, self.alpha, self.name = t_mul, m_mul, alpha, name
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            "initial_learning_rate": _rate(config, "initial_learning_rate", loc),
-            "first_decay_steps": _steps(config, "first_decay_steps", loc),
-            # Below 1 the periods sum to a finite length, past which the rate is NaN.
-            "t_mul": _number(config, "t_mul", loc, 2.0, min_value=1.0),
-            "m_mul": _number(config, "m_mul", loc, 1.0, min_value=0.0),
-            "alpha": _number(config, "alpha", loc, 0.0, min_value=0.0, max_value=1.0),
-            "name": get_str(config, "name", loc, "SGDRDecay"),
-        }
+    initial_learning_rate = _rate()
+    first_decay_steps = _steps()
+    # Below 1 the periods sum to a finite length, past which the rate is NaN.
+    t_mul = number(2.0, min_value=1.0, keep_int=True)
+    m_mul = number(1.0, min_value=0.0, keep_int=True)
+    alpha = number(0.0, min_value=0.0, max_value=1.0, keep_int=True)
+    name = string("SGDRDecay")
 
     def rate(self, step: Tensor) -> Tensor:
         alpha, t_mul, m_mul = _f32(self.alpha), _f32(self.t_mul), _f32(self.m_mul)

@@ -5,13 +5,9 @@ parameters match Keras to float32 rounding. `app.engine.optimizers` registers it
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 
-from app.engine.config.errors import Loc
-from app.engine.config.readers import get_bool, get_float
+from app.engine.config.declared import boolean, number
 from app.engine.optimizers.base import Optimizer, Slots
 
 Tensor = torch.Tensor
@@ -21,19 +17,11 @@ class SGD(Optimizer):
     """Keras SGD: the velocity holds learning-rate-scaled steps (torch.optim.SGD's does not)."""
 
     default_learning_rate = 0.01
-    hyperparameters = {"momentum": 0.0, "nesterov": False}
-    momentum: float
-    nesterov: bool
+    momentum = number(0.0, min_value=0.0, max_value=1.0)
+    nesterov = boolean(False)
 
     def slot_names(self) -> tuple[str, ...]:
         return ("momentum",) if self.momentum != 0 else ()
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            "momentum": get_float(config, "momentum", loc, 0.0, min_value=0.0, max_value=1.0),
-            "nesterov": get_bool(config, "nesterov", loc, False),
-        }
 
     def _update(self, grads: list[Tensor], params: list[Tensor], slots: Slots) -> None:
         lr = self.learning_rate

@@ -7,15 +7,16 @@ one, so parameters match Keras to float32 rounding. `app.engine.optimizers` regi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 
-from app.engine.config.errors import Loc
-from app.engine.config.readers import get_bool, get_float
-from app.engine.optimizers.adaptive import InitialAccumulator, step_count
-from app.engine.optimizers.base import Optimizer, Slots, _fraction
+from app.engine.config.declared import Key, boolean, number
+from app.engine.optimizers.adaptive import (
+    InitialAccumulator,
+    epsilon_key,
+    initial_accumulator_key,
+    step_count,
+)
+from app.engine.optimizers.base import Optimizer, Slots, fraction
 from app.engine.scalars import scalar, scalar_like
 
 Tensor = torch.Tensor
@@ -25,46 +26,26 @@ def _rms(x: Tensor) -> Tensor:
     return torch.sqrt(torch.mean(torch.square(x)))
 
 
+def _strength() -> Key[float]:
+    return number(0.0, min_value=0.0)
+
+
 class Ftrl(InitialAccumulator):
     """Keras Ftrl (follow the regularized leader): the weights are recomputed every step from
     the linear term `z` and the accumulated squared gradients `n`; `beta` adds
     `beta / (2 lr)` to the L2 strength."""
 
     default_learning_rate = 0.001
-    hyperparameters = {
-        "learning_rate_power": -0.5,
-        "initial_accumulator_value": 0.1,
-        "l1_regularization_strength": 0.0,
-        "l2_regularization_strength": 0.0,
-        "l2_shrinkage_regularization_strength": 0.0,
-        "beta": 0.0,
-    }
-    learning_rate_power: float
-    l1_regularization_strength: float
-    l2_regularization_strength: float
-    l2_shrinkage_regularization_strength: float
-    beta: float
+    learning_rate_power = number(-0.5, max_value=0.0)
+    # Keras checks the first four; a negative beta could make the denominator zero.
+    initial_accumulator_value = initial_accumulator_key()
+    l1_regularization_strength = _strength()
+    l2_regularization_strength = _strength()
+    l2_shrinkage_regularization_strength = _strength()
+    beta = _strength()
 
     def slot_names(self) -> tuple[str, ...]:
         return ("accumulator", "linear")
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        out = {
-            "learning_rate_power": get_float(
-                config, "learning_rate_power", loc, -0.5, max_value=0.0
-            ),
-        }
-        # Keras checks the first four; a negative beta could make the denominator zero.
-        for key in (
-            "initial_accumulator_value",
-            "l1_regularization_strength",
-            "l2_regularization_strength",
-            "l2_shrinkage_regularization_strength",
-            "beta",
-        ):
-            out[key] = get_float(config, key, loc, cls.hyperparameters[key], min_value=0.0)
-        return out
 
     def _update(self, grads: list[Tensor], params: list[Tensor], slots: Slots) -> None:
         like = params[0]
@@ -92,34 +73,15 @@ class Adafactor(Optimizer):
     rate is capped at `1 / sqrt(step)`."""
 
     default_learning_rate = 0.001
-    hyperparameters = {
-        "beta_2_decay": -0.8,
-        "epsilon_1": 1e-30,
-        "epsilon_2": 1e-3,
-        "clip_threshold": 1.0,
-        "relative_step": True,
-    }
-    beta_2_decay: float
-    epsilon_1: float
-    epsilon_2: float
-    clip_threshold: float
-    relative_step: bool
+    # Keras checks none of these; a positive decay makes beta_2 negative.
+    beta_2_decay = number(-0.8, max_value=0.0)
+    epsilon_1 = number(1e-30, min_value=0.0)
+    epsilon_2 = number(1e-3, min_value=0.0)
+    clip_threshold = number(1.0, min_value=0.0, min_exclusive=True)
+    relative_step = boolean(True)
 
     def slot_names(self) -> tuple[str, ...]:
         return ("velocity",)
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            # Keras checks none of these; a positive decay makes beta_2 negative.
-            "beta_2_decay": get_float(config, "beta_2_decay", loc, -0.8, max_value=0.0),
-            "epsilon_1": get_float(config, "epsilon_1", loc, 1e-30, min_value=0.0),
-            "epsilon_2": get_float(config, "epsilon_2", loc, 1e-3, min_value=0.0),
-            "clip_threshold": get_float(
-                config, "clip_threshold", loc, 1.0, min_value=0.0, min_exclusive=True
-            ),
-            "relative_step": get_bool(config, "relative_step", loc, True),
-        }
 
     def build(self, params: list[torch.nn.Parameter]) -> None:
         fresh = self._params is None
@@ -172,21 +134,12 @@ class Lamb(Optimizer):
     `{"class_name": "Lamb"}` names it."""
 
     default_learning_rate = 0.001
-    hyperparameters = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
-    beta_1: float
-    beta_2: float
-    epsilon: float
+    beta_1 = fraction(0.9)
+    beta_2 = fraction(0.999)
+    epsilon = epsilon_key()
 
     def slot_names(self) -> tuple[str, ...]:
         return ("momentum", "velocity")
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            "beta_1": _fraction(config, "beta_1", loc, 0.9),
-            "beta_2": _fraction(config, "beta_2", loc, 0.999),
-            "epsilon": get_float(config, "epsilon", loc, 1e-7, min_value=0.0),
-        }
 
     def _update(self, grads: list[Tensor], params: list[Tensor], slots: Slots) -> None:
         like = params[0]

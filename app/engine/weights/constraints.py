@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from app.engine.config.declared import Key, number
 from app.engine.config.errors import ConfigError, Loc
 from app.engine.config.readers import get_axes, get_float
 from app.engine.config.registry import Registry
@@ -25,10 +26,17 @@ EPSILON = 1e-7  # Keras's backend.epsilon()
 Axis = int | list[int]
 
 
-def _number(config: Mapping[str, Any], key: str, loc: Loc, default: float) -> Any:
-    """A non-negative number, returned as given (an int stays an int)."""
+def _axis() -> Key[Axis]:
+    """The axis (or axes) the norms are taken along; Keras writes it last."""
+    return Key(get_axes, 0)
+
+
+def _read_rate(config: Mapping[str, Any], key: str, loc: Loc, default: float) -> Any:
     get_float(config, key, loc, default, min_value=0.0)
-    return config.get(key, default)
+    rate = config.get(key, default)
+    if rate > 1:
+        raise ConfigError((*loc, key), f"must be in [0, 1], got {rate}")
+    return rate
 
 
 class Constraint(WeightOption):
@@ -41,16 +49,17 @@ class Constraint(WeightOption):
 
 
 class _Norm(Constraint):
-    """A constraint on the norms of `w` along `axis` (Dense kernel: axis 0, one norm per unit)."""
+    """A constraint on the norms of `w` along `axis` (Dense kernel: axis 0, one norm per unit);
+    each subclass declares `axis` last, in Keras's order."""
 
-    def __init__(self, loc: Loc, axis: Axis) -> None:
-        super().__init__(loc)
-        self.axis = axis
-        self._dims = axis if isinstance(axis, int) else tuple(axis)
+    @property
+    def _axis(self) -> Axis:
+        axis: Axis = self.__dict__["axis"]
+        return axis
 
     def check_weight(self, shape: tuple[int, ...]) -> None:
         rank = len(shape)
-        given = [self.axis] if isinstance(self.axis, int) else self.axis
+        given = [self._axis] if isinstance(self._axis, int) else self._axis
         for a in given:
             if not -rank <= a < rank:
                 raise ConfigError(
@@ -60,29 +69,19 @@ class _Norm(Constraint):
             raise ConfigError((*self.loc, "axis"), f"names an axis twice: {given}")
 
     def norms(self, w: torch.Tensor) -> torch.Tensor:
-        return torch.sqrt(torch.sum(torch.square(w), dim=self._dims, keepdim=True))
+        dims = self._axis if isinstance(self._axis, int) else tuple(self._axis)
+        return torch.sqrt(torch.sum(torch.square(w), dim=dims, keepdim=True))
 
 
 CONSTRAINTS: Registry[Constraint] = Registry("constraint")
 
 
-@CONSTRAINTS.register("MaxNorm", "max_norm")
+@CONSTRAINTS.add("max_norm")
 class MaxNorm(_Norm):
     """Scale each slice down to norm `max_value` (default 2) when it is longer."""
 
-    class_name = "MaxNorm"
-    keys = ("max_value", "axis")
-
-    def __init__(self, loc: Loc, max_value: float, axis: Axis) -> None:
-        super().__init__(loc, axis)
-        self.max_value = max_value
-
-    @classmethod
-    def _read(cls, config: Mapping[str, Any], loc: Loc) -> MaxNorm:
-        return cls(loc, _number(config, "max_value", loc, 2), get_axes(config, "axis", loc, 0))
-
-    def get_config(self) -> dict[str, Any]:
-        return {"max_value": self.max_value, "axis": self.axis}
+    max_value = number(2, min_value=0.0, keep_int=True)
+    axis = _axis()
 
     def __call__(self, w: torch.Tensor) -> torch.Tensor:
         norms = self.norms(w)
@@ -90,40 +89,21 @@ class MaxNorm(_Norm):
         return w * (desired / (EPSILON + norms))
 
 
-@CONSTRAINTS.register("MinMaxNorm", "min_max_norm")
+@CONSTRAINTS.add("min_max_norm")
 class MinMaxNorm(_Norm):
     """Move each slice's norm toward `[min_value, max_value]`: to
     `rate * clip(norm) + (1 - rate) * norm` (rate 1 is a strict projection)."""
 
-    class_name = "MinMaxNorm"
-    keys = ("min_value", "max_value", "rate", "axis")
-
-    def __init__(
-        self, loc: Loc, min_value: float, max_value: float, rate: float, axis: Axis
-    ) -> None:
-        super().__init__(loc, axis)
-        self.min_value = min_value
-        self.max_value = max_value
-        self.rate = rate
+    min_value = number(0.0, min_value=0.0, keep_int=True)
+    max_value = number(1.0, min_value=0.0, keep_int=True)
+    rate = Key[float](_read_rate, 1.0)
+    axis = _axis()
 
     @classmethod
-    def _read(cls, config: Mapping[str, Any], loc: Loc) -> MinMaxNorm:
-        low = _number(config, "min_value", loc, 0.0)
-        high = _number(config, "max_value", loc, 1.0)
+    def _validate(cls, values: dict[str, Any], loc: Loc) -> None:
+        low, high = values["min_value"], values["max_value"]
         if high < low:
             raise ConfigError((*loc, "max_value"), f"must be >= min_value ({low}), got {high}")
-        rate = _number(config, "rate", loc, 1.0)
-        if rate > 1:
-            raise ConfigError((*loc, "rate"), f"must be in [0, 1], got {rate}")
-        return cls(loc, low, high, rate, get_axes(config, "axis", loc, 0))
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "min_value": self.min_value,
-            "max_value": self.max_value,
-            "rate": self.rate,
-            "axis": self.axis,
-        }
 
     def __call__(self, w: torch.Tensor) -> torch.Tensor:
         norms = self.norms(w)
@@ -132,29 +112,19 @@ class MinMaxNorm(_Norm):
         return w * (desired / (EPSILON + norms))
 
 
-@CONSTRAINTS.register("NonNeg", "non_neg")
+@CONSTRAINTS.add("non_neg")
 class NonNeg(Constraint):
     """Negative weights become 0."""
-
-    class_name = "NonNeg"
 
     def __call__(self, w: torch.Tensor) -> torch.Tensor:
         return torch.clamp_min(w, 0.0)
 
 
-@CONSTRAINTS.register("UnitNorm", "unit_norm")
+@CONSTRAINTS.add("unit_norm")
 class UnitNorm(_Norm):
     """Each slice divided by its norm (plus epsilon)."""
 
-    class_name = "UnitNorm"
-    keys = ("axis",)
-
-    @classmethod
-    def _read(cls, config: Mapping[str, Any], loc: Loc) -> UnitNorm:
-        return cls(loc, get_axes(config, "axis", loc, 0))
-
-    def get_config(self) -> dict[str, Any]:
-        return {"axis": self.axis}
+    axis = _axis()
 
     def __call__(self, w: torch.Tensor) -> torch.Tensor:
         return w / (EPSILON + self.norms(w))

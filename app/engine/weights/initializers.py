@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
+from app.engine.config.declared import Declared, anything, must_be_null, number, string
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_float, get_str
-from app.engine.config.registry import known_keys, to_snake_case
+from app.engine.config.registry import Registry
 
 Init = Callable[[tuple[int, ...], torch.Generator], torch.Tensor]
 
@@ -40,87 +40,185 @@ def _truncated_normal(
     return out * std + mean
 
 
-def _variance_scaling(scale: float, mode: str, distribution: str) -> Init:
-    def init(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-        fan_in, fan_out = compute_fans(shape)
-        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
-        variance = scale / max(1.0, fan)
-        if distribution == "uniform":
-            limit = math.sqrt(3.0 * variance)
-            return torch.empty(shape).uniform_(-limit, limit, generator=gen)
-        if distribution == "untruncated_normal":
-            return torch.empty(shape).normal_(0.0, math.sqrt(variance), generator=gen)
-        return _truncated_normal(shape, gen, 0.0, math.sqrt(variance) / _TRUNC_STD)
-
-    return init
-
-
-_VS_PRESETS: dict[str, tuple[float, str, str]] = {
-    "GlorotUniform": (1.0, "fan_avg", "uniform"),
-    "GlorotNormal": (1.0, "fan_avg", "truncated_normal"),
-    "HeUniform": (2.0, "fan_in", "uniform"),
-    "HeNormal": (2.0, "fan_in", "truncated_normal"),
-    "LecunUniform": (1.0, "fan_in", "uniform"),
-    "LecunNormal": (1.0, "fan_in", "truncated_normal"),
-}
-_STRING_ALIASES = {
-    "uniform": "RandomUniform",
-    "normal": "RandomNormal",
-    "random_uniform": "RandomUniform",
-    "random_normal": "RandomNormal",
-    "truncated_normal": "TruncatedNormal",
-    "zeros": "Zeros",
-    "ones": "Ones",
-    "constant": "Constant",
-    "variance_scaling": "VarianceScaling",
-    "orthogonal": "Orthogonal",
-    "identity": "IdentityInitializer",
-    "OrthogonalInitializer": "Orthogonal",
-    "Identity": "IdentityInitializer",
-}
-_CLASS_NAMES = {
-    *_VS_PRESETS,
-    "RandomUniform",
-    "RandomNormal",
-    "TruncatedNormal",
-    "Zeros",
-    "Ones",
-    "Constant",
-    "VarianceScaling",
-    "Orthogonal",
-    "IdentityInitializer",
-}
+def _variance_scaling(
+    shape: tuple[int, ...], gen: torch.Generator, scale: float, mode: str, distribution: str
+) -> torch.Tensor:
+    fan_in, fan_out = compute_fans(shape)
+    fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+    variance = scale / max(1.0, fan)
+    if distribution == "uniform":
+        limit = math.sqrt(3.0 * variance)
+        return torch.empty(shape).uniform_(-limit, limit, generator=gen)
+    if distribution == "untruncated_normal":
+        return torch.empty(shape).normal_(0.0, math.sqrt(variance), generator=gen)
+    return _truncated_normal(shape, gen, 0.0, math.sqrt(variance) / _TRUNC_STD)
 
 
-def _orthogonal(gain: float, loc: Loc) -> Init:
+class Initializer(Declared):
+    """A Keras initializer: its declared config, and a draw of a shape from a generator. The
+    seed is accepted and written back; draws come from the model's seeded generator instead."""
+
+    def __init__(self, loc: Loc = (), **values: Any) -> None:
+        #: Where the initializer was named, for errors found when a weight is drawn.
+        self.loc = loc
+        super().__init__(**values)
+
+    def __call__(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+
+INITIALIZERS: Registry[Initializer] = Registry("initializer")
+
+
+class _Preset(Initializer):
+    """A variance-scaling initializer with Keras's fixed scale, mode and distribution. Keras 3.15
+    writes input_axes/output_axes (null unless the fans are axis-selected)."""
+
+    scale: ClassVar[float]
+    mode: ClassVar[str]
+    distribution: ClassVar[str]
+    seed = anything()
+    input_axes = must_be_null()
+    output_axes = must_be_null()
+
+    def __call__(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        return _variance_scaling(shape, gen, self.scale, self.mode, self.distribution)
+
+
+@INITIALIZERS.add("glorot_uniform")
+class GlorotUniform(_Preset):
+    scale, mode, distribution = 1.0, "fan_avg", "uniform"
+
+
+@INITIALIZERS.add("glorot_normal")
+class GlorotNormal(_Preset):
+    scale, mode, distribution = 1.0, "fan_avg", "truncated_normal"
+
+
+@INITIALIZERS.add("he_uniform")
+class HeUniform(_Preset):
+    scale, mode, distribution = 2.0, "fan_in", "uniform"
+
+
+@INITIALIZERS.add("he_normal")
+class HeNormal(_Preset):
+    scale, mode, distribution = 2.0, "fan_in", "truncated_normal"
+
+
+@INITIALIZERS.add("lecun_uniform")
+class LecunUniform(_Preset):
+    scale, mode, distribution = 1.0, "fan_in", "uniform"
+
+
+@INITIALIZERS.add("lecun_normal")
+class LecunNormal(_Preset):
+    scale, mode, distribution = 1.0, "fan_in", "truncated_normal"
+
+
+_DISTRIBUTIONS = ["truncated_normal", "untruncated_normal", "uniform", "normal"]
+
+
+@INITIALIZERS.add("variance_scaling")
+class VarianceScaling(Initializer):
+    """`scale / fan` as the variance of a (truncated) normal or uniform draw; Keras writes
+    "normal" back as "truncated_normal"."""
+
+    scale = number(1.0, min_value=0.0, min_exclusive=True)
+    mode = string("fan_in", choices=["fan_in", "fan_out", "fan_avg"])
+    distribution = string("truncated_normal", choices=_DISTRIBUTIONS)
+    seed = anything()
+    input_axes = must_be_null()
+    output_axes = must_be_null()
+
+    def __post_init__(self) -> None:
+        if self.distribution == "normal":
+            self.distribution = "truncated_normal"
+
+    def __call__(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        return _variance_scaling(shape, gen, self.scale, self.mode, self.distribution)
+
+
+@INITIALIZERS.add("orthogonal", "OrthogonalInitializer")
+class Orthogonal(Initializer):
     """Keras's Orthogonal: the Q of a QR decomposition of a standard normal matrix shaped
     `(max(rows, cols), min(rows, cols))`, rows being the product of all but the last dimension,
     its columns' signs fixed by R's diagonal (so Q is uniformly distributed), transposed when
     there are fewer rows than columns."""
 
-    def init(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    seed = anything()
+    gain = number(1.0)
+
+    def __call__(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
         if len(shape) < 2:
-            raise ConfigError(loc, f"Orthogonal needs a weight of rank 2 or more, got {shape}")
+            raise ConfigError(self.loc, f"Orthogonal needs a weight of rank 2 or more, got {shape}")
         rows, cols = math.prod(shape[:-1]), shape[-1]
         a = torch.empty((max(rows, cols), min(rows, cols))).normal_(0.0, 1.0, generator=gen)
         q, r = torch.linalg.qr(a)
         q = q * torch.sign(torch.diagonal(r))
         if rows < cols:
             q = q.T
-        return (gain * q).reshape(shape).contiguous()
-
-    return init
+        return (self.gain * q).reshape(shape).contiguous()
 
 
-def _class_name(name: str) -> str | None:
-    if name in _CLASS_NAMES:
-        return name
-    if name in _STRING_ALIASES:
-        return _STRING_ALIASES[name]
-    for cls in _CLASS_NAMES:
-        if to_snake_case(cls) == name:
-            return cls
-    return None
+@INITIALIZERS.add("identity_initializer", "identity", "Identity")
+class IdentityInitializer(Initializer):
+    gain = number(1.0)
+
+    def __call__(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        if len(shape) != 2:
+            raise ConfigError(self.loc, f"Identity needs a 2-D weight, got shape {list(shape)}")
+        return self.gain * torch.eye(*shape)
+
+
+@INITIALIZERS.add("zeros")
+class Zeros(Initializer):
+    def __call__(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        return torch.full(shape, 0.0)
+
+
+@INITIALIZERS.add("ones")
+class Ones(Initializer):
+    def __call__(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        return torch.full(shape, 1.0)
+
+
+@INITIALIZERS.add("constant")
+class Constant(Initializer):
+    value = number(0.0)
+
+    def __call__(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        return torch.full(shape, self.value)
+
+
+@INITIALIZERS.add("random_uniform", "uniform")
+class RandomUniform(Initializer):
+    minval = number(-0.05)
+    maxval = number(0.05)
+    seed = anything()
+
+    @classmethod
+    def _validate(cls, values: dict[str, Any], loc: Loc) -> None:
+        if values["maxval"] < values["minval"]:
+            raise ConfigError((*loc, "maxval"), "must be >= minval")
+
+    def __call__(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        return torch.empty(shape).uniform_(self.minval, self.maxval, generator=gen)
+
+
+@INITIALIZERS.add("random_normal", "normal")
+class RandomNormal(Initializer):
+    mean = number(0.0)
+    stddev = number(0.05, min_value=0.0)
+    seed = anything()
+
+    def __call__(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        return torch.empty(shape).normal_(self.mean, self.stddev, generator=gen)
+
+
+@INITIALIZERS.add("truncated_normal")
+class TruncatedNormal(RandomNormal):
+    def __call__(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        return _truncated_normal(shape, gen, self.mean, self.stddev)
 
 
 def get(identifier: Any, loc: Loc) -> tuple[dict[str, Any], Init]:
@@ -133,90 +231,18 @@ def get(identifier: Any, loc: Loc) -> tuple[dict[str, Any], Init]:
         raise ConfigError(
             loc, f"an initializer is a name or {{class_name, config}}, got {identifier!r}"
         )
-    cls = _class_name(name)
-    if cls is None:
+    if name not in INITIALIZERS.all_names():
         raise ConfigError(
-            loc, f"unknown initializer {name!r}; expected one of {sorted(_CLASS_NAMES)}"
+            loc, f"unknown initializer {name!r}; expected one of {INITIALIZERS.names()}"
         )
-    cloc = (*loc, "config")
-    # The seed is accepted; our draws come from the model's seeded generator instead.
-    if cls in _VS_PRESETS or cls == "VarianceScaling":
-        # Keras 3.15 writes input_axes/output_axes (null unless the fans are axis-selected).
-        known_keys(
-            config,
-            ["seed", "input_axes", "output_axes", "scale", "mode", "distribution"]
-            if cls == "VarianceScaling"
-            else ["seed", "input_axes", "output_axes"],
-            cloc,
-        )
-        for key in ("input_axes", "output_axes"):
-            if config.get(key) is not None:
-                raise ConfigError((*cloc, key), "is not supported yet; leave it null")
-    if cls in _VS_PRESETS:
-        scale, mode, dist = _VS_PRESETS[cls]
-        return {"class_name": cls, "config": {"seed": config.get("seed")}}, _variance_scaling(
-            scale, mode, dist
-        )
-    if cls == "VarianceScaling":
-        scale = get_float(config, "scale", cloc, 1.0, min_value=0.0, min_exclusive=True)
-        mode = get_str(config, "mode", cloc, "fan_in", choices=["fan_in", "fan_out", "fan_avg"])
-        dist = get_str(
-            config,
-            "distribution",
-            cloc,
-            "truncated_normal",
-            choices=["truncated_normal", "untruncated_normal", "uniform", "normal"],
-        )
-        dist = "truncated_normal" if dist == "normal" else dist
-        canon = {"scale": scale, "mode": mode, "distribution": dist, "seed": config.get("seed")}
-        return {"class_name": cls, "config": canon}, _variance_scaling(scale, mode, dist)
-    if cls == "Orthogonal":
-        known_keys(config, ["gain", "seed"], cloc)
-        gain = get_float(config, "gain", cloc, 1.0)
-        canon = {"seed": config.get("seed"), "gain": gain}
-        return {"class_name": cls, "config": canon}, _orthogonal(gain, loc)
-    if cls == "IdentityInitializer":
-        known_keys(config, ["gain"], cloc)
-        gain = get_float(config, "gain", cloc, 1.0)
-
-        def identity(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-            if len(shape) != 2:
-                raise ConfigError(loc, f"Identity needs a 2-D weight, got shape {list(shape)}")
-            return gain * torch.eye(*shape)
-
-        return {"class_name": cls, "config": {"gain": gain}}, identity
-    if cls in ("Zeros", "Ones"):
-        known_keys(config, [], cloc)
-        value = 0.0 if cls == "Zeros" else 1.0
-        return {"class_name": cls, "config": {}}, lambda s, g: torch.full(s, value)
-    if cls == "Constant":
-        known_keys(config, ["value"], cloc)
-        value = get_float(config, "value", cloc, 0.0)
-        return {"class_name": cls, "config": {"value": value}}, lambda s, g: torch.full(s, value)
-    if cls == "RandomUniform":
-        known_keys(config, ["minval", "maxval", "seed"], cloc)
-        lo = get_float(config, "minval", cloc, -0.05)
-        hi = get_float(config, "maxval", cloc, 0.05)
-        if hi < lo:
-            raise ConfigError((*cloc, "maxval"), "must be >= minval")
-        canon = {"minval": lo, "maxval": hi, "seed": config.get("seed")}
-        return {"class_name": cls, "config": canon}, lambda s, g: torch.empty(s).uniform_(
-            lo, hi, generator=g
-        )
-    known_keys(config, ["mean", "stddev", "seed"], cloc)
-    mean = get_float(config, "mean", cloc, 0.0)
-    std = get_float(config, "stddev", cloc, 0.05, min_value=0.0)
-    canon = {"mean": mean, "stddev": std, "seed": config.get("seed")}
-    if cls == "RandomNormal":
-        return {"class_name": cls, "config": canon}, lambda s, g: torch.empty(s).normal_(
-            mean, std, generator=g
-        )
-    return {"class_name": cls, "config": canon}, lambda s, g: _truncated_normal(s, g, mean, std)
+    cls = INITIALIZERS.lookup(name, loc)
+    init = cls(loc, **cls.read_config(config, (*loc, "config")))
+    return {"class_name": cls.__name__, "config": init.get_config()}, init
 
 
-__all__ = ["compute_fans", "get"]
+__all__ = ["INITIALIZERS", "Initializer", "compute_fans", "get"]
 
 
 def initializer_names() -> list[str]:
     """The initializer class names accepted (snake_case spellings resolve to them too)."""
-    return sorted(_CLASS_NAMES)
+    return INITIALIZERS.names()

@@ -6,44 +6,35 @@ found later, when the weight is created), and written back as Keras's
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
+from app.engine.config.declared import Declared
 from app.engine.config.errors import Loc
-from app.engine.config.registry import Registry, known_keys
+from app.engine.config.registry import Registry
 
 W = TypeVar("W", bound="WeightOption")
 
 
-class WeightOption:
-    """A Keras object configured by `keys`, put on a layer's weight (or its output)."""
+class WeightOption(Declared):
+    """A Keras object configured by its declared keys, put on a layer's weight (or its output)."""
 
-    class_name: ClassVar[str]
     #: The Keras module its serialized form names.
     module: ClassVar[str]
-    #: Config keys the class takes.
-    keys: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, loc: Loc) -> None:
+    def __init__(self, loc: Loc = (), **values: Any) -> None:
         #: Where the config was read from, for errors found when a weight is created.
         self.loc = loc
+        super().__init__(**values)
 
     @classmethod
-    def from_config(cls: type[W], config: Mapping[str, Any], loc: Loc) -> W:
-        known_keys(config, cls.keys, loc)
-        return cls._read(config, loc)
-
-    @classmethod
-    def _read(cls: type[W], config: Mapping[str, Any], loc: Loc) -> W:
-        return cls(loc)
-
-    def get_config(self) -> dict[str, Any]:
-        return {}
+    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> Self:
+        return cls(loc, **cls.read_config(config, loc))
 
     def serialize(self) -> dict[str, Any]:
         """The object as Keras's `serialize_keras_object` writes it."""
         return {
             "module": self.module,
-            "class_name": self.class_name,
+            "class_name": type(self).__name__,
             "config": self.get_config(),
             "registered_name": None,
         }

@@ -15,19 +15,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.engine.config.declared import Key, number, string
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_float, get_str
+from app.engine.config.readers import get_float
 from app.engine.config.registry import Registry
 from app.engine.weights.options import WeightOption, get_option
 
 MODULE = "keras.regularizers"
 
 
-def _factor(config: Mapping[str, Any], key: str, loc: Loc, default: float | None) -> float:
-    """A non-negative finite factor; null means `default` (Keras's rule for l1/l2)."""
-    if config.get(key, 0.0) is None and default is not None:
+def _read_factor(config: Mapping[str, Any], key: str, loc: Loc, default: float) -> float:
+    if config.get(key, 0.0) is None:
         return default
     return float(get_float(config, key, loc, default, min_value=0.0))
+
+
+def factor(default: float) -> Key[float]:
+    """A non-negative finite factor; null means `default` (Keras's rule for l1/l2)."""
+    return Key(_read_factor, default)
 
 
 def _float32(value: float) -> float:
@@ -47,69 +52,36 @@ class Regularizer(WeightOption):
 REGULARIZERS: Registry[Regularizer] = Registry("regularizer")
 
 
-@REGULARIZERS.register("L1", "l1")
+@REGULARIZERS.add("l1")
 class L1(Regularizer):
     """`l1 * sum(|x|)`; Keras holds l1 as a float32 tensor (default 0.01)."""
 
-    class_name = "L1"
-    keys = ("l1",)
+    l1 = factor(0.01)
 
-    def __init__(self, loc: Loc, l1: float) -> None:
-        super().__init__(loc)
-        self.l1 = _float32(l1)
-
-    @classmethod
-    def _read(cls, config: Mapping[str, Any], loc: Loc) -> L1:
-        return cls(loc, _factor(config, "l1", loc, 0.01))
-
-    def get_config(self) -> dict[str, Any]:
-        return {"l1": self.l1}
+    def __post_init__(self) -> None:
+        self.l1 = _float32(self.l1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sum(torch.abs(x)) * self.l1
 
 
-@REGULARIZERS.register("L2", "l2")
+@REGULARIZERS.add("l2")
 class L2(Regularizer):
     """`l2 * sum(x²)`, with no 1/2 factor (default 0.01)."""
 
-    class_name = "L2"
-    keys = ("l2",)
-
-    def __init__(self, loc: Loc, l2: float) -> None:
-        super().__init__(loc)
-        self.l2 = l2
-
-    @classmethod
-    def _read(cls, config: Mapping[str, Any], loc: Loc) -> L2:
-        return cls(loc, _factor(config, "l2", loc, 0.01))
-
-    def get_config(self) -> dict[str, Any]:
-        return {"l2": self.l2}
+    l2 = factor(0.01)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sum(torch.square(x)) * self.l2
 
 
-@REGULARIZERS.register("L1L2", "l1l2")
+@REGULARIZERS.add("l1l2")
 class L1L2(Regularizer):
     """`l1 * sum(|x|) + l2 * sum(x²)`, each term only when its factor is non-zero (both
     default to 0, and null means 0)."""
 
-    class_name = "L1L2"
-    keys = ("l1", "l2")
-
-    def __init__(self, loc: Loc, l1: float, l2: float) -> None:
-        super().__init__(loc)
-        self.l1 = l1
-        self.l2 = l2
-
-    @classmethod
-    def _read(cls, config: Mapping[str, Any], loc: Loc) -> L1L2:
-        return cls(loc, _factor(config, "l1", loc, 0.0), _factor(config, "l2", loc, 0.0))
-
-    def get_config(self) -> dict[str, Any]:
-        return {"l1": self.l1, "l2": self.l2}
+    l1 = factor(0.0)
+    l2 = factor(0.0)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         total = torch.zeros((), dtype=x.dtype, device=x.device)
@@ -120,28 +92,17 @@ class L1L2(Regularizer):
         return total
 
 
-@REGULARIZERS.register("OrthogonalRegularizer", "orthogonal_regularizer")
+@REGULARIZERS.add("orthogonal_regularizer")
 class OrthogonalRegularizer(Regularizer):
     """`factor / 2` times the mean absolute cosine between distinct rows (or columns) of a
     matrix. Keras normalizes with `x * min(rsqrt(sum(x²)), 1e7)`, and takes rank-2 weights only;
     with fewer than two rows (columns) its mean is 0/0, so such a weight is refused here."""
 
-    class_name = "OrthogonalRegularizer"
-    keys = ("factor", "mode")
+    factor = number(0.01, min_value=0.0)
+    mode = string("rows", choices=["rows", "columns"])
 
-    def __init__(self, loc: Loc, factor: float, mode: str) -> None:
-        super().__init__(loc)
-        self.factor = _float32(factor)
-        self.mode = mode
-
-    @classmethod
-    def _read(cls, config: Mapping[str, Any], loc: Loc) -> OrthogonalRegularizer:
-        factor = float(get_float(config, "factor", loc, 0.01, min_value=0.0))
-        mode = get_str(config, "mode", loc, "rows", choices=["rows", "columns"])
-        return cls(loc, factor, mode)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"factor": self.factor, "mode": self.mode}
+    def __post_init__(self) -> None:
+        self.factor = _float32(self.factor)
 
     def check_weight(self, shape: tuple[int, ...]) -> None:
         if len(shape) != 2:
