@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from app.auth.tokens import digest
 from tests.api.conftest import serve
+from tests.e2e.harness import poll
 from tests.support import scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,12 +185,12 @@ def test_a_job_over_the_running_quota_waits_and_starts_when_a_slot_frees(tmp_pat
             listed = {j["id"]: j["status"] for j in client.get("/v1/jobs").json()["items"]}
             return [listed[j] for j in jobs]
 
-        deadline = time.monotonic() + 120
-        while states() != ["succeeded", "succeeded"]:
-            now = tuple(states())
+        def both_done() -> bool:
+            now = states()
             assert now.count("running") <= 1, now
-            assert time.monotonic() < deadline, f"the jobs did not both finish: {now}"
-            time.sleep(0.02)
+            return now == ["succeeded", "succeeded"]
+
+        poll(both_done, "both jobs' end", timeout=120, every=0.02)
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])

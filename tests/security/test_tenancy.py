@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import serve
+from tests.e2e.harness import poll
 from tests.support import scenario
 
 X = [[0.5], [1.5], [2.5], [3.5]]
@@ -94,10 +94,8 @@ class World:
         job = c.post(f"/v1/models/{model_id}/fit", json={**XY, "epochs": 1}, headers=h)
         assert job.status_code == 202, job.text
         job_id = job.json()["id"]
-        deadline = time.monotonic() + 60
-        while c.get(f"/v1/jobs/{job_id}", headers=h).json()["status"] != "succeeded":
-            assert time.monotonic() < deadline, "the fit did not finish"
-            time.sleep(0.05)
+        poll(lambda: c.get(f"/v1/jobs/{job_id}", headers=h).json()["status"] == "succeeded",
+             "the fit's end")  # fmt: skip
         ds = c.post("/v1/datasets", content=_npy(), headers={**h, "Content-Type":
                                                               "application/x-npy"})  # fmt: skip
         assert ds.status_code == 201, ds.text
