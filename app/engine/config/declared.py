@@ -103,8 +103,11 @@ class Key(Generic[T]):
         return value
 
 
-class Declared:
-    """A class configured by its declared `Key`s (see the module docstring)."""
+class DeclaredKeys:
+    """The keys machinery of a class configured by declared `Key`s: collecting them, reading a
+    config's values, setting them and writing the saved ones back. `Declared` adds the
+    constructor, `from_config` and `get_config`; a family whose constructor and config take
+    more (layers: a name, trainable) builds its own on this."""
 
     declared_keys: ClassVar[dict[str, Key[Any]]] = {}
 
@@ -117,7 +120,9 @@ class Declared:
                     keys[name] = value
         cls.declared_keys = keys
 
-    def __init__(self, **values: Any) -> None:
+    def _set_declared(self, values: Mapping[str, Any]) -> None:
+        """Set each declared key from `values` or its default; an undeclared or missing one is a
+        programming error (configs are checked by `from_config` before this)."""
         keys = self.declared_keys
         unknown = set(values) - set(keys)
         if unknown:
@@ -127,7 +132,6 @@ class Declared:
             if value is REQUIRED:
                 raise TypeError(f"{type(self).__name__} needs {name}")
             setattr(self, name, value)
-        self.__post_init__()
 
     def __post_init__(self) -> None:
         """Derived state, once every key is set."""
@@ -135,6 +139,34 @@ class Declared:
     def _value(self, name: str) -> Any:
         """The value of a key that subclasses declare (each where Keras's order puts it)."""
         return self.__dict__[name]
+
+    @classmethod
+    def read_values(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
+        """The declared keys' values from `config`, which may hold other keys too."""
+        values = {name: key.read_from(cls, config, loc) for name, key in cls.declared_keys.items()}
+        cls._validate(values, loc)
+        return values
+
+    @classmethod
+    def _validate(cls, values: dict[str, Any], loc: Loc) -> None:
+        """Checks across keys, after each key was read."""
+
+    def declared_config(self) -> dict[str, Any]:
+        """The saved keys' values, in declaration order, as a config writes them."""
+        config: dict[str, Any] = {}
+        for name, key in self.declared_keys.items():
+            if key.saved:
+                value = getattr(self, name)
+                config[name] = value if key.dump is None else key.dump(value)
+        return config
+
+
+class Declared(DeclaredKeys):
+    """A class configured by its declared `Key`s (see the module docstring)."""
+
+    def __init__(self, **values: Any) -> None:
+        self._set_declared(values)
+        self.__post_init__()
 
     @classmethod
     def config_keys(cls) -> tuple[str, ...]:
@@ -149,27 +181,11 @@ class Declared:
         return cls.read_values(config, loc)
 
     @classmethod
-    def read_values(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        """The declared keys' values from `config`, which may hold other keys too."""
-        values = {name: key.read_from(cls, config, loc) for name, key in cls.declared_keys.items()}
-        cls._validate(values, loc)
-        return values
-
-    @classmethod
-    def _validate(cls, values: dict[str, Any], loc: Loc) -> None:
-        """Checks across keys, after each key was read."""
-
-    @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc) -> Self:
         return cls(**cls.read_config(config, loc))
 
     def get_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {}
-        for name, key in self.declared_keys.items():
-            if key.saved:
-                value = getattr(self, name)
-                config[name] = value if key.dump is None else key.dump(value)
-        return config
+        return self.declared_config()
 
 
 # -- keys of the common kinds --------------------------------------------------------------------

@@ -4,13 +4,27 @@ A layer is a torch module built from a Keras layer config. Weights are stored in
 layout (a Dense kernel is `(in, out)`), so weights copy between Keras and here without transposes,
 and `keras_weights()` lists them in the order Keras's `get_weights()` does.
 
-Regularizers and constraints are wired here once for every layer. A layer declares which of its
-weights take Keras's `<option>_regularizer` / `<option>_constraint` keys (`weight_options`);
-`activity_regularizer` is accepted by every layer, as Keras's base Layer does. Both are read from
-the config right after the subclass's `from_config`, written back by `get_config`, and turned
-into `added_losses()` (weight penalties from the current weights, activity penalties from the
-last call, divided by its batch size) and `apply_constraints()`. A layer without any of them
-pays nothing: no forward hook, and both methods return at once.
+A layer declares each of its Keras config keys once, as a class attribute (a `Key` of
+`app.engine.config.declared`, in Keras's config order): the allowed keys, `from_config`, the
+constructor's keywords and `get_config` derive from that list, as for every other configurable
+family. `name`, `trainable`, `dtype` and `activity_regularizer` are the base class's (BASE_KEYS).
+Derived state (resolved activations, initializer functions) is set in `__post_init__`.
+
+    @LAYERS.add()
+    class Dense(KernelLayer):
+        units = integer(min_value=1, max_value=MAX_UNITS)
+        activation = activation_key()
+        ...
+
+Regularizers and constraints are wired here once for every layer. A layer declares the weights
+that take Keras's `<option>_regularizer` / `<option>_constraint` keys with `regularizer(weight)`
+and `constraint(weight)` keys; `activity_regularizer` is accepted by every layer, as Keras's base
+Layer does. They are turned into `added_losses()` (weight penalties from the current weights,
+activity penalties from the last call, divided by its batch size) and `apply_constraints()`. A
+layer without any of them pays nothing: no forward hook, and both methods return at once.
+
+(Layers not yet moved onto declared keys list `config_keys` and write `from_config` and
+`layer_config` by hand, with `weight_options`; both kinds work side by side.)
 """
 
 from __future__ import annotations
@@ -24,8 +38,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.engine.config.declared import DeclaredKeys, Key
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.registry import Registry
+from app.engine.config.readers import get_bool
+from app.engine.config.registry import Registry, known_keys
 from app.engine.weights import constraints, regularizers
 
 Shape = tuple[int | None, ...]
@@ -65,11 +81,35 @@ def require_null(config: Mapping[str, Any], keys: tuple[str, ...], loc: Loc) -> 
             raise ConfigError((*loc, key), "is not supported yet; leave it null")
 
 
-class Layer(nn.Module):
+class OptionKey(Key[Any]):
+    """A `<option>_regularizer` or `<option>_constraint` key, and the weight it applies to."""
+
+    def __init__(self, kind: str, weight: str) -> None:
+        family = regularizers if kind == "regularizer" else constraints
+
+        def read(config: Mapping[str, Any], key: str, loc: Loc, default: Any = None) -> Any:
+            return family.get(config.get(key), (*loc, key))
+
+        super().__init__(read, None, dump=_serialize)
+        self.kind = kind
+        self.weight = weight
+
+
+def regularizer(weight: str) -> Key[regularizers.Regularizer | None]:
+    """A `<option>_regularizer` key: its penalty on `weight` joins the model's losses."""
+    return OptionKey("regularizer", weight)
+
+
+def constraint(weight: str) -> Key[constraints.Constraint | None]:
+    """A `<option>_constraint` key: `weight` is projected onto it after each optimizer step."""
+    return OptionKey("constraint", weight)
+
+
+class Layer(DeclaredKeys, nn.Module):
     """A Keras layer: built once for an input shape, then applied to batches."""
 
     class_name: ClassVar[str]
-    #: Keras config keys this layer understands beyond BASE_KEYS.
+    #: A layer not yet on declared keys: the Keras config keys it understands beyond BASE_KEYS.
     config_keys: ClassVar[tuple[str, ...]] = ()
     #: Keras's `supports_masking`: an incoming mask passes through unchanged (compute_mask's
     #: default). A layer without it drops the mask, as Keras does (with a warning there).
@@ -104,8 +144,8 @@ class Layer(nn.Module):
     #: `integer_input` says.
     output_dtype: ClassVar[torch.dtype | None] = None
 
-    def __init__(self, *, name: str, trainable: bool = True) -> None:
-        super().__init__()
+    def __init__(self, *, name: str, trainable: bool = True, **values: Any) -> None:
+        nn.Module.__init__(self)
         self.name = name
         self.trainable = trainable
         self._weight_names: list[str] = []
@@ -117,23 +157,45 @@ class Layer(nn.Module):
         self._options: dict[str, tuple[Any, Any]] = {}
         self._regularizers: dict[str, regularizers.Regularizer] = {}
         self._constraints: dict[str, constraints.Constraint] = {}
+        self._set_declared(values)
+        for key in self.declared_keys.values():
+            option = getattr(self, key.name) if isinstance(key, OptionKey) else None
+            if option is not None:
+                assert isinstance(key, OptionKey)
+                table = self._regularizers if key.kind == "regularizer" else self._constraints
+                table[key.weight] = option
+        self.__post_init__()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Every subclass's own from_config is followed by the generic read of the regularizer
         # and constraint keys, so a layer gets them by declaring `weight_options` alone.
         super().__init_subclass__(**kwargs)
+        if "class_name" not in cls.__dict__:
+            cls.class_name = cls.__name__  # Keras's class name, where the two differ it is set
         own = cls.__dict__.get("from_config")
         if isinstance(own, classmethod):
             setattr(cls, "from_config", classmethod(_then_read_options(own.__func__)))  # noqa: B010
 
     @classmethod
+    def class_config_keys(cls) -> tuple[str, ...]:
+        """The Keras config keys this layer understands beyond BASE_KEYS."""
+        return tuple(cls.declared_keys) or cls.config_keys
+
+    @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        raise NotImplementedError
+        """The layer `config` describes: each declared key read and checked (an unknown key is a
+        ConfigError naming it), then the activity regularizer."""
+        known_keys(config, cls.declared_keys, loc, ignored=BASE_KEYS)
+        trainable = get_bool(config, "trainable", loc, True)
+        layer = cls(name=name, trainable=trainable, **cls.read_values(config, loc))
+        layer.read_activity_regularizer(config, loc)
+        return layer
 
     def layer_config(self) -> dict[str, Any]:
-        """The layer-specific part of the canonical config. The regularizer and constraint keys
-        may be written as None placeholders (to keep Keras's key order): get_config fills them."""
-        return {}
+        """The layer-specific part of the canonical config: the declared keys that are saved.
+        (Layers with hand-written configs may write the regularizer and constraint keys as None
+        placeholders, to keep Keras's key order: get_config fills them.)"""
+        return self.declared_config()
 
     def base_config(self) -> dict[str, Any]:
         """The keys Keras's base Layer writes first."""
@@ -273,6 +335,10 @@ class Layer(nn.Module):
                 self._regularizers[weight] = regularizer
             if constraint is not None:
                 self._constraints[weight] = constraint
+        self.read_activity_regularizer(config, loc)
+
+    def read_activity_regularizer(self, config: Mapping[str, Any], loc: Loc) -> None:
+        """Read `activity_regularizer` (BASE_KEYS); a null one keeps one the layer set itself."""
         aloc = (*loc, "activity_regularizer")
         activity = regularizers.get(config.get("activity_regularizer"), aloc)
         if activity is not None:

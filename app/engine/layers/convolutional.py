@@ -199,7 +199,7 @@ class ConvBase(KernelLayer):
     def bias_activation(self, y: torch.Tensor) -> torch.Tensor:
         if self.use_bias:
             y = add_bias(y, self.bias, self.window.channels_last)
-        return self.activation(y)
+        return self.activation_fn(y)
 
 
 class _Conv(ConvBase):

@@ -282,4 +282,4 @@ class EinsumDense(KernelLayer):
         y = torch.einsum(self.equation.text, x, self.kernel)
         if self.use_bias:
             y = y + self.bias
-        return self.activation(y)
+        return self.activation_fn(y)

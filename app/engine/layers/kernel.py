@@ -36,10 +36,23 @@ def read_kernel_args(config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
 
 
 class KernelLayer(Layer):
-    """A layer with a `kernel`, an optional `bias` and an activation after them."""
+    """A layer with a `kernel`, an optional `bias` and an activation after them. A layer on
+    declared keys declares `activation`, `use_bias`, `kernel_initializer` and `bias_initializer`
+    (`app.engine.layers.keys`) where Keras's config order puts them; they are resolved here."""
 
     kernel: torch.Tensor
     bias: torch.Tensor
+    activation_fn: activations.Activation
+
+    def __post_init__(self) -> None:
+        if not self.declared_keys:  # a hand-written layer calls set_kernel_options instead
+            return
+        self.activation_name = self._value("activation")
+        self.activation_fn = activations.get(self.activation_name, ())[1]
+        self.kernel_init_config = self._value("kernel_initializer")
+        self.kernel_init = initializers.get(self.kernel_init_config, ())[1]
+        self.bias_init_config = self._value("bias_initializer")
+        self.bias_init = initializers.get(self.bias_init_config, ())[1]
 
     def set_kernel_options(
         self,
@@ -49,7 +62,7 @@ class KernelLayer(Layer):
         bias_initializer: Any,
         loc: Loc,
     ) -> None:
-        self.activation_name, self.activation = activations.get(activation, (*loc, "activation"))
+        self.activation_name, self.activation_fn = activations.get(activation, (*loc, "activation"))
         self.use_bias = use_bias
         self.kernel_init_config, self.kernel_init = initializers.get(
             kernel_initializer, (*loc, "kernel_initializer")

@@ -1,0 +1,87 @@
+"""The config keys layers share, declared with `app.engine.config.declared`'s `Key`s: a layer
+lists them as class attributes, in Keras's config order (see `app.engine.layers.base`).
+
+- `activation(default)`: an activation name (or `{class_name}` object), kept as its canonical
+  name; the layer resolves the function in `__post_init__` (`activations.get(name, ())`).
+- `initializer(default)`: an initializer name or `{class_name, config}`, kept as Keras's canonical
+  `{class_name, config}`; the layer draws with `initializers.get(config, ())`'s function.
+- `regularizer(weight)`, `constraint(weight)`: `<option>_regularizer` / `<option>_constraint`,
+  applied to the named weight by the base class.
+- `data_format()`, `must_be_null()`, and the general kinds (`integer`, `number`, `boolean`, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from app.engine.config.declared import (
+    REQUIRED,
+    Key,
+    anything,
+    boolean,
+    integer,
+    integer_or_none,
+    must_be_null,
+    number,
+    number_or_none,
+    string,
+    string_or_none,
+)
+from app.engine.config.errors import ConfigError, Loc
+from app.engine.config.readers import get_str
+from app.engine.layers import activations
+from app.engine.layers.base import constraint, regularizer
+from app.engine.weights import initializers
+
+__all__ = [
+    "REQUIRED",
+    "Key",
+    "activation",
+    "anything",
+    "boolean",
+    "constraint",
+    "data_format",
+    "initializer",
+    "integer",
+    "integer_or_none",
+    "must_be_null",
+    "number",
+    "number_or_none",
+    "regularizer",
+    "string",
+    "string_or_none",
+]
+
+
+def activation(default: Any = None) -> Key[str]:
+    """An activation, kept as its name (None is Keras's "linear")."""
+
+    def read(config: Mapping[str, Any], key: str, loc: Loc, default: Any = default) -> str:
+        if key not in config and default is REQUIRED:
+            raise ConfigError((*loc, key), "is required")
+        return activations.get(config.get(key, default), (*loc, key))[0]
+
+    return Key(read, default if default is REQUIRED else activations.get(default, ())[0])
+
+
+def initializer(default: str) -> Key[dict[str, Any]]:
+    """An initializer, kept as Keras's canonical `{class_name, config}`."""
+    canonical = initializers.get(default, ())[0]
+
+    def read(
+        config: Mapping[str, Any], key: str, loc: Loc, default: Any = canonical
+    ) -> dict[str, Any]:
+        return initializers.get(config.get(key, default), (*loc, key))[0]
+
+    return Key(read, canonical)
+
+
+def data_format(default: str = "channels_last") -> Key[str]:
+    """Keras's `data_format`; null is its default, channels_last."""
+
+    def read(config: Mapping[str, Any], key: str, loc: Loc, default: Any = default) -> str:
+        value = get_str(config, key, loc, None, choices=["channels_last", "channels_first"])
+        return value or default
+
+    return Key(read, default)
