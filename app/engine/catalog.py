@@ -25,10 +25,12 @@ def _entries(registry: Registry[object]) -> str:
     for cls in sorted(registry.classes(), key=registry.canonical_name):
         name = registry.canonical_name(cls)
         aliases = sorted(
-            n for n in registry.all_names()
-            if n != name and registry.lookup(n, ()) is cls
+            n
+            for n in registry.all_names()
+            if n != name
+            and registry.lookup(n, ()) is cls
             and not (registry.case_insensitive and n.lower() == name.lower())
-        )  # fmt: skip
+        )
         parts.append(
             f"`{name}`" + (f" ({', '.join(f'`{a}`' for a in aliases)})" if aliases else "")
         )

@@ -143,8 +143,10 @@ def check_input_values(arr: np.ndarray, dtype: torch.dtype, loc: Loc) -> None:
     if np.any(bad):
         where = np.argwhere(bad)[0].tolist()
         value = arr[tuple(where)].item()
-        raise DataError((*loc, *where), f"the input is {dtype_name(dtype)}: each value must be "
-                        f"{what}, got {value!r}")  # fmt: skip
+        raise DataError(
+            (*loc, *where),
+            f"the input is {dtype_name(dtype)}: each value must be {what}, got {value!r}",
+        )
 
 
 def cast_input(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -163,8 +165,10 @@ def input_tensors(
 ) -> list[torch.Tensor]:
     """Host input arrays on the device, each converted to its input's dtype."""
     # A read-only array (a slice of a memory map) is copied: torch keeps no read-only tensors.
-    return [cast_input(torch.as_tensor(a if a.flags.writeable else np.array(a)).to(device), d)
-            for a, d in zip(xs, dtypes, strict=True)]  # fmt: skip
+    return [
+        cast_input(torch.as_tensor(a if a.flags.writeable else np.array(a)).to(device), d)
+        for a, d in zip(xs, dtypes, strict=True)
+    ]
 
 
 Shape = tuple[int | None, ...]
@@ -288,8 +292,10 @@ def read_inputs(
 
 def read_targets(y: Any, names: list[str], loc: Loc) -> list[np.ndarray | None]:
     """Labels per output (an object keyed by output name may leave out outputs with no loss)."""
-    return [None if v is None and isinstance(y, dict) else to_array(v, vloc)
-            for v, vloc in _structured(y, names, loc, "output")]  # fmt: skip
+    return [
+        None if v is None and isinstance(y, dict) else to_array(v, vloc)
+        for v, vloc in _structured(y, names, loc, "output")
+    ]
 
 
 def read_sample_weights(sw: Any, names: list[str], loc: Loc) -> list[np.ndarray | None]:
@@ -299,9 +305,11 @@ def read_sample_weights(sw: Any, names: list[str], loc: Loc) -> list[np.ndarray 
     if sw is None:
         return [None] * len(names)
     per_output = isinstance(sw, dict) or (
-        len(names) > 1 and isinstance(sw, list | tuple) and len(sw) == len(names)
+        len(names) > 1
+        and isinstance(sw, list | tuple)
+        and len(sw) == len(names)
         and all(v is None or isinstance(v, list | tuple | np.ndarray) for v in sw)
-    )  # fmt: skip
+    )
     parts = _structured(sw, names, loc, "output") if per_output else [(sw, loc)] * len(names)
     out: list[np.ndarray | None] = []
     for value, vloc in parts:
@@ -395,12 +403,21 @@ def check_weight_shape(
         return
     if mask is not None and sw.shape[1:] != mask[1:]:
         want = ["N", *mask[1:]]
-        raise DataError(loc, f"the output carries a mask of shape {want}: give one weight per "
-                        f"masked entry, shape {want}, got {list(sw.shape)}")  # fmt: skip
+        raise DataError(
+            loc,
+            f"the output carries a mask of shape {want}: give one weight per "
+            f"masked entry, shape {want}, got {list(sw.shape)}",
+        )
     if sw.ndim > 1 and sw.ndim >= len(out):
         shown = ["N", *out[1:]]
-        raise DataError(loc, f"per-step weights need fewer axes than the output {shown} (a "
-                        f"loss reduces its last axis), got {list(sw.shape)}")  # fmt: skip
+        raise DataError(
+            loc,
+            f"per-step weights need fewer axes than the output {shown} (a "
+            f"loss reduces its last axis), got {list(sw.shape)}",
+        )
     if sw.ndim > 1 and tuple(sw.shape[1:]) != tuple(out[1 : sw.ndim]):
-        raise DataError(loc, f"per-step weights must match the output's leading axes "
-                        f"{['N', *out[1 : sw.ndim]]}, got {list(sw.shape)}")  # fmt: skip
+        raise DataError(
+            loc,
+            f"per-step weights must match the output's leading axes "
+            f"{['N', *out[1 : sw.ndim]]}, got {list(sw.shape)}",
+        )

@@ -34,16 +34,18 @@ from app.engine.config.errors import ConfigError, Loc
 if TYPE_CHECKING:
     from app.engine.models.from_json import Node
 
-INPUT_DTYPES: Mapping[str, torch.dtype] = MappingProxyType({
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float64": torch.float64,
-    "int32": torch.int32,
-    "int64": torch.int64,
-    "uint8": torch.uint8,
-    "bool": torch.bool,
-})  # fmt: skip
+INPUT_DTYPES: Mapping[str, torch.dtype] = MappingProxyType(
+    {
+        "float32": torch.float32,
+        "float16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "float64": torch.float64,
+        "int32": torch.int32,
+        "int64": torch.int64,
+        "uint8": torch.uint8,
+        "bool": torch.bool,
+    }
+)
 _NAMES = {dtype: name for name, dtype in INPUT_DTYPES.items()}
 HALF_FLOATS = (torch.float16, torch.bfloat16)
 
@@ -98,16 +100,18 @@ def carry(nodes: Sequence[Node], input_dtypes: Sequence[torch.dtype]) -> list[to
         for dtype in odd:
             if dtype in HALF_FLOATS and not layer.half_float_input:
                 raise ConfigError(
-                    node.loc, f"{layer.class_name} computes on {_a(dtype)} tensor in "
+                    node.loc,
+                    f"{layer.class_name} computes on {_a(dtype)} tensor in "
                     "that type in Keras (it does not autocast to float32), which is not "
                     "supported; read the input as float32 or put a layer before it",
-                )  # fmt: skip
+                )
             if is_integer(dtype) and rule is None:
                 raise ConfigError(
-                    node.loc, f"{layer.class_name} cannot read {_a(dtype)} tensor "
+                    node.loc,
+                    f"{layer.class_name} cannot read {_a(dtype)} tensor "
                     "(Keras fails on it or computes in the integer type); convert it first, "
                     "e.g. with Rescaling, or give the input dtype float32",
-                )  # fmt: skip
+                )
         if rule in ("as_is", "shape") and all(is_integer(d) for d in odd):
             if rule == "shape":  # moved, not converted: the next layer decides
                 dtypes[node.out] = odd[0]

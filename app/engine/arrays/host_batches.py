@@ -112,8 +112,10 @@ class HostBatches:
         # The smallest arrays (labels, weights), up to IN_MEMORY_BYTES together, are read into
         # memory once: a few bytes a row are not worth a read each.
         budget, small = IN_MEMORY_BYTES, set()
-        for a in sorted((a for a in [*data.x, *data.y, *data.sample_weight]
-                         if isinstance(a, np.memmap)), key=lambda a: a.nbytes):  # fmt: skip
+        for a in sorted(
+            (a for a in [*data.x, *data.y, *data.sample_weight] if isinstance(a, np.memmap)),
+            key=lambda a: a.nbytes,
+        ):
             if a.nbytes > budget:
                 break
             budget -= a.nbytes

@@ -11,8 +11,20 @@ from app.engine.callbacks.schedule import LearningRateScheduler
 from app.engine.callbacks.terminate import NonFiniteLoss, TerminateOnNaN
 
 __all__ = [
-    "CALLBACKS", "Callback", "CallbackList", "EarlyStopping", "History", "LazyLogs",
-    "LearningRateScheduler", "Logs",
-    "ModelCheckpoint", "NonFiniteLoss", "ProgressReporter", "ReduceLROnPlateau",
-    "TerminateOnNaN", "ThresholdStopping", "get", "monitor",
-]  # fmt: skip
+    "CALLBACKS",
+    "Callback",
+    "CallbackList",
+    "EarlyStopping",
+    "History",
+    "LazyLogs",
+    "LearningRateScheduler",
+    "Logs",
+    "ModelCheckpoint",
+    "NonFiniteLoss",
+    "ProgressReporter",
+    "ReduceLROnPlateau",
+    "TerminateOnNaN",
+    "ThresholdStopping",
+    "get",
+    "monitor",
+]

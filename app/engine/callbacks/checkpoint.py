@@ -90,9 +90,10 @@ class ModelCheckpoint(MonitorCallback):
     def get_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         # The batch count carries across epochs, so it carries across a resume too.
         return prefixed("last_saved", self.last_saved or {}), {
-            "best": encode_float(self.best), "since_save": self._since_save,
+            "best": encode_float(self.best),
+            "since_save": self._since_save,
             "last_batch": self._last_batch,
-        }  # fmt: skip
+        }
 
     def set_state(self, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> None:
         self.best, self._since_save = decode_float(state["best"]), int(state["since_save"])
@@ -139,7 +140,10 @@ class ModelCheckpoint(MonitorCallback):
 def _check_filepath(filepath: str, weights_only: bool, loc: Loc) -> None:
     """Keras's suffix rule, kept so a Keras script's arguments mean the same here."""
     if weights_only and not filepath.endswith(".weights.h5"):
-        raise ConfigError(loc, "with save_weights_only, must end in '.weights.h5' (Keras's "
-                          f"weights format), got {filepath!r}")  # fmt: skip
+        raise ConfigError(
+            loc,
+            "with save_weights_only, must end in '.weights.h5' (Keras's "
+            f"weights format), got {filepath!r}",
+        )
     if not weights_only and not filepath.endswith((".keras", ".h5")):
         raise ConfigError(loc, f"must end in '.keras' (Keras's model format), got {filepath!r}")

@@ -99,9 +99,12 @@ class EarlyStopping(MonitorCallback):
 
     def get_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors = prefixed("best_weights", self.best_weights or {})
-        return tensors, {"wait": self.wait, "best": encode_float(self.best),
-                         "best_epoch": self.best_epoch,
-                         "stopped_epoch": self.stopped_epoch}  # fmt: skip
+        return tensors, {
+            "wait": self.wait,
+            "best": encode_float(self.best),
+            "best_epoch": self.best_epoch,
+            "stopped_epoch": self.stopped_epoch,
+        }
 
     def set_state(self, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> None:
         self.wait, self.best = int(state["wait"]), decode_float(state["best"])

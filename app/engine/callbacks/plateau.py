@@ -66,8 +66,11 @@ class ReduceLROnPlateau(MonitorCallback):
 
     def get_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         # The rate itself is the optimizer's, and its checkpoint state holds it.
-        return {}, {"best": encode_float(self.best), "wait": self.wait,
-                    "cooldown_counter": self.cooldown_counter}  # fmt: skip
+        return {}, {
+            "best": encode_float(self.best),
+            "wait": self.wait,
+            "cooldown_counter": self.cooldown_counter,
+        }
 
     def set_state(self, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> None:
         self.best, self.wait = decode_float(state["best"]), int(state["wait"])
@@ -92,11 +95,13 @@ class ReduceLROnPlateau(MonitorCallback):
             if self.wait >= self.patience and old > np.float32(self.min_lr):
                 if optimizer.schedule is not None:
                     raise LearningRateNotSettable(
-                        self._loc, f"ReduceLROnPlateau reduces the learning rate at epoch "
+                        self._loc,
+                        f"ReduceLROnPlateau reduces the learning rate at epoch "
                         f"{epoch}, but the optimizer's learning_rate is a schedule "
                         f"({type(optimizer.schedule).__name__}), which cannot be set (Keras's fit "
                         "fails here too); compile with a number as learning_rate for the "
-                        "callback to change it", epoch=epoch,
-                    )  # fmt: skip
+                        "callback to change it",
+                        epoch=epoch,
+                    )
                 optimizer.learning_rate = max(old * self.factor, self.min_lr)
                 self.cooldown_counter, self.wait = self.cooldown, 0

@@ -46,5 +46,12 @@ class ProgressReporter(Callback):
         if self._last is not None and now - self._last < self.min_interval_s:
             return
         self._last = now
-        self.emit({"epoch": self._epoch, "batch": batch, "steps": self.steps,
-                   "epochs": self.epochs, "logs": dict(logs or {})})  # fmt: skip
+        self.emit(
+            {
+                "epoch": self._epoch,
+                "batch": batch,
+                "steps": self.steps,
+                "epochs": self.epochs,
+                "logs": dict(logs or {}),
+            }
+        )

@@ -63,8 +63,14 @@ def collect(callbacks: Sequence[Callback]) -> tuple[dict[str, torch.Tensor], lis
         if state is None:
             continue
         cb_tensors, scalars = state
-        entries.append({"index": i, "class_name": type(cb).__name__,
-                        "config": _fingerprint(cb), "state": scalars})  # fmt: skip
+        entries.append(
+            {
+                "index": i,
+                "class_name": type(cb).__name__,
+                "config": _fingerprint(cb),
+                "state": scalars,
+            }
+        )
         tensors.update({f"{PREFIX}{i}/{k}": t.detach() for k, t in cb_tensors.items()})
     return tensors, entries
 

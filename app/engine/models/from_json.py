@@ -42,13 +42,26 @@ MODEL_KEYS = ("module", "class_name", "config", "registered_name", "build_config
 _SEQ_KEYS = ("name", "trainable", "dtype", "layers", "build_input_shape")
 _FUNC_KEYS = ("name", "trainable", "dtype", "layers", "input_layers", "output_layers")
 _ENTRY_KEYS = (
-    "module", "class_name", "config", "registered_name", "build_config", "name", "inbound_nodes",
+    "module",
+    "class_name",
+    "config",
+    "registered_name",
+    "build_config",
+    "name",
+    "inbound_nodes",
     "compile_config",  # a nested model's entry carries one; training uses the outer compile
-)  # fmt: skip
+)
 _INPUT_KEYS = (
-    "batch_shape", "batch_input_shape", "shape", "input_shape", "dtype", "sparse", "ragged",
-    "name", "optional",
-)  # fmt: skip
+    "batch_shape",
+    "batch_input_shape",
+    "shape",
+    "input_shape",
+    "dtype",
+    "sparse",
+    "ragged",
+    "name",
+    "optional",
+)
 _REFUSED = {
     "Lambda": "Lambda layers hold Python code, which the service never runs; use built-in layers",
     "TFSMLayer": "saved TensorFlow graphs cannot be loaded; use built-in layers",

@@ -54,9 +54,10 @@ def _triple(value: Any, loc: Loc) -> Key:
         raise ConfigError(loc, f"must be [layer name, node index, tensor index], got {value!r}")
     if value[2] != 0:
         raise ConfigError(
-            loc, "only a layer's first output can be used (layers with several outputs are "
-            "not supported)"
-        )  # fmt: skip
+            loc,
+            "only a layer's first output can be used (layers with several outputs are "
+            "not supported)",
+        )
     return value[0], value[1]
 
 
@@ -184,8 +185,9 @@ def functional_graph(config: Mapping[str, Any], generator: torch.Generator) -> G
             raw.append(RawNode(layer, n, refs, options, nloc, mask))
         if len(raw) > MAX_NODES:
             raise ConfigError((*loc, "inbound_nodes"), f"the limit is {MAX_NODES} layer calls")
-    in_names, in_keys, dict_inputs = _endpoints(config.get("input_layers"),
-                                                ("config", "input_layers"))  # fmt: skip
+    in_names, in_keys, dict_inputs = _endpoints(
+        config.get("input_layers"), ("config", "input_layers")
+    )
     slots: dict[Key, int] = {}
     for i, key in enumerate(in_keys):
         if key[0] not in inputs or key[1] != 0:
@@ -223,31 +225,51 @@ def functional_graph(config: Mapping[str, Any], generator: torch.Generator) -> G
         if isinstance(layer, Op):
             masks.add(len(shapes))
             bools.add(len(shapes))
-        nodes_out.append(Node(layer, node_slots, node.options, len(shapes), node.index,
-                              loc=node.loc, mask=mask_slots))  # fmt: skip
+        nodes_out.append(
+            Node(
+                layer,
+                node_slots,
+                node.options,
+                len(shapes),
+                node.index,
+                loc=node.loc,
+                mask=mask_slots,
+            )
+        )
         shapes.append(layer.output_shape)
-    out_names, out_keys, dict_outputs = _endpoints(config.get("output_layers"),
-                                                   ("config", "output_layers"))  # fmt: skip
+    out_names, out_keys, dict_outputs = _endpoints(
+        config.get("output_layers"), ("config", "output_layers")
+    )
     out_slots = []
     for i, key in enumerate(out_keys):
         if key not in slots:
             raise ConfigError(("config", "output_layers", i), f"no tensor {list(key)} exists")
         if slots[key] in masks:
-            raise ConfigError(("config", "output_layers", i), f"{key[0]!r} is a Keras op making a "
-                              "mask; a model's outputs come from layers")  # fmt: skip
+            raise ConfigError(
+                ("config", "output_layers", i),
+                f"{key[0]!r} is a Keras op making a mask; a model's outputs come from layers",
+            )
         out_slots.append(slots[key])
     if len(set(out_names)) != len(out_names):
         raise ConfigError(("config", "output_layers"), "output names must differ")
     input_dtypes = [inputs[k[0]][1] for k in in_keys]
     operations = keras_order(raw, out_keys)
     return Graph(
-        name=name, kind="Functional", input_names=in_names, input_shapes=shapes[: len(in_keys)],
-        layers=[op for op in operations if not isinstance(op, Op)], nodes=nodes_out,
-        output_names=out_names, output_slots=out_slots,
-        shapes=shapes, dict_inputs=dict_inputs, dict_outputs=dict_outputs,
-        input_dtypes=input_dtypes, dtypes=dtypes.carry(nodes_out, input_dtypes),
+        name=name,
+        kind="Functional",
+        input_names=in_names,
+        input_shapes=shapes[: len(in_keys)],
+        layers=[op for op in operations if not isinstance(op, Op)],
+        nodes=nodes_out,
+        output_names=out_names,
+        output_slots=out_slots,
+        shapes=shapes,
+        dict_inputs=dict_inputs,
+        dict_outputs=dict_outputs,
+        input_dtypes=input_dtypes,
+        dtypes=dtypes.carry(nodes_out, input_dtypes),
         operations=operations,
-    )  # fmt: skip
+    )
 
 
 def _slots(refs: Refs | None, slots: dict[Key, int]) -> Any:

@@ -81,20 +81,26 @@ class Model(nn.Module):
         where = ("config", "layers")
         total = sum(sum(layer.count_params()) for layer in self.layer_list())
         if total > limits.params:
-            raise ConfigError(where, f"the model has {total} parameters; the limit is "
-                              f"{limits.params}")  # fmt: skip
+            raise ConfigError(
+                where, f"the model has {total} parameters; the limit is {limits.params}"
+            )
         layers, depth = _nesting(self.layer_list())
         if layers > limits.layers:
-            raise ConfigError(where, f"the model has {layers} layers, nested ones included; the "
-                              f"limit is {limits.layers}")  # fmt: skip
+            raise ConfigError(
+                where,
+                f"the model has {layers} layers, nested ones included; the "
+                f"limit is {limits.layers}",
+            )
         if depth > limits.depth:
-            raise ConfigError(where, f"layers are nested {depth} deep; the limit is "
-                              f"{limits.depth}")  # fmt: skip
+            raise ConfigError(where, f"layers are nested {depth} deep; the limit is {limits.depth}")
         for shape in self.all_shapes():
             size = math.prod(d for d in shape[1:] if d is not None)
             if size > limits.tensor_elements:
-                raise ConfigError(where, f"a tensor of shape {list(shape)} has {size} elements "
-                                  f"per sample; the limit is {limits.tensor_elements}")  # fmt: skip
+                raise ConfigError(
+                    where,
+                    f"a tensor of shape {list(shape)} has {size} elements "
+                    f"per sample; the limit is {limits.tensor_elements}",
+                )
 
     # -- shapes --------------------------------------------------------------------------------
     @property
@@ -144,8 +150,11 @@ class Model(nn.Module):
                 if all(m is None for m in mask):
                     mask = None
             if node.mask is not None:  # the call's own `mask` argument, in place of the above
-                mask = (values[node.mask] if isinstance(node.mask, int)
-                        else [None if s is None else values[s] for s in node.mask])  # fmt: skip
+                mask = (
+                    values[node.mask]
+                    if isinstance(node.mask, int)
+                    else [None if s is None else values[s] for s in node.mask]
+                )
             if node.cast:  # an integer or half-float input the layer reads as float32
                 inp = to_float32(inp)
             values[node.out], masks[node.out] = node.layer.call_masked(
@@ -267,30 +276,37 @@ class Model(nn.Module):
         for layer in self.layer_list():
             t, nt = layer.count_params()
             trainable, non_trainable = trainable + t, non_trainable + nt
-            rows.append({
-                "name": layer.name,
-                "class_name": layer.class_name,
-                "output_shape": list(layer.output_shape),
-                "params": t + nt,
-                "trainable_params": t,
-                "non_trainable_params": nt,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "name": layer.name,
+                    "class_name": layer.class_name,
+                    "output_shape": list(layer.output_shape),
+                    "params": t + nt,
+                    "trainable_params": t,
+                    "non_trainable_params": nt,
+                }
+            )
         single = len(self.input_shapes) == 1 and len(self.output_shapes) == 1
         return {
             "name": self.name,
             "kind": self.kind,
-            "inputs": [{"name": n, "shape": list(s), "dtype": dtype_name(d)}
-                       for n, s, d in zip(self.input_names, self.input_shapes, self.input_dtypes,
-                                          strict=True)],
-            "outputs": [{"name": n, "shape": list(s)}
-                        for n, s in zip(self.output_names, self.output_shapes, strict=True)],
+            "inputs": [
+                {"name": n, "shape": list(s), "dtype": dtype_name(d)}
+                for n, s, d in zip(
+                    self.input_names, self.input_shapes, self.input_dtypes, strict=True
+                )
+            ],
+            "outputs": [
+                {"name": n, "shape": list(s)}
+                for n, s in zip(self.output_names, self.output_shapes, strict=True)
+            ],
             "input_shape": list(self.input_shape) if single else None,
             "output_shape": list(self.output_shape) if single else None,
             "layers": rows,
             "total_params": trainable + non_trainable,
             "trainable_params": trainable,
             "non_trainable_params": non_trainable,
-        }  # fmt: skip
+        }
 
     def get_config(self) -> dict[str, Any]:
         """The canonical Keras JSON of this model (what Keras's `to_json()` would write)."""

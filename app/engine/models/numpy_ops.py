@@ -62,14 +62,17 @@ class Op(Layer):
         if not self.constants:
             return args, {}
         if len(args) != 1 + len(self.constants):
-            raise ConfigError((*loc, "args"), f"{self.class_name} takes a tensor and "
-                              f"{len(self.constants)} constant(s)")  # fmt: skip
+            raise ConfigError(
+                (*loc, "args"),
+                f"{self.class_name} takes a tensor and {len(self.constants)} constant(s)",
+            )
         values = {}
         for i, (key, value) in enumerate(zip(self.constants, args[1:], strict=True), 1):
             finite = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
             if not finite or (isinstance(value, int) and abs(value) >= 2**63):
-                raise ConfigError((*loc, "args", i), f"must be a number or a boolean, got "
-                                  f"{value!r}")  # fmt: skip
+                raise ConfigError(
+                    (*loc, "args", i), f"must be a number or a boolean, got {value!r}"
+                )
             values[key] = value
         return args[:1], values
 
@@ -77,8 +80,11 @@ class Op(Layer):
 def _axis(value: int, rank: int, loc: Loc) -> int:
     """An axis of a rank-`rank` tensor (batch included) counted from 0; never the batch axis."""
     if not -rank <= value < rank or value % rank == 0:
-        raise ConfigError(loc, f"must be an axis of a rank-{rank} tensor other than the batch "
-                          f"axis (1 to {rank - 1}, or -1 to {1 - rank}), got {value}")  # fmt: skip
+        raise ConfigError(
+            loc,
+            f"must be an axis of a rank-{rank} tensor other than the batch "
+            f"axis (1 to {rank - 1}, or -1 to {1 - rank}), got {value}",
+        )
     return value % rank
 
 
@@ -161,8 +167,10 @@ class LogicalOr(Op):
         out: list[int | None] = []
         for x, y in zip(a, b, strict=True):
             if not (same_dim(x, y) or 1 in (x, y)):
-                raise ConfigError(loc, f"shapes {list(input_shape[0])} and "
-                                  f"{list(input_shape[1])} do not broadcast")  # fmt: skip
+                raise ConfigError(
+                    loc,
+                    f"shapes {list(input_shape[0])} and {list(input_shape[1])} do not broadcast",
+                )
             out.append(y if x in (1, None) and y != 1 else x)
         return tuple(out)
 
@@ -194,8 +202,9 @@ class _Filled(Op):
     @classmethod
     def read_config(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
         if config.get("dtype") != "bool":
-            raise ConfigError((*loc, "dtype"), f"must be 'bool' (a mask), got "
-                              f"{config.get('dtype')!r}")  # fmt: skip
+            raise ConfigError(
+                (*loc, "dtype"), f"must be 'bool' (a mask), got {config.get('dtype')!r}"
+            )
         return {}
 
     def layer_config(self) -> dict[str, Any]:
@@ -230,11 +239,13 @@ class ConcatenateOp(_AlongAxis):
         out = list(first)
         for shape in input_shape[1:]:
             if len(shape) != len(first) or not all(
-                same_dim(a, b) for i, (a, b) in enumerate(zip(first, shape, strict=True))
+                same_dim(a, b)
+                for i, (a, b) in enumerate(zip(first, shape, strict=True))
                 if i != self._dim
-            ):  # fmt: skip
-                raise ConfigError(loc, f"cannot join shapes {[list(s) for s in input_shape]} "
-                                  f"on axis {self.axis}")  # fmt: skip
+            ):
+                raise ConfigError(
+                    loc, f"cannot join shapes {[list(s) for s in input_shape]} on axis {self.axis}"
+                )
             size, total = shape[self._dim], out[self._dim]
             out[self._dim] = None if total is None or size is None else total + size
         return tuple(out)

@@ -39,12 +39,15 @@ def make_op(entry: Mapping[str, Any], loc: Loc, used: set[str], name: str) -> Op
     module, class_name = entry.get("module"), entry.get("class_name")
     if not isinstance(class_name, str) or class_name not in OPS.all_names():
         raise ConfigError(
-            (*loc, "class_name"), f"unknown Keras op {class_name!r} (node {name!r}); the ops "
+            (*loc, "class_name"),
+            f"unknown Keras op {class_name!r} (node {name!r}); the ops "
             f"Keras writes for masks are read: {', '.join(OPS.names())}",
-        )  # fmt: skip
+        )
     if module not in (None, OP_MODULE):
-        raise ConfigError((*loc, "module"), f"expected {OP_MODULE!r} for the Keras op "
-                          f"{class_name!r}, got {module!r}")  # fmt: skip
+        raise ConfigError(
+            (*loc, "module"),
+            f"expected {OP_MODULE!r} for the Keras op {class_name!r}, got {module!r}",
+        )
     nodes = entry.get("inbound_nodes")
     if not isinstance(nodes, list) or len(nodes) != 1:
         raise ConfigError((*loc, "inbound_nodes"), "a Keras op node is called exactly once")
@@ -54,8 +57,9 @@ def make_op(entry: Mapping[str, Any], loc: Loc, used: set[str], name: str) -> Op
     if name in used:
         raise ConfigError((*loc, "name"), f"layer name {name!r} is used twice")
     used.add(name)
-    op = OPS.lookup(class_name, (*loc, "class_name")).from_config(config, (*loc, "config"),
-                                                                  name=name)  # fmt: skip
+    op = OPS.lookup(class_name, (*loc, "class_name")).from_config(
+        config, (*loc, "config"), name=name
+    )
     assert isinstance(op, Op)
     return op
 
@@ -77,8 +81,11 @@ def check_reads(
         if layer.reads_masks and any(s not in bools for s in read):
             raise ConfigError(loc, f"{layer.class_name} reads masks (bool tensors) only")
     elif any(s in masks for s in read):
-        raise ConfigError(loc, "reads a mask (the output of a Keras op) as data; a mask can "
-                          "only be a layer's `mask` argument or an op's input")  # fmt: skip
+        raise ConfigError(
+            loc,
+            "reads a mask (the output of a Keras op) as data; a mask can "
+            "only be a layer's `mask` argument or an op's input",
+        )
     if mask is None:
         return
     mloc = (*loc, "kwargs", "mask")
@@ -94,8 +101,9 @@ def check_reads(
     wanted = [expected] if isinstance(mask, int) else expected
     for slot, want in zip(given, wanted, strict=True):
         got = None if slot is None else shapes[slot]
-        if got is not None and (len(got) != len(want) or not all(
-            same_dim(a, b) for a, b in zip(got, want, strict=True)
-        )):  # fmt: skip
-            raise ConfigError(mloc, f"{layer.class_name} takes a mask of shape {list(want)} "
-                              f"here, got {list(got)}")  # fmt: skip
+        if got is not None and (
+            len(got) != len(want) or not all(same_dim(a, b) for a, b in zip(got, want, strict=True))
+        ):
+            raise ConfigError(
+                mloc, f"{layer.class_name} takes a mask of shape {list(want)} here, got {list(got)}"
+            )

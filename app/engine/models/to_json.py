@@ -61,9 +61,12 @@ def functional_json(model: Model) -> dict[str, Any]:
     def tensor(slot: int) -> dict[str, Any]:
         return {
             "class_name": "__keras_tensor__",
-            "config": {"shape": list(graph.shapes[slot]), "dtype": dtype_name(graph.dtypes[slot]),
-                       "keras_history": keys[slot]},
-        }  # fmt: skip
+            "config": {
+                "shape": list(graph.shapes[slot]),
+                "dtype": dtype_name(graph.dtypes[slot]),
+                "keras_history": keys[slot],
+            },
+        }
 
     calls: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for node in graph.nodes:
