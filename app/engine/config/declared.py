@@ -14,7 +14,8 @@ that list, in the order the keys are declared (base classes first, as dataclasse
 
 `MaxNorm(max_value=3).max_value` is 3; `MaxNorm.from_config({"max_value": -1}, loc)` fails at
 `(*loc, "max_value")` with "must be >= 0.0, got -1.0". The registered name is the class's own
-(`Registry.add`).
+(`Registry.add`). A subclass that fixes an inherited key's value as a plain class attribute
+(Keras's F1Score is FBetaScore with `beta = 1.0`) takes it out of its config keys.
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ class DeclaredKeys:
             for name, value in vars(klass).items():
                 if isinstance(value, Key):
                     keys[name] = value
+                elif name in keys:  # a plain attribute in a subclass: no longer a config key
+                    del keys[name]
         cls.declared_keys = keys
 
     def _set_declared(self, values: Mapping[str, Any]) -> None:

@@ -39,11 +39,28 @@ from app.engine.metrics.regression import MeanAbsoluteError as MeanAbsoluteError
 from app.engine.metrics.regression import MeanSquaredError as MeanSquaredError
 
 __all__ = [
-    "METRICS", "Accuracy", "BinaryAccuracy", "CategoricalAccuracy", "LossMetric", "Mean",
-    "MeanAbsoluteError", "MeanMetricWrapper", "MeanSquaredError", "Metric",
-    "SparseCategoricalAccuracy", "accuracy", "auc", "confusion", "correlation", "fixed_rate",
-    "fscore", "get", "iou", "probabilistic", "regression",
-]  # fmt: skip
+    "METRICS",
+    "Accuracy",
+    "BinaryAccuracy",
+    "CategoricalAccuracy",
+    "LossMetric",
+    "Mean",
+    "MeanAbsoluteError",
+    "MeanMetricWrapper",
+    "MeanSquaredError",
+    "Metric",
+    "SparseCategoricalAccuracy",
+    "accuracy",
+    "auc",
+    "confusion",
+    "correlation",
+    "fixed_rate",
+    "fscore",
+    "get",
+    "iou",
+    "probabilistic",
+    "regression",
+]
 
 _ACCURACY_STRINGS = ("accuracy", "acc")
 

@@ -3,13 +3,9 @@ SparseCategoricalAccuracy (running means of per-sample matches)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 
-from app.engine.config.errors import Loc
-from app.engine.config.readers import get_float
+from app.engine.config.declared import number
 from app.engine.losses import reduction as loss_utils
 from app.engine.metrics.base import METRICS, MeanMetricWrapper
 from app.engine.scalars import scalar
@@ -17,7 +13,7 @@ from app.engine.scalars import scalar
 Tensor = torch.Tensor
 
 
-@METRICS.register("Accuracy", "accuracy")
+@METRICS.add("accuracy")
 class Accuracy(MeanMetricWrapper):
     """Exact equality of labels and predictions."""
 
@@ -29,22 +25,11 @@ class Accuracy(MeanMetricWrapper):
         return (y_true == y_pred).to(torch.float32)
 
 
-@METRICS.register("BinaryAccuracy", "binary_accuracy")
+@METRICS.add("binary_accuracy")
 class BinaryAccuracy(MeanMetricWrapper):
     default_name = "binary_accuracy"
     direction = "up"
-    _extra_keys = ("threshold",)
-
-    def __init__(self, name: str | None = None, threshold: float = 0.5) -> None:
-        super().__init__(name)
-        self.threshold = threshold
-
-    def _extra_config(self) -> dict[str, Any]:
-        return {"threshold": self.threshold}
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {"threshold": get_float(config, "threshold", loc, 0.5)}
+    threshold = number(0.5)
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         # Keras compares with a float32 tensor threshold, strictly greater.
@@ -59,7 +44,7 @@ def _argmax(x: Tensor) -> Tensor:
     return torch.argmax(x, dim=-1).to(torch.int32)
 
 
-@METRICS.register("CategoricalAccuracy", "categorical_accuracy")
+@METRICS.add("categorical_accuracy")
 class CategoricalAccuracy(MeanMetricWrapper):
     default_name = "categorical_accuracy"
     direction = "up"
@@ -73,7 +58,7 @@ class CategoricalAccuracy(MeanMetricWrapper):
         return matches.reshape(shape)
 
 
-@METRICS.register("SparseCategoricalAccuracy", "sparse_categorical_accuracy")
+@METRICS.add("sparse_categorical_accuracy")
 class SparseCategoricalAccuracy(MeanMetricWrapper):
     default_name = "sparse_categorical_accuracy"
     direction = "up"

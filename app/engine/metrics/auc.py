@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
+from app.engine.config.declared import Key, boolean, integer, integer_or_none
 from app.engine.config.errors import ConfigError, DataError, Loc
-from app.engine.config.readers import get_bool, get_int, get_str
+from app.engine.config.readers import get_str
 from app.engine.losses import reduction as loss_utils
 from app.engine.metrics.base import METRICS
 from app.engine.metrics.confusion import (
@@ -27,92 +28,75 @@ from app.engine.scalars import scalar_like
 
 Tensor = torch.Tensor
 EPSILON = 1e-7
-_CURVES = {"ROC": "ROC", "roc": "ROC", "PR": "PR", "pr": "PR", "PRGAIN": "PRGAIN",
-           "prgain": "PRGAIN"}  # fmt: skip
-_SUMMATIONS = {"interpolation": "interpolation", "Interpolation": "interpolation",
-               "majoring": "majoring", "Majoring": "majoring", "minoring": "minoring",
-               "Minoring": "minoring"}  # fmt: skip
+# Keras's curves and summation methods, each also accepted in its other case.
+_CURVES = {name: curve for curve in ("ROC", "PR", "PRGAIN") for name in (curve, curve.lower())}
+_SUMMATIONS = {
+    name: method
+    for method in ("interpolation", "majoring", "minoring")
+    for name in (method, method.capitalize())
+}
 
 
-@METRICS.register("AUC", "auc")
+def _one_of(names: Mapping[str, str], default: str) -> Key[str]:
+    """A string among `names`, kept as the name it stands for."""
+
+    def read(config: Mapping[str, Any], key: str, loc: Loc, default: str) -> str:
+        return names[get_str(config, key, loc, default, choices=list(names))]
+
+    return Key(read, default)
+
+
+def _read_label_weights(
+    config: Mapping[str, Any], key: str, loc: Loc, default: None
+) -> list[float] | None:
+    weights = config.get(key)
+    if weights is None:
+        return None
+    if not isinstance(weights, list) or not all(
+        isinstance(w, int | float) and not isinstance(w, bool) for w in weights
+    ):
+        raise ConfigError((*loc, key), "must be a list of numbers")
+    return [float(w) for w in weights]
+
+
+def _read_thresholds(config: Mapping[str, Any], key: str, loc: Loc, default: None) -> Any:
+    thresholds = get_thresholds(config, key, loc, single=False, in_unit=False)
+    return [thresholds] if isinstance(thresholds, int | float) else thresholds
+
+
+@METRICS.add("auc")
 class AUC(StateMetric):
+    """Given `thresholds` replace `num_thresholds` evenly spaced ones (and set it: their number
+    plus the two ends); Keras writes them back, sorted, only when they were given."""
+
     default_name = "auc"
     direction = "up"
-    _extra_keys = ("num_thresholds", "curve", "summation_method", "multi_label", "num_labels",
-                   "label_weights", "from_logits", "thresholds")  # fmt: skip
-
-    def __init__(
-        self,
-        name: str | None = None,
-        num_thresholds: int = 200,
-        curve: str = "ROC",
-        summation_method: str = "interpolation",
-        thresholds: list[float] | None = None,
-        multi_label: bool = False,
-        num_labels: int | None = None,
-        label_weights: list[float] | None = None,
-        from_logits: bool = False,
-    ) -> None:
-        super().__init__(name)
-        self._init_from_thresholds = thresholds is not None
-        if thresholds is not None:
-            inner = sorted(float(t) for t in thresholds)
-            num_thresholds = len(inner) + 2
-            self._evenly = evenly_spaced([0.0, *inner, 1.0])
-        else:
-            inner = [(i + 1) * 1.0 / (num_thresholds - 1) for i in range(num_thresholds - 2)]
-            self._evenly = True
-        self.num_thresholds = num_thresholds
-        self.thresholds = [0.0 - EPSILON, *inner, 1.0 + EPSILON]
-        self.curve, self.summation_method = curve, summation_method
-        self.multi_label, self.num_labels = multi_label, num_labels
-        self.label_weights, self.from_logits = label_weights, from_logits
-
-    def _extra_config(self) -> dict[str, Any]:
-        config = {
-            "num_thresholds": self.num_thresholds,
-            "curve": self.curve,
-            "summation_method": self.summation_method,
-            "multi_label": self.multi_label,
-            "num_labels": self.num_labels,
-            "label_weights": self.label_weights,
-            "from_logits": self.from_logits,
-        }
-        if self._init_from_thresholds:
-            config["thresholds"] = self.thresholds[1:-1]
-        return config
+    num_thresholds = integer(200, min_value=2, max_value=MAX_THRESHOLDS)
+    curve = _one_of(_CURVES, "ROC")
+    summation_method = _one_of(_SUMMATIONS, "interpolation")
+    multi_label = boolean(False)
+    num_labels = integer_or_none(None, min_value=1, max_value=MAX_LABELS)
+    label_weights = Key[list[float] | None](_read_label_weights, None)
+    from_logits = boolean(False)
+    thresholds = Key[list[float] | None](_read_thresholds, None)
+    written_when_set = ("thresholds",)
 
     @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        curve = get_str(config, "curve", loc, "ROC", choices=list(_CURVES))
-        summation = get_str(config, "summation_method", loc, "interpolation",
-                            choices=list(_SUMMATIONS))  # fmt: skip
-        thresholds = get_thresholds(config, "thresholds", loc, single=False, in_unit=False)
-        if thresholds is not None and not isinstance(thresholds, list):
-            thresholds = [thresholds]
-        multi_label = get_bool(config, "multi_label", loc, False)
-        num_labels = get_int(config, "num_labels", loc, None, min_value=1, max_value=MAX_LABELS)
-        if num_labels and not multi_label:
+    def _validate(cls, values: dict[str, Any], loc: Loc) -> None:
+        if values["num_labels"] and not values["multi_label"]:
             raise ConfigError((*loc, "num_labels"), "is needed only when multi_label is true")
-        weights = config.get("label_weights")
-        if weights is not None:
-            if not isinstance(weights, list) or not all(
-                isinstance(w, int | float) and not isinstance(w, bool) for w in weights
-            ):
-                raise ConfigError((*loc, "label_weights"), "must be a list of numbers")
-            weights = [float(w) for w in weights]
-        return {
-            "num_thresholds": get_int(
-                config, "num_thresholds", loc, 200, min_value=2, max_value=MAX_THRESHOLDS
-            ),
-            "curve": _CURVES[curve],
-            "summation_method": _SUMMATIONS[summation],
-            "thresholds": thresholds,
-            "multi_label": multi_label,
-            "num_labels": num_labels,
-            "label_weights": weights,
-            "from_logits": get_bool(config, "from_logits", loc, False),
-        }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.thresholds is not None:
+            inner = sorted(float(t) for t in self.thresholds)
+            self.thresholds, self.num_thresholds = inner, len(inner) + 2
+            self._evenly = evenly_spaced([0.0, *inner, 1.0])
+        else:
+            n = self.num_thresholds
+            inner = [(i + 1) * 1.0 / (n - 1) for i in range(n - 2)]
+            self._evenly = True
+        self._thresholds = [0.0 - EPSILON, *inner, 1.0 + EPSILON]
 
     def update_state(
         self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None
@@ -125,22 +109,37 @@ class AUC(StateMetric):
             shape: tuple[int, ...] = (self.num_thresholds,)
             if self.multi_label:
                 if y_pred.dim() != 2:
-                    raise DataError(("y_pred",), "AUC with multi_label needs outputs of shape "
-                                    f"(batch, labels), got {tuple(y_pred.shape)}")  # fmt: skip
+                    raise DataError(
+                        ("y_pred",),
+                        "AUC with multi_label needs outputs of shape "
+                        f"(batch, labels), got {tuple(y_pred.shape)}",
+                    )
                 shape = (self.num_thresholds, y_pred.shape[1])
                 if self.num_labels and y_pred.shape[1] != self.num_labels:
-                    raise DataError(("y_pred",), f"AUC was given num_labels={self.num_labels}, "
-                                    f"got outputs {tuple(y_pred.shape)}")  # fmt: skip
+                    raise DataError(
+                        ("y_pred",),
+                        f"AUC was given num_labels={self.num_labels}, "
+                        f"got outputs {tuple(y_pred.shape)}",
+                    )
             label_weights = self._label_weights(y_pred.device)
             if label_weights is not None and not self.multi_label:
                 if y_pred.shape[-1:] != label_weights.shape:
-                    raise DataError(("y_pred",), f"{len(label_weights)} label_weights do not fit "
-                                    f"outputs {tuple(y_pred.shape)}")  # fmt: skip
+                    raise DataError(
+                        ("y_pred",),
+                        f"{len(label_weights)} label_weights do not fit "
+                        f"outputs {tuple(y_pred.shape)}",
+                    )
             else:
                 label_weights = None
-            counts = confusion_counts(y_true, y_pred, weight, self.thresholds,
-                                      evenly=self._evenly, multi_label=self.multi_label,
-                                      label_weights=label_weights)  # fmt: skip
+            counts = confusion_counts(
+                y_true,
+                y_pred,
+                weight,
+                self._thresholds,
+                evenly=self._evenly,
+                multi_label=self.multi_label,
+                label_weights=label_weights,
+            )
             state = self._state(y_pred.device, {key: shape for key in ("tp", "fp", "tn", "fn")})
             for key, value in counts.items():
                 state[key].add_(value)

@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 import torch
 
 from app.engine import losses
+from app.engine.config.declared import Declared, Derived, Key, string
 from app.engine.config.errors import DataError, Loc
-from app.engine.config.readers import get_str
-from app.engine.config.registry import Registry, known_keys
+from app.engine.config.registry import Registry
 from app.engine.losses import reduction as loss_utils
 from app.engine.scalars import scalar
 
@@ -24,15 +24,21 @@ Shape = tuple[int, ...]
 Weight = Tensor | float | int | None
 
 
-class Metric:
-    """A stateful metric: `update_state` per batch, `result` any time, `reset_state` per epoch."""
+def _read_dtype(config: Mapping[str, Any], key: str, loc: Loc, default: str) -> str:
+    loss_utils.check_float32_dtype(config, loc)
+    return default
+
+
+class Metric(Declared):
+    """A stateful metric: `update_state` per batch, `result` any time, `reset_state` per epoch.
+    Its config is `name`, `dtype` (float32) and the keys a subclass declares; `written_when_set`
+    names those Keras writes only when they are set (not None or False)."""
 
     default_name: ClassVar[str]
     direction: ClassVar[str | None] = None  # "up"/"down" as Keras's `_direction`, for mode="auto"
-    _extra_keys: ClassVar[tuple[str, ...]] = ()
-
-    def __init__(self, name: str | None = None) -> None:
-        self.name = name if name is not None else self.default_name
+    written_when_set: ClassVar[tuple[str, ...]] = ()
+    name = string(Derived(lambda cls: cls.default_name))
+    dtype = Key[str](_read_dtype, "float32")
 
     def update_state(
         self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None
@@ -57,21 +63,11 @@ class Metric:
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": "float32", **self._extra_config()}
-
-    def _extra_config(self) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc) -> Metric:
-        config = known_keys(config, ("name", "dtype", *cls._extra_keys), loc)
-        loss_utils.check_float32_dtype(config, loc)
-        name = get_str(config, "name", loc, cls.default_name)
-        return cls(name=name, **cls._parse(config, loc))
+        config = super().get_config()
+        for key in self.written_when_set:
+            if config[key] is None or config[key] is False:
+                del config[key]
+        return config
 
 
 def _samplewise(values: Tensor, weight: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -104,8 +100,8 @@ def _samplewise(values: Tensor, weight: Tensor | None) -> tuple[Tensor, Tensor |
 class _MeanState(Metric):
     """Running `total / count` (Keras's `Mean` state), created lazily on the update's device."""
 
-    def __init__(self, name: str | None = None) -> None:
-        super().__init__(name)
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self._device: torch.device | None = None
         self._total: Tensor | None = None
         self._count: Tensor | None = None
@@ -199,13 +195,18 @@ METRICS: Registry[Metric] = Registry("metric")
 
 class LossMetric(MeanMetricWrapper):
     """Averages a loss class's `call` (labels cast to the output dtype, ranks aligned), as Keras's
-    metrics wrap its loss functions; a metric with arguments overrides `_loss` to pass them on."""
+    metrics wrap its loss functions; a metric with arguments overrides `_make_loss` to pass them
+    on. The loss is made once, with the metric."""
 
     direction = "down"
     loss: ClassVar[Callable[[], losses.Loss]]
 
-    def _loss(self) -> losses.Loss:
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._loss = self._make_loss()
+
+    def _make_loss(self) -> losses.Loss:
         return type(self).loss()
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
-        return self._loss().call(y_true.to(y_pred.dtype), y_pred)
+        return self._loss.call(y_true.to(y_pred.dtype), y_pred)

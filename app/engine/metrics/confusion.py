@@ -18,17 +18,17 @@ named by its plain default (auc, precision, true_positives) every time.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from app.engine.config.declared import integer_or_none
 from app.engine.config.errors import ConfigError, DataError, Loc
-from app.engine.config.readers import get_int
 from app.engine.losses import reduction as loss_utils
 from app.engine.metrics.base import METRICS
-from app.engine.metrics.state import StateMetric, as_float, get_thresholds, weight_tensor
+from app.engine.metrics.state import StateMetric, as_float, thresholds_key, weight_tensor
 from app.engine.scalars import scalar, scalar_like
 
 Tensor = torch.Tensor
@@ -59,9 +59,12 @@ def filter_top_k(x: Tensor, k: int) -> Tensor:
 
 
 def _prepare(
-    y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None, top_k: int | None,
+    y_true: Tensor,
+    y_pred: Tensor,
+    sample_weight: Tensor | None,
+    top_k: int | None,
     class_id: int | None,
-) -> tuple[Tensor, Tensor, Tensor | None]:  # fmt: skip
+) -> tuple[Tensor, Tensor, Tensor | None]:
     y_true, y_pred = as_float(y_true.detach()), as_float(y_pred.detach())
     y_pred, y_true = loss_utils.squeeze_or_expand_to_same_rank(y_pred, y_true)
     weight = weight_tensor(sample_weight, y_pred)
@@ -73,26 +76,35 @@ def _prepare(
     if class_id is not None:
         if y_pred.dim() < 2 or not -y_pred.shape[-1] <= class_id < y_pred.shape[-1]:
             raise DataError(
-                ("y_pred",), f"class_id {class_id} needs outputs (samples, classes), got "
-                f"{tuple(y_pred.shape)}"
-            )  # fmt: skip
+                ("y_pred",),
+                f"class_id {class_id} needs outputs (samples, classes), got {tuple(y_pred.shape)}",
+            )
         y_true, y_pred = y_true[..., class_id, None], y_pred[..., class_id, None]
     if y_true.shape != y_pred.shape:
-        raise DataError(("y_true",), f"labels {tuple(y_true.shape)} do not fit outputs "
-                        f"{tuple(y_pred.shape)}")  # fmt: skip
+        raise DataError(
+            ("y_true",), f"labels {tuple(y_true.shape)} do not fit outputs {tuple(y_pred.shape)}"
+        )
     if weight is not None:
         try:
             weight = torch.broadcast_to(weight, y_pred.shape)
         except RuntimeError:
-            raise DataError(("sample_weight",), f"shape {tuple(weight.shape)} does not fit "
-                            f"outputs {tuple(y_pred.shape)}") from None  # fmt: skip
+            raise DataError(
+                ("sample_weight",),
+                f"shape {tuple(weight.shape)} does not fit outputs {tuple(y_pred.shape)}",
+            ) from None
     return y_true, y_pred, weight
 
 
 def confusion_counts(
-    y_true: Tensor, y_pred: Tensor, weight: Tensor | None, thresholds: Sequence[float],
-    *, evenly: bool = False, multi_label: bool = False, label_weights: Tensor | None = None,
-) -> dict[str, Tensor]:  # fmt: skip
+    y_true: Tensor,
+    y_pred: Tensor,
+    weight: Tensor | None,
+    thresholds: Sequence[float],
+    *,
+    evenly: bool = False,
+    multi_label: bool = False,
+    label_weights: Tensor | None = None,
+) -> dict[str, Tensor]:
     """TP, FP, TN, FN per threshold ((T,) or (T, labels) with multi_label) for prepared inputs;
     `evenly` (thresholds evenly spaced over [0, 1]) takes Keras's bucketed path."""
     if label_weights is not None:
@@ -109,8 +121,12 @@ def confusion_counts(
         preds, labels, t = y_pred.reshape(1, -1), (y_true != 0).reshape(1, -1), t.reshape(-1, 1)
         w = None if weight is None else weight.reshape(1, -1)
     pred_pos = preds > t
-    pairs = {"tp": (labels, pred_pos), "fn": (labels, ~pred_pos),
-             "fp": (~labels, pred_pos), "tn": (~labels, ~pred_pos)}  # fmt: skip
+    pairs = {
+        "tp": (labels, pred_pos),
+        "fn": (labels, ~pred_pos),
+        "fp": (~labels, pred_pos),
+        "tn": (~labels, ~pred_pos),
+    }
     out = {}
     for key, (label, pred) in pairs.items():
         both = label & pred
@@ -120,9 +136,13 @@ def confusion_counts(
 
 
 def _bucketed(
-    y_true: Tensor, y_pred: Tensor, weight: Tensor | None, n: int, with_eps: bool,
+    y_true: Tensor,
+    y_pred: Tensor,
+    weight: Tensor | None,
+    n: int,
+    with_eps: bool,
     multi_label: bool,
-) -> dict[str, Tensor]:  # fmt: skip
+) -> dict[str, Tensor]:
     y_pred = torch.clip(y_pred, 0.0, 1.0)
     y_true = (y_true != 0).to(torch.float32)
     if not multi_label:
@@ -157,27 +177,17 @@ class _Confusion(StateMetric):
     0 to 1) take Keras's bucketed path."""
 
     keys: ClassVar[tuple[str, ...]]
-    _extra_keys: ClassVar[tuple[str, ...]] = ("thresholds",)
+    thresholds = thresholds_key(single=True)
 
-    def __init__(self, name: str | None = None, thresholds: Any = None) -> None:
-        super().__init__(name)
-        self.init_thresholds = thresholds
-        if thresholds is None:
-            self.thresholds = [self._default_threshold()]
-        else:
-            given = thresholds if isinstance(thresholds, list | tuple) else [thresholds]
-            self.thresholds = [float(t) for t in given]
-        self._evenly = evenly_spaced(self.thresholds)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        given = self._default_threshold() if self.thresholds is None else self.thresholds
+        values = given if isinstance(given, list | tuple) else [given]
+        self._thresholds = [float(t) for t in values]
+        self._evenly = evenly_spaced(self._thresholds)
 
     def _default_threshold(self) -> float:
         return 0.5
-
-    def _extra_config(self) -> dict[str, Any]:
-        return {"thresholds": self.init_thresholds}
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {"thresholds": get_thresholds(config, "thresholds", loc, single=True)}
 
     def _top_k_class(self) -> tuple[int | None, int | None]:
         return None, None
@@ -187,50 +197,41 @@ class _Confusion(StateMetric):
     ) -> None:
         with torch.no_grad():
             y_true, y_pred, weight = _prepare(y_true, y_pred, sample_weight, *self._top_k_class())
-            counts = confusion_counts(y_true, y_pred, weight, self.thresholds, evenly=self._evenly)
-            shape = (len(self.thresholds),)
+            counts = confusion_counts(y_true, y_pred, weight, self._thresholds, evenly=self._evenly)
+            shape = (len(self._thresholds),)
             state = self._state(y_pred.device, {key: shape for key in self.keys})
             for key in self.keys:
                 state[key].add_(counts[key])
 
     def _one_or_all(self, values: Tensor) -> Tensor:
-        return values[0] if len(self.thresholds) == 1 else values
+        return values[0] if len(self._thresholds) == 1 else values
+
+    def _result(self, state: dict[str, Tensor]) -> Tensor:
+        return self._one_or_all(state[self.keys[0]])  # the count itself
 
 
-@METRICS.register("TruePositives", "true_positives")
+@METRICS.add("true_positives")
 class TruePositives(_Confusion):
     default_name = "true_positives"
     keys = ("tp",)
 
-    def _result(self, state: dict[str, Tensor]) -> Tensor:
-        return self._one_or_all(state["tp"])
 
-
-@METRICS.register("FalsePositives", "false_positives")
+@METRICS.add("false_positives")
 class FalsePositives(_Confusion):
     default_name = "false_positives"
     keys = ("fp",)
 
-    def _result(self, state: dict[str, Tensor]) -> Tensor:
-        return self._one_or_all(state["fp"])
 
-
-@METRICS.register("TrueNegatives", "true_negatives")
+@METRICS.add("true_negatives")
 class TrueNegatives(_Confusion):
     default_name = "true_negatives"
     keys = ("tn",)
 
-    def _result(self, state: dict[str, Tensor]) -> Tensor:
-        return self._one_or_all(state["tn"])
 
-
-@METRICS.register("FalseNegatives", "false_negatives")
+@METRICS.add("false_negatives")
 class FalseNegatives(_Confusion):
     default_name = "false_negatives"
     keys = ("fn",)
-
-    def _result(self, state: dict[str, Tensor]) -> Tensor:
-        return self._one_or_all(state["fn"])
 
 
 class _PrecisionRecall(_Confusion):
@@ -238,17 +239,8 @@ class _PrecisionRecall(_Confusion):
     given); `class_id` scores one column."""
 
     direction = "up"
-    _extra_keys = ("thresholds", "top_k", "class_id")
-
-    def __init__(
-        self,
-        name: str | None = None,
-        thresholds: Any = None,
-        top_k: int | None = None,
-        class_id: int | None = None,
-    ) -> None:
-        self.top_k, self.class_id = top_k, class_id
-        super().__init__(name, thresholds)
+    top_k = integer_or_none(None, min_value=1)
+    class_id = integer_or_none(None)
 
     def _default_threshold(self) -> float:
         return 0.5 if self.top_k is None else NEG_INF
@@ -260,23 +252,15 @@ class _PrecisionRecall(_Confusion):
         """ConfigError when top_k exceeds the output's classes (Keras fails mid-fit)."""
         width = y_pred_shape[-1] if y_pred_shape else 1
         if self.top_k is not None and width is not None and self.top_k > width:
-            raise ConfigError(loc, f"{type(self).__name__} with top_k={self.top_k} needs an "
-                              f"output of at least {self.top_k} classes, got shape "
-                              f"{tuple(y_pred_shape)}")  # fmt: skip
-
-    def _extra_config(self) -> dict[str, Any]:
-        return {"thresholds": self.init_thresholds, "top_k": self.top_k, "class_id": self.class_id}
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            **super()._parse(config, loc),
-            "top_k": get_int(config, "top_k", loc, None, min_value=1),
-            "class_id": get_int(config, "class_id", loc, None),
-        }
+            raise ConfigError(
+                loc,
+                f"{type(self).__name__} with top_k={self.top_k} needs an "
+                f"output of at least {self.top_k} classes, got shape "
+                f"{tuple(y_pred_shape)}",
+            )
 
 
-@METRICS.register("Precision", "precision")
+@METRICS.add("precision")
 class Precision(_PrecisionRecall):
     default_name = "precision"
     keys = ("tp", "fp")
@@ -285,7 +269,7 @@ class Precision(_PrecisionRecall):
         return self._one_or_all(loss_utils.divide_no_nan(state["tp"], state["tp"] + state["fp"]))
 
 
-@METRICS.register("Recall", "recall")
+@METRICS.add("recall")
 class Recall(_PrecisionRecall):
     default_name = "recall"
     keys = ("tp", "fn")

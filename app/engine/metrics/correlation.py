@@ -9,13 +9,10 @@ kept, so the numbers are Keras's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 
-from app.engine.config.errors import DataError, Loc
-from app.engine.config.readers import get_int
+from app.engine.config.declared import integer
+from app.engine.config.errors import DataError
 from app.engine.losses import reduction as loss_utils
 from app.engine.metrics.base import METRICS, MeanMetricWrapper
 from app.engine.metrics.state import as_float
@@ -26,18 +23,7 @@ EPSILON = 1e-7
 
 class _Correlation(MeanMetricWrapper):
     direction = "up"
-    _extra_keys = ("axis",)
-
-    def __init__(self, name: str | None = None, axis: int = -1) -> None:
-        super().__init__(name)
-        self.axis = axis
-
-    def _extra_config(self) -> dict[str, Any]:
-        return {"axis": self.axis}
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {"axis": get_int(config, "axis", loc, -1)}
+    axis = integer(-1)
 
     def _aligned(self, y_true: Tensor, y_pred: Tensor) -> tuple[Tensor, Tensor]:
         y_pred = as_float(y_pred)
@@ -47,12 +33,14 @@ class _Correlation(MeanMetricWrapper):
                 ("y_pred",), f"axis {self.axis} is out of range for {tuple(y_pred.shape)}"
             )
         if y_true.shape != y_pred.shape:
-            raise DataError(("y_true",), f"labels {tuple(y_true.shape)} do not fit outputs "
-                            f"{tuple(y_pred.shape)}")  # fmt: skip
+            raise DataError(
+                ("y_true",),
+                f"labels {tuple(y_true.shape)} do not fit outputs {tuple(y_pred.shape)}",
+            )
         return y_true, y_pred
 
 
-@METRICS.register("PearsonCorrelation", "pearson_correlation")
+@METRICS.add("pearson_correlation")
 class PearsonCorrelation(_Correlation):
     default_name = "pearson_correlation"
 
@@ -66,7 +54,7 @@ class PearsonCorrelation(_Correlation):
         return torch.mean(t * p, dim=a)
 
 
-@METRICS.register("ConcordanceCorrelation", "concordance_correlation")
+@METRICS.add("concordance_correlation")
 class ConcordanceCorrelation(_Correlation):
     default_name = "concordance_correlation"
 

@@ -9,13 +9,11 @@ reaches the target (0 when none does).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 
-from app.engine.config.errors import Loc
-from app.engine.config.readers import get_float, get_int
+from app.engine.config.declared import Key, integer, integer_or_none, number
 from app.engine.losses.reduction import divide_no_nan
 from app.engine.metrics.base import METRICS
 from app.engine.metrics.confusion import _prepare, confusion_counts
@@ -39,62 +37,50 @@ def _precision(tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) -> Tensor:
 
 # Each rate by its name (sensitivity is recall).
 _RATES = {
-    "sensitivity": _recall, "recall": _recall, "specificity": _specificity,
+    "sensitivity": _recall,
+    "recall": _recall,
+    "specificity": _specificity,
     "precision": _precision,
-}  # fmt: skip
+}
+
+
+def _target() -> Key[float]:
+    """The rate's target: required, in [0, 1]."""
+    return number(min_value=0.0, max_value=1.0)
 
 
 class _AtBase(StateMetric):
     """A metric "<dependent> at <value_key>": the best dependent rate where the rate named by
-    `value_key` (also the target's config key) reaches the target. The default name and the
-    config keys follow from the two names."""
+    `value_key` reaches the target. Each subclass declares that target as its last key
+    (`_target()`, named by the rate); the default name follows from the two names."""
 
     direction = "up"
     dependent: ClassVar[str]
     value_key: ClassVar[str]
+    class_id = integer_or_none(None)
+    num_thresholds = integer(200, min_value=1, max_value=MAX_THRESHOLDS)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls.value_key = list(cls.declared_keys)[-1]
         cls.default_name = f"{cls.dependent}_at_{cls.value_key}"
-        cls._extra_keys = ("class_id", "num_thresholds", cls.value_key)
 
-    def __init__(
-        self,
-        name: str | None = None,
-        *,
-        value: float,
-        num_thresholds: int = 200,
-        class_id: int | None = None,
-    ) -> None:
-        super().__init__(name)
-        self.value, self.num_thresholds, self.class_id = value, num_thresholds, class_id
-        if num_thresholds == 1:
-            self.thresholds, self._evenly = [0.5], False
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        n = self.num_thresholds
+        if n == 1:
+            self._thresholds, self._evenly = [0.5], False
         else:
-            inner = [(i + 1) * 1.0 / (num_thresholds - 1) for i in range(num_thresholds - 2)]
-            self.thresholds, self._evenly = [0.0, *inner, 1.0], True
-
-    def _extra_config(self) -> dict[str, Any]:
-        return {"class_id": self.class_id, "num_thresholds": self.num_thresholds,
-                self.value_key: self.value}  # fmt: skip
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {
-            "value": get_float(config, cls.value_key, loc, min_value=0.0, max_value=1.0),
-            "num_thresholds": get_int(
-                config, "num_thresholds", loc, 200, min_value=1, max_value=MAX_THRESHOLDS
-            ),
-            "class_id": get_int(config, "class_id", loc, None),
-        }
+            inner = [(i + 1) * 1.0 / (n - 1) for i in range(n - 2)]
+            self._thresholds, self._evenly = [0.0, *inner, 1.0], True
 
     def update_state(
         self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None
     ) -> None:
         with torch.no_grad():
             y_true, y_pred, weight = _prepare(y_true, y_pred, sample_weight, None, self.class_id)
-            counts = confusion_counts(y_true, y_pred, weight, self.thresholds, evenly=self._evenly)
-            shape = (len(self.thresholds),)
+            counts = confusion_counts(y_true, y_pred, weight, self._thresholds, evenly=self._evenly)
+            shape = (len(self._thresholds),)
             state = self._state(y_pred.device, {key: shape for key in ("tp", "fp", "tn", "fn")})
             for key, value in counts.items():
                 state[key].add_(value)
@@ -104,25 +90,30 @@ class _AtBase(StateMetric):
         constrained = _RATES[self.value_key](*counts)
         dependent = _RATES[self.dependent](*counts)
         zero = scalar_like(0.0, dependent)
-        best = torch.where(constrained >= scalar_like(self.value, constrained), dependent, zero)
+        target = scalar_like(self._value(self.value_key), constrained)
+        best = torch.where(constrained >= target, dependent, zero)
         return torch.maximum(torch.amax(best), zero)
 
 
-@METRICS.register("SensitivityAtSpecificity", "sensitivity_at_specificity")
+@METRICS.add("sensitivity_at_specificity")
 class SensitivityAtSpecificity(_AtBase):
-    dependent, value_key = "sensitivity", "specificity"
+    dependent = "sensitivity"
+    specificity = _target()
 
 
-@METRICS.register("SpecificityAtSensitivity", "specificity_at_sensitivity")
+@METRICS.add("specificity_at_sensitivity")
 class SpecificityAtSensitivity(_AtBase):
-    dependent, value_key = "specificity", "sensitivity"
+    dependent = "specificity"
+    sensitivity = _target()
 
 
-@METRICS.register("PrecisionAtRecall", "precision_at_recall")
+@METRICS.add("precision_at_recall")
 class PrecisionAtRecall(_AtBase):
-    dependent, value_key = "precision", "recall"
+    dependent = "precision"
+    recall = _target()
 
 
-@METRICS.register("RecallAtPrecision", "recall_at_precision")
+@METRICS.add("recall_at_precision")
 class RecallAtPrecision(_AtBase):
-    dependent, value_key = "recall", "precision"
+    dependent = "recall"
+    precision = _target()

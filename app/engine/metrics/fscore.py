@@ -13,13 +13,14 @@ compute the vector, so only the request parser needs to change once logs can hol
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
+from app.engine.config.declared import Key, number, number_or_none
 from app.engine.config.errors import ConfigError, DataError, Loc
-from app.engine.config.readers import get_float, get_str
+from app.engine.config.readers import get_str
 from app.engine.metrics.base import METRICS
 from app.engine.metrics.state import StateMetric, as_float, weight_tensor
 
@@ -29,43 +30,31 @@ EPSILON = 1e-7
 _AVERAGES = ("micro", "macro", "weighted")
 
 
-@METRICS.register("FBetaScore", "f_beta_score")
+def _read_average(config: Mapping[str, Any], key: str, loc: Loc, default: None) -> str | None:
+    """One of `_AVERAGES`; None (Keras's default) is refused by `_validate`, naming the class."""
+    if config.get(key) is None:
+        return None
+    average: str = get_str(config, key, loc, choices=_AVERAGES)
+    return average
+
+
+@METRICS.add("f_beta_score")
 class FBetaScore(StateMetric):
     default_name = "fbeta_score"
     direction = "up"
-    _extra_keys: ClassVar[tuple[str, ...]] = ("average", "beta", "threshold")
-
-    def __init__(
-        self,
-        name: str | None = None,
-        average: str | None = None,
-        beta: float = 1.0,
-        threshold: float | None = None,
-    ) -> None:
-        super().__init__(name)
-        self.average, self.beta, self.threshold = average, beta, threshold
-
-    def _extra_config(self) -> dict[str, Any]:
-        return {"average": self.average, "beta": self.beta, "threshold": self.threshold}
+    average = Key[str | None](_read_average, None)
+    beta = number(1.0, min_value=0.0, min_exclusive=True)
+    threshold = number_or_none(None, min_value=0.0, min_exclusive=True, max_value=1.0)
 
     @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        average = config.get("average")
-        if average is None:
+    def _validate(cls, values: dict[str, Any], loc: Loc) -> None:
+        if values["average"] is None:
             raise ConfigError(
                 (*loc, "average"),
                 f"None (Keras's default: one score per class) is not supported, as the training "
                 f"log holds one number per metric; pass one of {list(_AVERAGES)}, e.g. "
                 f'{{"class_name": "{cls.__name__}", "config": {{"average": "macro"}}}}',
             )
-        parsed = {
-            "average": get_str(config, "average", loc, choices=_AVERAGES),
-            "threshold": get_float(config, "threshold", loc, None, min_value=0.0,
-                                   min_exclusive=True, max_value=1.0),
-        }  # fmt: skip
-        if "beta" in cls._extra_keys:
-            parsed["beta"] = get_float(config, "beta", loc, 1.0, min_value=0.0, min_exclusive=True)
-        return parsed
 
     def check_labels(self, y_true: np.ndarray, y_pred_shape: Shape, loc: Loc) -> None:
         """DataError unless the labels are (samples, classes) like the outputs (whose batch
@@ -98,8 +87,12 @@ class FBetaScore(StateMetric):
             weight = _row_weights(sample_weight, y_pred)
             shape: Shape = () if self.average == "micro" else (y_pred.shape[1],)
             state = self._state(y_pred.device, {k: shape for k in ("tp", "fp", "fn", "support")})
-            for key, values in (("tp", pred * y_true), ("fp", pred * (1 - y_true)),
-                                ("fn", (1 - pred) * y_true), ("support", y_true)):  # fmt: skip
+            for key, values in (
+                ("tp", pred * y_true),
+                ("fp", pred * (1 - y_true)),
+                ("fn", (1 - pred) * y_true),
+                ("support", y_true),
+            ):
                 if weight is not None:
                     values = values * weight
                 state[key].add_(torch.sum(values) if not shape else torch.sum(values, dim=0))
@@ -118,20 +111,12 @@ class FBetaScore(StateMetric):
         return score
 
 
-@METRICS.register("F1Score", "f1_score")
+@METRICS.add("f1_score")
 class F1Score(FBetaScore):
     """FBetaScore with beta 1 (and no `beta` in its config)."""
 
     default_name = "f1_score"
-    _extra_keys = ("average", "threshold")
-
-    def __init__(
-        self, name: str | None = None, average: str | None = None, threshold: float | None = None
-    ) -> None:
-        super().__init__(name, average=average, beta=1.0, threshold=threshold)
-
-    def _extra_config(self) -> dict[str, Any]:
-        return {"average": self.average, "threshold": self.threshold}
+    beta = 1.0  # not a config key
 
 
 def _row_weights(sample_weight: Tensor | None, y_pred: Tensor) -> Tensor | None:

@@ -1,5 +1,5 @@
 """The state and numbers of Keras 3's IoU metrics on torch (their configs, checks and
-registered classes are in metrics_iou.py).
+registered classes are in `app.engine.metrics.iou`).
 
 A (num_classes, num_classes) confusion matrix of true class (rows) against predicted class
 (columns) over every update; `result` is the mean, over the target classes that occurred, of
@@ -46,24 +46,18 @@ class IoUMatrix(Metric):
     """The confusion matrix and Keras's IoU over `target_class_ids`."""
 
     direction = "up"
+    # Config keys, declared by the classes in `app.engine.metrics.iou` (Keras's subclasses fix
+    # some of them).
+    num_classes: int
+    target_class_ids: list[int]
+    ignore_class: int | None
+    sparse_y_true: bool
+    sparse_y_pred: bool
+    axis: int
 
-    def __init__(
-        self,
-        name: str | None = None,
-        *,
-        num_classes: int,
-        target_class_ids: Sequence[int],
-        ignore_class: int | None = None,
-        sparse_y_true: bool = True,
-        sparse_y_pred: bool = True,
-        axis: int = -1,
-        dtype: str = "int32",
-    ) -> None:
-        super().__init__(name)
-        self.num_classes, self.target_class_ids = num_classes, list(target_class_ids)
-        self.ignore_class, self.axis, self.dtype = ignore_class, axis, dtype
-        self.sparse_y_true, self.sparse_y_pred = sparse_y_true, sparse_y_pred
-        self._integer = dtype != "float32"
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._integer = self.dtype != "float32"
         self._device: torch.device | None = None
         self._cm: Tensor | None = None
 
@@ -145,8 +139,10 @@ def misfit(metric: IoUMatrix, labels: Sequence[int], preds: Sequence[int]) -> st
     hint = ""
     if metric.sparse_y_pred and len(preds) == len(labels) + 1:
         hint = "; if the outputs are class scores, set sparse_y_pred to false"
-    return (f"{metric.name} needs one predicted class per label: labels give class ids of shape "
-            f"{tuple(labels)}, outputs {tuple(preds)}{hint}")  # fmt: skip
+    return (
+        f"{metric.name} needs one predicted class per label: labels give class ids of shape "
+        f"{tuple(labels)}, outputs {tuple(preds)}{hint}"
+    )
 
 
 def _flat_weights(weight: Tensor | None, labels_shape: Shape, kind: torch.dtype) -> Tensor | None:
@@ -163,6 +159,8 @@ def _flat_weights(weight: Tensor | None, labels_shape: Shape, kind: torch.dtype)
         per_sample = weight.reshape(labels_shape[0], *([1] * (len(labels_shape) - 1)))
         weight = torch.broadcast_to(per_sample, labels_shape).reshape(-1)
     else:
-        raise DataError(("sample_weight",), f"shape {tuple(weight.shape)} does not fit labels "
-                        f"of shape {labels_shape}")  # fmt: skip
+        raise DataError(
+            ("sample_weight",),
+            f"shape {tuple(weight.shape)} does not fit labels of shape {labels_shape}",
+        )
     return weight.to(kind)

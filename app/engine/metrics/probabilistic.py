@@ -10,14 +10,11 @@ classes do (its bare functions would broadcast (N,) against (N, 1)).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
-
 import torch
 
 from app.engine import losses
+from app.engine.config.declared import Key, boolean, integer, number
 from app.engine.config.errors import ConfigError, DataError, Loc
-from app.engine.config.readers import get_bool, get_float, get_int
 from app.engine.losses.base import EPSILON as EPSILON
 from app.engine.metrics.base import METRICS, MeanMetricWrapper
 from app.engine.metrics.regression import Float32LossMetric
@@ -27,115 +24,77 @@ Tensor = torch.Tensor
 
 
 class _CrossentropyMetric(Float32LossMetric):
-    _extra_keys: ClassVar[tuple[str, ...]] = ("from_logits", "label_smoothing")
-
-    def __init__(
-        self, name: str | None = None, from_logits: bool = False, label_smoothing: float = 0
-    ) -> None:
-        super().__init__(name)
-        self.from_logits = from_logits
-        self.label_smoothing = label_smoothing
-
-    def _extra_config(self) -> dict[str, Any]:
-        return {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing}
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        smoothing = get_float(config, "label_smoothing", loc, 0, min_value=0.0, max_value=1.0)
-        return {
-            "from_logits": get_bool(config, "from_logits", loc, False),
-            "label_smoothing": smoothing,
-        }
+    from_logits = boolean(False)
+    label_smoothing = number(0, min_value=0.0, max_value=1.0)
 
 
-@METRICS.register("BinaryCrossentropy", "binary_crossentropy", "bce", "BCE")
+@METRICS.add("binary_crossentropy", "bce", "BCE")
 class BinaryCrossentropy(_CrossentropyMetric):
     default_name = "binary_crossentropy"
 
-    def _loss(self) -> losses.Loss:
+    def _make_loss(self) -> losses.Loss:
         return losses.BinaryCrossentropy(
             from_logits=self.from_logits, label_smoothing=self.label_smoothing
         )
 
 
-@METRICS.register("CategoricalCrossentropy", "categorical_crossentropy")
+@METRICS.add("categorical_crossentropy")
 class CategoricalCrossentropy(_CrossentropyMetric):
     default_name = "categorical_crossentropy"
-    _extra_keys = ("from_logits", "label_smoothing", "axis")
+    axis = integer(-1)
 
-    def __init__(
-        self,
-        name: str | None = None,
-        from_logits: bool = False,
-        label_smoothing: float = 0,
-        axis: int = -1,
-    ) -> None:
-        super().__init__(name, from_logits, label_smoothing)
-        self.axis = axis
-
-    def _extra_config(self) -> dict[str, Any]:
-        return {**super()._extra_config(), "axis": self.axis}
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {**super()._parse(config, loc), "axis": get_int(config, "axis", loc, -1)}
-
-    def _loss(self) -> losses.Loss:
+    def _make_loss(self) -> losses.Loss:
         return losses.CategoricalCrossentropy(
             from_logits=self.from_logits, label_smoothing=self.label_smoothing, axis=self.axis
         )
 
 
-@METRICS.register("SparseCategoricalCrossentropy", "sparse_categorical_crossentropy")
+_SPARSE_LOSS = losses.SparseCategoricalCrossentropy
+
+
+@METRICS.add("sparse_categorical_crossentropy")
 class SparseCategoricalCrossentropy(MeanMetricWrapper):
     default_name = "sparse_categorical_crossentropy"
     direction = "down"
-    _extra_keys = ("from_logits", "ignore_class", "axis")
+    from_logits = boolean(False)
+    # The loss's keys and limits (ignore_class unset, axis -1); Keras's metric writes both.
+    ignore_class = _SPARSE_LOSS.ignore_class
+    axis = Key[int](_SPARSE_LOSS.axis.read, -1)
 
-    def __init__(self, name: str | None = None, from_logits: bool = False) -> None:
-        super().__init__(name)
-        self.from_logits = from_logits
-
-    def _extra_config(self) -> dict[str, Any]:
-        return {"from_logits": self.from_logits, "ignore_class": None, "axis": -1}
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        # The loss's keys and limits (ignore_class unset, axis -1).
-        values = losses.SparseCategoricalCrossentropy.read_values(config, loc)
-        return {"from_logits": values["from_logits"]}
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._loss = _SPARSE_LOSS(from_logits=self.from_logits)
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         # Keras's metric wraps the bare function (no loss-class rank alignment): `fn`, not `call`.
-        loss = losses.SparseCategoricalCrossentropy(from_logits=self.from_logits)
-        return loss.fn(y_true, as_float(y_pred))
+        return self._loss.fn(y_true, as_float(y_pred))
 
 
-@METRICS.register("KLDivergence", "kl_divergence")
+@METRICS.add("kl_divergence")
 class KLDivergence(Float32LossMetric):
     default_name = "kl_divergence"
     loss = losses.KLDivergence
 
 
-@METRICS.register("Poisson", "poisson")
+@METRICS.add("poisson")
 class Poisson(Float32LossMetric):
     default_name = "poisson"
     loss = losses.Poisson
 
 
-@METRICS.register("Hinge", "hinge")
+@METRICS.add("hinge")
 class Hinge(Float32LossMetric):
     default_name = "hinge"
     loss = losses.Hinge
 
 
-@METRICS.register("SquaredHinge", "squared_hinge")
+@METRICS.add("squared_hinge")
 class SquaredHinge(Float32LossMetric):
     default_name = "squared_hinge"
     loss = losses.SquaredHinge
 
 
-@METRICS.register("CategoricalHinge", "categorical_hinge")
+@METRICS.add("categorical_hinge")
 class CategoricalHinge(Float32LossMetric):
     default_name = "categorical_hinge"
     loss = losses.CategoricalHinge
@@ -152,18 +111,7 @@ def _in_top_k(targets: Tensor, predictions: Tensor, k: int) -> Tensor:
 
 class _TopK(MeanMetricWrapper):
     direction = "up"
-    _extra_keys: ClassVar[tuple[str, ...]] = ("k",)
-
-    def __init__(self, name: str | None = None, k: int = 5) -> None:
-        super().__init__(name)
-        self.k = k
-
-    def _extra_config(self) -> dict[str, Any]:
-        return {"k": self.k}
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {"k": get_int(config, "k", loc, 5, min_value=1)}
+    k = integer(5, min_value=1)
 
     def check_output(self, y_pred_shape: tuple[int | None, ...], loc: Loc) -> None:
         """ConfigError when the output has fewer than k classes: Keras's torch backend fails
@@ -195,7 +143,7 @@ class _TopK(MeanMetricWrapper):
         return self._matches(labels, y_pred).to(torch.float32).reshape(shape)
 
 
-@METRICS.register("TopKCategoricalAccuracy", "top_k_categorical_accuracy")
+@METRICS.add("top_k_categorical_accuracy")
 class TopKCategoricalAccuracy(_TopK):
     default_name = "top_k_categorical_accuracy"
 
@@ -207,26 +155,14 @@ class TopKCategoricalAccuracy(_TopK):
         return _in_top_k(labels, y_pred, self.k)
 
 
-@METRICS.register("SparseTopKCategoricalAccuracy", "sparse_top_k_categorical_accuracy")
+@METRICS.add("sparse_top_k_categorical_accuracy")
 class SparseTopKCategoricalAccuracy(_TopK):
     """Integer labels in the top k scores; with `from_sorted_ids`, `y_pred` already holds class
     ids sorted by score (its first k columns are the top k)."""
 
     default_name = "sparse_top_k_categorical_accuracy"
-    _extra_keys = ("k", "from_sorted_ids")
-
-    def __init__(self, name: str | None = None, k: int = 5, from_sorted_ids: bool = False) -> None:
-        super().__init__(name, k)
-        self.from_sorted_ids = from_sorted_ids
-
-    def _extra_config(self) -> dict[str, Any]:
-        # Keras writes from_sorted_ids only when it is set.
-        return {"k": self.k, **({"from_sorted_ids": True} if self.from_sorted_ids else {})}
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        sorted_ids = get_bool(config, "from_sorted_ids", loc, False)
-        return {**super()._parse(config, loc), "from_sorted_ids": sorted_ids}
+    from_sorted_ids = boolean(False)
+    written_when_set = ("from_sorted_ids",)  # as Keras writes it
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         y_pred = as_float(y_pred)

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 from app.engine import losses
+from app.engine.config.declared import Key, integer
 from app.engine.config.errors import ConfigError, DataError, Loc
-from app.engine.config.readers import get_int, get_str
+from app.engine.config.readers import get_str
 from app.engine.losses import reduction as loss_utils
 from app.engine.losses.base import EPSILON as EPSILON
 from app.engine.losses.regression import l2_normalize
@@ -27,13 +28,13 @@ from app.engine.scalars import scalar_like
 Tensor = torch.Tensor
 
 
-@METRICS.register("MeanSquaredError", "mean_squared_error", "mse", "MSE")
+@METRICS.add("mean_squared_error", "mse", "MSE")
 class MeanSquaredError(LossMetric):
     default_name = "mean_squared_error"
     loss = losses.MeanSquaredError
 
 
-@METRICS.register("MeanAbsoluteError", "mean_absolute_error", "mae", "MAE")
+@METRICS.add("mean_absolute_error", "mae", "MAE")
 class MeanAbsoluteError(LossMetric):
     default_name = "mean_absolute_error"
     loss = losses.MeanAbsoluteError
@@ -52,7 +53,7 @@ class Float32LossMetric(LossMetric):
         return super().fn(y_true, as_float(y_pred))
 
 
-@METRICS.register("RootMeanSquaredError", "root_mean_squared_error")
+@METRICS.add("root_mean_squared_error")
 class RootMeanSquaredError(MeanMetricWrapper):
     """sqrt of the running weighted mean of squared errors (the root taken at `result`). Keras
     squares the errors itself, not through mean_squared_error: no mean over the last axis."""
@@ -69,34 +70,26 @@ class RootMeanSquaredError(MeanMetricWrapper):
         return torch.sqrt(super().result())
 
 
-@METRICS.register("MeanAbsolutePercentageError", "mean_absolute_percentage_error", "mape", "MAPE")
+@METRICS.add("mean_absolute_percentage_error", "mape", "MAPE")
 class MeanAbsolutePercentageError(Float32LossMetric):
     default_name = "mean_absolute_percentage_error"
     loss = losses.MeanAbsolutePercentageError
 
 
-@METRICS.register("MeanSquaredLogarithmicError", "mean_squared_logarithmic_error", "msle", "MSLE")
+@METRICS.add("mean_squared_logarithmic_error", "msle", "MSLE")
 class MeanSquaredLogarithmicError(Float32LossMetric):
     default_name = "mean_squared_logarithmic_error"
     loss = losses.MeanSquaredLogarithmicError
 
 
-@METRICS.register("CosineSimilarity", "cosine_similarity")
+@METRICS.add("cosine_similarity")
 class CosineSimilarity(MeanMetricWrapper):
     """Mean cosine similarity along `axis` (Keras keeps `axis` out of its config). Keras's metric
     has its own function (the loss is the *negative* cosine); both normalise with `l2_normalize`."""
 
     default_name = "cosine_similarity"
     direction = "up"
-    _extra_keys = ("axis",)
-
-    def __init__(self, name: str | None = None, axis: int = -1) -> None:
-        super().__init__(name)
-        self.axis = axis
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {"axis": get_int(config, "axis", loc, -1)}
+    axis = integer(-1, saved=False)
 
     def fn(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         y_true, y_pred = _aligned(y_true, y_pred)
@@ -107,7 +100,7 @@ class CosineSimilarity(MeanMetricWrapper):
         return torch.sum(y_true * y_pred, dim=self.axis)
 
 
-@METRICS.register("LogCoshError", "log_cosh_error")
+@METRICS.add("log_cosh_error")
 class LogCoshError(Float32LossMetric):
     """Mean of log(cosh(error)); Keras names it "logcosh" (though the string "logcosh" is not
     one of its metric identifiers)."""
@@ -119,7 +112,18 @@ class LogCoshError(Float32LossMetric):
 _AGGREGATIONS = ("uniform_average", "variance_weighted_average")
 
 
-@METRICS.register("R2Score", "r2_score")
+def _read_aggregation(config: Mapping[str, Any], key: str, loc: Loc, default: str) -> str:
+    if key in config and config[key] is None:
+        raise ConfigError(
+            (*loc, key),
+            "None (one score per column) is not supported: the training log holds one "
+            f"number per metric; use one of {list(_AGGREGATIONS)}",
+        )
+    aggregation: str = get_str(config, key, loc, default, choices=_AGGREGATIONS)
+    return aggregation
+
+
+@METRICS.add("r2_score")
 class R2Score(StateMetric):
     """Coefficient of determination over all samples seen, per output column, then averaged
     (`uniform_average`) or weighted by the columns' variances; adjusted for `num_regressors`
@@ -128,34 +132,8 @@ class R2Score(StateMetric):
 
     default_name = "r2_score"
     direction = "up"
-    _extra_keys = ("class_aggregation", "num_regressors")
-
-    def __init__(
-        self,
-        name: str | None = None,
-        class_aggregation: str = "uniform_average",
-        num_regressors: int = 0,
-    ) -> None:
-        super().__init__(name)
-        self.class_aggregation = class_aggregation
-        self.num_regressors = num_regressors
-
-    def _extra_config(self) -> dict[str, Any]:
-        return {"class_aggregation": self.class_aggregation, "num_regressors": self.num_regressors}
-
-    @classmethod
-    def _parse(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        if "class_aggregation" in config and config["class_aggregation"] is None:
-            raise ConfigError(
-                (*loc, "class_aggregation"),
-                "None (one score per column) is not supported: the training log holds one "
-                f"number per metric; use one of {list(_AGGREGATIONS)}",
-            )
-        aggregation = get_str(
-            config, "class_aggregation", loc, "uniform_average", choices=_AGGREGATIONS
-        )
-        regressors = get_int(config, "num_regressors", loc, 0, min_value=0)
-        return {"class_aggregation": aggregation, "num_regressors": regressors}
+    class_aggregation = Key[str](_read_aggregation, "uniform_average")
+    num_regressors = integer(0, min_value=0)
 
     def update_state(
         self, y_true: Tensor, y_pred: Tensor, sample_weight: Tensor | None = None
@@ -169,8 +147,13 @@ class R2Score(StateMetric):
                     f"{tuple(y_true.shape)} and {tuple(y_pred.shape)}",
                 )
             cols = (y_pred.shape[-1],)
-            shapes = {"sum": cols, "squared_sum": cols, "residual": cols, "count": cols,
-                      "num_samples": ()}  # fmt: skip
+            shapes = {
+                "sum": cols,
+                "squared_sum": cols,
+                "residual": cols,
+                "count": cols,
+                "num_samples": (),
+            }
             state = self._state(y_pred.device, shapes)
             weight = weight_tensor(sample_weight, y_pred)
             if weight is None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from app.engine.config.declared import Key
 from app.engine.config.errors import ConfigError, DataError, Loc
 from app.engine.metrics.base import Metric
 
@@ -26,8 +27,8 @@ Shape = tuple[int, ...]
 class StateMetric(Metric):
     """Named float32 state tensors; `result` is 0.0 before the first update."""
 
-    def __init__(self, name: str | None = None) -> None:
-        super().__init__(name)
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self._device: torch.device | None = None
         self._vars: dict[str, Tensor] | None = None
 
@@ -95,8 +96,9 @@ def get_thresholds(
     if not values:
         raise ConfigError((*loc, key), "must hold at least one threshold")
     if len(values) > MAX_GIVEN_THRESHOLDS:
-        raise ConfigError((*loc, key), f"must hold at most {MAX_GIVEN_THRESHOLDS} thresholds, "
-                          f"got {len(values)}")  # fmt: skip
+        raise ConfigError(
+            (*loc, key), f"must hold at most {MAX_GIVEN_THRESHOLDS} thresholds, got {len(values)}"
+        )
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise ConfigError((*loc, key), f"must be numbers, got {v!r}")
@@ -109,3 +111,12 @@ def get_thresholds(
             "training log cannot hold",
         )
     return value
+
+
+def thresholds_key(*, single: bool, in_unit: bool = True) -> Key[Any]:
+    """`thresholds`: null (the metric's default) or `get_thresholds`'s number or list."""
+
+    def read(config: Mapping[str, Any], key: str, loc: Loc, default: None = None) -> Any:
+        return get_thresholds(config, key, loc, single=single, in_unit=in_unit)
+
+    return Key(read, None)
