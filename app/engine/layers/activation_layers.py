@@ -14,42 +14,56 @@ import torch
 import torch.nn.functional as F
 
 from app.engine.config.errors import ConfigError, DataError, Loc
-from app.engine.config.readers import get_bool, get_float
-from app.engine.config.registry import known_keys
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights
+from app.engine.config.readers import get_float
+from app.engine.layers import keys
+from app.engine.layers.base import LAYERS, Layer, Shape
 from app.engine.weights import initializers
 
 
-@LAYERS.register("ReLU")
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _read_slope(config: Mapping[str, Any], key: str, loc: Loc, default: float) -> float:
+    key = "alpha" if "alpha" in config else key  # Keras's deprecated spelling
+    slope: float = get_float(config, key, loc, default, min_value=0.0)
+    return slope
+
+
+def _read_alpha_initializer(
+    config: Mapping[str, Any], key: str, loc: Loc, default: dict[str, Any]
+) -> dict[str, Any]:
+    return initializers.get(config.get(key) or default, (*loc, key))[0]
+
+
+def _read_shared_axes(config: Mapping[str, Any], key: str, loc: Loc, default: None) -> Any:
+    shared = config.get(key)
+    if _is_int(shared):
+        shared = [shared]
+    if shared is not None and not (
+        isinstance(shared, list | tuple) and all(_is_int(a) for a in shared)
+    ):
+        raise ConfigError((*loc, key), f"must be an integer or a list of them, got {shared!r}")
+    return None if shared is None else list(shared)
+
+
+def _read_softmax_axis(
+    config: Mapping[str, Any], key: str, loc: Loc, default: int
+) -> int | list[int]:
+    axis = config.get(key, default)
+    if _is_int(axis):
+        return axis
+    if not (isinstance(axis, list | tuple) and axis and all(_is_int(a) for a in axis)):
+        raise ConfigError((*loc, key), f"must be an integer or a list of them, got {axis!r}")
+    return list(axis)
+
+
+@LAYERS.add()
 class ReLU(Layer):
-    class_name = "ReLU"
     supports_masking = True
-    config_keys = ("max_value", "negative_slope", "threshold")
-
-    def __init__(
-        self, *, name: str, max_value: float | None, negative_slope: float, threshold: float
-    ) -> None:
-        super().__init__(name=name)
-        self.max_value = max_value
-        self.negative_slope = negative_slope
-        self.threshold = threshold
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        return cls(
-            name=name,
-            max_value=get_float(config, "max_value", loc, None, min_value=0.0),
-            negative_slope=get_float(config, "negative_slope", loc, 0.0, min_value=0.0),
-            threshold=get_float(config, "threshold", loc, 0.0, min_value=0.0),
-        )
-
-    def layer_config(self) -> dict[str, Any]:
-        return {
-            "max_value": self.max_value,
-            "negative_slope": self.negative_slope,
-            "threshold": self.threshold,
-        }
+    max_value = keys.number_or_none(min_value=0.0)
+    negative_slope = keys.number(0.0, min_value=0.0)
+    threshold = keys.number(0.0, min_value=0.0)
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
         slope, max_value, threshold = self.negative_slope, self.max_value, self.threshold
@@ -75,80 +89,29 @@ class ReLU(Layer):
         return x
 
 
-@LAYERS.register("LeakyReLU")
+@LAYERS.add()
 class LeakyReLU(Layer):
-    class_name = "LeakyReLU"
     supports_masking = True
-    config_keys = ("negative_slope", "alpha")
-
-    def __init__(self, *, name: str, negative_slope: float) -> None:
-        super().__init__(name=name)
-        self.negative_slope = negative_slope
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        key = "alpha" if "alpha" in config else "negative_slope"  # Keras's deprecated spelling
-        return cls(name=name, negative_slope=get_float(config, key, loc, 0.3, min_value=0.0))
-
-    def layer_config(self) -> dict[str, Any]:
-        return {"negative_slope": self.negative_slope}
+    negative_slope = keys.Key[float](_read_slope, 0.3)
+    alpha = keys.anything(saved=False)  # read as negative_slope
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
         return F.leaky_relu(x, self.negative_slope)
 
 
-@LAYERS.register("PReLU")
+@LAYERS.add()
 class PReLU(Layer):
-    class_name = "PReLU"
     supports_masking = True
-    config_keys = ("alpha_initializer", "alpha_regularizer", "alpha_constraint", "shared_axes")
-    weight_options = option_weights("alpha")
+    alpha_initializer = keys.Key[dict[str, Any]](
+        _read_alpha_initializer, initializers.get("zeros", ())[0]
+    )
+    alpha_regularizer = keys.regularizer("alpha")
+    alpha_constraint = keys.constraint("alpha")
+    shared_axes = keys.Key[list[int] | None](_read_shared_axes, None)
     alpha: torch.Tensor
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        alpha_initializer: Any = "zeros",
-        shared_axes: list[int] | None = None,
-        trainable: bool = True,
-        loc: Loc = (),
-    ) -> None:
-        super().__init__(name=name, trainable=trainable)
-        self.init_config, self.init = initializers.get(
-            alpha_initializer, (*loc, "alpha_initializer")
-        )
-        self.shared_axes = shared_axes
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        shared = config.get("shared_axes")
-        if isinstance(shared, int) and not isinstance(shared, bool):
-            shared = [shared]
-        if shared is not None and not (
-            isinstance(shared, list | tuple)
-            and all(isinstance(a, int) and not isinstance(a, bool) for a in shared)
-        ):
-            raise ConfigError(
-                (*loc, "shared_axes"), f"must be an integer or a list of them, got {shared!r}"
-            )
-        return cls(
-            name=name,
-            alpha_initializer=config.get("alpha_initializer") or "zeros",
-            shared_axes=None if shared is None else list(shared),
-            trainable=get_bool(config, "trainable", loc, True),
-            loc=loc,
-        )
-
-    def layer_config(self) -> dict[str, Any]:
-        return {
-            "alpha_initializer": self.init_config,
-            "alpha_regularizer": None,
-            "alpha_constraint": None,
-            "shared_axes": self.shared_axes,
-        }
+    def __post_init__(self) -> None:
+        self.init = initializers.get(self.alpha_initializer, ())[1]
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         rank = len(input_shape)
@@ -174,61 +137,29 @@ class PReLU(Layer):
         return torch.relu(x) + -self.alpha * torch.relu(-x)
 
 
-@LAYERS.register("ELU")
+@LAYERS.add()
 class ELU(Layer):
     """Keras's ELU layer leaves `alpha` out of its own get_config, so a Keras to_json() of an ELU
     with a non-default alpha reloads with alpha 1.0 (in Keras and here alike)."""
 
-    class_name = "ELU"
     supports_masking = True
-    config_keys = ("alpha",)
-
-    def __init__(self, *, name: str, alpha: float) -> None:
-        super().__init__(name=name)
-        self.alpha = alpha
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        return cls(name=name, alpha=get_float(config, "alpha", loc, 1.0))
-
-    def layer_config(self) -> dict[str, Any]:
-        return {"alpha": self.alpha}
+    alpha = keys.number(1.0)
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
         return F.elu(x, self.alpha)
 
 
-@LAYERS.register("Softmax")
+@LAYERS.add()
 class Softmax(Layer):
-    class_name = "Softmax"
     supports_masking = True
     uses_mask = True
-    config_keys = ("axis",)
+    axis = keys.Key[int | list[int]](_read_softmax_axis, -1)
+
+    def __post_init__(self) -> None:
+        self._dims: list[int] = []
 
     def mask_shape(self, input_shape: Any) -> Any:
         return None  # broadcast against the input from the right, checked in forward
-
-    def __init__(self, *, name: str, axis: int | list[int]) -> None:
-        super().__init__(name=name)
-        self.axis = axis
-        self._dims: list[int] = []
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        axis = config.get("axis", -1)
-        ok_int = isinstance(axis, int) and not isinstance(axis, bool)
-        if not ok_int and not (
-            isinstance(axis, list | tuple)
-            and axis
-            and all(isinstance(a, int) and not isinstance(a, bool) for a in axis)
-        ):
-            raise ConfigError((*loc, "axis"), f"must be an integer or a list of them, got {axis!r}")
-        return cls(name=name, axis=axis if ok_int else list(axis))
-
-    def layer_config(self) -> dict[str, Any]:
-        return {"axis": self.axis}
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         rank = len(input_shape)

@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 import torch
 
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_bool, get_int
 from app.engine.config.registry import known_keys
+from app.engine.layers import keys
 from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
 from app.engine.losses.regression import l2_normalize
 
@@ -25,9 +25,7 @@ MaskList = Sequence[Tensor | None] | None
 
 
 def _shapes(input_shape: Any, loc: Loc, name: str, count: int | None = None) -> list[Shape]:
-    if not isinstance(input_shape, list) or not input_shape or any(
-        s is None for s in input_shape
-    ):  # fmt: skip
+    if not isinstance(input_shape, list) or not input_shape or any(s is None for s in input_shape):
         raise ConfigError(loc, f"{name} is called on a list of tensors")
     if count is not None and len(input_shape) != count:
         raise ConfigError(loc, f"{name} takes exactly {count} inputs, got {len(input_shape)}")
@@ -42,13 +40,9 @@ class _Merge(Layer):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, (*BASE_KEYS, *cls.config_keys), loc)
-        layer = cls(name=name, trainable=get_bool(config, "trainable", loc, True))
-        layer.read(config, loc)
-        return layer
-
-    def read(self, config: Mapping[str, Any], loc: Loc) -> None:
-        """Layer-specific options."""
+        # An unknown key's message lists the base keys too (most merges declare none).
+        known_keys(config, (*BASE_KEYS, *cls.declared_keys), loc)
+        return super().from_config(config, loc, name=name)
 
     def build(self, input_shape: Any, generator: torch.Generator, loc: Loc) -> Shape:
         shapes = _shapes(input_shape, loc, self.class_name, self.exact_inputs)
@@ -91,10 +85,8 @@ def _pad(dims: list[int | None], rank: int) -> list[int | None]:
     return [*([1] * (rank - len(dims))), *dims]
 
 
-@LAYERS.register("Add")
+@LAYERS.add()
 class Add(_Merge):
-    class_name = "Add"
-
     def forward(self, x: list[Tensor], training: bool = False) -> Tensor:
         xs = self._aligned(x)
         out = xs[0]
@@ -103,17 +95,14 @@ class Add(_Merge):
         return out
 
 
-@LAYERS.register("Average")
+@LAYERS.add()
 class Average(Add):
-    class_name = "Average"
-
     def forward(self, x: list[Tensor], training: bool = False) -> Tensor:
         return super().forward(x, training) / len(x)
 
 
-@LAYERS.register("Subtract")
+@LAYERS.add()
 class Subtract(_Merge):
-    class_name = "Subtract"
     exact_inputs = 2
 
     def forward(self, x: list[Tensor], training: bool = False) -> Tensor:
@@ -149,24 +138,21 @@ def _expanded_masks(xs: Sequence[Tensor], mask: MaskList) -> list[Tensor | None]
     return [None if m is None else m.unsqueeze(-1).expand(x.shape) for x, m in pairs]
 
 
-@LAYERS.register("Maximum")
+@LAYERS.add()
 class Maximum(_Extremum):
-    class_name = "Maximum"
     op = staticmethod(torch.maximum)
 
 
-@LAYERS.register("Minimum")
+@LAYERS.add()
 class Minimum(_Extremum):
-    class_name = "Minimum"
     op = staticmethod(torch.minimum)
 
 
-@LAYERS.register("Multiply")
+@LAYERS.add()
 class Multiply(_Merge):
     """A masked-out position counts as 1; with every input masked, positions outside all masks
     are 0."""
 
-    class_name = "Multiply"
     uses_mask = True
     mask_argument = False  # Keras's call reads the masks attached to its inputs
 
@@ -188,23 +174,15 @@ class Multiply(_Merge):
         return out
 
 
-@LAYERS.register("Concatenate")
+@LAYERS.add()
 class Concatenate(_Merge):
-    class_name = "Concatenate"
-    config_keys = ("axis",)
-
-    def read(self, config: Mapping[str, Any], loc: Loc) -> None:
-        self.axis = get_int(config, "axis", loc, -1)
-
-    def layer_config(self) -> dict[str, Any]:
-        return {"axis": self.axis}
+    axis = keys.integer(-1)
 
     def build(self, input_shape: Any, generator: torch.Generator, loc: Loc) -> Shape:
         shapes = _shapes(input_shape, loc, "Concatenate")
         rank = len(shapes[0])
-        if any(len(s) != rank for s in shapes) or not -rank <= self.axis < rank or self.axis in (
-            0, -rank,
-        ):  # fmt: skip
+        same_rank = all(len(s) == rank for s in shapes)
+        if not same_rank or not -rank <= self.axis < rank or self.axis in (0, -rank):
             raise ConfigError(
                 loc, f"Concatenate(axis={self.axis}) needs inputs of one rank, got {shapes}"
             )
@@ -216,9 +194,10 @@ class Concatenate(_Merge):
                     out[i] = None if a is None or b is None else a + b
                 elif a is not None and b is not None and a != b:
                     raise ConfigError(
-                        loc, f"Concatenate(axis={self.axis}) needs inputs that match except "
-                        f"on that axis, got {shapes}"
-                    )  # fmt: skip
+                        loc,
+                        f"Concatenate(axis={self.axis}) needs inputs that match except "
+                        f"on that axis, got {shapes}",
+                    )
                 elif a is None:
                     out[i] = b
         return (None, *out[1:])
@@ -240,30 +219,27 @@ class Concatenate(_Merge):
         return torch.any(torch.cat(full, dim=self.axis), dim=-1)
 
 
-@LAYERS.register("Dot")
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _read_axes(config: Mapping[str, Any], key: str, loc: Loc) -> int | list[int]:
+    axes: Any = config.get(key)
+    if _is_int(axes):
+        return axes
+    if isinstance(axes, list | tuple) and len(axes) == 2 and all(_is_int(a) for a in axes):
+        return list(axes)
+    raise ConfigError((*loc, key), f"must be an integer or two integers, got {axes!r}")
+
+
+@LAYERS.add()
 class Dot(_Merge):
     """Keras's batch_dot of two inputs along one axis each (optionally L2-normalized first)."""
 
-    class_name = "Dot"
-    config_keys = ("axes", "normalize")
     supports_masking = False
     exact_inputs = 2
-
-    def read(self, config: Mapping[str, Any], loc: Loc) -> None:
-        axes = config.get("axes")
-        if isinstance(axes, int) and not isinstance(axes, bool):
-            self.axes: int | list[int] = axes
-        elif (
-            isinstance(axes, list | tuple) and len(axes) == 2
-            and all(isinstance(a, int) and not isinstance(a, bool) for a in axes)
-        ):  # fmt: skip
-            self.axes = list(axes)
-        else:
-            raise ConfigError((*loc, "axes"), f"must be an integer or two integers, got {axes!r}")
-        self.normalize = get_bool(config, "normalize", loc, False)
-
-    def layer_config(self) -> dict[str, Any]:
-        return {"axes": self.axes, "normalize": self.normalize}
+    axes = keys.Key[int | list[int]](_read_axes)
+    normalize = keys.boolean(False)
 
     def build(self, input_shape: Any, generator: torch.Generator, loc: Loc) -> Shape:
         s1, s2 = _shapes(input_shape, loc, "Dot", 2)
@@ -287,8 +263,8 @@ class Dot(_Merge):
     def _axes(self, r1: int, r2: int) -> tuple[int, int]:
         if isinstance(self.axes, int):
             return (self.axes % r1, self.axes % r2) if self.axes < 0 else (self.axes, self.axes)
-        return (self.axes[0] % r1 if self.axes[0] < 0 else self.axes[0],
-                self.axes[1] % r2 if self.axes[1] < 0 else self.axes[1])  # fmt: skip
+        a0, a1 = self.axes
+        return (a0 % r1 if a0 < 0 else a0, a1 % r2 if a1 < 0 else a1)
 
     def forward(self, x: list[Tensor], training: bool = False) -> Tensor:
         x1, x2 = x

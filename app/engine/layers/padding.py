@@ -2,59 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.registry import known_keys
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
-from app.engine.layers.spatial import get_data_format, get_int_tuple, get_pairs, split_shape
+from app.engine.layers import spatial
+from app.engine.layers.base import LAYERS, Layer, Shape
+from app.engine.layers.spatial import IntTuple, split_shape
 
 Pairs = tuple[tuple[int, int], ...]
 
 
 class _Spatial(Layer):
-    """Pads (`sign` +1) or crops (`sign` -1) each spatial dimension by (before, after)."""
+    """Pads (`sign` +1) or crops (`sign` -1) each spatial dimension by (before, after): the
+    amounts are the `padding` or `cropping` key, the layout `data_format` where the layer has
+    it (channels_last otherwise)."""
 
     rank: ClassVar[int]
     sign: ClassVar[int]
-    key: ClassVar[str]
-    has_data_format: ClassVar[bool] = True
     integer_input = "shape"
 
-    def __init__(self, *, name: str, amounts: Pairs, data_format: str) -> None:
-        super().__init__(name=name)
-        self.amounts = amounts
-        self.data_format = data_format
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        default = 1 if cls.sign > 0 or cls.rank == 1 else 0
-        if cls.rank == 1:
-            pair = get_int_tuple(config, cls.key, loc, 2, default, min_value=0)
-            amounts: Pairs = ((pair[0], pair[1]),)
-        else:
-            amounts = get_pairs(config, cls.key, loc, default)
-        fmt = get_data_format(config, loc) if cls.has_data_format else "channels_last"
-        return cls(name=name, amounts=amounts, data_format=fmt)
-
-    def layer_config(self) -> dict[str, Any]:
-        value: Any = list(self.amounts[0]) if self.rank == 1 else [list(p) for p in self.amounts]
-        out = {self.key: value}
-        if self.has_data_format:
-            out["data_format"] = self.data_format
-        return out
+    def __post_init__(self) -> None:
+        given: Any = self._value("padding" if self.sign > 0 else "cropping")
+        self.amounts: Pairs = (given,) if self.rank == 1 else given
+        has_format = "data_format" in self.declared_keys
+        self.layout: str = self._value("data_format") if has_format else "channels_last"
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
-        channels, spatial = split_shape(
-            input_shape, self.rank, self.data_format, loc, self.class_name
-        )
+        channels, lengths = split_shape(input_shape, self.rank, self.layout, loc, self.class_name)
         out: list[int | None] = []
-        for length, (before, after) in zip(spatial, self.amounts, strict=True):
+        for length, (before, after) in zip(lengths, self.amounts, strict=True):
             if length is None:
                 out.append(None)
                 continue
@@ -64,15 +43,15 @@ class _Spatial(Layer):
                     loc, f"cropping {before + after} from a length of {length} leaves nothing"
                 )
             out.append(new)
-        if self.data_format == "channels_last":
+        if self.layout == "channels_last":
             return (input_shape[0], *out, channels)
         return (input_shape[0], channels, *out)
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
-        first = 1 if self.data_format == "channels_last" else 2
+        first = 1 if self.layout == "channels_last" else 2
         if self.sign > 0:
             # torch pads from the last dimension backwards.
-            flat: list[int] = [0, 0] if self.data_format == "channels_last" else []
+            flat: list[int] = [0, 0] if self.layout == "channels_last" else []
             for before, after in reversed(self.amounts):
                 flat.extend((before, after))
             return F.pad(x, flat)
@@ -82,29 +61,28 @@ class _Spatial(Layer):
         return x[tuple(index)]
 
 
-@LAYERS.register("ZeroPadding1D")
+@LAYERS.add()
 class ZeroPadding1D(_Spatial):
-    class_name = "ZeroPadding1D"
-    config_keys = ("padding", "data_format")
-    rank, sign, key = 1, 1, "padding"
+    rank, sign = 1, 1
+    padding = IntTuple((1, 1), size=2, min_value=0)
+    data_format = spatial.data_format()
 
 
-@LAYERS.register("ZeroPadding2D")
+@LAYERS.add()
 class ZeroPadding2D(_Spatial):
-    class_name = "ZeroPadding2D"
-    config_keys = ("padding", "data_format")
-    rank, sign, key = 2, 1, "padding"
+    rank, sign = 2, 1
+    padding = spatial.pairs(((1, 1), (1, 1)))
+    data_format = spatial.data_format()
 
 
-@LAYERS.register("Cropping1D")
+@LAYERS.add()
 class Cropping1D(_Spatial):
-    class_name = "Cropping1D"
-    config_keys = ("cropping",)
-    rank, sign, key, has_data_format = 1, -1, "cropping", False
+    rank, sign = 1, -1
+    cropping = IntTuple((1, 1), size=2, min_value=0)
 
 
-@LAYERS.register("Cropping2D")
+@LAYERS.add()
 class Cropping2D(_Spatial):
-    class_name = "Cropping2D"
-    config_keys = ("cropping", "data_format")
-    rank, sign, key = 2, -1, "cropping"
+    rank, sign = 2, -1
+    cropping = spatial.pairs(((0, 0), (0, 0)))
+    data_format = spatial.data_format()

@@ -10,21 +10,18 @@ torch backend, which is the reference here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from app.engine.config.declared import REQUIRED, Derived
 from app.engine.config.errors import Loc
-from app.engine.config.readers import get_bool
-from app.engine.config.registry import known_keys
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
+from app.engine.layers import keys, spatial
+from app.engine.layers.base import LAYERS, Layer, Shape
 from app.engine.layers.spatial import (
+    IntTuple,
     apply_same_padding,
-    get_data_format,
-    get_int_tuple,
-    get_padding,
     join_shape,
     output_length,
     split_shape,
@@ -36,56 +33,32 @@ _MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
+def _default_pool(cls: type[_Pooling]) -> Any:
+    return REQUIRED if cls.default_pool is None else (cls.default_pool,) * cls.rank
+
+
 class _Pooling(Layer):
     rank: ClassVar[int]
     mode: ClassVar[str]  # "max" or "average"
     #: Keras's default pool size (None: required, as for AveragePooling).
     default_pool: ClassVar[int | None]
-    config_keys = ("pool_size", "strides", "padding", "data_format")
+    pool_size = IntTuple(Derived(_default_pool))
+    # Keras's pooling layers take "valid"/"same" exactly as written.
+    padding = spatial.padding(("valid", "same"), any_case=False)
+    strides = IntTuple(None)  # null: the pool size
+    data_format = spatial.data_format()
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        pool_size: tuple[int, ...],
-        strides: tuple[int, ...],
-        padding: str,
-        data_format: str,
-    ) -> None:
-        super().__init__(name=name)
-        self.pool_size = pool_size
-        self.strides = strides
-        self.padding = padding
-        self.data_format = data_format
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        pool = get_int_tuple(config, "pool_size", loc, cls.rank, cls.default_pool)
-        return cls(
-            name=name,
-            pool_size=pool,
-            strides=get_int_tuple(config, "strides", loc, cls.rank, list(pool)),
-            # Keras's pooling layers take "valid"/"same" exactly as written.
-            padding=get_padding(config, loc, ("valid", "same"), any_case=False),
-            data_format=get_data_format(config, loc),
-        )
-
-    def layer_config(self) -> dict[str, Any]:
-        return {
-            "pool_size": list(self.pool_size),
-            "padding": self.padding,
-            "strides": list(self.strides),
-            "data_format": self.data_format,
-        }
+    def __post_init__(self) -> None:
+        if self.strides is None:
+            self.strides = self.pool_size
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
-        channels, spatial = split_shape(
+        channels, lengths = split_shape(
             input_shape, self.rank, self.data_format, loc, self.class_name
         )
         out = tuple(
             output_length(length, k, s, self.padding, 1, loc, self.class_name)
-            for length, k, s in zip(spatial, self.pool_size, self.strides, strict=True)
+            for length, k, s in zip(lengths, self.pool_size, self.strides, strict=True)
         )
         return join_shape(input_shape[0], channels, out, self.data_format)
 
@@ -104,65 +77,45 @@ class _Pooling(Layer):
         return to_channels_last(y) if channels_last else y
 
 
-@LAYERS.register("MaxPooling1D", "MaxPool1D")
+@LAYERS.add("MaxPool1D")
 class MaxPooling1D(_Pooling):
-    class_name = "MaxPooling1D"
     rank, mode, default_pool = 1, "max", 2
 
 
-@LAYERS.register("MaxPooling2D", "MaxPool2D")
+@LAYERS.add("MaxPool2D")
 class MaxPooling2D(_Pooling):
-    class_name = "MaxPooling2D"
     rank, mode, default_pool = 2, "max", 2
 
 
-@LAYERS.register("MaxPooling3D", "MaxPool3D")
+@LAYERS.add("MaxPool3D")
 class MaxPooling3D(_Pooling):
-    class_name = "MaxPooling3D"
     rank, mode, default_pool = 3, "max", 2
 
 
-@LAYERS.register("AveragePooling1D", "AvgPool1D")
+@LAYERS.add("AvgPool1D")
 class AveragePooling1D(_Pooling):
-    class_name = "AveragePooling1D"
     rank, mode, default_pool = 1, "average", None
 
 
-@LAYERS.register("AveragePooling2D", "AvgPool2D")
+@LAYERS.add("AvgPool2D")
 class AveragePooling2D(_Pooling):
-    class_name = "AveragePooling2D"
     rank, mode, default_pool = 2, "average", None
 
 
-@LAYERS.register("AveragePooling3D", "AvgPool3D")
+@LAYERS.add("AvgPool3D")
 class AveragePooling3D(_Pooling):
-    class_name = "AveragePooling3D"
     rank, mode, default_pool = 3, "average", None
 
 
 class _GlobalPooling(Layer):
     rank: ClassVar[int]
     reduce: ClassVar[str]  # "mean" or "max"
-    config_keys = ("data_format", "keepdims")
+    data_format = spatial.data_format()
+    keepdims = keys.boolean(False)
 
-    def __init__(self, *, name: str, data_format: str, keepdims: bool) -> None:
-        super().__init__(name=name)
-        self.data_format = data_format
-        self.keepdims = keepdims
-        first = 1 if data_format == "channels_last" else 2
+    def __post_init__(self) -> None:
+        first = 1 if self.data_format == "channels_last" else 2
         self.axes = tuple(range(first, first + self.rank))
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        return cls(
-            name=name,
-            data_format=get_data_format(config, loc),
-            keepdims=get_bool(config, "keepdims", loc, False),
-        )
-
-    def layer_config(self) -> dict[str, Any]:
-        return {"data_format": self.data_format, "keepdims": self.keepdims}
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         channels, _ = split_shape(input_shape, self.rank, self.data_format, loc, self.class_name)
@@ -176,12 +129,11 @@ class _GlobalPooling(Layer):
         return torch.amax(x, dim=self.axes, keepdim=self.keepdims)
 
 
-@LAYERS.register("GlobalAveragePooling1D", "GlobalAvgPool1D")
+@LAYERS.add("GlobalAvgPool1D")
 class GlobalAveragePooling1D(_GlobalPooling):
     """With a Keras mask (batch, steps), the mean is over the unmasked steps; the mask stops
     here, as in Keras."""
 
-    class_name = "GlobalAveragePooling1D"
     rank, reduce = 1, "mean"
     supports_masking = True
     uses_mask = True
@@ -203,31 +155,26 @@ class GlobalAveragePooling1D(_GlobalPooling):
         return total / torch.sum(keep.to(x.dtype), self.axes, self.keepdims)
 
 
-@LAYERS.register("GlobalAveragePooling2D", "GlobalAvgPool2D")
+@LAYERS.add("GlobalAvgPool2D")
 class GlobalAveragePooling2D(_GlobalPooling):
-    class_name = "GlobalAveragePooling2D"
     rank, reduce = 2, "mean"
 
 
-@LAYERS.register("GlobalAveragePooling3D", "GlobalAvgPool3D")
+@LAYERS.add("GlobalAvgPool3D")
 class GlobalAveragePooling3D(_GlobalPooling):
-    class_name = "GlobalAveragePooling3D"
     rank, reduce = 3, "mean"
 
 
-@LAYERS.register("GlobalMaxPooling1D", "GlobalMaxPool1D")
+@LAYERS.add("GlobalMaxPool1D")
 class GlobalMaxPooling1D(_GlobalPooling):
-    class_name = "GlobalMaxPooling1D"
     rank, reduce = 1, "max"
 
 
-@LAYERS.register("GlobalMaxPooling2D", "GlobalMaxPool2D")
+@LAYERS.add("GlobalMaxPool2D")
 class GlobalMaxPooling2D(_GlobalPooling):
-    class_name = "GlobalMaxPooling2D"
     rank, reduce = 2, "max"
 
 
-@LAYERS.register("GlobalMaxPooling3D", "GlobalMaxPool3D")
+@LAYERS.add("GlobalMaxPool3D")
 class GlobalMaxPooling3D(_GlobalPooling):
-    class_name = "GlobalMaxPooling3D"
     rank, reduce = 3, "max"

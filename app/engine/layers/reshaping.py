@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_int, get_str
-from app.engine.config.registry import known_keys
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
-from app.engine.layers.spatial import MAX_SIZE, get_data_format, get_int_tuple, split_shape
+from app.engine.config.readers import get_str
+from app.engine.layers import keys, spatial
+from app.engine.layers.base import LAYERS, Layer, Shape
+from app.engine.layers.spatial import MAX_SIZE, IntTuple, split_shape
 
 MAX_DIMS = 16
 
@@ -36,30 +36,40 @@ def _int_list(value: Any, loc: Loc) -> list[int]:
     return out
 
 
-@LAYERS.register("Reshape")
+def _read_target_shape(config: Mapping[str, Any], key: str, loc: Loc) -> tuple[int, ...]:
+    if key not in config:
+        raise ConfigError((*loc, key), "is required")
+    target = _int_list(config[key], (*loc, key))
+    if any(d < -1 or d == 0 or d > 1 << 24 for d in target) or target.count(-1) > 1:
+        raise ConfigError((*loc, key), f"needs positive sizes and at most one -1, got {target}")
+    return tuple(target)
+
+
+def _read_dims(config: Mapping[str, Any], key: str, loc: Loc) -> tuple[int, ...]:
+    if key not in config:
+        raise ConfigError((*loc, key), "is required")
+    dims = _int_list(config[key], (*loc, key))
+    if sorted(dims) != list(range(1, len(dims) + 1)):
+        raise ConfigError((*loc, key), f"must be a permutation of 1..{len(dims)}")
+    return tuple(dims)
+
+
+def _read_interpolation(config: Mapping[str, Any], key: str, loc: Loc, default: str) -> str:
+    interpolation: str = get_str(config, key, loc, default)
+    if interpolation.lower() not in ("nearest", "bilinear", "bicubic"):
+        raise ConfigError(
+            (*loc, key), f"must be nearest, bilinear or bicubic, got {interpolation!r}"
+        )
+    return interpolation.lower()
+
+
+@LAYERS.add()
 class Reshape(Layer):
-    class_name = "Reshape"
     integer_input = "shape"
-    config_keys = ("target_shape",)
+    target_shape = keys.Key[tuple[int, ...]](_read_target_shape, dump=list)
 
-    def __init__(self, *, name: str, target_shape: tuple[int, ...]) -> None:
-        super().__init__(name=name)
-        self.target_shape = target_shape
-        self.resolved: tuple[int, ...] = target_shape
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        key_loc = (*loc, "target_shape")
-        if "target_shape" not in config:
-            raise ConfigError(key_loc, "is required")
-        target = _int_list(config["target_shape"], key_loc)
-        if any(d < -1 or d == 0 or d > 1 << 24 for d in target) or target.count(-1) > 1:
-            raise ConfigError(key_loc, f"needs positive sizes and at most one -1, got {target}")
-        return cls(name=name, target_shape=tuple(target))
-
-    def layer_config(self) -> dict[str, Any]:
-        return {"target_shape": list(self.target_shape)}
+    def __post_init__(self) -> None:
+        self.resolved: tuple[int, ...] = self.target_shape
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         rest = input_shape[1:]
@@ -79,58 +89,28 @@ class Reshape(Layer):
         return torch.reshape(x, (x.shape[0], *self.resolved))
 
 
-@LAYERS.register("Permute")
+@LAYERS.add()
 class Permute(Layer):
-    class_name = "Permute"
     integer_input = "shape"
-    config_keys = ("dims",)
-
-    def __init__(self, *, name: str, dims: tuple[int, ...]) -> None:
-        super().__init__(name=name)
-        self.dims = dims
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        if "dims" not in config:
-            raise ConfigError((*loc, "dims"), "is required")
-        dims = _int_list(config["dims"], (*loc, "dims"))
-        if sorted(dims) != list(range(1, len(dims) + 1)):
-            raise ConfigError((*loc, "dims"), f"must be a permutation of 1..{len(dims)}")
-        return cls(name=name, dims=tuple(dims))
-
-    def layer_config(self) -> dict[str, Any]:
-        return {"dims": list(self.dims)}
+    dims = keys.Key[tuple[int, ...]](_read_dims, dump=list)
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         if len(input_shape) != len(self.dims) + 1:
             raise ConfigError(
-                loc, f"Permute{list(self.dims)} needs inputs of rank {len(self.dims) + 1}, "
-                f"got {input_shape}"
-            )  # fmt: skip
+                loc,
+                f"Permute{list(self.dims)} needs inputs of rank {len(self.dims) + 1}, "
+                f"got {input_shape}",
+            )
         return (input_shape[0], *(input_shape[d] for d in self.dims))
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
         return torch.permute(x, (0, *self.dims))
 
 
-@LAYERS.register("RepeatVector")
+@LAYERS.add()
 class RepeatVector(Layer):
-    class_name = "RepeatVector"
     integer_input = "shape"
-    config_keys = ("n",)
-
-    def __init__(self, *, name: str, n: int) -> None:
-        super().__init__(name=name)
-        self.n = n
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        return cls(name=name, n=get_int(config, "n", loc, min_value=1, max_value=MAX_SIZE))
-
-    def layer_config(self) -> dict[str, Any]:
-        return {"n": self.n}
+    n = keys.integer(min_value=1, max_value=MAX_SIZE)
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         if len(input_shape) != 2:
@@ -141,23 +121,10 @@ class RepeatVector(Layer):
         return torch.repeat_interleave(x.unsqueeze(1), self.n, dim=1)
 
 
-@LAYERS.register("UpSampling1D")
+@LAYERS.add()
 class UpSampling1D(Layer):
-    class_name = "UpSampling1D"
     integer_input = "shape"
-    config_keys = ("size",)
-
-    def __init__(self, *, name: str, size: int) -> None:
-        super().__init__(name=name)
-        self.size = size
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        return cls(name=name, size=get_int(config, "size", loc, 2, min_value=1, max_value=MAX_SIZE))
-
-    def layer_config(self) -> dict[str, Any]:
-        return {"size": self.size}
+    size = keys.integer(2, min_value=1, max_value=MAX_SIZE)
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         if len(input_shape) != 3:
@@ -169,41 +136,11 @@ class UpSampling1D(Layer):
         return torch.repeat_interleave(x, self.size, dim=1)
 
 
-@LAYERS.register("UpSampling2D")
+@LAYERS.add()
 class UpSampling2D(Layer):
-    class_name = "UpSampling2D"
-    config_keys = ("size", "data_format", "interpolation")
-
-    def __init__(
-        self, *, name: str, size: tuple[int, ...], data_format: str, interpolation: str
-    ) -> None:
-        super().__init__(name=name)
-        self.size = size
-        self.data_format = data_format
-        self.interpolation = interpolation
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        interpolation = get_str(config, "interpolation", loc, "nearest")
-        if interpolation.lower() not in ("nearest", "bilinear", "bicubic"):
-            raise ConfigError(
-                (*loc, "interpolation"),
-                f"must be nearest, bilinear or bicubic, got {interpolation!r}",
-            )
-        return cls(
-            name=name,
-            size=get_int_tuple(config, "size", loc, 2, 2),
-            data_format=get_data_format(config, loc),
-            interpolation=interpolation.lower(),
-        )
-
-    def layer_config(self) -> dict[str, Any]:
-        return {
-            "size": list(self.size),
-            "data_format": self.data_format,
-            "interpolation": self.interpolation,
-        }
+    size = IntTuple((2, 2), size=2)
+    data_format = spatial.data_format()
+    interpolation = keys.Key[str](_read_interpolation, "nearest")
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         channels, (h, w) = split_shape(input_shape, 2, self.data_format, loc, "UpSampling2D")

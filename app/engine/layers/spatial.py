@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from app.engine.config.declared import REQUIRED, Key
 from app.engine.config.errors import ConfigError, Loc
 from app.engine.layers.base import Shape
 
@@ -90,6 +91,63 @@ def get_padding(
     if value not in choices:
         raise ConfigError((*loc, "padding"), f"must be one of {list(choices)}, got {value!r}")
     return str(value)
+
+
+# -- keys (the shape group's spatial layers declare these; see app.engine.layers.keys) ----------
+class IntTuple(Key[tuple[int, ...]]):
+    """An int or a list of ints (`get_int_tuple`), kept as a tuple and written as a list: `size`
+    of them, or as many as the layer class's `rank` when `size` is None. A default of None is
+    "left for the layer to fill in" (a null or absent value stays None); REQUIRED (or a default
+    computing to it) makes a null or absent value "is required"."""
+
+    def __init__(
+        self, default: Any = REQUIRED, *, size: int | None = None, min_value: int = 1
+    ) -> None:
+        super().__init__(self._read_sized, default, dump=_listed)
+        self.size = size
+        self.min_value = min_value
+
+    def read_from(self, cls: type, config: Mapping[str, Any], loc: Loc) -> Any:
+        size = self.size if self.size is not None else getattr(cls, "rank")  # noqa: B009
+        return self._read(config, loc, size, self.default_for(cls))
+
+    def _read_sized(self, config: Mapping[str, Any], key: str, loc: Loc, *default: Any) -> Any:
+        assert self.size is not None, "a rank-sized key is read with its layer class"
+        return self._read(config, loc, self.size, default[0] if default else REQUIRED)
+
+    def _read(self, config: Mapping[str, Any], loc: Loc, size: int, default: Any) -> Any:
+        if default is None and config.get(self.name) is None:
+            return None
+        fallback = None if default is REQUIRED else default
+        return get_int_tuple(config, self.name, loc, size, fallback, min_value=self.min_value)
+
+
+def _listed(value: Any) -> Any:
+    return None if value is None else list(value)
+
+
+def pairs(default: tuple[Pair, Pair]) -> Key[tuple[Pair, Pair]]:
+    """ZeroPadding2D/Cropping2D amounts (`get_pairs`), written as `[[top, bottom], [left,
+    right]]`."""
+    return Key(get_pairs, default, dump=lambda value: [list(p) for p in value])
+
+
+def _read_data_format(config: Mapping[str, Any], key: str, loc: Loc, default: Any) -> str:
+    return get_data_format(config, loc)
+
+
+def data_format() -> Key[str]:
+    """`data_format` in any case (`get_data_format`); null is channels_last."""
+    return Key(_read_data_format, "channels_last")
+
+
+def padding(choices: tuple[str, ...], *, any_case: bool) -> Key[str]:
+    """`padding`, one of `choices` (`get_padding`); "valid" when absent."""
+
+    def read(config: Mapping[str, Any], key: str, loc: Loc, default: Any) -> str:
+        return get_padding(config, loc, choices, any_case=any_case)
+
+    return Key(read, "valid")
 
 
 def split_shape(

@@ -18,6 +18,13 @@ from app.engine.models.functional import functional_graph
 from app.engine.models.model import Model
 
 
+def _fits(given: Shape, wanted: Shape) -> bool:
+    """Whether an input of shape `given` fits a model input of shape `wanted` (the batch and
+    unknown sizes aside)."""
+    pairs = zip(given[1:], wanted[1:], strict=True)
+    return len(given) == len(wanted) and all(a is None or b is None or a == b for a, b in pairs)
+
+
 class _Nested(Layer):
     supports_masking = True
     uses_mask = True
@@ -53,11 +60,9 @@ class _Nested(Layer):
         if any(d != torch.float32 for d in model.input_dtypes):
             raise ConfigError(loc, "a nested model's inputs must be float32 for now")
         given = input_shape if isinstance(input_shape, list) else [input_shape]
-        if len(given) != len(model.input_shapes) or any(
-            len(g) != len(w) or any(a is not None and b is not None and a != b
-                                    for a, b in zip(g[1:], w[1:], strict=True))
-            for g, w in zip(given, model.input_shapes, strict=True)
-        ):  # fmt: skip
+        if len(given) != len(model.input_shapes) or not all(
+            _fits(g, w) for g, w in zip(given, model.input_shapes, strict=True)
+        ):
             raise ConfigError(loc, f"the nested model takes {model.input_shapes}, got {given}")
         if len(model.output_shapes) != 1:
             raise ConfigError(loc, "a nested model must have one output")
