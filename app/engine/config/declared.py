@@ -55,7 +55,8 @@ class Key(Generic[T]):
 
     `read` checks the config's value (see `Reader`); `saved=False` keys are read and kept but
     left out of `get_config` (Keras accepts them and does not write them back); `dump` turns the
-    value into its config form."""
+    value into its config form. The config key is the attribute's name, or `name` where that
+    attribute means something else on the class (a layer's `output_shape` is its built shape)."""
 
     def __init__(
         self,
@@ -64,15 +65,18 @@ class Key(Generic[T]):
         *,
         saved: bool = True,
         dump: Callable[[Any], Any] | None = None,
+        name: str = "",
     ) -> None:
         self.read = read
         self.default = default
         self.saved = saved
         self.dump = dump
-        self.name = ""
+        self.name = name
+        self.attr = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
+        self.attr = name
+        self.name = self.name or name
 
     @overload
     def __get__(self, obj: None, owner: type | None = None) -> Key[T]: ...
@@ -84,13 +88,13 @@ class Key(Generic[T]):
         if obj is None:
             return self
         try:
-            value: T = obj.__dict__[self.name]
+            value: T = obj.__dict__[self.attr]
         except KeyError:
-            raise AttributeError(self.name) from None
+            raise AttributeError(self.attr) from None
         return value
 
     def __set__(self, obj: object, value: T) -> None:
-        obj.__dict__[self.name] = value
+        obj.__dict__[self.attr] = value
 
     def default_for(self, cls: type) -> Any:
         return self.default.of_class(cls) if isinstance(self.default, Derived) else self.default
@@ -116,11 +120,11 @@ class DeclaredKeys:
         super().__init_subclass__(**kwargs)
         keys: dict[str, Key[Any]] = {}
         for klass in reversed(cls.__mro__):
-            for name, value in vars(klass).items():
+            for attribute, value in vars(klass).items():
                 if isinstance(value, Key):
-                    keys[name] = value
-                elif name in keys:  # a plain attribute in a subclass: no longer a config key
-                    del keys[name]
+                    keys[value.name] = value
+                elif attribute in keys:  # a plain attribute in a subclass: no longer a key
+                    del keys[attribute]
         cls.declared_keys = keys
 
     def _set_declared(self, values: Mapping[str, Any]) -> None:
@@ -134,14 +138,14 @@ class DeclaredKeys:
             value = values[name] if name in values else key.default_for(type(self))
             if value is REQUIRED:
                 raise TypeError(f"{type(self).__name__} needs {name}")
-            setattr(self, name, value)
+            setattr(self, key.attr, value)
 
     def __post_init__(self) -> None:
         """Derived state, once every key is set."""
 
     def _value(self, name: str) -> Any:
         """The value of a key that subclasses declare (each where Keras's order puts it)."""
-        return self.__dict__[name]
+        return self.__dict__[self.declared_keys[name].attr]
 
     @classmethod
     def read_values(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
@@ -159,7 +163,7 @@ class DeclaredKeys:
         config: dict[str, Any] = {}
         for name, key in self.declared_keys.items():
             if key.saved:
-                value = getattr(self, name)
+                value = getattr(self, key.attr)
                 config[name] = value if key.dump is None else key.dump(value)
         return config
 

@@ -10,15 +10,15 @@ positions and is the output's mask.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_bool, get_float, get_int, get_str
-from app.engine.config.registry import known_keys
+from app.engine.config.readers import get_float
+from app.engine.layers import keys
 from app.engine.layers.attention_ops import attention_dropout, causal_mask
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
+from app.engine.layers.base import LAYERS, Layer, Shape
 from app.engine.weights import initializers
 
 # Keras subtracts this from masked scores (its float32 "max value").
@@ -38,8 +38,8 @@ def check_call_options(options: Mapping[str, Any], loc: Loc) -> None:
         )
 
 
-def read_dropout(config: Mapping[str, Any], key: str, loc: Loc) -> float:
-    rate = float(get_float(config, key, loc, 0.0, min_value=0.0))
+def read_dropout(config: Mapping[str, Any], key: str, loc: Loc, default: float = 0.0) -> float:
+    rate = float(get_float(config, key, loc, default, min_value=0.0))
     if rate >= 1.0:
         raise ConfigError((*loc, key), f"must be in [0, 1), got {rate}")
     return rate
@@ -77,10 +77,12 @@ class AttentionLayer(Layer):
         return_attention_scores: bool = False,
     ) -> torch.Tensor:
         check_call_options(
-            {"use_causal_mask": use_causal_mask,
-             "return_attention_scores": return_attention_scores},
+            {
+                "use_causal_mask": use_causal_mask,
+                "return_attention_scores": return_attention_scores,
+            },
             (self.name,),
-        )  # fmt: skip
+        )
         query, value = x[0], x[1]
         key = x[2] if len(x) > 2 and x[2] is not None else value
         return self.attend(query, value, key, mask_list(mask), use_causal_mask, training)
@@ -98,53 +100,20 @@ class AttentionLayer(Layer):
         raise NotImplementedError
 
 
-@LAYERS.register("Attention")
-class Attention(AttentionLayer):
-    """Luong-style attention: scores `query . key^T` (times `scale` when `use_scale`), or with
-    `score_mode="concat"` `concat_score_weight * sum(tanh(scale * (query + key)))`."""
+class _ScoredAttention(AttentionLayer):
+    """What Attention and AdditiveAttention share: the shapes, the weights built for the query,
+    and the masked softmax over the scores; each declares its keys, in Keras's config order."""
 
-    class_name = "Attention"
     multi_input = True
-    # Each key is also the attribute that holds it (layer_config writes them in this order).
-    config_keys: ClassVar[tuple[str, ...]] = ("use_scale", "score_mode", "dropout", "seed")
-    #: Keras's default for use_scale (AdditiveAttention learns a scale unless told not to).
-    use_scale_default: ClassVar[bool] = False
+    use_scale: bool
+    dropout: float
+    #: The score function ("dot" or "concat"; AdditiveAttention has its own).
+    score_mode: str = "dot"
     scale: torch.Tensor
     concat_score_weight: torch.Tensor
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        use_scale: bool,
-        score_mode: str = "dot",
-        dropout: float = 0.0,
-        seed: int | None = None,
-        trainable: bool = True,
-    ) -> None:
-        super().__init__(name=name, trainable=trainable)
-        self.use_scale = use_scale
-        self.score_mode = score_mode
-        self.dropout = dropout
-        self.seed = seed
+    def __post_init__(self) -> None:
         self.generator: torch.Generator | None = None
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        return cls(
-            name=name,
-            use_scale=get_bool(config, "use_scale", loc, cls.use_scale_default),
-            score_mode=get_str(config, "score_mode", loc, "dot", choices=["dot", "concat"])
-            if "score_mode" in cls.config_keys
-            else "dot",
-            dropout=read_dropout(config, "dropout", loc),
-            seed=get_int(config, "seed", loc, None),
-            trainable=get_bool(config, "trainable", loc, True),
-        )
-
-    def layer_config(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self.config_keys}
 
     def build(self, input_shape: Any, generator: torch.Generator, loc: Loc) -> Shape:
         q, v, _ = self._shapes(input_shape, loc)
@@ -174,19 +143,10 @@ class Attention(AttentionLayer):
         return q, v, k
 
     def create_weights(self, query_shape: Shape, generator: torch.Generator, loc: Loc) -> None:
-        if self.use_scale:
-            self.add_weight("scale", torch.ones(()))
-        if self.score_mode == "concat":
-            self.add_weight("concat_score_weight", torch.ones(()))
+        raise NotImplementedError
 
     def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        if self.score_mode == "dot":
-            s = torch.matmul(q, k.transpose(-2, -1))
-            return s * self.scale if self.use_scale else s
-        pairs = q.unsqueeze(-2) + k.unsqueeze(-3)
-        if self.use_scale:
-            pairs = self.scale * pairs
-        return self.concat_score_weight * torch.sum(torch.tanh(pairs), dim=-1)
+        raise NotImplementedError
 
     def attend(
         self,
@@ -217,20 +177,47 @@ class Attention(AttentionLayer):
         return out
 
 
-@LAYERS.register("AdditiveAttention")
-class AdditiveAttention(Attention):
+@LAYERS.add()
+class Attention(_ScoredAttention):
+    """Luong-style attention: scores `query . key^T` (times `scale` when `use_scale`), or with
+    `score_mode="concat"` `concat_score_weight * sum(tanh(scale * (query + key)))`."""
+
+    use_scale = keys.boolean(False)
+    score_mode = keys.string("dot", choices=["dot", "concat"])
+    dropout = keys.Key[float](read_dropout, 0.0)
+    seed = keys.integer_or_none()
+
+    def create_weights(self, query_shape: Shape, generator: torch.Generator, loc: Loc) -> None:
+        if self.use_scale:
+            self.add_weight("scale", torch.ones(()))
+        if self.score_mode == "concat":
+            self.add_weight("concat_score_weight", torch.ones(()))
+
+    def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        if self.score_mode == "dot":
+            s = torch.matmul(q, k.transpose(-2, -1))
+            return s * self.scale if self.use_scale else s
+        pairs = q.unsqueeze(-2) + k.unsqueeze(-3)
+        if self.use_scale:
+            pairs = self.scale * pairs
+        return self.concat_score_weight * torch.sum(torch.tanh(pairs), dim=-1)
+
+
+@LAYERS.add()
+class AdditiveAttention(_ScoredAttention):
     """Bahdanau-style attention: scores `sum(scale * tanh(query + key))`, `scale` a learned
     vector over the features when `use_scale` (the default)."""
 
-    class_name = "AdditiveAttention"
-    config_keys = ("use_scale", "dropout", "seed")
-    use_scale_default = True
+    use_scale = keys.boolean(True)
+    dropout = keys.Key[float](read_dropout, 0.0)
+    seed = keys.integer_or_none()
 
     def create_weights(self, query_shape: Shape, generator: torch.Generator, loc: Loc) -> None:
         dim = query_shape[-1]
         if dim is None:
-            raise ConfigError(loc, f"AdditiveAttention needs a known query dimension, got "
-                                   f"{query_shape}")  # fmt: skip
+            raise ConfigError(
+                loc, f"AdditiveAttention needs a known query dimension, got {query_shape}"
+            )
         if self.use_scale:
             _, glorot = initializers.get("glorot_uniform", loc)
             self.add_weight("scale", glorot((dim,), generator))

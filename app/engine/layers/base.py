@@ -19,9 +19,11 @@ Derived state (resolved activations, initializer functions) is set in `__post_in
 Regularizers and constraints are wired here once for every layer. A layer declares the weights
 that take Keras's `<option>_regularizer` / `<option>_constraint` keys with `regularizer(weight)`
 and `constraint(weight)` keys; `activity_regularizer` is accepted by every layer, as Keras's base
-Layer does. They are turned into `added_losses()` (weight penalties from the current weights,
-activity penalties from the last call, divided by its batch size) and `apply_constraints()`. A
-layer without any of them pays nothing: no forward hook, and both methods return at once.
+Layer does (a layer whose Keras config writes it among its own keys declares it there with
+`keys.activity_regularizer()`). They are turned into `added_losses()` (weight penalties from
+the current weights, activity penalties from the last call, divided by its batch size) and
+`apply_constraints()`. A layer without any of them pays nothing: no forward hook, and both
+methods return at once.
 
 (Layers not yet moved onto declared keys list `config_keys` and write `from_config` and
 `layer_config` by hand, with `weight_options`; both kinds work side by side.)
@@ -72,6 +74,16 @@ def check_dtype(config: Mapping[str, Any], loc: Loc) -> None:
         name = inner.get("name") if isinstance(inner, Mapping) else None
     if name != "float32":
         raise ConfigError((*loc, "dtype"), f"only float32 is supported yet, got {dtype!r}")
+
+
+def check_activity_regularizer(regularizer: regularizers.Regularizer, loc: Loc) -> None:
+    """Refuse a regularizer that cannot apply to a layer's output."""
+    if isinstance(regularizer, regularizers.OrthogonalRegularizer):
+        raise ConfigError(
+            loc,
+            "OrthogonalRegularizer is for rank-2 weights; on a layer's output it would "
+            "compare the samples of a batch (and is 0/0 for a batch of one)",
+        )
 
 
 def require_null(config: Mapping[str, Any], keys: tuple[str, ...], loc: Loc) -> None:
@@ -159,11 +171,13 @@ class Layer(DeclaredKeys, nn.Module):
         self._constraints: dict[str, constraints.Constraint] = {}
         self._set_declared(values)
         for key in self.declared_keys.values():
-            option = getattr(self, key.name) if isinstance(key, OptionKey) else None
+            option = getattr(self, key.attr) if isinstance(key, OptionKey) else None
             if option is not None:
                 assert isinstance(key, OptionKey)
                 table = self._regularizers if key.kind == "regularizer" else self._constraints
                 table[key.weight] = option
+        if self.activity_regularizer is not None:  # declared where Keras's config writes it
+            self._activity_hook = self.register_forward_hook(_record_activity)
         self.__post_init__()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -184,11 +198,13 @@ class Layer(DeclaredKeys, nn.Module):
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
         """The layer `config` describes: each declared key read and checked (an unknown key is a
-        ConfigError naming it), then the activity regularizer."""
+        ConfigError naming it), then the activity regularizer (where the layer does not declare
+        it)."""
         known_keys(config, cls.declared_keys, loc, ignored=BASE_KEYS)
         trainable = get_bool(config, "trainable", loc, True)
         layer = cls(name=name, trainable=trainable, **cls.read_values(config, loc))
-        layer.read_activity_regularizer(config, loc)
+        if "activity_regularizer" not in cls.declared_keys:
+            layer.read_activity_regularizer(config, loc)
         return layer
 
     def layer_config(self) -> dict[str, Any]:
@@ -209,7 +225,7 @@ class Layer(DeclaredKeys, nn.Module):
         for option, (regularizer, constraint) in self._options.items():
             config[f"{option}_regularizer"] = _serialize(regularizer)
             config[f"{option}_constraint"] = _serialize(constraint)
-        if "activity_regularizer" in config:
+        if "activity_regularizer" in config and "activity_regularizer" not in self.declared_keys:
             config["activity_regularizer"] = _serialize(self.activity_regularizer)
         return config
 
@@ -345,12 +361,7 @@ class Layer(DeclaredKeys, nn.Module):
             self.set_activity_regularizer(activity, aloc)
 
     def set_activity_regularizer(self, regularizer: regularizers.Regularizer, loc: Loc) -> None:
-        if isinstance(regularizer, regularizers.OrthogonalRegularizer):
-            raise ConfigError(
-                loc,
-                "OrthogonalRegularizer is for rank-2 weights; on a layer's output it would "
-                "compare the samples of a batch (and is 0/0 for a batch of one)",
-            )
+        check_activity_regularizer(regularizer, loc)
         self.activity_regularizer = regularizer
         if self._activity_hook is None:
             self._activity_hook = self.register_forward_hook(_record_activity)

@@ -12,29 +12,24 @@ match Keras exactly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_int
-from app.engine.config.registry import known_keys
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer
+from app.engine.layers import keys
+from app.engine.layers.base import LAYERS
 from app.engine.layers.convolutional import (
     MAX_FILTERS,
     ConvBase,
     Window,
-    read_window,
-    window_config,
+    data_format_key,
+    output_padding_key,
+    padding_key,
+    spatial_ints,
 )
-from app.engine.layers.kernel import KERNEL_OPTION_KEYS, read_kernel_args
-from app.engine.layers.spatial import (
-    get_int_tuple,
-    to_channels_first,
-    to_channels_last,
-)
+from app.engine.layers.spatial import to_channels_first, to_channels_last
 
 _CONV_T_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
@@ -105,48 +100,35 @@ def keras_conv_transpose(
 
 
 class _ConvTranspose(ConvBase):
-    config_keys = (
-        "filters", "kernel_size", "strides", "padding", "output_padding", "data_format",
-        "dilation_rate", "activation", "use_bias", "kernel_initializer", "bias_initializer",
-        "kernel_regularizer", "bias_regularizer", "activity_regularizer",
-        "kernel_constraint", "bias_constraint",
-    )  # fmt: skip
-
-    def __init__(self, *, output_padding: tuple[int, ...] | None, **options: Any) -> None:
-        super().__init__(**options)
-        self.output_padding = output_padding
+    filters = keys.integer(min_value=1, max_value=MAX_FILTERS)
+    kernel_size = spatial_ints()
+    strides = spatial_ints(1)
+    padding = padding_key()
+    output_padding = output_padding_key()
+    data_format = data_format_key()
+    dilation_rate = spatial_ints(1)
+    activation = keys.activation()
+    use_bias = keys.boolean(True)
+    kernel_initializer = keys.initializer("glorot_uniform")
+    bias_initializer = keys.initializer("zeros")
+    kernel_regularizer = keys.regularizer("kernel")
+    bias_regularizer = keys.regularizer("bias")
+    activity_regularizer = keys.activity_regularizer()
+    kernel_constraint = keys.constraint("kernel")
+    bias_constraint = keys.constraint("bias")
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        window = read_window(config, loc, cls.rank, ("valid", "same"))
-        output_padding = None
-        if config.get("output_padding") is not None:
-            output_padding = get_int_tuple(
-                config, "output_padding", loc, cls.rank, None, min_value=0
+    def _validate(cls, values: dict[str, Any], loc: Loc) -> None:
+        super()._validate(values, loc)
+        output_padding, strides = values["output_padding"], values["strides"]
+        if output_padding is not None and any(
+            op >= s for op, s in zip(output_padding, strides, strict=True)
+        ):
+            raise ConfigError(
+                (*loc, "output_padding"),
+                f"must be less than strides {list(strides)} in every dimension, "
+                f"got {list(output_padding)}",
             )
-            if any(op >= s for op, s in zip(output_padding, window.strides, strict=True)):
-                raise ConfigError(
-                    (*loc, "output_padding"),
-                    f"must be less than strides {list(window.strides)} in every dimension, "
-                    f"got {list(output_padding)}",
-                )
-        return cls(
-            name=name,
-            filters=get_int(config, "filters", loc, min_value=1, max_value=MAX_FILTERS),
-            window=window,
-            output_padding=output_padding,
-            **read_kernel_args(config, loc),
-        )
-
-    def layer_config(self) -> dict[str, Any]:
-        output_padding = None if self.output_padding is None else list(self.output_padding)
-        return {
-            "filters": self.filters,
-            **window_config(self.window, output_padding=output_padding),
-            **self.kernel_config(),
-            **dict.fromkeys(KERNEL_OPTION_KEYS),
-        }
 
     def kernel_shape(self, channels: int, loc: Loc) -> tuple[int, ...]:
         return (*self.window.kernel_size, self.filters, channels)
@@ -176,19 +158,16 @@ class _ConvTranspose(ConvBase):
         return self.bias_activation(y)
 
 
-@LAYERS.register("Conv1DTranspose", "Convolution1DTranspose")
+@LAYERS.add("Convolution1DTranspose")
 class Conv1DTranspose(_ConvTranspose):
-    class_name = "Conv1DTranspose"
     rank = 1
 
 
-@LAYERS.register("Conv2DTranspose", "Convolution2DTranspose")
+@LAYERS.add("Convolution2DTranspose")
 class Conv2DTranspose(_ConvTranspose):
-    class_name = "Conv2DTranspose"
     rank = 2
 
 
-@LAYERS.register("Conv3DTranspose", "Convolution3DTranspose")
+@LAYERS.add("Convolution3DTranspose")
 class Conv3DTranspose(_ConvTranspose):
-    class_name = "Conv3DTranspose"
     rank = 3

@@ -7,8 +7,8 @@ channels_last in memory, as Keras does), the kernel is permuted to torch's `(out
 padding is TF-style with explicit zero padding when asymmetric, and the bias is added after the
 result is permuted back. Conv1D also takes `padding="causal"` (left zero padding).
 
-The shared pieces (`Window`, `read_window`, `keras_conv`, `add_bias`) also serve the transposed,
-depthwise and separable convolutions (conv_transpose.py, conv_depthwise.py).
+The shared pieces (the window's keys and `Window`, `keras_conv`, `add_bias`) also serve the
+transposed, depthwise and separable convolutions (conv_transpose.py, conv_depthwise.py).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from app.engine.config.declared import REQUIRED, Derived, Key
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_int
-from app.engine.config.registry import known_keys
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights, require_null
-from app.engine.layers.kernel import KERNEL_OPTION_KEYS, KernelLayer, read_kernel_args
+from app.engine.layers import keys
+from app.engine.layers.base import LAYERS, Shape
+from app.engine.layers.kernel import KernelLayer
 from app.engine.layers.spatial import (
     apply_same_padding,
     get_data_format,
@@ -43,7 +43,7 @@ _MEMORY_FORMAT = {2: torch.channels_last, 3: torch.channels_last_3d}
 
 
 class Window(NamedTuple):
-    """The sliding-window options every convolution reads the same way."""
+    """The sliding-window options every convolution reads the same way (each a declared key)."""
 
     kernel_size: tuple[int, ...]
     strides: tuple[int, ...]
@@ -56,30 +56,68 @@ class Window(NamedTuple):
         return self.data_format == "channels_last"
 
 
-def read_window(
-    config: Mapping[str, Any],
-    loc: Loc,
-    rank: int,
-    paddings: tuple[str, ...],
-    *,
-    strided_dilation: bool = False,
-) -> Window:
-    """kernel_size (required), strides, padding (any case), data_format and dilation_rate.
-    Keras refuses strides > 1 together with dilation > 1 in Conv and ConvTranspose but not in the
-    depthwise and separable layers (`strided_dilation=True`), where torch computes both."""
-    strides = get_int_tuple(config, "strides", loc, rank, 1)
-    dilation = get_int_tuple(config, "dilation_rate", loc, rank, 1)
-    if not strided_dilation and max(strides) > 1 and max(dilation) > 1:
+# -- the window's keys ---------------------------------------------------------------------------
+class ClassKey(Key[Any]):
+    """A key whose reader needs the layer class (its `rank`, its `paddings`):
+    `read(cls, config, key, loc)`."""
+
+    def read_from(self, cls: type, config: Mapping[str, Any], loc: Loc) -> Any:
+        return self.read(cls, config, self.name, loc)
+
+
+def _listed(value: Any) -> Any:
+    return None if value is None else list(value)
+
+
+def spatial_ints(default: int | None = None, *, min_value: int = 1) -> Key[tuple[int, ...]]:
+    """An int or a list of `rank` ints (Keras's `standardize_tuple`), kept as a tuple and written
+    as a list; required where there is no default."""
+
+    def read(cls: Any, config: Mapping[str, Any], key: str, loc: Loc) -> tuple[int, ...]:
+        return get_int_tuple(config, key, loc, cls.rank, default, min_value=min_value)
+
+    given = REQUIRED if default is None else Derived(lambda cls: (default,) * cls.rank)
+    return ClassKey(read, given, dump=list)
+
+
+def _read_output_padding(
+    cls: Any, config: Mapping[str, Any], key: str, loc: Loc
+) -> tuple[int, ...] | None:
+    if config.get(key) is None:
+        return None
+    return get_int_tuple(config, key, loc, cls.rank, None, min_value=0)
+
+
+def _read_padding(cls: Any, config: Mapping[str, Any], key: str, loc: Loc) -> str:
+    return get_padding(config, loc, cls.paddings, any_case=True)
+
+
+def _read_data_format(config: Mapping[str, Any], key: str, loc: Loc, default: Any) -> str:
+    return get_data_format(config, loc)
+
+
+def output_padding_key() -> Key[tuple[int, ...] | None]:
+    """ConvTranspose's `output_padding`: null, or an int or `rank` ints >= 0."""
+    return ClassKey(_read_output_padding, None, dump=_listed)
+
+
+def padding_key() -> Key[str]:
+    """`padding`, one of the class's `paddings`, in any case."""
+    return ClassKey(_read_padding, "valid")
+
+
+def data_format_key() -> Key[str]:
+    """`data_format` in any case; null is channels_last."""
+    return Key(_read_data_format, "channels_last")
+
+
+def check_strided_dilation(values: Mapping[str, Any], loc: Loc) -> None:
+    """Keras refuses strides > 1 together with dilation > 1 in Conv and ConvTranspose (not in
+    the depthwise and separable layers, where torch computes both)."""
+    if max(values["strides"]) > 1 and max(values["dilation_rate"]) > 1:
         raise ConfigError(
             (*loc, "dilation_rate"), "strides > 1 cannot be combined with dilation_rate > 1"
         )
-    return Window(
-        kernel_size=get_int_tuple(config, "kernel_size", loc, rank, None),
-        strides=strides,
-        padding=get_padding(config, loc, paddings, any_case=True),
-        data_format=get_data_format(config, loc),
-        dilation_rate=dilation,
-    )
 
 
 def input_channels(
@@ -145,43 +183,24 @@ def add_bias(y: torch.Tensor, bias: torch.Tensor, channels_last: bool) -> torch.
     return y + bias.reshape(shape)
 
 
-def window_config(window: Window, **after_padding: Any) -> dict[str, Any]:
-    """The window options as Keras writes them; `after_padding` goes between padding and
-    data_format (where ConvTranspose writes output_padding)."""
-    return {
-        "kernel_size": list(window.kernel_size),
-        "strides": list(window.strides),
-        "padding": window.padding,
-        **after_padding,
-        "data_format": window.data_format,
-        "dilation_rate": list(window.dilation_rate),
-    }
-
-
 class ConvBase(KernelLayer):
     """What Conv and ConvTranspose share: filters, the window, the kernel options, a kernel
-    drawn for the input's channels, and the bias and activation after the convolution."""
+    drawn for the input's channels, and the bias and activation after the convolution. Each
+    family declares its keys, in Keras's config order."""
 
     rank: ClassVar[int]
-    weight_options = option_weights("kernel", "bias")
+    #: The `padding` values the layer takes.
+    paddings: ClassVar[tuple[str, ...]] = ("valid", "same")
+    filters: int
+    window: Window
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        filters: int,
-        window: Window,
-        activation: Any,
-        use_bias: bool,
-        kernel_initializer: Any,
-        bias_initializer: Any,
-        trainable: bool,
-        loc: Loc,
-    ) -> None:
-        super().__init__(name=name, trainable=trainable)
-        self.filters = filters
-        self.window = window
-        self.set_kernel_options(activation, use_bias, kernel_initializer, bias_initializer, loc)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.window = Window(**{field: self._value(field) for field in Window._fields})
+
+    @classmethod
+    def _validate(cls, values: dict[str, Any], loc: Loc) -> None:
+        check_strided_dilation(values, loc)
 
     def kernel_shape(self, channels: int, loc: Loc) -> tuple[int, ...]:
         raise NotImplementedError
@@ -203,43 +222,31 @@ class ConvBase(KernelLayer):
 
 
 class _Conv(ConvBase):
-    config_keys = (
-        "filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate", "groups",
-        "activation", "use_bias", "kernel_initializer", "bias_initializer",
-        "kernel_regularizer", "bias_regularizer", "activity_regularizer",
-        "kernel_constraint", "bias_constraint", "lora_rank", "lora_alpha",
-    )  # fmt: skip
-
-    def __init__(self, *, groups: int, **options: Any) -> None:
-        super().__init__(**options)
-        self.groups = groups
+    filters = keys.integer(min_value=1, max_value=MAX_FILTERS)
+    kernel_size = spatial_ints()
+    strides = spatial_ints(1)
+    padding = padding_key()
+    data_format = data_format_key()
+    dilation_rate = spatial_ints(1)
+    groups = keys.integer(1, min_value=1, max_value=MAX_FILTERS)
+    activation = keys.activation()
+    use_bias = keys.boolean(True)
+    kernel_initializer = keys.initializer("glorot_uniform")
+    bias_initializer = keys.initializer("zeros")
+    kernel_regularizer = keys.regularizer("kernel")
+    bias_regularizer = keys.regularizer("bias")
+    activity_regularizer = keys.activity_regularizer()
+    kernel_constraint = keys.constraint("kernel")
+    bias_constraint = keys.constraint("bias")
+    lora_rank = keys.must_be_null()
+    lora_alpha = keys.anything(saved=False)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        require_null(config, ("lora_rank",), loc)
-        filters = get_int(config, "filters", loc, min_value=1, max_value=MAX_FILTERS)
-        groups = get_int(config, "groups", loc, 1, min_value=1, max_value=MAX_FILTERS)
-        choices = ("valid", "same", "causal") if cls.rank == 1 else ("valid", "same")
-        window = read_window(config, loc, cls.rank, choices)
+    def _validate(cls, values: dict[str, Any], loc: Loc) -> None:
+        super()._validate(values, loc)
+        filters, groups = values["filters"], values["groups"]
         if filters % groups:
             raise ConfigError((*loc, "groups"), f"filters ({filters}) must divide by groups")
-        return cls(
-            name=name,
-            filters=filters,
-            window=window,
-            groups=groups,
-            **read_kernel_args(config, loc),
-        )
-
-    def layer_config(self) -> dict[str, Any]:
-        return {
-            "filters": self.filters,
-            **window_config(self.window),
-            "groups": self.groups,
-            **self.kernel_config(),
-            **dict.fromkeys(KERNEL_OPTION_KEYS),
-        }
 
     def kernel_shape(self, channels: int, loc: Loc) -> tuple[int, ...]:
         if channels % self.groups:
@@ -262,19 +269,17 @@ class _Conv(ConvBase):
         return self.bias_activation(y)
 
 
-@LAYERS.register("Conv1D", "Convolution1D")
+@LAYERS.add("Convolution1D")
 class Conv1D(_Conv):
-    class_name = "Conv1D"
     rank = 1
+    paddings = ("valid", "same", "causal")
 
 
-@LAYERS.register("Conv2D", "Convolution2D")
+@LAYERS.add("Convolution2D")
 class Conv2D(_Conv):
-    class_name = "Conv2D"
     rank = 2
 
 
-@LAYERS.register("Conv3D", "Convolution3D")
+@LAYERS.add("Convolution3D")
 class Conv3D(_Conv):
-    class_name = "Conv3D"
     rank = 3

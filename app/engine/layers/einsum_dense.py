@@ -21,10 +21,9 @@ from typing import Any
 import torch
 
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_bool
-from app.engine.config.registry import known_keys
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights, require_null
-from app.engine.layers.kernel import KERNEL_OPTION_KEYS, KernelLayer
+from app.engine.layers import keys
+from app.engine.layers.base import LAYERS, Shape
+from app.engine.layers.kernel import KernelLayer
 
 MAX_EQUATION = 64
 MAX_DIM = 1 << 20
@@ -32,9 +31,14 @@ MAX_KERNEL = 1 << 26
 MAX_OUTPUT_DIMS = 16
 # Keras's VarianceScaling family: these get EinsumDense's axis-selected fans.
 _VARIANCE_SCALING = {
-    "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal",
-    "LecunUniform", "LecunNormal",
-}  # fmt: skip
+    "VarianceScaling",
+    "GlorotUniform",
+    "GlorotNormal",
+    "HeUniform",
+    "HeNormal",
+    "LecunUniform",
+    "LecunNormal",
+}
 _LETTERS = re.compile(r"[A-Za-z]+")
 
 
@@ -164,12 +168,23 @@ def analyze(
         if math.prod(bias) > MAX_KERNEL:
             raise ConfigError(loc, f"the bias {tuple(bias)} is larger than {MAX_KERNEL} values")
     return EinsumShapes(
-        tuple(kernel), None if bias is None else tuple(bias), tuple(full), tuple(in_axes),
+        tuple(kernel),
+        None if bias is None else tuple(bias),
+        tuple(full),
+        tuple(in_axes),
         tuple(out_axes),
-    )  # fmt: skip
+    )
 
 
-def _read_output_shape(value: Any, loc: Loc) -> tuple[int | None, ...]:
+def _required(config: Mapping[str, Any], key: str, loc: Loc) -> Any:
+    if key not in config:
+        raise ConfigError((*loc, key), "is required")
+    return config[key]
+
+
+def _read_output_shape(config: Mapping[str, Any], key: str, loc: Loc) -> tuple[int | None, ...]:
+    value = _required(config, key, loc)
+
     def dim(v: Any) -> bool:
         return v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_DIM)
 
@@ -178,93 +193,63 @@ def _read_output_shape(value: Any, loc: Loc) -> tuple[int | None, ...]:
     if isinstance(value, list | tuple) and len(value) <= MAX_OUTPUT_DIMS and all(map(dim, value)):
         return tuple(value)
     raise ConfigError(
-        loc,
+        (*loc, key),
         f"must be a positive integer or a list of them (null for a size taken from the input), "
         f"got {value!r}",
     )
 
 
-@LAYERS.register("EinsumDense")
-class EinsumDense(KernelLayer):
-    class_name = "EinsumDense"
-    weight_options = option_weights("kernel", "bias")
-    config_keys = (
-        "equation", "output_shape", "activation", "bias_axes", "kernel_initializer",
-        "bias_initializer", "kernel_regularizer", "bias_regularizer", "activity_regularizer",
-        "kernel_constraint", "bias_constraint", "lora_rank", "lora_alpha",
-        "gptq_unpacked_column_size", "quantization_config",
-    )  # fmt: skip
+def _read_equation(config: Mapping[str, Any], key: str, loc: Loc) -> Equation:
+    return parse_equation(_required(config, key, loc), (*loc, key))
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        equation: Equation,
-        output_shape: tuple[int | None, ...],
-        bias_axes: str | None = None,
-        activation: Any = None,
-        kernel_initializer: Any = "glorot_uniform",
-        bias_initializer: Any = "zeros",
-        trainable: bool = True,
-        loc: Loc = (),
-    ) -> None:
-        super().__init__(name=name, trainable=trainable)
-        self.equation = equation
-        self.partial_output_shape = output_shape
-        self.bias_axes = bias_axes
+
+def _read_bias_axes(config: Mapping[str, Any], key: str, loc: Loc, default: None) -> str | None:
+    bias_axes = config.get(key)
+    if bias_axes is not None and (
+        not isinstance(bias_axes, str) or not _LETTERS.fullmatch(bias_axes)
+    ):
+        raise ConfigError((*loc, key), f"must be letters, got {bias_axes!r}")
+    return bias_axes
+
+
+@LAYERS.add()
+class EinsumDense(KernelLayer):
+    # The partial output shape Keras's config gives (`output_shape` is the built layer's).
+    partial_output_shape = keys.Key[tuple[int | None, ...]](
+        _read_output_shape, dump=list, name="output_shape"
+    )
+    equation = keys.Key[Equation](_read_equation, dump=lambda eq: eq.text)
+    activation = keys.activation()
+    bias_axes = keys.Key[str | None](_read_bias_axes, None)
+    kernel_initializer = keys.initializer("glorot_uniform")
+    bias_initializer = keys.initializer("zeros")
+    kernel_regularizer = keys.regularizer("kernel")
+    bias_regularizer = keys.regularizer("bias")
+    activity_regularizer = keys.activity_regularizer()
+    kernel_constraint = keys.constraint("kernel")
+    bias_constraint = keys.constraint("bias")
+    quantization_config = keys.must_be_null(saved=True)
+    lora_rank = keys.must_be_null()
+    lora_alpha = keys.must_be_null()
+    gptq_unpacked_column_size = keys.must_be_null()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         # use_bias is not an option here: build sets it when bias_axes give the bias a shape.
-        self.set_kernel_options(activation, False, kernel_initializer, bias_initializer, loc)
+        self.use_bias = False
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        require_null(
-            config,
-            ("lora_rank", "lora_alpha", "gptq_unpacked_column_size", "quantization_config"),
-            loc,
-        )  # fmt: skip
-        if "equation" not in config:
-            raise ConfigError((*loc, "equation"), "is required")
-        if "output_shape" not in config:
-            raise ConfigError((*loc, "output_shape"), "is required")
-        eq = parse_equation(config["equation"], (*loc, "equation"))
-        bias_axes = config.get("bias_axes")
-        if bias_axes is not None:
-            if not isinstance(bias_axes, str) or not _LETTERS.fullmatch(bias_axes):
-                raise ConfigError((*loc, "bias_axes"), f"must be letters, got {bias_axes!r}")
-            missing = [c for c in bias_axes if c not in eq.output]
-            if missing:
-                raise ConfigError(
-                    (*loc, "bias_axes"),
-                    f"{missing[0]!r} is not an output subscript of {eq.text!r}",
-                )
-        return cls(
-            name=name,
-            equation=eq,
-            output_shape=_read_output_shape(config["output_shape"], (*loc, "output_shape")),
-            bias_axes=bias_axes,
-            activation=config.get("activation"),
-            kernel_initializer=config.get("kernel_initializer", "glorot_uniform"),
-            bias_initializer=config.get("bias_initializer", "zeros"),
-            trainable=get_bool(config, "trainable", loc, True),
-            loc=loc,
-        )
-
-    def layer_config(self) -> dict[str, Any]:
-        return {
-            "output_shape": list(self.partial_output_shape),
-            "equation": self.equation.text,
-            "activation": self.activation_name,
-            "bias_axes": self.bias_axes,
-            "kernel_initializer": self.kernel_init_config,
-            "bias_initializer": self.bias_init_config,
-            **dict.fromkeys(KERNEL_OPTION_KEYS),
-            "quantization_config": None,
-        }
+    def _validate(cls, values: dict[str, Any], loc: Loc) -> None:
+        eq, bias_axes = values["equation"], values["bias_axes"]
+        missing = [c for c in bias_axes or "" if c not in eq.output]
+        if missing:
+            raise ConfigError(
+                (*loc, "bias_axes"), f"{missing[0]!r} is not an output subscript of {eq.text!r}"
+            )
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         shapes = analyze(self.equation, self.bias_axes, input_shape, self.partial_output_shape, loc)
-        if self.kernel_init_config["class_name"] in _VARIANCE_SCALING:
+        if self.kernel_initializer["class_name"] in _VARIANCE_SCALING:
             # Keras hands the initializer the kernel's input and output axes; the draws are
             # i.i.d., so drawing a (fan_in, fan_out) matrix and reshaping is the same law.
             fan_in = math.prod(shapes.kernel[i] for i in shapes.input_axes)

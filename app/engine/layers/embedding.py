@@ -18,71 +18,42 @@ import torch
 import torch.nn.functional as F
 
 from app.engine.config.errors import DataError, Loc
-from app.engine.config.readers import get_bool, get_int
-from app.engine.config.registry import known_keys
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights, require_null
+from app.engine.layers import keys
+from app.engine.layers.base import LAYERS, Layer, Shape
 from app.engine.weights import initializers
 
 MAX_INPUT_DIM = 1 << 24
 MAX_OUTPUT_DIM = 1 << 20
 
 
-@LAYERS.register("Embedding")
+def _read_initializer(
+    config: Mapping[str, Any], key: str, loc: Loc, default: Any = None
+) -> dict[str, Any]:
+    """The embeddings' initializer, kept as Keras's canonical `{class_name, config}`; a null (or
+    empty) one is Keras's default, uniform."""
+    return initializers.get(config.get(key) or "uniform", (*loc, key))[0]
+
+
+@LAYERS.add()
 class Embedding(Layer):
-    class_name = "Embedding"
     integer_input = "as_is"
-    config_keys = (
-        "input_dim", "output_dim", "embeddings_initializer", "embeddings_regularizer",
-        "activity_regularizer", "embeddings_constraint", "mask_zero", "input_length",
-        "lora_rank", "lora_alpha", "quantization_config",
-    )  # fmt: skip
-    weight_options = option_weights("embeddings")
+    input_dim = keys.integer(min_value=1, max_value=MAX_INPUT_DIM)
+    output_dim = keys.integer(min_value=1, max_value=MAX_OUTPUT_DIM)
+    embeddings_initializer = keys.Key[dict[str, Any]](
+        _read_initializer, initializers.get("uniform", ())[0]
+    )
+    embeddings_regularizer = keys.regularizer("embeddings")
+    activity_regularizer = keys.activity_regularizer()
+    embeddings_constraint = keys.constraint("embeddings")
+    mask_zero = keys.boolean(False)
+    input_length = keys.integer_or_none(min_value=1, saved=False)  # deprecated in Keras; unused
+    lora_rank = keys.must_be_null()
+    lora_alpha = keys.anything(saved=False)
+    quantization_config = keys.must_be_null()
     embeddings: torch.Tensor
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        input_dim: int,
-        output_dim: int,
-        embeddings_initializer: Any = "uniform",
-        mask_zero: bool = False,
-        trainable: bool = True,
-        loc: Loc = (),
-    ) -> None:
-        super().__init__(name=name, trainable=trainable)
-        self.input_dim = input_dim
-        self.output_dim = output_dim
-        self.mask_zero = mask_zero
-        self.init_config, self.init = initializers.get(
-            embeddings_initializer, (*loc, "embeddings_initializer")
-        )
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        require_null(config, ("lora_rank", "quantization_config"), loc)
-        get_int(config, "input_length", loc, None, min_value=1)  # deprecated in Keras; unused
-        return cls(
-            name=name,
-            input_dim=get_int(config, "input_dim", loc, min_value=1, max_value=MAX_INPUT_DIM),
-            output_dim=get_int(config, "output_dim", loc, min_value=1, max_value=MAX_OUTPUT_DIM),
-            embeddings_initializer=config.get("embeddings_initializer") or "uniform",
-            mask_zero=get_bool(config, "mask_zero", loc, False),
-            trainable=get_bool(config, "trainable", loc, True),
-            loc=loc,
-        )
-
-    def layer_config(self) -> dict[str, Any]:
-        return {
-            "input_dim": self.input_dim,
-            "output_dim": self.output_dim,
-            "embeddings_initializer": self.init_config,
-            "embeddings_regularizer": None,
-            "activity_regularizer": None,
-            "embeddings_constraint": None,
-            "mask_zero": self.mask_zero,
-        }
+    def __post_init__(self) -> None:
+        self.init = initializers.get(self.embeddings_initializer, ())[1]
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         shape = (self.input_dim, self.output_dim)
@@ -107,6 +78,7 @@ class Embedding(Layer):
         if x.device.type == "cpu":
             raw = x if x.is_floating_point() else ids
             if bool(torch.logical_or(raw <= -1, raw >= self.input_dim).any()):
-                raise DataError(("x",), f"{self.name}: ids must be integers in [0, "
-                                f"{self.input_dim})")  # fmt: skip
+                raise DataError(
+                    ("x",), f"{self.name}: ids must be integers in [0, {self.input_dim})"
+                )
         return F.embedding(ids, self.embeddings)

@@ -31,8 +31,8 @@ from app.engine.config.declared import (
 from app.engine.config.errors import ConfigError, Loc
 from app.engine.config.readers import get_str
 from app.engine.layers import activations
-from app.engine.layers.base import constraint, regularizer
-from app.engine.weights import initializers
+from app.engine.layers.base import check_activity_regularizer, constraint, regularizer
+from app.engine.weights import initializers, regularizers
 
 __all__ = [
     "REQUIRED",
@@ -85,3 +85,25 @@ def data_format(default: str = "channels_last") -> Key[str]:
         return value or default
 
     return Key(read, default)
+
+
+# -- the kernel group's (convolutions, EinsumDense, Embedding, MultiHeadAttention) --------------
+def activity_regularizer(*, name: str = "") -> Key[regularizers.Regularizer | None]:
+    """`activity_regularizer`, declared by a layer whose Keras config writes it among its own keys
+    (elsewhere the base class reads it, and writes it after `dtype` when set). It is applied to
+    the layer's output as for any layer. `name` gives the config key where the attribute is
+    another (MultiHeadAttention keeps its projections' one apart from its own)."""
+
+    def read(
+        config: Mapping[str, Any], key: str, loc: Loc, default: Any = None
+    ) -> regularizers.Regularizer | None:
+        value = regularizers.get(config.get(key), (*loc, key))
+        if value is not None:
+            check_activity_regularizer(value, (*loc, key))
+        return value
+
+    return Key(read, None, dump=_serialized, name=name)
+
+
+def _serialized(option: Any) -> dict[str, Any] | None:
+    return None if option is None else dict(option.serialize())

@@ -95,7 +95,7 @@ def layer_internals(layer: Layer, inputs: list[Shape | None]) -> tuple[int, int]
         return steps * linear, steps * square
     if isinstance(layer, MultiHeadAttention):
         return _multi_head(layer, inputs)
-    if isinstance(layer, Attention):
+    if isinstance(layer, Attention | AdditiveAttention):
         return _attention(layer, inputs)
     return 0, 0
 
@@ -119,7 +119,7 @@ def _query_key(inputs: list[Shape | None]) -> tuple[Shape, Shape] | None:
     return None if query is None or key is None else (query, key)
 
 
-def _attention(layer: Attention, inputs: list[Shape | None]) -> tuple[int, int]:
+def _attention(layer: Attention | AdditiveAttention, inputs: list[Shape | None]) -> tuple[int, int]:
     """Scores and their softmax, query length x key length; the additive (and `concat`) form
     also holds tanh(query + key) over the features before summing it."""
     pair = _query_key(inputs)
