@@ -29,7 +29,7 @@ from app.engine.config.declared import (
     string_or_none,
 )
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_str
+from app.engine.config.readers import get_bool, get_str
 from app.engine.layers import activations
 from app.engine.layers.base import constraint, regularizer
 from app.engine.weights import initializers
@@ -85,3 +85,42 @@ def data_format(default: str = "channels_last") -> Key[str]:
         return value or default
 
     return Key(read, default)
+
+
+# -- recurrent group: recurrent layers, wrappers, normalization, noise ----------------------------
+def initializer_or_null(default: str, *, empty: bool = False) -> Key[dict[str, Any]]:
+    """An initializer where null stands for `default` (with `empty`, so does any empty value:
+    "", {}, 0, false), kept as Keras's canonical `{class_name, config}`."""
+    canonical = initializers.get(default, ())[0]
+
+    def read(
+        config: Mapping[str, Any], key: str, loc: Loc, default: Any = canonical
+    ) -> dict[str, Any]:
+        value = config.get(key)
+        if value is None or (empty and not value):
+            value = default
+        return initializers.get(value, (*loc, key))[0]
+
+    return Key(read, canonical)
+
+
+def must_be_false(message: str) -> Key[bool]:
+    """A boolean Keras writes that only false is supported for (`message` says why)."""
+
+    def read(config: Mapping[str, Any], key: str, loc: Loc, default: Any = False) -> bool:
+        if get_bool(config, key, loc, default):
+            raise ConfigError((*loc, key), message)
+        return False
+
+    return Key(read, False)
+
+
+def activity_regularizer() -> Key[Any]:
+    """`activity_regularizer` where a layer's Keras config writes it even when null (a recurrent
+    layer writes it among its weights' regularizers). The base class reads and applies it, as for
+    every layer (BASE_KEYS); this key gives it its place in `get_config`, and reads nothing."""
+
+    def read(config: Mapping[str, Any], key: str, loc: Loc, default: Any = None) -> None:
+        return None
+
+    return Key(read, None, dump=lambda option: None if option is None else dict(option.serialize()))
