@@ -124,3 +124,10 @@ def activity_regularizer() -> Key[Any]:
         return None
 
     return Key(read, None, dump=lambda option: None if option is None else dict(option.serialize()))
+
+
+def draw(layer: Any, key: str, loc: Loc) -> initializers.Init:
+    """The function that draws the weights of `layer`'s initializer key `key`. Resolve it in
+    `build`, whose `loc` makes a shape the initializer cannot fill (Orthogonal on a vector) a
+    ConfigError at `(*loc, key)`."""
+    return initializers.get(getattr(layer, key), (*loc, key))[1]
