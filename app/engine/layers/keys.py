@@ -118,7 +118,8 @@ def must_be_false(message: str) -> Key[bool]:
 def activity_regularizer() -> Key[Any]:
     """`activity_regularizer` where a layer's Keras config writes it even when null (a recurrent
     layer writes it among its weights' regularizers). The base class reads and applies it, as for
-    every layer (BASE_KEYS); this key gives it its place in `get_config`, and reads nothing."""
+    every layer (BASE_KEYS); this key only gives it its place in `get_config`: it reads nothing,
+    and is no constructor argument (`set_activity_regularizer` sets one)."""
 
     def read(config: Mapping[str, Any], key: str, loc: Loc, default: Any = None) -> None:
         return None
