@@ -137,6 +137,30 @@ def test_config_errors_name_the_field(mutate: Any, loc: Any, text: Any) -> None:
     assert text in info.value.message
 
 
+@pytest.mark.parametrize(
+    ("layer", "shape", "key"),
+    [
+        (("Dense", {"units": 2, "bias_initializer": "orthogonal"}), [None, 3], "bias_initializer"),
+        (("Conv1D", {"filters": 2, "kernel_size": 2, "bias_initializer": "orthogonal"}),
+         [None, 5, 3], "bias_initializer"),
+        (("DepthwiseConv1D", {"kernel_size": 2, "bias_initializer": "orthogonal"}),
+         [None, 5, 3], "bias_initializer"),
+        (("EinsumDense", {"equation": "ab,bc->ac", "output_shape": 2, "bias_axes": "c",
+                          "bias_initializer": "orthogonal"}), [None, 3], "bias_initializer"),
+        (("PReLU", {"alpha_initializer": "orthogonal"}), [None, 3], "alpha_initializer"),
+        (("LSTM", {"units": 2, "bias_initializer": "orthogonal"}), [None, 4, 3],
+         "bias_initializer"),
+    ],
+)  # fmt: skip
+def test_an_initializer_a_weight_cannot_take_is_an_error_at_its_key(
+    layer: tuple[str, dict[str, Any]], shape: list[Any], key: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        Model.from_config(_model([layer], shape), seed=0)
+    assert info.value.loc == ("config", "layers", 1, "config", key)
+    assert "rank 2 or more" in info.value.message
+
+
 def test_duplicate_layer_names_are_refused() -> None:
     config = json.loads(json.dumps(scenario.MODEL))
     config["config"]["layers"][3]["config"]["name"] = "dense"

@@ -17,7 +17,6 @@ from app.engine.config.errors import ConfigError, DataError, Loc
 from app.engine.config.readers import get_float
 from app.engine.layers import keys
 from app.engine.layers.base import LAYERS, Layer, Shape
-from app.engine.weights import initializers
 
 
 def _is_int(value: Any) -> bool:
@@ -28,12 +27,6 @@ def _read_slope(config: Mapping[str, Any], key: str, loc: Loc, default: float) -
     key = "alpha" if "alpha" in config else key  # Keras's deprecated spelling
     slope: float = get_float(config, key, loc, default, min_value=0.0)
     return slope
-
-
-def _read_alpha_initializer(
-    config: Mapping[str, Any], key: str, loc: Loc, default: dict[str, Any]
-) -> dict[str, Any]:
-    return initializers.get(config.get(key) or default, (*loc, key))[0]
 
 
 def _read_shared_axes(config: Mapping[str, Any], key: str, loc: Loc, default: None) -> Any:
@@ -102,16 +95,11 @@ class LeakyReLU(Layer):
 @LAYERS.add()
 class PReLU(Layer):
     supports_masking = True
-    alpha_initializer = keys.Key[dict[str, Any]](
-        _read_alpha_initializer, initializers.get("zeros", ())[0]
-    )
+    alpha_initializer = keys.initializer_or_null("zeros", empty=True)
     alpha_regularizer = keys.regularizer("alpha")
     alpha_constraint = keys.constraint("alpha")
     shared_axes = keys.Key[list[int] | None](_read_shared_axes, None)
     alpha: torch.Tensor
-
-    def __post_init__(self) -> None:
-        self.init = initializers.get(self.alpha_initializer, ())[1]
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         rank = len(input_shape)
@@ -130,7 +118,7 @@ class PReLU(Layer):
                     f"axis {d} of {input_shape} has no size; share it (list it in shared_axes)",
                 )
             shape.append(size)
-        self.add_weight("alpha", self.init(tuple(shape), generator))
+        self.add_weight("alpha", keys.draw(self, "alpha_initializer", loc)(tuple(shape), generator))
         return input_shape
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:

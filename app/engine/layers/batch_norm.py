@@ -11,108 +11,47 @@ unmasked positions only, with Keras's two-pass formula and its 1e-7 in the divis
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from app.engine.config.errors import ConfigError, DataError, Loc
-from app.engine.config.readers import get_bool, get_float, get_int
-from app.engine.config.registry import known_keys
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights, require_null
-from app.engine.weights import initializers
+from app.engine.layers import keys
+from app.engine.layers.base import LAYERS, Layer, Shape
 
-_INITIALIZERS = {
-    "beta_initializer": "zeros",
-    "gamma_initializer": "ones",
-    "moving_mean_initializer": "zeros",
-    "moving_variance_initializer": "ones",
-}
+_NOT_YET = "is not supported yet; leave it false"
 
 
-@LAYERS.register("BatchNormalization")
+@LAYERS.add()
 class BatchNormalization(Layer):
-    class_name = "BatchNormalization"
     integer_input = "cast"  # Keras computes in float32 (the result type with its weights)
     supports_masking = True
     uses_mask = True
-    weight_options = option_weights("beta", "gamma")
-    config_keys = (
-        "axis", "momentum", "epsilon", "center", "scale", *_INITIALIZERS,
-        "beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint",
-        "synchronized", "renorm", "renorm_clipping", "renorm_momentum",
-    )  # fmt: skip
+    axis = keys.integer(-1)
+    momentum = keys.number(0.99, min_value=0.0, max_value=1.0)
+    epsilon = keys.number(1e-3, min_value=0.0, min_exclusive=True)
+    center = keys.boolean(True)
+    scale = keys.boolean(True)
+    beta_initializer = keys.initializer_or_null("zeros")
+    gamma_initializer = keys.initializer_or_null("ones")
+    moving_mean_initializer = keys.initializer_or_null("zeros")
+    moving_variance_initializer = keys.initializer_or_null("ones")
+    beta_regularizer = keys.regularizer("beta")
+    gamma_regularizer = keys.regularizer("gamma")
+    beta_constraint = keys.constraint("beta")
+    gamma_constraint = keys.constraint("gamma")
+    synchronized = keys.must_be_false(_NOT_YET)
+    renorm = keys.must_be_false(_NOT_YET)
+    renorm_clipping = keys.must_be_null(saved=True)
+    renorm_momentum = keys.number(0.99)
     gamma: torch.Tensor
     beta: torch.Tensor
     moving_mean: torch.Tensor
     moving_variance: torch.Tensor
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        axis: int = -1,
-        momentum: float = 0.99,
-        epsilon: float = 1e-3,
-        center: bool = True,
-        scale: bool = True,
-        inits: Mapping[str, Any] | None = None,
-        renorm_momentum: float = 0.99,
-        trainable: bool = True,
-        loc: Loc = (),
-    ) -> None:
-        super().__init__(name=name, trainable=trainable)
-        self.axis = axis
-        self.momentum = momentum
-        self.epsilon = epsilon
-        self.center = center
-        self.scale = scale
-        self.renorm_momentum = renorm_momentum
-        given = {**_INITIALIZERS, **(inits or {})}
-        self.init_configs: dict[str, Any] = {}
-        self.inits: dict[str, initializers.Init] = {}
-        for key in _INITIALIZERS:
-            self.init_configs[key], self.inits[key] = initializers.get(given[key], (*loc, key))
+    def __post_init__(self) -> None:
         self._reduce: list[int] = []
         self._broadcast: list[int] = []
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        require_null(config, ("renorm_clipping",), loc)
-        for key in ("renorm", "synchronized"):
-            if get_bool(config, key, loc, False):
-                raise ConfigError((*loc, key), "is not supported yet; leave it false")
-        return cls(
-            name=name,
-            axis=get_int(config, "axis", loc, -1),
-            momentum=get_float(config, "momentum", loc, 0.99, min_value=0.0, max_value=1.0),
-            epsilon=get_float(config, "epsilon", loc, 1e-3, min_value=0.0, min_exclusive=True),
-            center=get_bool(config, "center", loc, True),
-            scale=get_bool(config, "scale", loc, True),
-            inits={k: config[k] for k in _INITIALIZERS if config.get(k) is not None},
-            renorm_momentum=get_float(config, "renorm_momentum", loc, 0.99),
-            trainable=get_bool(config, "trainable", loc, True),
-            loc=loc,
-        )
-
-    def layer_config(self) -> dict[str, Any]:
-        return {
-            "axis": self.axis,
-            "momentum": self.momentum,
-            "epsilon": self.epsilon,
-            "center": self.center,
-            "scale": self.scale,
-            **self.init_configs,
-            "beta_regularizer": None,
-            "gamma_regularizer": None,
-            "beta_constraint": None,
-            "gamma_constraint": None,
-            "synchronized": False,
-            "renorm": False,
-            "renorm_clipping": None,
-            "renorm_momentum": self.renorm_momentum,
-        }
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         rank = len(input_shape)
@@ -126,11 +65,11 @@ class BatchNormalization(Layer):
             raise ConfigError((*loc, "axis"), f"axis {self.axis} of {input_shape} has no size")
         shape = (size,)
         if self.scale:
-            self.add_weight("gamma", self.inits["gamma_initializer"](shape, generator))
+            self.add_weight("gamma", keys.draw(self, "gamma_initializer", loc)(shape, generator))
         if self.center:
-            self.add_weight("beta", self.inits["beta_initializer"](shape, generator))
+            self.add_weight("beta", keys.draw(self, "beta_initializer", loc)(shape, generator))
         for stat in ("moving_mean", "moving_variance"):
-            value = self.inits[f"{stat}_initializer"](shape, generator)
+            value = keys.draw(self, f"{stat}_initializer", loc)(shape, generator)
             self.add_weight(stat, value.to(torch.float32), trainable=False)
         self._reduce = [d for d in range(rank) if d != axis]
         self._broadcast = [size if d == axis else 1 for d in range(rank)]

@@ -30,7 +30,6 @@ from app.engine.layers.convolutional import (
     spatial_ints,
 )
 from app.engine.layers.spatial import join_shape
-from app.engine.weights import initializers
 
 
 class _Depthwise(Layer):
@@ -53,23 +52,23 @@ class _Depthwise(Layer):
     def __post_init__(self) -> None:
         self.window = Window(**{field: self._value(field) for field in Window._fields})
         self.activation_fn = activations.get(self.activation, ())[1]
-        self.depthwise_init = initializers.get(self.depthwise_initializer, ())[1]
-        self.bias_init = initializers.get(self.bias_initializer, ())[1]
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         w = self.window
         channels, spatial = input_channels(input_shape, w, loc, self.class_name)
         out_spatial = conv_output_spatial(spatial, w, loc, self.class_name)
         depthwise = (*w.kernel_size, channels, self.depth_multiplier)
-        self.add_weight(self.depthwise_name, self.depthwise_init(depthwise, generator))
+        depthwise_init = keys.draw(self, "depthwise_initializer", loc)
+        self.add_weight(self.depthwise_name, depthwise_init(depthwise, generator))
         out_channels = channels * self.depth_multiplier
         if self.filters is not None:
             pointwise = (*(1,) * self.rank, out_channels, self.filters)
-            init = initializers.get(self._value("pointwise_initializer"), ())[1]
+            init = keys.draw(self, "pointwise_initializer", loc)
             self.add_weight("pointwise_kernel", init(pointwise, generator))
             out_channels = self.filters
         if self.use_bias:
-            self.add_weight("bias", self.bias_init((out_channels,), generator))
+            bias_init = keys.draw(self, "bias_initializer", loc)
+            self.add_weight("bias", bias_init((out_channels,), generator))
         return join_shape(input_shape[0], out_channels, out_spatial, w.data_format)
 
     def depthwise(self, x: torch.Tensor) -> torch.Tensor:

@@ -212,7 +212,7 @@ class ConvBase(KernelLayer):
         channels, spatial = input_channels(input_shape, self.window, loc, self.class_name)
         kernel_shape = self.kernel_shape(channels, loc)
         out_spatial = self.output_spatial(spatial, loc)
-        self.add_kernel(kernel_shape, self.filters, generator)
+        self.add_kernel(kernel_shape, self.filters, generator, loc)
         return join_shape(input_shape[0], self.filters, out_spatial, self.window.data_format)
 
     def bias_activation(self, y: torch.Tensor) -> torch.Tensor:

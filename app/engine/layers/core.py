@@ -45,7 +45,7 @@ class Dense(KernelLayer):
         features = input_shape[-1] if len(input_shape) >= 2 else None
         if features is None:
             raise ConfigError(loc, f"Dense needs a known last input dimension, got {input_shape}")
-        self.add_kernel((features, self.units), self.units, generator)
+        self.add_kernel((features, self.units), self.units, generator, loc)
         return (*input_shape[:-1], self.units)
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:

@@ -249,18 +249,20 @@ class EinsumDense(KernelLayer):
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         shapes = analyze(self.equation, self.bias_axes, input_shape, self.partial_output_shape, loc)
+        kernel_init = keys.draw(self, "kernel_initializer", loc)
         if self.kernel_initializer["class_name"] in _VARIANCE_SCALING:
             # Keras hands the initializer the kernel's input and output axes; the draws are
             # i.i.d., so drawing a (fan_in, fan_out) matrix and reshaping is the same law.
             fan_in = math.prod(shapes.kernel[i] for i in shapes.input_axes)
             fan_out = math.prod(shapes.kernel[i] for i in shapes.output_axes)
-            kernel = self.kernel_init((fan_in, fan_out), generator).reshape(shapes.kernel)
+            kernel = kernel_init((fan_in, fan_out), generator).reshape(shapes.kernel)
         else:
-            kernel = self.kernel_init(shapes.kernel, generator)
+            kernel = kernel_init(shapes.kernel, generator)
         self.add_weight("kernel", kernel)
         if shapes.bias is not None:
             self.use_bias = True
-            self.add_weight("bias", self.bias_init(shapes.bias, generator))
+            bias_init = keys.draw(self, "bias_initializer", loc)
+            self.add_weight("bias", bias_init(shapes.bias, generator))
         return shapes.output
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:

@@ -10,7 +10,6 @@ output carries the mask `ids != 0` for the layers after it (recurrent layers, lo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -20,18 +19,9 @@ import torch.nn.functional as F
 from app.engine.config.errors import DataError, Loc
 from app.engine.layers import keys
 from app.engine.layers.base import LAYERS, Layer, Shape
-from app.engine.weights import initializers
 
 MAX_INPUT_DIM = 1 << 24
 MAX_OUTPUT_DIM = 1 << 20
-
-
-def _read_initializer(
-    config: Mapping[str, Any], key: str, loc: Loc, default: Any = None
-) -> dict[str, Any]:
-    """The embeddings' initializer, kept as Keras's canonical `{class_name, config}`; a null (or
-    empty) one is Keras's default, uniform."""
-    return initializers.get(config.get(key) or "uniform", (*loc, key))[0]
 
 
 @LAYERS.add()
@@ -39,9 +29,7 @@ class Embedding(Layer):
     integer_input = "as_is"
     input_dim = keys.integer(min_value=1, max_value=MAX_INPUT_DIM)
     output_dim = keys.integer(min_value=1, max_value=MAX_OUTPUT_DIM)
-    embeddings_initializer = keys.Key[dict[str, Any]](
-        _read_initializer, initializers.get("uniform", ())[0]
-    )
+    embeddings_initializer = keys.initializer_or_null("uniform", empty=True)
     embeddings_regularizer = keys.regularizer("embeddings")
     activity_regularizer = keys.activity_regularizer()
     embeddings_constraint = keys.constraint("embeddings")
@@ -52,12 +40,10 @@ class Embedding(Layer):
     quantization_config = keys.must_be_null()
     embeddings: torch.Tensor
 
-    def __post_init__(self) -> None:
-        self.init = initializers.get(self.embeddings_initializer, ())[1]
-
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         shape = (self.input_dim, self.output_dim)
-        self.add_weight("embeddings", self.init(shape, generator))
+        init = keys.draw(self, "embeddings_initializer", loc)
+        self.add_weight("embeddings", init(shape, generator))
         return (*input_shape, self.output_dim)
 
     def compute_mask(self, x: Any, mask: Any) -> torch.Tensor | None:

@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from app.engine.layers import activations
+from app.engine.config.errors import Loc
+from app.engine.layers import activations, keys
 from app.engine.layers.base import Layer
-from app.engine.weights import initializers
 
 
 class KernelLayer(Layer):
@@ -28,13 +28,13 @@ class KernelLayer(Layer):
 
     def __post_init__(self) -> None:
         self.activation_fn = activations.get(self.activation, ())[1]
-        self.kernel_init = initializers.get(self.kernel_initializer, ())[1]
-        self.bias_init = initializers.get(self.bias_initializer, ())[1]
 
     def add_kernel(
-        self, kernel_shape: tuple[int, ...], units: int, generator: torch.Generator
+        self, kernel_shape: tuple[int, ...], units: int, generator: torch.Generator, loc: Loc
     ) -> None:
-        """Draw the kernel, then (with use_bias) a bias of `units`, in Keras's order."""
-        self.add_weight("kernel", self.kernel_init(kernel_shape, generator))
+        """Draw the kernel, then (with use_bias) a bias of `units`, in Keras's order. A shape an
+        initializer cannot fill is a ConfigError at its key."""
+        kernel_init = keys.draw(self, "kernel_initializer", loc)
+        self.add_weight("kernel", kernel_init(kernel_shape, generator))
         if self.use_bias:
-            self.add_weight("bias", self.bias_init((units,), generator))
+            self.add_weight("bias", keys.draw(self, "bias_initializer", loc)((units,), generator))

@@ -29,7 +29,7 @@ from app.engine.config.declared import (
     string_or_none,
 )
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_str
+from app.engine.config.readers import get_bool, get_str
 from app.engine.layers import activations
 from app.engine.layers.base import check_activity_regularizer, constraint, regularizer
 from app.engine.weights import initializers, regularizers
@@ -107,3 +107,38 @@ def activity_regularizer(*, name: str = "") -> Key[regularizers.Regularizer | No
 
 def _serialized(option: Any) -> dict[str, Any] | None:
     return None if option is None else dict(option.serialize())
+
+
+# -- recurrent group: recurrent layers, wrappers, normalization, noise ----------------------------
+def initializer_or_null(default: str, *, empty: bool = False) -> Key[dict[str, Any]]:
+    """An initializer where null stands for `default` (with `empty`, so does any empty value:
+    "", {}, 0, false), kept as Keras's canonical `{class_name, config}`."""
+    canonical = initializers.get(default, ())[0]
+
+    def read(
+        config: Mapping[str, Any], key: str, loc: Loc, default: Any = canonical
+    ) -> dict[str, Any]:
+        value = config.get(key)
+        if value is None or (empty and not value):
+            value = default
+        return initializers.get(value, (*loc, key))[0]
+
+    return Key(read, canonical)
+
+
+def must_be_false(message: str) -> Key[bool]:
+    """A boolean Keras writes that only false is supported for (`message` says why)."""
+
+    def read(config: Mapping[str, Any], key: str, loc: Loc, default: Any = False) -> bool:
+        if get_bool(config, key, loc, default):
+            raise ConfigError((*loc, key), message)
+        return False
+
+    return Key(read, False)
+
+
+def draw(layer: Any, key: str, loc: Loc) -> initializers.Init:
+    """The function that draws the weights of `layer`'s initializer key `key`. Resolve it in
+    `build`, whose `loc` makes a shape the initializer cannot fill (Orthogonal on a vector) a
+    ConfigError at `(*loc, key)`."""
+    return initializers.get(getattr(layer, key), (*loc, key))[1]

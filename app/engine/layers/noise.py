@@ -10,91 +10,91 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_float, get_int, get_str
-from app.engine.config.registry import known_keys
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
+from app.engine.config.readers import get_float
+from app.engine.layers import keys
+from app.engine.layers.base import LAYERS, Layer, Shape
+
+
+def _fraction(*, inclusive: bool = False) -> keys.Key[float]:
+    """A number in [0, 1) (in [0, 1] when `inclusive`)."""
+
+    def read(config: Mapping[str, Any], key: str, loc: Loc) -> float:
+        value: float = get_float(config, key, loc, min_value=0.0)
+        if value > 1.0 or (value == 1.0 and not inclusive):
+            op = "<=" if inclusive else "<"
+            raise ConfigError((*loc, key), f"must be {op} 1.0, got {value}")
+        return value
+
+    return keys.Key(read)
+
+
+def _read_noise_shape(
+    config: Mapping[str, Any], key: str, loc: Loc, default: Any = None
+) -> list[int | None] | None:
+    shape = config.get(key)
+    if shape is None:
+        return None
+    if not (
+        isinstance(shape, list | tuple)
+        and all(d is None or (isinstance(d, int) and not isinstance(d, bool)) for d in shape)
+    ):
+        raise ConfigError(
+            (*loc, key), f"must be null or a list of integers or nulls, got {shape!r}"
+        )
+    return list(shape)
 
 
 class _Random(Layer):
-    """A layer with one probability-like parameter (`key`) in [0, `upper`) and a seed."""
+    """A layer drawing from the trainer's generator in training."""
 
-    key = "rate"
-    upper = 1.0
-    upper_inclusive = False
+    supports_masking = True
 
-    def __init__(self, *, name: str, value: float, seed: int | None) -> None:
-        super().__init__(name=name)
-        self.value = value
-        self.seed = seed
+    def __post_init__(self) -> None:
         self.generator: torch.Generator | None = None
 
-    @classmethod
-    def read_value(cls, config: Mapping[str, Any], loc: Loc) -> float:
-        value: float = get_float(config, cls.key, loc, min_value=0.0)
-        if value > cls.upper or (value == cls.upper and not cls.upper_inclusive):
-            op = "<=" if cls.upper_inclusive else "<"
-            raise ConfigError((*loc, cls.key), f"must be {op} {cls.upper}, got {value}")
-        return value
 
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        return cls(
-            name=name, value=cls.read_value(config, loc), seed=get_int(config, "seed", loc, None)
-        )
-
-    def layer_config(self) -> dict[str, Any]:
-        return {self.key: self.value, "seed": self.seed}
-
-
-@LAYERS.register("GaussianNoise")
+@LAYERS.add()
 class GaussianNoise(_Random):
     """Adds N(0, stddev²) noise in training; Keras allows stddev in [0, 1]."""
 
-    class_name = "GaussianNoise"
-    supports_masking = True
-    config_keys = ("stddev", "seed")
-    key = "stddev"
-    upper_inclusive = True
+    stddev = _fraction(inclusive=True)
+    seed = keys.integer_or_none()
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
-        if not training or self.value == 0.0:
+        if not training or self.stddev == 0.0:
             return x
-        return x + torch.empty_like(x).normal_(0.0, self.value, generator=self.generator)
+        return x + torch.empty_like(x).normal_(0.0, self.stddev, generator=self.generator)
 
 
-@LAYERS.register("GaussianDropout")
-class GaussianDropout(_Random):
+class _Rate(_Random):
+    """A layer with a rate in [0, 1) and a seed."""
+
+    rate = _fraction()
+    seed = keys.integer_or_none()
+
+
+@LAYERS.add()
+class GaussianDropout(_Rate):
     """Multiplies by N(1, rate / (1 - rate)) noise in training."""
 
-    class_name = "GaussianDropout"
-    supports_masking = True
-    config_keys = ("rate", "seed")
-
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
-        if not training or self.value == 0.0:
+        if not training or self.rate == 0.0:
             return x
-        stddev = math.sqrt(self.value / (1.0 - self.value))
+        stddev = math.sqrt(self.rate / (1.0 - self.rate))
         return x * torch.empty_like(x).normal_(1.0, stddev, generator=self.generator)
 
 
-class _SpatialDropout(_Random):
+class _SpatialDropout(_Rate):
     """Drops whole channels: one keep/drop draw per sample and channel, kept values scaled by
     1 / (1 - rate). Keras's config for these layers has no `trainable` key."""
 
     rank = 3
-    config_keys: ClassVar[tuple[str, ...]] = ("rate", "seed")
-
-    def __init__(
-        self, *, name: str, value: float, seed: int | None, data_format: str = "channels_last"
-    ) -> None:
-        super().__init__(name=name, value=value, seed=seed)
-        self.data_format = data_format
+    data_format = "channels_last"  # SpatialDropout1D's; the others declare the key
 
     def base_config(self) -> dict[str, Any]:
         # Keras's SpatialDropout constructors take no `trainable`, so it is left out.
@@ -112,51 +112,32 @@ class _SpatialDropout(_Random):
         return tuple(n if d in (0, channel) else 1 for d, n in enumerate(x.shape))
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
-        if not training or self.value == 0.0:
+        if not training or self.rate == 0.0:
             return x
-        keep = 1.0 - self.value
+        keep = 1.0 - self.rate
         mask = torch.empty(self.noise_shape(x), dtype=x.dtype, device=x.device)
         mask = mask.bernoulli_(keep, generator=self.generator).bool()
         return torch.where(mask, x / keep, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
-@LAYERS.register("SpatialDropout1D")
+@LAYERS.add()
 class SpatialDropout1D(_SpatialDropout):
-    class_name = "SpatialDropout1D"
-    supports_masking = True
+    pass
 
 
 class _FormattedSpatialDropout(_SpatialDropout):
     """SpatialDropout2D/3D: the channel axis follows `data_format`."""
 
-    config_keys = ("rate", "seed", "data_format")
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        fmt = get_str(config, "data_format", loc, None, choices=["channels_last", "channels_first"])
-        return cls(
-            name=name,
-            value=cls.read_value(config, loc),
-            seed=get_int(config, "seed", loc, None),
-            data_format=fmt or "channels_last",
-        )
-
-    def layer_config(self) -> dict[str, Any]:
-        return {**super().layer_config(), "data_format": self.data_format}
+    data_format = keys.data_format()
 
 
-@LAYERS.register("SpatialDropout2D")
+@LAYERS.add()
 class SpatialDropout2D(_FormattedSpatialDropout):
-    class_name = "SpatialDropout2D"
-    supports_masking = True
     rank = 4
 
 
-@LAYERS.register("SpatialDropout3D")
+@LAYERS.add()
 class SpatialDropout3D(_FormattedSpatialDropout):
-    class_name = "SpatialDropout3D"
-    supports_masking = True
     rank = 5
 
 
@@ -165,43 +146,14 @@ _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
 
 
-@LAYERS.register("AlphaDropout")
-class AlphaDropout(_Random):
+@LAYERS.add()
+class AlphaDropout(_Rate):
     """Dropout that keeps SELU's self-normalization: dropped units are set to SELU's negative
     saturation value `-alpha * scale`, then the result is moved back to the input's mean and
     variance with Keras's affine `a * x + b`. A unit is kept when a uniform draw is >= rate.
     `noise_shape` (null entries are the input's size) lets the draw broadcast, as in Keras."""
 
-    class_name = "AlphaDropout"
-    supports_masking = True
-    config_keys = ("rate", "noise_shape", "seed")
-
-    def __init__(
-        self, *, name: str, value: float, seed: int | None, noise_shape: list[int | None] | None
-    ) -> None:
-        super().__init__(name=name, value=value, seed=seed)
-        self.noise_shape = noise_shape
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        shape = config.get("noise_shape")
-        if shape is not None and not (
-            isinstance(shape, list | tuple)
-            and all(d is None or (isinstance(d, int) and not isinstance(d, bool)) for d in shape)
-        ):
-            raise ConfigError(
-                (*loc, "noise_shape"), f"must be null or a list of integers or nulls, got {shape!r}"
-            )
-        return cls(
-            name=name,
-            value=cls.read_value(config, loc),
-            seed=get_int(config, "seed", loc, None),
-            noise_shape=None if shape is None else list(shape),
-        )
-
-    def layer_config(self) -> dict[str, Any]:
-        return {**super().layer_config(), "noise_shape": self.noise_shape}
+    noise_shape = keys.Key[list[int | None] | None](_read_noise_shape, None)
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         if self.noise_shape is not None:
@@ -220,9 +172,9 @@ class AlphaDropout(_Random):
         return input_shape
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
-        if not training or self.value == 0.0:
+        if not training or self.rate == 0.0:
             return x
-        rate = self.value
+        rate = self.rate
         shape = tuple(
             x.shape[d] if n is None else n for d, n in enumerate(self.noise_shape or x.shape)
         )

@@ -31,9 +31,10 @@ def _constant(value: Any, loc: Loc) -> np.ndarray:
     return arr
 
 
-@LAYERS.register("Normalization")
+@LAYERS.add()
 class Normalization(Layer):
-    class_name = "Normalization"
+    # Hand-written config: its keys `mean` and `variance` are also the names of its weights, and
+    # a declared key is an instance attribute of its own name.
     integer_input = "as_is"  # converted here, as Keras's call converts it (adapt sees it raw)
     supports_masking = True
     config_keys = ("axis", "mean", "variance", "invert")
@@ -85,10 +86,8 @@ class Normalization(Layer):
         variance = _constant(config["variance"], (*loc, "variance")) if has_var else None
         if variance is not None and np.any(variance < 0):
             raise ConfigError((*loc, "variance"), "must not be negative")
-        return cls(
-            name=name, axis=axis, mean=mean, variance=variance,
-            invert=get_bool(config, "invert", loc, False),
-        )  # fmt: skip
+        invert = get_bool(config, "invert", loc, False)
+        return cls(name=name, axis=axis, mean=mean, variance=variance, invert=invert)
 
     def layer_config(self) -> dict[str, Any]:
         axis: Any = list(self.axis) if len(self.axis) != 1 else self.axis[0]
@@ -153,23 +152,33 @@ class Normalization(Layer):
         dtype (float32 data gives Keras's float32 numbers), stored as the `mean` and `variance`
         weights. `count` stays as it is: Keras does not update it for array data."""
         if self.mean_value is not None:
-            raise ConfigError(loc, f"layer {self.name!r} has mean and variance in its config; "
-                              "only a Normalization without them can be adapted")  # fmt: skip
+            raise ConfigError(
+                loc,
+                f"layer {self.name!r} has mean and variance in its config; "
+                "only a Normalization without them can be adapted",
+            )
         fits = data.ndim == len(self._broadcast) and all(
             data.shape[d] == self._broadcast[d] for d in self._keep
         )
         if not fits or data.shape[0] == 0:
-            want = ", ".join(str(s) if d in self._keep else "any" for d, s in
-                             enumerate(self._broadcast))  # fmt: skip
-            raise DataError(loc, f"layer {self.name!r} adapts on non-empty data of shape "
-                            f"[{want}], got {list(data.shape)}")  # fmt: skip
+            want = ", ".join(
+                str(s) if d in self._keep else "any" for d, s in enumerate(self._broadcast)
+            )
+            raise DataError(
+                loc,
+                f"layer {self.name!r} adapts on non-empty data of shape [{want}], "
+                f"got {list(data.shape)}",
+            )
         reduce = tuple(d for d in range(data.ndim) if d not in self._keep)
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below
             mean = np.asarray(np.mean(data, axis=reduce), dtype=np.float32)
             variance = np.asarray(np.var(data, axis=reduce), dtype=np.float32)
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(variance))):
-            raise DataError(loc, f"layer {self.name!r}: the data's mean or variance is not "
-                            "finite (values too large, or not finite themselves)")  # fmt: skip
+            raise DataError(
+                loc,
+                f"layer {self.name!r}: the data's mean or variance is not finite (values too "
+                "large, or not finite themselves)",
+            )
         with torch.no_grad():
             self.mean.copy_(torch.from_numpy(mean).reshape(self.mean.shape))
             self.variance.copy_(torch.from_numpy(variance).reshape(self.variance.shape))

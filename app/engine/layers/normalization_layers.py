@@ -15,13 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_axes, get_bool, get_float, get_int
-from app.engine.config.registry import known_keys
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, option_weights
-from app.engine.weights import initializers
-
-_REG_KEYS = ("beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint")
-_AFFINE_KEYS = ("epsilon", "center", "scale", "beta_initializer", "gamma_initializer", *_REG_KEYS)
+from app.engine.config.readers import get_axes, get_int
+from app.engine.layers import keys
+from app.engine.layers.base import LAYERS, Layer, Shape
 
 
 def resolve_axes(
@@ -52,48 +48,24 @@ class _Affine(Layer):
 
     gamma: torch.Tensor
     beta: torch.Tensor
-    weight_options = option_weights("beta", "gamma")
     # Keras's LayerNormalization and GroupNormalization compute on a half-float input in it.
     half_float_input = False
+    axis = keys.Key[int | list[int]](get_axes, -1)
+    epsilon = keys.number(1e-3, min_value=0.0, min_exclusive=True)
+    center = keys.boolean(True)
+    scale = keys.boolean(True)
+    beta_initializer = keys.initializer_or_null("zeros", empty=True)
+    gamma_initializer = keys.initializer_or_null("ones", empty=True)
+    beta_regularizer = keys.regularizer("beta")
+    gamma_regularizer = keys.regularizer("gamma")
+    beta_constraint = keys.constraint("beta")
+    gamma_constraint = keys.constraint("gamma")
 
-    def __init__(
-        self, *, name: str, config: Mapping[str, Any], loc: Loc, trainable: bool = True
-    ) -> None:
-        super().__init__(name=name, trainable=trainable)
-        self.axis = get_axes(config, "axis", loc, -1)
-        self.epsilon = get_float(config, "epsilon", loc, 1e-3, min_value=0.0, min_exclusive=True)
-        self.center = get_bool(config, "center", loc, True)
-        self.scale = get_bool(config, "scale", loc, True)
-        self.beta_config, self.beta_init = initializers.get(
-            config.get("beta_initializer") or "zeros", (*loc, "beta_initializer")
-        )
-        self.gamma_config, self.gamma_init = initializers.get(
-            config.get("gamma_initializer") or "ones", (*loc, "gamma_initializer")
-        )
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        return cls(
-            name=name, config=config, loc=loc, trainable=get_bool(config, "trainable", loc, True)
-        )
-
-    def layer_config(self) -> dict[str, Any]:
-        return {
-            "axis": self.axis,
-            "epsilon": self.epsilon,
-            "center": self.center,
-            "scale": self.scale,
-            "beta_initializer": self.beta_config,
-            "gamma_initializer": self.gamma_config,
-            **dict.fromkeys(_REG_KEYS),
-        }
-
-    def add_affine(self, shape: tuple[int, ...], generator: torch.Generator) -> None:
+    def add_affine(self, shape: tuple[int, ...], generator: torch.Generator, loc: Loc) -> None:
         if self.scale:
-            self.add_weight("gamma", self.gamma_init(shape, generator))
+            self.add_weight("gamma", keys.draw(self, "gamma_initializer", loc)(shape, generator))
         if self.center:
-            self.add_weight("beta", self.beta_init(shape, generator))
+            self.add_weight("beta", keys.draw(self, "beta_initializer", loc)(shape, generator))
 
     def affine(
         self, x: torch.Tensor, mean: torch.Tensor, variance: torch.Tensor, shape: list[int]
@@ -114,24 +86,15 @@ def _moments(x: torch.Tensor, dims: list[int]) -> tuple[torch.Tensor, torch.Tens
     return mean, torch.mean(torch.square(x), dim=dims, keepdim=True) - torch.square(mean)
 
 
-@LAYERS.register("LayerNormalization")
+@LAYERS.add()
 class LayerNormalization(_Affine):
-    class_name = "LayerNormalization"
     supports_masking = True
-    config_keys = ("axis", *_AFFINE_KEYS, "rms_scaling")
+    rms_scaling = keys.must_be_false("is deprecated in Keras and not supported")
 
-    def __init__(
-        self, *, name: str, config: Mapping[str, Any], loc: Loc, trainable: bool = True
-    ) -> None:
-        super().__init__(name=name, config=config, loc=loc, trainable=trainable)
-        if get_bool(config, "rms_scaling", loc, False):
-            raise ConfigError((*loc, "rms_scaling"), "is deprecated in Keras and not supported")
+    def __post_init__(self) -> None:
         self._axes: list[int] = []
         self._trailing = True
         self._broadcast: list[int] = []
-
-    def layer_config(self) -> dict[str, Any]:
-        return {**super().layer_config(), "rms_scaling": False}
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         self._axes = resolve_axes(self.axis, input_shape, loc)
@@ -139,7 +102,7 @@ class LayerNormalization(_Affine):
         sizes = tuple(int(input_shape[a] or 0) for a in self._axes)
         self._trailing = self._axes == list(range(rank - len(self._axes), rank))
         self._broadcast = [int(input_shape[d] or 0) if d in self._axes else 1 for d in range(rank)]
-        self.add_affine(sizes, generator)
+        self.add_affine(sizes, generator, loc)
         return input_shape
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
@@ -152,27 +115,36 @@ class LayerNormalization(_Affine):
         return self.affine(x, mean, variance, self._broadcast)
 
 
-@LAYERS.register("GroupNormalization")
-class GroupNormalization(_Affine):
-    class_name = "GroupNormalization"
-    supports_masking = True
-    config_keys = ("groups", "axis", *_AFFINE_KEYS)
+def _read_groups(config: Mapping[str, Any], key: str, loc: Loc, default: int) -> int:
+    groups: int = get_int(config, key, loc, default, min_value=-1)
+    if groups == 0:
+        raise ConfigError((*loc, key), "must be positive, or -1 for one per channel")
+    return groups
 
-    def __init__(
-        self, *, name: str, config: Mapping[str, Any], loc: Loc, trainable: bool = True
-    ) -> None:
-        super().__init__(name=name, config=config, loc=loc, trainable=trainable)
-        if not isinstance(self.axis, int):
-            raise ConfigError((*loc, "axis"), f"must be an integer, got {self.axis!r}")
-        self.groups = get_int(config, "groups", loc, 32, min_value=-1)
-        if self.groups == 0:
-            raise ConfigError((*loc, "groups"), "must be positive, or -1 for one per channel")
+
+def _read_axis(config: Mapping[str, Any], key: str, loc: Loc, default: int) -> int:
+    axis = get_axes(config, key, loc, default)
+    if not isinstance(axis, int):
+        raise ConfigError((*loc, key), f"must be an integer, got {axis!r}")
+    return axis
+
+
+class _Grouped(Layer):
+    """GroupNormalization's `groups`, which Keras writes before the affine keys (a base class's
+    keys come first, so GroupNormalization lists this base after _Affine)."""
+
+    groups = keys.Key[int](_read_groups, 32)
+
+
+@LAYERS.add()
+class GroupNormalization(_Affine, _Grouped):
+    supports_masking = True
+    axis = keys.Key[int](_read_axis, -1)  # a single axis (in _Affine's place)
+
+    def __post_init__(self) -> None:
         self._dim = 0
         self._broadcast: list[int] = []
         self._reduce: list[int] = []
-
-    def layer_config(self) -> dict[str, Any]:
-        return {"groups": self.groups, **super().layer_config()}
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         (axis,) = resolve_axes(self.axis, input_shape, loc)
@@ -189,7 +161,7 @@ class GroupNormalization(_Affine):
         self._broadcast[axis] = dim // self.groups
         self._broadcast.insert(axis, self.groups)
         self._reduce = [d for d in range(1, rank + 1) if d != axis]
-        self.add_affine((dim,), generator)
+        self.add_affine((dim,), generator, loc)
         return input_shape
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
@@ -200,26 +172,15 @@ class GroupNormalization(_Affine):
         return self.affine(grouped, mean, variance, self._broadcast).reshape(shape)
 
 
-@LAYERS.register("UnitNormalization")
+@LAYERS.add()
 class UnitNormalization(Layer):
     """`x * min(rsqrt(sum(x²)), 1e12)` over the axes, as Keras's `ops.normalize` (order 2)."""
 
-    class_name = "UnitNormalization"
     supports_masking = True
-    config_keys = ("axis",)
+    axis = keys.Key[int | list[int]](get_axes, -1)
 
-    def __init__(self, *, name: str, axis: int | list[int]) -> None:
-        super().__init__(name=name)
-        self.axis = axis
+    def __post_init__(self) -> None:
         self._axes: list[int] = []
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        return cls(name=name, axis=get_axes(config, "axis", loc, -1))
-
-    def layer_config(self) -> dict[str, Any]:
-        return {"axis": self.axis}
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         self._axes = resolve_axes(self.axis, input_shape, loc, sized=False)

@@ -18,12 +18,11 @@ from typing import Any
 import torch
 
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_bool, get_int
-from app.engine.layers import activations
+from app.engine.config.readers import get_int
+from app.engine.layers import activations, keys
 from app.engine.layers.base import LAYERS
-from app.engine.layers.recurrent_base import RNN_KEYS, Recurrent, State, Tensor
-
-_GATED_KEYS = (*RNN_KEYS, "recurrent_activation", "use_cudnn", "implementation")
+from app.engine.layers.recurrent_base import Recurrent, State, Tensor, rate
+from app.engine.weights import initializers
 
 
 def _blocks(w: Tensor, n: int, units: int) -> list[Tensor]:
@@ -37,29 +36,36 @@ def _masked_matmul(x: Tensor, masks: list[Tensor], w: Tensor, units: int) -> Ten
     )
 
 
+def _read_use_cudnn(config: Mapping[str, Any], key: str, loc: Loc, default: Any) -> Any:
+    use_cudnn = config.get(key, default)
+    if use_cudnn not in ("auto", True, False):
+        raise ConfigError((*loc, key), f"must be 'auto', true or false, got {use_cudnn!r}")
+    return use_cudnn
+
+
+def _read_implementation(config: Mapping[str, Any], key: str, loc: Loc, default: int) -> int:
+    if get_int(config, key, loc, default, min_value=1, max_value=2) != 2:
+        raise ConfigError((*loc, key), "only 2 (Keras's default) is supported")
+    return 2
+
+
 class _Gated(Recurrent):
     """LSTM and GRU: a recurrent activation, `use_cudnn`, and Keras's per-gate dropout."""
 
-    def __init__(self, *, name: str, config: Mapping[str, Any], loc: Loc) -> None:
-        super().__init__(name=name, config=config, loc=loc)
-        self.recurrent_activation_name, self.recurrent_activation = activations.get(
-            config.get("recurrent_activation", "sigmoid"), (*loc, "recurrent_activation")
-        )
-        use_cudnn = config.get("use_cudnn", "auto")
-        if use_cudnn not in ("auto", True, False):
-            raise ConfigError(
-                (*loc, "use_cudnn"), f"must be 'auto', true or false, got {use_cudnn!r}"
-            )
-        if use_cudnn is True and self.recurrent_dropout:
+    recurrent_activation = keys.activation("sigmoid")
+    use_cudnn = keys.Key[Any](_read_use_cudnn, "auto", saved=False)
+    implementation = keys.Key[int](_read_implementation, 2, saved=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.recurrent_activation_fn = activations.get(self.recurrent_activation, ())[1]
+
+    @classmethod
+    def _validate(cls, values: dict[str, Any], loc: Loc) -> None:
+        if values["use_cudnn"] is True and values["recurrent_dropout"]:
             raise ConfigError(
                 (*loc, "use_cudnn"), "cannot be true with recurrent_dropout (Keras refuses it too)"
             )
-        self.use_cudnn = use_cudnn
-        if get_int(config, "implementation", loc, 2, min_value=1, max_value=2) != 2:
-            raise ConfigError((*loc, "implementation"), "only 2 (Keras's default) is supported")
-
-    def layer_config(self) -> dict[str, Any]:
-        return {**super().layer_config(), "recurrent_activation": self.recurrent_activation_name}
 
     def per_gate_dropout(self) -> bool:
         return self.recurrent_dropout > 0
@@ -70,8 +76,8 @@ class _Gated(Recurrent):
     def cudnn_ok(self, x: Tensor) -> bool:
         return (
             x.is_cuda
-            and self.activation_name == "tanh"
-            and self.recurrent_activation_name == "sigmoid"
+            and self.activation == "tanh"
+            and self.recurrent_activation == "sigmoid"
             and self.use_bias
             and not self.unroll
         )
@@ -83,19 +89,23 @@ class _Gated(Recurrent):
         return torch.flip(x, [1]) if self.go_backwards else x
 
 
-@LAYERS.register("SimpleRNN")
+@LAYERS.add()
 class SimpleRNN(Recurrent):
-    class_name = "SimpleRNN"
-    config_keys = RNN_KEYS
     gates = 1
-
-    def layer_config(self) -> dict[str, Any]:
-        # Keras's SimpleRNN accepts a seed but leaves it out of its config.
-        return {
-            **super().layer_config(),
-            **self.common_config(),
-            **self.options_and_dropout_config(),
-        }
+    use_bias = keys.boolean(True)
+    kernel_initializer = keys.initializer_or_null("glorot_uniform", empty=True)
+    recurrent_initializer = keys.initializer_or_null("orthogonal", empty=True)
+    bias_initializer = keys.initializer_or_null("zeros", empty=True)
+    kernel_regularizer = keys.regularizer("kernel")
+    recurrent_regularizer = keys.regularizer("recurrent_kernel")
+    bias_regularizer = keys.regularizer("bias")
+    activity_regularizer = keys.activity_regularizer()
+    kernel_constraint = keys.constraint("kernel")
+    recurrent_constraint = keys.constraint("recurrent_kernel")
+    bias_constraint = keys.constraint("bias")
+    dropout = rate()
+    recurrent_dropout = rate()
+    seed = keys.integer_or_none(saved=False)  # Keras's SimpleRNN leaves it out of its config
 
     def project(self, seq: Tensor, drop: list[Tensor] | None, fused: bool) -> Tensor:
         y = (seq if drop is None else seq * drop[0]) @ self.kernel
@@ -105,34 +115,34 @@ class SimpleRNN(Recurrent):
         self, xt: Tensor, state: State, rec: list[Tensor] | None, fused: bool
     ) -> tuple[Tensor, State]:
         h = state[0] if rec is None else state[0] * rec[0]
-        out = self.activation(xt + h @ self.recurrent_kernel)
+        out = self.activation_fn(xt + h @ self.recurrent_kernel)
         return out, (out,)
 
 
-@LAYERS.register("LSTM")
+@LAYERS.add()
 class LSTM(_Gated):
-    class_name = "LSTM"
-    config_keys = (*_GATED_KEYS, "unit_forget_bias")
     gates = 4
     n_states = 2
+    use_bias = keys.boolean(True)
+    kernel_initializer = keys.initializer_or_null("glorot_uniform", empty=True)
+    recurrent_initializer = keys.initializer_or_null("orthogonal", empty=True)
+    bias_initializer = keys.initializer_or_null("zeros", empty=True)
+    unit_forget_bias = keys.boolean(True)
+    kernel_regularizer = keys.regularizer("kernel")
+    recurrent_regularizer = keys.regularizer("recurrent_kernel")
+    bias_regularizer = keys.regularizer("bias")
+    activity_regularizer = keys.activity_regularizer()
+    kernel_constraint = keys.constraint("kernel")
+    recurrent_constraint = keys.constraint("recurrent_kernel")
+    bias_constraint = keys.constraint("bias")
+    dropout = rate()
+    recurrent_dropout = rate()
+    seed = keys.integer_or_none()
 
-    def __init__(self, *, name: str, config: Mapping[str, Any], loc: Loc) -> None:
-        super().__init__(name=name, config=config, loc=loc)
-        self.unit_forget_bias = get_bool(config, "unit_forget_bias", loc, True)
-
-    def layer_config(self) -> dict[str, Any]:
-        return {
-            **super().layer_config(),
-            **self.common_config(),
-            "unit_forget_bias": self.unit_forget_bias,
-            **self.options_and_dropout_config(),
-            "seed": self.seed,
-        }
-
-    def initial_bias(self, generator: torch.Generator) -> Tensor:
+    def initial_bias(self, init: initializers.Init, generator: torch.Generator) -> Tensor:
         if not self.unit_forget_bias:
-            return super().initial_bias(generator)
-        init, u = self.inits["bias_initializer"][1], self.units
+            return super().initial_bias(init, generator)
+        u = self.units
         return torch.cat([init((u,), generator), torch.ones(u), init((2 * u,), generator)])
 
     def project(self, seq: Tensor, drop: list[Tensor] | None, fused: bool) -> Tensor:
@@ -157,9 +167,9 @@ class LSTM(_Gated):
         if self.use_bias and not (fused or self.per_gate_dropout()):
             z = z + self.bias
         z_i, z_f, z_c, z_o = torch.chunk(z, 4, dim=1)
-        sigma = self.recurrent_activation
-        c = sigma(z_f) * c + sigma(z_i) * self.activation(z_c)
-        h = sigma(z_o) * self.activation(c)
+        sigma = self.recurrent_activation_fn
+        c = sigma(z_f) * c + sigma(z_i) * self.activation_fn(z_c)
+        h = sigma(z_o) * self.activation_fn(c)
         return h, (h, c)
 
     def run_fast(self, x: Tensor, drop: list[Tensor] | None) -> Tensor | None:
@@ -182,32 +192,36 @@ class LSTM(_Gated):
         return out if self.return_sequences else out[:, -1]
 
 
-@LAYERS.register("GRU")
+@LAYERS.add()
 class GRU(_Gated):
-    class_name = "GRU"
-    config_keys = (*_GATED_KEYS, "reset_after")
     gates = 3
+    use_bias = keys.boolean(True)
+    kernel_initializer = keys.initializer_or_null("glorot_uniform", empty=True)
+    recurrent_initializer = keys.initializer_or_null("orthogonal", empty=True)
+    bias_initializer = keys.initializer_or_null("zeros", empty=True)
+    kernel_regularizer = keys.regularizer("kernel")
+    recurrent_regularizer = keys.regularizer("recurrent_kernel")
+    bias_regularizer = keys.regularizer("bias")
+    activity_regularizer = keys.activity_regularizer()
+    kernel_constraint = keys.constraint("kernel")
+    recurrent_constraint = keys.constraint("recurrent_kernel")
+    bias_constraint = keys.constraint("bias")
+    dropout = rate()
+    recurrent_dropout = rate()
+    reset_after = keys.boolean(True)
+    seed = keys.integer_or_none()
 
-    def __init__(self, *, name: str, config: Mapping[str, Any], loc: Loc) -> None:
-        super().__init__(name=name, config=config, loc=loc)
-        self.reset_after = get_bool(config, "reset_after", loc, True)
-        if self.use_cudnn is True and not self.reset_after:
+    @classmethod
+    def _validate(cls, values: dict[str, Any], loc: Loc) -> None:
+        super()._validate(values, loc)
+        if values["use_cudnn"] is True and not values["reset_after"]:
             raise ConfigError(
                 (*loc, "use_cudnn"), "cannot be true with reset_after false (Keras refuses it too)"
             )
 
-    def layer_config(self) -> dict[str, Any]:
-        return {
-            **super().layer_config(),
-            **self.common_config(),
-            **self.options_and_dropout_config(),
-            "reset_after": self.reset_after,
-            "seed": self.seed,
-        }
-
-    def initial_bias(self, generator: torch.Generator) -> Tensor:
+    def initial_bias(self, init: initializers.Init, generator: torch.Generator) -> Tensor:
         shape = (2, 3 * self.units) if self.reset_after else (3 * self.units,)
-        return self.inits["bias_initializer"][1](shape, generator)
+        return init(shape, generator)
 
     def fused(self, mask: Tensor | None) -> bool:
         return self.reset_after and super().fused(mask)
@@ -237,14 +251,14 @@ class GRU(_Gated):
             if rec_bias is not None:
                 hp = hp + rec_bias
         x_z, x_r, x_h = torch.chunk(xt, 3, dim=1)
-        z = self.recurrent_activation(x_z + hp[:, :u])
-        r = self.recurrent_activation(x_r + hp[:, u : 2 * u])
+        z = self.recurrent_activation_fn(x_z + hp[:, :u])
+        r = self.recurrent_activation_fn(x_r + hp[:, u : 2 * u])
         if self.reset_after:
             recurrent_h = r * hp[:, 2 * u :]
         else:
             h_h = h if rec is None else h * rec[2]
             recurrent_h = (r * h_h) @ kernel[:, 2 * u :]
-        hh = self.activation(x_h + recurrent_h)
+        hh = self.activation_fn(x_h + recurrent_h)
         h = z * h + (1 - z) * hh
         return h, (h,)
 

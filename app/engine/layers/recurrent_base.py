@@ -20,10 +20,9 @@ from typing import Any, ClassVar
 import torch
 
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_bool, get_float, get_int
-from app.engine.config.registry import known_keys
-from app.engine.layers import activations
-from app.engine.layers.base import BASE_KEYS, Layer, Shape, option_weights
+from app.engine.config.readers import get_float
+from app.engine.layers import activations, keys
+from app.engine.layers.base import Layer, Shape
 from app.engine.weights import initializers
 
 Tensor = torch.Tensor
@@ -31,27 +30,27 @@ State = tuple[Tensor, ...]
 
 MAX_UNITS = 1 << 20
 
-# The regularizer and constraint keys in Keras's config order (the base class reads them).
-OPTION_KEYS = (
-    "kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "activity_regularizer",
-    "kernel_constraint", "recurrent_constraint", "bias_constraint",
-)  # fmt: skip
-RNN_KEYS = (
-    "units", "activation", "use_bias", "kernel_initializer", "recurrent_initializer",
-    "bias_initializer", *OPTION_KEYS, "dropout", "recurrent_dropout", "seed", "return_sequences",
-    "return_state", "go_backwards", "stateful", "unroll", "zero_output_for_mask",
-)  # fmt: skip
 
-
-def _rate(config: Mapping[str, Any], key: str, loc: Loc) -> float:
-    rate = float(get_float(config, key, loc, 0.0, min_value=0.0))
+def _read_rate(config: Mapping[str, Any], key: str, loc: Loc, default: float) -> float:
+    rate = float(get_float(config, key, loc, default, min_value=0.0))
     if rate >= 1.0:
         raise ConfigError((*loc, key), f"must be in [0, 1), got {rate}")
     return rate
 
 
+def rate() -> keys.Key[float]:
+    """A dropout rate in [0, 1), 0 by default."""
+    return keys.Key(_read_rate, 0.0)
+
+
 class Recurrent(Layer):
-    """A Keras recurrent layer over `(batch, timesteps, features)` inputs."""
+    """A Keras recurrent layer over `(batch, timesteps, features)` inputs.
+
+    It declares the keys Keras's RNN writes first, then units and activation; each layer
+    declares the rest in its own order (Keras keeps use_bias, the initializers, regularizers,
+    constraints and dropout rates in the cell, and the layers write them in different orders).
+    Keras keeps the weights (and their options) in the cell too; here they are the layer's own,
+    so the base class's regularizers and constraints apply to them directly."""
 
     supports_masking = True
     uses_mask = True
@@ -60,82 +59,34 @@ class Recurrent(Layer):
     gates: ClassVar[int]
     #: How many state tensors the recurrence carries (LSTM: h and c).
     n_states: ClassVar[int] = 1
-    # Keras keeps these weights (and their options) in the layer's cell; here they are the
-    # layer's own, so the base class's regularizers and constraints apply to them directly.
-    weight_options = option_weights("kernel", "bias", recurrent="recurrent_kernel")
+    return_sequences = keys.boolean(False)
+    return_state = keys.must_be_false(
+        "is not supported: it makes the layer return its states as extra outputs, and a layer "
+        "in a Sequential model has exactly one output; use return_sequences for the per-step "
+        "outputs"
+    )
+    go_backwards = keys.boolean(False)
+    stateful = keys.must_be_false(
+        "is not supported: a stateful RNN carries its state from one batch to the next"
+    )
+    unroll = keys.boolean(False)
+    zero_output_for_mask = keys.boolean(False)
+    units = keys.integer(min_value=1, max_value=MAX_UNITS)
+    activation = keys.activation("tanh")
+    # Declared by each layer, where Keras's config order puts them:
+    use_bias: bool
+    kernel_initializer: dict[str, Any]
+    recurrent_initializer: dict[str, Any]
+    bias_initializer: dict[str, Any]
+    dropout: float
+    recurrent_dropout: float
     kernel: Tensor
     recurrent_kernel: Tensor
     bias: Tensor
 
-    def __init__(self, *, name: str, config: Mapping[str, Any], loc: Loc) -> None:
-        super().__init__(name=name, trainable=get_bool(config, "trainable", loc, True))
-        known_keys(config, self.config_keys, loc, ignored=BASE_KEYS)
-        if get_bool(config, "return_state", loc, False):
-            raise ConfigError(
-                (*loc, "return_state"),
-                "is not supported: it makes the layer return its states as extra outputs, and "
-                "a layer in a Sequential model has exactly one output; use return_sequences "
-                "for the per-step outputs",
-            )
-        if get_bool(config, "stateful", loc, False):
-            raise ConfigError(
-                (*loc, "stateful"),
-                "is not supported: a stateful RNN carries its state from one batch to the next",
-            )
-        self.units = get_int(config, "units", loc, min_value=1, max_value=MAX_UNITS)
-        self.activation_name, self.activation = activations.get(
-            config.get("activation", "tanh"), (*loc, "activation")
-        )
-        self.use_bias = get_bool(config, "use_bias", loc, True)
-        self.inits = {
-            key: initializers.get(config.get(key) or default, (*loc, key))
-            for key, default in (
-                ("kernel_initializer", "glorot_uniform"),
-                ("recurrent_initializer", "orthogonal"),
-                ("bias_initializer", "zeros"),
-            )
-        }
-        self.dropout = _rate(config, "dropout", loc)
-        self.recurrent_dropout = _rate(config, "recurrent_dropout", loc)
-        self.seed = get_int(config, "seed", loc, None)
-        self.return_sequences = get_bool(config, "return_sequences", loc, False)
-        self.go_backwards = get_bool(config, "go_backwards", loc, False)
-        self.unroll = get_bool(config, "unroll", loc, False)
-        self.zero_output_for_mask = get_bool(config, "zero_output_for_mask", loc, False)
+    def __post_init__(self) -> None:
+        self.activation_fn = activations.get(self.activation, ())[1]
         self.generator: torch.Generator | None = None
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        return cls(name=name, config=config, loc=loc)
-
-    def layer_config(self) -> dict[str, Any]:
-        """The keys Keras's RNN writes first, then units and activation (a subclass continues)."""
-        return {
-            "return_sequences": self.return_sequences,
-            "return_state": False,
-            "go_backwards": self.go_backwards,
-            "stateful": False,
-            "unroll": self.unroll,
-            "zero_output_for_mask": self.zero_output_for_mask,
-            "units": self.units,
-            "activation": self.activation_name,
-        }
-
-    def common_config(self) -> dict[str, Any]:
-        """use_bias, the initializers, regularizers and constraints, in Keras's order."""
-        return {
-            "use_bias": self.use_bias,
-            **{key: init_config for key, (init_config, _) in self.inits.items()},
-        }
-
-    def options_and_dropout_config(self) -> dict[str, Any]:
-        """The regularizer and constraint keys (placeholders the base class fills, keeping
-        Keras's order), then the dropout rates."""
-        return {
-            **{key: None for key in OPTION_KEYS},
-            "dropout": self.dropout,
-            "recurrent_dropout": self.recurrent_dropout,
-        }
 
     # -- weights -------------------------------------------------------------------------------
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
@@ -153,19 +104,22 @@ class Recurrent(Layer):
         if self.unroll and steps is None:
             raise ConfigError((*loc, "unroll"), "needs a known number of timesteps")
         width = self.gates * self.units
-        self.add_weight("kernel", self.inits["kernel_initializer"][1]((features, width), generator))
-        recurrent = self.inits["recurrent_initializer"][1]((self.units, width), generator)
+        kernel = keys.draw(self, "kernel_initializer", loc)((features, width), generator)
+        self.add_weight("kernel", kernel)
+        recurrent = keys.draw(self, "recurrent_initializer", loc)((self.units, width), generator)
         self.add_weight("recurrent_kernel", recurrent)
         if self.use_bias:
-            self.add_weight("bias", self.initial_bias(generator))
+            init = keys.draw(self, "bias_initializer", loc)
+            self.add_weight("bias", self.initial_bias(init, generator))
         return (batch, steps, self.units) if self.return_sequences else (batch, self.units)
 
     def h5_paths(self) -> list[str]:
         # Keras keeps a recurrent layer's weights in its cell.
         return [f"cell/{p}" for p in super().h5_paths()]
 
-    def initial_bias(self, generator: torch.Generator) -> Tensor:
-        return self.inits["bias_initializer"][1]((self.gates * self.units,), generator)
+    def initial_bias(self, init: initializers.Init, generator: torch.Generator) -> Tensor:
+        """The bias drawn with the bias initializer's `init`."""
+        return init((self.gates * self.units,), generator)
 
     def integer_input_rule(self) -> str | None:
         # Keras's input dropout cannot multiply an integer tensor: its fit fails there.

@@ -17,15 +17,17 @@ import numpy as np
 import torch
 
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_bool, get_str
+from app.engine.config.readers import get_str
 from app.engine.config.registry import known_keys, to_snake_case
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape, check_dtype
+from app.engine.layers import keys
+from app.engine.layers.base import LAYERS, Layer, Shape, check_dtype
 from app.engine.layers.recurrent import _Gated
 from app.engine.layers.recurrent_base import Recurrent
 
 Tensor = torch.Tensor
 _ENTRY_KEYS = ("module", "class_name", "config", "registered_name", "build_config")
 MERGE_MODES = ("concat", "sum", "mul", "ave")
+_RECURRENT = "Bidirectional wraps a recurrent layer: SimpleRNN, LSTM or GRU"
 # Layers whose output for one sample depends on the rest of the batch: Keras runs them once
 # per timestep (with batch statistics per step), so they are not folded into one big batch.
 _PER_STEP = ("BatchNormalization",)
@@ -125,80 +127,78 @@ class _Wrapper(Layer):
             layer.apply_constraints()
 
 
-@LAYERS.register("Bidirectional")
-class Bidirectional(_Wrapper):
-    class_name = "Bidirectional"
-    config_keys = ("layer", "merge_mode", "backward_layer")
+def _read_merge_mode(config: Mapping[str, Any], key: str, loc: Loc, default: str) -> str:
+    if key in config and config[key] is None:
+        raise ConfigError(
+            (*loc, key),
+            "null returns the two directions as two outputs, and a layer in a Sequential "
+            f"model has exactly one output; use one of {list(MERGE_MODES)}",
+        )
+    mode: str = get_str(config, key, loc, default, choices=MERGE_MODES)
+    return mode
 
-    def __init__(
-        self, *, name: str, layer: Recurrent, backward: Recurrent, merge_mode: str, trainable: bool
-    ) -> None:
-        super().__init__(name=name, trainable=trainable)
-        self.forward_layer = layer
-        self.backward_layer = backward
-        self.merge_mode = merge_mode
-        self.return_sequences = layer.return_sequences
-        for sub in (layer, backward):
-            # Keras makes masked steps output zeros in both directions of a returned sequence.
-            sub.zero_output_for_mask = sub.return_sequences
-            if isinstance(sub, _Gated) and isinstance(layer, _Gated):
-                sub.use_cudnn = layer.use_cudnn
+
+def _recurrent(layer: Layer, loc: Loc) -> Recurrent:
+    if not isinstance(layer, Recurrent):
+        raise ConfigError((*loc, "class_name"), _RECURRENT)
+    return layer
+
+
+def _read_forward(config: Mapping[str, Any], key: str, loc: Loc) -> Recurrent:
+    if key not in config:
+        raise ConfigError((*loc, key), "is required: the recurrent layer to wrap")
+    layer = parse_wrapped(config[key], (*loc, key), rename=_with_prefix("forward_"))
+    return _recurrent(layer, (*loc, key))
+
+
+def _read_backward(config: Mapping[str, Any], key: str, loc: Loc) -> Recurrent:
+    """The backward layer as given, or the forward layer's config going backwards."""
+    if config.get(key) is None:
+        layer = parse_wrapped(
+            config["layer"],
+            (*loc, "layer"),
+            rename=_with_prefix("backward_"),
+            overrides={"go_backwards": True},
+        )
+        return _recurrent(layer, (*loc, "layer"))
+    return _recurrent(parse_wrapped(config[key], (*loc, key)), (*loc, key))
+
+
+@LAYERS.add()
+class Bidirectional(_Wrapper):
+    # A wrapped layer is a torch submodule: setting its key registers it (nn.Module's
+    # __setattr__), and reading the key finds it there (nn.Module's __getattr__).
+    merge_mode = keys.Key[str](_read_merge_mode, "concat")
+    layer = keys.Key[Recurrent](_read_forward, dump=_entry)
+    backward_layer = keys.Key[Recurrent](_read_backward, dump=_entry)
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        if "merge_mode" in config and config["merge_mode"] is None:
-            raise ConfigError(
-                (*loc, "merge_mode"),
-                "null returns the two directions as two outputs, and a layer in a Sequential "
-                f"model has exactly one output; use one of {list(MERGE_MODES)}",
-            )
-        merge_mode = get_str(config, "merge_mode", loc, "concat", choices=MERGE_MODES)
-        if "layer" not in config:
-            raise ConfigError((*loc, "layer"), "is required: the recurrent layer to wrap")
-        layer = parse_wrapped(config["layer"], (*loc, "layer"), rename=_with_prefix("forward_"))
-        backward_entry = config.get("backward_layer")
-        if backward_entry is None:
-            if not isinstance(layer, Recurrent):
-                raise ConfigError((*loc, "layer", "class_name"), _RECURRENT)
-            backward = parse_wrapped(
-                config["layer"], (*loc, "layer"), rename=_with_prefix("backward_"),
-                overrides={"go_backwards": True},
-            )  # fmt: skip
-        else:
-            backward = parse_wrapped(backward_entry, (*loc, "backward_layer"))
-        for sub, key in ((layer, "layer"), (backward, "backward_layer")):
-            if not isinstance(sub, Recurrent):
-                raise ConfigError((*loc, key, "class_name"), _RECURRENT)
-        assert isinstance(layer, Recurrent) and isinstance(backward, Recurrent)
-        if layer.go_backwards == backward.go_backwards:
+    def _validate(cls, values: dict[str, Any], loc: Loc) -> None:
+        if values["layer"].go_backwards == values["backward_layer"].go_backwards:
             raise ConfigError(
                 (*loc, "backward_layer", "config", "go_backwards"),
                 "the forward and backward layers must differ in go_backwards",
             )
-        if layer.return_sequences != backward.return_sequences:
+        if values["layer"].return_sequences != values["backward_layer"].return_sequences:
             raise ConfigError(
                 (*loc, "backward_layer", "config", "return_sequences"),
                 "must equal the forward layer's return_sequences",
             )
-        return cls(
-            name=name, layer=layer, backward=backward, merge_mode=merge_mode,
-            trainable=get_bool(config, "trainable", loc, True),
-        )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        self.return_sequences = self.layer.return_sequences
+        for sub in (self.layer, self.backward_layer):
+            # Keras makes masked steps output zeros in both directions of a returned sequence.
+            sub.zero_output_for_mask = sub.return_sequences
+            if isinstance(sub, _Gated) and isinstance(self.layer, _Gated):
+                sub.use_cudnn = self.layer.use_cudnn
 
     def groups(self) -> list[tuple[str, Layer]]:
-        return [("forward_layer", self.forward_layer), ("backward_layer", self.backward_layer)]
-
-    def layer_config(self) -> dict[str, Any]:
-        return {
-            "merge_mode": self.merge_mode,
-            "layer": _entry(self.forward_layer),
-            "backward_layer": _entry(self.backward_layer),
-        }
+        return [("forward_layer", self.layer), ("backward_layer", self.backward_layer)]
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
-        out = self.forward_layer.build(input_shape, generator, (*loc, "layer", "config"))
-        self.forward_layer.output_shape = out
+        out = self.layer.build(input_shape, generator, (*loc, "layer", "config"))
+        self.layer.output_shape = out
         back = self.backward_layer.build(input_shape, generator, (*loc, "backward_layer", "config"))
         self.backward_layer.output_shape = back
         last, back_last = out[-1], back[-1]
@@ -217,7 +217,7 @@ class Bidirectional(_Wrapper):
         return mask if self.return_sequences else None
 
     def forward(self, x: Tensor, training: bool = False, mask: Tensor | None = None) -> Tensor:
-        y = self.forward_layer(x, training, mask=mask)
+        y = self.layer(x, training, mask=mask)
         y_rev = self.backward_layer(x, training, mask=mask)
         if self.return_sequences:
             y_rev = torch.flip(y_rev, [1])
@@ -230,41 +230,31 @@ class Bidirectional(_Wrapper):
         return y * y_rev
 
 
-_RECURRENT = "Bidirectional wraps a recurrent layer: SimpleRNN, LSTM or GRU"
+def _read_step_layer(config: Mapping[str, Any], key: str, loc: Loc) -> Layer:
+    if key not in config:
+        raise ConfigError((*loc, key), "is required: the layer to apply to each timestep")
+    layer = parse_wrapped(config[key], (*loc, key))
+    if layer.multi_input or layer.input_names:
+        raise ConfigError(
+            (*loc, key, "class_name"),
+            f"TimeDistributed applies a single-input layer, got {layer.class_name}",
+        )
+    return layer
 
 
-@LAYERS.register("TimeDistributed")
+@LAYERS.add()
 class TimeDistributed(_Wrapper):
     """The wrapped layer applied to each timestep: the batch and time axes are folded into one
     batch (the same numbers as Keras's loop over steps), except for layers that use batch
     statistics, which run once per step as in Keras."""
 
-    class_name = "TimeDistributed"
-    config_keys = ("layer",)
+    layer = keys.Key[Layer](_read_step_layer, dump=_entry)  # a submodule (see Bidirectional)
 
-    def __init__(self, *, name: str, layer: Layer, trainable: bool) -> None:
-        super().__init__(name=name, trainable=trainable)
-        self.layer = layer
-        self.per_step = layer.class_name in _PER_STEP
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        if "layer" not in config:
-            raise ConfigError((*loc, "layer"), "is required: the layer to apply to each timestep")
-        layer = parse_wrapped(config["layer"], (*loc, "layer"))
-        if layer.multi_input or layer.input_names:
-            raise ConfigError(
-                (*loc, "layer", "class_name"),
-                f"TimeDistributed applies a single-input layer, got {layer.class_name}",
-            )
-        return cls(name=name, layer=layer, trainable=get_bool(config, "trainable", loc, True))
+    def __post_init__(self) -> None:
+        self.per_step = self.layer.class_name in _PER_STEP
 
     def groups(self) -> list[tuple[str, Layer]]:
         return [("layer", self.layer)]
-
-    def layer_config(self) -> dict[str, Any]:
-        return {"layer": _entry(self.layer)}
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         if len(input_shape) < 3:
