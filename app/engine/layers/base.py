@@ -24,16 +24,11 @@ Layer does (a layer whose Keras config writes it among its own keys declares it 
 the current weights, activity penalties from the last call, divided by its batch size) and
 `apply_constraints()`. A layer without any of them pays nothing: no forward hook, and both
 methods return at once.
-
-(Layers not yet moved onto declared keys list `config_keys` and write `from_config` and
-`layer_config` by hand, with `weight_options`; both kinds work side by side.)
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping
-from types import MappingProxyType
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -53,14 +48,6 @@ LAYERS: Registry[Layer] = Registry("layer")
 # Keys every Keras layer config may carry: name, trainable and dtype are read by the model and
 # the layer; activity_regularizer by the base class (Keras's base Layer takes it too).
 BASE_KEYS = ("name", "trainable", "dtype", "autocast", "activity_regularizer")
-
-
-def option_weights(*same: str, **renamed: str) -> Mapping[str, str]:
-    """A layer's `weight_options`: `{option: weight name}` for the weights that take Keras's
-    `<option>_regularizer` and `<option>_constraint` keys. `option_weights("kernel", "bias")`
-    for Dense; `option_weights("bias", depthwise="kernel")` where Keras's option and weight
-    names differ."""
-    return MappingProxyType({**{name: name for name in same}, **renamed})
 
 
 def check_dtype(config: Mapping[str, Any], loc: Loc) -> None:
@@ -86,13 +73,6 @@ def check_activity_regularizer(regularizer: regularizers.Regularizer, loc: Loc) 
         )
 
 
-def require_null(config: Mapping[str, Any], keys: tuple[str, ...], loc: Loc) -> None:
-    """Keras options we accept only at their default (null) value for now."""
-    for key in keys:
-        if config.get(key) is not None:
-            raise ConfigError((*loc, key), "is not supported yet; leave it null")
-
-
 class OptionKey(Key[Any]):
     """A `<option>_regularizer` or `<option>_constraint` key, and the weight it applies to."""
 
@@ -102,7 +82,7 @@ class OptionKey(Key[Any]):
         def read(config: Mapping[str, Any], key: str, loc: Loc, default: Any = None) -> Any:
             return family.get(config.get(key), (*loc, key))
 
-        super().__init__(read, None, dump=_serialize)
+        super().__init__(read, None, dump=serialize_option)
         self.kind = kind
         self.weight = weight
 
@@ -121,8 +101,6 @@ class Layer(DeclaredKeys, nn.Module):
     """A Keras layer: built once for an input shape, then applied to batches."""
 
     class_name: ClassVar[str]
-    #: A layer not yet on declared keys: the Keras config keys it understands beyond BASE_KEYS.
-    config_keys: ClassVar[tuple[str, ...]] = ()
     #: Keras's `supports_masking`: an incoming mask passes through unchanged (compute_mask's
     #: default). A layer without it drops the mask, as Keras does (with a warning there).
     supports_masking: ClassVar[bool] = False
@@ -142,9 +120,6 @@ class Layer(DeclaredKeys, nn.Module):
     #: Non-tensor call keyword arguments a Functional node may carry (use_causal_mask); they are
     #: passed to forward as keyword arguments.
     call_options: ClassVar[tuple[str, ...]] = ()
-    #: The weights that take `<option>_regularizer` / `<option>_constraint` (see
-    #: `option_weights`); their keys must also be in `config_keys`.
-    weight_options: ClassVar[Mapping[str, str]] = MappingProxyType({})
     #: How the layer reads an integer or bool tensor, as Keras's own call does (see
     #: app.engine.arrays.dtypes): "cast" (converted to float32 first), "as_is", "shape" (moved, the
     #: output keeping the dtype) or None (refused).
@@ -165,8 +140,7 @@ class Layer(DeclaredKeys, nn.Module):
         self.activity_regularizer: regularizers.Regularizer | None = None
         self._activity_hook: Any = None
         self._activity_losses: list[torch.Tensor] = []
-        # option -> (regularizer, constraint), as configured; and by weight name, as applied.
-        self._options: dict[str, tuple[Any, Any]] = {}
+        # The weights' regularizers and constraints, by weight name (from the declared keys).
         self._regularizers: dict[str, regularizers.Regularizer] = {}
         self._constraints: dict[str, constraints.Constraint] = {}
         self._set_declared(values)
@@ -181,26 +155,16 @@ class Layer(DeclaredKeys, nn.Module):
         self.__post_init__()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        # Every subclass's own from_config is followed by the generic read of the regularizer
-        # and constraint keys, so a layer gets them by declaring `weight_options` alone.
         super().__init_subclass__(**kwargs)
         if "class_name" not in cls.__dict__:
             cls.class_name = cls.__name__  # Keras's class name, where the two differ it is set
-        own = cls.__dict__.get("from_config")
-        if isinstance(own, classmethod):
-            setattr(cls, "from_config", classmethod(_then_read_options(own.__func__)))  # noqa: B010
-
-    @classmethod
-    def class_config_keys(cls) -> tuple[str, ...]:
-        """The Keras config keys this layer understands beyond BASE_KEYS."""
-        return tuple(cls.declared_keys) or cls.config_keys
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
         """The layer `config` describes: each declared key read and checked (an unknown key is a
         ConfigError naming it), then the activity regularizer (where the layer does not declare
         it)."""
-        known_keys(config, cls.declared_keys, loc, ignored=BASE_KEYS)
+        known_keys(config, (*BASE_KEYS, *cls.declared_keys), loc)
         trainable = get_bool(config, "trainable", loc, True)
         layer = cls(name=name, trainable=trainable, **cls.read_values(config, loc))
         if "activity_regularizer" not in cls.declared_keys:
@@ -208,9 +172,7 @@ class Layer(DeclaredKeys, nn.Module):
         return layer
 
     def layer_config(self) -> dict[str, Any]:
-        """The layer-specific part of the canonical config: the declared keys that are saved.
-        (Layers with hand-written configs may write the regularizer and constraint keys as None
-        placeholders, to keep Keras's key order: get_config fills them.)"""
+        """The layer-specific part of the canonical config: the declared keys that are saved."""
         return self.declared_config()
 
     def base_config(self) -> dict[str, Any]:
@@ -222,11 +184,8 @@ class Layer(DeclaredKeys, nn.Module):
         if self.activity_regularizer is not None:
             config["activity_regularizer"] = None  # Keras writes it here, after dtype
         config.update(self.layer_config())
-        for option, (regularizer, constraint) in self._options.items():
-            config[f"{option}_regularizer"] = _serialize(regularizer)
-            config[f"{option}_constraint"] = _serialize(constraint)
         if "activity_regularizer" in config and "activity_regularizer" not in self.declared_keys:
-            config["activity_regularizer"] = _serialize(self.activity_regularizer)
+            config["activity_regularizer"] = serialize_option(self.activity_regularizer)
         return config
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
@@ -336,23 +295,6 @@ class Layer(DeclaredKeys, nn.Module):
                 if isinstance(weight, nn.Parameter) and weight.grad is not None:
                     weight.copy_(constraint(weight))
 
-    def read_options(self, config: Mapping[str, Any], loc: Loc) -> None:
-        """Read the weight options this layer declares and `activity_regularizer` (each error
-        names its key). A null activity_regularizer keeps one the layer set itself."""
-        for option, weight in self.weight_options.items():
-            regularizer = regularizers.get(
-                config.get(f"{option}_regularizer"), (*loc, f"{option}_regularizer")
-            )
-            constraint = constraints.get(
-                config.get(f"{option}_constraint"), (*loc, f"{option}_constraint")
-            )
-            self._options[option] = (regularizer, constraint)
-            if regularizer is not None:
-                self._regularizers[weight] = regularizer
-            if constraint is not None:
-                self._constraints[weight] = constraint
-        self.read_activity_regularizer(config, loc)
-
     def read_activity_regularizer(self, config: Mapping[str, Any], loc: Loc) -> None:
         """Read `activity_regularizer` (BASE_KEYS); a null one keeps one the layer set itself."""
         aloc = (*loc, "activity_regularizer")
@@ -378,17 +320,7 @@ class Layer(DeclaredKeys, nn.Module):
         raise NotImplementedError
 
 
-def _then_read_options(from_config: Callable[..., Layer]) -> Callable[..., Layer]:
-    @functools.wraps(from_config)
-    def read(cls: type[Layer], config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        layer = from_config(cls, config, loc, name=name)
-        layer.read_options(config, loc)
-        return layer
-
-    return read
-
-
-def _serialize(option: Any) -> dict[str, Any] | None:
+def serialize_option(option: Any) -> dict[str, Any] | None:
     return None if option is None else dict(option.serialize())
 
 

@@ -31,7 +31,12 @@ from app.engine.config.declared import (
 from app.engine.config.errors import ConfigError, Loc
 from app.engine.config.readers import get_bool, get_str
 from app.engine.layers import activations
-from app.engine.layers.base import check_activity_regularizer, constraint, regularizer
+from app.engine.layers.base import (
+    check_activity_regularizer,
+    constraint,
+    regularizer,
+    serialize_option,
+)
 from app.engine.weights import initializers, regularizers
 
 __all__ = [
@@ -102,11 +107,7 @@ def activity_regularizer(*, name: str = "") -> Key[regularizers.Regularizer | No
             check_activity_regularizer(value, (*loc, key))
         return value
 
-    return Key(read, None, dump=_serialized, name=name)
-
-
-def _serialized(option: Any) -> dict[str, Any] | None:
-    return None if option is None else dict(option.serialize())
+    return Key(read, None, dump=serialize_option, name=name)
 
 
 # -- recurrent group: recurrent layers, wrappers, normalization, noise ----------------------------

@@ -15,9 +15,8 @@ from typing import Any, ClassVar
 import torch
 
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.registry import known_keys
 from app.engine.layers import keys
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
+from app.engine.layers.base import LAYERS, Layer, Shape
 from app.engine.losses.regression import l2_normalize
 
 Tensor = torch.Tensor
@@ -37,12 +36,6 @@ class _Merge(Layer):
     supports_masking = True
     min_inputs: ClassVar[int] = 1
     exact_inputs: ClassVar[int | None] = None
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        # An unknown key's message lists the base keys too (most merges declare none).
-        known_keys(config, (*BASE_KEYS, *cls.declared_keys), loc)
-        return super().from_config(config, loc, name=name)
 
     def build(self, input_shape: Any, generator: torch.Generator, loc: Loc) -> Shape:
         shapes = _shapes(input_shape, loc, self.class_name, self.exact_inputs)

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.engine.config.declared import Key
 from app.engine.config.errors import ConfigError, DataError, Loc
-from app.engine.config.readers import get_bool
-from app.engine.config.registry import known_keys
-from app.engine.layers.base import BASE_KEYS, LAYERS, Layer, Shape
+from app.engine.layers import keys
+from app.engine.layers.base import LAYERS, Layer, Shape
 
 _EPSILON = 1e-7
 
@@ -31,72 +31,62 @@ def _constant(value: Any, loc: Loc) -> np.ndarray:
     return arr
 
 
+def _read_axis(config: Mapping[str, Any], key: str, loc: Loc, default: Any) -> tuple[int, ...]:
+    """An int, a list of them, or null (every axis but none: one mean for everything)."""
+    value = config.get(key, -1)
+    if value is None:
+        return ()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,)
+    if isinstance(value, list | tuple) and all(
+        isinstance(a, int) and not isinstance(a, bool) for a in value
+    ):
+        return tuple(value)
+    raise ConfigError((*loc, key), f"must be an integer, a list of them or null, got {value!r}")
+
+
+def _write_axis(axis: tuple[int, ...]) -> Any:
+    return None if not axis else axis[0] if len(axis) == 1 else list(axis)
+
+
+def _read_stat(config: Mapping[str, Any], key: str, loc: Loc, default: Any) -> np.ndarray | None:
+    value = config.get(key)
+    return None if value is None else _constant(value, (*loc, key))
+
+
+def _stat_key(name: str) -> Key[np.ndarray | None]:
+    """`mean` or `variance` from the config; kept as `<name>_value` (the weights take the name)."""
+    return Key(_read_stat, None, name=name, dump=lambda v: None if v is None else v.tolist())
+
+
 @LAYERS.add()
 class Normalization(Layer):
-    # Hand-written config: its keys `mean` and `variance` are also the names of its weights, and
-    # a declared key is an instance attribute of its own name.
     integer_input = "as_is"  # converted here, as Keras's call converts it (adapt sees it raw)
     supports_masking = True
-    config_keys = ("axis", "mean", "variance", "invert")
+    axis = Key[tuple[int, ...]](_read_axis, (-1,), dump=_write_axis)
+    mean_value = _stat_key("mean")
+    variance_value = _stat_key("variance")
+    invert = keys.boolean(False)
     mean: torch.Tensor
     variance: torch.Tensor
     _mean_const: torch.Tensor
     _variance_const: torch.Tensor
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        axis: tuple[int, ...],
-        mean: np.ndarray | None,
-        variance: np.ndarray | None,
-        invert: bool,
-    ) -> None:
-        super().__init__(name=name, trainable=False)
-        self.axis = axis
-        self.mean_value = mean
-        self.variance_value = variance
-        self.invert = invert
-        self._broadcast: tuple[int, ...] = ()
-        self._keep: tuple[int, ...] = ()
-
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, cls.config_keys, loc, ignored=BASE_KEYS)
-        axis_value = config.get("axis", -1)
-        if axis_value is None:
-            axis: tuple[int, ...] = ()
-        elif isinstance(axis_value, int) and not isinstance(axis_value, bool):
-            axis = (axis_value,)
-        elif isinstance(axis_value, list | tuple) and all(
-            isinstance(a, int) and not isinstance(a, bool) for a in axis_value
-        ):
-            axis = tuple(axis_value)
-        else:
-            raise ConfigError(
-                (*loc, "axis"), f"must be an integer, a list of them or null, got {axis_value!r}"
-            )
-        has_mean, has_var = config.get("mean") is not None, config.get("variance") is not None
+    def _validate(cls, values: dict[str, Any], loc: Loc) -> None:
+        has_mean, has_var = values["mean"] is not None, values["variance"] is not None
         if has_mean != has_var:
             raise ConfigError(
                 (*loc, "variance" if has_mean else "mean"),
                 "give both mean and variance, or neither",
             )
-        mean = _constant(config["mean"], (*loc, "mean")) if has_mean else None
-        variance = _constant(config["variance"], (*loc, "variance")) if has_var else None
-        if variance is not None and np.any(variance < 0):
+        if has_var and np.any(values["variance"] < 0):
             raise ConfigError((*loc, "variance"), "must not be negative")
-        invert = get_bool(config, "invert", loc, False)
-        return cls(name=name, axis=axis, mean=mean, variance=variance, invert=invert)
 
-    def layer_config(self) -> dict[str, Any]:
-        axis: Any = list(self.axis) if len(self.axis) != 1 else self.axis[0]
-        return {
-            "axis": axis if self.axis else None,
-            "mean": None if self.mean_value is None else self.mean_value.tolist(),
-            "variance": None if self.variance_value is None else self.variance_value.tolist(),
-            "invert": self.invert,
-        }
+    def __post_init__(self) -> None:
+        self.trainable = False  # its weights are statistics, set by adapt
+        self._broadcast: tuple[int, ...] = ()
+        self._keep: tuple[int, ...] = ()
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         rank = len(input_shape)

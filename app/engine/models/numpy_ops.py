@@ -24,8 +24,9 @@ from typing import Any, ClassVar
 
 import torch
 
+from app.engine.config.declared import Key, boolean
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_bool, get_int
+from app.engine.config.readers import get_int
 from app.engine.config.registry import Registry, known_keys
 from app.engine.layers import Layer, Shape
 
@@ -47,15 +48,11 @@ class Op(Layer):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], loc: Loc, *, name: str) -> Layer:
-        known_keys(config, ("name", *cls.config_keys), loc)
-        return cls(name=name, **cls.read_config(config, loc))
-
-    @classmethod
-    def read_config(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        return {}
+        known_keys(config, ("name", *cls.declared_keys), loc)
+        return cls(name=name, **cls.read_values(config, loc))
 
     def get_config(self) -> dict[str, Any]:
-        return {"name": self.name, **self.layer_config()}
+        return {"name": self.name, **self.declared_config()}
 
     def read_constants(self, args: list[Any], loc: Loc) -> tuple[list[Any], dict[str, Any]]:
         """A node's arguments split into its tensors and its constants (by name)."""
@@ -93,11 +90,10 @@ def same_dim(a: int | None, b: int | None) -> bool:
     return a is None or b is None or a == b
 
 
-@OPS.register("NotEqual")
+@OPS.add()
 class NotEqual(Op):
     """`x != x2` elementwise, with a number `x2` (Embedding's 0, Masking's mask_value)."""
 
-    class_name = "NotEqual"
     reads_masks = False
     constants = ("x2",)
 
@@ -105,30 +101,26 @@ class NotEqual(Op):
         return torch.ne(x, x2)
 
 
+def _read_axis(config: Mapping[str, Any], key: str, loc: Loc) -> int:
+    axis: int | None = get_int(config, key, loc, None)
+    if axis is None:
+        raise ConfigError((*loc, key), "is required: one axis (an integer)")
+    return axis
+
+
+def _read_mask_dtype(config: Mapping[str, Any], key: str, loc: Loc, default: str) -> str:
+    if config.get(key) != "bool":
+        raise ConfigError((*loc, key), f"must be 'bool' (a mask), got {config.get(key)!r}")
+    return "bool"
+
+
 class _AlongAxis(Op):
     """An op along one `axis` (Keras writes it; never the batch axis)."""
 
-    config_keys: ClassVar[tuple[str, ...]] = ("axis",)
+    axis = Key[int](_read_axis)
 
-    def __init__(self, *, name: str, axis: int, keepdims: bool = False) -> None:
-        super().__init__(name=name)
-        self.axis, self.keepdims = axis, keepdims
+    def __post_init__(self) -> None:
         self._dim = 0
-
-    @classmethod
-    def read_config(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        axis = get_int(config, "axis", loc, None)
-        if axis is None:
-            raise ConfigError((*loc, "axis"), "is required: one axis (an integer)")
-        if "keepdims" not in cls.config_keys:
-            return {"axis": axis}
-        return {"axis": axis, "keepdims": get_bool(config, "keepdims", loc, False)}
-
-    def layer_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"axis": self.axis}
-        if "keepdims" in self.config_keys:
-            config["keepdims"] = self.keepdims
-        return config
 
 
 @OPS.register("Any")
@@ -136,7 +128,7 @@ class AnyOp(_AlongAxis):
     """Whether any entry along `axis` is true (Masking: a step is kept if any feature is)."""
 
     class_name = "Any"
-    config_keys = ("axis", "keepdims")
+    keepdims = boolean(False)
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         self._dim = _axis(self.axis, len(input_shape), (*loc, "axis"))
@@ -151,11 +143,10 @@ class AnyOp(_AlongAxis):
         return torch.any(x, dim=self._dim, keepdim=self.keepdims)
 
 
-@OPS.register("LogicalOr")
+@OPS.add()
 class LogicalOr(Op):
     """`x1 or x2` elementwise, broadcast (the merge layers' masks; a widened mask)."""
 
-    class_name = "LogicalOr"
     input_names = ("x1", "x2")
 
     def build(self, input_shape: Any, generator: torch.Generator, loc: Loc) -> Shape:
@@ -178,11 +169,9 @@ class LogicalOr(Op):
         return torch.logical_or(x[0], x[1])
 
 
-@OPS.register("ExpandDims")
+@OPS.add()
 class ExpandDims(_AlongAxis):
     """A new axis of size 1 (a step mask made to broadcast over features)."""
-
-    class_name = "ExpandDims"
 
     def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
         self._dim = _axis(self.axis, len(input_shape) + 1, (*loc, "axis"))
@@ -195,34 +184,21 @@ class ExpandDims(_AlongAxis):
 class _Filled(Op):
     """A bool tensor of the input's shape, every entry the same."""
 
-    config_keys = ("dtype",)
     reads_masks = False
+    dtype = Key[str](_read_mask_dtype, "bool")
     fill: ClassVar[bool]
-
-    @classmethod
-    def read_config(cls, config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
-        if config.get("dtype") != "bool":
-            raise ConfigError(
-                (*loc, "dtype"), f"must be 'bool' (a mask), got {config.get('dtype')!r}"
-            )
-        return {}
-
-    def layer_config(self) -> dict[str, Any]:
-        return {"dtype": "bool"}
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
         return torch.full_like(x, self.fill, dtype=torch.bool)
 
 
-@OPS.register("ZerosLike")
+@OPS.add()
 class ZerosLike(_Filled):
-    class_name = "ZerosLike"
     fill = False
 
 
-@OPS.register("OnesLike")
+@OPS.add()
 class OnesLike(_Filled):
-    class_name = "OnesLike"
     fill = True
 
 
