@@ -16,14 +16,13 @@ from typing import Any, ClassVar
 import torch
 
 from app.engine.config.errors import Loc
-from app.engine.layers import activations, keys
+from app.engine.layers import activations, keys, spatial
 from app.engine.layers.base import LAYERS, Layer, Shape
 from app.engine.layers.convolutional import (
     MAX_FILTERS,
     Window,
     add_bias,
     conv_output_spatial,
-    data_format_key,
     input_channels,
     keras_conv,
     padding_key,
@@ -89,7 +88,7 @@ class _DepthwiseConv(_Depthwise):
     kernel_size = spatial_ints()
     strides = spatial_ints(1)
     padding = padding_key()
-    data_format = data_format_key()
+    data_format = spatial.data_format()
     dilation_rate = spatial_ints(1)
     activation = keys.activation()
     use_bias = keys.boolean(True)
@@ -118,7 +117,7 @@ class _SeparableConv(_Depthwise):
     kernel_size = spatial_ints()
     strides = spatial_ints(1)
     padding = padding_key()
-    data_format = data_format_key()
+    data_format = spatial.data_format()
     dilation_rate = spatial_ints(1)
     activation = keys.activation()
     use_bias = keys.boolean(True)

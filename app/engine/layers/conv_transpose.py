@@ -18,13 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.layers import keys
+from app.engine.layers import keys, spatial
 from app.engine.layers.base import LAYERS
 from app.engine.layers.convolutional import (
     MAX_FILTERS,
     ConvBase,
     Window,
-    data_format_key,
     output_padding_key,
     padding_key,
     spatial_ints,
@@ -105,7 +104,7 @@ class _ConvTranspose(ConvBase):
     strides = spatial_ints(1)
     padding = padding_key()
     output_padding = output_padding_key()
-    data_format = data_format_key()
+    data_format = spatial.data_format()
     dilation_rate = spatial_ints(1)
     activation = keys.activation()
     use_bias = keys.boolean(True)

@@ -21,12 +21,11 @@ import torch.nn.functional as F
 
 from app.engine.config.declared import REQUIRED, Derived, Key
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.layers import keys
+from app.engine.layers import keys, spatial
 from app.engine.layers.base import LAYERS, Shape
 from app.engine.layers.kernel import KernelLayer
 from app.engine.layers.spatial import (
     apply_same_padding,
-    get_data_format,
     get_int_tuple,
     get_padding,
     join_shape,
@@ -65,10 +64,6 @@ class ClassKey(Key[Any]):
         return self.read(cls, config, self.name, loc)
 
 
-def _listed(value: Any) -> Any:
-    return None if value is None else list(value)
-
-
 def spatial_ints(default: int | None = None, *, min_value: int = 1) -> Key[tuple[int, ...]]:
     """An int or a list of `rank` ints (Keras's `standardize_tuple`), kept as a tuple and written
     as a list; required where there is no default."""
@@ -92,23 +87,14 @@ def _read_padding(cls: Any, config: Mapping[str, Any], key: str, loc: Loc) -> st
     return get_padding(config, loc, cls.paddings, any_case=True)
 
 
-def _read_data_format(config: Mapping[str, Any], key: str, loc: Loc, default: Any) -> str:
-    return get_data_format(config, loc)
-
-
 def output_padding_key() -> Key[tuple[int, ...] | None]:
     """ConvTranspose's `output_padding`: null, or an int or `rank` ints >= 0."""
-    return ClassKey(_read_output_padding, None, dump=_listed)
+    return ClassKey(_read_output_padding, None, dump=spatial.listed)
 
 
 def padding_key() -> Key[str]:
     """`padding`, one of the class's `paddings`, in any case."""
     return ClassKey(_read_padding, "valid")
-
-
-def data_format_key() -> Key[str]:
-    """`data_format` in any case; null is channels_last."""
-    return Key(_read_data_format, "channels_last")
 
 
 def check_strided_dilation(values: Mapping[str, Any], loc: Loc) -> None:
@@ -226,7 +212,7 @@ class _Conv(ConvBase):
     kernel_size = spatial_ints()
     strides = spatial_ints(1)
     padding = padding_key()
-    data_format = data_format_key()
+    data_format = spatial.data_format()
     dilation_rate = spatial_ints(1)
     groups = keys.integer(1, min_value=1, max_value=MAX_FILTERS)
     activation = keys.activation()

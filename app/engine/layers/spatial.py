@@ -103,7 +103,7 @@ class IntTuple(Key[tuple[int, ...]]):
     def __init__(
         self, default: Any = REQUIRED, *, size: int | None = None, min_value: int = 1
     ) -> None:
-        super().__init__(self._read_sized, default, dump=_listed)
+        super().__init__(self._read_sized, default, dump=listed)
         self.size = size
         self.min_value = min_value
 
@@ -122,7 +122,7 @@ class IntTuple(Key[tuple[int, ...]]):
         return get_int_tuple(config, self.name, loc, size, fallback, min_value=self.min_value)
 
 
-def _listed(value: Any) -> Any:
+def listed(value: Any) -> Any:
     return None if value is None else list(value)
 
 
