@@ -1,4 +1,5 @@
-"""Per-sample normalization layers: LayerNormalization, UnitNormalization, GroupNormalization.
+"""Per-sample normalization layers: LayerNormalization, UnitNormalization, GroupNormalization,
+RMSNormalization.
 
 Each follows the arithmetic of Keras's torch backend: LayerNormalization over trailing axes is
 `F.layer_norm`; over other axes it is `x * inv + (beta - mean * inv)` with
@@ -189,3 +190,25 @@ class UnitNormalization(Layer):
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
         square_sum = torch.sum(torch.square(x), dim=self._axes, keepdim=True)
         return x * torch.rsqrt(square_sum).clamp_max(1e12)
+
+
+@LAYERS.add()
+class RMSNormalization(Layer):
+    """`x * rsqrt(mean(x²) + epsilon) * scale` over `axis`, as Keras's torch backend computes it
+    (`F.rms_norm`, which normalizes the last axes: other axes are refused)."""
+
+    axis = keys.Key[int | list[int]](get_axes, -1)
+    epsilon = keys.number(1e-6, min_value=0.0)
+    scale: torch.Tensor
+
+    def build(self, input_shape: Shape, generator: torch.Generator, loc: Loc) -> Shape:
+        axes = resolve_axes(self.axis, input_shape, loc)
+        rank = len(input_shape)
+        if axes != list(range(rank - len(axes), rank)):
+            raise ConfigError((*loc, "axis"), f"must name the last axes of {input_shape}")
+        self.normalized_shape = tuple(int(input_shape[a] or 0) for a in axes)
+        self.add_weight("scale", torch.ones(self.normalized_shape))
+        return input_shape
+
+    def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+        return F.rms_norm(x, self.normalized_shape, self.scale, self.epsilon)

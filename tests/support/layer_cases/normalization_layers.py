@@ -1,5 +1,5 @@
 """Normalization layers: BatchNormalization, LayerNormalization, GroupNormalization,
-UnitNormalization."""
+UnitNormalization, RMSNormalization."""
 
 from __future__ import annotations
 
@@ -40,4 +40,6 @@ CASES: dict[str, tuple[list[tuple[str, dict[str, Any]]], list[Any]]] = {
     "GroupNormalization_instance": ([("GroupNormalization", {"groups": -1})], [None, 4, 3]),
     "UnitNormalization": ([("UnitNormalization", {})], [None, 5]),
     "UnitNormalization_axes": ([("UnitNormalization", {"axis": [1, 2]})], [None, 3, 4, 2]),
+    "RMSNormalization": ([("RMSNormalization", {"epsilon": 0.01})], [None, 3, 5]),
+    "RMSNormalization_two_axes": ([("RMSNormalization", {"axis": [-2, -1]})], [None, 2, 3, 4]),
 }  # fmt: skip
