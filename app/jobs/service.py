@@ -54,8 +54,9 @@ def submit_fit(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: FitR
     check_storable(body.compile, [BODY, "compile"])
     check_storable(body.callbacks, [BODY, "callbacks"])
     spec = compile_spec(row, body.compile)
-    seed = body.seed if body.seed is not None else int.from_bytes(os.urandom(4), "little")
-    args = body.fit_args(seed=seed)
+    args = body.fit_args()
+    if args.seed is None:
+        args = replace(args, seed=int.from_bytes(os.urandom(4), "little"))
     vd = body.validation_data
     # References to datasets become memory maps of their rows: checked like inline arrays, read
     # by nobody here.

@@ -1,7 +1,8 @@
 """A fit job's typed, versioned spec: a row's `request` stored before the spec existed
 (tests/fixtures/job_request_fit.json, written by the earlier code) reads as the same values
 and writes back as the same JSON plus its version; a newer version is refused; and the fit
-request declares every engine fit argument, which the service takes over by name."""
+request declares every engine fit argument, generated from FitArgs (name, default, bounds,
+description), which the service takes over by name."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from app.engine.training.fit_args import FitArgs
+from app.engine.training.fit_args import MAX_EPOCHS, FitArgs
 from app.jobs.schemas import FIT_ARG_NAMES, FitRequest
 from app.jobs.spec import SPEC_VERSION, FitJobSpec, UnknownSpecVersion
 
@@ -49,10 +51,25 @@ def test_a_newer_spec_is_refused() -> None:
 def test_the_fit_request_declares_every_fit_argument() -> None:
     assert set(FIT_ARG_NAMES) <= set(FitRequest.model_fields)
     body = FitRequest.model_validate(
-        {"x": [[0.0]], "y": [[1.0]], "epochs": 3, "batch_size": 4, "shuffle": "batch",
+        {"x": [[0.0]], "y": [[1.0]], "epochs": 3, "batch_size": 4, "shuffle": "batch", "seed": 7,
          "validation_freq": [1, 3], "class_weight": {"0": 2.0}, "steps_per_epoch": 2}
     )  # fmt: skip
-    assert body.fit_args(seed=7) == FitArgs(
+    assert body.fit_args() == FitArgs(
         batch_size=4, epochs=3, shuffle="batch", validation_freq=[1, 3], seed=7,
         class_weight={"0": 2.0}, steps_per_epoch=2,
     )  # fmt: skip
+    assert FitRequest.model_validate({"x": [[0.0]], "y": [[1.0]]}).fit_args() == FitArgs()
+
+
+def test_the_fit_request_takes_each_fit_argument_from_the_engine() -> None:
+    """Name, default, bounds and description are FitArgs's, declared once."""
+    fields = FitRequest.model_fields
+    names = list(fields)
+    assert names[names.index("validation_split") :][: len(FIT_ARG_NAMES)] == list(FIT_ARG_NAMES)
+    for f in dataclasses.fields(FitArgs):
+        assert fields[f.name].default == f.default, f.name
+        assert fields[f.name].description == f.metadata.get("doc"), f.name
+    for bad in ({"epochs": MAX_EPOCHS + 1}, {"batch_size": 0}, {"validation_split": 1.0}):
+        with pytest.raises(ValidationError) as caught:
+            FitRequest.model_validate({"x": [[0.0]], "y": [[1.0]], **bad})
+        assert [e["loc"] for e in caught.value.errors()] == [tuple(bad)]

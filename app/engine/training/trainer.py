@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -269,7 +270,7 @@ class Trainer:
             train, val = train.split(split)
         if args.class_weight is not None:  # the training part only: validation is unweighted
             train = apply_class_weight(train, args.class_weight, loc)
-        args = FitArgs(**{**args.resolved(train.size).__dict__, "class_weight": None})
+        args = replace(args, class_weight=None)  # FitPlan resolves the batch size
         keys = self.log_keys(validation=val is not None)
         for i, cb in enumerate(callbacks):
             cb.set_trainer(self)
@@ -312,7 +313,7 @@ class Trainer:
         self.rng_restored = False
         self.callbacks = list(plan.callbacks)
         try:
-            run_epochs(self, train, val, plan.args.resolved(train.size), cbs, resume)
+            run_epochs(self, train, val, plan.args, cbs, resume)
         finally:
             self.callbacks = None
             train.close()
