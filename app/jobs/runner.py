@@ -345,7 +345,7 @@ def _commit_final(ctx: AppContext, job: JobRow, attempt: int, ckpt: CheckpointRo
             replaced = replaced_file(session, model_id=job.model_id, new=row.key, old=old)
             models_repo.set_model_weights(
                 session, model_id=job.model_id, checkpoint_id=row.id, key=row.key,
-                compile_config=job.request["compile"],
+                compile_config=FitJobSpec.from_request(job.request).compile,
             )  # fmt: skip
         return replaced
 

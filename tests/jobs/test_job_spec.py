@@ -2,7 +2,8 @@
 (tests/fixtures/job_request_fit.json, written by the earlier code) reads as the same values
 and writes back as the same JSON plus its version; a newer version is refused; and the fit
 request declares every engine fit argument, generated from FitArgs (name, default, bounds,
-description), which the service takes over by name."""
+description), which the service takes over by name. Predict and evaluate jobs' specs likewise
+read the rows stored before them (tests/fixtures/job_request_{predict,evaluate}.json)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,14 @@ from pydantic import ValidationError
 
 from app.engine.training.fit_args import MAX_EPOCHS, FitArgs
 from app.jobs.schemas import FIT_ARG_NAMES, FitRequest
-from app.jobs.spec import SPEC_VERSION, FitJobSpec, UnknownSpecVersion
+from app.jobs.spec import (
+    INFERENCE_SPEC_VERSION,
+    SPEC_VERSION,
+    EvaluateJobSpec,
+    FitJobSpec,
+    PredictJobSpec,
+    UnknownSpecVersion,
+)
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "job_request_fit.json"
 
@@ -73,3 +81,39 @@ def test_the_fit_request_takes_each_fit_argument_from_the_engine() -> None:
         with pytest.raises(ValidationError) as caught:
             FitRequest.model_validate({"x": [[0.0]], "y": [[1.0]], **bad})
         assert [e["loc"] for e in caught.value.errors()] == [tuple(bad)]
+
+
+def _stored_inference(kind: str) -> dict[str, object]:
+    return dict(json.loads((FIXTURE.parent / f"job_request_{kind}.json").read_text()))
+
+
+def test_a_stored_predict_request_reads_as_a_spec_and_writes_back_the_same() -> None:
+    stored = _stored_inference("predict")
+    spec = PredictJobSpec.from_request(stored)
+    assert spec == PredictJobSpec(inputs=1, outputs=1, batch_size=16, dtype_policy="float32")
+    assert spec.to_request() == {**stored, "version": INFERENCE_SPEC_VERSION}
+    assert PredictJobSpec.from_request(json.loads(json.dumps(spec.to_request()))) == spec
+
+
+def test_a_stored_evaluate_request_reads_as_a_spec_and_writes_back_the_same() -> None:
+    stored = _stored_inference("evaluate")
+    spec = EvaluateJobSpec.from_request(stored)
+    assert (spec.inputs, spec.outputs, spec.batch_size) == (1, 1, None)
+    assert spec.compile["loss"] == "binary_crossentropy"
+    assert sorted(spec.data_refs) == ["x.0", "y.0"]
+    assert spec.data_refs["y.0"]["array"] == "y" and spec.data_refs["y.0"]["rows"] == [0, 240]
+    assert spec.to_request() == {**stored, "version": INFERENCE_SPEC_VERSION}
+    assert EvaluateJobSpec.from_request(json.loads(json.dumps(spec.to_request()))) == spec
+
+
+def test_the_oldest_inference_rows_read_with_their_defaults() -> None:
+    """Rows from before dataset references and dtype policies were stored."""
+    spec = PredictJobSpec.from_request({"batch_size": None, "inputs": 2, "outputs": 1})
+    assert spec == PredictJobSpec(inputs=2, outputs=1, dtype_policy="float32", data_refs={})
+
+
+@pytest.mark.parametrize("kind", ["predict", "evaluate"])
+def test_a_newer_inference_spec_is_refused(kind: str) -> None:
+    cls = PredictJobSpec if kind == "predict" else EvaluateJobSpec
+    with pytest.raises(UnknownSpecVersion, match=f"a {kind} job spec of version 2"):
+        cls.from_request({**_stored_inference(kind), "version": 2})
