@@ -124,9 +124,14 @@ def _submit(
     except EngineError as exc:
         raise invalid(exc, BODY) from exc
     # A worker holds one batch at a time: a predict job writes its outputs batch by batch.
-    check_job_batch(ctx.settings, model, x, batch_size=body.batch_size or DEFAULT_BATCH_SIZE,
-                    purpose="check" if kind == "predict" else "score",
-                    loc=[BODY, "batch_size"])  # fmt: skip
+    check_job_batch(
+        ctx.settings,
+        model,
+        x,
+        batch_size=body.batch_size or DEFAULT_BATCH_SIZE,
+        purpose="check" if kind == "predict" else "score",
+        loc=[BODY, "batch_size"],
+    )
     job_id = uuid.uuid4()
     arrays: dict[str, np.ndarray | None] = dict(data.to_arrays())
     data_key, job_spec.data_refs, inputs_bytes = store_inputs(ctx, job_id, arrays, refs)
@@ -136,23 +141,40 @@ def _submit(
     if kind == "predict":
         per_row = sum(math.prod(d or 1 for d in shape[1:]) for shape in model.output_shapes)
         outputs_bytes = 4 * rows_of(x) * per_row
-    busy = Conflict(f"model {model_id} has a queued or running job; a {kind} over more than "
-                    f"{ctx.settings.predict_sync_max_rows} rows runs as a job, one at a time "
-                    "per model", loc=["path", "model_id"])  # fmt: skip
+    busy = Conflict(
+        f"model {model_id} has a queued or running job; a {kind} over more than "
+        f"{ctx.settings.predict_sync_max_rows} rows runs as a job, one at a time "
+        "per model",
+        loc=["path", "model_id"],
+    )
     with inputs_until_committed(ctx, job_id, busy), unit_of_work(ctx.sessions) as session:
         if models_repo.get_model_for_update(session, model_id=model_id, scope=project) is None:
             raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
         if models_repo.active_job_of_model(session, model_id=model_id) is not None:
             raise busy
-        require_room(session, settings=ctx.settings, project_id=row.project_id, queued_jobs=1,
-                     stored_bytes=inputs_bytes + outputs_bytes)  # fmt: skip
-        job = repo.add_job(session, row=JobRow(
-            id=job_id, model_id=model_id, project_id=row.project_id, kind=kind,
-            request=job_spec.to_request(),
-            data_key=data_key, inputs_bytes=inputs_bytes, base_weights_key=weights_key,
-            epochs=0, epochs_done=0,
-            max_attempts=ctx.settings.job_max_attempts,
-        ))  # fmt: skip
+        require_room(
+            session,
+            settings=ctx.settings,
+            project_id=row.project_id,
+            queued_jobs=1,
+            stored_bytes=inputs_bytes + outputs_bytes,
+        )
+        job = repo.add_job(
+            session,
+            row=JobRow(
+                id=job_id,
+                model_id=model_id,
+                project_id=row.project_id,
+                kind=kind,
+                request=job_spec.to_request(),
+                data_key=data_key,
+                inputs_bytes=inputs_bytes,
+                base_weights_key=weights_key,
+                epochs=0,
+                epochs_done=0,
+                max_attempts=ctx.settings.job_max_attempts,
+            ),
+        )
         link_datasets(session, scope=project, job_id=job_id, data_refs=job_spec.data_refs)
     dispatch(ctx, job.id)
     return job

@@ -69,12 +69,20 @@ def run_inference(ctx: AppContext, job: JobRow, attempt: int, heartbeat: Heartbe
         spec = CompileSpec.parse(evaluate.compile, ("compile",))
         trainer = Trainer(model, spec, device=device)
         one = len(data.x) == 1
-        logs = trainer.evaluate(data.x[0] if one else data.x, data.y[0] if one else data.y,
-                                sample_weight=data.sample_weight[0] if one else data.sample_weight,
-                                batch_size=evaluate.batch_size)  # fmt: skip
+        logs = trainer.evaluate(
+            data.x[0] if one else data.x,
+            data.y[0] if one else data.y,
+            sample_weight=data.sample_weight[0] if one else data.sample_weight,
+            batch_size=evaluate.batch_size,
+        )
         with unit_of_work(ctx.sessions) as session:
-            if not repo.finish_job(session, job_id=job.id, attempt=attempt,
-                                   status=JobStatus.succeeded, result=safe_logs(logs)):  # fmt: skip
+            if not repo.finish_job(
+                session,
+                job_id=job.id,
+                attempt=attempt,
+                status=JobStatus.succeeded,
+                result=safe_logs(logs),
+            ):
                 # Stale, or cancelled before this commit (the runner tells which).
                 raise TrainingInterrupted("lost")
         return
@@ -107,8 +115,10 @@ def _predict(
             if reason is not None:
                 raise TrainingInterrupted(reason)
             if writers is None:
-                writers = [outputs.writer(n, p.dtype, tuple(p.shape[1:]))
-                           for n, p in zip(names, part, strict=True)]  # fmt: skip
+                writers = [
+                    outputs.writer(n, p.dtype, tuple(p.shape[1:]))
+                    for n, p in zip(names, part, strict=True)
+                ]
             for w, p in zip(writers, part, strict=True):
                 w.write(p)
             rows += len(part[0])
@@ -120,12 +130,20 @@ def _predict(
         committed = True
         size = sum(i.nbytes for i in infos)
         with unit_of_work(ctx.sessions) as session:
-            datasets_repo.add_dataset(session, row=DatasetRow(
-                id=dataset_id, name=f"predictions of job {job.id}", format="predict",
-                sha256=sha, size_bytes=size, stored_bytes=size,
-                arrays=[array_record(i) for i in infos], source_job_id=job.id,
-                project_id=job.project_id,
-            ))  # fmt: skip
+            datasets_repo.add_dataset(
+                session,
+                row=DatasetRow(
+                    id=dataset_id,
+                    name=f"predictions of job {job.id}",
+                    format="predict",
+                    sha256=sha,
+                    size_bytes=size,
+                    stored_bytes=size,
+                    arrays=[array_record(i) for i in infos],
+                    source_job_id=job.id,
+                    project_id=job.project_id,
+                ),
+            )
             if not repo.finish_job(
                 session,
                 job_id=job.id,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 from pydantic import BaseModel, Field, StrictInt, WithJsonSchema, create_model
 
 from app.db.models import CheckpointRow, EpochLogRow, JobRow
-from app.engine.training.fit_args import FitArgs
+from app.engine.training.fit_args import MAX_EPOCHS, FitArgs
 from app.models import examples
 from app.models.json_schemas import ref
 from app.models.schemas import SW_DOC, X_DOC, Y_DOC, Arrays, CompileSpec, SampleWeight
@@ -111,7 +111,7 @@ class ResumeRequest(Strict):
         "ModelCheckpoint save is no resume point",
     )  # fmt: skip
     epochs: StrictInt | None = Field(
-        default=None, ge=1, le=100_000,
+        default=None, ge=1, le=MAX_EPOCHS,
         description="Train up to this epoch count, as fit's `epochs`; the parent job's by "
         "default. The new job's initial_epoch is the checkpoint's epoch + 1, which this must "
         "exceed",

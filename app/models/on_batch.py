@@ -85,9 +85,13 @@ def compile_model(
                         ctx.store.write(written, data)
                         size = len(data)
                 replaced = replaced_file(session, model_id=model_id, old=key, new=written or key)
-                repo.set_compile_config(session, model_id=model_id,
-                                        compile_config=spec.to_config(),
-                                        key=written or key, size_bytes=size)  # fmt: skip
+                repo.set_compile_config(
+                    session,
+                    model_id=model_id,
+                    compile_config=spec.to_config(),
+                    key=written or key,
+                    size_bytes=size,
+                )
         except BaseException:
             if written is not None:
                 ctx.store.delete_prefix(written)
@@ -134,27 +138,37 @@ def train_on_batch(
                 spec = compile_spec(current, body.compile)
                 source = start if start is not None else current.weights_key
                 try:  # the compile options are checked as the trainer is built (jit_compile)
-                    trainer = Trainer(build_model(ctx.settings, current.config, current.seed),
-                                      spec, device=device)  # fmt: skip
+                    trainer = Trainer(
+                        build_model(ctx.settings, current.config, current.seed), spec, device=device
+                    )
                     if source is not None:
                         fresh = body.compile is not None
                         _load(trainer, spec, load_checkpoint(ctx.store, source), fresh=fresh)
                     logs = engine_on_batch.train_on_batch(
-                        trainer, x, y, sample_weight=sw,
+                        trainer,
+                        x,
+                        y,
+                        sample_weight=sw,
                         class_weight=body.class_weight,
-                    )  # fmt: skip
+                    )
                 except EngineError as exc:
                     raise invalid(exc, BODY) from exc
                 stored = spec.to_config()
                 info = CheckpointInfo(model_config=current.config, compile_config=stored)
                 data = Checkpoint(trainer.loop_state(), info).to_bytes()
-                require_room(session, settings=ctx.settings, project_id=current.project_id,
-                             stored_bytes=len(data) - current.weights_bytes)  # fmt: skip
+                require_room(
+                    session,
+                    settings=ctx.settings,
+                    project_id=current.project_id,
+                    stored_bytes=len(data) - current.weights_bytes,
+                )
                 ctx.store.write(key, data)
-                replaced = replaced_file(session, model_id=model_id, old=current.weights_key,
-                                         new=key)  # fmt: skip
-                repo.set_on_batch_weights(session, model_id=model_id, key=key,
-                                          compile_config=stored, size_bytes=len(data))  # fmt: skip
+                replaced = replaced_file(
+                    session, model_id=model_id, old=current.weights_key, new=key
+                )
+                repo.set_on_batch_weights(
+                    session, model_id=model_id, key=key, compile_config=stored, size_bytes=len(data)
+                )
         except BaseException:
             ctx.store.delete_prefix(key)
             raise
@@ -177,7 +191,9 @@ def _load(trainer: Trainer, spec: CompileSpec, stored: Checkpoint, *, fresh: boo
             trainer.carry_over(stored.state, rng=True)
             return
         except (KeyError, ValueError) as exc:  # an optimizer state this engine cannot read
-            raise InvalidInput(f"the stored optimizer state cannot be continued ({exc}); "
-                               "compile the model again to start a fresh one",
-                               loc=[BODY, "compile"]) from exc  # fmt: skip
+            raise InvalidInput(
+                f"the stored optimizer state cannot be continued ({exc}); "
+                "compile the model again to start a fresh one",
+                loc=[BODY, "compile"],
+            ) from exc
     trainer.model.load_weight_tensors(stored.state.weights)

@@ -59,13 +59,27 @@ def test_a_newer_spec_is_refused() -> None:
 def test_the_fit_request_declares_every_fit_argument() -> None:
     assert set(FIT_ARG_NAMES) <= set(FitRequest.model_fields)
     body = FitRequest.model_validate(
-        {"x": [[0.0]], "y": [[1.0]], "epochs": 3, "batch_size": 4, "shuffle": "batch", "seed": 7,
-         "validation_freq": [1, 3], "class_weight": {"0": 2.0}, "steps_per_epoch": 2}
-    )  # fmt: skip
+        {
+            "x": [[0.0]],
+            "y": [[1.0]],
+            "epochs": 3,
+            "batch_size": 4,
+            "shuffle": "batch",
+            "seed": 7,
+            "validation_freq": [1, 3],
+            "class_weight": {"0": 2.0},
+            "steps_per_epoch": 2,
+        }
+    )
     assert body.fit_args() == FitArgs(
-        batch_size=4, epochs=3, shuffle="batch", validation_freq=[1, 3], seed=7,
-        class_weight={"0": 2.0}, steps_per_epoch=2,
-    )  # fmt: skip
+        batch_size=4,
+        epochs=3,
+        shuffle="batch",
+        validation_freq=[1, 3],
+        seed=7,
+        class_weight={"0": 2.0},
+        steps_per_epoch=2,
+    )
     assert FitRequest.model_validate({"x": [[0.0]], "y": [[1.0]]}).fit_args() == FitArgs()
 
 
