@@ -28,6 +28,7 @@ from app.engine.training.inference import model_inputs, resolve_device
 from app.engine.training.trainer import Trainer
 from app.jobs import repository as repo
 from app.jobs.service import dispatch, inputs_until_committed, link_datasets, store_inputs
+from app.jobs.spec import EvaluateJobSpec, InferenceJobSpec, PredictJobSpec
 from app.models import repository as models_repo
 from app.models.checkpoints import checkpoint_key
 from app.models.cost import (
@@ -101,8 +102,8 @@ def _submit(
     if weights_key is None:
         weights_key = row.weights_key
     model = build_model(ctx.settings, row.config, row.seed)
-    request: dict[str, Any] = {"batch_size": body.batch_size, "inputs": len(model.input_names),
-                               "outputs": len(model.output_names)}  # fmt: skip
+    n_in, n_out = len(model.input_names), len(model.output_names)
+    job_spec: InferenceJobSpec
     try:
         if isinstance(body, EvaluateRequest):
             spec = compile_spec(row, body.compile)
@@ -111,42 +112,69 @@ def _submit(
             sw = refs.resolve(body.sample_weight, [BODY, "sample_weight"])
             check_one_sample(ctx.settings, model, x, loc=["path", "model_id"])  # prepare's probe
             data = trainer.prepare(x, y, sw)
-            request["compile"] = spec.to_config()
+            job_spec = EvaluateJobSpec(
+                inputs=n_in, outputs=n_out, batch_size=body.batch_size, compile=spec.to_config()
+            )
         else:
-            n_out = len(model.output_names)
             data = XY(model_inputs(model, x, ()), [None] * n_out, [None] * n_out)
-            request["dtype_policy"] = dtype_policy_of(row)
+            policy = dtype_policy_of(row)
+            job_spec = PredictJobSpec(
+                inputs=n_in, outputs=n_out, batch_size=body.batch_size, dtype_policy=policy
+            )
     except EngineError as exc:
         raise invalid(exc, BODY) from exc
     # A worker holds one batch at a time: a predict job writes its outputs batch by batch.
-    check_job_batch(ctx.settings, model, x, batch_size=body.batch_size or DEFAULT_BATCH_SIZE,
-                    purpose="check" if kind == "predict" else "score",
-                    loc=[BODY, "batch_size"])  # fmt: skip
+    check_job_batch(
+        ctx.settings,
+        model,
+        x,
+        batch_size=body.batch_size or DEFAULT_BATCH_SIZE,
+        purpose="check" if kind == "predict" else "score",
+        loc=[BODY, "batch_size"],
+    )
     job_id = uuid.uuid4()
     arrays: dict[str, np.ndarray | None] = dict(data.to_arrays())
-    data_key, request["data_refs"], inputs_bytes = store_inputs(ctx, job_id, arrays, refs)
+    data_key, job_spec.data_refs, inputs_bytes = store_inputs(ctx, job_id, arrays, refs)
     # A predict job's outputs become a dataset of the project: float32, rows x output elements
     # (an open dimension counted once).
     outputs_bytes = 0
     if kind == "predict":
         per_row = sum(math.prod(d or 1 for d in shape[1:]) for shape in model.output_shapes)
         outputs_bytes = 4 * rows_of(x) * per_row
-    busy = Conflict(f"model {model_id} has a queued or running job; a {kind} over more than "
-                    f"{ctx.settings.predict_sync_max_rows} rows runs as a job, one at a time "
-                    "per model", loc=["path", "model_id"])  # fmt: skip
+    busy = Conflict(
+        f"model {model_id} has a queued or running job; a {kind} over more than "
+        f"{ctx.settings.predict_sync_max_rows} rows runs as a job, one at a time "
+        "per model",
+        loc=["path", "model_id"],
+    )
     with inputs_until_committed(ctx, job_id, busy), unit_of_work(ctx.sessions) as session:
         if models_repo.get_model_for_update(session, model_id=model_id, scope=project) is None:
             raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
         if models_repo.active_job_of_model(session, model_id=model_id) is not None:
             raise busy
-        require_room(session, settings=ctx.settings, project_id=row.project_id, queued_jobs=1,
-                     stored_bytes=inputs_bytes + outputs_bytes)  # fmt: skip
-        job = repo.add_job(session, row=JobRow(
-            id=job_id, model_id=model_id, project_id=row.project_id, kind=kind, request=request,
-            data_key=data_key, inputs_bytes=inputs_bytes, base_weights_key=weights_key,
-            epochs=0, epochs_done=0,
-            max_attempts=ctx.settings.job_max_attempts,
-        ))  # fmt: skip
-        link_datasets(session, scope=project, job_id=job_id, data_refs=request["data_refs"])
+        require_room(
+            session,
+            settings=ctx.settings,
+            project_id=row.project_id,
+            queued_jobs=1,
+            stored_bytes=inputs_bytes + outputs_bytes,
+        )
+        job = repo.add_job(
+            session,
+            row=JobRow(
+                id=job_id,
+                model_id=model_id,
+                project_id=row.project_id,
+                kind=kind,
+                request=job_spec.to_request(),
+                data_key=data_key,
+                inputs_bytes=inputs_bytes,
+                base_weights_key=weights_key,
+                epochs=0,
+                epochs_done=0,
+                max_attempts=ctx.settings.job_max_attempts,
+            ),
+        )
+        link_datasets(session, scope=project, job_id=job_id, data_refs=job_spec.data_refs)
     dispatch(ctx, job.id)
     return job

@@ -31,6 +31,7 @@ from app.engine.training.trainer import Trainer
 from app.jobs import repository as repo
 from app.jobs.heartbeat import Heartbeat
 from app.jobs.inputs import read_inputs
+from app.jobs.spec import EvaluateJobSpec, InferenceJobSpec, PredictJobSpec
 from app.models import repository as models_repo
 from app.models.loading import build_model, load_weights
 from app.runtime.context import AppContext
@@ -46,11 +47,10 @@ def output_array_names(model: Model) -> list[str]:
     return [n if NAME.match(n) else f"output_{i}" for i, n in enumerate(model.output_names)]
 
 
-def _inputs(ctx: AppContext, job: JobRow) -> XY:
+def _inputs(ctx: AppContext, job: JobRow, spec: InferenceJobSpec) -> XY:
     arrays = read_inputs(ctx.store, job.data_key)
-    arrays.update(open_refs(ctx, job.request.get("data_refs", {})))
-    n_in, n_out = job.request["inputs"], job.request["outputs"]
-    data = XY.from_arrays(arrays, n_in, n_out)
+    arrays.update(open_refs(ctx, spec.data_refs))
+    data = XY.from_arrays(arrays, spec.inputs, spec.outputs)
     assert data is not None
     return data
 
@@ -63,22 +63,31 @@ def run_inference(ctx: AppContext, job: JobRow, attempt: int, heartbeat: Heartbe
     device = resolve_device(ctx.settings.device)
     model = build_model(ctx.settings, model_row.config, model_row.seed)
     load_weights(ctx.store, model, job.base_weights_key).to(device)
-    data = _inputs(ctx, job)
-    batch_size = job.request.get("batch_size")
     if job.kind == "evaluate":
-        spec = CompileSpec.parse(job.request["compile"], ("compile",))
+        evaluate = EvaluateJobSpec.from_request(job.request)
+        data = _inputs(ctx, job, evaluate)
+        spec = CompileSpec.parse(evaluate.compile, ("compile",))
         trainer = Trainer(model, spec, device=device)
         one = len(data.x) == 1
-        logs = trainer.evaluate(data.x[0] if one else data.x, data.y[0] if one else data.y,
-                                sample_weight=data.sample_weight[0] if one else data.sample_weight,
-                                batch_size=batch_size)  # fmt: skip
+        logs = trainer.evaluate(
+            data.x[0] if one else data.x,
+            data.y[0] if one else data.y,
+            sample_weight=data.sample_weight[0] if one else data.sample_weight,
+            batch_size=evaluate.batch_size,
+        )
         with unit_of_work(ctx.sessions) as session:
-            if not repo.finish_job(session, job_id=job.id, attempt=attempt,
-                                   status=JobStatus.succeeded, result=safe_logs(logs)):  # fmt: skip
+            if not repo.finish_job(
+                session,
+                job_id=job.id,
+                attempt=attempt,
+                status=JobStatus.succeeded,
+                result=safe_logs(logs),
+            ):
                 # Stale, or cancelled before this commit (the runner tells which).
                 raise TrainingInterrupted("lost")
         return
-    _predict(ctx, job, attempt, heartbeat, model, data, batch_size)
+    predict = PredictJobSpec.from_request(job.request)
+    _predict(ctx, job, attempt, heartbeat, model, _inputs(ctx, job, predict), predict)
 
 
 def _predict(
@@ -88,7 +97,7 @@ def _predict(
     heartbeat: Heartbeat,
     model: Model,
     data: XY,
-    batch_size: int | None,
+    spec: PredictJobSpec,
 ) -> None:
     dataset_id = uuid.uuid4()
     out_dir = ctx.store.temp_dir("predict")
@@ -99,14 +108,17 @@ def _predict(
     rows = 0
     committed = False
     try:
-        policy = job.request.get("dtype_policy", "float32")
-        for part in predict_batches(model, xs, batch_size=batch_size, dtype_policy=policy):
+        for part in predict_batches(
+            model, xs, batch_size=spec.batch_size, dtype_policy=spec.dtype_policy
+        ):
             reason = heartbeat.interruption()
             if reason is not None:
                 raise TrainingInterrupted(reason)
             if writers is None:
-                writers = [outputs.writer(n, p.dtype, tuple(p.shape[1:]))
-                           for n, p in zip(names, part, strict=True)]  # fmt: skip
+                writers = [
+                    outputs.writer(n, p.dtype, tuple(p.shape[1:]))
+                    for n, p in zip(names, part, strict=True)
+                ]
             for w, p in zip(writers, part, strict=True):
                 w.write(p)
             rows += len(part[0])
@@ -118,12 +130,20 @@ def _predict(
         committed = True
         size = sum(i.nbytes for i in infos)
         with unit_of_work(ctx.sessions) as session:
-            datasets_repo.add_dataset(session, row=DatasetRow(
-                id=dataset_id, name=f"predictions of job {job.id}", format="predict",
-                sha256=sha, size_bytes=size, stored_bytes=size,
-                arrays=[array_record(i) for i in infos], source_job_id=job.id,
-                project_id=job.project_id,
-            ))  # fmt: skip
+            datasets_repo.add_dataset(
+                session,
+                row=DatasetRow(
+                    id=dataset_id,
+                    name=f"predictions of job {job.id}",
+                    format="predict",
+                    sha256=sha,
+                    size_bytes=size,
+                    stored_bytes=size,
+                    arrays=[array_record(i) for i in infos],
+                    source_job_id=job.id,
+                    project_id=job.project_id,
+                ),
+            )
             if not repo.finish_job(
                 session,
                 job_id=job.id,

@@ -290,15 +290,13 @@ def _train(ctx: AppContext, job_id: uuid.UUID, attempt: int, heartbeat: Heartbea
     train = XY.from_arrays(arrays, n_in, n_out)
     validation = XY.from_arrays(arrays, n_in, n_out, "val_")
     assert train is not None
-    args = args.resolved(train.size)  # the service stores it resolved; older requests may not
-    assert args.batch_size is not None
+    plan = FitPlan(args, train, validation, [*callbacks, *attempt_callbacks])
     if job_spec.adapt and resume is None:  # a resumed attempt's checkpoint holds the adapted values
-        adapt_before_fit(model, train, batch_size=args.batch_size)
+        adapt_before_fit(model, train, batch_size=plan.batch_size)
     try:
         # Also when the checkpoint is the last epoch's: the fit then runs no epoch but still
         # ends as the uninterrupted one did (EarlyStopping's best weights, the EMA overwrite).
         trainer.prepare_arrays(train)
-        plan = FitPlan(args, train, validation, [*callbacks, *attempt_callbacks])
         trainer.run_fit(plan, resume=resumed_from)
         epoch_log.flush()  # every epoch row is committed before the job can succeed
     except (TrainingInterrupted, EngineError):
@@ -347,7 +345,7 @@ def _commit_final(ctx: AppContext, job: JobRow, attempt: int, ckpt: CheckpointRo
             replaced = replaced_file(session, model_id=job.model_id, new=row.key, old=old)
             models_repo.set_model_weights(
                 session, model_id=job.model_id, checkpoint_id=row.id, key=row.key,
-                compile_config=job.request["compile"],
+                compile_config=FitJobSpec.from_request(job.request).compile,
             )  # fmt: skip
         return replaced
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import fields
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
-from pydantic import BaseModel, Field, StrictInt, WithJsonSchema
+from pydantic import BaseModel, Field, StrictInt, WithJsonSchema, create_model
 
 from app.db.models import CheckpointRow, EpochLogRow, JobRow
-from app.engine.training.fit_args import FitArgs
+from app.engine.training.fit_args import MAX_EPOCHS, FitArgs
 from app.models import examples
 from app.models.json_schemas import ref
 from app.models.schemas import SW_DOC, X_DOC, Y_DOC, Arrays, CompileSpec, SampleWeight
@@ -55,8 +55,9 @@ class ValidationData(Strict):
     sample_weight: SampleWeight = None
 
 
-class FitRequest(Strict):
-    model_config = strict_with_example(examples.SEED_FIT)
+class _FitData(Strict):
+    """The fit body's fields before its fit arguments: the compile spec and the data."""
+
     compile: CompileSpec = Field(
         default=None,
         description="Keras compile arguments; if omitted, the model's last compile spec is used",
@@ -65,38 +66,29 @@ class FitRequest(Strict):
     y: Arrays = Field(description=Y_DOC)
     sample_weight: SampleWeight = Field(default=None, description=SW_DOC)
     validation_data: ValidationData | None = None
-    validation_split: float = Field(default=0.0, ge=0.0, lt=1.0)
-    batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
-    epochs: StrictInt = Field(default=1, ge=1, le=100_000)
-    initial_epoch: StrictInt = Field(default=0, ge=0, le=100_000)
-    shuffle: bool | Literal["batch"] = Field(
-        default=True,
-        description='true: a new order each epoch; false: in order; "batch": batches in order, '
-        "samples shuffled within each batch",
-    )
-    class_weight: dict[str, float] | None = Field(
-        default=None, max_length=100_000,
-        description="Class index -> weight, turned into per-sample weights for the loss and "
-        "weighted_metrics (not for validation). JSON object keys are strings, so class indices "
-        "are written \"0\", \"1\", ...; missing classes weigh 1. One-output models only, and "
-        "not with sample_weight",
-    )  # fmt: skip
-    steps_per_epoch: StrictInt | None = Field(
-        default=None, ge=1, le=1 << 30,
-        description="Batches per epoch; the batch order carries over from epoch to epoch, and an "
-        "epoch ends early when the data runs out. Without batch_size, the batch size is "
-        "ceil(N / steps_per_epoch)",
-    )  # fmt: skip
-    validation_steps: StrictInt | None = Field(
-        default=None, ge=1, le=1 << 30,
-        description="Validate on at most this many batches, from the first",
-    )  # fmt: skip
-    validation_batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
-    validation_freq: StrictInt | Annotated[list[StrictInt], Field(min_length=1)] = Field(
-        default=1, description="Validate every N epochs, or at these 1-based epochs"
-    )
+
+
+def _with_fit_args(base: type[_FitData]) -> type[_FitData]:
+    """`base` with a field for each of the engine's fit arguments (`FitArgs`), in its order,
+    taking the argument's name, type with its bounds, default and description from its
+    dataclass field: the fit arguments are declared once, in the engine."""
+    hints = get_type_hints(FitArgs, include_extras=True)
+    arguments: dict[str, Any] = {
+        f.name: (hints[f.name], Field(default=f.default, description=f.metadata.get("doc")))
+        for f in fields(FitArgs)
+    }
+    return create_model("_FitArguments", __base__=base, __module__=__name__, **arguments)
+
+
+if TYPE_CHECKING:  # the generated fields are read through FitRequest.fit_args()
+    _FitArguments = _FitData
+else:
+    _FitArguments = _with_fit_args(_FitData)
+
+
+class FitRequest(_FitArguments):
+    model_config = strict_with_example(examples.SEED_FIT)
     callbacks: Callbacks = Field(default_factory=list, max_length=32)
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1, description="Shuffle/dropout seed")
     adapt: bool = Field(
         default=False,
         description="Before training, adapt every Normalization layer still at its initial state "
@@ -105,10 +97,9 @@ class FitRequest(Strict):
     )
     verbose: int | str | None = Field(default=None, description="Accepted for Keras parity")
 
-    def fit_args(self, *, seed: int) -> FitArgs:
-        """The engine's fit arguments, taken from this body by the engine's own field names
-        (each declared above with its bounds and documentation for the API)."""
-        return FitArgs(**{**{name: getattr(self, name) for name in FIT_ARG_NAMES}, "seed": seed})
+    def fit_args(self) -> FitArgs:
+        """The engine's fit arguments: this body's fields of the same names."""
+        return FitArgs(**{name: getattr(self, name) for name in FIT_ARG_NAMES})
 
 
 class ResumeRequest(Strict):
@@ -120,7 +111,7 @@ class ResumeRequest(Strict):
         "ModelCheckpoint save is no resume point",
     )  # fmt: skip
     epochs: StrictInt | None = Field(
-        default=None, ge=1, le=100_000,
+        default=None, ge=1, le=MAX_EPOCHS,
         description="Train up to this epoch count, as fit's `epochs`; the parent job's by "
         "default. The new job's initial_epoch is the checkpoint's epoch + 1, which this must "
         "exceed",

@@ -54,8 +54,9 @@ def submit_fit(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: FitR
     check_storable(body.compile, [BODY, "compile"])
     check_storable(body.callbacks, [BODY, "callbacks"])
     spec = compile_spec(row, body.compile)
-    seed = body.seed if body.seed is not None else int.from_bytes(os.urandom(4), "little")
-    args = body.fit_args(seed=seed)
+    args = body.fit_args()
+    if args.seed is None:
+        args = replace(args, seed=int.from_bytes(os.urandom(4), "little"))
     vd = body.validation_data
     # References to datasets become memory maps of their rows: checked like inline arrays, read
     # by nobody here.
@@ -65,17 +66,24 @@ def submit_fit(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: FitR
     validation = None
     if vd is not None:
         vloc: list[str | int] = [BODY, "validation_data"]
-        validation = (refs.resolve(vd.x, [*vloc, "x"]), refs.resolve(vd.y, [*vloc, "y"]),
-                      refs.resolve(vd.sample_weight, [*vloc, "sample_weight"]))  # fmt: skip
+        validation = (
+            refs.resolve(vd.x, [*vloc, "x"]),
+            refs.resolve(vd.y, [*vloc, "y"]),
+            refs.resolve(vd.sample_weight, [*vloc, "sample_weight"]),
+        )
     try:
         model = build_model(ctx.settings, row.config, row.seed)
         check_one_sample(ctx.settings, model, x, loc=["path", "model_id"])  # plan_fit's probe
         trainer = Trainer(model, spec, device=resolve_device("cpu"))
         cbs = [engine_callbacks.get(c, ("callbacks", i)) for i, c in enumerate(body.callbacks)]
         plan = trainer.plan_fit(
-            x, y, args=args, sample_weight=sample_weight, validation_data=validation,
+            x,
+            y,
+            args=args,
+            sample_weight=sample_weight,
+            validation_data=validation,
             callbacks=cbs,
-        )  # fmt: skip
+        )
         if body.adapt:
             check_adapt_size(trainer.model, plan.train.size, ("adapt",))
     except EngineError as exc:
@@ -91,10 +99,13 @@ def submit_fit(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: FitR
     # optimizer, as a second Keras fit does; with one it starts a fresh optimizer, as compile()
     # then fit() does.
     job_spec = FitJobSpec(
-        compile=spec.to_config(), fit=replace(plan.args, validation_split=0.0),
-        adapt=body.adapt, callbacks=body.callbacks, continue_optimizer=body.compile is None,
+        compile=spec.to_config(),
+        fit=replace(plan.args, validation_split=0.0),
+        adapt=body.adapt,
+        callbacks=body.callbacks,
+        continue_optimizer=body.compile is None,
         data_refs=data_refs,
-    )  # fmt: skip
+    )
     busy = Conflict(f"model {model_id} is already training", loc=["path", "model_id"])
     # Locked and read again: the job starts from the weights the model holds now, which a
     # change of its weights cannot delete while the job is active (see weights_files).
@@ -108,17 +119,34 @@ def submit_fit(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: FitR
             raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
         if models_repo.active_job_of_model(session, model_id=model_id) is not None:
             raise busy
-        require_room(session, settings=ctx.settings, project_id=row.project_id, queued_jobs=1,
-                     stored_bytes=inputs_bytes)  # fmt: skip
+        require_room(
+            session,
+            settings=ctx.settings,
+            project_id=row.project_id,
+            queued_jobs=1,
+            stored_bytes=inputs_bytes,
+        )
         if body.compile is None and current.compile_config != row.compile_config:
-            raise Conflict(f"the compile spec of model {model_id} changed while this fit "
-                           "was being checked; try again", loc=[BODY, "compile"])  # fmt: skip
-        job = repo.add_job(session, row=JobRow(
-            id=job_id, model_id=model_id, project_id=row.project_id, request=job_spec.to_request(),
-            data_key=data_key, inputs_bytes=inputs_bytes, base_weights_key=current.weights_key,
-            epochs=args.epochs,
-            epochs_done=args.initial_epoch, max_attempts=ctx.settings.job_max_attempts,
-        ))  # fmt: skip
+            raise Conflict(
+                f"the compile spec of model {model_id} changed while this fit "
+                "was being checked; try again",
+                loc=[BODY, "compile"],
+            )
+        job = repo.add_job(
+            session,
+            row=JobRow(
+                id=job_id,
+                model_id=model_id,
+                project_id=row.project_id,
+                request=job_spec.to_request(),
+                data_key=data_key,
+                inputs_bytes=inputs_bytes,
+                base_weights_key=current.weights_key,
+                epochs=args.epochs,
+                epochs_done=args.initial_epoch,
+                max_attempts=ctx.settings.job_max_attempts,
+            ),
+        )
         link_datasets(session, scope=project, job_id=job_id, data_refs=data_refs)
     dispatch(ctx, job.id)
     return job
@@ -174,8 +202,9 @@ def link_datasets(
     for dataset_id in sorted(set(read) - present):
         if gone is not None:
             raise gone(dataset_id)
-        raise InvalidInput(f"dataset {dataset_id} was deleted while the request was checked",
-                           loc=[BODY])  # fmt: skip
+        raise InvalidInput(
+            f"dataset {dataset_id} was deleted while the request was checked", loc=[BODY]
+        )
     datasets_repo.link_job(session, job_id=job_id, datasets=read)
 
 
@@ -195,8 +224,7 @@ def list_jobs(
     ctx: AppContext, *, scope: Scope, model_id: uuid.UUID | None, limit: int, offset: int
 ) -> list[tuple[JobRow, list[EpochLogRow]]]:
     with unit_of_work(ctx.sessions) as session:
-        jobs = repo.list_jobs(session, scope=scope, model_id=model_id, limit=limit,
-                              offset=offset)  # fmt: skip
+        jobs = repo.list_jobs(session, scope=scope, model_id=model_id, limit=limit, offset=offset)
         return [(j, list(repo.epoch_logs(session, job_id=j.id))) for j in jobs]
 
 

@@ -1,5 +1,6 @@
 """Building models (within the configured limits) and reading weights files and checkpoints
-through the store: the weights, and the optimizer's part a weights file may carry."""
+through the store, typed (`Checkpoint`); a model's weights file, with the optimizer's part it may
+carry over from the file it replaces."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import torch
 from app.core.config import Settings
 from app.engine.models.from_json import Limits
 from app.engine.models.model import Model
-from app.engine.training import checkpoint
+from app.engine.training.checkpoint import Checkpoint, CheckpointInfo
+from app.engine.training.state import LoopState
 from app.runtime.storage import ArtifactStore
 
 
@@ -31,41 +33,39 @@ def build_model(settings: Settings, config: Mapping[str, Any], seed: int) -> Mod
 def load_weights(store: ArtifactStore, model: Model, key: str | None) -> Model:
     """Put the weights of checkpoint `key` into `model` (None: keep its seeded weights)."""
     if key is not None:
-        tensors, _ = checkpoint.from_bytes(store.read(key))
-        model.load_weight_tensors(
-            {k.removeprefix("model/"): t for k, t in tensors.items() if k.startswith("model/")}
-        )
+        model.load_weight_tensors(load_checkpoint(store, key).state.weights)
     return model
 
 
-def read_checkpoint(
-    store: ArtifactStore, key: str
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    return checkpoint.from_bytes(store.read(key))
-
-
-def load_checkpoint(store: ArtifactStore, key: str) -> checkpoint.Checkpoint:
+def load_checkpoint(store: ArtifactStore, key: str) -> Checkpoint:
     """Checkpoint `key`, typed (any format this version reads)."""
-    return checkpoint.Checkpoint.from_bytes(store.read(key))
+    return Checkpoint.from_bytes(store.read(key))
 
 
-def model_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A checkpoint's weights, by the model's own names."""
-    return {k.removeprefix("model/"): t for k, t in tensors.items() if k.startswith("model/")}
-
-
-# What a weights file may hold besides the weights: the optimizer's slots and step count, the
-# RNG state, the loss scale, and the compile spec they were made with (train_on_batch continues
-# them only under that spec).
-TRAINING_TENSORS = ("optimizer/", "rng/")
-TRAINING_META = ("optimizer", "seed", "epoch", "loss_scale", "compile_config")
-
-
-def training_part(
-    tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The optimizer's part of a checkpoint (and the spec it belongs to); empty if it has none."""
-    if meta.get("optimizer") is None:
-        return {}, {}
-    kept = {k: t for k, t in tensors.items() if k.startswith(TRAINING_TENSORS)}
-    return kept, {k: meta[k] for k in TRAINING_META if k in meta}
+def weights_checkpoint(
+    weights: Mapping[str, torch.Tensor],
+    model_config: dict[str, Any],
+    *,
+    carried: Checkpoint | None = None,
+) -> Checkpoint:
+    """A model's weights file: `weights`, and, when `carried` (the file it replaces) holds an
+    optimizer state, what a compiled model carries from it: the optimizer's slots and scalars,
+    the RNG state, seed, epoch and loss scale, and the compile config they were made under
+    (train_on_batch continues them only under that config). Never a fit's batch position,
+    callbacks or resume point."""
+    state = LoopState(weights=dict(weights))
+    compile_config = None
+    if carried is not None and carried.state.optimizer_meta is not None:
+        was = carried.state
+        state = LoopState(
+            weights=dict(weights),
+            optimizer=was.optimizer,
+            optimizer_meta=was.optimizer_meta,
+            rng=was.rng,
+            seed=was.seed,
+            epoch=was.epoch,
+            loss_scale=was.loss_scale,
+        )
+        compile_config = carried.info.compile_config
+    info = CheckpointInfo(model_config=model_config, compile_config=compile_config)
+    return Checkpoint(state, info)

@@ -19,9 +19,7 @@ file it replaces is deleted after (see weights_files).
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-import torch
 from sqlalchemy.orm import Session
 
 from app.auth.quotas import require_room
@@ -32,8 +30,8 @@ from app.db.scope import Scope
 from app.db.session import unit_of_work
 from app.engine.config.errors import EngineError
 from app.engine.models.model import Model
-from app.engine.training import checkpoint
 from app.engine.training import on_batch as engine_on_batch
+from app.engine.training.checkpoint import Checkpoint, CheckpointInfo
 from app.engine.training.compile import CompileSpec
 from app.engine.training.heads import check_outputs
 from app.engine.training.inference import resolve_device
@@ -41,7 +39,7 @@ from app.engine.training.trainer import Trainer
 from app.models import repository as repo
 from app.models.checkpoints import checkpoint_key
 from app.models.cost import check_one_sample, check_sync_cost
-from app.models.loading import build_model, model_limits, model_tensors, read_checkpoint
+from app.models.loading import build_model, load_checkpoint, model_limits, weights_checkpoint
 from app.models.schemas import CompileRequest, TrainOnBatchRequest
 from app.models.service import BODY, compile_spec, get_model, invalid
 from app.models.weights import check_not_training, model_weights_key
@@ -80,17 +78,20 @@ def compile_model(
                 key = current.weights_key
                 size = current.weights_bytes
                 if key is not None:
-                    tensors, meta = read_checkpoint(ctx.store, key)
-                    if meta.get("optimizer") is not None:  # the same weights, no optimizer state
+                    stored = load_checkpoint(ctx.store, key)
+                    if stored.state.optimizer_meta is not None:  # the same weights, no optimizer
                         written = model_weights_key(model_id, _kind(key))
-                        weights = {f"model/{k}": t for k, t in model_tensors(tensors).items()}
-                        data = checkpoint.to_bytes(weights, {"model_config": current.config})
+                        data = weights_checkpoint(stored.state.weights, current.config).to_bytes()
                         ctx.store.write(written, data)
                         size = len(data)
                 replaced = replaced_file(session, model_id=model_id, old=key, new=written or key)
-                repo.set_compile_config(session, model_id=model_id,
-                                        compile_config=spec.to_config(),
-                                        key=written or key, size_bytes=size)  # fmt: skip
+                repo.set_compile_config(
+                    session,
+                    model_id=model_id,
+                    compile_config=spec.to_config(),
+                    key=written or key,
+                    size_bytes=size,
+                )
         except BaseException:
             if written is not None:
                 ctx.store.delete_prefix(written)
@@ -137,28 +138,37 @@ def train_on_batch(
                 spec = compile_spec(current, body.compile)
                 source = start if start is not None else current.weights_key
                 try:  # the compile options are checked as the trainer is built (jit_compile)
-                    trainer = Trainer(build_model(ctx.settings, current.config, current.seed),
-                                      spec, device=device)  # fmt: skip
+                    trainer = Trainer(
+                        build_model(ctx.settings, current.config, current.seed), spec, device=device
+                    )
                     if source is not None:
-                        _load(trainer, spec, *read_checkpoint(ctx.store, source),
-                              fresh=body.compile is not None)  # fmt: skip
+                        fresh = body.compile is not None
+                        _load(trainer, spec, load_checkpoint(ctx.store, source), fresh=fresh)
                     logs = engine_on_batch.train_on_batch(
-                        trainer, x, y, sample_weight=sw,
+                        trainer,
+                        x,
+                        y,
+                        sample_weight=sw,
                         class_weight=body.class_weight,
-                    )  # fmt: skip
+                    )
                 except EngineError as exc:
                     raise invalid(exc, BODY) from exc
-                tensors, meta = trainer.state()
                 stored = spec.to_config()
-                meta = {**meta, "model_config": current.config, "compile_config": stored}
-                data = checkpoint.to_bytes(tensors, meta)
-                require_room(session, settings=ctx.settings, project_id=current.project_id,
-                             stored_bytes=len(data) - current.weights_bytes)  # fmt: skip
+                info = CheckpointInfo(model_config=current.config, compile_config=stored)
+                data = Checkpoint(trainer.loop_state(), info).to_bytes()
+                require_room(
+                    session,
+                    settings=ctx.settings,
+                    project_id=current.project_id,
+                    stored_bytes=len(data) - current.weights_bytes,
+                )
                 ctx.store.write(key, data)
-                replaced = replaced_file(session, model_id=model_id, old=current.weights_key,
-                                         new=key)  # fmt: skip
-                repo.set_on_batch_weights(session, model_id=model_id, key=key,
-                                          compile_config=stored, size_bytes=len(data))  # fmt: skip
+                replaced = replaced_file(
+                    session, model_id=model_id, old=current.weights_key, new=key
+                )
+                repo.set_on_batch_weights(
+                    session, model_id=model_id, key=key, compile_config=stored, size_bytes=len(data)
+                )
         except BaseException:
             ctx.store.delete_prefix(key)
             raise
@@ -169,26 +179,21 @@ def train_on_batch(
     return safe_logs(logs)
 
 
-def _load(
-    trainer: Trainer,
-    spec: CompileSpec,
-    tensors: dict[str, torch.Tensor],
-    meta: dict[str, Any],
-    *,
-    fresh: bool,
-) -> None:
+def _load(trainer: Trainer, spec: CompileSpec, stored: Checkpoint, *, fresh: bool) -> None:
     """The weights, and the optimizer state when it was made under `spec`; with `fresh` (the
     request gave a compile spec, as compile() before train_on_batch) the weights only."""
     if (
         not fresh
-        and meta.get("optimizer") is not None
-        and meta.get("compile_config") == spec.to_config()
+        and stored.state.optimizer_meta is not None
+        and stored.info.compile_config == spec.to_config()
     ):
         try:
-            trainer.load_optimizer_state(tensors, meta, rng=True)
+            trainer.carry_over(stored.state, rng=True)
             return
         except (KeyError, ValueError) as exc:  # an optimizer state this engine cannot read
-            raise InvalidInput(f"the stored optimizer state cannot be continued ({exc}); "
-                               "compile the model again to start a fresh one",
-                               loc=[BODY, "compile"]) from exc  # fmt: skip
-    trainer.model.load_weight_tensors(model_tensors(tensors))
+            raise InvalidInput(
+                f"the stored optimizer state cannot be continued ({exc}); "
+                "compile the model again to start a fresh one",
+                loc=[BODY, "compile"],
+            ) from exc
+    trainer.model.load_weight_tensors(stored.state.weights)

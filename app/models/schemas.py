@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, StrictInt, WithJsonSchema
 
 from app.db.models import ModelRow
+from app.engine.training.fit_args import MAX_BATCH_SIZE, MAX_CLASSES
 from app.models import examples
 from app.models.json_schemas import compile_field, described
 from app.runtime.jsonsafe import readable
@@ -165,14 +166,14 @@ class EvaluateRequest(AtCheckpoint):
     x: Arrays = Field(description=X_DOC)
     y: Arrays = Field(description=Y_DOC)
     sample_weight: SampleWeight = Field(default=None, description=SW_DOC)
-    batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
+    batch_size: StrictInt | None = Field(default=None, ge=1, le=MAX_BATCH_SIZE)
     verbose: int | str | None = None
 
 
 class PredictRequest(AtCheckpoint):
     model_config = strict_with_example(examples.SEED_PREDICT)
     x: Arrays = Field(description=X_DOC)
-    batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
+    batch_size: StrictInt | None = Field(default=None, ge=1, le=MAX_BATCH_SIZE)
     verbose: int | str | None = None
 
 
@@ -186,7 +187,7 @@ class TestOnBatchRequest(AtCheckpoint):
 
 class TrainOnBatchRequest(TestOnBatchRequest):
     class_weight: dict[str, float] | None = Field(
-        default=None, max_length=100_000, description=CLASS_WEIGHT_DOC
+        default=None, max_length=MAX_CLASSES, description=CLASS_WEIGHT_DOC
     )
 
 
@@ -206,7 +207,7 @@ class AdaptRequest(Strict):
         description="The Normalization layers to adapt, by name; by default every one without "
         "mean and variance in its config",
     )
-    batch_size: StrictInt | None = Field(default=None, ge=1, le=1 << 20)
+    batch_size: StrictInt | None = Field(default=None, ge=1, le=MAX_BATCH_SIZE)
 
 
 class AdaptOut(BaseModel):

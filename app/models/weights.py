@@ -22,14 +22,13 @@ from app.db.scope import Scope
 from app.db.session import unit_of_work
 from app.engine.config.errors import EngineError
 from app.engine.models.model import Model
-from app.engine.training import checkpoint
 from app.engine.training.adapt import adapt_model
 from app.engine.training.compile import CompileSpec
 from app.engine.training.inference import resolve_device
 from app.models import keras_files
 from app.models import repository as repo
 from app.models.cost import check_sync_cost
-from app.models.loading import build_model, read_checkpoint, training_part
+from app.models.loading import build_model, load_checkpoint, weights_checkpoint
 from app.models.schemas import AdaptRequest
 from app.models.service import get_model, model_with_weights
 from app.models.weights_files import (
@@ -145,7 +144,6 @@ def _store_weights(
     under the row's lock, so the state carried is the one the row points at. The file it
     replaces is deleted once the change has committed (see weights_files)."""
     key = model_weights_key(row.id)
-    weights = {f"model/{k}": t for k, t in model.weight_tensors().items()}
     project = Scope.of_project(row.project_id)
     try:
         with model_lock(row.id), unit_of_work(ctx.sessions) as session:
@@ -156,12 +154,11 @@ def _store_weights(
             if from_current and current.weights_key != row.weights_key:
                 raise Conflict(f"the weights of model {row.id} changed meanwhile; try again",
                                loc=["path", "model_id"])  # fmt: skip
-            tensors: dict[str, Any] = {}
-            meta: dict[str, Any] = {}
+            carried = None
             if current.weights_key is not None:
-                tensors, meta = training_part(*read_checkpoint(ctx.store, current.weights_key))
-            meta["model_config"] = row.config
-            data = checkpoint.to_bytes({**tensors, **weights}, meta)
+                carried = load_checkpoint(ctx.store, current.weights_key)
+            weights = model.weight_tensors()
+            data = weights_checkpoint(weights, row.config, carried=carried).to_bytes()
             require_room(session, settings=ctx.settings, project_id=row.project_id,
                          stored_bytes=len(data) - current.weights_bytes)  # fmt: skip
             ctx.store.write(key, data)
@@ -199,8 +196,7 @@ def import_keras(
                    summary=model.summary(), compile_config=compile_config,
                    project_id=scope.home)  # fmt: skip
     row.weights_key = model_weights_key(row.id)
-    tensors = {f"model/{k}": t for k, t in model.weight_tensors().items()}
-    weights_file = checkpoint.to_bytes(tensors, {"model_config": config})
+    weights_file = weights_checkpoint(model.weight_tensors(), config).to_bytes()
     row.weights_bytes = len(weights_file)
     try:
         with unit_of_work(ctx.sessions) as session:
