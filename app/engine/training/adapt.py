@@ -64,16 +64,22 @@ def adapt_targets(
             layer = by_name.get(name)
             if layer is None:
                 names = [c.name for c in candidates]
-                raise ConfigError((*loc, i), f"the model has no layer named {name!r}; its "
-                                  f"Normalization layers are {names}")  # fmt: skip
+                raise ConfigError(
+                    (*loc, i),
+                    f"the model has no layer named {name!r}; its Normalization layers are {names}",
+                )
             if not isinstance(layer, Normalization):
-                raise ConfigError((*loc, i), f"layer {name!r} is a {layer.class_name}; only "
-                                  "Normalization layers can be adapted")  # fmt: skip
+                raise ConfigError(
+                    (*loc, i),
+                    f"layer {name!r} is a {layer.class_name}; only "
+                    "Normalization layers can be adapted",
+                )
             if not layer.is_adaptable():
                 raise ConfigError(
-                    (*loc, i), f"layer {name!r} has mean and variance in its config; only a "
+                    (*loc, i),
+                    f"layer {name!r} has mean and variance in its config; only a "
                     "Normalization without them can be adapted",
-                )  # fmt: skip
+                )
             if name in chosen:
                 raise ConfigError((*loc, i), f"layer {name!r} is listed twice")
             chosen.add(name)
@@ -97,8 +103,11 @@ def adapt_model(
     name the field: `x`, `layers.<i>` or `batch_size`."""
     targets = adapt_targets(model, layers, only_unadapted=only_unadapted, loc=(*loc, "layers"))
     if not targets and not only_unadapted:
-        raise ConfigError((*loc, "layers"), "the model has no Normalization layer without mean "
-                          "and variance in its config: there is nothing to adapt")  # fmt: skip
+        raise ConfigError(
+            (*loc, "layers"),
+            "the model has no Normalization layer without mean "
+            "and variance in its config: there is nothing to adapt",
+        )
     xs = model_inputs(model, x, loc)
     bs = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if not 1 <= bs <= MAX_BATCH_SIZE:
@@ -130,8 +139,11 @@ def check_adapt_size(model: Model, n_samples: int, loc: Loc) -> None:
                 per_sample += math.prod(d for d in dims if d is not None)
         values = n_samples * per_sample
         if values > MAX_ELEMENTS:
-            raise DataError(loc, f"layer {layer.name!r} would be adapted on {values} values; "
-                            f"the limit is {MAX_ELEMENTS}")  # fmt: skip
+            raise DataError(
+                loc,
+                f"layer {layer.name!r} would be adapted on {values} values; "
+                f"the limit is {MAX_ELEMENTS}",
+            )
 
 
 def _adapt(
@@ -160,8 +172,11 @@ def _layer_inputs(
         received = args[0]
         total += received.numel()
         if total > MAX_ELEMENTS:  # checked as it grows: shapes inside may be unknown up front
-            raise DataError(loc, f"layer {layer.name!r} would be adapted on more than "
-                            f"{MAX_ELEMENTS} values; give fewer samples")  # fmt: skip
+            raise DataError(
+                loc,
+                f"layer {layer.name!r} would be adapted on more than "
+                f"{MAX_ELEMENTS} values; give fewer samples",
+            )
         seen.append(received.detach().cpu().numpy())
         if len(seen) % calls == 0:
             raise _Collected

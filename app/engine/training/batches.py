@@ -88,8 +88,12 @@ class BatchIterator:
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors = {} if self.order is None else {"data/order": self.order.detach().cpu()}
-        return tensors, {"in_pass": self.in_pass, "seen": self.seen, "n": self.n,
-                         "batch_size": self.batch_size}  # fmt: skip
+        return tensors, {
+            "in_pass": self.in_pass,
+            "seen": self.seen,
+            "n": self.n,
+            "batch_size": self.batch_size,
+        }
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Continue a pass a checkpoint stopped in; ignored if the data or batch size differ."""

@@ -105,9 +105,13 @@ class Checkpoint:
         """From the raw form; a file of a format this version does not know is refused."""
         version = meta.get("format", 1)
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise DataError(("checkpoint", "format"), f"must be a positive integer, got "
-                            f"{version!r}")  # fmt: skip
+            raise DataError(
+                ("checkpoint", "format"), f"must be a positive integer, got {version!r}"
+            )
         if version > FORMAT_VERSION:
-            raise DataError(("checkpoint", "format"), f"is {version}, newer than this version "
-                            f"reads ({FORMAT_VERSION}); upgrade the server")  # fmt: skip
+            raise DataError(
+                ("checkpoint", "format"),
+                f"is {version}, newer than this version "
+                f"reads ({FORMAT_VERSION}); upgrade the server",
+            )
         return cls(LoopState.from_checkpoint(tensors, meta), CheckpointInfo.from_meta(meta))

@@ -12,17 +12,28 @@ from app.engine.config.errors import ConfigError, Loc
 from app.engine.config.registry import known_keys
 
 COMPILE_KEYS = (
-    "optimizer", "loss", "loss_weights", "metrics", "weighted_metrics", "run_eagerly",
-    "steps_per_execution", "jit_compile", "auto_scale_loss", "dtype_policy",
-)  # fmt: skip
+    "optimizer",
+    "loss",
+    "loss_weights",
+    "metrics",
+    "weighted_metrics",
+    "run_eagerly",
+    "steps_per_execution",
+    "jit_compile",
+    "auto_scale_loss",
+    "dtype_policy",
+)
 MAX_METRICS = 64
 MAX_STEPS_PER_EXECUTION = 1 << 20
 DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 # Keras's compile defaults; to_config writes only the options that differ from them.
 EXECUTION_DEFAULTS: dict[str, Any] = {
-    "steps_per_execution": 1, "jit_compile": False, "run_eagerly": False,
-    "auto_scale_loss": True, "dtype_policy": "float32",
-}  # fmt: skip
+    "steps_per_execution": 1,
+    "jit_compile": False,
+    "run_eagerly": False,
+    "auto_scale_loss": True,
+    "dtype_policy": "float32",
+}
 
 
 def _is_object(value: Any) -> bool:
@@ -51,11 +62,17 @@ def _count_metrics(value: Any, loc: Loc, depth: int = 0) -> int:
 def _check_losses(value: Any, loc: Loc) -> None:
     if value is None or _is_object(value):
         return
-    items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(
-        value, list) else None  # fmt: skip
+    items = (
+        value.items()
+        if isinstance(value, Mapping)
+        else enumerate(value)
+        if isinstance(value, list)
+        else None
+    )
     if items is None:
-        raise ConfigError(loc, "must be a loss, a list with one per output, or an object keyed "
-                          "by output name")  # fmt: skip
+        raise ConfigError(
+            loc, "must be a loss, a list with one per output, or an object keyed by output name"
+        )
     for key, item in items:
         if item is not None and not _is_object(item):
             raise ConfigError((*loc, key), "must be a loss name or {class_name, config} object")
@@ -172,8 +189,11 @@ class CompileSpec:
         elif _is_object(self.loss) or self.loss is None:
             flat = _flat_weights(weights)
             if len(flat) != 1:
-                raise ConfigError(wloc, f"has {len(flat)} weights for one loss; give one loss "
-                                  "per output to weight them apiece")  # fmt: skip
+                raise ConfigError(
+                    wloc,
+                    f"has {len(flat)} weights for one loss; give one loss "
+                    "per output to weight them apiece",
+                )
             flat = flat * len(names)
         elif isinstance(weights, Mapping) and isinstance(self.loss, Mapping):
             unknown = sorted(set(weights) - set(names))
@@ -189,8 +209,9 @@ class CompileSpec:
             for (g, gl), w in zip(given, flat, strict=True)
         ]
 
-    def output_metrics(self, key: str, names: list[str], loc: Loc = ("compile",)) -> list[list[
-            tuple[Any, Loc]]]:  # fmt: skip
+    def output_metrics(
+        self, key: str, names: list[str], loc: Loc = ("compile",)
+    ) -> list[list[tuple[Any, Loc]]]:
         """Each output's metrics from `metrics` or `weighted_metrics` (`key`): with one output
         every metric applies to it; with several, one entry per output (a list in output order
         or an object keyed by output name), as Keras's compile requires."""
@@ -229,19 +250,24 @@ def _execution_options(config: Mapping[str, Any], loc: Loc) -> dict[str, Any]:
     out = {k: v if config.get(k) is None else config[k] for k, v in EXECUTION_DEFAULTS.items()}
     spe = out["steps_per_execution"]
     if isinstance(spe, bool) or not isinstance(spe, int) or not 1 <= spe <= MAX_STEPS_PER_EXECUTION:
-        raise ConfigError((*loc, "steps_per_execution"), f"must be an integer in [1, "
-                          f"{MAX_STEPS_PER_EXECUTION}], got {spe!r}")  # fmt: skip
+        raise ConfigError(
+            (*loc, "steps_per_execution"),
+            f"must be an integer in [1, {MAX_STEPS_PER_EXECUTION}], got {spe!r}",
+        )
     if out["jit_compile"] == "auto":
         out["jit_compile"] = False
     if not isinstance(out["jit_compile"], bool):
-        raise ConfigError((*loc, "jit_compile"), f"must be true, false or 'auto', got "
-                          f"{out['jit_compile']!r}")  # fmt: skip
+        raise ConfigError(
+            (*loc, "jit_compile"), f"must be true, false or 'auto', got {out['jit_compile']!r}"
+        )
     for key in ("run_eagerly", "auto_scale_loss"):
         if not isinstance(out[key], bool):
             raise ConfigError((*loc, key), f"must be true or false, got {out[key]!r}")
     if out["dtype_policy"] not in DTYPE_POLICIES:
-        raise ConfigError((*loc, "dtype_policy"), f"must be one of {list(DTYPE_POLICIES)}, got "
-                          f"{out['dtype_policy']!r}")  # fmt: skip
+        raise ConfigError(
+            (*loc, "dtype_policy"),
+            f"must be one of {list(DTYPE_POLICIES)}, got {out['dtype_policy']!r}",
+        )
     out["jit_compile"] = out["jit_compile"] and not out["run_eagerly"]
     return out
 

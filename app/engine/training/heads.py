@@ -70,12 +70,17 @@ class Heads:
                 loss = losses.get(out.loss, out.loc, y_true_shape=y_shape, y_pred_shape=p_shape)
             head = Head(names[i], loss, out.weight)
             shape = y_shape or p_shape
-            head.metrics = [metrics_mod.get(m, ml, y_true_shape=shape, y_pred_shape=p_shape)
-                            for m, ml in plain[i]]  # fmt: skip
-            head.weighted = [metrics_mod.get(m, ml, y_true_shape=shape, y_pred_shape=p_shape)
-                             for m, ml in weighted[i]]  # fmt: skip
-            for m, (_, ml) in zip([*head.metrics, *head.weighted], [*plain[i], *weighted[i]],
-                                  strict=True):  # fmt: skip
+            head.metrics = [
+                metrics_mod.get(m, ml, y_true_shape=shape, y_pred_shape=p_shape)
+                for m, ml in plain[i]
+            ]
+            head.weighted = [
+                metrics_mod.get(m, ml, y_true_shape=shape, y_pred_shape=p_shape)
+                for m, ml in weighted[i]
+            ]
+            for m, (_, ml) in zip(
+                [*head.metrics, *head.weighted], [*plain[i], *weighted[i]], strict=True
+            ):
                 # Metrics sized by the output (top-k) refuse a narrower one before any data.
                 if (check := getattr(m, "check_output", None)) is not None:
                     check(p_shape, ml)
@@ -112,8 +117,9 @@ class Heads:
                 name = pre + m.name
                 m.name = unique(name if name not in seen else f"{pre}weighted_{m.name}")
 
-    def check_labels(self, ys: Sequence[np.ndarray | None], shapes: Sequence[Shape],
-                     loc: Loc, names_in_loc: bool) -> None:  # fmt: skip
+    def check_labels(
+        self, ys: Sequence[np.ndarray | None], shapes: Sequence[Shape], loc: Loc, names_in_loc: bool
+    ) -> None:
         for h, y, shape in zip(self.heads, ys, shapes, strict=True):
             yloc = (*loc, h.name) if names_in_loc else loc
             if h.loss is not None and y is None:
@@ -122,8 +128,11 @@ class Heads:
                 continue
             checks = [h.loss.check_labels] if h.loss is not None else []
             # Metrics with class ids (IoU, F-scores) check them too.
-            checks += [c for m in [*h.metrics, *h.weighted]
-                       if (c := getattr(m, "check_labels", None)) is not None]  # fmt: skip
+            checks += [
+                c
+                for m in [*h.metrics, *h.weighted]
+                if (c := getattr(m, "check_labels", None)) is not None
+            ]
             if isinstance(y, np.memmap):  # a stored dataset's labels: one pass, a slab at a time
                 for_chunks(y, yloc, partial(_run_checks, checks, shape))
             else:
@@ -167,8 +176,7 @@ class Heads:
         each: Sequence[torch.Tensor | None],
         batch_size: int,
     ) -> None:
-        for h, y, p, mask, sw, value in zip(self.heads, ys, y_preds, masks, sws, each,
-                                            strict=True):  # fmt: skip
+        for h, y, p, mask, sw, value in zip(self.heads, ys, y_preds, masks, sws, each, strict=True):
             if h.tracker is not None and value is not None:
                 h.tracker.update_state(value, sample_weight=batch_size)
             if y is None:

@@ -65,8 +65,9 @@ def predict(
     order; under a mixed `dtype_policy` the layers compute in its half type, as Keras's do, and
     the outputs come back as float32."""
     xs = model_inputs(model, x, loc)
-    parts = predict_batches(model, xs, batch_size=batch_size, device=device,
-                            dtype_policy=dtype_policy, loc=loc)  # fmt: skip
+    parts = predict_batches(
+        model, xs, batch_size=batch_size, device=device, dtype_policy=dtype_policy, loc=loc
+    )
     joined = [np.concatenate(col) for col in zip(*parts, strict=True)]
     return joined[0] if len(joined) == 1 else joined
 

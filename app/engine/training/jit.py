@@ -31,9 +31,10 @@ def check_available(loc: Loc) -> None:
         supported = False
     if not supported or not hasattr(torch, "compile"):
         raise ConfigError(
-            loc, "jit_compile=true needs torch.compile, which is not available on this "
+            loc,
+            "jit_compile=true needs torch.compile, which is not available on this "
             f"installation (torch {torch.__version__}); use false or 'auto'",
-        )  # fmt: skip
+        )
 
 
 def backend_for(device: torch.device) -> str:

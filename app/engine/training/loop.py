@@ -39,9 +39,13 @@ def run_epochs(
     already)."""
     assert args.batch_size is not None
     batches = trainer.batches = BatchIterator(
-        train.size, args.batch_size, shuffle=args.shuffle,
-        steps_per_epoch=args.steps_per_epoch, generator=trainer.generator, device=trainer.device,
-    )  # fmt: skip
+        train.size,
+        args.batch_size,
+        shuffle=args.shuffle,
+        steps_per_epoch=args.steps_per_epoch,
+        generator=trainer.generator,
+        device=trainer.device,
+    )
     if resume is not None and resume.batches is not None:  # continue the pass it stopped in
         batches.load_state(resume.batches.tensors, resume.batches.meta)
     params = trainer.model.trainable_parameters()

@@ -86,14 +86,14 @@ class LoopState:
             weights=copied(self.weights),
             optimizer=copied(self.optimizer),
             rng=None if self.rng is None else self.rng.clone(),
-            batches=None if self.batches is None else BatchPosition(
-                copied(self.batches.tensors), dict(self.batches.meta)
-            ),
-            callbacks=None if self.callbacks is None else CallbackStates(
-                copied(self.callbacks.tensors), list(self.callbacks.entries)
-            ),
+            batches=None
+            if self.batches is None
+            else BatchPosition(copied(self.batches.tensors), dict(self.batches.meta)),
+            callbacks=None
+            if self.callbacks is None
+            else CallbackStates(copied(self.callbacks.tensors), list(self.callbacks.entries)),
             resume_weights=copied(self.resume_weights),
-        )  # fmt: skip
+        )
 
     # -- checkpoint form ----------------------------------------------------------------------
     def to_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -102,8 +102,11 @@ class LoopState:
         tensors.update({OPTIMIZER + k: t for k, t in self.optimizer.items()})
         if self.rng is not None:
             tensors[RNG] = self.rng
-        meta: dict[str, Any] = {"optimizer": self.optimizer_meta, "seed": self.seed,
-                                "epoch": self.epoch}  # fmt: skip
+        meta: dict[str, Any] = {
+            "optimizer": self.optimizer_meta,
+            "seed": self.seed,
+            "epoch": self.epoch,
+        }
         if self.loss_scale is not None:
             meta["loss_scale"] = self.loss_scale
         if self.batches is not None:
