@@ -19,8 +19,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app.engine.layers import Layer, Shape
 from app.engine.layers.attention import AdditiveAttention, Attention
+from app.engine.layers.base import Layer, Shape
 from app.engine.layers.multi_head_attention import MultiHeadAttention
 from app.engine.layers.recurrent_base import Recurrent
 from app.engine.layers.wrappers import Bidirectional, TimeDistributed

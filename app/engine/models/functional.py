@@ -18,7 +18,7 @@ import torch
 from app.engine.arrays import dtypes
 from app.engine.config.errors import ConfigError, Loc
 from app.engine.config.readers import get_str
-from app.engine.layers import Layer, Shape
+from app.engine.layers.base import Layer, Shape
 from app.engine.models.from_json import (
     MAX_NODES,
     Graph,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.layers import Layer
+from app.engine.layers.base import Layer
 
 Key = tuple[str, int]  # (layer name, node index): one tensor of the graph
 Refs = Key | list[Key | None]

@@ -20,7 +20,7 @@ from app.engine.arrays.checks import for_chunks
 from app.engine.arrays.dtypes import dtype_name, to_float32
 from app.engine.config.errors import ConfigError, DataError, Loc
 from app.engine.config.registry import to_snake_case
-from app.engine.layers import Layer, Shape
+from app.engine.layers.base import Layer, Shape
 from app.engine.models.from_json import Graph, Limits, Node, read_spec, sequential_graph
 from app.engine.models.functional import functional_graph
 from app.engine.models.to_json import functional_json, sequential_json

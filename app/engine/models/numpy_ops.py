@@ -28,7 +28,7 @@ from app.engine.config.declared import Key, boolean
 from app.engine.config.errors import ConfigError, Loc
 from app.engine.config.readers import get_int
 from app.engine.config.registry import Registry, known_keys
-from app.engine.layers import Layer, Shape
+from app.engine.layers.base import Layer, Shape
 
 OP_MODULE = "keras.src.ops.numpy"
 OPS: Registry[Op] = Registry("Keras op")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from app.engine.arrays.dtypes import dtype_name
-from app.engine.layers import Layer, Shape
+from app.engine.layers.base import Layer, Shape
 from app.engine.models.numpy_ops import Op
 
 if TYPE_CHECKING:
