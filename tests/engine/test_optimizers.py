@@ -326,3 +326,61 @@ def check_cuda_step(identifier: Any) -> None:
 @pytest.mark.parametrize(("class_name", "config"), CONFIGS)
 def test_step_never_synchronises_on_cuda(class_name, config):
     check_cuda_step({"class_name": class_name, "config": config})
+
+
+def _adam_reference(
+    params: list[torch.Tensor], grads_seq: list[list[torch.Tensor]], config: dict[str, Any]
+) -> list[torch.Tensor]:
+    """Keras's torch Adam written out as Keras writes it (every `_foreach_*` call out of place,
+    nested as in `keras/src/backend/torch/optimizers/torch_adam.py`), on copies of `params`."""
+    lr, b1, b2 = config.get("learning_rate", 0.001), config.get("beta_1", 0.9), 0.999
+    eps, amsgrad = config.get("epsilon", 1e-7), config.get("amsgrad", False)
+    ps = [p.clone() for p in params]
+    m, v, v_hat = ([torch.zeros_like(p) for p in ps] for _ in range(3))
+    for k, grads in enumerate(grads_seq):
+        lr_t = torch.full((), float(np.float32(lr)))
+        step = torch.full((), float(k + 1))
+        beta_1_power = torch.pow(torch.full((), b1), step)
+        beta_2_power = torch.pow(torch.full((), b2), step)
+        alpha = lr_t * torch.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        torch._foreach_mul_(m, b1)
+        torch._foreach_add_(m, grads, alpha=1 - b1)
+        torch._foreach_mul_(v, b2)
+        torch._foreach_add_(v, torch._foreach_mul(grads, grads), alpha=1 - b2)
+        denom_from = v
+        if amsgrad:
+            torch._foreach_maximum_(v_hat, v)
+            denom_from = v_hat
+        torch._foreach_add_(
+            ps,
+            torch._foreach_div(
+                torch._foreach_mul(m, alpha),
+                torch._foreach_add(torch._foreach_sqrt(denom_from), eps),
+            ),
+            alpha=-1,
+        )
+    return ps
+
+
+@pytest.mark.parametrize(
+    "config", [{}, {"amsgrad": True}, {"learning_rate": 0.01, "beta_1": 0.8, "epsilon": 1e-6}]
+)
+def test_adam_update_is_bit_identical_to_kerass_out_of_place_form(config):
+    """The Adam step reuses its temporaries in place; the weights stay bit-identical to the
+    out-of-place form Keras writes, over several steps on tensors of a dense model's sizes."""
+    g = torch.Generator().manual_seed(3)
+    shapes = [(784, 256), (256,), (256, 10), (10,)]
+    initial = [torch.randn(s, generator=g) for s in shapes]
+    grads_seq = [
+        [torch.randn(s, generator=g) * (1e-4 if k % 2 else 3.0) for s in shapes] for k in range(5)
+    ]
+    expected = _adam_reference(initial, grads_seq, config)
+    opt = optimizers.get({"class_name": "Adam", "config": config}, ("optimizer",))
+    params = [torch.nn.Parameter(p.clone()) for p in initial]
+    opt.build(params)
+    for grads in grads_seq:
+        for p, gr in zip(params, grads, strict=True):
+            p.grad = gr.clone()
+        opt.step()
+    for p, e in zip(params, expected, strict=True):
+        assert torch.equal(p.detach(), e)

@@ -48,9 +48,13 @@ class Adam(Optimizer):
         if self.amsgrad:
             torch._foreach_maximum_(slots["v_hat"], v)
             v = slots["v_hat"]
-        steps = torch._foreach_div(
-            torch._foreach_mul(m, alpha), torch._foreach_add(torch._foreach_sqrt(v), self.epsilon)
-        )
+        # Keras's m * alpha / (sqrt(v) + epsilon), op for op; the last two operations go in
+        # place on the fresh results of the first two (the same kernels round the same), so a
+        # step allocates three lists of temporaries rather than five.
+        denominators = torch._foreach_sqrt(v)
+        torch._foreach_add_(denominators, self.epsilon)
+        steps = torch._foreach_mul(m, alpha)
+        torch._foreach_div_(steps, denominators)
         torch._foreach_add_(params, steps, alpha=-1)
 
 
