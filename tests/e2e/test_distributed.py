@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.harness import Process, free_port, poll, start_api, start_worker
+from tests.e2e.harness import Process, free_port, poll, start_api_and_workers, start_worker
 from tests.e2e.scenario_checks import run_scenario, wait_for
 from tests.support import scenario
 from tests.support.prometheus import families, value
@@ -37,9 +37,10 @@ def stack(
         "REAPER_INTERVAL_S": "0.5",
         "CHECKPOINT_EVERY_S": "0",
     }
-    api, base = start_api(env, tmp)
     metrics_port = free_port()  # the first worker's alone: the others are started without
-    workers = [start_worker({**env, "METRICS_PORT": str(metrics_port)}, tmp)]
+    api, base, workers = start_api_and_workers(
+        env, tmp, [("worker", {"METRICS_PORT": str(metrics_port)})]
+    )
     try:
         with httpx.Client(base_url=base, timeout=60) as client:
             yield Stack(client, env, tmp, workers, metrics_port)
