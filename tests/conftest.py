@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -78,9 +79,15 @@ def pg_database() -> Iterator[Callable[[], str]]:
         return url
 
     yield make
-    with admin.connect() as conn:
-        for name in names:
+
+    # Side by side: on PostgreSQL 15 each DROP DATABASE waits for a checkpoint, which drops
+    # made at once share.
+    def drop(name: str) -> None:
+        with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(names), 8))) as pool:
+        list(pool.map(drop, names))
     admin.dispose()
 
 

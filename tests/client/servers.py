@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.e2e.harness import start_api, start_embedded_api, start_worker
+from tests.e2e.harness import start_api_and_workers, start_embedded_api
 
 
 @contextmanager
@@ -35,12 +35,7 @@ def distributed_server(tmp: Path, database_url: str, redis_url: str) -> Iterator
         # embedded server): the client follows both.
         "PREDICT_SYNC_MAX_ROWS": "100",
     }
-    api, base = start_api(env, tmp)
-    try:
-        worker = start_worker(env, tmp)
-    except BaseException:
-        api.stop()
-        raise
+    api, base, (worker,) = start_api_and_workers(env, tmp, [("worker", {})])
     try:
         yield base
     finally:

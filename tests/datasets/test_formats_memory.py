@@ -67,10 +67,11 @@ def test_converting_a_1_gib_npy_adds_under_100_mb(space: Path) -> None:
     raw = space / "big.npy"
     rows, width = 1 << 18, 1024
     source = np.lib.format.open_memmap(raw, mode="w+", dtype=">f4", shape=(rows, width))
+    # Element i (row-major) holds i % 1000: row r is row (r * width) % 1000 of a 1000-row table.
+    table = ((np.arange(1000)[:, None] + np.arange(width)) % 1000).astype(">f4")
     step = 1 << 14
     for start in range(0, rows, step):
-        block = np.arange(start * width, (start + step) * width, dtype=np.float64) % 1000
-        source[start : start + step] = block.reshape(step, width)
+        source[start : start + step] = table[np.arange(start, start + step) * width % 1000]
     source.flush()
     del source
 

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -65,7 +65,8 @@ class Process:
         self.log.close()
 
 
-def start_api(env: Mapping[str, str], log_dir: Path) -> tuple[Process, str]:
+def spawn_api(env: Mapping[str, str], log_dir: Path) -> tuple[Process, str]:
+    """uvicorn started, not yet waited for (wait_api): other processes can start meanwhile."""
     port = free_port()
     proc = Process(
         "api",
@@ -73,8 +74,10 @@ def start_api(env: Mapping[str, str], log_dir: Path) -> tuple[Process, str]:
          "--port", str(port)],
         env, log_dir,
     )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}"
 
+
+def wait_api(proc: Process, base: str) -> None:
     def ready() -> bool:
         if not proc.alive():
             raise RuntimeError(f"uvicorn exited:\n{proc.output()}")
@@ -88,6 +91,11 @@ def start_api(env: Mapping[str, str], log_dir: Path) -> tuple[Process, str]:
     except TimeoutError:
         proc.stop()
         raise RuntimeError(f"uvicorn did not become ready:\n{proc.output()}") from None
+
+
+def start_api(env: Mapping[str, str], log_dir: Path) -> tuple[Process, str]:
+    proc, base = spawn_api(env, log_dir)
+    wait_api(proc, base)
     return proc, base
 
 
@@ -101,9 +109,10 @@ def start_embedded_api(env: Mapping[str, str], log_dir: Path) -> tuple[Process, 
         os.environ.update(saved)
 
 
-def start_worker(env: Mapping[str, str], log_dir: Path, name: str = "worker") -> Process:
+def spawn_worker(env: Mapping[str, str], log_dir: Path, name: str = "worker") -> Process:
+    """A Celery worker started, not yet waited for (wait_worker)."""
     queue = env["CELERY_QUEUE"]
-    proc = Process(
+    return Process(
         name,
         [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", queue,
          "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle",
@@ -111,6 +120,8 @@ def start_worker(env: Mapping[str, str], log_dir: Path, name: str = "worker") ->
         env, log_dir,
     )  # fmt: skip
 
+
+def wait_worker(proc: Process) -> None:
     def ready() -> bool:
         if not proc.alive():
             raise RuntimeError(f"celery worker exited:\n{proc.output()}")
@@ -121,7 +132,31 @@ def start_worker(env: Mapping[str, str], log_dir: Path, name: str = "worker") ->
     except TimeoutError:
         proc.stop()
         raise RuntimeError(f"celery worker did not become ready:\n{proc.output()}") from None
+
+
+def start_worker(env: Mapping[str, str], log_dir: Path, name: str = "worker") -> Process:
+    proc = spawn_worker(env, log_dir, name)
+    wait_worker(proc)
     return proc
+
+
+def start_api_and_workers(
+    env: Mapping[str, str], log_dir: Path, workers: Sequence[tuple[str, Mapping[str, str]]]
+) -> tuple[Process, str, list[Process]]:
+    """uvicorn and Celery workers (name, extra environment) started side by side, then each
+    waited for: a start-up is mostly imports, so starting them one after another only waits
+    longer. Should one fail, all are stopped."""
+    api, base = spawn_api(env, log_dir)
+    started = [spawn_worker({**env, **extra}, log_dir, name) for name, extra in workers]
+    try:
+        wait_api(api, base)
+        for proc in started:
+            wait_worker(proc)
+    except BaseException:
+        for proc in [*started, api]:
+            proc.stop()
+        raise
+    return api, base, started
 
 
 def sse_events(client: httpx.Client, url: str, headers: Mapping[str, str] | None = None,

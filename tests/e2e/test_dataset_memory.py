@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.harness import start_api, start_worker
+from tests.e2e.harness import start_api_and_workers
 from tests.e2e.scenario_checks import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -41,11 +41,14 @@ def growth(pid: int, baseline: int) -> int:
 
 
 def big_npy(path: Path) -> None:
+    """Row r, column c holds (31 r + c) % 251: row r is row (31 r) % 251 of a 251-row table, so
+    the gigabyte is written by copying table rows, not by computing each byte."""
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(ROWS, FEATURES))
+    table = ((np.arange(251)[:, None] + np.arange(FEATURES)) % 251).astype(np.uint8)
     step = 1 << 16
     for lo in range(0, ROWS, step):
-        rows = np.arange(lo, min(lo + step, ROWS), dtype=np.uint32)
-        out[lo : lo + step] = ((rows[:, None] * 31 + np.arange(FEATURES)) % 251).astype(np.uint8)
+        rows = np.arange(lo, min(lo + step, ROWS))
+        out[lo : lo + step] = table[rows * 31 % 251]
     out.flush()
     del out
 
@@ -60,8 +63,7 @@ def stack(
     env = {"DATABASE_URL": pg_database(), "REDIS_URL": redis_url,
            "CELERY_QUEUE": f"fitapi-test-{uuid.uuid4().hex[:8]}", "DATA_DIR": str(tmp / "data"),
            "JOB_HEARTBEAT_S": "0.2", "CHECKPOINT_EVERY_S": "3600"}  # fmt: skip
-    api, base = start_api(env, tmp)
-    worker = start_worker(env, tmp)
+    api, base, (worker,) = start_api_and_workers(env, tmp, [("worker", {})])
     try:
         with httpx.Client(base_url=base, timeout=300) as client:
             yield client, api.proc.pid, worker.proc.pid, tmp

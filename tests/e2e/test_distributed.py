@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.harness import Process, free_port, poll, start_api, start_worker
+from tests.e2e.harness import Process, free_port, poll, start_api_and_workers, start_worker
 from tests.e2e.scenario_checks import run_scenario, wait_for
 from tests.support import scenario
 from tests.support.prometheus import families, value
@@ -37,9 +37,10 @@ def stack(
         "REAPER_INTERVAL_S": "0.5",
         "CHECKPOINT_EVERY_S": "0",
     }
-    api, base = start_api(env, tmp)
     metrics_port = free_port()  # the first worker's alone: the others are started without
-    workers = [start_worker({**env, "METRICS_PORT": str(metrics_port)}, tmp)]
+    api, base, workers = start_api_and_workers(
+        env, tmp, [("worker", {"METRICS_PORT": str(metrics_port)})]
+    )
     try:
         with httpx.Client(base_url=base, timeout=60) as client:
             yield Stack(client, env, tmp, workers, metrics_port)
@@ -90,7 +91,8 @@ def test_the_worker_serves_its_metrics_on_its_port(stack: Stack) -> None:
 
 def test_a_killed_worker_is_replaced_and_the_job_resumes_exactly(stack: Stack) -> None:
     client = stack.client
-    body = scenario.fit_body(epochs=300, callbacks=[], seed=5)
+    # Killed 20 epochs in, then run again uninterrupted: long enough to be mid-fit at the kill.
+    body = scenario.fit_body(epochs=100, callbacks=[], seed=5)
     first = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 2}).json()
     job = client.post(f"/v1/models/{first['id']}/fit", json=body).json()
     poll(lambda: client.get(f"/v1/jobs/{job['id']}").json()["epochs_done"] >= 20, "20 epochs")
@@ -101,7 +103,7 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes_exactly(stack: Stack) -
     assert resumed["status"] == "succeeded", resumed
     assert resumed["attempt"] == 2
     logs = client.get(f"/v1/jobs/{job['id']}/logs").json()["items"]
-    assert [row["epoch"] for row in logs] == list(range(300))
+    assert [row["epoch"] for row in logs] == list(range(100))
     assert {row["attempt"] for row in logs} == {1, 2}
 
     # The same fit, uninterrupted, gives the same history and the same weights, bit for bit.
@@ -177,7 +179,7 @@ def test_a_fit_from_a_dataset_resumes_on_another_worker_exactly(stack: Stack) ->
     refs = {"x": {"dataset": ds, "array": "x"}, "y": {"dataset": ds, "array": "y"},
             "validation_data": {"x": {"dataset": ds, "array": "x"},
                                 "y": {"dataset": ds, "array": "y"}}}  # fmt: skip
-    body = {**scenario.fit_body(epochs=200, callbacks=[], seed=5), **refs}
+    body = {**scenario.fit_body(epochs=100, callbacks=[], seed=5), **refs}
     first = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 2}).json()
     job = client.post(f"/v1/models/{first['id']}/fit", json=body).json()
     poll(lambda: client.get(f"/v1/jobs/{job['id']}").json()["epochs_done"] >= 20, "20 epochs")
@@ -189,7 +191,7 @@ def test_a_fit_from_a_dataset_resumes_on_another_worker_exactly(stack: Stack) ->
     resumed = wait_for(client, job["id"], {"succeeded", "failed", "cancelled"}, timeout=180)
     assert resumed["status"] == "succeeded" and resumed["attempt"] == 2, resumed
 
-    inline = scenario.fit_body(epochs=200, callbacks=[], seed=5)
+    inline = scenario.fit_body(epochs=100, callbacks=[], seed=5)
     second = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 2}).json()
     job2 = client.post(f"/v1/models/{second['id']}/fit", json=inline).json()
     straight = wait_for(client, job2["id"], {"succeeded", "failed"}, timeout=180)

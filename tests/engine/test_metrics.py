@@ -198,7 +198,8 @@ _REQUIRED: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("cls", metrics.METRICS.classes(), ids=lambda c: c.__name__)
 def test_config_round_trip(keras, cls):
-    keras.backend.clear_session()  # unnamed AUC, Precision, ... are numbered per process
+    # Unnamed AUC, Precision, ... are numbered per process (free_memory=False: no gc.collect()).
+    keras.backend.clear_session(free_memory=False)
     required = _REQUIRED.get(cls.__name__, {})
     config = cls.from_config(required, ()).get_config()
     assert cls.from_config(config, ()).get_config() == config

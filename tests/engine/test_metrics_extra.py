@@ -134,7 +134,9 @@ def _ids(case: Any) -> str:
 def _keras_metric(keras: Any, identifier: Any, y_shape: tuple, p_shape: tuple) -> Any:
     from keras.src.trainers.compile_utils import get_metric
 
-    keras.backend.clear_session()  # unnamed Keras IoU, TruePositives, ... are numbered per process
+    # Unnamed Keras IoU, TruePositives, ... are numbered per process (free_memory=False: no
+    # gc.collect(), which costs a good part of a second in a test process).
+    keras.backend.clear_session(free_memory=False)
     return get_metric(identifier, keras.ops.zeros(y_shape), keras.ops.zeros(p_shape))
 
 
@@ -182,7 +184,7 @@ VECTOR_CASES = [
                          ids=[f"{c[0].__name__}{c[1]}" for c in VECTOR_CASES])  # fmt: skip
 def test_vector_results_match_keras(keras, cls, kwargs, kind, y_tail, p_tail, weighted):
     """The classes compute Keras's vector results (requests are refused, see below)."""
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
     ours, theirs = cls(**kwargs), getattr(keras.metrics, cls.__name__)(**kwargs)
     assert ours.get_config() == theirs.get_config()
     for n in BATCHES:

@@ -22,7 +22,7 @@ BATCHES = (5, 8, 3)
 def _fresh_keras_names(keras):
     """Unnamed Keras AUC, Precision, ... are numbered per process: leave the counters clear."""
     yield
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -145,7 +145,8 @@ def test_running_values_match_keras(keras, identifier, kind, y_tail, p_tail, wei
 
     y_shape, p_shape = (BATCHES[0], *y_tail), (BATCHES[0], *p_tail)
     ours = metrics.get(identifier, ("metrics", 0), y_true_shape=y_shape, y_pred_shape=p_shape)
-    keras.backend.clear_session()  # unnamed Keras metrics are numbered per process
+    # Unnamed Keras metrics are numbered per process; free_memory=False skips Keras's gc.collect().
+    keras.backend.clear_session(free_memory=False)
     theirs = get_metric(identifier, keras.ops.zeros(y_shape), keras.ops.zeros(p_shape))
     assert type(ours).__name__ == type(theirs).__name__
     assert ours.name == theirs.name

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from tests.e2e.harness import Process, start_api, start_worker
+from tests.e2e.harness import Process, start_api_and_workers, start_worker
 from tests.e2e.scenario_checks import wait_for
 from tests.support import scenario
 
@@ -83,16 +83,15 @@ def launch(
         "CHECKPOINT_EVERY_S": "0",
         **settings,
     }
-    api, base = start_api(env, tmp)
+    names: list[tuple[str, dict[str, str]]] = [(f"worker{i + 1}", {}) for i in range(workers)]
+    api, base, started = start_api_and_workers(env, tmp, names)
     stack = None
     try:
         with httpx.Client(base_url=base, timeout=60) as client:
-            stack = Stack(client, env, tmp, api)
-            for i in range(workers):
-                stack.worker(f"worker{i + 1}")
+            stack = Stack(client, env, tmp, api, started)
             yield stack
     finally:
-        for proc in stack.workers if stack else []:
+        for proc in stack.workers if stack else started:
             proc.stop()
         api.stop()
 
