@@ -154,3 +154,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(pytest.mark.fit)
         if item.nodeid.startswith(_SLOW):
             item.add_marker(pytest.mark.slow)
+    _write_fit_modules(items)
+
+
+def _write_fit_modules(items: list[pytest.Item]) -> None:
+    """With FITAPI_FIT_MODULES_FILE set (the test command's first pass), write the test files
+    that hold differential fits, one per line: the baseline-kernel pass then collects only those
+    files. Each xdist worker collects the same items and writes the same list, atomically."""
+    target = os.environ.get("FITAPI_FIT_MODULES_FILE")
+    if not target:
+        return
+    modules = sorted(
+        {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("fit")}
+    )
+    partial = f"{target}.{os.getpid()}"
+    Path(partial).write_text("".join(f"{m}\n" for m in modules))
+    os.replace(partial, target)
