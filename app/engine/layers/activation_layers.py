@@ -95,7 +95,7 @@ class LeakyReLU(Layer):
 @LAYERS.add()
 class PReLU(Layer):
     supports_masking = True
-    alpha_initializer = keys.initializer_or_null("zeros", empty=True)
+    alpha_initializer = keys.initializer("zeros", null=True, empty=True)
     alpha_regularizer = keys.regularizer("alpha")
     alpha_constraint = keys.constraint("alpha")
     shared_axes = keys.Key[list[int] | None](_read_shared_axes, None)

@@ -29,7 +29,7 @@ class Embedding(Layer):
     integer_input = "as_is"
     input_dim = keys.integer(min_value=1, max_value=MAX_INPUT_DIM)
     output_dim = keys.integer(min_value=1, max_value=MAX_OUTPUT_DIM)
-    embeddings_initializer = keys.initializer_or_null("uniform", empty=True)
+    embeddings_initializer = keys.initializer("uniform", null=True, empty=True)
     embeddings_regularizer = keys.regularizer("embeddings")
     activity_regularizer = keys.activity_regularizer()
     embeddings_constraint = keys.constraint("embeddings")

@@ -70,14 +70,19 @@ def activation(default: Any = None) -> Key[str]:
     return Key(read, default if default is REQUIRED else activations.get(default, ())[0])
 
 
-def initializer(default: str) -> Key[dict[str, Any]]:
-    """An initializer, kept as Keras's canonical `{class_name, config}`."""
+def initializer(default: str, *, null: bool = False, empty: bool = False) -> Key[dict[str, Any]]:
+    """An initializer, kept as Keras's canonical `{class_name, config}`; `default` when absent.
+    With `null`, a null value stands for `default` too (and with `empty`, any empty value: "",
+    {}, 0, false), as the layers whose Keras code reads it with `or` do."""
     canonical = initializers.get(default, ())[0]
 
     def read(
         config: Mapping[str, Any], key: str, loc: Loc, default: Any = canonical
     ) -> dict[str, Any]:
-        return initializers.get(config.get(key, default), (*loc, key))[0]
+        value = config.get(key, default)
+        if (null and value is None) or (empty and not value):
+            value = default
+        return initializers.get(value, (*loc, key))[0]
 
     return Key(read, canonical)
 
@@ -111,22 +116,6 @@ def activity_regularizer(*, name: str = "") -> Key[regularizers.Regularizer | No
 
 
 # -- recurrent group: recurrent layers, wrappers, normalization, noise ----------------------------
-def initializer_or_null(default: str, *, empty: bool = False) -> Key[dict[str, Any]]:
-    """An initializer where null stands for `default` (with `empty`, so does any empty value:
-    "", {}, 0, false), kept as Keras's canonical `{class_name, config}`."""
-    canonical = initializers.get(default, ())[0]
-
-    def read(
-        config: Mapping[str, Any], key: str, loc: Loc, default: Any = canonical
-    ) -> dict[str, Any]:
-        value = config.get(key)
-        if value is None or (empty and not value):
-            value = default
-        return initializers.get(value, (*loc, key))[0]
-
-    return Key(read, canonical)
-
-
 def must_be_false(message: str) -> Key[bool]:
     """A boolean Keras writes that only false is supported for (`message` says why)."""
 

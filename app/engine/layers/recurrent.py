@@ -93,9 +93,9 @@ class _Gated(Recurrent):
 class SimpleRNN(Recurrent):
     gates = 1
     use_bias = keys.boolean(True)
-    kernel_initializer = keys.initializer_or_null("glorot_uniform", empty=True)
-    recurrent_initializer = keys.initializer_or_null("orthogonal", empty=True)
-    bias_initializer = keys.initializer_or_null("zeros", empty=True)
+    kernel_initializer = keys.initializer("glorot_uniform", null=True, empty=True)
+    recurrent_initializer = keys.initializer("orthogonal", null=True, empty=True)
+    bias_initializer = keys.initializer("zeros", null=True, empty=True)
     kernel_regularizer = keys.regularizer("kernel")
     recurrent_regularizer = keys.regularizer("recurrent_kernel")
     bias_regularizer = keys.regularizer("bias")
@@ -124,9 +124,9 @@ class LSTM(_Gated):
     gates = 4
     n_states = 2
     use_bias = keys.boolean(True)
-    kernel_initializer = keys.initializer_or_null("glorot_uniform", empty=True)
-    recurrent_initializer = keys.initializer_or_null("orthogonal", empty=True)
-    bias_initializer = keys.initializer_or_null("zeros", empty=True)
+    kernel_initializer = keys.initializer("glorot_uniform", null=True, empty=True)
+    recurrent_initializer = keys.initializer("orthogonal", null=True, empty=True)
+    bias_initializer = keys.initializer("zeros", null=True, empty=True)
     unit_forget_bias = keys.boolean(True)
     kernel_regularizer = keys.regularizer("kernel")
     recurrent_regularizer = keys.regularizer("recurrent_kernel")
@@ -196,9 +196,9 @@ class LSTM(_Gated):
 class GRU(_Gated):
     gates = 3
     use_bias = keys.boolean(True)
-    kernel_initializer = keys.initializer_or_null("glorot_uniform", empty=True)
-    recurrent_initializer = keys.initializer_or_null("orthogonal", empty=True)
-    bias_initializer = keys.initializer_or_null("zeros", empty=True)
+    kernel_initializer = keys.initializer("glorot_uniform", null=True, empty=True)
+    recurrent_initializer = keys.initializer("orthogonal", null=True, empty=True)
+    bias_initializer = keys.initializer("zeros", null=True, empty=True)
     kernel_regularizer = keys.regularizer("kernel")
     recurrent_regularizer = keys.regularizer("recurrent_kernel")
     bias_regularizer = keys.regularizer("bias")
