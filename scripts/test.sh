@@ -30,13 +30,18 @@ trap 'kill "$mypy_pid" 2>/dev/null || true; rm -f "$mypy_log" "$fit_list"' EXIT
 workers="${TEST_WORKERS:-$(python -c 'import os; print(min(4, os.cpu_count() or 1))')}"
 parallel=(-n "$workers" --dist loadfile)
 echo "== pytest ($workers processes; the 15 slowest tests are listed at the end)"
+tests_status=0
 FITAPI_FIT_MODULES_FILE="$fit_list" \
-    python -m pytest -q -p no:cacheprovider --durations=15 "${parallel[@]}" "${marks[@]}" "$@"
+    python -m pytest -q -p no:cacheprovider --durations=15 "${parallel[@]}" "${marks[@]}" "$@" ||
+    tests_status=$?
 echo "== mypy"
 mypy_status=0
 wait "$mypy_pid" || mypy_status=$?
 cat "$mypy_log"
-[ "$mypy_status" = 0 ]
+# Both reports are shown before either failure ends the run.
+if [ "$tests_status" != 0 ] || [ "$mypy_status" != 0 ]; then
+    exit 1
+fi
 # The differential fits again on torch's baseline (non-vectorised) kernels: their tolerances must
 # hold whatever order a CPU's kernels sum in (CONTRIBUTING.md, "Tolerance policy").
 echo "== pytest: differential fits on the baseline kernels (ATEN_CPU_CAPABILITY=default)"

@@ -30,7 +30,7 @@ from app.jobs import repository as repo
 from app.jobs.inputs import stored_rows
 from app.jobs.schemas import ResumeRequest
 from app.jobs.service import dispatch, link_datasets
-from app.jobs.spec import FitJobSpec
+from app.jobs.spec import FitJobSpec, UnknownSpecVersion
 from app.models import checkpoints
 from app.models import repository as models_repo
 from app.models.cost import check_job_steps
@@ -69,11 +69,13 @@ def resume_job(ctx: AppContext, *, scope: Scope, job_id: uuid.UUID, body: Resume
     for key, what in ((parent.data_key, "inputs"), (ckpt.key, f"checkpoint {ckpt.id}")):
         if not ctx.store.exists(key):
             raise Conflict(f"job {job_id}: its {what} file is no longer stored", loc=JOB)
+    try:
+        spec = FitJobSpec.from_request(parent.request)
+    except UnknownSpecVersion as exc:
+        raise Conflict(f"job {job_id} was stored by a newer version: {exc}", loc=JOB) from None
     check_job_steps(ctx.settings, epochs=epochs, initial_epoch=initial_epoch,
-                    steps=_steps_per_epoch(ctx, parent), loc=[BODY, "epochs"])  # fmt: skip
-    child = FitJobSpec.from_request(parent.request).resumed(
-        epochs=epochs, initial_epoch=initial_epoch
-    )
+                    steps=_steps_per_epoch(ctx, parent, spec), loc=[BODY, "epochs"])  # fmt: skip
+    child = spec.resumed(epochs=epochs, initial_epoch=initial_epoch)
     busy = Conflict(f"model {parent.model_id} is already training", loc=JOB)
     try:
         with unit_of_work(ctx.sessions) as session:
@@ -129,10 +131,9 @@ def _start_checkpoint(
     return found
 
 
-def _steps_per_epoch(ctx: AppContext, parent: JobRow) -> int:
-    """Batches an epoch of the parent's fit runs: its stored arguments, and its training rows (a
-    dataset reference's, or those of its inputs file, read from the file's header)."""
-    spec = FitJobSpec.from_request(parent.request)
+def _steps_per_epoch(ctx: AppContext, parent: JobRow, spec: FitJobSpec) -> int:
+    """Batches an epoch of the parent's fit (`spec`) runs: its stored arguments, and its training
+    rows (a dataset reference's, or those of its inputs file, read from the file's header)."""
     fit = spec.fit
     if fit.steps_per_epoch:
         return int(fit.steps_per_epoch)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.db.models import JobRow
 from tests.api.conftest import serve
 from tests.e2e.scenario_checks import wait_for
 from tests.support import scenario
@@ -109,3 +110,14 @@ def test_resume_refusals(client: TestClient) -> None:
     r = client.post(url, json={"checkpoint": "epoch:0", "epochs": 3})
     assert r.status_code == 202, r.text
     assert wait_for(client, r.json()["id"], {"succeeded"})["parent_job_id"] == cancelled["id"]
+
+
+def test_a_job_stored_by_a_newer_version_is_refused_with_409(client: TestClient) -> None:
+    done = _fit(client, _model(client), 2)
+    wait_for(client, done["id"], {"succeeded"})
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    with ctx.sessions() as session, session.begin():
+        row = session.get(JobRow, uuid.UUID(done["id"]))
+        row.request = {**row.request, "version": 99}
+    r = client.post(f"/v1/jobs/{done['id']}/resume", json={"epochs": 3})
+    _refused(r, 409, ["path", "job_id"], "newer version")

@@ -85,16 +85,16 @@ class Key(Generic[T]):
     def __get__(self, obj: object, owner: type | None = None) -> T: ...
 
     def __get__(self, obj: object | None, owner: type | None = None) -> Key[T] | T:
+        # A non-data descriptor: once set, a value sits in the instance's __dict__ and is read
+        # as a plain attribute (no call on the hot paths: a step, a forward pass). This runs
+        # only for the class, or for an instance whose key is not set yet.
         if obj is None:
             return self
-        try:
-            value: T = obj.__dict__[self.attr]
-        except KeyError:
-            raise AttributeError(self.attr) from None
-        return value
-
-    def __set__(self, obj: object, value: T) -> None:
-        obj.__dict__[self.attr] = value
+        modules = obj.__dict__.get("_modules")  # a torch module's submodule (a wrapped layer)
+        if modules is not None and self.attr in modules:
+            value: T = modules[self.attr]
+            return value
+        raise AttributeError(self.attr)
 
     def default_for(self, cls: type) -> Any:
         return self.default.of_class(cls) if isinstance(self.default, Derived) else self.default

@@ -148,13 +148,3 @@ def known_keys(
             )
         out[key] = value
     return out
-
-
-def set_hyperparameters(obj: object, declared: Mapping[str, Any], given: Mapping[str, Any]) -> None:
-    """Set each declared hyperparameter on `obj` from `given` or its default; an undeclared
-    one is a programming error (configs are checked by `from_config` before this)."""
-    unknown = set(given) - set(declared)
-    if unknown:
-        raise TypeError(f"unknown {type(obj).__name__} arguments {sorted(unknown)}")
-    for key, default in declared.items():
-        setattr(obj, key, given.get(key, default))

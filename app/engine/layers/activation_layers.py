@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from app.engine.config.errors import ConfigError, DataError, Loc
-from app.engine.config.readers import get_float
+from app.engine.config.readers import get_axes, get_float
 from app.engine.layers import keys
 from app.engine.layers.base import LAYERS, Layer, Shape
 
@@ -38,17 +38,6 @@ def _read_shared_axes(config: Mapping[str, Any], key: str, loc: Loc, default: No
     ):
         raise ConfigError((*loc, key), f"must be an integer or a list of them, got {shared!r}")
     return None if shared is None else list(shared)
-
-
-def _read_softmax_axis(
-    config: Mapping[str, Any], key: str, loc: Loc, default: int
-) -> int | list[int]:
-    axis = config.get(key, default)
-    if _is_int(axis):
-        return axis
-    if not (isinstance(axis, list | tuple) and axis and all(_is_int(a) for a in axis)):
-        raise ConfigError((*loc, key), f"must be an integer or a list of them, got {axis!r}")
-    return list(axis)
 
 
 @LAYERS.add()
@@ -141,7 +130,7 @@ class ELU(Layer):
 class Softmax(Layer):
     supports_masking = True
     uses_mask = True
-    axis = keys.Key[int | list[int]](_read_softmax_axis, -1)
+    axis = keys.Key[int | list[int]](get_axes, -1)
 
     def __post_init__(self) -> None:
         self._dims: list[int] = []

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_float
 from app.engine.layers import keys
 from app.engine.layers.attention_ops import attention_dropout, causal_mask
 from app.engine.layers.base import LAYERS, Layer, Shape
@@ -36,13 +35,6 @@ def check_call_options(options: Mapping[str, Any], loc: Loc) -> None:
             (*loc, "return_attention_scores"),
             "is not supported: a layer call gives one output here (the attention output)",
         )
-
-
-def read_dropout(config: Mapping[str, Any], key: str, loc: Loc, default: float = 0.0) -> float:
-    rate = float(get_float(config, key, loc, default, min_value=0.0))
-    if rate >= 1.0:
-        raise ConfigError((*loc, key), f"must be in [0, 1), got {rate}")
-    return rate
 
 
 def mask_list(mask: Any) -> list[torch.Tensor | None]:
@@ -184,7 +176,7 @@ class Attention(_ScoredAttention):
 
     use_scale = keys.boolean(False)
     score_mode = keys.string("dot", choices=["dot", "concat"])
-    dropout = keys.Key[float](read_dropout, 0.0)
+    dropout = keys.rate(0.0)
     seed = keys.integer_or_none()
 
     def create_weights(self, query_shape: Shape, generator: torch.Generator, loc: Loc) -> None:
@@ -209,7 +201,7 @@ class AdditiveAttention(_ScoredAttention):
     vector over the features when `use_scale` (the default)."""
 
     use_scale = keys.boolean(True)
-    dropout = keys.Key[float](read_dropout, 0.0)
+    dropout = keys.rate(0.0)
     seed = keys.integer_or_none()
 
     def create_weights(self, query_shape: Shape, generator: torch.Generator, loc: Loc) -> None:

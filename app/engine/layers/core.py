@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_float
 from app.engine.layers import activations, keys
 from app.engine.layers.base import LAYERS, Layer, Shape
 from app.engine.layers.kernel import KernelLayer
 
 MAX_UNITS = 1 << 20
-
-
-def _read_rate(config: Mapping[str, Any], key: str, loc: Loc) -> float:
-    rate: float = get_float(config, key, loc, min_value=0.0)
-    if rate >= 1.0:
-        raise ConfigError((*loc, key), f"must be in [0, 1), got {rate}")
-    return rate
 
 
 @LAYERS.add()
@@ -77,7 +67,7 @@ class Dropout(Layer):
     (set with `set_generator`), so a seeded fit is reproducible."""
 
     supports_masking = True
-    rate = keys.Key[float](_read_rate)
+    rate = keys.rate()
     seed = keys.integer_or_none()
     noise_shape = keys.must_be_null(saved=True)
 

@@ -29,7 +29,7 @@ from app.engine.config.declared import (
     string_or_none,
 )
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_bool, get_str
+from app.engine.config.readers import get_bool, get_float, get_str
 from app.engine.layers import activations
 from app.engine.layers.base import (
     check_activity_regularizer,
@@ -53,6 +53,7 @@ __all__ = [
     "must_be_null",
     "number",
     "number_or_none",
+    "rate",
     "regularizer",
     "string",
     "string_or_none",
@@ -85,6 +86,18 @@ def initializer(default: str, *, null: bool = False, empty: bool = False) -> Key
         return initializers.get(value, (*loc, key))[0]
 
     return Key(read, canonical)
+
+
+def rate(default: Any = REQUIRED) -> Key[float]:
+    """A dropout rate, in [0, 1)."""
+
+    def read(config: Mapping[str, Any], key: str, loc: Loc, *given: Any) -> float:
+        value = float(get_float(config, key, loc, *given, min_value=0.0))
+        if value >= 1.0:
+            raise ConfigError((*loc, key), f"must be in [0, 1), got {value}")
+        return value
+
+    return Key(read, default)
 
 
 def data_format(default: str = "channels_last") -> Key[str]:

@@ -22,7 +22,7 @@ import torch
 from app.engine.config.errors import ConfigError, Loc
 from app.engine.config.readers import get_int
 from app.engine.layers import keys
-from app.engine.layers.attention import AttentionLayer, read_dropout
+from app.engine.layers.attention import AttentionLayer
 from app.engine.layers.attention_ops import (
     DotProductAttention,
     attention_axes,
@@ -30,7 +30,7 @@ from app.engine.layers.attention_ops import (
     projection_equation,
     read_dims,
 )
-from app.engine.layers.base import LAYERS, Shape
+from app.engine.layers.base import LAYERS, Shape, serialize_option
 from app.engine.layers.einsum_dense import EinsumDense, parse_equation
 from app.engine.weights import constraints, regularizers
 
@@ -46,10 +46,6 @@ _PROJECTIONS = (
 )
 
 
-def _serialized(option: Any) -> dict[str, Any] | None:
-    return None if option is None else dict(option.serialize())
-
-
 def _projection_option(kind: str) -> keys.Key[Any]:
     """A regularizer or constraint key Keras hands every projection (its
     `_get_common_kwargs_for_sublayer`): read here, applied by the projections."""
@@ -58,7 +54,7 @@ def _projection_option(kind: str) -> keys.Key[Any]:
     def read(config: Mapping[str, Any], key: str, loc: Loc, default: Any = None) -> Any:
         return family.get(config.get(key), (*loc, key))
 
-    return keys.Key(read, None, dump=_serialized)
+    return keys.Key(read, None, dump=serialize_option)
 
 
 def _dims(what: str, *, name: str = "") -> keys.Key[tuple[int, ...] | None]:
@@ -87,7 +83,7 @@ class MultiHeadAttention(AttentionLayer):
     value_dim = keys.Key[int](
         partial(get_int, min_value=1, max_value=MAX_HEAD_DIM, allow_none=True), None
     )
-    dropout = keys.Key[float](read_dropout, 0.0)
+    dropout = keys.rate(0.0)
     use_bias = keys.boolean(True)
     use_gate = keys.boolean(False)
     # The sizes of the output's last axes (`output_shape` is the built layer's shape).

@@ -21,7 +21,7 @@ from app.engine.config.errors import ConfigError, Loc
 from app.engine.config.readers import get_int
 from app.engine.layers import activations, keys
 from app.engine.layers.base import LAYERS
-from app.engine.layers.recurrent_base import Recurrent, State, Tensor, rate
+from app.engine.layers.recurrent_base import Recurrent, State, Tensor
 from app.engine.weights import initializers
 
 
@@ -103,8 +103,8 @@ class SimpleRNN(Recurrent):
     kernel_constraint = keys.constraint("kernel")
     recurrent_constraint = keys.constraint("recurrent_kernel")
     bias_constraint = keys.constraint("bias")
-    dropout = rate()
-    recurrent_dropout = rate()
+    dropout = keys.rate(0.0)
+    recurrent_dropout = keys.rate(0.0)
     seed = keys.integer_or_none(saved=False)  # Keras's SimpleRNN leaves it out of its config
 
     def project(self, seq: Tensor, drop: list[Tensor] | None, fused: bool) -> Tensor:
@@ -135,8 +135,8 @@ class LSTM(_Gated):
     kernel_constraint = keys.constraint("kernel")
     recurrent_constraint = keys.constraint("recurrent_kernel")
     bias_constraint = keys.constraint("bias")
-    dropout = rate()
-    recurrent_dropout = rate()
+    dropout = keys.rate(0.0)
+    recurrent_dropout = keys.rate(0.0)
     seed = keys.integer_or_none()
 
     def initial_bias(self, init: initializers.Init, generator: torch.Generator) -> Tensor:
@@ -206,8 +206,8 @@ class GRU(_Gated):
     kernel_constraint = keys.constraint("kernel")
     recurrent_constraint = keys.constraint("recurrent_kernel")
     bias_constraint = keys.constraint("bias")
-    dropout = rate()
-    recurrent_dropout = rate()
+    dropout = keys.rate(0.0)
+    recurrent_dropout = keys.rate(0.0)
     reset_after = keys.boolean(True)
     seed = keys.integer_or_none()
 

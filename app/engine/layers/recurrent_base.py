@@ -14,13 +14,11 @@ own fast path does; a subclass says how each step combines them with the recurre
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 
 from app.engine.config.errors import ConfigError, Loc
-from app.engine.config.readers import get_float
 from app.engine.layers import activations, keys
 from app.engine.layers.base import Layer, Shape
 from app.engine.weights import initializers
@@ -29,18 +27,6 @@ Tensor = torch.Tensor
 State = tuple[Tensor, ...]
 
 MAX_UNITS = 1 << 20
-
-
-def _read_rate(config: Mapping[str, Any], key: str, loc: Loc, default: float) -> float:
-    rate = float(get_float(config, key, loc, default, min_value=0.0))
-    if rate >= 1.0:
-        raise ConfigError((*loc, key), f"must be in [0, 1), got {rate}")
-    return rate
-
-
-def rate() -> keys.Key[float]:
-    """A dropout rate in [0, 1), 0 by default."""
-    return keys.Key(_read_rate, 0.0)
 
 
 class Recurrent(Layer):

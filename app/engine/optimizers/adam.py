@@ -35,8 +35,7 @@ class Adam(Optimizer):
     def _update(self, grads: list[Tensor], params: list[Tensor], slots: Slots) -> None:
         like = params[0]
         lr = scalar_like(self.learning_rate, like)
-        # New every step, so not a cached scalar.
-        step = torch.full((), float(self.iterations + 1), dtype=like.dtype, device=like.device)
+        step = step_count(self.iterations + 1, like)
         beta_1_power = torch.pow(scalar_like(self.beta_1, like), step)
         beta_2_power = torch.pow(scalar_like(self.beta_2, like), step)
         alpha = lr * torch.sqrt(1 - beta_2_power) / (1 - beta_1_power)

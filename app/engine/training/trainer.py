@@ -175,9 +175,8 @@ class Trainer(DataChecks):
         """The trainer's part of `state`: the weights to resume from, the optimizer, loss
         scale, RNG state, seed and last finished epoch. The fit's part (batch position,
         callbacks, stop flag) only `fit(..., resume=state)` restores."""
-        self.carry_over(state, rng=True)
-        if state.resume_weights:  # a final state: continue from the last epoch's end
-            self.model.load_weight_tensors(state.weights_to_resume())
+        # A final state resumes from the last epoch's end where its weights differ.
+        self.carry_over(state, rng=True, weights=state.weights_to_resume())
         self.seed = state.seed
         self.epoch = state.epoch
         self.rng_restored = True
@@ -186,12 +185,19 @@ class Trainer(DataChecks):
         """`restore` from a checkpoint's tensors and JSON entries."""
         self.restore(LoopState.from_checkpoint(tensors, meta))
 
-    def carry_over(self, state: LoopState, *, rng: bool = False) -> None:
+    def carry_over(
+        self,
+        state: LoopState,
+        *,
+        rng: bool = False,
+        weights: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
         """The weights (as the fit left them), the optimizer's slots and scalars and the loss
         scale: what a compiled Keras model carries from one `fit` (or `train_on_batch`) into
         the next; with `rng`, the random generator's state too (a fit draws from its own
-        seed). Not the batch order or the callbacks, which belong to one fit."""
-        self.model.load_weight_tensors(state.weights)
+        seed). Not the batch order or the callbacks, which belong to one fit. `weights` loads
+        those instead of the state's own."""
+        self.model.load_weight_tensors(state.weights if weights is None else weights)
         if state.optimizer_meta is not None:
             opt = {k: t.to(self.device) for k, t in state.optimizer.items()}
             self.optimizer.load_state_dict(opt, state.optimizer_meta)
