@@ -34,7 +34,9 @@ from app.engine.models.model import Model
 from app.engine.training.compile import CompileSpec
 from app.engine.training.fit_args import FitArgs
 from app.engine.training.trainer import Trainer
+from bench.report import Row
 
+WHAT = {"mlp": "MLP 784-256-128-10", "cnn": "CNN on 28x28x1", "lstm": "LSTM text model"}
 EPS = 1e-7
 LR, BETA_1, BETA_2 = 1e-3, 0.9, 0.999
 Tensor = torch.Tensor
@@ -297,6 +299,35 @@ def raw_fit(w: Workload, device: torch.device, same: bool) -> Timing:
     return _since(start)
 
 
+def jit_fit(w: Workload, device: torch.device, repeats: int) -> dict[str, float]:
+    """`jit_compile: true` beside eager on the same trainer setup: the first fit's seconds
+    (torch.compile's tracing and code generation included) and the median samples/s of the
+    fits after it (the compiled step reused), the eager fits interleaved with them."""
+
+    def trainer(jit: bool) -> Trainer:
+        spec = CompileSpec.parse({**w.compile, "jit_compile": jit})
+        return Trainer(Model.from_config(w.model, seed=0), spec, device=device)
+
+    def fit(t: Trainer) -> float:
+        plan = t.plan_fit(w.x, w.y, args=FitArgs(batch_size=w.batch, epochs=w.epochs, seed=0))
+        _sync(device)
+        start = time.perf_counter()
+        t.run_fit(plan)
+        _sync(device)
+        return time.perf_counter() - start
+
+    jit, eager = trainer(True), trainer(False)
+    first = fit(jit)
+    fit(eager)
+    runs: dict[str, list[float]] = {"jit": [], "eager": []}
+    for _ in range(repeats):
+        runs["jit"].append(fit(jit))
+        runs["eager"].append(fit(eager))
+    n = w.rows * w.epochs
+    return {"first_s": first, "jit": n / statistics.median(runs["jit"]),
+            "eager": n / statistics.median(runs["eager"])}  # fmt: skip
+
+
 # -- the comparison --------------------------------------------------------------------------------
 RUNNERS: dict[str, Callable[[Workload, torch.device], Timing]] = {
     "engine": engine_fit,
@@ -305,7 +336,7 @@ RUNNERS: dict[str, Callable[[Workload, torch.device], Timing]] = {
 }
 
 
-def measure(w: Workload, device: torch.device, repeats: int) -> dict[str, float]:
+def rates(w: Workload, device: torch.device, repeats: int) -> dict[str, float]:
     """Median samples/s of each runner (`<runner>`, by wall time, and `<runner>_cpu`, by this
     process's CPU time, which a shared machine's other load disturbs less), warmed up once, the
     repeats interleaved."""
@@ -319,6 +350,41 @@ def measure(w: Workload, device: torch.device, repeats: int) -> dict[str, float]
     rates = {k: n / statistics.median(t[0] for t in ts) for k, ts in times.items()}
     cpu = {f"{k}_cpu": n / statistics.median(t[1] for t in ts) for k, ts in times.items()}
     return {**rates, **cpu}
+
+
+def measure(quick: bool = False, device: str | None = None, repeats: int = 3) -> list[Row]:
+    """The rows of `python -m bench.run_all`: per workload, the engine beside the same-math
+    loop (the goal) and the plain loop, then `jit_compile: true` beside eager."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    repeats = 1 if quick else repeats
+    rows: list[Row] = []
+    workloads = make_workloads(20 if quick else 1, {"mlp", "cnn", "lstm"})
+    for w in workloads:
+        r = rates(w, dev, repeats)
+        what = f"training, {WHAT[w.name]}, {dev.type}: samples/s"
+        cpu = (f"by CPU time {r['engine_cpu'] / r['same_cpu']:.2f}x the same-math loop, "
+               f"{r['engine_cpu'] / r['plain_cpu']:.2f}x the plain loop")  # fmt: skip
+        rows.append(Row(benchmark=what, ours=f"{r['engine']:,.0f}",
+                        reference=f"same-math torch loop {r['same']:,.0f}",
+                        ratio=r["engine"] / r["same"], goal=">= 0.95x", note=cpu))  # fmt: skip
+        rows.append(Row(benchmark=what, ours=f"{r['engine']:,.0f}",
+                        reference=f"plain torch loop {r['plain']:,.0f}",
+                        ratio=r["engine"] / r["plain"], goal=""))  # fmt: skip
+        print(f"{w.name}: {rows[-2]['ratio']:.2f}x same math, {rows[-1]['ratio']:.2f}x plain; "
+              f"{cpu}", flush=True)  # fmt: skip
+    for w in workloads:
+        if w.name == "lstm" and dev.type == "cpu":
+            continue  # the Python loop over time steps: torch.compile unrolls all 40 of them
+        j = jit_fit(w, dev, repeats)
+        rows.append(Row(
+            benchmark=f"`jit_compile: true`, {WHAT[w.name]}, {dev.type}: samples/s after the "
+            "first fit", ours=f"{j['jit']:,.0f}", reference=f"eager {j['eager']:,.0f}",
+            ratio=j["jit"] / j["eager"], goal=">= 1.0x",
+            note=f"the first fit, compiling included, took {j['first_s']:.1f} s",
+        ))  # fmt: skip
+        print(f"{w.name} jit: {j['jit'] / j['eager']:.2f}x eager after a first fit of "
+              f"{j['first_s']:.1f} s", flush=True)  # fmt: skip
+    return rows
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -336,7 +402,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
           f"{'eng/plain':>9} | by CPU time: {'eng/same':>9} {'eng/plain':>9}")  # fmt: skip
     rows = []
     for w in make_workloads(20 if args.quick else 1, set(args.only.split(","))):
-        r = measure(w, device, repeats)
+        r = rates(w, device, repeats)
         rows.append({"workload": w.name, **r})
         print(f"{w.name:9} {r['engine']:10,.0f} {r['same']:10,.0f} {r['plain']:10,.0f} "
               f"{r['engine'] / r['same']:8.2f}x {r['engine'] / r['plain']:8.2f}x | "

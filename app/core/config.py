@@ -99,6 +99,12 @@ class Settings(BaseSettings):
         default=3600.0, ge=60, description="Seconds since its last write past which "
         "an unreferenced artifact file is swept",
     )  # fmt: skip
+    epoch_commit_s: float = Field(
+        default=0.1, ge=0, le=60,
+        description="Least seconds between two commits of a training job's epoch rows: the "
+        "epochs that end meanwhile are committed together (a checkpoint and the job's end "
+        "commit at once). 0 commits each epoch's row as it ends",
+    )  # fmt: skip
     checkpoint_every_s: float = Field(
         default=30.0,
         description="Seconds between two periodic checkpoints while a job trains (one is "

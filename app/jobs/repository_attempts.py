@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -58,9 +59,11 @@ def record_epochs(
     attempt: int,
     rows: Sequence[tuple[int, Mapping[str, float | None]]],
     first_of_attempt: bool = False,
+    ended_at: Sequence[datetime] | None = None,
 ) -> bool:
     """Upsert (job, epoch) rows, fenced by attempt: False, and nothing written, if this attempt
-    is stale. `rows` are consecutive epochs in order.
+    is stale. `rows` are consecutive epochs in order; `ended_at` (one per row) is when each
+    epoch ended, the rows' `created_at` (default: now).
 
     This runs once per epoch (or once per few, when epochs outpace commits), so its statements
     are built once and it is three round trips at most, whatever the number of rows. The first
@@ -78,8 +81,8 @@ def record_epochs(
         return False
     session.execute(
         _epoch_upsert(session.get_bind().dialect.name),
-        [{"job_id": job_id, "epoch": epoch, "logs": logs, "attempt": attempt, "created_at": now}
-         for epoch, logs in rows],
+        [{"job_id": job_id, "epoch": epoch, "logs": logs, "attempt": attempt, "created_at": at}
+         for (epoch, logs), at in zip(rows, ended_at or [now] * len(rows), strict=True)],
     )  # fmt: skip
     if first_of_attempt:
         session.execute(

@@ -14,7 +14,7 @@ def test_bench_train_runs_every_loop_on_tiny_workloads() -> None:
     assert [w.name for w in workloads] == ["mlp", "cnn", "lstm"]
     for w in workloads:
         w.epochs = 1
-        rates = bench_train.measure(w, torch.device("cpu"), repeats=1)
+        rates = bench_train.rates(w, torch.device("cpu"), repeats=1)
         assert set(rates) == {"engine", "same", "plain", "engine_cpu", "same_cpu", "plain_cpu"}
         assert all(math.isfinite(r) and r > 0 for r in rates.values())
 

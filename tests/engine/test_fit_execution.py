@@ -226,3 +226,35 @@ def test_resuming_at_an_epoch_boundary_equals_an_uninterrupted_fit(shuffle: bool
         assert head[key] + tail[key] == full[key], key
     for a, b in zip(resumed.model.get_weights(), whole.model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_jit_compile_traces_static_shapes_whatever_ran_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker runs many fits one after the other. torch.compile remembers the shapes it has
+    seen by source location, across trainers, and by default makes a dimension symbolic once it
+    has seen two sizes: a convolutional model compiled after a Dense one was traced with its
+    spatial dimensions symbolic, which inductor's code generator refused. The step is compiled
+    for static shapes: every graph traced here, for both models and both batch sizes (each has
+    a smaller last batch), has concrete shapes."""
+    symbolic: list[bool] = []
+
+    def backend(gm: Any, example_inputs: list[Any]) -> Any:
+        # A symbolic dimension is passed to the graph as a SymInt input of its own.
+        symbolic.append(any(isinstance(t, torch.SymInt) for t in example_inputs))
+        return gm.forward
+
+    monkeypatch.setattr(jit, "backend_for", lambda device: backend)
+    conv = {"class_name": "Sequential", "config": {"name": "c", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 6, 6, 1]}},
+        {"class_name": "Conv2D", "config": {"filters": 2, "kernel_size": [3, 3]}},
+        {"class_name": "Flatten", "config": {}},
+        {"class_name": "Dense", "config": {"units": 1, "activation": "sigmoid"}}]}}  # fmt: skip
+    rng = np.random.default_rng(0)
+    for config, x in [(_no_dropout(), X), (conv, rng.random((10, 6, 6, 1), dtype=np.float32))]:
+        y = rng.integers(0, 2, (len(x), 1)).astype(np.float32)
+        trainer = Trainer(Model.from_config(config, seed=0),
+                          CompileSpec.parse({**COMPILE, "jit_compile": True}))  # fmt: skip
+        history = trainer.fit(x, y, args=FitArgs(batch_size=4, epochs=1, shuffle=False))
+        assert np.isfinite(history.history["loss"]).all()
+    assert symbolic == [False] * 4

@@ -11,6 +11,7 @@ refused at its start, naming `compile.jit_compile`.
 from __future__ import annotations
 
 import shutil
+import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -51,7 +52,24 @@ def backend_for(device: torch.device) -> str:
     return "aot_eager"
 
 
+def _own_code(method: F) -> F:
+    """`method` (bound) as a function with a code object of its own. torch.compile keeps its
+    compiled graphs on the code object, with a limit on how many (then it runs the step
+    eagerly): a copy per trainer gives each fit its own, and its graphs go with it."""
+    func = method.__func__  # type: ignore[attr-defined]
+    own = types.FunctionType(func.__code__.replace(), func.__globals__, func.__name__,
+                             func.__defaults__, func.__closure__)  # fmt: skip
+    return types.MethodType(own, method.__self__)  # type: ignore[attr-defined,return-value]
+
+
 def compile_step(fn: F, device: torch.device, loc: Loc, backend: str | None = None) -> F:
+    """`fn`, a bound method of one trainer, compiled for that trainer alone, for static
+    shapes (a fit compiles once for its batch size and once for a smaller last batch).
+    torch.compile's automatic dynamic shapes remember the shapes seen by source location,
+    across trainers: after one model's fit in a worker, the next model's step was traced with
+    its spatial dimensions symbolic, which the convolution's code generator refused."""
     check_available(loc)
-    compiled: F = torch.compile(fn, backend=backend or backend_for(device))  # type: ignore[assignment]
+    compiled: F = torch.compile(  # type: ignore[assignment]
+        _own_code(fn), backend=backend or backend_for(device), dynamic=False
+    )
     return compiled

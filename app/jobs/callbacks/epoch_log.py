@@ -9,10 +9,12 @@ import logging
 import queue
 import threading
 import time
+from datetime import datetime
 
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from app.db.base import utcnow
 from app.db.session import unit_of_work
 from app.engine.callbacks import Callback, Logs
 from app.engine.config.errors import TrainingInterrupted
@@ -24,20 +26,26 @@ from app.runtime.jsonsafe import safe_logs
 
 log = logging.getLogger(__name__)
 
-EpochRow = tuple[int, dict[str, float | None]]
+EpochRow = tuple[int, dict[str, float | None], datetime]  # the epoch, its logs, when it ended
 
 
 class EpochWriter(threading.Thread):
     """Commits epoch rows from a queue, in order, so training does not wait on the database.
 
-    A row is committed within milliseconds of its epoch's end (several at once, in one
-    transaction, when epochs come faster than commits). `flush()` waits until everything
+    Commits are at least EPOCH_COMMIT_S apart: a row is committed within that of its epoch's
+    end, and the epochs that end meanwhile go in the same transaction. A commit costs the
+    process about a millisecond of Python and the database a transaction; on a model whose
+    epoch takes a few milliseconds, one an epoch would cost as much as the training and, on the
+    same cores, slow it down (the writer's Python holds the interpreter lock that the training
+    thread needs between operators). `flush()` commits at once and waits until everything
     submitted is committed; it raises TrainingInterrupted if the attempt turned out stale."""
 
     def __init__(self, attempt: AttemptContext) -> None:
         super().__init__(name=f"epoch-writer-{attempt.job_id}", daemon=True)
         self.ctx, self.job_id, self.attempt = attempt.ctx, attempt.job_id, attempt.attempt
         self.queue: queue.Queue[EpochRow | None] = queue.Queue()
+        self.interval = attempt.ctx.settings.epoch_commit_s
+        self.hurry = threading.Event()  # set by flush and close: commit without waiting
         self.lost = threading.Event()
         self.failed = threading.Event()
         self.error: BaseException | None = None
@@ -45,7 +53,7 @@ class EpochWriter(threading.Thread):
         self._conn: Connection | None = None
 
     def submit(self, epoch: int, logs: dict[str, float | None]) -> None:
-        self.queue.put((epoch, logs))
+        self.queue.put((epoch, logs, utcnow()))
 
     def _write(self, items: list[EpochRow]) -> None:
         for attempt in range(5):
@@ -56,8 +64,9 @@ class EpochWriter(threading.Thread):
                     self._conn = self.ctx.engine.connect()
                 with unit_of_work(lambda: Session(bind=self._conn)) as session:
                     written = repo.record_epochs(
-                        session, job_id=self.job_id, attempt=self.attempt, rows=items,
-                        first_of_attempt=self._first,
+                        session, job_id=self.job_id, attempt=self.attempt,
+                        rows=[(epoch, logs) for epoch, logs, _ in items],
+                        ended_at=[at for _, _, at in items], first_of_attempt=self._first,
                     )  # fmt: skip
                 if not written:
                     self.lost.set()
@@ -77,9 +86,19 @@ class EpochWriter(threading.Thread):
                 self._conn.close()
             self._conn = None
 
+    def _pause(self, since: float) -> None:
+        """Wait out the rest of the interval since the last commit began (`since`), unless a
+        flush or the end asks for the rows now."""
+        left = self.interval - (time.monotonic() - since)
+        if left > 0:
+            self.hurry.wait(left)
+
     def run(self) -> None:
+        last = -float("inf")
         while True:
             item = self.queue.get()
+            if item is not None:
+                self._pause(last)
             items = []
             done = item is None
             if item is not None:
@@ -95,6 +114,7 @@ class EpochWriter(threading.Thread):
                     items.append(more)
             if items and not (self.lost.is_set() or self.failed.is_set()):
                 self.error = None
+                last = time.monotonic()
                 self._write(items)
             for _ in range(len(items) + (1 if done else 0)):
                 self.queue.task_done()
@@ -103,7 +123,11 @@ class EpochWriter(threading.Thread):
                 return
 
     def flush(self) -> None:
-        self.queue.join()
+        self.hurry.set()
+        try:
+            self.queue.join()
+        finally:
+            self.hurry.clear()
         self.check()
 
     def check(self) -> None:
@@ -113,6 +137,7 @@ class EpochWriter(threading.Thread):
             raise self.error
 
     def close(self) -> None:
+        self.hurry.set()
         self.queue.put(None)
 
 
@@ -139,6 +164,7 @@ class EpochLogSink(Callback):
 
     def drain(self) -> None:
         """Wait until every submitted row is committed or given up on, raising nothing."""
+        self.writer.hurry.set()
         self.writer.queue.join()
 
     def check_rows(self) -> None:
