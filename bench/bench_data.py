@@ -7,11 +7,14 @@
    tensors (fused cross-entropy on logits, torch.optim.Adam), in this process;
 3. the same fit end to end through the service, from POST fit to `succeeded`, by reference to
    uploaded datasets: embedded (SQLite, in-process executor), and distributed (uvicorn and a
-   Celery worker on Postgres and Redis) when DATABASE_URL and REDIS_URL are set;
+   Celery worker on Postgres and Redis);
 4. the peak resident memory of the process that trained (the worker), beside the dataset's size.
 
     python -m bench.bench_data [--device cpu|cuda] [--repeats 3]
-    DATABASE_URL=postgresql+psycopg://... REDIS_URL=redis://... python -m bench.bench_data
+
+The distributed run takes a scratch database on BENCH_PG_ADMIN_URL's PostgreSQL server and
+BENCH_REDIS_URL's Redis (both default to the local ones), and is left out when they do not
+answer.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,7 @@ from app.engine.models.model import Model
 from app.engine.training.compile import CompileSpec
 from app.engine.training.fit_args import FitArgs
 from app.engine.training.trainer import Trainer
+from bench.report import REDIS_URL, Row, scratch_database, services_up
 from tests.e2e.harness import Process, start_api, start_worker
 
 ROWS, FEATURES, CLASSES, BATCH, EPOCHS = 60_000, 784, 10, 128, 2
@@ -180,13 +185,9 @@ def service_fit(
             p.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    distributed = bool(os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"))
+def collect(device: torch.device, repeats: int, database_url: str | None) -> dict[str, Any]:
+    """Every figure of the module; the distributed ones where `database_url` (migrated) is
+    given, with Redis at REDIS_URL."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         x_path, y_path = make_data(folder)
@@ -195,45 +196,99 @@ def main() -> None:
         y_map = np.load(y_path, mmap_mode="r")
         x_mem, y_mem = np.load(x_path), np.load(y_path)
         runs: dict[str, list[float]] = {"raw": [], "disk": [], "memory": []}
-        for _ in range(args.repeats):  # interleaved, so drifts of the machine hit all three
+        for _ in range(repeats):  # interleaved, so drifts of the machine hit all three
             runs["raw"].append(raw_loop(torch.from_numpy(x_mem), torch.from_numpy(y_mem), device))
             runs["disk"].append(engine_fit(x_map, y_map, device))
             runs["memory"].append(engine_fit(x_mem, y_mem, device))
-        raw, on_disk, in_memory = (statistics.median(runs[k]) for k in ("raw", "disk", "memory"))
         queue = f"fitapi-bench-{uuid.uuid4().hex[:8]}"
         raw_data = (torch.from_numpy(x_mem), torch.from_numpy(y_mem), device)
-        embedded = service_fit({"DATA_DIR": str(folder / "embedded"), "CELERY_QUEUE": queue,
-                                "DATABASE_URL": "", "REDIS_URL": ""}, folder, False,
-                               args.repeats, raw_data)  # fmt: skip
-        dist: dict[str, float] | None = None
-        if distributed:
-            from app.db.migrate import upgrade_head
+        modes = {
+            "embedded": service_fit(
+                {
+                    "DATA_DIR": str(folder / "embedded"),
+                    "CELERY_QUEUE": queue,
+                    "DATABASE_URL": "",
+                    "REDIS_URL": "",
+                },
+                folder,
+                False,
+                repeats,
+                raw_data,
+            )
+        }
+        if database_url is not None:
+            modes["distributed"] = service_fit(
+                {"DATA_DIR": str(folder / "distributed"), "CELERY_QUEUE": queue,
+                 "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL},
+                folder, True, repeats, raw_data,
+            )  # fmt: skip
+    return {"size": size, "modes": modes,
+            **{k: statistics.median(v) for k, v in runs.items()}}  # fmt: skip
 
-            upgrade_head(os.environ["DATABASE_URL"])
-            dist = service_fit({"DATA_DIR": str(folder / "distributed"), "CELERY_QUEUE": queue},
-                               folder, True, args.repeats, raw_data)  # fmt: skip
+
+def measure(quick: bool = False, repeats: int = 3) -> list[Row]:
+    """The rows of `python -m bench.run_all` (none with --quick: the data is 188 MB)."""
+    if quick:
+        print("bench_data: skipped with --quick")
+        return []
+    with ExitStack() as stack:
+        url = stack.enter_context(scratch_database()) if services_up() else None
+        r = collect(torch.device("cpu"), repeats, url)
+    rows = [
+        Row(benchmark=f"MLP fit reading a stored {r['size'] / MB:.0f} MB dataset from disk: "
+            "samples/s", ours=f"{r['disk']:,.0f}", reference=f"raw loop, memory {r['raw']:,.0f}",
+            ratio=r["disk"] / r["raw"], goal=""),
+        Row(benchmark="the same fit from arrays in memory: samples/s",
+            ours=f"{r['memory']:,.0f}", reference=f"raw loop, memory {r['raw']:,.0f}",
+            ratio=r["memory"] / r["raw"], goal=""),
+    ]  # fmt: skip
+    for mode, m in r["modes"].items():
+        rows.append(Row(
+            benchmark=f"dataset upload over loopback, {mode}: MB/s",
+            ours=f"{m['upload_mb_s']:.0f}", reference=f"file write + fsync {m['write_mb_s']:.0f}",
+            ratio=m["upload_mb_s"] / m["write_mb_s"], goal="",
+        ))  # fmt: skip
+        rows.append(Row(
+            benchmark=f"that fit through the service by dataset reference, {mode}: samples/s",
+            ours=f"{m['samples_s']:,.0f}", reference="raw loop run just before each",
+            ratio=m["ratio"], goal="",
+            note=f"peak memory of the process that trained {m['peak_rss'] / MB:.0f} MB, "
+            f"the dataset {r['size'] / MB:.0f} MB",
+        ))  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    with ExitStack() as stack:
+        url = stack.enter_context(scratch_database()) if services_up() else None
+        r = collect(device, args.repeats, url)
+    raw, on_disk, in_memory, size = r["raw"], r["disk"], r["memory"], r["size"]
     print(f"device={device} rows={ROWS} features={FEATURES} batch={BATCH} epochs={EPOCHS} "
           f"dataset={size / MB:.0f} MB")  # fmt: skip
-    for name, r in [("embedded", embedded)] + ([("distributed", dist)] if dist else []):
+    for name, m in r["modes"].items():
         print(
-            f"upload, {name:<11}: {r['upload_mb_s']:6.0f} MB/s   file write + fsync just "
-            f"before: {r['write_mb_s']:6.0f} MB/s   ratio {r['upload_mb_s'] / r['write_mb_s']:.2f}x"
+            f"upload, {name:<11}: {m['upload_mb_s']:6.0f} MB/s   file write + fsync just "
+            f"before: {m['write_mb_s']:6.0f} MB/s   ratio {m['upload_mb_s'] / m['write_mb_s']:.2f}x"
         )
     print(f"raw torch loop, memory : {raw:8.0f} samples/s (median of {args.repeats})")
     print(f"engine, dataset on disk: {on_disk:8.0f} samples/s   ratio {on_disk / raw:.2f}x")
     print(f"engine, arrays in memory: {in_memory:7.0f} samples/s   ratio {in_memory / raw:.2f}x")
-    rows = [("embedded", embedded)] + ([("distributed", dist)] if dist else [])
-    for name, r in rows:
+    for name, m in r["modes"].items():
         print(
-            f"service {name:<11}: {r['samples_s']:8.0f} samples/s   ratio "
-            f"{r['ratio']:.2f}x (to a raw loop run just before each)"
+            f"service {name:<11}: {m['samples_s']:8.0f} samples/s   ratio "
+            f"{m['ratio']:.2f}x (to a raw loop run just before each)"
         )
         print(
-            f"  peak RSS of the process that trained: {r['peak_rss'] / MB:.0f} MB "
+            f"  peak RSS of the process that trained: {m['peak_rss'] / MB:.0f} MB "
             f"(dataset {size / MB:.0f} MB)"
         )
-    if dist is None:
-        print("service distributed: skipped (set DATABASE_URL and REDIS_URL)")
+    if "distributed" not in r["modes"]:
+        print("service distributed: skipped (PostgreSQL or Redis not reachable)")
 
 
 if __name__ == "__main__":
