@@ -15,6 +15,7 @@ are printed, and the ratios by this process's CPU time, which other load on a sh
 disturbs less.
 
     python -m bench.bench_train [--device cpu|cuda] [--repeats 3] [--quick] [--only mlp,cnn,lstm]
+                                [--precision float32|mixed_bfloat16|mixed_float16]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from app.engine.training.fit_args import FitArgs
 from app.engine.training.trainer import Trainer
 from bench.report import Row
 
+HALF = {"mixed_bfloat16": torch.bfloat16, "mixed_float16": torch.float16}
 WHAT = {"mlp": "MLP 784-256-128-10", "cnn": "CNN on 28x28x1", "lstm": "LSTM text model"}
 EPS = 1e-7
 LR, BETA_1, BETA_2 = 1e-3, 0.9, 0.999
@@ -87,9 +89,10 @@ class Workload:
     epochs: int
     x: np.ndarray
     y: np.ndarray
+    policy: str = "float32"  # Keras's dtype policy; the hand-written loops autocast to match
 
 
-def make_workloads(scale: int, only: set[str]) -> list[Workload]:
+def make_workloads(scale: int, only: set[str], policy: str = "float32") -> list[Workload]:
     """The workloads named in `only`, with their row counts divided by `scale`."""
     rng = np.random.default_rng(0)
     out = []
@@ -106,6 +109,8 @@ def make_workloads(scale: int, only: set[str]) -> list[Workload]:
         x = rng.integers(0, 1000, (n, 40)).astype(np.int32)
         y = rng.integers(0, 2, (n, 1)).astype(np.float32)
         out.append(Workload("lstm", LSTM, BINARY, n, 128, 1, x, y))
+    for w in out:
+        w.policy = policy
     return out
 
 
@@ -124,9 +129,8 @@ def _since(start: Timing) -> Timing:
 
 def engine_fit(w: Workload, device: torch.device) -> Timing:
     """Seconds of `Trainer.run_fit` on a model built from its Keras JSON."""
-    trainer = Trainer(
-        Model.from_config(w.model, seed=0), CompileSpec.parse(w.compile), device=device
-    )
+    spec = CompileSpec.parse({**w.compile, "dtype_policy": w.policy})
+    trainer = Trainer(Model.from_config(w.model, seed=0), spec, device=device)
     plan = trainer.plan_fit(w.x, w.y, args=FitArgs(batch_size=w.batch, epochs=w.epochs, seed=0))
     _sync(device)
     start = _clock()  # run_fit moves the arrays to the device: the loops' clocks include theirs
@@ -274,6 +278,10 @@ def raw_fit(w: Workload, device: torch.device, same: bool) -> Timing:
         opt = torch.optim.Adam(net.params, lr=LR, eps=EPS)
     loss_fn = _same_loss if same else _plain_loss
     gen = torch.Generator(device=device).manual_seed(0)
+    half = HALF.get(w.policy)
+    # mixed_float16: the loss scaled by Keras's LossScaleOptimizer's initial 2**15 (which these
+    # fits are too short to change), the gradients unscaled before the step.
+    scale = 2.0**15 if half is torch.float16 else None
     iteration = 0
     for _ in range(w.epochs):
         order = torch.randperm(w.rows, generator=gen, device=device)
@@ -281,11 +289,16 @@ def raw_fit(w: Workload, device: torch.device, same: bool) -> Timing:
         for lo in range(0, w.rows, w.batch):
             idx = order[lo : lo + w.batch]
             yb = y[idx]
-            out = net(x[idx], same)
-            loss, correct = loss_fn(w, out, yb)
+            with torch.autocast(device.type, dtype=half or torch.float32, enabled=half is not None):
+                out = net(x[idx], same)
+            loss, correct = loss_fn(w, out.float(), yb)
             for p in net.params:
                 p.grad = None
-            loss.backward()
+            if scale is None:
+                loss.backward()
+            else:
+                (loss * scale).backward()
+                torch._foreach_div_([p.grad for p in net.params], scale)
             if same:
                 adam(iteration)
             else:
@@ -354,24 +367,28 @@ def rates(w: Workload, device: torch.device, repeats: int) -> dict[str, float]:
 
 def measure(quick: bool = False, device: str | None = None, repeats: int = 3) -> list[Row]:
     """The rows of `python -m bench.run_all`: per workload, the engine beside the same-math
-    loop (the goal) and the plain loop, then `jit_compile: true` beside eager."""
+    loop (the goal) and the plain loop (on CUDA in float32, mixed_bfloat16 and mixed_float16),
+    then `jit_compile: true` beside eager."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     repeats = 1 if quick else repeats
     rows: list[Row] = []
+    policies = ["float32", *HALF] if dev.type == "cuda" else ["float32"]
+    for policy in policies:
+        for w in make_workloads(20 if quick else 1, {"mlp", "cnn", "lstm"}, policy):
+            r = rates(w, dev, repeats)
+            kind = dev.type if policy == "float32" else f"{dev.type}, {policy}"
+            what = f"training, {WHAT[w.name]}, {kind}: samples/s"
+            cpu = (f"by CPU time {r['engine_cpu'] / r['same_cpu']:.2f}x the same-math loop, "
+                   f"{r['engine_cpu'] / r['plain_cpu']:.2f}x the plain loop")  # fmt: skip
+            rows.append(Row(benchmark=what, ours=f"{r['engine']:,.0f}",
+                            reference=f"same-math torch loop {r['same']:,.0f}",
+                            ratio=r["engine"] / r["same"], goal=">= 0.95x", note=cpu))  # fmt: skip
+            rows.append(Row(benchmark=what, ours=f"{r['engine']:,.0f}",
+                            reference=f"plain torch loop {r['plain']:,.0f}",
+                            ratio=r["engine"] / r["plain"], goal=""))  # fmt: skip
+            print(f"{w.name} {policy}: {rows[-2]['ratio']:.2f}x same math, "
+                  f"{rows[-1]['ratio']:.2f}x plain; {cpu}", flush=True)  # fmt: skip
     workloads = make_workloads(20 if quick else 1, {"mlp", "cnn", "lstm"})
-    for w in workloads:
-        r = rates(w, dev, repeats)
-        what = f"training, {WHAT[w.name]}, {dev.type}: samples/s"
-        cpu = (f"by CPU time {r['engine_cpu'] / r['same_cpu']:.2f}x the same-math loop, "
-               f"{r['engine_cpu'] / r['plain_cpu']:.2f}x the plain loop")  # fmt: skip
-        rows.append(Row(benchmark=what, ours=f"{r['engine']:,.0f}",
-                        reference=f"same-math torch loop {r['same']:,.0f}",
-                        ratio=r["engine"] / r["same"], goal=">= 0.95x", note=cpu))  # fmt: skip
-        rows.append(Row(benchmark=what, ours=f"{r['engine']:,.0f}",
-                        reference=f"plain torch loop {r['plain']:,.0f}",
-                        ratio=r["engine"] / r["plain"], goal=""))  # fmt: skip
-        print(f"{w.name}: {rows[-2]['ratio']:.2f}x same math, {rows[-1]['ratio']:.2f}x plain; "
-              f"{cpu}", flush=True)  # fmt: skip
     for w in workloads:
         if w.name == "lstm" and dev.type == "cpu":
             continue  # the Python loop over time steps: torch.compile unrolls all 40 of them
@@ -393,6 +410,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="a few seconds' smoke run")
     parser.add_argument("--only", default="mlp,cnn,lstm")
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", *HALF],
+        help="Keras's dtype policy; the hand-written loops autocast to match",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     repeats = 1 if args.quick else args.repeats
@@ -401,7 +424,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(f"{'workload':9} {'engine':>10} {'same math':>10} {'plain':>10} {'eng/same':>9} "
           f"{'eng/plain':>9} | by CPU time: {'eng/same':>9} {'eng/plain':>9}")  # fmt: skip
     rows = []
-    for w in make_workloads(20 if args.quick else 1, set(args.only.split(","))):
+    for w in make_workloads(20 if args.quick else 1, set(args.only.split(",")), args.precision):
         r = rates(w, device, repeats)
         rows.append({"workload": w.name, **r})
         print(f"{w.name:9} {r['engine']:10,.0f} {r['same']:10,.0f} {r['plain']:10,.0f} "
