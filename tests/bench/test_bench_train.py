@@ -15,7 +15,8 @@ def test_bench_train_runs_every_loop_on_tiny_workloads() -> None:
     for w in workloads:
         w.epochs = 1
         rates = bench_train.rates(w, torch.device("cpu"), repeats=1)
-        assert set(rates) == {"engine", "same", "plain", "engine_cpu", "same_cpu", "plain_cpu"}
+        runners = {"engine", "same", "plain"} | ({"layout"} if w.name == "cnn" else set())
+        assert set(rates) == runners | {f"{k}_cpu" for k in runners}
         assert all(math.isfinite(r) and r > 0 for r in rates.values())
 
 
