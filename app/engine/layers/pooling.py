@@ -33,6 +33,35 @@ _MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """The identity, whose gradient is made contiguous (channels-first): the gradient that
+    Keras's `.contiguous()` before its pooling would have passed back, in the same layout."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
+def _max_pool_in_place(x: torch.Tensor, pool: Any) -> torch.Tensor:
+    """Max pooling of a channels_last `x` on the CPU, bit for bit Keras's, without its copy.
+
+    Keras permutes `x` to channels-first and makes it contiguous before pooling (a full copy of
+    the input, which a convolution before it left channels_last in memory), and pooling over a
+    contiguous tensor is also several times slower than over channels_last memory on the CPU.
+    Here the pooling runs on the channels_last memory as it is. The values and the chosen
+    indices are the same (the CPU's kernels for both layouts scan each window in the same
+    order and take the first maximum, NaN first), so the outputs are Keras's; the output is
+    made contiguous channels-first, and the input's gradient too (`_ContiguousGrad`), as
+    Keras's are, so every later sum (a bias's or a kernel's gradient, a global pooling, a
+    normalization) runs over the same layout in the same order. Checked bit for bit against
+    Keras's path by `tests/engine/test_pooling_layout.py`."""
+    return pool(_ContiguousGrad.apply(x.movedim(-1, 1))).contiguous()
+
+
 def _default_pool(cls: type[_Pooling]) -> Any:
     return REQUIRED if cls.default_pool is None else (cls.default_pool,) * cls.rank
 
@@ -64,6 +93,11 @@ class _Pooling(Layer):
 
     def forward(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
         channels_last = self.data_format == "channels_last"
+        if (channels_last and self.mode == "max" and self.rank > 1 and self.padding == "valid"
+                and x.device.type == "cpu"):  # fmt: skip
+            pool = _MAX[self.rank]
+            y = _max_pool_in_place(x, lambda t: pool(t, self.pool_size, self.strides, 0))
+            return to_channels_last(y)
         if channels_last:
             x = to_channels_first(x)
         padding: list[int] | int = 0
