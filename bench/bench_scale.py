@@ -29,7 +29,6 @@ import json
 import os
 import statistics
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -289,7 +288,8 @@ def _running_job(engine: Engine, epochs: int) -> uuid.UUID:
             "created_at, dispatched_at, updated_at, started_at) "
             "VALUES (:id, :model, :project, 'fit', 'running', 1, 3, false, '{}', 'bench', 0, "
             ":epochs, 0, now(), now(), now(), now())"
-        ), {"id": job_id, "model": model_id, "project": DEFAULT_PROJECT_ID, "epochs": epochs})  # fmt: skip
+        ), {"id": job_id, "model": model_id, "project": DEFAULT_PROJECT_ID,
+            "epochs": epochs})  # fmt: skip
     return job_id
 
 
@@ -337,7 +337,9 @@ def _capture(engine: Engine, call: Callable[[], object]) -> list[tuple[str, Any]
     """The statements (and parameters) `call` sends to the database."""
     seen: list[tuple[str, Any]] = []
 
-    def listen(_conn: Any, _cursor: Any, statement: str, params: Any, _ctx: Any, many: bool) -> None:
+    def listen(
+        _conn: Any, _cursor: Any, statement: str, params: Any, _ctx: Any, many: bool
+    ) -> None:
         if statement.lstrip().upper().startswith(("SELECT", "INSERT", "UPDATE", "DELETE")):
             seen.append((statement, params[0] if many else params))
 
@@ -509,18 +511,17 @@ def run_sse(listeners: int, epochs: int) -> SseResult:
     with scratch_database() as url:
         engine = create_engine(url)
         try:
-            with stack(url, 1) as (api, base):
-                with httpx.Client(base_url=base, timeout=120) as client:
-                    model = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 0})
-                    model.raise_for_status()
-                    body = scenario.fit_body(epochs=epochs, callbacks=[], seed=0, batch_size=8)
-                    cpu0 = cpu_seconds(api.proc.pid)
-                    start = time.perf_counter()
-                    job = client.post(f"/v1/models/{model.json()['id']}/fit", json=body)
-                    job.raise_for_status()
-                    got, connect_s = asyncio.run(_stream_all(base, job.json()["id"], listeners))
-                    duration = time.perf_counter() - start
-                    cpu = cpu_seconds(api.proc.pid) - cpu0
+            with stack(url, 1) as (api, base), httpx.Client(base_url=base, timeout=120) as client:
+                model = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 0})
+                model.raise_for_status()
+                body = scenario.fit_body(epochs=epochs, callbacks=[], seed=0, batch_size=8)
+                job = client.post(f"/v1/models/{model.json()['id']}/fit", json=body)
+                job.raise_for_status()
+                cpu0 = cpu_seconds(api.proc.pid)
+                start = time.perf_counter()
+                got, connect_s = asyncio.run(_stream_all(base, job.json()["id"], listeners))
+                duration = time.perf_counter() - start
+                cpu = cpu_seconds(api.proc.pid) - cpu0
             wait_disconnected(engine)
             commits = _db_commits(engine)
         finally:
@@ -609,10 +610,15 @@ def print_queue(r: QueueResult) -> None:
     print(f"  submitted in {r.submit_s:.1f} s; all finished after {r.wall_s:.1f} s "
           f"({r.jobs / r.wall_s:.1f} jobs/s, {r.per_job_s * 1e3:.0f} ms/job wall, "
           f"{r.per_job_s * r.workers * 1e3:.0f} ms/job per worker)")  # fmt: skip
-    print(f"  one such fit in the engine alone: {r.engine_fit_s * 1e3:.1f} ms "
-          f"(wall per job / engine: {r.per_job_s / r.engine_fit_s:.1f}x)")
-    print(f"  rows written but the models' creation: {r.total_writes()} ({r.total_writes() / r.jobs:.1f} a job, "
-          f"{r.total_writes() / epochs:.1f} an epoch); by table, inserted/updated/deleted a job:")
+    print(
+        f"  one such fit in the engine alone: {r.engine_fit_s * 1e3:.1f} ms "
+        f"(wall per job / engine: {r.per_job_s / r.engine_fit_s:.1f}x)"
+    )
+    total = r.total_writes()
+    print(
+        f"  rows written but the models' creation: {total} ({total / r.jobs:.1f} a job, "
+        f"{total / epochs:.1f} an epoch); by table, inserted/updated/deleted a job:"
+    )
     for table, (ins, upd, dele) in sorted(r.writes.items()):
         print(f"    {table:20s} {ins / r.jobs:6.2f} {upd / r.jobs:6.2f} {dele / r.jobs:6.2f}")
 
@@ -633,12 +639,18 @@ def print_rows(r: RowsResult) -> None:
 
 def print_sse(r: SseResult) -> None:
     print(f"sse: {r.listeners} listeners, {r.epochs} epochs, distributed API (Redis progress)")
-    print(f"  every listener got every epoch event and the final status; "
-          f"{r.connect_s:.2f} s until all were connected")
-    print(f"  events delivered: {r.events:,} ({r.epoch_events:,} epoch, "
-          f"{r.progress_events:,} progress) over {r.duration_s:.1f} s")
-    print(f"  API CPU: {r.api_cpu_s:.2f} s, {r.cpu_per_event_us:.0f} us per event per listener, "
-          f"{r.api_cpu_s / r.duration_s * 100:.0f}% of a core")
+    print(
+        f"  every listener got every epoch event and the final status; "
+        f"{r.connect_s:.2f} s until all were connected"
+    )
+    print(
+        f"  events delivered: {r.events:,} ({r.epoch_events:,} epoch, "
+        f"{r.progress_events:,} progress) over {r.duration_s:.1f} s"
+    )
+    print(
+        f"  API CPU: {r.api_cpu_s:.2f} s, {r.cpu_per_event_us:.0f} us per event per listener, "
+        f"{r.api_cpu_s / r.duration_s * 100:.0f}% of a core"
+    )
     print(f"  database commits over the run (API and worker, start-up included): {r.db_commits}")
 
 
@@ -663,8 +675,9 @@ def measure(quick: bool, *, jobs: int | None = None, listeners: int | None = Non
 
 
 def main(argv: Sequence[str] | None = None) -> list[Row]:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     parser.add_argument("--jobs", type=int, default=None, help="queued jobs (1000; quick 50)")
     parser.add_argument("--listeners", type=int, default=None, help="SSE clients (200; quick 20)")
@@ -676,7 +689,7 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         parser.error(f"--only: unknown {sorted(unknown)}; choose from {','.join(PARTS)}")
     start = time.perf_counter()
     rows = measure(args.quick, jobs=args.jobs, listeners=args.listeners, only=only)
-    print(f"\n| benchmark | ours | reference | ratio | goal |\n|---|---|---|---|---|")
+    print("\n| benchmark | ours | reference | ratio | goal |\n|---|---|---|---|---|")
     for r in rows:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}x"
         print(f"| {r['benchmark']} | {r['ours']} | {r['reference']} | {ratio} | {r['goal']} |")
