@@ -92,7 +92,7 @@ def service_env(url: str, tmp: Path) -> dict[str, str]:
 def stack(url: str, workers: int) -> Iterator[tuple[Process, str]]:
     with tempfile.TemporaryDirectory() as tmp:
         env = service_env(url, Path(tmp))
-        names = [(f"worker{i}", {}) for i in range(workers)]
+        names: list[tuple[str, dict[str, str]]] = [(f"worker{i}", {}) for i in range(workers)]
         api, base, procs = start_api_and_workers(env, Path(tmp), names)
         try:
             yield api, base
@@ -210,7 +210,7 @@ def run_queue(jobs: int, epochs: int = 3, workers: int = 2, threads: int = 4) ->
                     counts: dict[str, int] = {}
                     with engine.connect() as conn:
                         while True:
-                            counts = dict(conn.execute(  # type: ignore[arg-type]
+                            counts = dict(conn.execute(
                                 text("SELECT status, count(*) FROM jobs GROUP BY status")
                             ).all())  # fmt: skip
                             conn.commit()
@@ -393,6 +393,10 @@ class RowsResult:
     p90s_ms: list[float]
     writes: int
     plans: list[Explained]
+    # Median ms of the quota checks, at each size: a submission's (project_usage) and a
+    # worker claim's (running_jobs).
+    usage_ms: list[float] = field(default_factory=list)
+    running_ms: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
@@ -420,9 +424,32 @@ def run_rows(sizes: Sequence[int], writes: int, block: int = 20) -> RowsResult:
             for w, t in zip(writers, times, strict=True):
                 t += w.write(block)
         plans = explain_write_path(engines[-1])
+        usage = [_quota_check_ms(e, running=False) for e in engines]
+        running = [_quota_check_ms(e, running=True) for e in engines]
     medians = [statistics.median(t) * 1e3 for t in times]
     p90s = [sorted(t)[int(len(t) * 0.9)] * 1e3 for t in times]
-    return RowsResult(list(sizes), medians, p90s, writes, plans)
+    return RowsResult(list(sizes), medians, p90s, writes, plans, usage, running)
+
+
+def _quota_check_ms(engine: Engine, running: bool, repeats: int = 50) -> float:
+    """Median ms of the project's usage as a submission reads it (or of its running jobs
+    alone, as a worker's claim does), in its own transaction."""
+    from sqlalchemy.orm import Session
+
+    from app.db.models import DEFAULT_PROJECT_ID
+    from app.db.usage import project_usage, running_jobs
+
+    times = []
+    with Session(engine) as session:
+        for _ in range(repeats + 5):
+            start = time.perf_counter()
+            if running:
+                running_jobs(session, project_id=DEFAULT_PROJECT_ID)
+            else:
+                project_usage(session, project_id=DEFAULT_PROJECT_ID)
+            session.rollback()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times[5:]) * 1e3
 
 
 # --- 3. many listeners on one job's event stream ---------------------------------------------
@@ -628,6 +655,10 @@ def print_rows(r: RowsResult) -> None:
     for size, med, p90 in zip(r.sizes, r.medians_ms, r.p90s_ms, strict=True):
         print(f"  {size:>8,} epoch rows stored: median {med:.3f} ms, p90 {p90:.3f} ms")
     print(f"  ratio {r.sizes[-1]:,} / {r.sizes[0]:,}: {r.ratio:.2f}x")
+    for size, usage, running in zip(r.sizes, r.usage_ms, r.running_ms, strict=True):
+        print(f"  {size // FILLER_EPOCHS:>8,} jobs stored: a submission's quota check "
+              f"(project_usage) {usage:.3f} ms, a claim's (running_jobs) "
+              f"{running:.3f} ms")  # fmt: skip
     print("  EXPLAIN (write path, then a stream's poll):")
     for p in r.plans:
         top = [line.strip() for line in p.plan.splitlines() if "Scan" in line or
