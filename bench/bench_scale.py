@@ -89,13 +89,13 @@ def service_env(url: str, tmp: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def stack(url: str, workers: int) -> Iterator[tuple[Process, str]]:
+def stack(url: str, workers: int) -> Iterator[tuple[Process, str, list[Process]]]:
     with tempfile.TemporaryDirectory() as tmp:
         env = service_env(url, Path(tmp))
         names: list[tuple[str, dict[str, str]]] = [(f"worker{i}", {}) for i in range(workers)]
         api, base, procs = start_api_and_workers(env, Path(tmp), names)
         try:
-            yield api, base
+            yield api, base, procs
         finally:
             for p in [api, *procs]:
                 p.stop()
@@ -170,6 +170,9 @@ class QueueResult:
     wall_s: float
     engine_fit_s: float
     writes: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    api_cpu_s: float = 0.0  # from the first submission to the last job's end
+    workers_cpu_s: float = 0.0
+    quarters_s: list[float] = field(default_factory=list)  # wall time of each quarter of jobs
 
     @property
     def per_job_s(self) -> float:
@@ -197,27 +200,38 @@ def run_queue(jobs: int, epochs: int = 3, workers: int = 2, threads: int = 4) ->
         engine = create_engine(url)
         try:
             before = table_writes(engine)
-            with stack(url, workers) as (_api, base):
+            with stack(url, workers) as (api, base, procs):
                 limits = httpx.Limits(max_connections=threads * 2)
                 with httpx.Client(base_url=base, timeout=120, limits=limits) as client:
                     model_body = json.dumps({"config": scenario.MODEL, "seed": 0})
                     models = _post_all(client, [("/v1/models", model_body)] * jobs, threads)
                     fit = json.dumps(scenario.fit_body(epochs=epochs, callbacks=[], seed=0))
+                    cpu0 = [cpu_seconds(p.proc.pid) for p in (api, *procs)]
                     start = time.perf_counter()
                     _post_all(client, [(f"/v1/models/{m['id']}/fit", fit) for m in models],
                               threads)  # fmt: skip
                     submitted = time.perf_counter()
                     counts: dict[str, int] = {}
+                    marks = [jobs * q // 4 for q in (1, 2, 3, 4)]
+                    reached: list[float] = []
                     with engine.connect() as conn:
                         while True:
                             counts = dict(conn.execute(
                                 text("SELECT status, count(*) FROM jobs GROUP BY status")
                             ).all())  # fmt: skip
                             conn.commit()
+                            now = time.perf_counter()
+                            while (
+                                len(reached) < 4
+                                and counts.get("succeeded", 0) >= marks[len(reached)]
+                            ):
+                                reached.append(now - start)
                             if not counts.get("queued") and not counts.get("running"):
                                 break
                             time.sleep(0.2)  # light polling of the database, not of the API
                     end = time.perf_counter()
+                    cpu = [cpu_seconds(p.proc.pid) - c for p, c in zip((api, *procs), cpu0,
+                                                                         strict=True)]  # fmt: skip
             assert counts == {"succeeded": jobs}, counts
             wait_disconnected(engine)
             after = table_writes(engine)
@@ -229,8 +243,10 @@ def run_queue(jobs: int, epochs: int = 3, workers: int = 2, threads: int = 4) ->
         delta = (ins - b[0], upd - b[1], dele - b[2])
         if any(delta):
             writes[table] = delta
+    quarters = [b - a for a, b in zip([0.0, *reached], reached, strict=False)]
     return QueueResult(jobs, epochs, workers, submitted - start, end - start,
-                       engine_fit_seconds(epochs), writes)  # fmt: skip
+                       engine_fit_seconds(epochs), writes, cpu[0], sum(cpu[1:]),
+                       quarters)  # fmt: skip
 
 
 # --- 2. the epoch row's write cost with many rows stored -------------------------------------
@@ -538,7 +554,10 @@ def run_sse(listeners: int, epochs: int) -> SseResult:
     with scratch_database() as url:
         engine = create_engine(url)
         try:
-            with stack(url, 1) as (api, base), httpx.Client(base_url=base, timeout=120) as client:
+            with (
+                stack(url, 1) as (api, base, _),
+                httpx.Client(base_url=base, timeout=120) as client,
+            ):
                 model = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 0})
                 model.raise_for_status()
                 body = scenario.fit_body(epochs=epochs, callbacks=[], seed=0, batch_size=8)
@@ -637,6 +656,9 @@ def print_queue(r: QueueResult) -> None:
     print(f"  submitted in {r.submit_s:.1f} s; all finished after {r.wall_s:.1f} s "
           f"({r.jobs / r.wall_s:.1f} jobs/s, {r.per_job_s * 1e3:.0f} ms/job wall, "
           f"{r.per_job_s * r.workers * 1e3:.0f} ms/job per worker)")  # fmt: skip
+    print(f"  CPU a job: API {r.api_cpu_s / r.jobs * 1e3:.0f} ms, workers "
+          f"{r.workers_cpu_s / r.jobs * 1e3:.0f} ms; wall time of each quarter of the jobs: "
+          + ", ".join(f"{q:.1f} s" for q in r.quarters_s))  # fmt: skip
     print(
         f"  one such fit in the engine alone: {r.engine_fit_s * 1e3:.1f} ms "
         f"(wall per job / engine: {r.per_job_s / r.engine_fit_s:.1f}x)"
