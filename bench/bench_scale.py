@@ -251,7 +251,7 @@ def run_queue(jobs: int, epochs: int = 3, workers: int = 2, threads: int = 4) ->
 
 # --- 2. the epoch row's write cost with many rows stored -------------------------------------
 
-FILLER_EPOCHS = 100  # epoch rows per filler job
+FILLER_EPOCHS = 10  # epoch rows per filler job: 10k rows are 1,000 jobs
 LOGS = {"loss": 0.25, "accuracy": 0.875, "val_loss": 0.25, "val_accuracy": 0.875}
 
 
