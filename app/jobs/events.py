@@ -63,6 +63,16 @@ class _Snapshot:
     summary: dict[str, Any]
     rows: list[EpochLogRow]
     more: bool = False  # a page was full: read again at once
+    _chunks: list[str] | None = None
+
+    def chunks(self) -> list[str]:
+        """Each row's `epoch` event, formatted once for every stream this snapshot serves."""
+        if self._chunks is None:
+            self._chunks = [
+                _event("epoch", {"epoch": r.epoch, "logs": r.logs, "attempt": r.attempt}, r.epoch)
+                for r in self.rows
+            ]
+        return self._chunks
 
 
 @dataclass
@@ -142,7 +152,7 @@ class _SharedReads:
                 if self._stores % 256 == 0:  # forget what nobody asked for lately
                     self._entries = {k: e for k, e in self._entries.items()
                                      if not e.done.is_set() or now - e.at < ttl}  # fmt: skip
-        assert entry is not None
+        assert entry is not None  # for mypy
         if not mine:
             entry.done.wait()
             return entry.snapshot if entry.ok else read()  # its read failed: try our own
@@ -157,6 +167,14 @@ class _SharedReads:
                         del self._entries[key]
             entry.done.set()
 
+    def fresh(self, key: tuple[Any, ...], ttl: float) -> _Shared | None:
+        """A read of `key` that ended well less than `ttl` seconds ago: a stream's loop takes
+        its snapshot without a hop to a thread."""
+        entry = self._entries.get(key)
+        if entry is not None and entry.ok and time.monotonic() - entry.at < ttl:
+            return entry
+        return None
+
 
 @dataclass
 class _Shared:
@@ -169,10 +187,13 @@ class _Shared:
 _shared = _SharedReads()
 
 
+def _key(ctx: AppContext, scope: Scope, job_id: uuid.UUID, cursor: _Cursor) -> tuple[Any, ...]:
+    return (id(ctx.engine), job_id, scope, cursor.after, cursor.attempt, cursor.rewritten)
+
+
 def _poll(ctx: AppContext, scope: Scope, job_id: uuid.UUID, cursor: _Cursor) -> _Snapshot | None:
     """A stream's look for new rows, shared with the job's other streams (_SharedReads)."""
-    key = (id(ctx.engine), job_id, scope, cursor.after, cursor.attempt, cursor.rewritten)
-    ttl = ctx.settings.events_poll_s / 2
+    key, ttl = _key(ctx, scope, job_id, cursor), ctx.settings.events_poll_s / 2
     return _shared.get(key, ttl, lambda: _read(ctx, scope, job_id, cursor))
 
 
@@ -203,12 +224,15 @@ async def _stream(
     yield "retry: 1000\n\n"
     cursor = await anyio.to_thread.run_sync(_start, ctx, job_id, after)
     while not ctx.stopping.is_set() and time.monotonic() - started < settings.events_max_s:
-        snapshot = await anyio.to_thread.run_sync(_poll, ctx, scope, job_id, cursor)
+        shared = _shared.fresh(_key(ctx, scope, job_id, cursor), settings.events_poll_s / 2)
+        if shared is not None:
+            snapshot = shared.snapshot
+        else:
+            snapshot = await anyio.to_thread.run_sync(_poll, ctx, scope, job_id, cursor)
         if snapshot is None:
             return
-        for row in snapshot.rows:
-            data = {"epoch": row.epoch, "logs": row.logs, "attempt": row.attempt}
-            yield _event("epoch", data, row.epoch)
+        for row, chunk in zip(snapshot.rows, snapshot.chunks(), strict=True):
+            yield chunk
             cursor.sent(row.epoch, row.attempt)
             last_sent = time.monotonic()
         if snapshot.more:
