@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from typing import Any
 
 from sqlalchemy import event
@@ -102,3 +103,31 @@ def test_many_streams_of_one_job_each_get_every_epoch(pg_ctx: Any) -> None:
         assert [d["epoch"] for k, d in got if k == "epoch"] == list(range(6))
         assert got[-1] == ("status", {"status": "succeeded", "epochs_done": 6, "error": None})
     assert polls  # the streams did read the rows from the database
+
+
+def test_the_streams_of_a_job_share_one_redis_subscription(redis_url: str) -> None:
+    from app.runtime.progress import RedisBus
+
+    bus = RedisBus(redis_url)
+    job_id, other = uuid.uuid4(), uuid.uuid4()
+
+    async def fan_out() -> list[Any]:
+        async with bus.subscribe(job_id) as a, bus.subscribe(job_id) as b:
+            async with bus.subscribe(other) as c:
+                assert len(bus._feeds) == 2  # one subscription a job, not one a stream
+                await asyncio.to_thread(bus.publish, job_id, {"epoch": 0, "batch": 1})
+                got = [await a.get(5.0), await b.get(5.0), await c.get(0.05)]
+            assert len(bus._feeds) == 1
+        assert not bus._feeds  # the last stream of a job ends its subscription
+        # A later stream subscribes afresh and gets what is published after it joined.
+        async with bus.subscribe(job_id) as d:
+            await asyncio.to_thread(bus.publish, job_id, {"epoch": 1, "batch": 0})
+            got.append(await d.get(5.0))
+        return got
+
+    try:
+        assert asyncio.run(asyncio.wait_for(fan_out(), 30)) == [
+            {"epoch": 0, "batch": 1}, {"epoch": 0, "batch": 1}, None, {"epoch": 1, "batch": 0}
+        ]  # fmt: skip
+    finally:
+        bus.close()
