@@ -168,8 +168,8 @@ class _SharedReads:
             entry.done.set()
 
     def fresh(self, key: tuple[Any, ...], ttl: float) -> _Shared | None:
-        """A read of `key` that ended well less than `ttl` seconds ago: a stream's loop takes
-        its snapshot without a hop to a thread."""
+        """A read of `key` that succeeded and began less than `ttl` seconds ago, if any: the
+        stream's loop takes its snapshot without a hop to a thread."""
         entry = self._entries.get(key)
         if entry is not None and entry.ok and time.monotonic() - entry.at < ttl:
             return entry
