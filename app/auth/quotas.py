@@ -13,7 +13,7 @@ from app.auth.schemas import QuotaValues
 from app.core.config import Settings
 from app.core.errors import QuotaExceeded
 from app.db.models import ProjectRow
-from app.db.usage import project_usage
+from app.db.usage import project_usage, running_jobs
 
 # Queued jobs free up on their own: a client may retry after this many seconds.
 QUEUED_RETRY_AFTER_S = 10
@@ -67,4 +67,4 @@ def stored_bytes_left(session: Session, *, settings: Settings, project_id: uuid.
 def may_run_another(session: Session, *, settings: Settings, project_id: uuid.UUID) -> bool:
     """Whether a worker may start one more of the project's jobs now."""
     limit = limits(settings, repo.lock_project(session, project_id=project_id))
-    return project_usage(session, project_id=project_id).running_jobs < limit.running_jobs
+    return running_jobs(session, project_id=project_id) < limit.running_jobs

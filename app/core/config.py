@@ -127,7 +127,9 @@ class Settings(BaseSettings):
 
     # Streams
     events_poll_s: float = Field(
-        default=0.2, description="Seconds between two looks of an event stream for new rows"
+        default=0.2,
+        description="Seconds between two looks of an event stream for new rows (the streams of "
+        "one job in an API process share a look taken less than half of this ago)",
     )
     events_keepalive_s: float = Field(
         default=15.0,

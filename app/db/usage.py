@@ -59,3 +59,15 @@ def project_usage(session: Session, *, project_id: uuid.UUID) -> Usage:
         running_jobs=int(jobs.get(JobStatus.running, 0)),
         stored_bytes=sum(_count(session, q) for q in (datasets, inputs, weights, checkpoints)),
     )
+
+
+def running_jobs(session: Session, *, project_id: uuid.UUID) -> int:
+    """The project's running jobs alone: what a worker's claim checks, without the sums over
+    every stored job and checkpoint that `project_usage` adds (an index range on the running
+    jobs, whatever the number of jobs the project has kept)."""
+    return _count(
+        session,
+        select(func.count())
+        .select_from(JobRow)
+        .where(JobRow.project_id == project_id, JobRow.status == JobStatus.running),
+    )

@@ -23,17 +23,20 @@ live only (app/runtime/progress.py): it is not stored and not replayed on reconn
 epoch whose row that attempt has already written (as far as the stream has sent) is dropped.
 
 The stream is async: it holds no worker thread while it waits, each database poll runs in a
-thread briefly. A stream lasts at most `events_max_s`, and ends early when the process shuts
-down (app.api.shutdown): its last event is then `reconnect`, and clients reconnect with
-Last-Event-ID (as EventSource does by itself), so a server can always drain its connections."""
+thread briefly. The streams of one job in a process share their polls (_SharedReads): many
+listeners on one job cost about one database read per half `events_poll_s`, not one each. A
+stream lasts at most `events_max_s`, and ends early when the process shuts down
+(app.api.shutdown): its last event is then `reconnect`, and clients reconnect with Last-Event-ID
+(as EventSource does by itself), so a server can always drain its connections."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -60,6 +63,16 @@ class _Snapshot:
     summary: dict[str, Any]
     rows: list[EpochLogRow]
     more: bool = False  # a page was full: read again at once
+    _chunks: list[str] | None = None
+
+    def chunks(self) -> list[str]:
+        """Each row's `epoch` event, formatted once for every stream this snapshot serves."""
+        if self._chunks is None:
+            self._chunks = [
+                _event("epoch", {"epoch": r.epoch, "logs": r.logs, "attempt": r.attempt}, r.epoch)
+                for r in self.rows
+            ]
+        return self._chunks
 
 
 @dataclass
@@ -114,6 +127,76 @@ def _read(ctx: AppContext, scope: Scope, job_id: uuid.UUID, cursor: _Cursor) -> 
         return _Snapshot(JobStatus(job.status), summary, rows, more)
 
 
+class _SharedReads:
+    """The streams of one job in this process share their database polls: a poll for a job,
+    scope and cursor that another stream made less than `ttl` seconds ago (or is making) is
+    answered with that stream's snapshot. Streams of one job that have sent the same rows have
+    the same cursor, so N listeners cost about one read per `ttl`, not N per poll (a snapshot
+    is consistent as read; a stream served one sees it up to `ttl` later than its own poll
+    would have)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[Any, ...], _Shared] = {}
+        self._stores = 0
+
+    def get(self, key: tuple[Any, ...], ttl: float,
+            read: Callable[[], _Snapshot | None]) -> _Snapshot | None:  # fmt: skip
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(key)
+            mine = entry is None or (entry.done.is_set() and now - entry.at >= ttl)
+            if mine:
+                entry = self._entries[key] = _Shared(now)
+                self._stores += 1
+                if self._stores % 256 == 0:  # forget what nobody asked for lately
+                    self._entries = {k: e for k, e in self._entries.items()
+                                     if not e.done.is_set() or now - e.at < ttl}  # fmt: skip
+        assert entry is not None  # for mypy
+        if not mine:
+            entry.done.wait()
+            return entry.snapshot if entry.ok else read()  # its read failed: try our own
+        try:
+            entry.snapshot = read()
+            entry.ok = True
+            return entry.snapshot
+        finally:
+            if not entry.ok:
+                with self._lock:
+                    if self._entries.get(key) is entry:
+                        del self._entries[key]
+            entry.done.set()
+
+    def fresh(self, key: tuple[Any, ...], ttl: float) -> _Shared | None:
+        """A read of `key` that succeeded and began less than `ttl` seconds ago, if any: the
+        stream's loop takes its snapshot without a hop to a thread."""
+        entry = self._entries.get(key)
+        if entry is not None and entry.ok and time.monotonic() - entry.at < ttl:
+            return entry
+        return None
+
+
+@dataclass
+class _Shared:
+    at: float  # when its read began
+    snapshot: _Snapshot | None = None
+    ok: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+_shared = _SharedReads()
+
+
+def _key(ctx: AppContext, scope: Scope, job_id: uuid.UUID, cursor: _Cursor) -> tuple[Any, ...]:
+    return (id(ctx.engine), job_id, scope, cursor.after, cursor.attempt, cursor.rewritten)
+
+
+def _poll(ctx: AppContext, scope: Scope, job_id: uuid.UUID, cursor: _Cursor) -> _Snapshot | None:
+    """A stream's look for new rows, shared with the job's other streams (_SharedReads)."""
+    key, ttl = _key(ctx, scope, job_id, cursor), ctx.settings.events_poll_s / 2
+    return _shared.get(key, ttl, lambda: _read(ctx, scope, job_id, cursor))
+
+
 def finished_with_nothing_after(
     ctx: AppContext, scope: Scope, job_id: uuid.UUID, after: int
 ) -> bool:
@@ -141,12 +224,15 @@ async def _stream(
     yield "retry: 1000\n\n"
     cursor = await anyio.to_thread.run_sync(_start, ctx, job_id, after)
     while not ctx.stopping.is_set() and time.monotonic() - started < settings.events_max_s:
-        snapshot = await anyio.to_thread.run_sync(_read, ctx, scope, job_id, cursor)
+        shared = _shared.fresh(_key(ctx, scope, job_id, cursor), settings.events_poll_s / 2)
+        if shared is not None:
+            snapshot = shared.snapshot
+        else:
+            snapshot = await anyio.to_thread.run_sync(_poll, ctx, scope, job_id, cursor)
         if snapshot is None:
             return
-        for row in snapshot.rows:
-            data = {"epoch": row.epoch, "logs": row.logs, "attempt": row.attempt}
-            yield _event("epoch", data, row.epoch)
+        for row, chunk in zip(snapshot.rows, snapshot.chunks(), strict=True):
+            yield chunk
             cursor.sent(row.epoch, row.attempt)
             last_sent = time.monotonic()
         if snapshot.more:

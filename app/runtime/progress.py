@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -98,48 +97,101 @@ class LocalBus:
         pass
 
 
-class _RedisSubscription:
-    def __init__(self, pubsub: Any) -> None:
-        self.pubsub = pubsub
+class _RedisFeed:
+    """One Redis subscription to a job's channel, shared by that job's streams in this process
+    (on one event loop): each message is read and decoded once, then put in every
+    subscriber's bounded queue. A lost connection is subscribed again a second later (progress
+    published meanwhile is missed: it is live only)."""
 
-    async def get(self, timeout: float) -> dict[str, Any] | None:
-        until = time.monotonic() + timeout
-        while (left := until - time.monotonic()) > 0:
-            # A subscribe confirmation comes back as None too, before the timeout: wait on.
-            message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+    def __init__(self, url: str, job_id: uuid.UUID) -> None:
+        self.url, self.job_id = url, job_id
+        self.subs: set[_LocalSubscription] = set()
+        self.client: Any = None
+        self.pubsub: Any = None
+        self.pump: asyncio.Task[None] | None = None
+        self.started: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        import redis.asyncio
+
+        self.client = redis.asyncio.Redis.from_url(self.url)
+        self.pubsub = self.client.pubsub()
+        await self.pubsub.subscribe(channel(self.job_id))
+        self.pump = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        warned = False
+        while True:
+            try:
+                message = await self.pubsub.get_message(ignore_subscribe_messages=True,
+                                                        timeout=1.0)  # fmt: skip
+            except Exception as exc:
+                if not warned:
+                    log.warning("progress of job %s: subscription lost (%s); subscribing "
+                                "again", self.job_id, exc)  # fmt: skip
+                    warned = True
+                await asyncio.sleep(1.0)
+                with contextlib.suppress(Exception):
+                    await self.pubsub.aclose()
+                    self.pubsub = self.client.pubsub()
+                    await self.pubsub.subscribe(channel(self.job_id))
+                continue
             if message is not None and message.get("type") == "message":
                 event: dict[str, Any] = json.loads(message["data"])
-                return event
-            await asyncio.sleep(min(left, 0.01))  # never a busy loop
-        return None
+                for sub in list(self.subs):
+                    sub._put(event)
+
+    async def close(self) -> None:
+        for task in (self.started, self.pump):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self.pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self.pubsub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await self.pubsub.aclose()
+        if self.client is not None:
+            await self.client.aclose()
 
 
 class RedisBus:
-    """Redis pub/sub: one shared connection publishes; each stream subscribes on its own."""
+    """Redis pub/sub: one shared connection publishes; the streams of one job in this process
+    share one subscription (_RedisFeed), so a job's progress costs one Redis connection and
+    one decode per event in an API process, whatever the number of its listeners."""
 
     def __init__(self, url: str) -> None:
         import redis
 
         self.url = url
         self._client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._feeds: dict[tuple[asyncio.AbstractEventLoop, uuid.UUID], _RedisFeed] = {}
 
     def publish(self, job_id: uuid.UUID, event: dict[str, Any]) -> None:
         self._client.publish(channel(job_id), json.dumps(event, allow_nan=False))
 
     @contextlib.asynccontextmanager
     async def subscribe(self, job_id: uuid.UUID) -> AsyncIterator[Subscription]:
-        import redis.asyncio
-
-        client = redis.asyncio.Redis.from_url(self.url)
-        pubsub = client.pubsub()
+        loop = asyncio.get_running_loop()
+        key = (loop, job_id)
+        feed = self._feeds.get(key)
+        if feed is None:
+            feed = self._feeds[key] = _RedisFeed(self.url, job_id)
+            feed.started = asyncio.ensure_future(feed.start())
+        sub = _LocalSubscription(loop)
+        feed.subs.add(sub)
         try:
-            await pubsub.subscribe(channel(job_id))
-            yield _RedisSubscription(pubsub)
+            # Subscribed before this returns (as a first subscriber waits for its SUBSCRIBE),
+            # so nothing published after it is missed.
+            assert feed.started is not None
+            await asyncio.shield(feed.started)
+            yield sub
         finally:
-            with contextlib.suppress(Exception):
-                await pubsub.unsubscribe()
-            await pubsub.aclose()
-            await client.aclose()
+            feed.subs.discard(sub)
+            if not feed.subs and self._feeds.get(key) is feed:
+                del self._feeds[key]
+                await feed.close()
 
     def close(self) -> None:
         self._client.close()
