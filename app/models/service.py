@@ -109,6 +109,20 @@ def model_at(ctx: AppContext, row: ModelRow, key: str | None) -> Model:
     return model
 
 
+def model_graph(ctx: AppContext, row: ModelRow) -> Model:
+    """The graph of `row` as a dry run builds it (shapes and counts, no weights), what cost
+    estimates read: built once per model (its config never changes) and cached. A config the
+    limits now refuse is a 422 naming the field, as at creation."""
+    graph = ctx.cache.graph(row.id)
+    if graph is None:
+        try:
+            graph = Model.dry_run(row.config, limits=model_limits(ctx.settings))
+        except EngineError as exc:
+            raise invalid(exc, BODY) from exc
+        ctx.cache.put_graph(row.id, graph)
+    return graph
+
+
 def compile_spec(row: ModelRow, given: dict[str, Any] | None) -> CompileSpec:
     config = given if given is not None else row.compile_config
     if config is None:

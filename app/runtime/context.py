@@ -29,12 +29,31 @@ class Dispatcher(Protocol):
 
 class ModelCache:
     """Built models with their weights loaded, keyed by (model id, weights key): evaluate and
-    predict on the same weights skip the rebuild and the checkpoint read."""
+    predict on the same weights skip the rebuild and the checkpoint read. A weights key names
+    one file, written once, so an entry never goes stale: new weights are a new key. Beside
+    them, each model's graph from a dry run (`graphs`: shapes and counts, no weights), which
+    cost estimates read; a model's config never changes, so neither does its graph."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._items: OrderedDict[tuple[uuid.UUID, str | None], Model] = OrderedDict()
+        self._graphs: OrderedDict[uuid.UUID, Model] = OrderedDict()
         self._lock = threading.Lock()
+
+    def graph(self, model_id: uuid.UUID) -> Model | None:
+        with self._lock:
+            graph = self._graphs.get(model_id)
+            if graph is not None:
+                self._graphs.move_to_end(model_id)
+            return graph
+
+    def put_graph(self, model_id: uuid.UUID, graph: Model) -> None:
+        with self._lock:
+            self._graphs[model_id] = graph
+            self._graphs.move_to_end(model_id)
+            # Graphs hold no weights: a few times more of them than of built models.
+            while len(self._graphs) > 4 * self.size:
+                self._graphs.popitem(last=False)
 
     def get(self, key: tuple[uuid.UUID, str | None]) -> Model | None:
         with self._lock:
@@ -54,6 +73,7 @@ class ModelCache:
         with self._lock:
             for key in [k for k in self._items if k[0] == model_id]:
                 del self._items[key]
+            self._graphs.pop(model_id, None)
 
 
 @dataclass

@@ -12,7 +12,9 @@ from bench import bench_predict
 pytestmark = pytest.mark.e2e
 
 
-def test_bench_predict_quick_measures_both_servers_and_prints_the_ratios(capsys) -> None:  # type: ignore[no-untyped-def]
+def test_bench_predict_quick_measures_both_servers_and_prints_the_ratios(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     rows = bench_predict.main(["--quick", "--requests", "12"])
     assert len(rows) == 6
     assert {r["goal"] for r in rows} == {"<= 1.5x", ">= 0.7x", "reported"}
