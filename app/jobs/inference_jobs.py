@@ -40,7 +40,7 @@ from app.models.cost import (
 from app.models.inference import dtype_policy_of, evaluate, predict_arrays
 from app.models.loading import build_model
 from app.models.schemas import EvaluateRequest, PredictRequest
-from app.models.service import BODY, compile_spec, get_model, invalid, model_graph
+from app.models.service import BODY, compile_spec, current_model, invalid, model_graph
 from app.runtime.context import AppContext
 
 T = TypeVar("T")
@@ -70,7 +70,7 @@ def _at_once_or_job(
     kind: str,
     at_once: Callable[..., T],
 ) -> tuple[T | None, JobRow | None]:
-    row = get_model(ctx, scope=scope, model_id=model_id)
+    row = current_model(ctx, scope=scope, model_id=model_id)
     # The request reads, and the job writes, the model's project's data only.
     project = Scope.of_project(row.project_id)
     refs = Resolver(ctx, scope=project)
