@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -63,6 +64,7 @@ class Target:
     host: str
     port: int
     requests: list[bytes]
+    pid: int  # the server's process
 
 
 def _raw_requests(base: str, path: str, rows: np.ndarray, body: str) -> list[bytes]:
@@ -174,12 +176,25 @@ class Cell:
     p50_ms: float
     p99_ms: float
     rps: float
+    cpu_ms: float  # the server process's CPU time per request (user + system), all threads
 
 
-def _cell(latencies: list[float], wall: float) -> Cell:
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used: Linux's /proc; 0 elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measure(target: Target, total: int, concurrency: int) -> Cell:
+    cpu = _cpu_s(target.pid)
+    latencies, wall = asyncio.run(_load(target, total, concurrency))
+    cpu_ms = (_cpu_s(target.pid) - cpu) * 1e3 / len(latencies)
     ms = sorted(t * 1e3 for t in latencies)
     p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
-    return Cell(statistics.median(ms), p99, len(ms) / wall)
+    return Cell(statistics.median(ms), p99, len(ms) / wall, cpu_ms)
 
 
 Results = dict[tuple[str, int], dict[str, Cell]]  # (body, concurrency) -> {"fitapi"|"floor"}
@@ -192,7 +207,8 @@ def run(quick: bool, requests: int | None = None) -> Results:
     rows = rng.random((16 if quick else 64, 784), dtype=np.float32)
     results: Results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        api, base = start_embedded_api(SERVER_ENV | {"DATA_DIR": str(Path(tmp) / "data")}, Path(tmp))
+        env = SERVER_ENV | {"DATA_DIR": str(Path(tmp) / "data")}
+        api, base = start_embedded_api(env, Path(tmp))
         procs = [api]
         try:
             with httpx.Client(base_url=base, timeout=60) as client:
@@ -206,15 +222,15 @@ def run(quick: bool, requests: int | None = None) -> Results:
             floor, floor_base = _start_floor(weights_path, Path(tmp))
             procs.append(floor)
             for kind in BODIES:
-                ours = _target("fitapi", base, f"/v1/models/{model_id}/predict", rows, kind)
-                theirs = _target("floor", floor_base, "/predict", rows, kind)
+                ours = _target("fitapi", api, base, f"/v1/models/{model_id}/predict", rows, kind)
+                theirs = _target("floor", floor, floor_base, "/predict", rows, kind)
                 check_same_predictions(ours, theirs, kind)
                 for t in (ours, theirs):
                     asyncio.run(_load(t, warm, 10))
                 for i, c in enumerate(CONCURRENCY):
                     # Alternate which goes first, so that neither always follows the other.
                     order = (ours, theirs) if i % 2 == 0 else (theirs, ours)
-                    cells = {t.name: _cell(*asyncio.run(_load(t, total, c))) for t in order}
+                    cells = {t.name: _measure(t, total, c) for t in order}
                     results[(kind, c)] = cells
         finally:
             for p in procs:
@@ -222,9 +238,9 @@ def run(quick: bool, requests: int | None = None) -> Results:
     return results
 
 
-def _target(name: str, base: str, path: str, rows: np.ndarray, kind: str) -> Target:
+def _target(name: str, proc: Process, base: str, path: str, rows: np.ndarray, kind: str) -> Target:
     host, port = base.removeprefix("http://").rsplit(":", 1)
-    return Target(name, host, int(port), _raw_requests(base, path, rows, kind))
+    return Target(name, host, int(port), _raw_requests(base, path, rows, kind), proc.proc.pid)
 
 
 def rows_of(results: Results) -> list[dict[str, Any]]:
@@ -254,12 +270,15 @@ def measure(quick: bool) -> list[dict[str, Any]]:
 
 
 def print_table(results: Results) -> None:
-    print("body  conc | fitapi p50   p99    req/s | floor p50   p99    req/s | p50 x  req/s x")
+    print("latency in ms; cpu: the server's CPU ms per request")
+    print("body  conc | fitapi p50    p99  req/s   cpu | floor p50    p99  req/s   cpu "
+          "| p50 x req/s x  cpu x")  # fmt: skip
     for (kind, c), cells in results.items():
         a, b = cells["fitapi"], cells["floor"]
-        print(f"{kind:<5} {c:>4} | {a.p50_ms:9.2f} {a.p99_ms:6.2f} {a.rps:8.0f} | "
-              f"{b.p50_ms:8.2f} {b.p99_ms:6.2f} {b.rps:8.0f} | "
-              f"{a.p50_ms / b.p50_ms:5.2f} {a.rps / b.rps:7.2f}")  # fmt: skip
+        print(f"{kind:<5} {c:>4} | {a.p50_ms:10.2f} {a.p99_ms:6.2f} {a.rps:6.0f} {a.cpu_ms:5.2f} | "
+              f"{b.p50_ms:9.2f} {b.p99_ms:6.2f} {b.rps:6.0f} {b.cpu_ms:5.2f} | "
+              f"{a.p50_ms / b.p50_ms:5.2f} {a.rps / b.rps:7.2f} "
+              f"{a.cpu_ms / max(b.cpu_ms, 1e-9):6.2f}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

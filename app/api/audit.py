@@ -42,14 +42,15 @@ class AuditWriter:
     def __init__(self, ctx: Any, delay: float) -> None:
         self.ctx = ctx
         self.delay = delay
-        self._rows: list[AuditRow] = []
+        self._rows: list[dict[str, Any]] = []
         self._added = self._done = 0
         self._urgent = self._closing = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="fitapi-audit", daemon=True)
         self._thread.start()
 
-    def add(self, row: AuditRow) -> None:
+    def add(self, row: dict[str, Any]) -> None:
+        """`row`: an AuditRow's fields (the row itself is built on the writer's thread)."""
         with self._cond:
             self._rows.append(row)
             self._added += 1
@@ -83,13 +84,13 @@ class AuditWriter:
                 self._done += len(rows)
                 self._cond.notify_all()
 
-    def _write(self, rows: list[AuditRow]) -> None:
+    def _write(self, rows: list[dict[str, Any]]) -> None:
         try:
-            service.record(self.ctx, rows=rows)
+            service.record(self.ctx, rows=[AuditRow(**fields) for fields in rows])
             return
         except Exception:
             if len(rows) == 1:
-                log.exception("could not write the audit row of %s", rows[0].route)
+                log.exception("could not write the audit row of %s", rows[0]["route"])
                 return
         # One bad row must not lose the others: each again, in its own transaction.
         for row in rows:
@@ -129,12 +130,14 @@ class AuditLog:
             return
         ctx = scope["app"].state.ctx  # an app run without its lifespan: write it here
         try:
-            await anyio.to_thread.run_sync(partial(service.record, ctx, rows=[entry]))
+            rows = [AuditRow(**entry)]
+            await anyio.to_thread.run_sync(partial(service.record, ctx, rows=rows))
         except Exception:
-            log.exception("could not write the audit row of %s", entry.route)
+            log.exception("could not write the audit row of %s", entry["route"])
 
 
-def _entry(scope: Scope, seen: dict[str, Any]) -> AuditRow | None:
+def _entry(scope: Scope, seen: dict[str, Any]) -> dict[str, Any] | None:
+    """The fields of the AuditRow of a response that is audited; None for one that is not."""
     method, status = scope.get("method", ""), int(seen["status"])
     principal = scope.get("state", {}).get("principal")
     if not isinstance(principal, Principal) or not 200 <= status < 300:
@@ -160,7 +163,7 @@ def _entry(scope: Scope, seen: dict[str, Any]) -> AuditRow | None:
         action = last if last and not last.startswith("{") else "run"
     if resource_id is None or status in (201, 202):
         resource_id = _created_id(seen["body"]) or resource_id
-    return AuditRow(
+    return dict(
         at=utcnow(), project_id=principal.project_id, key_id=principal.key_id,
         key_prefix=principal.key_prefix, role=principal.role.value, action=action[:20],
         route=f"{method} {route}"[:200], resource_type=resource_type[:20],

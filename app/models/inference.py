@@ -188,5 +188,12 @@ def outputs_json(outputs: dict[str, np.ndarray]) -> Outputs:
     """Predictions as Keras returns them, in JSON: one output's as nested lists, several keyed
     by output name; non-finite values as null."""
     if len(outputs) == 1:
-        return list(safe_nested(next(iter(outputs.values())).tolist()))
-    return {name: list(safe_nested(out.tolist())) for name, out in outputs.items()}
+        return _lists(next(iter(outputs.values())))
+    return {name: _lists(out) for name, out in outputs.items()}
+
+
+def _lists(out: np.ndarray) -> list[Any]:
+    values = out.tolist()
+    if out.dtype.kind in "iub" or bool(np.isfinite(out).all()):
+        return list(values)  # nothing to replace: no walk over every number
+    return list(safe_nested(values))
