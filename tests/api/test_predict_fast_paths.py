@@ -62,8 +62,12 @@ def test_a_json_body_that_is_not_plainly_valid_gets_the_routes_own_errors(
     bad_batch = client.post(path, json={"x": [[1.0]], "batch_size": 0})
     assert bad_batch.status_code == 422
     assert bad_batch.json()["detail"][0]["loc"] == ["body", "batch_size"]
-    bad_id = client.post("/v1/models/not-a-uuid/predict", json={"x": [[1.0]]})
-    assert bad_id.status_code == 422 and bad_id.json()["detail"][0]["loc"] == ["path", "model_id"]
+    for bad in ("not-a-uuid", model_id.replace("-", "")[:31] + "-0"):
+        bad_id = client.post(f"/v1/models/{bad}/predict", json={"x": [[1.0]]})
+        assert bad_id.status_code == 422, bad
+        assert bad_id.json()["detail"][0]["loc"] == ["path", "model_id"]
+    upper = client.post(f"/v1/models/{model_id.upper()}/predict", json={"x": [[1.0]]})
+    assert upper.status_code == 200
     missing = client.post(f"/v1/models/{uuid.uuid4()}/predict", json={"x": [[1.0]]})
     assert missing.status_code == 404
     deep = client.post(path, content=b"[" * 100_000 + b"]" * 100_000, headers=headers)

@@ -210,7 +210,10 @@ async def predict_json(request: Request) -> Response | None:
     the route's own handler then answers, with its usual errors."""
     who = authorize(request)  # first, as the route's dependencies run before its body is read
     try:
-        model_id = uuid.UUID(request.path_params["model_id"])
+        raw_id = str(request.path_params["model_id"])
+        model_id = uuid.UUID(raw_id)
+        if str(model_id) != raw_id.lower():  # other spellings: as the route's validation says
+            return None
         data = await request.body()
         # orjson parses the numbers to the same floats as json.loads; what it refuses (NaN
         # literals, other encodings than UTF-8, deep nesting) goes the usual way.
