@@ -15,7 +15,7 @@ from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
 from app.api import browser_safety, docs, errors, openapi
-from app.api.audit import AuditLog
+from app.api.audit import AuditLog, AuditWriter
 from app.api.auth import Authenticate, caller
 from app.api.idempotency import Idempotency
 from app.api.idempotency_openapi import document as document_idempotency
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.ctx = ctx
         app.state.auth_mode = AuthMode(settings.auth_required)
         app.state.rate_limiter = RateLimiter(settings.quota_burst)
+        app.state.audit_writer = AuditWriter(ctx, settings.audit_flush_s)
         app.state.readiness = Readiness(ctx)
         # Scrape-time metrics of this app (the process's own are in the default registry).
         app.state.metrics_registry = CollectorRegistry()
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield
         finally:
             app.state.readiness.close()
+            app.state.audit_writer.close()
             ctx.close()
 
     # /docs and /redoc are this app's own pages (app.api.docs), which need no CDN.

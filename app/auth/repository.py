@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from app.db.base import utcnow
@@ -69,10 +70,14 @@ def key_by_digest(session: Session, *, token_sha256: str) -> tuple[ApiKeyRow, Pr
     return _key_where(session, ApiKeyRow.token_sha256 == token_sha256)
 
 
-def any_key(session: Session) -> bool:
+_ANY_KEY = select(ApiKeyRow.id).limit(1)
+
+
+def any_key(conn: Connection) -> bool:
     """Whether a key was ever created (revoked ones count: revoking the last key must not open
-    the server)."""
-    return session.scalar(select(ApiKeyRow.id).limit(1)) is not None
+    the server). On a plain connection with a statement built once: single-user mode asks this
+    on every request."""
+    return conn.execute(_ANY_KEY).first() is not None
 
 
 def list_keys(

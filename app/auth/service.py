@@ -63,8 +63,8 @@ class AuthMode:
     def enabled(self, ctx: AppContext) -> bool:
         if self._on.is_set():
             return True
-        with unit_of_work(ctx.sessions) as session:
-            if repo.any_key(session):
+        with ctx.engine.connect() as conn:
+            if repo.any_key(conn):
                 self._on.set()
                 log.info("an API key exists: authentication is on")
         return self._on.is_set()
@@ -195,9 +195,11 @@ def set_quotas(ctx: AppContext, *, project: str, body: QuotaUpdate) -> ProjectOu
 
 
 # -- audit -------------------------------------------------------------------------------------
-def record(ctx: AppContext, *, row: AuditRow) -> None:
+def record(ctx: AppContext, *, rows: list[AuditRow]) -> None:
+    """Audit rows, in order, in one transaction."""
     with unit_of_work(ctx.sessions) as session:
-        repo.add_audit(session, row=row)
+        for row in rows:
+            repo.add_audit(session, row=row)
 
 
 def audit_page(

@@ -171,6 +171,11 @@ class Settings(BaseSettings):
     quota_burst: int = Field(
         default=200, ge=1, description="Requests a project may send at once above the rate"
     )
+    audit_flush_s: float = Field(
+        default=0.05, ge=0, le=5, description="Seconds an audit row may wait for the rows of "
+        "requests ending after it, to be written in one transaction (reading the audit log "
+        "writes the waiting rows first); 0 writes each at once",
+    )  # fmt: skip
 
     # Limits
     max_request_bytes: int = Field(

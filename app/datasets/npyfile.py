@@ -11,6 +11,7 @@ row block with positioned reads.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -164,6 +165,27 @@ def read_fortran_order(fd: int, offset: int, header: NpyHeader, writer: NpyWrite
         # block[k, r] is element (start + r, *unravel_F(k)); as C order: (r, *tail).
         c_block = block.reshape(*reversed(tail), count).transpose()
         writer.write(c_block)
+
+
+def npy_in_memory(data: bytes, name: str, limits: ConvertLimits) -> np.ndarray | None:
+    """The .npy file `data` as a read-only array over those bytes, after the checks
+    convert_npy makes (header, data size, the byte limit, dtype, finiteness), when it is
+    already little-endian and C order; None when it is not (convert_npy rewrites such a file).
+    For a small body (a predict request's), this spares the scratch files and their fsyncs."""
+    header = read_header(io.BytesIO(data), name, limits)
+    check_data_size(header, len(data) - header.data_offset, "the file")
+    if header.nbytes > limits.max_bytes:  # Outputs.expect's refusal, with nothing else held
+        raise FormatError(
+            f"the arrays would hold {header.nbytes} bytes; at most {limits.max_bytes} are allowed",
+            status=413,
+        )
+    native = check_dtype(name, header.dtype)
+    if header.dtype != native or header.fortran_order:
+        return None
+    count = math.prod(header.shape)
+    array = np.frombuffer(data, native, count, header.data_offset).reshape(header.shape)
+    ArrayStats(name, native, header.tail).update(array.reshape(-1), 0)
+    return array
 
 
 def convert_npy(raw: Path, name: str, outputs: Outputs) -> ArrayInfo:

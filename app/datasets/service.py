@@ -17,6 +17,7 @@ from app.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from app.datasets import repository as repo
 from app.datasets.formats import ArrayInfo, ConvertLimits, FormatError, convert
 from app.datasets.layout import array_key, dataset_prefix
+from app.datasets.npyfile import npy_in_memory
 from app.db.models import DatasetRow
 from app.db.scope import Scope
 from app.db.session import unit_of_work
@@ -155,17 +156,26 @@ class BodyArrays:
     folder that `close` removes."""
 
     def __init__(self, ctx: AppContext, data: bytes, fmt: str) -> None:
+        # A request body's arrays: bounded like the request, never like a dataset upload.
+        limits = convert_limits(ctx, 4 * ctx.settings.max_request_bytes)
+        self.folder: Path | None = None
+        self.arrays: dict[str, np.ndarray] = {}
+        if fmt == "npy":  # little-endian C order, the usual form: read in place, same checks
+            try:
+                array = npy_in_memory(data, "x", limits)
+            except FormatError as exc:
+                raise _refusal(exc) from exc
+            if array is not None:
+                self.arrays = {"x": array}
+                return
         self.folder = ctx.store.temp_dir("body")
         raw = self.folder / "body"
         raw.write_bytes(data)
         try:
-            # A request body's arrays: bounded like the request, never like a dataset upload.
-            limits = convert_limits(ctx, 4 * ctx.settings.max_request_bytes)
             infos = convert(raw, fmt, self.folder / "arrays", limits=limits)
         except FormatError as exc:
             self.close()
-            error = PayloadTooLarge if exc.status == 413 else InvalidInput
-            raise error(exc.message, loc=exc.loc) from exc
+            raise _refusal(exc) from exc
         except BaseException:
             self.close()
             raise
@@ -173,4 +183,10 @@ class BodyArrays:
                        for i in infos}  # fmt: skip
 
     def close(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _refusal(exc: FormatError) -> InvalidInput | PayloadTooLarge:
+    error = PayloadTooLarge if exc.status == 413 else InvalidInput
+    return error(exc.message, loc=exc.loc)

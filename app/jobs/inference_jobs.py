@@ -22,7 +22,6 @@ from app.db.scope import Scope
 from app.db.session import unit_of_work
 from app.engine.arrays.checks import XY
 from app.engine.config.errors import EngineError
-from app.engine.models.model import Model
 from app.engine.training.fit_args import DEFAULT_BATCH_SIZE
 from app.engine.training.inference import model_inputs, resolve_device
 from app.engine.training.trainer import Trainer
@@ -39,9 +38,9 @@ from app.models.cost import (
     rows_of,
 )
 from app.models.inference import dtype_policy_of, evaluate, predict_arrays
-from app.models.loading import build_model, model_limits
+from app.models.loading import build_model
 from app.models.schemas import EvaluateRequest, PredictRequest
-from app.models.service import BODY, compile_spec, get_model, invalid
+from app.models.service import BODY, compile_spec, current_model, invalid, model_graph
 from app.runtime.context import AppContext
 
 T = TypeVar("T")
@@ -71,19 +70,17 @@ def _at_once_or_job(
     kind: str,
     at_once: Callable[..., T],
 ) -> tuple[T | None, JobRow | None]:
-    row = get_model(ctx, scope=scope, model_id=model_id)
+    row = current_model(ctx, scope=scope, model_id=model_id)
     # The request reads, and the job writes, the model's project's data only.
     project = Scope.of_project(row.project_id)
     refs = Resolver(ctx, scope=project)
     x = refs.resolve(body.x, [BODY, "x"])
-    try:  # the estimate reads the model's graph (a dry run): nothing runs yet
-        graph = Model.dry_run(row.config, limits=model_limits(ctx.settings))
-    except EngineError as exc:
-        raise invalid(exc, BODY) from exc
+    graph = model_graph(ctx, row)  # the estimate reads the model's graph: nothing runs yet
     purpose: Purpose = "predict" if kind == "predict" else "score"
     few = rows_of(x) <= ctx.settings.predict_sync_max_rows
     if few and not over_sync_cost(ctx.settings, graph, x, purpose=purpose):
-        return at_once(ctx, scope=project, model_id=model_id, body=body), None
+        # The row just read goes along: the answer needs no second read of it.
+        return at_once(ctx, scope=project, model_id=model_id, body=body, row=row), None
     return None, _submit(ctx, row=row, kind=kind, body=body, refs=refs, x=x)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from app.models.schemas import (
     TestOnBatchRequest,
 )
 from app.models.service import BODY, compile_spec, get_model, invalid, model_at
-from app.models.weights_files import retried
+from app.models.weights_files import on_fresh_row, retried
 from app.runtime.context import AppContext
 from app.runtime.jsonsafe import safe_logs, safe_nested
 
@@ -76,16 +77,25 @@ def resolved(
     return out[0], out[1], out[2]
 
 
-@retried
 def evaluate(
-    ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: EvaluateRequest
+    ctx: AppContext,
+    *,
+    scope: Scope,
+    model_id: uuid.UUID,
+    body: EvaluateRequest,
+    row: ModelRow | None = None,
 ) -> dict[str, float | None]:
-    row = get_model(ctx, scope=scope, model_id=model_id)
-    x, y, sw = resolved(ctx, row, body)
-    deadline = Deadline(ctx.settings, "evaluate")
-    return _scores(ctx, row, body, lambda trainer: trainer.evaluate(
-        x, y, sample_weight=sw, batch_size=body.batch_size, callbacks=[deadline]
-    ))  # fmt: skip
+    """Keras's evaluate(..., return_dict=True). `row`: the model's row, when the caller has
+    just read it (see on_fresh_row)."""
+
+    def run(row: ModelRow) -> dict[str, float | None]:
+        x, y, sw = resolved(ctx, row, body)
+        deadline = Deadline(ctx.settings, "evaluate")
+        return _scores(ctx, row, body, lambda trainer: trainer.evaluate(
+            x, y, sample_weight=sw, batch_size=body.batch_size, callbacks=[deadline]
+        ))  # fmt: skip
+
+    return on_fresh_row(partial(get_model, ctx, scope=scope, model_id=model_id), run, row)
 
 
 def _outputs(
@@ -104,12 +114,21 @@ def _outputs(
     return dict(zip(model.output_names, out if isinstance(out, list) else [out], strict=True))
 
 
-@retried
 def predict_arrays(
-    ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: PredictRequest
+    ctx: AppContext,
+    *,
+    scope: Scope,
+    model_id: uuid.UUID,
+    body: PredictRequest,
+    row: ModelRow | None = None,
 ) -> dict[str, np.ndarray]:
-    """Keras's predict: the outputs keyed by output name, in output order."""
-    row = get_model(ctx, scope=scope, model_id=model_id)
+    """Keras's predict: the outputs keyed by output name, in output order. `row`: the model's
+    row, when the caller has just read it (see on_fresh_row)."""
+    read = partial(get_model, ctx, scope=scope, model_id=model_id)
+    return on_fresh_row(read, lambda row: _predict_arrays(ctx, row, body), row)
+
+
+def _predict_arrays(ctx: AppContext, row: ModelRow, body: PredictRequest) -> dict[str, np.ndarray]:
     x, _, _ = resolved(ctx, row, body)
     deadline = Deadline(ctx.settings, "predict")
 
@@ -169,5 +188,12 @@ def outputs_json(outputs: dict[str, np.ndarray]) -> Outputs:
     """Predictions as Keras returns them, in JSON: one output's as nested lists, several keyed
     by output name; non-finite values as null."""
     if len(outputs) == 1:
-        return list(safe_nested(next(iter(outputs.values())).tolist()))
-    return {name: list(safe_nested(out.tolist())) for name, out in outputs.items()}
+        return _lists(next(iter(outputs.values())))
+    return {name: _lists(out) for name, out in outputs.items()}
+
+
+def _lists(out: np.ndarray) -> list[Any]:
+    values = out.tolist()
+    if out.dtype.kind in "iub" or bool(np.isfinite(out).all()):
+        return list(values)  # nothing to replace: no walk over every number
+    return list(safe_nested(values))

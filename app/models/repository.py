@@ -8,7 +8,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Row, bindparam, delete, func, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from app.db.base import utcnow
@@ -29,6 +30,23 @@ def get_model(session: Session, *, model_id: uuid.UUID, scope: Scope) -> ModelRo
     return session.scalars(
         select(ModelRow).where(ModelRow.id == model_id, scope.where(ModelRow.project_id))
     ).first()
+
+
+# What of a model changes after its creation (its config and seed never do): read on each
+# predict, with a statement built once, to tell whether a row read earlier still holds.
+MODEL_STATE = select(
+    ModelRow.project_id,
+    ModelRow.weights_key,
+    ModelRow.weights_checkpoint_id,
+    ModelRow.compile_config,
+    ModelRow.updated_at,
+).where(ModelRow.id == bindparam("model_id"))
+
+
+def model_state(conn: Connection, *, model_id: uuid.UUID) -> Row[Any] | None:
+    """The changing columns of a model (MODEL_STATE), whatever its project: the caller checks
+    its scope."""
+    return conn.execute(MODEL_STATE, {"model_id": model_id}).first()
 
 
 def get_model_for_update(session: Session, *, model_id: uuid.UUID, scope: Scope) -> ModelRow | None:

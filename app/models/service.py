@@ -71,6 +71,26 @@ def get_model(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID) -> ModelRow
     return row
 
 
+def current_model(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID) -> ModelRow:
+    """`get_model` by one indexed read of the columns that change (MODEL_STATE): a row read
+    before (`ctx.cache.row`) is the answer while they all still match; otherwise the whole row
+    is read and kept. The row is shared: read it, never change it."""
+    with ctx.engine.connect() as conn:
+        state = repo.model_state(conn, model_id=model_id)
+    if state is None or not scope.sees(state.project_id):
+        raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
+    row = ctx.cache.row(model_id)
+    if row is None or _state_of(row) != tuple(state):
+        row = get_model(ctx, scope=scope, model_id=model_id)
+        ctx.cache.put_row(model_id, row)
+    return row
+
+
+def _state_of(row: ModelRow) -> tuple[Any, ...]:
+    return (row.project_id, row.weights_key, row.weights_checkpoint_id, row.compile_config,
+            row.updated_at)  # fmt: skip
+
+
 def delete_model(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID) -> None:
     with unit_of_work(ctx.sessions) as session:
         # Locked like submit_fit locks it: a fit and a delete of one model do not interleave.
@@ -107,6 +127,20 @@ def model_at(ctx: AppContext, row: ModelRow, key: str | None) -> Model:
         model.to(resolve_device(ctx.settings.device))
         ctx.cache.put((row.id, key), model)
     return model
+
+
+def model_graph(ctx: AppContext, row: ModelRow) -> Model:
+    """The graph of `row` as a dry run builds it (shapes and counts, no weights), what cost
+    estimates read: built once per model (its config never changes) and cached. A config the
+    limits now refuse is a 422 naming the field, as at creation."""
+    graph = ctx.cache.graph(row.id)
+    if graph is None:
+        try:
+            graph = Model.dry_run(row.config, limits=model_limits(ctx.settings))
+        except EngineError as exc:
+            raise invalid(exc, BODY) from exc
+        ctx.cache.put_graph(row.id, graph)
+    return graph
 
 
 def compile_spec(row: ModelRow, given: dict[str, Any] | None) -> CompileSpec:

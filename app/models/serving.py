@@ -22,13 +22,10 @@ from pydantic import ValidationError
 from app.core.errors import AppError, InvalidInput, PayloadTooLarge
 from app.datasets.refs import Resolver
 from app.db.scope import Scope
-from app.engine.config.errors import EngineError
-from app.engine.models.model import Model
 from app.models.cost import CostTooHigh, over_sync_cost, rows_of
 from app.models.inference import outputs_json, predict_arrays
-from app.models.loading import model_limits
 from app.models.schemas import PredictRequest
-from app.models.service import BODY, get_model, invalid
+from app.models.service import BODY, current_model, get_model, model_graph
 from app.models.serving_schemas import TFPredictRequest, V2InferRequest, V2InputTensor
 from app.runtime.context import AppContext
 from app.runtime.jsonsafe import safe_nested
@@ -56,12 +53,9 @@ def predict_now(
 ) -> dict[str, np.ndarray]:
     """The outputs of a synchronous /v1 predict of `x`, keyed by output name in output order;
     a 413 naming `field` where /v1 would queue a job."""
-    row = get_model(ctx, scope=scope, model_id=model_id)
+    row = current_model(ctx, scope=scope, model_id=model_id)
     resolved = Resolver(ctx, scope=Scope.of_project(row.project_id)).resolve(x, [BODY, "x"])
-    try:  # the estimate reads the model's graph (a dry run), as /v1 predict's does
-        graph = Model.dry_run(row.config, limits=model_limits(ctx.settings))
-    except EngineError as exc:
-        raise invalid(exc, BODY) from exc
+    graph = model_graph(ctx, row)  # the estimate reads the model's graph, as /v1 predict's does
     rows, most = rows_of(resolved), ctx.settings.predict_sync_max_rows
     job_form = f"POST /v1/models/{model_id}/predict, which runs it as a job"
     if rows > most:
@@ -73,7 +67,7 @@ def predict_now(
                           f"({ctx.settings.sync_max_cost}); this protocol answers at once, so "
                           f"send fewer rows, or use {job_form}", loc=field)  # fmt: skip
     body = PredictRequest.model_validate({"x": x})
-    return predict_arrays(ctx, scope=scope, model_id=model_id, body=body)
+    return predict_arrays(ctx, scope=scope, model_id=model_id, body=body, row=row)
 
 
 @contextmanager
@@ -256,7 +250,8 @@ def v2_infer(
     """The response's JSON and the binary data after it (empty when every output is JSON)."""
     if body.model_name not in (None, str(model_id)):
         raise InvalidInput("is not the model of the path", loc=[BODY, "model_name"])
-    names = [i["name"] for i in get_model(ctx, scope=scope, model_id=model_id).summary["inputs"]]
+    row = current_model(ctx, scope=scope, model_id=model_id)
+    names = [i["name"] for i in row.summary["inputs"]]
     arrays = _inputs(body, names, binary)
     index = {t.name: i for i, t in enumerate(body.inputs)}
     x: Any = arrays[names[0]] if len(names) == 1 else arrays

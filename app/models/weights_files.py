@@ -87,6 +87,20 @@ def retried(fn: Callable[P, T]) -> Callable[P, T]:
     return again
 
 
+R = TypeVar("R")
+
+
+def on_fresh_row(read: Callable[[], R], use: Callable[[R], T], row: R | None = None) -> T:
+    """`retried` for a caller that may hold the row already: `use(row)` (the row `read()` when
+    none is given), and once more on the row read again when its weights file was gone. A
+    caller that has just read the row passes it, saving the second read of the same row."""
+    try:
+        return use(read() if row is None else row)
+    except WeightsChanged:
+        log.info("a weights file was replaced while read; reading the model again")
+        return use(read())
+
+
 def replaced_file(
     session: Session, *, model_id: uuid.UUID, old: str | None, new: str | None
 ) -> str | None:

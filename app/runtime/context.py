@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
+from app.db.models import ModelRow
 from app.db.session import make_engine, make_session_factory
 from app.engine.models.model import Model
 from app.runtime.progress import LocalBus, ProgressBus, make_bus
@@ -29,12 +30,46 @@ class Dispatcher(Protocol):
 
 class ModelCache:
     """Built models with their weights loaded, keyed by (model id, weights key): evaluate and
-    predict on the same weights skip the rebuild and the checkpoint read."""
+    predict on the same weights skip the rebuild and the checkpoint read. A weights key names
+    one file, written once, so an entry never goes stale: new weights are a new key. Beside
+    them, each model's graph from a dry run (`graphs`: shapes and counts, no weights), which
+    cost estimates read (a model's config never changes, so neither does its graph), and its
+    row as last read whole (`rows`), which a predict reuses while the columns that change
+    still match."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._items: OrderedDict[tuple[uuid.UUID, str | None], Model] = OrderedDict()
+        self._graphs: OrderedDict[uuid.UUID, Model] = OrderedDict()
+        self._rows: OrderedDict[uuid.UUID, ModelRow] = OrderedDict()
         self._lock = threading.Lock()
+
+    def graph(self, model_id: uuid.UUID) -> Model | None:
+        with self._lock:
+            graph = self._graphs.get(model_id)
+            if graph is not None:
+                self._graphs.move_to_end(model_id)
+            return graph
+
+    def row(self, model_id: uuid.UUID) -> ModelRow | None:
+        """The model's row as last read whole (see app.models.service.current_model)."""
+        with self._lock:
+            return self._rows.get(model_id)
+
+    def put_row(self, model_id: uuid.UUID, row: ModelRow) -> None:
+        with self._lock:
+            self._rows[model_id] = row
+            self._rows.move_to_end(model_id)
+            while len(self._rows) > 4 * self.size:
+                self._rows.popitem(last=False)
+
+    def put_graph(self, model_id: uuid.UUID, graph: Model) -> None:
+        with self._lock:
+            self._graphs[model_id] = graph
+            self._graphs.move_to_end(model_id)
+            # Graphs hold no weights: a few times more of them than of built models.
+            while len(self._graphs) > 4 * self.size:
+                self._graphs.popitem(last=False)
 
     def get(self, key: tuple[uuid.UUID, str | None]) -> Model | None:
         with self._lock:
@@ -54,6 +89,8 @@ class ModelCache:
         with self._lock:
             for key in [k for k in self._items if k[0] == model_id]:
                 del self._items[key]
+            self._graphs.pop(model_id, None)
+            self._rows.pop(model_id, None)
 
 
 @dataclass

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query, Request, status
 from pydantic import AwareDatetime
 
+from app.api.audit import AuditWriter
 from app.api.auth import Caller
 from app.api.deps import Ctx
 from app.api.errors import ErrorOut
@@ -90,6 +91,7 @@ def set_project_quotas(
 def list_audit_entries(
     ctx: Ctx,
     who: Caller,
+    request: Request,
     project: ProjectQuery = None,
     since: Annotated[
         AwareDatetime | None, Query(description="From this time on (with its UTC offset)")
@@ -97,6 +99,9 @@ def list_audit_entries(
     before_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditPage:
+    writer: AuditWriter | None = getattr(request.app.state, "audit_writer", None)
+    if writer is not None:
+        writer.flush()  # the rows of requests that have ended, this one's caller's included
     rows = service.audit_page(ctx, project=project, since=since, before_id=before_id, limit=limit)
     items = [AuditOut.of(r) for r in rows]
     return AuditPage(items=items, next_before_id=items[-1].id if len(items) == limit else None)

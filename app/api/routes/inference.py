@@ -6,12 +6,14 @@ in `.npy` (`.npz` for several outputs) when `Accept` asks for it."""
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import anyio
 import numpy as np
+import orjson
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -68,8 +70,14 @@ class BinaryBodyRoute(APIRoute):
 
         async def handler(request: Request) -> Response:
             binary = BINARY_HANDLERS.get(name)  # defined below the routes
-            if binary is not None and _media(request) in BINARY_MEDIA:
+            media = _media(request)
+            if binary is not None and media in BINARY_MEDIA:
                 return await binary(request)
+            direct = DIRECT_JSON_HANDLERS.get(name)
+            if direct is not None and media == "application/json":
+                answer = await direct(request)
+                if answer is not None:
+                    return answer
             return await json_handler(request)
 
         return handler
@@ -101,10 +109,13 @@ def evaluate_model(ctx: Ctx, who: Caller, model_id: uuid.UUID, body: EvaluateReq
 
 def _encode(outputs: dict[str, np.ndarray], accept: str) -> Response:
     """The predictions in the form `accept` asks for: .npy (one output), .npz (several, or
-    asked for), else JSON."""
+    asked for), else JSON (PredictOut's form, encoded as JSONResponse encodes it, without
+    building the model over every number)."""
     wants_npy, wants_npz = NPY in accept, NPZ in accept
     if not (wants_npy or wants_npz):
-        return JSONResponse(PredictOut(predictions=outputs_json(outputs)).model_dump(mode="json"))
+        body = json.dumps({"predictions": outputs_json(outputs)}, ensure_ascii=False,
+                          allow_nan=False, indent=None, separators=(",", ":"))  # fmt: skip
+        return Response(body.encode("utf-8"), media_type="application/json")
     buf = io.BytesIO()
     if wants_npy and len(outputs) == 1:
         np.save(buf, next(iter(outputs.values())), allow_pickle=False)
@@ -192,6 +203,33 @@ async def predict_binary(request: Request) -> Response:
     return await anyio.to_thread.run_sync(run)
 
 
+async def predict_json(request: Request) -> Response | None:
+    """predict with a JSON body, straight to the use case: what FastAPI's handler does for
+    this route (the caller's role, the path's UUID, the body parsed and validated as a
+    PredictRequest), without its general machinery. None when anything is not plainly valid:
+    the route's own handler then answers, with its usual errors."""
+    who = authorize(request)  # first, as the route's dependencies run before its body is read
+    try:
+        raw_id = str(request.path_params["model_id"])
+        model_id = uuid.UUID(raw_id)
+        if str(model_id) != raw_id.lower():  # other spellings: as the route's validation says
+            return None
+        data = await request.body()
+        # orjson parses the numbers to the same floats as json.loads; what it refuses (NaN
+        # literals, other encodings than UTF-8, deep nesting) goes the usual way.
+        body = PredictRequest.model_validate(orjson.loads(data))
+    except BodyTooLarge as exc:
+        raise PayloadTooLarge(str(exc), loc=["body"]) from exc
+    except Exception:  # a bad UUID, JSON or body: the route's handler says what is wrong
+        return None
+    ctx: AppContext = request.app.state.ctx
+    accept = request.headers.get("accept", "")
+    return await anyio.to_thread.run_sync(_predict, ctx, who.scope, model_id, body, accept)
+
+
 BINARY_HANDLERS: dict[str, Callable[[Request], Awaitable[Response]]] = {
     "predict_model": predict_binary
+}
+DIRECT_JSON_HANDLERS: dict[str, Callable[[Request], Awaitable[Response | None]]] = {
+    "predict_model": predict_json
 }
