@@ -7,7 +7,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,9 +15,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.config import Settings
 from app.db.models import ModelRow
 from app.db.session import make_engine, make_session_factory
-from app.engine.models.model import Model
 from app.runtime.progress import LocalBus, ProgressBus, make_bus
 from app.runtime.storage import ArtifactStore
+
+if TYPE_CHECKING:  # torch is imported by what builds models, not by every command
+    from app.engine.models.model import Model
 
 
 class Dispatcher(Protocol):
