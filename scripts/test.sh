@@ -3,8 +3,10 @@
 # Needs PostgreSQL (127.0.0.1:5432, user postgres) and Redis (127.0.0.1:6379); under CI=true a
 # test that cannot reach them fails instead of skipping. Extra arguments go to pytest.
 # `scripts/test.sh --quick` leaves out the slowest differential fits (pytest -m "not slow").
-# Tests run in TEST_WORKERS processes (default: the CPU count, at most 4), a test module to a
-# process (pytest-xdist, --dist loadfile), so a module's fixtures are set up once.
+# Tests run in TEST_WORKERS processes (default: twice the CPU count, at most 4: many tests wait
+# on servers, workers and timers, and a second process a core fills that time), a test module
+# to a process (pytest-xdist, --dist loadfile), so a module's fixtures are set up once. The
+# differential fits on the baseline kernels, which only compute, run in one process a core.
 set -euo pipefail
 marks=()
 fit_marks="differential and fit"
@@ -27,7 +29,8 @@ mypy_pid=$!
 # collects only those.
 fit_list="$(mktemp)"
 trap 'kill "$mypy_pid" 2>/dev/null || true; rm -f "$mypy_log" "$fit_list"' EXIT
-workers="${TEST_WORKERS:-$(python -c 'import os; print(min(4, os.cpu_count() or 1))')}"
+workers="${TEST_WORKERS:-$(python -c 'import os; print(min(4, 2 * (os.cpu_count() or 1)))')}"
+fit_workers="${TEST_WORKERS:-$(python -c 'import os; print(min(4, os.cpu_count() or 1))')}"
 parallel=(-n "$workers" --dist loadfile)
 echo "== pytest ($workers processes; the 15 slowest tests are listed at the end)"
 tests_status=0
@@ -49,5 +52,6 @@ fit_files=()
 if [ $# -eq 0 ] && [ -s "$fit_list" ]; then
     mapfile -t fit_files <"$fit_list"
 fi
-ATEN_CPU_CAPABILITY=default python -m pytest -q -p no:cacheprovider "${parallel[@]}" -m "$fit_marks" \
+ATEN_CPU_CAPABILITY=default python -m pytest -q -p no:cacheprovider -n "$fit_workers" --dist loadfile \
+    -m "$fit_marks" \
     "${fit_files[@]}" "$@"
