@@ -15,9 +15,9 @@ scratch database of its own that is dropped at the end:
 
     python -m bench.bench_scale [--quick] [--jobs N] [--listeners N] [--only queue,rows,sse]
 
-Needs PostgreSQL (TEST_POSTGRES_URL, default postgresql+psycopg://postgres@127.0.0.1:5432/test,
-whose server gets the scratch databases) and Redis (TEST_REDIS_URL, default
-redis://127.0.0.1:6379/0; a Celery queue of the run's own).
+Needs PostgreSQL (BENCH_PG_ADMIN_URL, whose server gets the scratch databases) and Redis
+(BENCH_REDIS_URL; a Celery queue of the run's own), both defaulting to the local ones
+(bench/report.py).
 """
 
 from __future__ import annotations
@@ -41,37 +41,15 @@ from typing import Any, cast
 import httpx
 from sqlalchemy import Engine, create_engine, event, text
 
+from bench.report import REDIS_URL, scratch_database
 from tests.e2e.harness import Process, start_api_and_workers
 from tests.support import scenario
 
-PG_ADMIN_URL = os.environ.get(
-    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PARTS = ("queue", "rows", "sse")
 Row = dict[str, Any]
 
 
 # --- shared ----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def scratch_database() -> Iterator[str]:
-    """A new database on the server, migrated to head; dropped (with its connections) after."""
-    from app.db.migrate import upgrade_head
-
-    name = f"fitapi_bench_scale_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-        upgrade_head(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def service_env(url: str, tmp: Path) -> dict[str, str]:

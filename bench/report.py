@@ -14,10 +14,11 @@ from typing import NotRequired, TypedDict
 
 import torch
 
-PG_ADMIN_URL = os.environ.get(
-    "BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+# The servers of the distributed runs: BENCH_*, else the test suite's, else the local ones.
+PG_ADMIN_URL = (os.environ.get("BENCH_PG_ADMIN_URL") or os.environ.get("TEST_POSTGRES_URL")
+                or "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")  # fmt: skip
+REDIS_URL = (os.environ.get("BENCH_REDIS_URL") or os.environ.get("TEST_REDIS_URL")
+             or "redis://127.0.0.1:6379/0")  # fmt: skip
 
 
 class Row(TypedDict):
