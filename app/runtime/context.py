@@ -7,7 +7,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,28 +30,62 @@ class Dispatcher(Protocol):
     def close(self) -> None: ...
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Lru(Generic[K, V]):
+    """At most `size` entries, the least recently used dropped first (not thread-safe: its
+    owner locks)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self.items.get(key)
+        if value is not None:
+            self.items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self.items[key] = value
+        self.items.move_to_end(key)
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
+
+
 class ModelCache:
     """Built models with their weights loaded, keyed by (model id, weights key): evaluate and
     predict on the same weights skip the rebuild and the checkpoint read. A weights key names
     one file, written once, so an entry never goes stale: new weights are a new key. Beside
-    them, each model's graph from a dry run (`graphs`: shapes and counts, no weights), which
-    cost estimates read (a model's config never changes, so neither does its graph), and its
-    row as last read whole (`rows`), which a predict reuses while the columns that change
-    still match."""
+    them, each model's graph from a dry run (shapes and counts, no weights), which cost
+    estimates read (a model's config never changes, so neither does its graph), and its row as
+    last read whole, which a predict reuses while the columns that change still match. Graphs
+    and rows hold no weights: a few times more of them are kept than of built models."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[tuple[uuid.UUID, str | None], Model] = OrderedDict()
-        self._graphs: OrderedDict[uuid.UUID, Model] = OrderedDict()
-        self._rows: OrderedDict[uuid.UUID, ModelRow] = OrderedDict()
+        self._models: _Lru[tuple[uuid.UUID, str | None], Model] = _Lru(size)
+        self._graphs: _Lru[uuid.UUID, Model] = _Lru(4 * size)
+        self._rows: _Lru[uuid.UUID, ModelRow] = _Lru(4 * size)
         self._lock = threading.Lock()
+
+    def get(self, key: tuple[uuid.UUID, str | None]) -> Model | None:
+        with self._lock:
+            return self._models.get(key)
+
+    def put(self, key: tuple[uuid.UUID, str | None], model: Model) -> None:
+        with self._lock:
+            self._models.put(key, model)
 
     def graph(self, model_id: uuid.UUID) -> Model | None:
         with self._lock:
-            graph = self._graphs.get(model_id)
-            if graph is not None:
-                self._graphs.move_to_end(model_id)
-            return graph
+            return self._graphs.get(model_id)
+
+    def put_graph(self, model_id: uuid.UUID, graph: Model) -> None:
+        with self._lock:
+            self._graphs.put(model_id, graph)
 
     def row(self, model_id: uuid.UUID) -> ModelRow | None:
         """The model's row as last read whole (see app.models.service.current_model)."""
@@ -60,39 +94,14 @@ class ModelCache:
 
     def put_row(self, model_id: uuid.UUID, row: ModelRow) -> None:
         with self._lock:
-            self._rows[model_id] = row
-            self._rows.move_to_end(model_id)
-            while len(self._rows) > 4 * self.size:
-                self._rows.popitem(last=False)
-
-    def put_graph(self, model_id: uuid.UUID, graph: Model) -> None:
-        with self._lock:
-            self._graphs[model_id] = graph
-            self._graphs.move_to_end(model_id)
-            # Graphs hold no weights: a few times more of them than of built models.
-            while len(self._graphs) > 4 * self.size:
-                self._graphs.popitem(last=False)
-
-    def get(self, key: tuple[uuid.UUID, str | None]) -> Model | None:
-        with self._lock:
-            model = self._items.get(key)
-            if model is not None:
-                self._items.move_to_end(key)
-            return model
-
-    def put(self, key: tuple[uuid.UUID, str | None], model: Model) -> None:
-        with self._lock:
-            self._items[key] = model
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            self._rows.put(model_id, row)
 
     def drop_model(self, model_id: uuid.UUID) -> None:
         with self._lock:
-            for key in [k for k in self._items if k[0] == model_id]:
-                del self._items[key]
-            self._graphs.pop(model_id, None)
-            self._rows.pop(model_id, None)
+            for key in [k for k in self._models.items if k[0] == model_id]:
+                del self._models.items[key]
+            self._graphs.items.pop(model_id, None)
+            self._rows.items.pop(model_id, None)
 
 
 @dataclass
