@@ -30,7 +30,7 @@ from app.datasets.conversion import (
     check_shape,
     clip,
 )
-from app.datasets.npywriter import ArrayStats, NpyWriter, Outputs
+from app.datasets.npywriter import ArrayStats, NpyWriter, Outputs, check_total_bytes
 
 MAX_HEADER_BYTES = 10_000
 # A Fortran-order row is gathered from this many separate places in the file; beyond this, the
@@ -174,11 +174,7 @@ def npy_in_memory(data: bytes, name: str, limits: ConvertLimits) -> np.ndarray |
     For a small body (a predict request's), this spares the scratch files and their fsyncs."""
     header = read_header(io.BytesIO(data), name, limits)
     check_data_size(header, len(data) - header.data_offset, "the file")
-    if header.nbytes > limits.max_bytes:  # Outputs.expect's refusal, with nothing else held
-        raise FormatError(
-            f"the arrays would hold {header.nbytes} bytes; at most {limits.max_bytes} are allowed",
-            status=413,
-        )
+    check_total_bytes(header.nbytes, limits)  # Outputs.expect's refusal, nothing else held
     native = check_dtype(name, header.dtype)
     if header.dtype != native or header.fortran_order:
         return None

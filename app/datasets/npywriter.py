@@ -149,6 +149,15 @@ class NpyWriter:
             self._file = None
 
 
+def check_total_bytes(total: int, limits: ConvertLimits) -> None:
+    """A 413 when arrays of `total` bytes in all would exceed the limit."""
+    if total > limits.max_bytes:
+        raise FormatError(
+            f"the arrays would hold {total} bytes; at most {limits.max_bytes} are allowed",
+            status=413,
+        )
+
+
 class Outputs:
     """The files one conversion writes into `out_dir`, and the limits they share."""
 
@@ -162,12 +171,7 @@ class Outputs:
 
     def expect(self, nbytes: int) -> None:
         """A 413 now if arrays of `nbytes` in all would exceed the limit."""
-        if self.total + nbytes > self.limits.max_bytes:
-            raise FormatError(
-                f"the arrays would hold {self.total + nbytes} bytes; at most "
-                f"{self.limits.max_bytes} are allowed",
-                status=413,
-            )
+        check_total_bytes(self.total + nbytes, self.limits)
 
     def charge(self, nbytes: int) -> None:
         self.expect(nbytes)
