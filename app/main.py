@@ -21,6 +21,7 @@ from app.api.idempotency import Idempotency
 from app.api.idempotency_openapi import document as document_idempotency
 from app.api.middleware import BodyLimit
 from app.api.observe import Observe
+from app.api.predict_lane import PredictLane
 from app.api.protocol_errors import ProtocolErrors
 from app.api.routes import (
     admin,
@@ -70,9 +71,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             upgrade_head(settings.resolved_database_url)
         ctx.dispatcher = make_dispatcher(ctx)
         app.state.ctx = ctx
-        app.state.auth_mode = AuthMode(settings.auth_required)
+        app.state.auth_mode = AuthMode(settings.auth_required, settings.auth_cache_s)
         app.state.rate_limiter = RateLimiter(settings.quota_burst)
         app.state.audit_writer = AuditWriter(ctx, settings.audit_flush_s)
+        app.state.predict_lane = PredictLane(settings.predict_threads)
         app.state.readiness = Readiness(ctx)
         # Scrape-time metrics of this app (the process's own are in the default registry).
         app.state.metrics_registry = CollectorRegistry()
@@ -91,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield
         finally:
             app.state.readiness.close()
+            app.state.predict_lane.close()
             app.state.audit_writer.close()
             ctx.close()
 

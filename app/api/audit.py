@@ -23,7 +23,6 @@ from app.api.auth import TENANT_PREFIXES, route_path
 from app.auth import service
 from app.auth.schemas import Principal
 from app.db.base import utcnow
-from app.db.models import AuditRow
 
 log = logging.getLogger(__name__)
 READS = ("GET", "HEAD", "OPTIONS")
@@ -50,7 +49,7 @@ class AuditWriter:
         self._thread.start()
 
     def add(self, row: dict[str, Any]) -> None:
-        """`row`: an AuditRow's fields (the row itself is built on the writer's thread)."""
+        """`row`: an AuditRow's fields, as `_entry` makes them."""
         with self._cond:
             self._rows.append(row)
             self._added += 1
@@ -86,7 +85,7 @@ class AuditWriter:
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         try:
-            service.record(self.ctx, rows=[AuditRow(**fields) for fields in rows])
+            service.record(self.ctx, rows=rows)
             return
         except Exception:
             if len(rows) == 1:
@@ -130,8 +129,7 @@ class AuditLog:
             return
         ctx = scope["app"].state.ctx  # an app run without its lifespan: write it here
         try:
-            rows = [AuditRow(**entry)]
-            await anyio.to_thread.run_sync(partial(service.record, ctx, rows=rows))
+            await anyio.to_thread.run_sync(partial(service.record, ctx, rows=[entry]))
         except Exception:
             log.exception("could not write the audit row of %s", entry["route"])
 

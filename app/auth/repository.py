@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -110,8 +110,11 @@ def revoke_key(session: Session, *, key_id: uuid.UUID) -> None:
 
 
 # -- audit -------------------------------------------------------------------------------------
-def add_audit(session: Session, *, row: AuditRow) -> None:
-    session.add(row)
+def add_audit(session: Session, *, rows: list[dict[str, Any]]) -> None:
+    """One INSERT for all `rows` (AuditRow's fields), without building an ORM object per row:
+    the audit writer adds a row for every request that changes something."""
+    if rows:
+        session.execute(insert(AuditRow), rows)
 
 
 def list_audit(

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -51,28 +53,85 @@ SINGLE_USER = Principal(
 BEARER = 'Bearer realm="fitapi"'
 
 
-class AuthMode:
-    """Whether requests need a key: AUTH_REQUIRED, or once a key exists. It never turns off
-    again in a running process, so only the single-user mode asks the database."""
+# Bumped by every change this process makes to keys or quotas: principals checked before it
+# are checked again (AuthMode's cache).
+_changes = [0]
 
-    def __init__(self, required: bool) -> None:
+
+def _changed() -> None:
+    _changes[0] += 1
+
+
+class AuthMode:
+    """Whether requests need a key (AUTH_REQUIRED, or once a key exists), and the principals
+    of the keys checked in the last AUTH_CACHE_S seconds, by their token's digest: a request
+    reads its key from the database at most once per key in that time (single-user, whether a
+    key exists yet). A change made through this process (`_changed`) drops them at once.
+    Authentication never turns off again in a running process."""
+
+    SIZE = 4096  # keys kept at most; past it, the oldest go
+
+    def __init__(self, required: bool, ttl_s: float = 0.0) -> None:
         self._on = threading.Event()
         if required:
             self._on.set()
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._keys: dict[str, tuple[float, int, Principal]] = {}
+        self._off_until = (0.0, -1)  # (monotonic deadline, change count) of a "no key" read
 
     def enabled(self, ctx: AppContext) -> bool:
         if self._on.is_set():
             return True
+        if self._known_off():
+            return False
+        seen = _changes[0]
         with ctx.engine.connect() as conn:
             if repo.any_key(conn):
                 self._on.set()
                 log.info("an API key exists: authentication is on")
+        if not self._on.is_set() and self.ttl_s > 0:
+            self._off_until = (time.monotonic() + self.ttl_s, seen)
         return self._on.is_set()
+
+    def _known_off(self) -> bool:
+        until, seen = self._off_until
+        return seen == _changes[0] and time.monotonic() < until
+
+    def cached(self, ctx: AppContext, token: str | None) -> Principal | None:
+        """The principal of `token` if known without reading the database; else None."""
+        if not self._on.is_set():
+            return _single_user(ctx) if self._known_off() else None
+        if not token or self.ttl_s <= 0:
+            return None
+        with self._lock:
+            found = self._keys.get(digest(token))
+        if found is None:
+            return None
+        until, seen, principal = found
+        return principal if seen == _changes[0] and time.monotonic() < until else None
+
+    def keep(self, token: str, principal: Principal, seen: int) -> None:
+        """Trust `principal`, read after change `seen`, for AUTH_CACHE_S."""
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            if len(self._keys) >= self.SIZE:
+                self._keys.pop(next(iter(self._keys)))
+            self._keys[digest(token)] = (time.monotonic() + self.ttl_s, seen, principal)
+
+
+def _single_user(ctx: AppContext) -> Principal:
+    return replace(SINGLE_USER, requests_per_s=ctx.settings.quota_requests_per_s)
 
 
 def authenticate(ctx: AppContext, *, mode: AuthMode, token: str | None) -> Principal:
+    cached = mode.cached(ctx, token)
+    if cached is not None:
+        return cached
+    seen = _changes[0]  # before the reads: a change meanwhile leaves nothing cached
     if not mode.enabled(ctx):
-        return replace(SINGLE_USER, requests_per_s=ctx.settings.quota_requests_per_s)
+        return _single_user(ctx)
     if not token:
         raise Unauthorized(
             "an API key is required: send `Authorization: Bearer <key>`",
@@ -89,9 +148,11 @@ def authenticate(ctx: AppContext, *, mode: AuthMode, token: str | None) -> Princ
             headers={"WWW-Authenticate": f'{BEARER}, error="invalid_token"'},
         )  # fmt: skip
     key, project = found
-    return Principal(key_id=key.id, key_prefix=key.prefix, role=Role(key.role),
-                     project_id=project.id, project_name=project.name,
-                     requests_per_s=limits(ctx.settings, project).requests_per_s)  # fmt: skip
+    principal = Principal(key_id=key.id, key_prefix=key.prefix, role=Role(key.role),
+                          project_id=project.id, project_name=project.name,
+                          requests_per_s=limits(ctx.settings, project).requests_per_s)  # fmt: skip
+    mode.keep(token, principal, seen)
+    return principal
 
 
 # -- keys --------------------------------------------------------------------------------------
@@ -114,6 +175,7 @@ def _create_key(ctx: AppContext, *, project: str, role: Role, name: str | None) 
             name=name,
         ))  # fmt: skip
         out = KeyCreated(**KeyOut.of(key, row).model_dump(), token=token)
+    _changed()
     log.info("API key %s created (project %s, role %s)", prefix, project, role.value)
     return out
 
@@ -143,6 +205,7 @@ def revoke_key(ctx: AppContext, *, key: str) -> KeyOut:
         assert found is not None
         session.flush()
         out = KeyOut.of(*found)
+    _changed()
     log.info("API key %s revoked", out.prefix)
     return out
 
@@ -191,15 +254,17 @@ def set_quotas(ctx: AppContext, *, project: str, body: QuotaUpdate) -> ProjectOu
         repo.set_quotas(session, project_id=row.id, quotas=own)
         session.flush()
         session.refresh(row)
-        return _project_out(ctx, session, row)
+        out = _project_out(ctx, session, row)
+    _changed()
+    return out
 
 
 # -- audit -------------------------------------------------------------------------------------
-def record(ctx: AppContext, *, rows: list[AuditRow]) -> None:
-    """Audit rows, in order, in one transaction."""
+def record(ctx: AppContext, *, rows: list[dict[str, Any]]) -> None:
+    """Audit rows (each an AuditRow's fields, the same fields in each), in order, in one
+    transaction."""
     with unit_of_work(ctx.sessions) as session:
-        for row in rows:
-            repo.add_audit(session, row=row)
+        repo.add_audit(session, rows=rows)
 
 
 def audit_page(

@@ -153,6 +153,13 @@ class Settings(BaseSettings):
         description="Require an API key even before one exists (true in the image and the "
         "compose file); false: single-user until the first key is created",
     )
+    auth_cache_s: float = Field(
+        default=1.0, ge=0, le=60, description="Seconds an API process trusts a key it has "
+        "checked (and, single-user, that no key exists) before reading the database again. A "
+        "key created or revoked, or a quota set, through this process takes effect at once; "
+        "through another (the admin command, another API replica) within this time. 0: every "
+        "request reads its key",
+    )  # fmt: skip
     quota_models: int = Field(default=1000, ge=0, description="Models per project")
     quota_queued_jobs: int = Field(
         default=100, ge=0, description="Queued jobs per project (429 beyond)"
@@ -187,6 +194,11 @@ class Settings(BaseSettings):
     )  # fmt: skip
     predict_sync_max_rows: int = Field(
         default=10_000, ge=1, description="A predict or evaluate over more rows runs as a job",
+    )  # fmt: skip
+    predict_threads: int = Field(
+        default=4, ge=1, le=64, description="Threads of each API process that answer "
+        "synchronous predicts (the predict lane): each takes every predict waiting, reads each "
+        "model's state once for them, and runs them one by one",
     )  # fmt: skip
     model_cache_size: int = Field(
         default=16,

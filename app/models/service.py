@@ -6,8 +6,10 @@ runs before anything is written."""
 from __future__ import annotations
 
 import os
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from app.auth.quotas import require_room
@@ -71,12 +73,33 @@ def get_model(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID) -> ModelRow
     return row
 
 
+_shared = threading.local()
+
+
+@contextmanager
+def shared_state_reads() -> Iterator[None]:
+    """Within it, on this thread, `current_model` reads each model's state once: the calls
+    made for requests that had all arrived before it began (the predict lane's pass) share one
+    read per model, which sees every change committed before any of them arrived."""
+    _shared.states = {}
+    try:
+        yield
+    finally:
+        del _shared.states
+
+
 def current_model(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID) -> ModelRow:
     """`get_model` by one indexed read of the columns that change (MODEL_STATE): a row read
     before (`ctx.cache.row`) is the answer while they all still match; otherwise the whole row
     is read and kept. The row is shared: read it, never change it."""
-    with ctx.engine.connect() as conn:
-        state = repo.model_state(conn, model_id=model_id)
+    states: dict[uuid.UUID, Any] | None = getattr(_shared, "states", None)
+    if states is not None and model_id in states:
+        state = states[model_id]
+    else:
+        with ctx.engine.connect() as conn:
+            state = repo.model_state(conn, model_id=model_id)
+        if states is not None:
+            states[model_id] = state
     if state is None or not scope.sees(state.project_id):
         raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
     row = ctx.cache.row(model_id)

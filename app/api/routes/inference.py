@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import anyio
 import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response, status
@@ -22,6 +21,7 @@ from app.api.auth import Caller, authorize
 from app.api.deps import Ctx
 from app.api.errors import ErrorOut
 from app.api.middleware import BodyTooLarge
+from app.api.predict_lane import run_predict
 from app.core.errors import InvalidInput, PayloadTooLarge
 from app.datasets.service import BodyArrays
 from app.db.scope import Scope
@@ -200,7 +200,7 @@ async def predict_binary(request: Request) -> Response:
         finally:
             arrays.close()
 
-    return await anyio.to_thread.run_sync(run)
+    return await run_predict(request.app.state, run)
 
 
 async def predict_json(request: Request) -> Response | None:
@@ -224,7 +224,8 @@ async def predict_json(request: Request) -> Response | None:
         return None
     ctx: AppContext = request.app.state.ctx
     accept = request.headers.get("accept", "")
-    return await anyio.to_thread.run_sync(_predict, ctx, who.scope, model_id, body, accept)
+    return await run_predict(request.app.state,
+                             lambda: _predict(ctx, who.scope, model_id, body, accept))  # fmt: skip
 
 
 BINARY_HANDLERS: dict[str, Callable[[Request], Awaitable[Response]]] = {

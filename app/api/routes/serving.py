@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import anyio
 from fastapi import APIRouter, Body, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -17,6 +16,7 @@ from fastapi.routing import APIRoute
 from app.api.auth import Caller, authorize
 from app.api.deps import Ctx
 from app.api.middleware import BodyTooLarge
+from app.api.predict_lane import run_predict
 from app.api.request_guard import UNTYPED_BODY
 from app.core.errors import InvalidInput, PayloadTooLarge
 from app.models import serving
@@ -205,4 +205,4 @@ async def v2_infer_binary(request: Request) -> Response:
                                         binary=binary)  # fmt: skip
         return _answer(header, blob)
 
-    return await anyio.to_thread.run_sync(run)
+    return await run_predict(request.app.state, run)
