@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,7 @@ def test_the_lane_answers_each_call_and_raises_its_errors() -> None:
     async def main() -> list[int]:
         with pytest.raises(ValueError, match="bad input"):
             await lane.run(fail)
-        return list(await asyncio.gather(*(lane.run(lambda i=i: i * i) for i in range(200))))
+        return list(await asyncio.gather(*(lane.run(partial(pow, i, 2)) for i in range(200))))
 
     try:
         assert asyncio.run(main()) == [i * i for i in range(200)]
