@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -167,12 +168,37 @@ def read_fortran_order(fd: int, offset: int, header: NpyHeader, writer: NpyWrite
         writer.write(c_block)
 
 
+# The version 1.0 header numpy writes (`np.save`): the dictionary's keys in this order, a plain
+# type string, the shape's integers, then spaces and a newline.
+_CANONICAL = re.compile(
+    rb"\{'descr': '([<>|][biuf][1248])', 'fortran_order': (False|True), "
+    rb"'shape': \(((?:[0-9]{1,18}, )*(?:[0-9]{1,18},?)?)\), \} *\n"
+)
+
+
+def _canonical_header(data: bytes, name: str, limits: ConvertLimits) -> NpyHeader | None:
+    """The header of `data` when numpy wrote it as np.save does (what the literal parser would
+    read from it, without running that parser); None for any other header, which read_header
+    then parses."""
+    if data[:8] != b"\x93NUMPY\x01\x00" or len(data) < 10:
+        return None
+    end = 10 + int.from_bytes(data[8:10], "little")
+    found = _CANONICAL.fullmatch(data, 10, end) if end <= 10 + MAX_HEADER_BYTES else None
+    if found is None:
+        return None
+    descr, fortran, dims = found.groups()
+    dtype = np.dtype(descr.decode("ascii"))
+    shape = check_shape(name, tuple(int(n) for n in dims.split(b",") if n.strip()), limits)
+    check_dtype(name, dtype)
+    return NpyHeader(name, dtype, shape, fortran == b"True" and len(shape) > 1, end)
+
+
 def npy_in_memory(data: bytes, name: str, limits: ConvertLimits) -> np.ndarray | None:
     """The .npy file `data` as a read-only array over those bytes, after the checks
     convert_npy makes (header, data size, the byte limit, dtype, finiteness), when it is
     already little-endian and C order; None when it is not (convert_npy rewrites such a file).
     For a small body (a predict request's), this spares the scratch files and their fsyncs."""
-    header = read_header(io.BytesIO(data), name, limits)
+    header = _canonical_header(data, name, limits) or read_header(io.BytesIO(data), name, limits)
     check_data_size(header, len(data) - header.data_offset, "the file")
     check_total_bytes(header.nbytes, limits)  # Outputs.expect's refusal, nothing else held
     native = check_dtype(name, header.dtype)

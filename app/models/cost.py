@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from typing import Any, Literal
 
 import numpy as np
@@ -22,7 +23,7 @@ import numpy as np
 from app.core.config import Settings
 from app.core.errors import AppError, InvalidInput, PayloadTooLarge
 from app.engine.callbacks import Callback, Logs
-from app.engine.models.cost import sample_cost
+from app.engine.models.cost import SampleCost, sample_cost
 from app.engine.models.model import Model
 from app.engine.training.fit_args import DEFAULT_BATCH_SIZE, FitPlan
 
@@ -92,11 +93,16 @@ def sent_elements(model: Model, x: Any) -> list[int | None]:
     return [_row_elements(v) for v in values]
 
 
+_sample_costs: weakref.WeakKeyDictionary[Model, SampleCost] = weakref.WeakKeyDictionary()
+
+
 def request_cost(model: Model, x: Any, *, rows: int, purpose: Purpose) -> int:
     """Estimated elements of running `model` on `rows` rows of `x`: the per-sample estimate at
     the sizes `x` has, plus, by purpose, the answer (predict), the labels and loss terms
     (score), and the backward pass (train); `check` is the forward pass alone."""
-    cost = sample_cost(model)
+    cost = _sample_costs.get(model)
+    if cost is None:  # a model's graph never changes: its estimate is made once
+        cost = _sample_costs[model] = sample_cost(model)
     scale = cost.scaled(sent_elements(model, x))
     per_sample = cost.elements(scale)
     outputs = math.ceil(cost.outputs * scale)

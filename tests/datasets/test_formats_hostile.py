@@ -337,3 +337,30 @@ def test_json_with_too_many_arrays(tmp_path: Path) -> None:
     document = '{"arrays": {' + ", ".join(f'"a{i}": [1]' for i in range(5)) + "}}"
     limits = ConvertLimits(max_bytes=1 << 20, max_arrays=4)
     assert refused(tmp_path, document.encode(), "json", limits=limits).status == 422
+
+
+def test_the_canonical_header_reads_what_numpys_parser_reads() -> None:
+    """npy_in_memory reads a header as np.save writes it without numpy's literal parser; what
+    it reads must be what read_header reads, and any other header goes to read_header."""
+    from app.datasets.npyfile import _canonical_header, read_header
+
+    limits = ConvertLimits(max_bytes=1 << 30)
+    arrays = [np.zeros((1, 784), np.float32), np.ones(5, ">f8"), np.zeros((2, 3, 4), np.int16),
+              np.asfortranarray(np.zeros((3, 2), np.uint8)), np.zeros((7, 1), bool),
+              np.zeros((2,) * 8, "<i8"), np.zeros((10**6, 0), np.float16)]  # fmt: skip
+    for a in arrays:
+        buf = io.BytesIO()
+        np.save(buf, a, allow_pickle=False)
+        data = buf.getvalue()
+        fast = _canonical_header(data, "x", limits)
+        assert fast is not None, a.dtype
+        assert fast == read_header(io.BytesIO(data), "x", limits)
+    canonical = b"{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), }"
+    others = [canonical.replace(b"'<f4'", b"'<c8'"),  # another dtype: numpy's parser says why
+              canonical.replace(b", }", b"}"), canonical.replace(b"(1, 2)", b"(1, 2.0)"),
+              canonical.replace(b"'descr'", b"'shape': (3,), 'descr'"),
+              b"{'fortran_order': False, 'descr': '<f4', 'shape': (1, 2), }"]  # fmt: skip
+    for header in others:
+        header += b" " * (-(len(header) + 11) % 64) + b"\n"
+        data = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(8)
+        assert _canonical_header(data, "x", limits) is None, header
