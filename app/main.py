@@ -74,7 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.auth_mode = AuthMode(settings.auth_required, settings.auth_cache_s)
         app.state.rate_limiter = RateLimiter(settings.quota_burst)
         app.state.audit_writer = AuditWriter(ctx, settings.audit_flush_s)
-        app.state.predict_lane = PredictLane(settings.predict_threads)
+        app.state.predict_lane = PredictLane(
+            settings.predict_threads, settings.predict_batch_wait_s
+        )
         app.state.readiness = Readiness(ctx)
         # Scrape-time metrics of this app (the process's own are in the default registry).
         app.state.metrics_registry = CollectorRegistry()

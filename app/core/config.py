@@ -200,6 +200,12 @@ class Settings(BaseSettings):
         "synchronous predicts (the predict lane): each takes every predict waiting, reads each "
         "model's state once for them, and runs them one by one",
     )  # fmt: skip
+    predict_batch_wait_s: float = Field(
+        default=0.0, ge=0, le=0.1, description="Micro-batching of synchronous JSON predicts: "
+        "a request waits up to this long for others of the same model, caller, checkpoint and "
+        "batch size, and they run as one predict over all their rows (a merged row may differ "
+        "from a lone one's in the last bits); 0: off, each runs alone",
+    )  # fmt: skip
     model_cache_size: int = Field(
         default=16,
         description="Built models, with their weights loaded, that each process keeps for "

@@ -62,6 +62,20 @@ def evaluate_or_job(
     return _at_once_or_job(ctx, scope, model_id, body, "evaluate", evaluate)
 
 
+def predict_now(
+    ctx: AppContext, *, scope: Scope, model_id: uuid.UUID, body: PredictRequest
+) -> dict[str, np.ndarray] | None:
+    """The predictions when `predict` would answer them at once, for a model of one input;
+    None, with nothing submitted, when it would queue a job or the model has several inputs
+    (the predict lane's merged requests, whose rows are concatenated, run alone then)."""
+    row = current_model(ctx, scope=scope, model_id=model_id)
+    if len(model_graph(ctx, row).input_names) != 1:
+        return None
+    outputs, _ = _at_once_or_job(ctx, scope, model_id, body, "predict", predict_arrays,
+                                 submit=False)  # fmt: skip
+    return outputs
+
+
 def _at_once_or_job(
     ctx: AppContext,
     scope: Scope,
@@ -69,6 +83,7 @@ def _at_once_or_job(
     body: Any,
     kind: str,
     at_once: Callable[..., T],
+    submit: bool = True,
 ) -> tuple[T | None, JobRow | None]:
     row = current_model(ctx, scope=scope, model_id=model_id)
     # The request reads, and the job writes, the model's project's data only.
@@ -81,6 +96,8 @@ def _at_once_or_job(
     if few and not over_sync_cost(ctx.settings, graph, x, purpose=purpose):
         # The row just read goes along: the answer needs no second read of it.
         return at_once(ctx, scope=project, model_id=model_id, body=body, row=row), None
+    if not submit:
+        return None, None
     return None, _submit(ctx, row=row, kind=kind, body=body, refs=refs, x=x)
 
 

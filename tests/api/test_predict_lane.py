@@ -9,8 +9,10 @@ import io
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,9 +20,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
-from app.api.predict_lane import PredictLane
+from app.api.predict_lane import Mergeable, PredictLane
 from app.db.scope import Scope
+from app.jobs import inference_jobs
 from app.models.service import current_model, shared_state_reads
+from tests.api.conftest import serve
 from tests.support import scenario
 
 
@@ -141,3 +145,121 @@ def test_a_predict_sees_the_weights_set_before_it(client: TestClient) -> None:
     assert r.status_code == 200, r.text
     after = np.array(client.post(path, json={"x": x}).json()["predictions"])
     assert not np.array_equal(before, after)
+
+
+def _fake_merge(key: str, x: list[list[float]], calls: list[int], give: bool = True) -> Mergeable:
+    def run(rows: Any) -> dict[str, np.ndarray] | None:
+        calls.append(len(rows))
+        if not give:
+            return None
+        return {"out": np.asarray(rows, np.float32) * 2}
+
+    return Mergeable(key, x, run, lambda outputs: outputs["out"].tolist())
+
+
+def test_micro_batching_merges_requests_of_one_key_and_answers_each_its_rows() -> None:
+    lane = PredictLane(threads=1, batch_wait_s=0.05)
+    calls: list[int] = []
+
+    async def main() -> list[Any]:
+        jobs = [lane.run(partial(str, i), _fake_merge("a", [[float(i)], [float(i)]], calls))
+                for i in range(5)]  # fmt: skip
+        jobs.append(lane.run(partial(str, "b"), _fake_merge("b", [[9.0]], calls)))
+        return list(await asyncio.gather(*jobs))
+
+    try:
+        answers = asyncio.run(main())
+    finally:
+        lane.close()
+    assert answers[:5] == [[[2.0 * i], [2.0 * i]] for i in range(5)]
+    assert answers[5] == "b"  # alone in its key: run as itself
+    assert calls == [10]  # the five of key "a" in one run over their ten rows
+
+
+def test_merged_requests_that_may_not_run_together_run_alone() -> None:
+    lane = PredictLane(threads=1, batch_wait_s=0.05)
+    calls: list[int] = []
+
+    async def main() -> list[Any]:
+        return list(await asyncio.gather(*(
+            lane.run(partial(str, i), _fake_merge("a", [[1.0]], calls, give=False))
+            for i in range(3))))  # fmt: skip
+
+    try:
+        assert asyncio.run(main()) == ["0", "1", "2"]
+    finally:
+        lane.close()
+    assert calls == [3]
+
+
+def test_micro_batching_off_runs_each_alone() -> None:
+    lane = PredictLane(threads=1)  # PREDICT_BATCH_WAIT_S 0, the default
+    calls: list[int] = []
+
+    async def main() -> list[Any]:
+        return list(
+            await asyncio.gather(
+                *(lane.run(partial(str, i), _fake_merge("a", [[1.0]], calls)) for i in range(3))
+            )
+        )
+
+    try:
+        assert asyncio.run(main()) == ["0", "1", "2"]
+    finally:
+        lane.close()
+    assert calls == []
+
+
+MLP = {"class_name": "Sequential", "config": {"name": "mlp", "layers": [
+    {"class_name": "InputLayer", "config": {"batch_shape": [None, 64]}},
+    {"class_name": "Dense", "config": {"units": 32, "activation": "relu"}},
+    {"class_name": "Dense", "config": {"units": 10, "activation": "softmax"}}]}}  # fmt: skip
+
+
+def _reorder_bound(x: np.ndarray, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray) -> float:
+    """How far a row of Dense-ReLU-Dense-softmax can move when its matrix products sum in
+    another order (a merged batch): gamma_K = K eps / (1 - K eps) times the sum of the
+    magnitudes for each product, carried through ReLU (1-Lipschitz) and the second product,
+    and softmax, whose outputs move at most twice its largest input's move."""
+    eps = float(np.finfo(np.float32).eps)
+
+    def gamma(k: int) -> float:
+        return (k + 1) * eps / (1 - (k + 1) * eps)
+
+    x64, w1a, w2a = np.abs(x.astype(np.float64)), np.abs(w1), np.abs(w2)
+    d1 = gamma(w1.shape[0]) * (x64 @ w1a + np.abs(b1))
+    h = np.maximum(x.astype(np.float64) @ w1 + b1, 0)
+    d2 = d1 @ w2a + gamma(w2.shape[0]) * (np.abs(h) @ w2a)
+    return float(2 * d2.max())
+
+
+def test_micro_batched_predicts_answer_their_own_rows(tmp_path: Path) -> None:
+    with serve(tmp_path, None, predict_batch_wait_s=0.05, predict_threads=1) as client:
+        r = client.post("/v1/models", json={"config": MLP, "seed": 1})
+        model_id = r.json()["id"]
+        with np.load(io.BytesIO(client.get(f"/v1/models/{model_id}/weights").content)) as z:
+            w1, b1, w2 = (z[f"arr_{i}"].astype(np.float64) for i in range(3))
+        rows = np.random.default_rng(0).random((8, 64), dtype=np.float32)
+        path = f"/v1/models/{model_id}/predict"
+        lone = [client.post(path, json={"x": [r.tolist()]}).json()["predictions"][0]
+                for r in rows]  # fmt: skip
+        merged_rows: list[int] = []
+        predict_now = inference_jobs.predict_now
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            merged_rows.append(len(kwargs["body"].x))
+            return predict_now(*args, **kwargs)
+
+        inference_jobs.predict_now = spy  # type: ignore[assignment]
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(
+                    lambda r: client.post(path, json={"x": [r.tolist()]}), rows))  # fmt: skip
+        finally:
+            inference_jobs.predict_now = predict_now  # type: ignore[assignment]
+    assert merged_rows and max(merged_rows) > 1, merged_rows
+    for row, answer, alone in zip(rows, answers, lone, strict=True):
+        assert answer.status_code == 200, answer.text
+        got = np.asarray(answer.json()["predictions"][0], np.float64)
+        bound = _reorder_bound(row[None, :], w1, b1, w2)
+        np.testing.assert_allclose(got, alone, rtol=0, atol=bound)

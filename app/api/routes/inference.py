@@ -21,7 +21,7 @@ from app.api.auth import Caller, authorize
 from app.api.deps import Ctx
 from app.api.errors import ErrorOut
 from app.api.middleware import BodyTooLarge
-from app.api.predict_lane import run_predict
+from app.api.predict_lane import Mergeable, run_predict
 from app.core.errors import InvalidInput, PayloadTooLarge
 from app.datasets.service import BodyArrays
 from app.db.scope import Scope
@@ -225,7 +225,26 @@ async def predict_json(request: Request) -> Response | None:
     ctx: AppContext = request.app.state.ctx
     accept = request.headers.get("accept", "")
     return await run_predict(request.app.state,
-                             lambda: _predict(ctx, who.scope, model_id, body, accept))  # fmt: skip
+                             lambda: _predict(ctx, who.scope, model_id, body, accept),
+                             _mergeable(ctx, who.scope, model_id, body, accept))  # fmt: skip
+
+
+def _mergeable(
+    ctx: AppContext, scope: Scope, model_id: uuid.UUID, body: PredictRequest, accept: str
+) -> Mergeable | None:
+    """How the predict lane may merge this request with others (micro-batching): when `x` is
+    rows of one input (nested lists), with those whose model, caller, checkpoint and batch size
+    are the same."""
+    x = body.x
+    if not (isinstance(x, list) and x and all(isinstance(row, list) for row in x)):
+        return None
+    key = (model_id, scope, body.checkpoint, body.job_id, body.batch_size)
+
+    def run(rows: Any) -> dict[str, np.ndarray] | None:
+        merged = body.model_copy(update={"x": rows})
+        return inference_jobs.predict_now(ctx, scope=scope, model_id=model_id, body=merged)
+
+    return Mergeable(key, x, run, lambda outputs: _encode(outputs, accept))
 
 
 BINARY_HANDLERS: dict[str, Callable[[Request], Awaitable[Response]]] = {
