@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from app.api import browser_safety, docs, errors, openapi
 from app.api.audit import AuditLog, AuditWriter
 from app.api.auth import Authenticate, caller
+from app.api.direct_routes import DirectRoutes
 from app.api.idempotency import Idempotency
 from app.api.idempotency_openapi import document as document_idempotency
 from app.api.middleware import BodyLimit
@@ -104,6 +105,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   docs_url=None, redoc_url=None,
                   generate_unique_id_function=openapi.operation_id)  # fmt: skip
     errors.install(app)
+    # Innermost: predict, its hottest route, answered without FastAPI's routing.
+    app.add_middleware(DirectRoutes, names=inference.DIRECT_ROUTES,
+                       handler_for=inference.direct_handler)  # fmt: skip
     app.add_middleware(AuditLog)
     # Inside the body limit (a retry's body is read through it), outside the audit (a replay
     # creates nothing again).

@@ -69,12 +69,8 @@ class BinaryBodyRoute(APIRoute):
         name = self.name
 
         async def handler(request: Request) -> Response:
-            binary = BINARY_HANDLERS.get(name)  # defined below the routes
-            media = _media(request)
-            if binary is not None and media in BINARY_MEDIA:
-                return await binary(request)
-            direct = DIRECT_JSON_HANDLERS.get(name)
-            if direct is not None and media == "application/json":
+            direct = direct_handler(name, _media(request))
+            if direct is not None:
                 answer = await direct(request)
                 if answer is not None:
                     return answer
@@ -247,6 +243,19 @@ def _mergeable(
     return Mergeable(key, x, run, lambda outputs: _encode(outputs, accept))
 
 
+def direct_handler(name: str, media: str) -> Callable[[Request], Awaitable[Response | None]] | None:
+    """The handler of route `name` for a body of `media` that needs no dependency solving, if
+    there is one: the binary bodies' (.npy, .npz), or JSON's direct one (which answers None for
+    a body the route's own handler must answer)."""
+    if media in BINARY_MEDIA:
+        return BINARY_HANDLERS.get(name)
+    if media == "application/json":
+        return DIRECT_JSON_HANDLERS.get(name)
+    return None
+
+
+# Answered by app.api.direct_routes, without FastAPI's routing.
+DIRECT_ROUTES = ("predict_model",)
 BINARY_HANDLERS: dict[str, Callable[[Request], Awaitable[Response]]] = {
     "predict_model": predict_binary
 }
