@@ -196,7 +196,7 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="A predict or evaluate over more rows runs as a job",
     )  # fmt: skip
     predict_threads: int = Field(
-        default=4, ge=1, le=64, description="Threads of each API process that answer "
+        default=2, ge=1, le=64, description="Threads of each API process that answer "
         "synchronous predicts (the predict lane): each takes every predict waiting, reads each "
         "model's state once for them, and runs them one by one",
     )  # fmt: skip
