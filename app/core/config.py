@@ -200,6 +200,12 @@ class Settings(BaseSettings):
         "synchronous predicts (the predict lane): each takes every predict waiting, reads each "
         "model's state once for them, and runs them one by one",
     )  # fmt: skip
+    predict_inline_max_cost: int = Field(
+        default=1 << 15, ge=0, le=1 << 24, description="On the embedded SQLite database, a "
+        "predict estimated at most this many elements (rows x estimated elements per sample), "
+        "on a model already built with its current weights, runs on the event loop that took "
+        "the request, as a bare endpoint would, instead of on the predict lane; 0: never",
+    )  # fmt: skip
     predict_batch_wait_s: float = Field(
         default=0.0, ge=0, le=0.1, description="Micro-batching of synchronous JSON predicts: "
         "a request waits up to this long for others of the same model, caller, checkpoint and "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import sqlite3
+import threading
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,6 +31,50 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class DataVersion:
+    """SQLite's `PRAGMA data_version`, asked on a connection of the calling thread's own: the
+    number changes once any other connection, of this process or another, has committed to
+    the database since the thread last asked. So a value the thread read from the database
+    after getting number n still holds while the thread gets n again: `kept` gives it back
+    without a read. Any commit (an audit row, an epoch row) changes the number, so reads come
+    back at most at the rate of commits. `for_engine` gives None where it does not apply (not
+    SQLite, or a database in memory)."""
+
+    SIZE = 4096  # values kept per thread at most; past it, all are dropped
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._local = threading.local()
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> DataVersion | None:
+        url = engine.url
+        database = url.database or ""
+        in_memory = database in ("", ":memory:") or url.query.get("mode") == "memory"
+        if url.get_backend_name() != "sqlite" or in_memory or database.startswith("file:"):
+            return None
+        return cls(database)
+
+    def current(self) -> int:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:  # autocommit: each PRAGMA sees the latest commit
+            conn = self._local.conn = sqlite3.connect(self._path, isolation_level=None)
+            self._local.kept = {}
+        return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def kept(self, key: Hashable, version: int) -> tuple[bool, Any]:
+        """(True, value) when this thread kept `value` for `key` at `version` (from `current`,
+        asked before the value was read); else (False, None)."""
+        found = self._local.kept.get(key)
+        return (True, found[1]) if found is not None and found[0] == version else (False, None)
+
+    def keep(self, key: Hashable, version: int, value: Any) -> None:
+        kept = self._local.kept
+        if len(kept) >= self.SIZE:
+            kept.clear()
+        kept[key] = (version, value)
 
 
 def ping(engine: Engine) -> None:

@@ -35,6 +35,7 @@ from app.models.cost import (
     check_job_batch,
     check_one_sample,
     over_sync_cost,
+    request_cost,
     rows_of,
 )
 from app.models.inference import dtype_policy_of, evaluate, predict_arrays
@@ -60,6 +61,38 @@ def evaluate_or_job(
     """The loss and metrics, or (over PREDICT_SYNC_MAX_ROWS rows, or past SYNC_MAX_COST) the
     queued evaluate job."""
     return _at_once_or_job(ctx, scope, model_id, body, "evaluate", evaluate)
+
+
+def runs_inline(ctx: AppContext, *, model_id: uuid.UUID, body: PredictRequest) -> bool:
+    """Whether this predict may run where the request arrived (the event loop), as a bare
+    endpoint runs its model: on SQLite (its state read is local, and mostly skipped, see
+    DataVersion), on the model's current weights with its built model and graph in the cache,
+    with `x` given as rows or arrays (no dataset to read), estimated at most
+    PREDICT_INLINE_MAX_COST. It must then run within `cached_models_only`: a model changed
+    since it was cached raises NotBuilt, and the predict goes to the lane."""
+    limit = ctx.settings.predict_inline_max_cost
+    if limit <= 0 or ctx.data_version is None or body.checkpoint or body.job_id:
+        return False
+    if not _given_rows(body.x):
+        return False
+    row, graph = ctx.cache.row(model_id), ctx.cache.graph(model_id)
+    if row is None or graph is None or not ctx.cache.has((model_id, row.weights_key)):
+        return False
+    rows = rows_of(body.x)
+    cost = request_cost(graph, body.x, rows=rows, purpose="predict")
+    # Never a job from here: what would queue one goes to the lane.
+    settings = ctx.settings
+    return rows <= settings.predict_sync_max_rows and cost <= min(limit, settings.sync_max_cost)
+
+
+def _given_rows(x: Any) -> bool:
+    """x is arrays or nested lists of numbers (a dataset reference is a string or an object
+    naming one)."""
+    if isinstance(x, np.ndarray):
+        return True
+    while isinstance(x, list) and x:
+        x = x[0]
+    return isinstance(x, int | float) and not isinstance(x, bool)
 
 
 def predict_now(

@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from app.auth.quotas import require_room
@@ -74,6 +75,22 @@ def get_model(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID) -> ModelRow
 
 
 _shared = threading.local()
+_no_builds: ContextVar[bool] = ContextVar("no_model_builds", default=False)
+
+
+class NotBuilt(Exception):
+    """Raised within `cached_models_only` where a model would have to be built."""
+
+
+@contextmanager
+def cached_models_only() -> Iterator[None]:
+    """Within it, `model_at` takes models from the cache only (NotBuilt otherwise): a predict
+    run on the event loop must not load a weights file."""
+    token = _no_builds.set(True)
+    try:
+        yield
+    finally:
+        _no_builds.reset(token)
 
 
 @contextmanager
@@ -96,8 +113,7 @@ def current_model(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID) -> Mode
     if states is not None and model_id in states:
         state = states[model_id]
     else:
-        with ctx.engine.connect() as conn:
-            state = repo.model_state(conn, model_id=model_id)
+        state = _model_state(ctx, model_id)
         if states is not None:
             states[model_id] = state
     if state is None or not scope.sees(state.project_id):
@@ -107,6 +123,22 @@ def current_model(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID) -> Mode
         row = get_model(ctx, scope=scope, model_id=model_id)
         ctx.cache.put_row(model_id, row)
     return row
+
+
+def _model_state(ctx: AppContext, model_id: uuid.UUID) -> Any:
+    """MODEL_STATE's row for the model; on SQLite, the one this thread read last while nothing
+    has been committed to the database since (DataVersion), without reading it again."""
+    versions = ctx.data_version
+    if versions is None:
+        with ctx.engine.connect() as conn:
+            return repo.model_state(conn, model_id=model_id)
+    version = versions.current()  # before the read: a commit after it changes the number
+    found, state = versions.kept(model_id, version)
+    if not found:
+        with ctx.engine.connect() as conn:
+            state = repo.model_state(conn, model_id=model_id)
+        versions.keep(model_id, version, state)
+    return state
 
 
 def _state_of(row: ModelRow) -> tuple[Any, ...]:
@@ -145,6 +177,8 @@ def model_at(ctx: AppContext, row: ModelRow, key: str | None) -> Model:
     WeightsChanged when the file was replaced since `row` was read (see weights_files)."""
     model = ctx.cache.get((row.id, key))
     if model is None:
+        if _no_builds.get():
+            raise NotBuilt(f"model {row.id} is not built with weights {key}")
         model = build_model(ctx.settings, row.config, row.seed)
         model = load_or_changed(ctx.store, model, key, model_id=row.id)
         model.to(resolve_device(ctx.settings.device))

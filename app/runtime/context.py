@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
 from app.db.models import ModelRow
-from app.db.session import make_engine, make_session_factory
+from app.db.session import DataVersion, make_engine, make_session_factory
 from app.runtime.progress import LocalBus, ProgressBus, make_bus
 from app.runtime.storage import ArtifactStore
 
@@ -75,6 +75,11 @@ class ModelCache:
         with self._lock:
             return self._models.get(key)
 
+    def has(self, key: tuple[uuid.UUID, str | None]) -> bool:
+        """Whether the model is cached (without making it the most recently used)."""
+        with self._lock:
+            return key in self._models.items
+
     def put(self, key: tuple[uuid.UUID, str | None], model: Model) -> None:
         with self._lock:
             self._models.put(key, model)
@@ -112,6 +117,8 @@ class AppContext:
     store: ArtifactStore
     cache: ModelCache
     dispatcher: Dispatcher | None = None
+    # SQLite's data version (app.db.session.DataVersion); None on PostgreSQL.
+    data_version: DataVersion | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
     progress: ProgressBus = field(default_factory=LocalBus)
 
@@ -135,5 +142,6 @@ def build_context(settings: Settings) -> AppContext:
         sessions=make_session_factory(engine),
         store=store,
         cache=ModelCache(settings.model_cache_size),
+        data_version=DataVersion.for_engine(engine),
         progress=make_bus(settings.redis_url),
     )

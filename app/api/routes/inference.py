@@ -29,6 +29,7 @@ from app.jobs import inference_jobs
 from app.jobs.schemas import JobOut, job_out
 from app.models.inference import outputs_json
 from app.models.schemas import EvaluateRequest, Logs, PredictOut, PredictRequest
+from app.models.service import NotBuilt, cached_models_only
 from app.runtime.context import AppContext
 
 NPY, NPZ = "application/x-npy", "application/x-npz"
@@ -52,6 +53,9 @@ E413: dict[int | str, dict[str, Any]] = {
         "model is estimated past SYNC_MAX_COST (`cost_too_high`)",
     }
 }
+# An .npy body up to this size is read on the event loop (in place, no scratch files), so that
+# a small predict may run there too (see _inline).
+INLINE_BODY_BYTES = 1 << 16
 BINARY_MEDIA = {NPY: "npy", "application/npy": "npy", NPZ: "npz", "application/zip": "npz",
                 "application/octet-stream": None}  # fmt: skip
 
@@ -183,20 +187,49 @@ async def predict_binary(request: Request) -> Response:
         except ValueError:
             raise InvalidInput("must be an integer", loc=["query", "batch_size"]) from None
 
+    def body_of(arrays: BodyArrays) -> PredictRequest:
+        one = len(arrays.arrays) == 1
+        x: Any = next(iter(arrays.arrays.values())) if one else arrays.arrays
+        try:
+            return PredictRequest.model_validate({**fields, "x": x})
+        except ValueError as exc:
+            raise InvalidInput(f"bad query parameters: {exc}", loc=["query"]) from None
+
+    if fmt == "npy" and len(data) <= INLINE_BODY_BYTES:  # read here: the body is small
+        arrays = BodyArrays(ctx, data, fmt)
+        try:
+            body = body_of(arrays)
+            answer = _inline(ctx, who.scope, model_id, body, accept)
+            if answer is None:
+                answer = await run_predict(
+                    request.app.state, lambda: _predict(ctx, who.scope, model_id, body, accept)
+                )
+            return answer
+        finally:
+            arrays.close()
+
     def run() -> Response:
         arrays = BodyArrays(ctx, data, fmt)
         try:
-            one = len(arrays.arrays) == 1
-            x: Any = next(iter(arrays.arrays.values())) if one else arrays.arrays
-            try:
-                body = PredictRequest.model_validate({**fields, "x": x})
-            except ValueError as exc:
-                raise InvalidInput(f"bad query parameters: {exc}", loc=["query"]) from None
-            return _predict(ctx, who.scope, model_id, body, accept)
+            return _predict(ctx, who.scope, model_id, body_of(arrays), accept)
         finally:
             arrays.close()
 
     return await run_predict(request.app.state, run)
+
+
+def _inline(
+    ctx: AppContext, scope: Scope, model_id: uuid.UUID, body: PredictRequest, accept: str
+) -> Response | None:
+    """The answer computed here, on the event loop, where `runs_inline` allows it (a small
+    predict on a model built and cached, on SQLite); None: the lane is to answer."""
+    if not inference_jobs.runs_inline(ctx, model_id=model_id, body=body):
+        return None
+    try:
+        with cached_models_only():
+            return _predict(ctx, scope, model_id, body, accept)
+    except NotBuilt:  # the weights changed since: the lane builds the model
+        return None
 
 
 async def predict_json(request: Request) -> Response | None:
@@ -220,6 +253,9 @@ async def predict_json(request: Request) -> Response | None:
         return None
     ctx: AppContext = request.app.state.ctx
     accept = request.headers.get("accept", "")
+    answer = _inline(ctx, who.scope, model_id, body, accept)
+    if answer is not None:
+        return answer
     return await run_predict(request.app.state,
                              lambda: _predict(ctx, who.scope, model_id, body, accept),
                              _mergeable(ctx, who.scope, model_id, body, accept))  # fmt: skip
