@@ -90,6 +90,7 @@ def test_a_call_whose_caller_has_gone_is_skipped() -> None:
 
 def test_requests_waiting_together_share_one_state_read(client: TestClient) -> None:
     ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    ctx.data_version = None  # each call reads the state, as on PostgreSQL
     model_id = uuid.UUID(_model(client))
     lane = PredictLane(threads=1)
     release = threading.Event()
@@ -122,6 +123,7 @@ def test_requests_waiting_together_share_one_state_read(client: TestClient) -> N
 
 def test_shared_reads_end_with_their_pass(client: TestClient) -> None:
     ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    ctx.data_version = None  # each call reads the state, as on PostgreSQL
     model_id = uuid.UUID(_model(client))
     current_model(ctx, scope=Scope.everything(), model_id=model_id)  # the whole row, kept
     with _state_reads(client) as reads:
@@ -234,7 +236,9 @@ def _reorder_bound(x: np.ndarray, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray
 
 
 def test_micro_batched_predicts_answer_their_own_rows(tmp_path: Path) -> None:
-    with serve(tmp_path, None, predict_batch_wait_s=0.05, predict_threads=1) as client:
+    # Nothing runs on the event loop: every predict goes to the lane.
+    with serve(tmp_path, None, predict_batch_wait_s=0.05, predict_threads=1,
+               predict_inline_max_cost=0) as client:  # fmt: skip
         r = client.post("/v1/models", json={"config": MLP, "seed": 1})
         model_id = r.json()["id"]
         with np.load(io.BytesIO(client.get(f"/v1/models/{model_id}/weights").content)) as z:
