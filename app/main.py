@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
@@ -96,7 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield
         finally:
             app.state.readiness.close()
-            app.state.predict_lane.close()
+            # Off the event loop: it waits for the predicts still running.
+            await anyio.to_thread.run_sync(app.state.predict_lane.close)
             app.state.audit_writer.close()
             ctx.close()
 

@@ -46,6 +46,16 @@ class PayloadTooLarge(AppError):
     error_type = "payload_too_large"
 
 
+class Unavailable(AppError):
+    """The server cannot take the request now (it is shutting down): try again, elsewhere."""
+
+    status_code = 503
+    error_type = "unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
 class Unauthorized(AppError):
     """No API key, or one that is unknown or revoked."""
 

@@ -168,18 +168,20 @@ def read_fortran_order(fd: int, offset: int, header: NpyHeader, writer: NpyWrite
         writer.write(c_block)
 
 
-# The version 1.0 header numpy writes (`np.save`): the dictionary's keys in this order, a plain
-# type string, the shape's integers, then spaces and a newline.
+# The version 1.0 header numpy writes (`np.save`): the dictionary's keys in this order, one of
+# the accepted types' strings, the shape as a tuple of decimal integers, then spaces and a
+# newline. Anything else goes to numpy's parser.
+_DIM = rb"(?:0|[1-9][0-9]{0,17})"
 _CANONICAL = re.compile(
-    rb"\{'descr': '([<>|][biuf][1248])', 'fortran_order': (False|True), "
-    rb"'shape': \(((?:[0-9]{1,18}, )*(?:[0-9]{1,18},?)?)\), \} *\n"
+    rb"\{'descr': '([<>|](?:b1|[iu][1248]|f[248]))', 'fortran_order': (False|True), "
+    rb"'shape': \((|" + _DIM + rb",|" + _DIM + rb"(?:, " + _DIM + rb")+)\), \} *\n"
 )
 
 
 def _canonical_header(data: bytes, name: str, limits: ConvertLimits) -> NpyHeader | None:
-    """The header of `data` when numpy wrote it as np.save does (what the literal parser would
-    read from it, without running that parser); None for any other header, which read_header
-    then parses."""
+    """The header of `data` when numpy wrote it as np.save does (what read_header reads from
+    it, with the same checks in the same order, without numpy's literal parser); None for any
+    other header, which read_header then parses."""
     if data[:8] != b"\x93NUMPY\x01\x00" or len(data) < 10:
         return None
     end = 10 + int.from_bytes(data[8:10], "little")
@@ -187,9 +189,12 @@ def _canonical_header(data: bytes, name: str, limits: ConvertLimits) -> NpyHeade
     if found is None:
         return None
     descr, fortran, dims = found.groups()
-    dtype = np.dtype(descr.decode("ascii"))
-    shape = check_shape(name, tuple(int(n) for n in dims.split(b",") if n.strip()), limits)
+    try:
+        dtype = np.dtype(descr.decode("ascii"))
+    except TypeError:
+        return None
     check_dtype(name, dtype)
+    shape = check_shape(name, tuple(int(n) for n in dims.split(b",") if n.strip()), limits)
     return NpyHeader(name, dtype, shape, fortran == b"True" and len(shape) > 1, end)
 
 

@@ -161,10 +161,7 @@ class BodyArrays:
         self.folder: Path | None = None
         self.arrays: dict[str, np.ndarray] = {}
         if fmt == "npy":  # little-endian C order, the usual form: read in place, same checks
-            try:
-                array = npy_in_memory(data, "x", limits)
-            except FormatError as exc:
-                raise _refusal(exc) from exc
+            array = _npy_in_place(data, limits)
             if array is not None:
                 self.arrays = {"x": array}
                 return
@@ -182,9 +179,27 @@ class BodyArrays:
         self.arrays = {i.name: np.load(self.folder / "arrays" / f"{i.name}.npy", mmap_mode="r")
                        for i in infos}  # fmt: skip
 
+    @classmethod
+    def in_place(cls, ctx: AppContext, data: bytes) -> BodyArrays | None:
+        """The arrays of an `.npy` body read in place (little-endian C order), with the same
+        checks and errors; None when it needs converting (scratch files: not here)."""
+        array = _npy_in_place(data, convert_limits(ctx, 4 * ctx.settings.max_request_bytes))
+        if array is None:
+            return None
+        arrays = cls.__new__(cls)
+        arrays.folder, arrays.arrays = None, {"x": array}
+        return arrays
+
     def close(self) -> None:
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _npy_in_place(data: bytes, limits: ConvertLimits) -> np.ndarray | None:
+    try:
+        return npy_in_memory(data, "x", limits)
+    except FormatError as exc:
+        raise _refusal(exc) from exc
 
 
 def _refusal(exc: FormatError) -> InvalidInput | PayloadTooLarge:

@@ -34,19 +34,22 @@ def make_engine(url: str) -> Engine:
 
 
 class DataVersion:
-    """SQLite's `PRAGMA data_version`, asked on a connection of the calling thread's own: the
+    """SQLite's `PRAGMA data_version`, asked on a connection of its own that never writes: the
     number changes once any other connection, of this process or another, has committed to
-    the database since the thread last asked. So a value the thread read from the database
-    after getting number n still holds while the thread gets n again: `kept` gives it back
-    without a read. Any commit (an audit row, an epoch row) changes the number, so reads come
-    back at most at the rate of commits. `for_engine` gives None where it does not apply (not
-    SQLite, or a database in memory)."""
+    the database since it was last asked. So a value read from the database after the number
+    was n still holds while the number is n: `kept` gives it back without a read, to any
+    thread. Any commit (an audit row, an epoch row) changes the number, so reads come back at
+    most at the rate of commits. `for_engine` gives None where it does not apply (not SQLite,
+    or a database in memory)."""
 
-    SIZE = 4096  # values kept per thread at most; past it, all are dropped
+    SIZE = 4096  # values kept at most; past it, all are dropped
+    BUSY_S = 1.0  # how long the PRAGMA waits for a lock (it runs on the event loop too)
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._kept: dict[Hashable, tuple[int, Any]] = {}
 
     @classmethod
     def for_engine(cls, engine: Engine) -> DataVersion | None:
@@ -57,24 +60,38 @@ class DataVersion:
             return None
         return cls(database)
 
-    def current(self) -> int:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:  # autocommit: each PRAGMA sees the latest commit
-            conn = self._local.conn = sqlite3.connect(self._path, isolation_level=None)
-            self._local.kept = {}
-        return int(conn.execute("PRAGMA data_version").fetchone()[0])
+    def current(self) -> int | None:
+        """The number now; None when SQLite cannot tell (busy past BUSY_S, or failing): the
+        caller reads the database."""
+        with self._lock:
+            try:
+                if self._conn is None:  # autocommit: each PRAGMA sees the latest commit
+                    self._conn = sqlite3.connect(
+                        self._path, timeout=self.BUSY_S, isolation_level=None,
+                        check_same_thread=False,
+                    )  # fmt: skip
+                return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error:
+                return None
 
     def kept(self, key: Hashable, version: int) -> tuple[bool, Any]:
-        """(True, value) when this thread kept `value` for `key` at `version` (from `current`,
-        asked before the value was read); else (False, None)."""
-        found = self._local.kept.get(key)
+        """(True, value) when `value` was kept for `key` at `version` (from `current`, asked
+        before the value was read); else (False, None)."""
+        with self._lock:
+            found = self._kept.get(key)
         return (True, found[1]) if found is not None and found[0] == version else (False, None)
 
     def keep(self, key: Hashable, version: int, value: Any) -> None:
-        kept = self._local.kept
-        if len(kept) >= self.SIZE:
-            kept.clear()
-        kept[key] = (version, value)
+        with self._lock:
+            if len(self._kept) >= self.SIZE:
+                self._kept.clear()
+            self._kept[key] = (version, value)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
 def ping(engine: Engine) -> None:

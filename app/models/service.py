@@ -75,22 +75,23 @@ def get_model(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID) -> ModelRow
 
 
 _shared = threading.local()
-_no_builds: ContextVar[bool] = ContextVar("no_model_builds", default=False)
+_cached_only: ContextVar[bool] = ContextVar("cached_only", default=False)
 
 
-class NotBuilt(Exception):
-    """Raised within `cached_models_only` where a model would have to be built."""
+class NotCached(Exception):
+    """Raised within `cached_only` where a model would be built or its state read."""
 
 
 @contextmanager
-def cached_models_only() -> Iterator[None]:
-    """Within it, `model_at` takes models from the cache only (NotBuilt otherwise): a predict
-    run on the event loop must not load a weights file."""
-    token = _no_builds.set(True)
+def cached_only() -> Iterator[None]:
+    """Within it, `current_model` and `model_at` answer from what this thread has cached (the
+    model's state at SQLite's current data version, the built model), else raise NotCached: a
+    predict run on the event loop must not read the database or a weights file."""
+    token = _cached_only.set(True)
     try:
         yield
     finally:
-        _no_builds.reset(token)
+        _cached_only.reset(token)
 
 
 @contextmanager
@@ -133,11 +134,14 @@ def _model_state(ctx: AppContext, model_id: uuid.UUID) -> Any:
         with ctx.engine.connect() as conn:
             return repo.model_state(conn, model_id=model_id)
     version = versions.current()  # before the read: a commit after it changes the number
-    found, state = versions.kept(model_id, version)
+    found, state = versions.kept(model_id, version) if version is not None else (False, None)
     if not found:
+        if _cached_only.get():
+            raise NotCached(f"the state of model {model_id} may have changed")
         with ctx.engine.connect() as conn:
             state = repo.model_state(conn, model_id=model_id)
-        versions.keep(model_id, version, state)
+        if version is not None:
+            versions.keep(model_id, version, state)
     return state
 
 
@@ -177,8 +181,8 @@ def model_at(ctx: AppContext, row: ModelRow, key: str | None) -> Model:
     WeightsChanged when the file was replaced since `row` was read (see weights_files)."""
     model = ctx.cache.get((row.id, key))
     if model is None:
-        if _no_builds.get():
-            raise NotBuilt(f"model {row.id} is not built with weights {key}")
+        if _cached_only.get():
+            raise NotCached(f"model {row.id} is not built with weights {key}")
         model = build_model(ctx.settings, row.config, row.seed)
         model = load_or_changed(ctx.store, model, key, model_id=row.id)
         model.to(resolve_device(ctx.settings.device))

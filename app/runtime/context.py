@@ -127,6 +127,8 @@ class AppContext:
         if self.dispatcher is not None:
             self.dispatcher.close()
         self.progress.close()
+        if self.data_version is not None:
+            self.data_version.close()
         self.engine.dispose()
 
 

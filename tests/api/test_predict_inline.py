@@ -90,7 +90,11 @@ def test_a_change_committed_elsewhere_is_seen_by_the_next_predict(
     assert r.status_code == 200, r.text
     expected = elsewhere.post(path, json={"x": x}).content
     assert expected != before[0]
+    runs = _lane_runs(here)
     assert [here.post(path, json={"x": x}).content for _ in range(2)] == [expected] * 2
+    # The first after the change read the state and built the model on the lane, never on
+    # the event loop; the second ran on the loop.
+    assert runs == [1]
     assert elsewhere.delete(f"/v1/models/{model_id}").status_code == 204
     assert here.post(path, json={"x": x}).status_code == 404
 
@@ -106,12 +110,14 @@ def test_data_version_changes_with_other_connections_commits(tmp_path: Path) -> 
     writer.execute("INSERT INTO t VALUES (1)")
     v1 = versions.current()
     assert v1 != v0 and versions.kept("k", v1) == (False, None)
-    # Each thread asks on its own connection and keeps its own values.
+    # What one thread kept, another finds while nothing is committed.
+    versions.keep("k", v1, "read at v1")
     seen: list[Any] = []
     t = threading.Thread(target=lambda: seen.append(versions.kept("k", versions.current())))
     t.start()
     t.join()
-    assert seen == [(False, None)]
+    assert seen == [(True, "read at v1")]
+    versions.close()
     writer.close()
 
 
@@ -120,3 +126,16 @@ def test_data_version_is_only_for_a_sqlite_file() -> None:
     assert DataVersion.for_engine(create_engine("sqlite://")) is None
     assert DataVersion.for_engine(create_engine("sqlite:///:memory:")) is None
     assert DataVersion.for_engine(create_engine("sqlite:///some/file.db")) is not None
+
+
+def test_an_npy_header_numpys_parser_refuses_is_a_422_here_too(tmp_path: Path) -> None:
+    with _app(tmp_path) as client:
+        model = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 3}).json()
+        path = f"/v1/models/{model['id']}/predict"
+        client.post(path, json={"x": [[1.0]]})  # built and cached: small bodies run here
+        for descr in (b"<f1", b"|b2"):
+            header = b"{'descr': '" + descr + b"', 'fortran_order': False, 'shape': (1, 1), }"
+            header += b" " * (-(len(header) + 11) % 64) + b"\n"
+            body = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(4)
+            r = client.post(path, content=body, headers={"Content-Type": "application/x-npy"})
+            assert r.status_code == 422, r.text

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from app.api.predict_lane import Mergeable, PredictLane
+from app.core.errors import Unavailable
 from app.db.scope import Scope
 from app.jobs import inference_jobs
 from app.models.service import current_model, shared_state_reads
@@ -101,7 +102,7 @@ def test_requests_waiting_together_share_one_state_read(client: TestClient) -> N
     async def main() -> list[uuid.UUID]:
         blocker = asyncio.ensure_future(lane.run(release.wait))
         await asyncio.sleep(0.05)
-        waiting = [asyncio.ensure_future(lane.run(read)) for _ in range(6)]
+        waiting = [asyncio.ensure_future(lane.run(read, group=model_id)) for _ in range(6)]
         await asyncio.sleep(0)
         release.set()
         await blocker
@@ -267,3 +268,67 @@ def test_micro_batched_predicts_answer_their_own_rows(tmp_path: Path) -> None:
         got = np.asarray(answer.json()["predictions"][0], np.float64)
         bound = _reorder_bound(row[None, :], w1, b1, w2)
         np.testing.assert_allclose(got, alone, rtol=0, atol=bound)
+
+
+def test_a_long_predict_holds_up_only_its_own_models_requests() -> None:
+    lane = PredictLane(threads=2)
+    first, second, slow_done = threading.Event(), threading.Event(), threading.Event()
+
+    async def main() -> None:
+        # Both threads busy; then a slow predict of model a and one of model b wait together.
+        busy = [asyncio.ensure_future(lane.run(e.wait, group=g))
+                for e, g in ((first, "x"), (second, "y"))]  # fmt: skip
+        await asyncio.sleep(0.05)
+        slow = asyncio.ensure_future(lane.run(partial(slow_done.wait, 10), group="a"))
+        other = asyncio.ensure_future(lane.run(partial(str, "b"), group="b"))
+        await asyncio.sleep(0.05)
+        first.set()  # a thread frees: its pass is model a's alone
+        await asyncio.sleep(0.05)
+        second.set()  # the other frees and answers model b while a's still runs
+        assert await asyncio.wait_for(other, 5) == "b"
+        assert not slow.done()
+        slow_done.set()
+        assert await slow is True
+        await asyncio.gather(*busy)
+
+    try:
+        asyncio.run(main())
+    finally:
+        slow_done.set()
+        lane.close()
+
+
+class _Stop(BaseException):
+    pass
+
+
+def test_a_failing_pass_fails_its_requests_not_the_thread() -> None:
+    lane = PredictLane(threads=1, batch_wait_s=0.02)
+
+    def run(rows: Any) -> dict[str, np.ndarray] | None:
+        raise _Stop("the merged predict broke")
+
+    async def main() -> None:
+        merge = Mergeable("k", [[1.0]], run, lambda outputs: outputs)
+        got = await asyncio.gather(*(lane.run(partial(str, i), merge) for i in range(2)),
+                                   return_exceptions=True)  # fmt: skip
+        assert all(isinstance(g, _Stop) for g in got), got
+        with pytest.raises(RuntimeError, match="StopIteration"):
+            await lane.run(partial(next, iter(())))
+        assert await lane.run(partial(str, "still here")) == "still here"
+
+    try:
+        asyncio.run(main())
+    finally:
+        lane.close()
+
+
+def test_a_closed_lane_answers_503() -> None:
+    lane = PredictLane(threads=1)
+    lane.close()
+
+    async def main() -> None:
+        with pytest.raises(Unavailable):
+            await lane.run(partial(str, 1))
+
+    asyncio.run(main())

@@ -359,6 +359,8 @@ def test_the_canonical_header_reads_what_numpys_parser_reads() -> None:
     others = [canonical.replace(b"'<f4'", b"'<c8'"),  # another dtype: numpy's parser says why
               canonical.replace(b", }", b"}"), canonical.replace(b"(1, 2)", b"(1, 2.0)"),
               canonical.replace(b"'descr'", b"'shape': (3,), 'descr'"),
+              canonical.replace(b"(1, 2)", b"(3)"), canonical.replace(b"(1, 2)", b"(03,)"),
+              canonical.replace(b"'<f4'", b"'<f1'"), canonical.replace(b"'<f4'", b"'|b2'"),
               b"{'fortran_order': False, 'descr': '<f4', 'shape': (1, 2), }"]  # fmt: skip
     for header in others:
         header += b" " * (-(len(header) + 11) % 64) + b"\n"

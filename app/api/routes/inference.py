@@ -29,7 +29,7 @@ from app.jobs import inference_jobs
 from app.jobs.schemas import JobOut, job_out
 from app.models.inference import outputs_json
 from app.models.schemas import EvaluateRequest, Logs, PredictOut, PredictRequest
-from app.models.service import NotBuilt, cached_models_only
+from app.models.service import NotCached, cached_only
 from app.runtime.context import AppContext
 
 NPY, NPZ = "application/x-npy", "application/x-npz"
@@ -195,18 +195,17 @@ async def predict_binary(request: Request) -> Response:
         except ValueError as exc:
             raise InvalidInput(f"bad query parameters: {exc}", loc=["query"]) from None
 
-    if fmt == "npy" and len(data) <= INLINE_BODY_BYTES:  # read here: the body is small
-        arrays = BodyArrays(ctx, data, fmt)
-        try:
-            body = body_of(arrays)
-            answer = _inline(ctx, who.scope, model_id, body, accept)
-            if answer is None:
-                answer = await run_predict(
-                    request.app.state, lambda: _predict(ctx, who.scope, model_id, body, accept)
-                )
+    # A small .npy read in place here (no scratch files): the predict may run here too.
+    small = fmt == "npy" and len(data) <= INLINE_BODY_BYTES
+    in_place = BodyArrays.in_place(ctx, data) if small else None
+    if in_place is not None:
+        body = body_of(in_place)
+        answer = _inline(ctx, who.scope, model_id, body, accept)
+        if answer is not None:
             return answer
-        finally:
-            arrays.close()
+        return await run_predict(request.app.state,
+                                 lambda: _predict(ctx, who.scope, model_id, body, accept),
+                                 group=model_id)  # fmt: skip
 
     def run() -> Response:
         arrays = BodyArrays(ctx, data, fmt)
@@ -215,7 +214,7 @@ async def predict_binary(request: Request) -> Response:
         finally:
             arrays.close()
 
-    return await run_predict(request.app.state, run)
+    return await run_predict(request.app.state, run, group=model_id)
 
 
 def _inline(
@@ -226,9 +225,9 @@ def _inline(
     if not inference_jobs.runs_inline(ctx, model_id=model_id, body=body):
         return None
     try:
-        with cached_models_only():
+        with cached_only():
             return _predict(ctx, scope, model_id, body, accept)
-    except NotBuilt:  # the weights changed since: the lane builds the model
+    except NotCached:  # something changed since: the lane reads it (and builds the model)
         return None
 
 
@@ -258,7 +257,8 @@ async def predict_json(request: Request) -> Response | None:
         return answer
     return await run_predict(request.app.state,
                              lambda: _predict(ctx, who.scope, model_id, body, accept),
-                             _mergeable(ctx, who.scope, model_id, body, accept))  # fmt: skip
+                             _mergeable(ctx, who.scope, model_id, body, accept),
+                             group=model_id)  # fmt: skip
 
 
 def _mergeable(
