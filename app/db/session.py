@@ -39,8 +39,9 @@ class DataVersion:
     the database since it was last asked. So a value read from the database after the number
     was n still holds while the number is n: `kept` gives it back without a read, to any
     thread. Any commit (an audit row, an epoch row) changes the number, so reads come back at
-    most at the rate of commits. `for_engine` gives None where it does not apply (not SQLite,
-    or a database in memory)."""
+    most at the rate of commits. `reader` is the event loop's own engine for the reads it
+    makes. `for_engine` gives None where it does not apply (not SQLite, or a database in
+    memory)."""
 
     SIZE = 4096  # values kept at most; past it, all are dropped
     BUSY_S = 1.0  # how long the PRAGMA waits for a lock (it runs on the event loop too)
@@ -50,6 +51,12 @@ class DataVersion:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._kept: dict[Hashable, tuple[int, Any]] = {}
+        # For the reads the event loop makes: one connection of its own (the loop is one
+        # thread, so it never waits for the pool), waiting at most BUSY_S for a lock.
+        self.reader = create_engine(
+            f"sqlite:///{path}", pool_size=1, max_overflow=0, pool_timeout=self.BUSY_S,
+            connect_args={"check_same_thread": False, "timeout": self.BUSY_S},
+        )  # fmt: skip
 
     @classmethod
     def for_engine(cls, engine: Engine) -> DataVersion | None:
@@ -92,6 +99,7 @@ class DataVersion:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        self.reader.dispose()
 
 
 def ping(engine: Engine) -> None:

@@ -68,13 +68,11 @@ def runs_inline(ctx: AppContext, *, model_id: uuid.UUID, body: PredictRequest) -
     endpoint runs its model: on SQLite (its state read is local, and mostly skipped, see
     DataVersion), on the model's current weights with its built model and graph in the cache,
     with `x` given as rows or arrays (no dataset to read), estimated at most
-    PREDICT_INLINE_MAX_COST. It must then run within `cached_only`: should anything have
-    changed since it was cached, NotCached is raised, and the predict goes to the lane."""
+    PREDICT_INLINE_MAX_COST. It must then run within `cached_only`: should the model have
+    changed since it was cached (or its state not be readable at once), NotCached is raised,
+    and the predict goes to the lane."""
     limit, versions = ctx.settings.predict_inline_max_cost, ctx.data_version
     if limit <= 0 or versions is None or body.checkpoint or body.job_id:
-        return False
-    version = versions.current()
-    if version is None or not versions.kept(model_id, version)[0]:
         return False
     if not _given_rows(body.x):
         return False

@@ -121,6 +121,8 @@ def current_model(ctx: AppContext, *, scope: Scope, model_id: uuid.UUID) -> Mode
         raise NotFound(f"model {model_id} does not exist", loc=["path", "model_id"])
     row = ctx.cache.row(model_id)
     if row is None or _state_of(row) != tuple(state):
+        if _cached_only.get():
+            raise NotCached(f"model {model_id} changed since its row was read")
         row = get_model(ctx, scope=scope, model_id=model_id)
         ctx.cache.put_row(model_id, row)
     return row
@@ -135,13 +137,21 @@ def _model_state(ctx: AppContext, model_id: uuid.UUID) -> Any:
             return repo.model_state(conn, model_id=model_id)
     version = versions.current()  # before the read: a commit after it changes the number
     found, state = versions.kept(model_id, version) if version is not None else (False, None)
-    if not found:
-        if _cached_only.get():
-            raise NotCached(f"the state of model {model_id} may have changed")
+    if found:
+        return state
+    if _cached_only.get():
+        if version is None:
+            raise NotCached("SQLite's data version is unknown")
+        try:  # on the event loop: its own connection, which never waits for the pool
+            with versions.reader.connect() as conn:
+                state = repo.model_state(conn, model_id=model_id)
+        except Exception as exc:  # busy past BUSY_S, or failing: the lane reads it
+            raise NotCached(f"the state of model {model_id} could not be read here") from exc
+    else:
         with ctx.engine.connect() as conn:
             state = repo.model_state(conn, model_id=model_id)
-        if version is not None:
-            versions.keep(model_id, version, state)
+    if version is not None:
+        versions.keep(model_id, version, state)
     return state
 
 

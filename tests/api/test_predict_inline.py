@@ -139,3 +139,17 @@ def test_an_npy_header_numpys_parser_refuses_is_a_422_here_too(tmp_path: Path) -
             body = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(4)
             r = client.post(path, content=body, headers={"Content-Type": "application/x-npy"})
             assert r.status_code == 422, r.text
+
+
+def test_a_state_the_loop_cannot_read_is_read_on_the_lane(tmp_path: Path) -> None:
+    with _app(tmp_path / "app") as client:
+        model = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 3}).json()
+        path = f"/v1/models/{model['id']}/predict"
+        expected = client.post(path, json={"x": [[1.0]]}).content
+        ctx = client.app.state.ctx  # type: ignore[attr-defined]
+        # The event loop's reader on a file it cannot open; and a commit, so the state is read.
+        ctx.data_version.reader = create_engine(f"sqlite:///{tmp_path}/missing/db.sqlite")
+        assert client.post("/v1/models", json={"config": scenario.MODEL}).status_code == 201
+        runs = _lane_runs(client)
+        r = client.post(path, json={"x": [[1.0]]})
+        assert r.status_code == 200 and r.content == expected and runs == [1]
