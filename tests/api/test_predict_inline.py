@@ -49,6 +49,11 @@ def _lane_runs(client: TestClient) -> list[int]:
     return runs
 
 
+def _predict_path(client: TestClient) -> str:
+    model = client.post("/v1/models", json={"config": scenario.MODEL, "seed": 3}).json()
+    return f"/v1/models/{model['id']}/predict"
+
+
 def _weights(client: TestClient, model_id: str) -> list[np.ndarray]:
     with np.load(io.BytesIO(client.get(f"/v1/models/{model_id}/weights").content)) as z:
         return [z[f"arr_{i}"] for i in range(len(z.files))]
@@ -58,8 +63,7 @@ def test_small_predicts_run_here_with_the_lanes_answers(
     pair: tuple[TestClient, TestClient],
 ) -> None:
     here, lane_only = pair
-    model_id = here.post("/v1/models", json={"config": scenario.MODEL, "seed": 3}).json()["id"]
-    path = f"/v1/models/{model_id}/predict"
+    path = _predict_path(here)
     x = scenario.X[::7].tolist()
     first = here.post(path, json={"x": x})  # builds the model: on the lane
     runs = _lane_runs(here)
@@ -81,8 +85,8 @@ def test_a_change_committed_elsewhere_is_seen_by_the_next_predict(
     pair: tuple[TestClient, TestClient],
 ) -> None:
     here, elsewhere = pair
-    model_id = here.post("/v1/models", json={"config": scenario.MODEL, "seed": 3}).json()["id"]
-    path = f"/v1/models/{model_id}/predict"
+    path = _predict_path(here)
+    model_id = path.split("/")[3]
     x = scenario.X[::50].tolist()
     before = [here.post(path, json={"x": x}).content for _ in range(2)]
     changed = [(w * 0.5 + 0.25).tolist() for w in _weights(elsewhere, model_id)]

@@ -8,9 +8,7 @@ import asyncio
 import io
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,6 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
 
 from app.api.predict_lane import Mergeable, PredictLane
 from app.core.errors import Unavailable
@@ -27,6 +24,7 @@ from app.jobs import inference_jobs
 from app.models.service import current_model, shared_state_reads
 from tests.api.conftest import serve
 from tests.support import scenario
+from tests.support.statements import selects
 
 
 def _model(client: TestClient, seed: int = 3) -> str:
@@ -35,20 +33,8 @@ def _model(client: TestClient, seed: int = 3) -> str:
     return str(r.json()["id"])
 
 
-@contextmanager
-def _state_reads(client: TestClient) -> Iterator[list[str]]:
-    engine = client.app.state.ctx.engine  # type: ignore[attr-defined]
-    seen: list[str] = []
-
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "FROM models" in statement:
-            seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
+def _state_reads(client: TestClient) -> Any:
+    return selects(client.app.state.ctx.engine, "FROM models")  # type: ignore[attr-defined]
 
 
 def test_the_lane_answers_each_call_and_raises_its_errors() -> None:

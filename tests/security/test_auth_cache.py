@@ -6,37 +6,24 @@ within AUTH_CACHE_S."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from app.auth.tokens import digest
 from tests.api.conftest import serve
+from tests.support.statements import selects
 
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@contextmanager
-def _key_reads(client: TestClient) -> Iterator[list[str]]:
+def _key_reads(client: TestClient) -> Any:
     """The statements that read api_keys while inside."""
-    engine = client.app.state.ctx.engine  # type: ignore[attr-defined]
-    seen: list[str] = []
-
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "api_keys" in statement and statement.lstrip().upper().startswith("SELECT"):
-            seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
+    return selects(client.app.state.ctx.engine, "api_keys")  # type: ignore[attr-defined]
 
 
 def _revoke_elsewhere(client: TestClient, token: str) -> None:
