@@ -19,6 +19,25 @@ from tests.engine.test_functional import MERGE_LAYERS
 from tests.support import scenario
 from tests.support.keras_json import keras_json
 from tests.support.layer_cases import all_cases
+from tests.support.tolerance import Tolerance, assert_close, eps_bound
+
+
+def _forward_tolerance(weights: list[np.ndarray], x: np.ndarray, n_layers: int) -> Tolerance:
+    """One forward pass's eps bound (CONTRIBUTING.md, tolerance policy): the reductions on a
+    value's path, each weight's fan-in (every axis of a kernel but its last: inputs x kernel
+    size for a convolution, units for a recurrent kernel), taken once per step of a sequence
+    input (a recurrent state carries its roundings from step to step), and 10 elementwise
+    operations per layer, on quantities of the magnitude of the inputs times the weights."""
+    fan_ins = sum(int(np.prod(w.shape[:-1])) for w in weights if w.ndim >= 2)
+    steps = x.shape[1] if x.ndim >= 3 else 1
+    n_ops = fan_ins * steps + 10 * n_layers
+    # A product's terms are at most the largest input times the largest weight (outputs of
+    # the layers in between are squashed or of the same order).
+    largest_w = max([1.0] + [float(np.abs(w).max()) for w in weights if w.size])
+    scale = max(1.0, float(np.abs(x).max())) * largest_w
+    return Tolerance(eps_bound(n_ops, scale), 0.0,
+                     f"{n_ops} roundings (fan-ins {fan_ins} x {steps} steps + 10 per layer) "
+                     f"on magnitudes up to {scale:.3g}")  # fmt: skip
 
 
 def _model(layers: list[tuple[str, dict[str, Any]]], shape: list[Any]) -> dict[str, Any]:
@@ -34,6 +53,7 @@ LAYER_CASES = all_cases()
 def test_forward_matches_keras(keras: ModuleType, case: str) -> None:
     layers, shape, *inputs = LAYER_CASES[case]  # an optional third element: "int:N" inputs
     config = _model(layers, shape)
+    keras.utils.set_random_seed(0)  # the same initial weights whatever ran before
     km = keras.models.model_from_json(keras_json(config))
     ours = Model.from_config(config, seed=0)
     ours.set_weights(km.get_weights())
@@ -44,7 +64,8 @@ def test_forward_matches_keras(keras: ModuleType, case: str) -> None:
         x = rng.normal(size=(6, *shape[1:])).astype(np.float32)
     with torch.no_grad():
         got = ours(torch.as_tensor(x)).numpy()
-    np.testing.assert_allclose(got, km.predict(x, verbose=0), rtol=1e-6, atol=1e-7)
+    tol = _forward_tolerance(km.get_weights(), x, len(layers))
+    assert_close(got, km.predict(x, verbose=0), tol, what=case)
     assert ours.summary()["total_params"] == km.count_params()
     # What Keras's own to_json() writes for the same model is accepted too.
     again = Model.from_config(json.loads(km.to_json()), seed=0)
@@ -57,7 +78,7 @@ def test_forward_matches_keras(keras: ModuleType, case: str) -> None:
     # Our canonical config is one Keras reads back as the same model.
     back = keras.models.model_from_json(json.dumps(ours.get_config()))
     back.set_weights(km.get_weights())
-    np.testing.assert_allclose(back.predict(x, verbose=0), got, rtol=1e-6, atol=1e-7)
+    assert_close(back.predict(x, verbose=0), got, tol, what=f"{case}, read back by Keras")
 
 
 def test_every_registered_layer_has_a_keras_comparison() -> None:
