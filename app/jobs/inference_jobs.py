@@ -34,14 +34,21 @@ from app.models.cost import (
     Purpose,
     check_job_batch,
     check_one_sample,
-    over_sync_cost,
     request_cost,
     rows_of,
 )
 from app.models.inference import dtype_policy_of, evaluate, predict_arrays
 from app.models.loading import build_model
 from app.models.schemas import EvaluateRequest, PredictRequest
-from app.models.service import BODY, compile_spec, current_model, invalid, model_graph
+from app.models.service import (
+    BODY,
+    NotCached,
+    compile_spec,
+    current_model,
+    invalid,
+    model_graph,
+    only_cached,
+)
 from app.runtime.context import AppContext
 
 T = TypeVar("T")
@@ -63,27 +70,15 @@ def evaluate_or_job(
     return _at_once_or_job(ctx, scope, model_id, body, "evaluate", evaluate)
 
 
-def runs_inline(ctx: AppContext, *, model_id: uuid.UUID, body: PredictRequest) -> bool:
-    """Whether this predict may run where the request arrived (the event loop), as a bare
-    endpoint runs its model: on SQLite (its state read is local, and mostly skipped, see
-    DataVersion), on the model's current weights with its built model and graph in the cache,
-    with `x` given as rows or arrays (no dataset to read), estimated at most
-    PREDICT_INLINE_MAX_COST. It must then run within `cached_only`: should the model have
-    changed since it was cached (or its state not be readable at once), NotCached is raised,
-    and the predict goes to the lane."""
-    limit, versions = ctx.settings.predict_inline_max_cost, ctx.data_version
-    if limit <= 0 or versions is None or body.checkpoint or body.job_id:
-        return False
-    if not _given_rows(body.x):
-        return False
-    row, graph = ctx.cache.row(model_id), ctx.cache.graph(model_id)
-    if row is None or graph is None or not ctx.cache.has((model_id, row.weights_key)):
-        return False
-    rows = rows_of(body.x)
-    cost = request_cost(graph, body.x, rows=rows, purpose="predict")
-    # Never a job from here: what would queue one goes to the lane.
-    settings = ctx.settings
-    return rows <= settings.predict_sync_max_rows and cost <= min(limit, settings.sync_max_cost)
+def runs_inline(ctx: AppContext, *, body: PredictRequest) -> bool:
+    """Whether this predict may try to run where the request arrived (the event loop), as a
+    bare endpoint runs its model: on SQLite (its state read is local, and mostly skipped, see
+    DataVersion), on the model's current weights, with `x` given as rows or arrays (no dataset
+    to read). It must then run within `cached_only`, where `predict` raises NotCached (and the
+    predict goes to the lane) unless the model is built and cached and the predict is
+    estimated at most PREDICT_INLINE_MAX_COST."""
+    return (ctx.settings.predict_inline_max_cost > 0 and ctx.data_version is not None
+            and not body.checkpoint and not body.job_id and _given_rows(body.x))  # fmt: skip
 
 
 def _given_rows(x: Any) -> bool:
@@ -126,8 +121,12 @@ def _at_once_or_job(
     x = refs.resolve(body.x, [BODY, "x"])
     graph = model_graph(ctx, row)  # the estimate reads the model's graph: nothing runs yet
     purpose: Purpose = "predict" if kind == "predict" else "score"
-    few = rows_of(x) <= ctx.settings.predict_sync_max_rows
-    if few and not over_sync_cost(ctx.settings, graph, x, purpose=purpose):
+    settings, rows = ctx.settings, rows_of(x)
+    cost = request_cost(graph, x, rows=rows, purpose=purpose)
+    at_once_ok = rows <= settings.predict_sync_max_rows and cost <= settings.sync_max_cost
+    if only_cached() and not (at_once_ok and cost <= settings.predict_inline_max_cost):
+        raise NotCached("too large to run on the event loop")  # nor a job from there
+    if at_once_ok:
         # The row just read goes along: the answer needs no second read of it.
         return at_once(ctx, scope=project, model_id=model_id, body=body, row=row), None
     if not submit:

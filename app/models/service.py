@@ -84,14 +84,20 @@ class NotCached(Exception):
 
 @contextmanager
 def cached_only() -> Iterator[None]:
-    """Within it, `current_model` and `model_at` answer from what this thread has cached (the
-    model's state at SQLite's current data version, the built model), else raise NotCached: a
-    predict run on the event loop must not read the database or a weights file."""
+    """Within it, `current_model`, `model_graph` and `model_at` answer from what is cached (the
+    model's state at SQLite's current data version, read on the loop's own connection if need
+    be; its graph; the built model), else raise NotCached: a predict run on the event loop must
+    not read a weights file, build a model or wait for the database's pool."""
     token = _cached_only.set(True)
     try:
         yield
     finally:
         _cached_only.reset(token)
+
+
+def only_cached() -> bool:
+    """Whether the caller runs within `cached_only`."""
+    return _cached_only.get()
 
 
 @contextmanager
@@ -206,6 +212,8 @@ def model_graph(ctx: AppContext, row: ModelRow) -> Model:
     limits now refuse is a 422 naming the field, as at creation."""
     graph = ctx.cache.graph(row.id)
     if graph is None:
+        if _cached_only.get():
+            raise NotCached(f"model {row.id}'s graph is not built")
         try:
             graph = Model.dry_run(row.config, limits=model_limits(ctx.settings))
         except EngineError as exc:

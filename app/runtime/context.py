@@ -75,11 +75,6 @@ class ModelCache:
         with self._lock:
             return self._models.get(key)
 
-    def has(self, key: tuple[uuid.UUID, str | None]) -> bool:
-        """Whether the model is cached (without making it the most recently used)."""
-        with self._lock:
-            return key in self._models.items
-
     def put(self, key: tuple[uuid.UUID, str | None], model: Model) -> None:
         with self._lock:
             self._models.put(key, model)

@@ -220,9 +220,10 @@ async def predict_binary(request: Request) -> Response:
 def _inline(
     ctx: AppContext, scope: Scope, model_id: uuid.UUID, body: PredictRequest, accept: str
 ) -> Response | None:
-    """The answer computed here, on the event loop, where `runs_inline` allows it (a small
-    predict on a model built and cached, on SQLite); None: the lane is to answer."""
-    if not inference_jobs.runs_inline(ctx, model_id=model_id, body=body):
+    """The answer computed here, on the event loop, where `runs_inline` allows it and nothing
+    needs more than the caches (a small predict on a model built and cached, on SQLite); None:
+    the lane is to answer."""
+    if not inference_jobs.runs_inline(ctx, body=body):
         return None
     try:
         with cached_only():
